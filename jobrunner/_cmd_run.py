@@ -1,0 +1,81 @@
+"""``jobrunner run MODULE[:NAME]`` and ``jobrunner exec NAME -- CMD...``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .errors import UsageError
+
+__all__ = ["configure", "main"]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help="run without side effects: commands are logged, not run")
+    parser.add_argument(
+        "--env-file", action="append", default=[], metavar="FILE",
+        help="load variables from FILE (systemd EnvironmentFile= syntax); repeatable",
+    )
+    parser.add_argument("--log-format", choices=("json", "console"), help="default: console on a TTY, else json")
+    parser.add_argument("--no-notify", action="store_true", help="send no notification for this run")
+
+
+def configure(parser: argparse.ArgumentParser, command: str) -> None:
+    if command == "exec":
+        parser.usage = "jobrunner exec NAME [options] -- COMMAND [ARG...]"
+        parser.add_argument("name", help="the job name (logs, state, lock name)")
+        parser.add_argument("--lock", nargs="?", const=True, default=None, metavar="NAME|PATH",
+                            help="take a lock (default name: NAME; an absolute path locks that file)")
+        parser.add_argument("--lock-wait", metavar="SPAN", help="wait up to SPAN for the lock (implies --lock)")
+        parser.add_argument("--shared", action="store_true", help="take the lock shared (flock -s)")
+        parser.add_argument("--timeout", metavar="SPAN", help="kill the command's tree after SPAN (e.g. 2h)")
+        parser.add_argument("--retry", type=int, default=1, metavar="N", help="try up to N times in all")
+        parser.add_argument("--retry-delay", default="10s", metavar="SPAN")
+        parser.add_argument("--cwd", metavar="DIR", help="run the command in DIR")
+        _common(parser)
+        parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
+    else:
+        parser.usage = "jobrunner [run] MODULE[:NAME] [options]"
+        parser.add_argument("job", help="the job: a module path (jobs.wp_backup), optionally :NAME")
+        _common(parser)
+
+
+def _exec_job(args: argparse.Namespace) -> Any:
+    from .declaration import Lock, Retry, job
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError("exec needs a command after '--' (e.g. jobrunner exec backup -- /usr/local/bin/backup.sh)")
+    lock: Any = None
+    if args.lock or args.lock_wait or args.shared:
+        name = args.lock if isinstance(args.lock, str) else None
+        lock = Lock(name=name, wait=args.lock_wait, shared=args.shared)
+    cwd = args.cwd
+
+    def wrapped(ctx: Any) -> None:
+        ctx.run(command, cwd=cwd)
+
+    wrapped.__module__ = "jobrunner.exec"
+    retry = Retry(attempts=args.retry, backoff="fixed", delay=args.retry_delay) if args.retry > 1 else None
+    return job(name=args.name, lock=lock, timeout=args.timeout, retry=retry)(wrapped)
+
+
+def main(args: argparse.Namespace, command: str) -> int:
+    from .runner import RunOptions, run_job
+
+    options = RunOptions(
+        dry_run=args.dry_run, env_files=tuple(args.env_file), log_format=args.log_format, notify=not args.no_notify,
+    )
+    if command == "exec":
+        try:
+            declared = _exec_job(args)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        options.passthrough_exit = True
+    else:
+        from .loader import load_job
+
+        declared = load_job(args.job)
+    return run_job(declared, options).exit_code

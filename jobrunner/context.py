@@ -1,0 +1,120 @@
+"""The context handed to a job: its logger, environment, commands, cleanups and secrets."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import IO, TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+
+from .process import Completed, ProcessGroups, run_command
+
+if TYPE_CHECKING:
+    from .declaration import Job
+    from .redact import Redactor
+
+__all__ = ["Context"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    """What a job function receives.
+
+    - ``ctx.log``: a structlog logger; ``ctx.log.info("backup.written", path=p, bytes=n)``.
+    - ``ctx.env``: the environment after env files (``--env-file``, the job's ``env_files``).
+    - ``ctx.run([...])``: run a command in its own process group, output logged line by line.
+    - ``ctx.sh("a | b")``: a shell line under ``bash -euo pipefail``.
+    - ``ctx.cleanup(fn)``: register a callback run last-in-first-out at the end, whatever the
+      outcome (success, failure, timeout, SIGTERM, SIGINT).
+    - ``ctx.secret(value)``: never log this value (it is masked as ``***`` everywhere).
+    - ``ctx.dry_run``, ``ctx.run_id``, ``ctx.attempt``, ``ctx.job``, ``ctx.state_dir``,
+      ``ctx.remaining()`` (seconds left before the deadline, or ``None``).
+    """
+
+    def __init__(
+        self,
+        *,
+        job: Job,
+        log: Any,
+        env: dict[str, str],
+        run_id: str,
+        dry_run: bool,
+        redactor: Redactor,
+        state_dir: str,
+        deadline: float | None = None,
+    ) -> None:
+        self.job = job
+        self.log = log
+        self.env = env
+        self.run_id = run_id
+        self.dry_run = dry_run
+        self.state_dir = state_dir
+        self.attempt = 1
+        self.deadline = deadline
+        self._redactor = redactor
+        self._cleanups: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+        self.groups = ProcessGroups()
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The job's free-form ``options=`` from its declaration."""
+        return self.job.options
+
+    def remaining(self) -> float | None:
+        """Seconds left before the job's deadline (``None`` without a timeout)."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def cleanup(self, fn: F, *args: Any, **kwargs: Any) -> F:
+        """Run ``fn(*args, **kwargs)`` at the end of the run, whatever happens. Usable as a decorator."""
+        self._cleanups.append((fn, args, kwargs))
+        return fn
+
+    def secret(self, *values: str) -> None:
+        """Mask these values in every log line, error, notification and state record."""
+        self._redactor.add(*values)
+
+    def run(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
+        check: bool = True,
+        capture: bool = False,
+        stdout: IO[Any] | int | str | os.PathLike[str] | None = None,
+        stdin: IO[Any] | int | None = None,
+    ) -> Completed:
+        """Run a command; its stdout/stderr lines become ``proc.output`` log events.
+
+        ``env`` adds to ``ctx.env``; ``check`` raises ``CommandFailed`` on a non-zero exit;
+        ``capture=True`` returns stdout as ``.stdout`` instead of logging it; ``stdout=PATH``
+        (or a file) sends stdout there (e.g. a dump), stderr is still logged. The deadline,
+        ``systemctl stop`` and Ctrl-C kill the command's whole process group.
+        In a dry run the command is logged (``proc.dry_run``) and not run.
+        """
+        if self.dry_run:
+            self.log.info("proc.dry_run", argv=[os.fspath(a) for a in argv], cwd=os.fspath(cwd) if cwd else None)
+            return Completed(0)
+        merged = dict(self.env)
+        if env:
+            merged.update(env)
+        return run_command(
+            argv,
+            log=self.log,
+            groups=self.groups,
+            env=merged,
+            cwd=cwd,
+            check=check,
+            capture=capture,
+            stdout=stdout,
+            stdin=stdin,
+            kill_grace=self.job.kill_grace,
+        )
+
+    def sh(self, script: str, **kwargs: Any) -> Completed:
+        """Run a shell line with ``bash -euo pipefail -c``: a failing stage of a pipe fails it."""
+        return self.run(["bash", "-euo", "pipefail", "-c", script], **kwargs)
+
+    def _pop_cleanups(self) -> list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]]:
+        cleanups, self._cleanups = self._cleanups[::-1], []
+        return cleanups

@@ -1,0 +1,282 @@
+"""The declaration: ``@job(...)``, ``Lock`` and ``Retry``.
+
+A declaration is a small immutable value checked when it is built, so a bad one fails at
+import with a message naming the job and the field (the CLI turns that into exit 78).
+
+>>> from jobrunner import job, Lock, Retry
+>>> @job(schedule="02:15", lock=Lock(wait="30s"), timeout="2h",
+...      retry=Retry(attempts=3, on=(OSError,)))
+... def nightly(ctx):
+...     ctx.run(["true"])
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal, overload
+
+from .errors import ConfigError
+from .timespan import parse_timespan
+
+if TYPE_CHECKING:
+    from .context import Context
+
+__all__ = ["HARDENING_LEVELS", "Job", "Lock", "Retry", "job"]
+
+HARDENING_LEVELS = ("basic", "standard", "strict")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]*\$?$")
+
+
+def _span(value: Any, what: str, *, allow_none: bool = True) -> float | None:
+    if value is None and allow_none:
+        return None
+    try:
+        return parse_timespan(value)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Lock:
+    """How a job's runs exclude each other (flock(1) semantics).
+
+    - ``Lock()``: exclusive and non-blocking (``flock -n``): a second run is skipped, exit 75.
+    - ``Lock(wait="30s")``: wait up to 30 s for the holder (``flock -w 30``), then skip.
+    - ``Lock(shared=True)``: a shared lock (``flock -s``): shared holders run together and
+      exclude exclusive ones, e.g. readers of a backup set against the pruner.
+    - ``Lock(name="/var/lock/backup.lock")``: an absolute path locks that very file, so a job
+      excludes legacy scripts that run under ``flock /var/lock/backup.lock``.
+    - ``busy="fail"``: a held lock is a failure (exit 1, alerts) rather than a skip.
+    """
+
+    name: str | None = None
+    wait: str | float | None = None
+    shared: bool = False
+    busy: Literal["skip", "fail"] = "skip"
+    wait_seconds: float | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            if not isinstance(self.name, str) or not (self.name.startswith("/") or _NAME.match(self.name)):
+                raise ValueError(f"lock name {self.name!r}: use letters, digits, '_.-', or an absolute path")
+        if not isinstance(self.shared, bool):
+            raise ValueError(f"lock shared={self.shared!r}: must be True or False")
+        if self.busy not in ("skip", "fail"):
+            raise ValueError(f"lock busy={self.busy!r}: must be 'skip' or 'fail'")
+        object.__setattr__(self, "wait_seconds", _span(self.wait, "lock wait"))
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Retry the job when it raises one of ``on``, never past its deadline.
+
+    ``Retry(attempts=3, backoff="exponential", delay="10s", max_delay="5min", on=(OSError,))``
+    tries three times in all, sleeping 10 s then 20 s (capped at 5 min). ``backoff="fixed"``
+    sleeps ``delay`` each time. Only the listed exception types are retried.
+    """
+
+    attempts: int = 3
+    backoff: Literal["exponential", "fixed"] = "exponential"
+    delay: str | float = "1s"
+    max_delay: str | float = "5min"
+    on: tuple[type[BaseException], ...] = (Exception,)
+    delay_seconds: float = field(init=False, repr=False, compare=False)
+    max_delay_seconds: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ValueError(f"retry attempts={self.attempts!r}: must be a whole number of 1 or more")
+        if self.backoff not in ("exponential", "fixed"):
+            raise ValueError(f"retry backoff={self.backoff!r}: must be 'exponential' or 'fixed'")
+        on = self.on if isinstance(self.on, tuple) else (self.on,)
+        if not on or not all(isinstance(t, type) and issubclass(t, Exception) for t in on):
+            raise ValueError(f"retry on={self.on!r}: must be Exception subclasses")
+        object.__setattr__(self, "on", on)
+        object.__setattr__(self, "delay_seconds", _span(self.delay, "retry delay", allow_none=False))
+        object.__setattr__(self, "max_delay_seconds", _span(self.max_delay, "retry max_delay", allow_none=False))
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = (value,) if isinstance(value, str) else tuple(value)
+    for item in items:
+        if not isinstance(item, str) or not item.strip() or "\n" in item:
+            raise ValueError(f"{what}: {item!r} is not a non-empty one-line string")
+    return items
+
+
+def _paths(value: Any, what: str) -> tuple[str, ...]:
+    items = _strings(value, what)
+    for item in items:
+        path = item.lstrip("-")
+        if not path.startswith("/"):
+            raise ValueError(f"{what}: {item!r} must be an absolute path")
+    return items
+
+
+@dataclass(frozen=True)
+class Job:
+    """A declared job: the function plus everything operational about it.
+
+    Built by ``@job``; calling it calls the function with a context.
+    """
+
+    func: Callable[[Context], Any]
+    name: str
+    module: str
+    description: str = ""
+    schedule: tuple[str, ...] = ()
+    persistent: bool = False
+    jitter: float | None = None
+    fixed_jitter: bool = False
+    accuracy: float | None = None
+    lock: Lock | None = None
+    timeout: float | None = None
+    retry: Retry | None = None
+    user: str | None = None
+    group: str | None = None
+    hardening: str = "strict"
+    write_paths: tuple[str, ...] = ()
+    read_paths: tuple[str, ...] = ()
+    env_files: tuple[str, ...] = ()
+    notify: tuple[str, ...] = ()
+    network: bool = False
+    working_dir: str | None = None
+    log_file: str | None = None
+    cleanup_timeout: float = 60.0
+    kill_grace: float = 10.0
+    unit: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, ctx: Context) -> Any:
+        return self.func(ctx)
+
+    @property
+    def ref(self) -> str:
+        """``module:name``, what ``jobrunner run`` takes."""
+        return f"{self.module}:{self.name}"
+
+
+@overload
+def job(func: Callable[[Context], Any], /) -> Job: ...
+@overload
+def job(
+    func: None = None, /, **settings: Any
+) -> Callable[[Callable[[Context], Any]], Job]: ...
+
+
+def job(func: Callable[[Context], Any] | None = None, /, **settings: Any) -> Any:
+    """Declare a job. Use bare (``@job``) or with settings (``@job(schedule="02:15", ...)``).
+
+    Settings (all optional):
+
+    ``name`` (default: the function's name), ``schedule`` (OnCalendar= expression or a list of
+    them), ``persistent``, ``jitter`` (RandomizedDelaySec=), ``fixed_jitter``
+    (FixedRandomDelay=), ``accuracy`` (AccuracySec=), ``lock`` (``True``, a name, or ``Lock``),
+    ``timeout``, ``retry`` (``Retry``), ``user``, ``group``, ``hardening`` (basic | standard |
+    strict), ``write_paths``, ``read_paths``, ``env_files``, ``notify`` (Apprise tags),
+    ``network`` (the job needs the network), ``working_dir``, ``log_file`` (also append JSON
+    lines there), ``cleanup_timeout``, ``kill_grace`` (SIGTERM to SIGKILL for children),
+    ``unit`` (unit name; default the name with ``_`` as ``-``), ``options`` (free-form settings
+    the job reads as ``ctx.job.options``).
+
+    Time spans use systemd's syntax: ``"90s"``, ``"5m"``, ``"2h 30min"``.
+    """
+
+    def decorate(fn: Callable[[Context], Any]) -> Job:
+        return _build(fn, settings)
+
+    if func is not None:
+        if settings or not callable(func):
+            raise TypeError("use @job or @job(setting=...), not @job(positional)")
+        return decorate(func)
+    return decorate
+
+
+_SETTINGS = set(Job.__dataclass_fields__) - {"func", "module", "description"}
+
+
+def _build(fn: Callable[..., Any], settings: dict[str, Any]) -> Job:
+    name = settings.get("name") or getattr(fn, "__name__", "")
+    where = f"job {name!r} in {getattr(fn, '__module__', '?')}"
+    unknown = sorted(set(settings) - _SETTINGS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting {unknown[0]!r}")
+    current = "name"
+    try:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"{name!r} is not a job name (letters, digits, '_.-')")
+        values: dict[str, Any] = {}
+        for current, value in settings.items():
+            values[current] = _check(current, value, name)
+        current = "unit"
+        values["unit"] = values.get("unit") or name.replace("_", "-")
+        if not _NAME.match(values["unit"]):
+            raise ValueError(f"{values['unit']!r} is not a unit name")
+        values.pop("name", None)
+        doc = (fn.__doc__ or "").strip().splitlines()
+        return Job(
+            func=fn,
+            name=name,
+            module=getattr(fn, "__module__", "__main__"),
+            description=doc[0] if doc else "",
+            **values,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: {current}: {exc}") from None
+
+
+def _check(key: str, value: Any, name: str) -> Any:  # noqa: C901 - one branch a setting
+    if key in ("jitter", "accuracy", "timeout"):
+        seconds = _span(value, key)
+        if key == "timeout" and seconds == 0:
+            raise ValueError("must be more than 0 (or None for no timeout)")
+        return seconds
+    if key in ("cleanup_timeout", "kill_grace"):
+        return _span(value, key, allow_none=False)
+    if key in ("persistent", "fixed_jitter", "network"):
+        if not isinstance(value, bool):
+            raise ValueError(f"{value!r} must be True or False")
+        return value
+    if key == "schedule":
+        return _strings(value, key)
+    if key in ("write_paths", "read_paths", "env_files"):
+        return _paths(value, key)
+    if key == "notify":
+        return _strings(value, key)
+    if key == "lock":
+        if value is None or value is False:
+            return None
+        if value is True:
+            return Lock()
+        if isinstance(value, str):
+            return Lock(name=value)
+        if isinstance(value, Lock):
+            return value
+        raise ValueError(f"{value!r}: use True, a lock name, or Lock(...)")
+    if key == "retry":
+        if value is None or isinstance(value, Retry):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return Retry(attempts=value)
+        raise ValueError(f"{value!r}: use Retry(...) or a number of attempts")
+    if key == "hardening":
+        if value not in HARDENING_LEVELS:
+            raise ValueError(f"{value!r}: use one of {', '.join(HARDENING_LEVELS)}")
+        return value
+    if key in ("user", "group"):
+        if value is not None and not (isinstance(value, str) and _USER.match(value)):
+            raise ValueError(f"{value!r} is not a user/group name")
+        return value
+    if key in ("working_dir", "log_file"):
+        if value is not None:
+            _paths(value, key)
+        return value
+    if key == "options":
+        if not isinstance(value, dict):
+            raise ValueError(f"{value!r} must be a dict")
+        return dict(value)
+    return value

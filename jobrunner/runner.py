@@ -1,0 +1,351 @@
+"""The run lifecycle, in one place (DESIGN.md "The run lifecycle").
+
+1. env files loaded (errors: exit 78, before anything is locked or written);
+2. logging configured; 3. lock taken (busy: ``lock.busy``, exit 75);
+4. deadline armed; the function called, with retries inside the deadline;
+5. always: cleanups LIFO, leftover process groups killed, lock released, state written,
+   notification sent when the outcome calls for it, ``job.finished`` logged;
+6. the exit code of the contract returned.
+
+Signals: the first SIGTERM/SIGINT/SIGHUP (or the deadline's SIGALRM) raises an ``Interrupt``
+in the job; later ones are only recorded, so cleanup is not cut short. Each cleanup has its
+own time budget, and a watchdog thread ends the process if even that hangs: no run outlives
+``timeout + cleanup_timeout + kill_grace`` by more than a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import structlog
+
+from . import errors
+from ._logging import configure_logging
+from .context import Context
+from .declaration import Job
+from .envfile import load_env_file
+from .errors import CommandFailed, ConfigError, Interrupt, JobTimeout, LockBusy, Terminated
+from .redact import default_redactor
+from .state import StateStore, default_state_dir, record_finish, record_start
+
+__all__ = ["RunOptions", "RunResult", "run_job"]
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@dataclass
+class RunOptions:
+    """How to run: what the command line and environment say."""
+
+    dry_run: bool = False
+    env_files: Sequence[str] = ()
+    log_format: str | None = None
+    notify: bool = True
+    passthrough_exit: bool = False  # ``jobrunner exec``: a failed command's status is ours
+
+
+@dataclass
+class RunResult:
+    outcome: str
+    exit_code: int
+    attempts: int = 0
+    duration_s: float = 0.0
+    error: BaseException | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _CleanupTimeout(Interrupt):
+    pass
+
+
+class _Signals:
+    """Turns SIGALRM/SIGTERM/SIGINT/SIGHUP into exceptions, once; records the rest."""
+
+    def __init__(self, timeout: float | None, cleanup_timeout: float) -> None:
+        self.timeout = timeout
+        self.cleanup_timeout = cleanup_timeout
+        self.mode = "job"
+        self.deferred: list[int] = []
+        self.previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for signum in (*_SIGNALS, signal.SIGALRM):
+            self.previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def arm(self, seconds: float) -> None:
+        signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+
+    def disarm(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.mode == "job":
+            self.mode = "stopping"
+            self.disarm()
+            if signum == signal.SIGALRM:
+                raise JobTimeout(self.timeout or 0.0)
+            raise Terminated(signum)
+        if self.mode == "cleanup" and signum == signal.SIGALRM:
+            raise _CleanupTimeout()
+        if signum != signal.SIGALRM:
+            self.deferred.append(signum)
+
+
+class _Watchdog:
+    """Last resort: if the main thread is still busy at ``at``, kill children and exit."""
+
+    def __init__(self, log: Any, groups: Any) -> None:
+        self.at: float | None = None
+        self.log = log
+        self.groups = groups
+        self.done = threading.Event()
+        self.exit_code = errors.EXIT_TIMEOUT
+        self.thread: threading.Thread | None = None
+
+    def set(self, at: float, exit_code: int) -> None:
+        self.at, self.exit_code = at, exit_code
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._watch, name="jobrunner-watchdog", daemon=True)
+            self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.2):
+            if self.at is not None and time.monotonic() >= self.at:
+                try:
+                    self.log.critical("job.hard_exit", reason="the run did not stop in time", exit_code=self.exit_code)
+                    self.groups.kill_all(0.5)
+                finally:
+                    os._exit(self.exit_code)
+
+
+def _load_env(job: Job, options: RunOptions) -> dict[str, str]:
+    loaded: dict[str, str] = {}
+    for path in job.env_files:
+        optional = path.startswith("-")
+        loaded.update(load_env_file(path.lstrip("-"), optional=optional))
+    for path in options.env_files:
+        loaded.update(load_env_file(path))
+    os.environ.update(loaded)
+    return dict(os.environ)
+
+
+def _new_run_id() -> str:
+    invocation = os.environ.get("INVOCATION_ID", "")
+    return invocation if invocation else os.urandom(16).hex()
+
+
+def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
+    """Run ``job`` through the whole lifecycle and return how it ended (never raises for the job's errors)."""
+    options = options or RunOptions()
+    env = _load_env(job, options)  # ConfigError propagates: nothing locked or written yet
+    redactor = default_redactor()
+    redactor.add_env(env)
+    run_id = _new_run_id()
+    sink = configure_logging(
+        static={"job": job.name, "run_id": run_id, "host": os.uname().nodename},
+        redactor=redactor,
+        fmt=options.log_format,
+        file_path=job.log_file,
+    )
+    log = structlog.get_logger()
+    if sink.file_error:
+        log.warning("log.file_unavailable", error=sink.file_error)
+    state_root = default_state_dir()
+    store = StateStore(job.name, state_root)
+    ctx = Context(
+        job=job, log=log, env=env, run_id=run_id, dry_run=options.dry_run, redactor=redactor, state_dir=store.dir
+    )
+    sigs = _Signals(job.timeout, job.cleanup_timeout)
+    watchdog = _Watchdog(log, ctx.groups)
+    started_wall, started = time.time(), time.monotonic()
+    result = RunResult("success", errors.EXIT_OK)
+    lock = None
+    sigs.install()
+    try:
+        log.info("job.started", pid=os.getpid(), user=_user(), dry_run=options.dry_run or None, module=job.module)
+        lock = _acquire_lock(job, log, options.dry_run)
+        if not options.dry_run:
+            _write_state(store, log, lambda s: record_start(s, run_id=run_id, pid=os.getpid()))
+        if job.timeout:
+            ctx.deadline = time.monotonic() + job.timeout
+            sigs.arm(job.timeout)
+            watchdog.set(ctx.deadline + job.cleanup_timeout + job.kill_grace + 10, errors.EXIT_TIMEOUT)
+        result.attempts = _call(job, ctx, log)
+        sigs.mode = "done"
+        sigs.disarm()
+    except LockBusy as exc:
+        sigs.mode = "done"
+        fail = job.lock is not None and job.lock.busy == "fail"
+        log.log(40 if fail else 20, "lock.busy", path=exc.path, policy=job.lock.busy if job.lock else "skip")
+        result = RunResult("failure" if fail else "skipped", errors.EXIT_FAILURE if fail else errors.EXIT_SKIPPED, 0, error=exc)
+    except Interrupt as exc:
+        sigs.mode = "stopping"
+        watchdog.set(time.monotonic() + job.cleanup_timeout + job.kill_grace + 10, exc.exit_code)
+        level = "error" if isinstance(exc, JobTimeout) else "warning"
+        getattr(log, level)("job.timeout" if isinstance(exc, JobTimeout) else "job.terminated", reason=str(exc))
+        result = RunResult(exc.outcome, exc.exit_code, max(ctx.attempt, 1), error=exc)
+    except BaseException as exc:  # the job raised: log it structured, exit 1
+        sigs.mode = "stopping"
+        code = errors.EXIT_FAILURE
+        if options.passthrough_exit and isinstance(exc, CommandFailed):
+            code = exc.returncode if exc.returncode > 0 else 128 - exc.returncode
+        elif isinstance(exc, ConfigError):
+            code = errors.EXIT_CONFIG
+        extra = {"returncode": exc.returncode, "tail": list(exc.tail)} if isinstance(exc, CommandFailed) else {}
+        log.error("job.failed", exc_info=exc, attempts=ctx.attempt, **extra)
+        result = RunResult("failure", code, ctx.attempt, error=exc)
+    finally:
+        result.duration_s = time.monotonic() - started
+        _finish(job, ctx, log, sigs, lock, store, result, options, started_wall, sink)
+        watchdog.done.set()
+        sigs.restore()
+        sink.close()
+    return result
+
+
+def _call(job: Job, ctx: Context, log: Any) -> int:
+    retry = job.retry
+    if retry is None or retry.attempts <= 1:
+        job(ctx)
+        return 1
+    import tenacity  # only jobs that declare retries pay for it
+
+    wait = (
+        tenacity.wait_exponential(multiplier=retry.delay_seconds, max=retry.max_delay_seconds)
+        if retry.backoff == "exponential"
+        else tenacity.wait_fixed(retry.delay_seconds)
+    )
+    stop: Any = tenacity.stop_after_attempt(retry.attempts)
+    remaining = ctx.remaining()
+    if remaining is not None:
+        stop = stop | tenacity.stop_before_delay(remaining)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "job.retry", attempt=state.attempt_number, of=retry.attempts, delay_s=round(delay, 3),
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        ctx.attempt = state.attempt_number + 1
+
+    retrying = tenacity.Retrying(
+        stop=stop, wait=wait, retry=tenacity.retry_if_exception_type(retry.on), before_sleep=before_sleep, reraise=True
+    )
+    retrying(job, ctx)
+    return ctx.attempt
+
+
+def _acquire_lock(job: Job, log: Any, dry_run: bool):
+    if job.lock is None or dry_run:
+        return None
+    from .locks import FileLock, default_lock_dir
+
+    spec = job.lock
+    name = spec.name or job.name
+    path = name if name.startswith("/") else os.path.join(default_lock_dir(), f"{name}.lock")
+    lock = FileLock(path, wait=spec.wait_seconds, shared=spec.shared)
+    if spec.wait_seconds:
+        log.info("lock.waiting", path=path, wait_s=spec.wait_seconds)
+    lock.acquire()
+    log.info("lock.acquired", path=path, shared=spec.shared or None)
+    return lock
+
+
+def _run_cleanups(ctx: Context, log: Any, sigs: _Signals, job: Job) -> None:
+    for fn, args, kwargs in ctx._pop_cleanups():
+        name = getattr(fn, "__qualname__", repr(fn))
+        sigs.mode = "cleanup"
+        sigs.arm(job.cleanup_timeout)
+        try:
+            fn(*args, **kwargs)
+            log.debug("cleanup.done", cleanup=name)
+        except _CleanupTimeout:
+            log.error("cleanup.failed", cleanup=name, error=f"did not finish within {job.cleanup_timeout:g}s")
+        except BaseException as exc:  # never masks the job's own error
+            log.error("cleanup.failed", cleanup=name, exc_info=exc)
+        finally:
+            sigs.disarm()
+            sigs.mode = "stopping"
+
+
+def _finish(job, ctx, log, sigs, lock, store, result, options, started_wall, sink) -> None:
+    _run_cleanups(ctx, log, sigs, job)
+    for pgid in ctx.groups.kill_all(job.kill_grace):
+        log.warning("proc.killed", pgid=pgid)
+    if lock is not None:
+        lock.release()
+    if sigs.deferred:
+        log.warning("signal.deferred", signals=[signal.Signals(s).name for s in sigs.deferred])
+    error = f"{type(result.error).__name__}: {result.error}" if result.error and result.outcome != "skipped" else None
+    if error:
+        error = default_redactor().redact(error)
+    state: dict[str, Any] | None = None
+    if not options.dry_run:
+        state = _write_state(
+            store,
+            log,
+            lambda s: record_finish(
+                s, run_id=ctx.run_id, outcome=result.outcome, exit_code=result.exit_code, started=started_wall,
+                duration_s=result.duration_s, attempts=result.attempts, error=error,
+            ),
+        )
+        _after_run_hooks(job, ctx, log, result, state, options, sink, error)
+    level = "info" if result.outcome in ("success", "skipped") else "error"
+    getattr(log, level)(
+        "job.finished", outcome=result.outcome, exit_code=result.exit_code,
+        duration_s=round(result.duration_s, 3), attempts=result.attempts, error=error,
+    )
+
+
+def _write_state(store: StateStore, log: Any, change) -> dict[str, Any] | None:
+    try:
+        return store.update(change)
+    except OSError as exc:  # read-only or full disk: the run's result is still logged
+        log.error("state.write_failed", path=store.path, error=exc.strerror or str(exc))
+        return None
+
+
+def _after_run_hooks(job, ctx, log, result, state, options, sink, error) -> None:
+    """Metrics and notifications: imported only when configured."""
+    if os.environ.get("JOBRUNNER_METRICS_DIR"):
+        try:
+            from .metrics import write_job_metrics
+
+            write_job_metrics(job, state or {}, result, os.environ["JOBRUNNER_METRICS_DIR"])
+        except Exception as exc:
+            log.error("metrics.write_failed", error=f"{type(exc).__name__}: {exc}")
+    if not options.notify or result.outcome == "skipped":
+        return
+    try:
+        from .notify import configured, notify_after_run
+    except ImportError:  # pragma: no cover - the notify module is optional during development
+        return
+    if configured(job):
+        try:
+            notify_after_run(job=job, ctx=ctx, log=log, result=result, store=ctx_store(ctx), tail=list(sink.tail), error=error)
+        except Exception as exc:  # a notification never changes the outcome
+            log.error("notify.failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def ctx_store(ctx: Context) -> StateStore:
+    return StateStore(ctx.job.name, os.path.dirname(ctx.state_dir))
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (KeyError, ImportError):
+        return str(os.geteuid())
