@@ -10,11 +10,12 @@
     the declared ``write_paths`` writable), plus ``PrivateDevices=``,
     ``ProtectKernelTunables=``, ``ProtectControlGroups=``, ``ProtectProc=invisible``,
     ``RestrictNamespaces=``, ``RestrictAddressFamilies=`` (UNIX and IP only), ``UMask=0027``,
-    and no capabilities at all for a non-root ``User=`` (it has none to use anyway).
+    the ``@system-service`` seccomp allow list (denied calls fail with ``EPERM``), and no
+    capabilities at all for a non-root ``User=`` (it has none to use anyway).
 ``strict``
     Everything ``systemd-analyze security`` rewards that CPython and the usual job tools
-    (wp-cli, mysqldump, rclone, tar, gzip) survive: a ``@system-service`` seccomp filter
-    without ``@privileged``/``@resources`` (``EPERM``, not a kill, for the rest),
+    (wp-cli, mysqldump, rclone, tar, gzip) survive: the seccomp list also without
+    ``@privileged``/``@resources``,
     ``MemoryDenyWriteExecute=`` (CPython has no JIT; PHP's opcache JIT is off for the CLI),
     ``ProcSubset=pid``, ``PrivateMounts=``, an empty capability bounding set (even for root),
     ``UMask=0077``, ``PrivateUsers=`` for a non-root ``User=``, ``ProtectHome=yes`` unless a
@@ -46,10 +47,11 @@ LEVELS = ("basic", "standard", "strict")
 THRESHOLDS: dict[tuple[str, bool], float] = {
     ("strict", False): 1.5,
     ("strict", True): 2.0,
-    ("standard", False): 4.5,
-    ("standard", True): 4.5,
-    ("basic", False): 7.5,
-    ("basic", True): 7.5,
+    ("standard", False): 4.0,
+    ("standard", True): 4.0,
+    ("basic", False): 8.0,
+    ("basic", True): 8.0,
+    ("alert", True): 2.5,
 }
 
 _HOMES = ("/home", "/root", "/run/user")
@@ -104,7 +106,11 @@ def hardening_directives(level: str, *, root: bool, network: bool, home_paths: b
         ("RestrictNamespaces", "yes"),
         ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
         ("UMask", "0077" if strict else "0027"),
+        ("SystemCallFilter", "@system-service"),
     ]
+    if strict:
+        out.append(("SystemCallFilter", "~@privileged @resources"))
+    out.append(("SystemCallErrorNumber", "EPERM"))
     if strict or not root:
         out += [("CapabilityBoundingSet", ""), ("AmbientCapabilities", "")]
     if not strict:
@@ -114,9 +120,6 @@ def hardening_directives(level: str, *, root: bool, network: bool, home_paths: b
         ("PrivateMounts", "yes"),
         ("KeyringMode", "private"),
         ("MemoryDenyWriteExecute", "yes"),
-        ("SystemCallFilter", "@system-service"),
-        ("SystemCallFilter", "~@privileged @resources"),
-        ("SystemCallErrorNumber", "EPERM"),
     ]
     if not root:
         out.append(("PrivateUsers", "yes"))

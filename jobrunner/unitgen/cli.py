@@ -1,0 +1,138 @@
+"""``jobrunner units render|verify|install|uninstall``: a thin shell over the library calls.
+
+Usage::
+
+    jobrunner units render [--out units] [--package jobs] [--python PATH] [--check] [JOB ...]
+    jobrunner units verify [--dir units] [--threshold N]
+    jobrunner units install [--dir units] [--root /] [--env NAME] [--dry-run] [--force]
+    jobrunner units uninstall [--root /] [--dry-run] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+from .ini import GENERATED_MARK
+
+__all__ = ["configure", "main", "write_rendered"]
+
+
+def configure(parser: argparse.ArgumentParser, command: str) -> None:
+    """Add the ``units`` actions and their options to ``parser``."""
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    render = actions.add_parser("render", help="write the units of the jobs (deterministic)")
+    render.add_argument("--out", default="units", help="output directory (default: units)")
+    render.add_argument("--package", default="jobs", help="package holding the jobs (default: jobs)")
+    render.add_argument("--python", default=None, help="interpreter in ExecStart= (default: /opt/jobrunner/bin/python)")
+    render.add_argument("--metrics-dir", default=None, help="node_exporter textfile dir to make writable and set")
+    render.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out differs")
+    render.add_argument("jobs", nargs="*", metavar="JOB", help="job name, unit name or MODULE:NAME (default: all)")
+
+    verify = actions.add_parser("verify", help="systemd-analyze verify + security scores of rendered units")
+    verify.add_argument("--dir", default="units", help="directory of rendered units (default: units)")
+    verify.add_argument("--threshold", type=float, default=None, help="one exposure threshold for all units")
+
+    install = actions.add_parser("install", help="install rendered units under /etc/systemd/system")
+    install.add_argument("--dir", default="units", help="directory of rendered units (default: units)")
+    install.add_argument("--root", default="/", help="install under this root (no systemctl then)")
+    install.add_argument("--env", default=None, help="add <unit>.service.d/<env>.conf environment drop-ins")
+    install.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
+    install.add_argument("--force", action="store_true", help="overwrite files jobrunner did not write")
+
+    uninstall = actions.add_parser("uninstall", help="remove exactly what install wrote")
+    uninstall.add_argument("--root", default="/", help="the root install used")
+    uninstall.add_argument("--dry-run", action="store_true", help="list, remove nothing")
+    uninstall.add_argument("--force", action="store_true", help="also remove files edited since install")
+
+
+def _stale(out: Path, keep: set[str]) -> list[str]:
+    """Generated files in ``out`` that the current render no longer produces."""
+    stale = []
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out).as_posix()
+        if not path.is_file() or rel in keep or path.suffix not in (".service", ".timer", ".conf", ""):
+            continue
+        try:
+            with path.open() as handle:
+                first = handle.readline().rstrip("\n")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if first == GENERATED_MARK:
+            stale.append(rel)
+    return stale
+
+
+def write_rendered(files: dict[str, str], out: str | Path, *, prune: bool, check: bool = False) -> list[str]:
+    """Write ``files`` into ``out``; return the relative names that changed (or would).
+
+    ``prune`` removes generated files no longer rendered (never files without the header).
+    """
+    base = Path(out)
+    changed = []
+    for rel, text in files.items():
+        target = base / rel
+        try:
+            current = target.read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            current = None
+        if current != text:
+            changed.append(rel)
+            if not check:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
+    if prune and base.is_dir():
+        for rel in _stale(base, set(files)):
+            changed.append(rel)
+            if not check:
+                (base / rel).unlink()
+    return sorted(changed)
+
+
+def _render(args: argparse.Namespace) -> int:
+    from .render import DEFAULT_PYTHON, render_all
+
+    files = render_all(args.package, args.jobs, python=args.python or DEFAULT_PYTHON, metrics_dir=args.metrics_dir)
+    changed = write_rendered(files, args.out, prune=not args.jobs, check=args.check)
+    if args.check:
+        for rel in changed:
+            print(f"jobrunner: {Path(args.out) / rel} is out of date", file=sys.stderr)
+        print(f"{len(files)} file(s) rendered, {len(changed)} differ from {args.out}")
+        return 1 if changed else 0
+    for rel in changed:
+        print(f"wrote {Path(args.out) / rel}" if rel in files else f"removed {Path(args.out) / rel}")
+    print(f"{len(files)} file(s) in {args.out}, {len(changed)} changed")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .verify import verify_dir
+
+    scores, problems = verify_dir(args.dir, args.threshold)
+    for score in scores:
+        verdict = "ok" if score.ok else "OVER"
+        print(f"{score.unit}: exposure {score.exposure:.1f} (threshold {score.threshold:.1f}) {verdict}")
+    for problem in problems:
+        print(f"jobrunner: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def main(args: argparse.Namespace, command: str) -> int:
+    """Run ``jobrunner units ACTION``; the exit code of the action."""
+    if args.action == "render":
+        return _render(args)
+    if args.action == "verify":
+        return _verify(args)
+    if args.action == "install":
+        from .install import install
+
+        install(args.dir, args.root, env=args.env, dry_run=args.dry_run, force=args.force)
+        return 0
+    if args.action == "uninstall":
+        from .install import uninstall
+
+        uninstall(args.root, dry_run=args.dry_run, force=args.force)
+        return 0
+    raise ConfigError(f"unknown units action {args.action!r}")

@@ -1,0 +1,370 @@
+"""Render a job declaration into its systemd units, plus the shared files around them.
+
+Per job: ``<unit>.service`` (and ``<unit>.timer`` when it has a schedule). Once:
+``alert-failure@.service``, ``tmpfiles.d/jobrunner.conf`` (the lock directory, log files)
+and, when a job has ``log_file``, ``logrotate.d/jobrunner``. Output is deterministic: stable
+order, no timestamps, no host facts; ``render_all()`` twice gives identical text.
+
+The formulas and decisions, in one place:
+
+- ``TimeoutStartSec`` (the kill switch; systemd 252 ignores ``RuntimeMaxSec=`` for
+  ``Type=oneshot``) = ``timeout + lock wait + kill_grace + cleanup_timeout + 60s``: the
+  runner's own deadline fires first, kills the children, runs cleanup and reports; systemd's
+  timeout is the backstop for a runner that hangs. No ``timeout``: 6h, so a hung run cannot
+  hold the lock (and make every later run "skip" successfully) forever.
+- ``TimeoutStopSec`` = ``kill_grace + cleanup_timeout + 15s``: ``systemctl stop`` (and the
+  start timeout, which stops the same way) lets cleanup finish before SIGKILL.
+  ``KillMode=control-group``: nothing outlives the unit.
+- ``EnvironmentFile=``: ``-/etc/jobrunner/jobrunner.env`` (all jobs), then the job's
+  ``env_files`` verbatim (systemd semantics: a leading ``-`` makes one optional, otherwise a
+  missing file stops the unit from starting, which alerts), then ``-/etc/default/<unit>``
+  last so the admin's per-unit file wins.
+- Locks: ``JOBRUNNER_LOCK_DIR=/run/lock/jobrunner`` (mode 1777, made by tmpfiles), writable
+  through ``ReadWritePaths=-/run/lock/jobrunner``; an absolute lock name opens its directory.
+- State: ``StateDirectory=jobrunner/<job>`` + ``JOBRUNNER_STATE_DIR=/var/lib/jobrunner``.
+- Per-job unit overrides: ``options={"unit": {"Service": {"Key": value|[..]|None,
+  "+Key": value|[..]}, "Timer": {...}}}``; ``Key`` replaces, ``+Key`` appends, ``None``
+  removes. ``Timer`` goes to the timer, every other section to the service. A job whose
+  overrides relax the sandbox states its accepted exposure with
+  ``options={"security_threshold": 4.5}`` (recorded in the header; ``units verify`` uses it).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from ..declaration import Job
+from ..errors import ConfigError
+from ..timespan import format_timespan
+from .calendar import invalid_schedules
+from .hardening import alert_directives, hardening_directives, under_home
+from .ini import GENERATED_MARK, Unit
+
+__all__ = [
+    "ALERT_UNIT",
+    "DEFAULT_PYTHON",
+    "LOGROTATE_FILE",
+    "TMPFILES_FILE",
+    "RenderOptions",
+    "render_all",
+    "render_jobs",
+    "select_jobs",
+    "start_timeout",
+    "stop_timeout",
+]
+
+DEFAULT_PYTHON = "/opt/jobrunner/bin/python"
+LOCK_DIR = "/run/lock/jobrunner"
+STATE_DIR = "/var/lib/jobrunner"
+GLOBAL_ENV = "/etc/jobrunner/jobrunner.env"
+ALERT_UNIT = "alert-failure@.service"
+TMPFILES_FILE = "tmpfiles.d/jobrunner.conf"
+LOGROTATE_FILE = "logrotate.d/jobrunner"
+NO_TIMEOUT_BACKSTOP = 6 * 3600.0
+START_MARGIN = 60.0
+STOP_MARGIN = 15.0
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Install-wide choices: the interpreter the units run and an optional metrics dir."""
+
+    python: str = DEFAULT_PYTHON
+    metrics_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.python.startswith("/") or any(c.isspace() for c in self.python):
+            raise ConfigError(f"--python {self.python!r}: must be an absolute path without spaces")
+        if self.metrics_dir is not None and not self.metrics_dir.startswith("/"):
+            raise ConfigError(f"--metrics-dir {self.metrics_dir!r}: must be an absolute path")
+
+
+def _esc(value: str) -> str:
+    """Escape systemd specifiers: a literal ``%`` is ``%%`` in unit files."""
+    return value.replace("%", "%%")
+
+
+def start_timeout(job: Job) -> float:
+    """Seconds for ``TimeoutStartSec=`` (see the module docstring for the formula)."""
+    if job.timeout is None:
+        return NO_TIMEOUT_BACKSTOP
+    wait = (job.lock.wait_seconds or 0.0) if job.lock else 0.0
+    return job.timeout + wait + job.kill_grace + job.cleanup_timeout + START_MARGIN
+
+
+def stop_timeout(job: Job) -> float:
+    """Seconds for ``TimeoutStopSec=``: cleanup and the children's grace fit before SIGKILL."""
+    return job.kill_grace + job.cleanup_timeout + STOP_MARGIN
+
+
+def _span(seconds: float) -> str:
+    return format_timespan(seconds) if seconds else "0"
+
+
+def _header(job: Job, kind: str) -> list[str]:
+    net = "yes" if job.network else "no"
+    threshold = job.options.get("security_threshold") if isinstance(job.options, dict) else None
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 10:
+            raise ConfigError(f"job {job.ref}: options['security_threshold'] must be a number from 0 to 10")
+        net += f" threshold={float(threshold):g}"
+    return [
+        GENERATED_MARK[2:],
+        f"{kind} of job {job.ref}: edit its @job declaration, not this file, then re-render.",
+        f"jobrunner: job={job.ref} hardening={job.hardening} network={net}",
+    ]
+
+
+def _is_root(job: Job) -> bool:
+    return job.user in (None, "root")
+
+
+def _write_paths(job: Job, options: RenderOptions) -> list[str]:
+    paths: list[str] = []
+    if job.lock is not None:
+        name = job.lock.name
+        paths.append(os.path.dirname(name) or "/" if name and name.startswith("/") else f"-{LOCK_DIR}")
+    paths.extend(job.write_paths)
+    if job.log_file:
+        paths.append(f"-{job.log_file}")
+    if options.metrics_dir:
+        paths.append(f"-{options.metrics_dir}")
+    seen: list[str] = []
+    for path in paths:
+        if path not in seen:
+            seen.append(path)
+    return seen
+
+
+def _unit_overrides(job: Job) -> dict[str, Any]:
+    overrides = job.options.get("unit", {}) if isinstance(job.options, dict) else {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"job {job.ref}: options['unit'] must be a dict like {{'Service': {{'User': 'root'}}}}")
+    return overrides
+
+
+def _apply(unit: Unit, job: Job, overrides: dict[str, Any]) -> None:
+    if not overrides:
+        return
+    try:
+        unit.apply_overrides(overrides, f"options['unit']")
+    except ValueError as exc:
+        raise ConfigError(f"job {job.ref}: {exc}") from None
+
+
+def render_service(job: Job, options: RenderOptions = RenderOptions()) -> str:
+    """The text of ``<unit>.service`` for ``job``."""
+    unit = Unit(_header(job, "Service"))
+    what = job.description or job.name
+    unit.add("Unit", "Description", _esc(f"jobrunner job {job.name}: {what}"))
+    unit.add("Unit", "OnFailure", "alert-failure@%n.service")
+    if job.network:
+        unit.add("Unit", "Wants", "network-online.target")
+        unit.add("Unit", "After", "network-online.target")
+    s = "Service"
+    unit.add(s, "Type", "oneshot")
+    if job.user:
+        unit.add(s, "User", job.user)
+    if job.group:
+        unit.add(s, "Group", job.group)
+    if job.working_dir:
+        unit.add(s, "WorkingDirectory", _esc(job.working_dir))
+    unit.add(s, "ExecStart", _esc(f"{options.python} -m jobrunner run {shlex.quote(job.ref)}"))
+    unit.add(s, "SuccessExitStatus", "75")
+    unit.add(s, "EnvironmentFile", f"-{GLOBAL_ENV}")
+    unit.extend(s, "EnvironmentFile", [_esc(p) for p in job.env_files])
+    unit.add(s, "EnvironmentFile", f"-/etc/default/{job.unit}")
+    unit.add(s, "Environment", f"JOBRUNNER_STATE_DIR={STATE_DIR}")
+    unit.add(s, "Environment", f"JOBRUNNER_LOCK_DIR={LOCK_DIR}")
+    unit.add(s, "Environment", "JOBRUNNER_LOG_FORMAT=json")
+    unit.add(s, "Environment", "PYTHONUNBUFFERED=1")
+    if options.metrics_dir:
+        unit.add(s, "Environment", _esc(f"JOBRUNNER_METRICS_DIR={options.metrics_dir}"))
+    unit.add(s, "StateDirectory", f"jobrunner/{job.name}")
+    unit.add(s, "SyslogIdentifier", job.unit)
+    unit.add(s, "TimeoutStartSec", _span(start_timeout(job)))
+    unit.add(s, "TimeoutStopSec", _span(stop_timeout(job)))
+    unit.add(s, "KillMode", "control-group")
+    declared = [job.working_dir or "", job.log_file or "", *job.write_paths, *job.read_paths, *job.env_files]
+    for key, value in hardening_directives(
+        job.hardening, root=_is_root(job), network=job.network, home_paths=under_home(p for p in declared if p)
+    ):
+        unit.add(s, key, value)
+    unit.extend(s, "ReadWritePaths", [_esc(p) for p in _write_paths(job, options)])
+    unit.extend(s, "ReadOnlyPaths", [_esc(p) for p in job.read_paths])
+    overrides = {k: v for k, v in _unit_overrides(job).items() if k != "Timer"}
+    _apply(unit, job, overrides)
+    if unit.get(s, "RuntimeMaxSec") and unit.get(s, "Type") == ["oneshot"]:
+        raise ConfigError(
+            f"job {job.ref}: RuntimeMaxSec= has no effect with Type=oneshot (systemd ignores it); set timeout= instead"
+        )
+    return unit.text()
+
+
+def render_timer(job: Job) -> str:
+    """The text of ``<unit>.timer`` for a job with a schedule."""
+    if not job.schedule:
+        raise ConfigError(f"job {job.ref}: has no schedule, so no timer")
+    unit = Unit(_header(job, "Timer"))
+    unit.add("Unit", "Description", _esc(f"Schedule of jobrunner job {job.name}"))
+    unit.extend("Timer", "OnCalendar", job.schedule)
+    unit.add("Timer", "Persistent", job.persistent)
+    if job.jitter:
+        unit.add("Timer", "RandomizedDelaySec", _span(job.jitter))
+        unit.add("Timer", "FixedRandomDelay", job.fixed_jitter)
+    elif job.fixed_jitter:
+        raise ConfigError(f"job {job.ref}: fixed_jitter=True has no effect without jitter=")
+    if job.accuracy is not None:
+        unit.add("Timer", "AccuracySec", _span(job.accuracy) if job.accuracy else "1us")
+    unit.add("Timer", "Unit", f"{job.unit}.service")
+    unit.add("Install", "WantedBy", "timers.target")
+    timer_overrides = _unit_overrides(job).get("Timer")
+    if timer_overrides:
+        _apply(unit, job, {"Timer": timer_overrides})
+    return unit.text()
+
+
+def render_alert(options: RenderOptions = RenderOptions()) -> str:
+    """``alert-failure@.service``: ``jobrunner alert %i`` for whatever the runner could not report."""
+    unit = Unit(
+        [
+            GENERATED_MARK[2:],
+            "OnFailure= handler of every jobrunner job: reports failures the runner itself could not",
+            "(SIGKILL, OOM, a crash before the runtime started); silent when the runner already did.",
+            "jobrunner: job=- hardening=alert network=yes",
+        ]
+    )
+    unit.add("Unit", "Description", "jobrunner alert: %i failed")
+    unit.add("Unit", "Wants", "network-online.target")
+    unit.add("Unit", "After", "network-online.target")
+    s = "Service"
+    unit.add(s, "Type", "oneshot")
+    unit.add(s, "ExecStart", f"{options.python} -m jobrunner alert %i")
+    unit.add(s, "EnvironmentFile", f"-{GLOBAL_ENV}")
+    unit.add(s, "Environment", f"JOBRUNNER_STATE_DIR={STATE_DIR}")
+    unit.add(s, "Environment", "JOBRUNNER_LOG_FORMAT=json")
+    unit.add(s, "Environment", "PYTHONUNBUFFERED=1")
+    unit.add(s, "StateDirectory", "jobrunner")
+    unit.add(s, "SyslogIdentifier", "jobrunner-alert")
+    unit.add(s, "TimeoutStartSec", "5min")
+    for key, value in alert_directives():
+        unit.add(s, key, value)
+    return unit.text()
+
+
+def _owner(job: Job) -> tuple[str, str]:
+    user = job.user or "root"
+    return user, job.group or user
+
+
+def render_tmpfiles(jobs: Sequence[Job]) -> str:
+    """``tmpfiles.d/jobrunner.conf``: the shared lock dir; each ``log_file`` made and owned."""
+    lines = [
+        GENERATED_MARK,
+        "# tmpfiles.d(5) for jobrunner: the lock directory the units open with ReadWritePaths=,",
+        "# and each job's log file owned by its user (the sandbox cannot create files in /var/log).",
+        f"d {LOCK_DIR} 1777 root root -",
+    ]
+    dirs: list[str] = []
+    for job in sorted((j for j in jobs if j.log_file), key=lambda j: j.name):
+        path = job.log_file.lstrip("-")  # type: ignore[union-attr]
+        parent = os.path.dirname(path)
+        if parent not in ("/var/log", "/") and parent not in dirs:
+            dirs.append(parent)
+            lines.append(f"d {parent} - - - -")
+        user, group = _owner(job)
+        lines.append(f"f {path} 0640 {user} {group} -")
+    return "\n".join(lines) + "\n"
+
+
+def render_logrotate(jobs: Sequence[Job]) -> str | None:
+    """``logrotate.d/jobrunner`` for jobs with ``log_file`` (None when there are none).
+
+    The seed's policy plus ``delaycompress``: a run still appending (O_APPEND) to the file
+    just rotated keeps writing to ``.1`` until it ends, so ``.1`` must not be compressed yet.
+    """
+    logged = sorted((j for j in jobs if j.log_file), key=lambda j: j.name)
+    if not logged:
+        return None
+    lines = [GENERATED_MARK, "# logrotate(8) for the log files of jobrunner jobs; no copytruncate (O_APPEND)."]
+    for job in logged:
+        user, group = _owner(job)
+        lines += [
+            "",
+            f"# {job.ref}",
+            f"{job.log_file.lstrip('-')} {{",  # type: ignore[union-attr]
+            "    daily",
+            "    rotate 14",
+            "    compress",
+            "    delaycompress",
+            "    missingok",
+            "    notifempty",
+            f"    create 0640 {user} {group}",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _check_schedules(jobs: Iterable[Job]) -> None:
+    jobs = list(jobs)
+    bad = invalid_schedules(s for j in jobs for s in j.schedule)
+    for job in jobs:
+        for spec in job.schedule:
+            if spec in bad:
+                raise ConfigError(f"job {job.ref}: schedule: {bad[spec]}")
+
+
+def render_jobs(
+    jobs: Sequence[Job], options: RenderOptions = RenderOptions(), *, shared_from: Sequence[Job] | None = None
+) -> dict[str, str]:
+    """``{relative file name: text}`` for ``jobs`` plus the shared files, sorted by name.
+
+    ``shared_from`` (default ``jobs``) are the jobs the tmpfiles/logrotate snippets cover, so
+    rendering a few jobs does not shrink the shared files to those few.
+    """
+    shared = list(shared_from if shared_from is not None else jobs)
+    _check_schedules([*jobs, *shared])
+    files: dict[str, str] = {ALERT_UNIT: render_alert(options)}
+    for job in jobs:
+        files[f"{job.unit}.service"] = render_service(job, options)
+        if job.schedule:
+            files[f"{job.unit}.timer"] = render_timer(job)
+    files[TMPFILES_FILE] = render_tmpfiles(shared)
+    logrotate = render_logrotate(shared)
+    if logrotate is not None:
+        files[LOGROTATE_FILE] = logrotate
+    return dict(sorted(files.items()))
+
+
+def select_jobs(package: str, names: Sequence[str] = ()) -> tuple[list[Job], list[Job]]:
+    """(selected jobs, all jobs of ``package``). ``names``: job names, unit names or ``MODULE:NAME``."""
+    from ..loader import discover, load_job
+
+    every = discover(package)
+    if not names:
+        return every, every
+    chosen: list[Job] = []
+    for name in names:
+        match = [j for j in every if name in (j.name, j.unit, j.ref, f"{j.unit}.service")]
+        if not match and (":" in name or "." in name):
+            match = [load_job(name)]
+        if not match:
+            have = ", ".join(j.name for j in every) or "none"
+            raise ConfigError(f"no job {name!r} in package {package!r} (jobs: {have})")
+        chosen.extend(j for j in match if j not in chosen)
+    extra = [j for j in chosen if j not in every]
+    return sorted(chosen, key=lambda j: j.name), every + extra
+
+
+def render_all(
+    package: str = "jobs", names: Sequence[str] = (), *, python: str = DEFAULT_PYTHON, metrics_dir: str | None = None
+) -> dict[str, str]:
+    """Render every job of ``package`` (or the ``names`` among them): ``{file name: text}``.
+
+    What ``units render`` writes; a drift test compares it with the committed ``units/``.
+    """
+    selected, every = select_jobs(package, names)
+    return render_jobs(selected, RenderOptions(python=python, metrics_dir=metrics_dir), shared_from=every)
