@@ -9,6 +9,8 @@ from .errors import UsageError
 
 __all__ = ["configure", "main"]
 
+TAKES_COMMAND = ("exec",)  # exec NAME [options] -- COMMAND...: the CLI splits at "--"
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="run without side effects: commands are logged, not run")
@@ -33,7 +35,6 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument("--retry-delay", default="10s", metavar="SPAN")
         parser.add_argument("--cwd", metavar="DIR", help="run the command in DIR")
         _common(parser)
-        parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
     else:
         parser.usage = "jobrunner [run] MODULE[:NAME] [options]"
         parser.add_argument("job", help="the job: a module path (jobs.wp_backup), optionally :NAME")
@@ -43,9 +44,7 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
 def _exec_job(args: argparse.Namespace) -> Any:
     from .declaration import Lock, Retry, job
 
-    command = list(args.command)
-    if command and command[0] == "--":
-        command = command[1:]
+    command = list(getattr(args, "command", None) or [])
     if not command:
         raise UsageError("exec needs a command after '--' (e.g. jobrunner exec backup -- /usr/local/bin/backup.sh)")
     lock: Any = None

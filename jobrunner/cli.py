@@ -94,7 +94,16 @@ def _dispatch(args: list[str]) -> int:
     module = importlib.import_module(SUBCOMMANDS[command][0])
     parser = Parser(prog=f"jobrunner {command}", description=SUBCOMMANDS[command][1])
     module.configure(parser, command)
+    trailing: list[str] | None = None
+    if command in getattr(module, "TAKES_COMMAND", ()):
+        # Everything after the first '--' is a command line of its own, never our options.
+        if "--" not in rest:
+            raise UsageError(f"{command} needs '--' before the command (see 'jobrunner {command} --help')")
+        cut = rest.index("--")
+        rest, trailing = rest[:cut], rest[cut + 1 :]
     parsed = parser.parse_args(rest)
+    if trailing is not None:
+        parsed.command = trailing
     return int(module.main(parsed, command))
 
 

@@ -47,6 +47,8 @@ def _import(module: str):
         if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
             raise ConfigError(f"no module named {module!r} (check the name and JOBRUNNER_PATH)") from None
         raise ConfigError(f"module {module!r} cannot be imported: it needs {exc.name!r}") from None
+    except SyntaxError as exc:
+        raise ConfigError(f"module {module!r} failed to import: {exc.filename}:{exc.lineno}: SyntaxError: {exc.msg}") from None
     except Exception as exc:  # a broken job module is a configuration error, not a crash
         raise ConfigError(f"module {module!r} failed to import: {type(exc).__name__}: {exc}") from None
 

@@ -1,0 +1,56 @@
+"""Side-by-side timing of whole processes: A and B alternate, ratios are taken pair by pair.
+
+Peak RSS comes from the kernel's accounting of each finished child (``wait4``'s ru_maxrss),
+wall time from a monotonic clock around spawn-to-reap. Medians are printed; the machine's
+drift hits A and B alike because they alternate.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+from typing import Mapping, Sequence
+
+
+def run_once(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None) -> tuple[float, int, int]:
+    """Run ``argv`` to completion; return (wall seconds, peak RSS KiB, exit status)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_maxrss, proc.returncode
+
+
+def compare(a: Sequence[str], b: Sequence[str], runs: int = 15, warmup: int = 2, **kw) -> dict[str, float]:
+    """Alternate A and B; return medians and the median of the pairwise ratios."""
+    for _ in range(warmup):
+        run_once(a, **kw)
+        run_once(b, **kw)
+    walls_a, walls_b, rss_a, rss_b, wall_ratio, rss_ratio = [], [], [], [], [], []
+    for _ in range(runs):
+        wa, ra, _ = run_once(a, **kw)
+        wb, rb, _ = run_once(b, **kw)
+        walls_a.append(wa)
+        walls_b.append(wb)
+        rss_a.append(ra)
+        rss_b.append(rb)
+        wall_ratio.append(wa / wb)
+        rss_ratio.append(ra / rb)
+    med = statistics.median
+    return {
+        "wall_a_ms": med(walls_a) * 1000,
+        "wall_b_ms": med(walls_b) * 1000,
+        "rss_a_mib": med(rss_a) / 1024,
+        "rss_b_mib": med(rss_b) / 1024,
+        "wall_ratio": med(wall_ratio),
+        "rss_ratio": med(rss_ratio),
+    }
+
+
+def verdict(value: float, target: float, higher_is_better: bool = False) -> str:
+    ok = value >= target if higher_is_better else value <= target
+    sign = "≥" if higher_is_better else "≤"
+    return f"{'met' if ok else 'MISSED'} (target {sign} {target:g}×)"

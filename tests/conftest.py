@@ -1,0 +1,162 @@
+"""Shared fixtures: run the real CLI in a subprocess with an isolated environment.
+
+Every test that starts processes goes through ``Launcher``, which always terminates, kills and
+reaps what it started, even when the test fails (the filelock test-suite habit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Variables of the developer's/CI machine that must not leak into runs under test.
+_SCRUB = ("JOURNAL_STREAM", "INVOCATION_ID", "JOBRUNNER_", "AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "STATE_DIRECTORY")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
+    env.update(extra)
+    return env
+
+
+class Run:
+    """A finished CLI run: exit code, stdout lines parsed as JSON, stderr text."""
+
+    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
+        self.returncode = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+
+    @property
+    def events(self) -> list[dict]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+    def event(self, name: str) -> dict:
+        found = [e for e in self.events if e["event"] == name]
+        assert found, f"no {name!r} event in:\n{self.stdout}\n{self.stderr}"
+        return found[-1]
+
+    def names(self) -> list[str]:
+        return [e["event"] for e in self.events]
+
+
+class Launcher:
+    """Starts ``python -m jobrunner`` in isolated dirs; reaps everything at teardown."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.jobs = tmp_path / "jobmods"
+        self.jobs.mkdir()
+        self.lock_dir = tmp_path / "locks"
+        self.state_dir = tmp_path / "state"
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return clean_env(
+            JOBRUNNER_LOCK_DIR=str(self.lock_dir),
+            JOBRUNNER_STATE_DIR=str(self.state_dir),
+            JOBRUNNER_PATH=str(self.jobs),
+            JOBRUNNER_LOG_FORMAT="json",
+            PYTHONPATH=str(REPO),
+            **extra,
+        )
+
+    def write_job(self, module: str, source: str) -> str:
+        """Write a job module; return its name for ``jobrunner run``."""
+        (self.jobs / f"{module}.py").write_text(textwrap.dedent(source))
+        return module
+
+    def start(self, *args: str, env: dict[str, str] | None = None, **popen) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobrunner", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env or self.env(),
+            cwd=self.tmp,
+            start_new_session=True,
+            **popen,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Run:
+        proc = self.start(*args, env=env)
+        out, err = proc.communicate(timeout=timeout)
+        return Run(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+
+    def finish(self, proc: subprocess.Popen[str], timeout: float = 60) -> Run:
+        out, err = proc.communicate(timeout=timeout)
+        return Run(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+
+    def state(self, job: str) -> dict:
+        return json.loads((self.state_dir / job / "state.json").read_text())
+
+    def reap(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                for sig in (signal.SIGTERM, signal.SIGKILL):
+                    try:
+                        os.killpg(proc.pid, sig)
+                    except ProcessLookupError:
+                        break
+                    try:
+                        proc.wait(timeout=5)
+                        break
+                    except subprocess.TimeoutExpired:
+                        continue
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe:
+                    pipe.close()
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    launch = Launcher(tmp_path)
+    try:
+        yield launch
+    finally:
+        launch.reap()
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until true or ``timeout``; return its last truth value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def pid_alive(pid: int) -> bool:
+    """A live, non-zombie process."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging_config() -> Iterator[None]:
+    """In-process tests must not leak structlog configuration or redactors into each other."""
+    yield
+    import structlog
+
+    from jobrunner.redact import reset_default_redactor
+
+    structlog.reset_defaults()
+    reset_default_redactor()

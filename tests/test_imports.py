@@ -1,0 +1,65 @@
+"""Import cost: a timer tick imports what its path needs and nothing else; the public API is stable."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import clean_env
+
+PROBE = """
+import json, runpy, sys
+sys.argv = ["jobrunner", *sys.argv[1:]]
+try:
+    runpy.run_module("jobrunner", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+sys.stderr.write(json.dumps(sorted(sys.modules)) + "\\n")
+"""
+
+NEVER_ON_THE_RUN_PATH = ("apprise", "tenacity", "redis", "filelock", "requests", "jobrunner.unitgen", "jobrunner.notify")
+
+
+def modules_after(tmp_path, *args: str) -> set[str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60,
+        env=clean_env(JOBRUNNER_STATE_DIR=str(tmp_path / "s"), JOBRUNNER_LOCK_DIR=str(tmp_path / "l")),
+    )
+    return set(json.loads(proc.stderr.strip().splitlines()[-1]))
+
+
+def test_noop_run_imports_no_optional_library(tmp_path):
+    """`python -m jobrunner jobs.noop` imports neither apprise, tenacity, redis nor unit rendering."""
+    loaded = modules_after(tmp_path, "jobs.noop")
+    assert "jobrunner.runner" in loaded  # the probe did run a job
+    bad = sorted(m for m in loaded if m.split(".")[0] in NEVER_ON_THE_RUN_PATH or m.startswith(NEVER_ON_THE_RUN_PATH))
+    assert bad == []
+    assert "jobrunner.locks" not in loaded  # noop takes no lock
+
+
+def test_retrying_job_imports_tenacity(tmp_path, launcher):
+    """tenacity is imported exactly when a job declares retries."""
+    launcher.write_job("retrier", "from jobrunner import job, Retry\n@job(retry=Retry(attempts=2))\ndef retrier(ctx): pass\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, "retrier"], capture_output=True, text=True, timeout=60, env=launcher.env()
+    )
+    assert "tenacity" in set(json.loads(proc.stderr.strip().splitlines()[-1]))
+
+
+def test_all_matches_public_names():
+    """jobrunner.__all__ lists exactly the public names the package exposes, and each resolves."""
+    import jobrunner
+
+    public = {name for name in dir(jobrunner) if not name.startswith("_")} | {"__version__"}
+    assert set(jobrunner.__all__) == public
+    for name in jobrunner.__all__:
+        assert getattr(jobrunner, name) is not None
+
+
+def test_errors_all_matches_public_names():
+    """jobrunner.errors.__all__ names every public error and exit code."""
+    from jobrunner import errors
+
+    public = {n for n, v in vars(errors).items() if not n.startswith("_") and (isinstance(v, type) or n.startswith("EXIT_"))}
+    assert set(errors.__all__) == public
