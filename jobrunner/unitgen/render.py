@@ -158,8 +158,8 @@ def _apply(unit: Unit, job: Job, overrides: dict[str, Any]) -> None:
 def render_service(job: Job, options: RenderOptions = RenderOptions()) -> str:
     """The text of ``<unit>.service`` for ``job``."""
     unit = Unit(_header(job, "Service"))
-    what = job.description or job.name
-    unit.add("Unit", "Description", _esc(f"jobrunner job {job.name}: {what}"))
+    what = f": {job.description}" if job.description else ""
+    unit.add("Unit", "Description", _esc(f"jobrunner job {job.name}{what}"))
     unit.add("Unit", "OnFailure", "alert-failure@%n.service")
     if job.network:
         unit.add("Unit", "Wants", "network-online.target")
