@@ -49,13 +49,21 @@ class Lock:
     - ``Lock(name="/var/lock/backup.lock")``: an absolute path locks that very file, so a job
       excludes legacy scripts that run under ``flock /var/lock/backup.lock``.
     - ``busy="fail"``: a held lock is a failure (exit 1, alerts) rather than a skip.
+    - ``Lock(redis="redis://host:6379/0", ttl="60s")``: a lease in Redis, so one server of a
+      fleet runs the job (``redis=True`` reads the URL from ``$JOBRUNNER_REDIS_URL``).
+      ``unavailable="local"`` falls back to the file lock, with a warning, when Redis cannot
+      be reached at start; the default ``"fail"`` fails the run.
     """
 
     name: str | None = None
     wait: str | float | None = None
     shared: bool = False
     busy: Literal["skip", "fail"] = "skip"
+    redis: str | bool | None = None
+    ttl: str | float = "60s"
+    unavailable: Literal["fail", "local"] = "fail"
     wait_seconds: float | None = field(init=False, repr=False, compare=False)
+    ttl_seconds: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.name is not None:
@@ -66,6 +74,16 @@ class Lock:
         if self.busy not in ("skip", "fail"):
             raise ValueError(f"lock busy={self.busy!r}: must be 'skip' or 'fail'")
         object.__setattr__(self, "wait_seconds", _span(self.wait, "lock wait"))
+        object.__setattr__(self, "ttl_seconds", _span(self.ttl, "lock ttl", allow_none=False))
+        if self.redis is not None and self.redis is not True:
+            if not isinstance(self.redis, str) or not self.redis.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError("lock redis=: use a redis://, rediss:// or unix:// URL, or True for $JOBRUNNER_REDIS_URL")
+        if self.redis and self.shared:
+            raise ValueError("lock: shared=True is for file locks; a Redis lease is exclusive")
+        if self.redis and self.ttl_seconds < 1:
+            raise ValueError("lock ttl: a Redis lease needs at least 1s")
+        if self.unavailable not in ("fail", "local"):
+            raise ValueError(f"lock unavailable={self.unavailable!r}: must be 'fail' or 'local'")
 
 
 @dataclass(frozen=True)
@@ -253,6 +271,8 @@ def _check(key: str, value: Any, name: str) -> Any:  # noqa: C901 - one branch a
         if value is True:
             return Lock()
         if isinstance(value, str):
+            if value.startswith(("redis://", "rediss://", "unix://")):
+                return Lock(redis=value)
             return Lock(name=value)
         if isinstance(value, Lock):
             return value

@@ -11,6 +11,7 @@ The hierarchy, with the process exit code of the contract (DESIGN.md) beside eac
 
     Interrupt (BaseException)               delivered by the runtime, never caught by ``except Exception``
     ├── JobTimeout                      124 the job's ``timeout=`` expired (as timeout(1))
+    ├── LockLost                        1   a Redis lease was lost mid-run: stop before another holder starts
     └── Terminated                      130 SIGINT / 143 SIGTERM / 129 SIGHUP
 
 ``Interrupt`` derives from ``BaseException`` on purpose: a job's own ``except Exception``
@@ -36,6 +37,7 @@ __all__ = [
     "JobTimeout",
     "JobrunnerError",
     "LockBusy",
+    "LockLost",
     "Terminated",
     "UsageError",
 ]
@@ -135,6 +137,20 @@ class JobTimeout(Interrupt):
 
     def __reduce__(self):
         return (type(self), (self.seconds,))
+
+
+class LockLost(Interrupt):
+    """The job's lease lock expired or was taken over; the run stops with outcome failure."""
+
+    exit_code = EXIT_FAILURE
+    outcome = "failure"
+
+    def __init__(self, reason: str = "lock lost") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __reduce__(self):
+        return (type(self), (self.reason,))
 
 
 class Terminated(Interrupt):

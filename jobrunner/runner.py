@@ -29,7 +29,7 @@ from ._logging import configure_logging
 from .context import Context
 from .declaration import Job
 from .envfile import load_env_file
-from .errors import CommandFailed, ConfigError, Interrupt, JobTimeout, LockBusy, Terminated
+from .errors import CommandFailed, ConfigError, Interrupt, JobTimeout, LockBusy, LockLost, Terminated
 from .redact import default_redactor
 from .state import StateStore, default_state_dir, record_finish, record_start
 
@@ -72,6 +72,8 @@ class _Signals:
         self.mode = "job"
         self.deferred: list[int] = []
         self.previous: dict[int, Any] = {}
+        self.pending: Interrupt | None = None
+        self.main_ident = threading.main_thread().ident
 
     def install(self) -> None:
         for signum in (*_SIGNALS, signal.SIGALRM):
@@ -88,8 +90,19 @@ class _Signals:
     def disarm(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
+    def abort(self, exc: Interrupt) -> None:
+        """From any thread: stop the job with ``exc`` (delivered in the main thread)."""
+        if self.pending is None:
+            self.pending = exc
+            if self.main_ident is not None:
+                signal.pthread_kill(self.main_ident, signal.SIGALRM)
+
     def _handle(self, signum: int, frame: Any) -> None:
         if self.mode == "job":
+            if signum == signal.SIGALRM and self.pending is not None:
+                self.mode = "stopping"
+                self.disarm()
+                raise self.pending
             self.mode = "stopping"
             self.disarm()
             if signum == signal.SIGALRM:
@@ -173,7 +186,7 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
     sigs.install()
     try:
         log.info("job.started", pid=os.getpid(), user=_user(), dry_run=options.dry_run or None, module=job.module)
-        lock = _acquire_lock(job, log, options.dry_run)
+        lock = _acquire_lock(job, log, options.dry_run, sigs)
         if not options.dry_run:
             _write_state(store, log, lambda s: record_start(s, run_id=run_id, pid=os.getpid()))
         if job.timeout:
@@ -191,8 +204,12 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
     except Interrupt as exc:
         sigs.mode = "stopping"
         watchdog.set(time.monotonic() + job.cleanup_timeout + job.kill_grace + 10, exc.exit_code)
-        level = "error" if isinstance(exc, JobTimeout) else "warning"
-        getattr(log, level)("job.timeout" if isinstance(exc, JobTimeout) else "job.terminated", reason=str(exc))
+        if isinstance(exc, LockLost):
+            log.error("lock.lost", reason=exc.reason)
+        elif isinstance(exc, JobTimeout):
+            log.error("job.timeout", reason=str(exc))
+        else:
+            log.warning("job.terminated", reason=str(exc))
         result = RunResult(exc.outcome, exc.exit_code, max(ctx.attempt, 1), error=exc)
     except BaseException as exc:  # the job raised: log it structured, exit 1
         sigs.mode = "stopping"
@@ -246,12 +263,21 @@ def _call(job: Job, ctx: Context, log: Any) -> int:
     return ctx.attempt
 
 
-def _acquire_lock(job: Job, log: Any, dry_run: bool):
+def _acquire_lock(job: Job, log: Any, dry_run: bool, sigs: _Signals):
     if job.lock is None or dry_run:
         return None
+    spec = job.lock
+    if spec.redis:
+        from .redislock import RedisUnavailable, acquire_redis_lock
+
+        try:
+            return acquire_redis_lock(job, spec, log, on_lost=lambda reason: sigs.abort(LockLost(reason)))
+        except RedisUnavailable as exc:
+            if spec.unavailable != "local":
+                raise
+            log.warning("lock.fallback_local", reason=str(exc))
     from .locks import FileLock, default_lock_dir
 
-    spec = job.lock
     name = spec.name or job.name
     path = name if name.startswith("/") else os.path.join(default_lock_dir(), f"{name}.lock")
     lock = FileLock(path, wait=spec.wait_seconds, shared=spec.shared)
