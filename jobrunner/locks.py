@@ -66,9 +66,16 @@ class FileLock:
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"lock directory {directory}: {exc.strerror} (set JOBRUNNER_LOCK_DIR)") from None
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
-            return os.open(self.path, flags, 0o664)
+            try:
+                fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return os.open(self.path, flags)
+            # Units run with UMask=0077: without this, a lock file made by one user could not
+            # even be opened by a job of another user (or root without capabilities) sharing it.
+            os.fchmod(fd, 0o644)
+            return fd
         except PermissionError:
             # A lock file made by another user in a sticky directory: reading is enough for flock.
             try:
