@@ -167,6 +167,8 @@ class Job:
     cleanup_timeout: float = 60.0
     kill_grace: float = 10.0
     unit: str = ""
+    systemd: dict[str, Any] = field(default_factory=dict)
+    security_threshold: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, ctx: Context) -> Any:
@@ -198,8 +200,11 @@ def job(func: Callable[[Context], Any] | None = None, /, **settings: Any) -> Any
     strict), ``write_paths``, ``read_paths``, ``env_files``, ``notify`` (Apprise tags),
     ``network`` (the job needs the network), ``working_dir``, ``log_file`` (also append JSON
     lines there), ``cleanup_timeout``, ``kill_grace`` (SIGTERM to SIGKILL for children),
-    ``unit`` (unit name; default the name with ``_`` as ``-``), ``options`` (free-form settings
-    the job reads as ``ctx.job.options``).
+    ``unit`` (unit name; default the name with ``_`` as ``-``), ``systemd`` (unit directives
+    to replace, add or drop, for jobs that need privileges: ``{"Service": {"Key": value,
+    "+Key": added, "Key": None}}``), ``security_threshold`` (the accepted
+    ``systemd-analyze security`` score when such overrides raise it), ``options`` (free-form
+    settings the job reads as ``ctx.job.options``).
 
     Time spans use systemd's syntax: ``"90s"``, ``"5m"``, ``"2h 30min"``.
     """
@@ -299,4 +304,12 @@ def _check(key: str, value: Any, name: str) -> Any:  # noqa: C901 - one branch a
         if not isinstance(value, dict):
             raise ValueError(f"{value!r} must be a dict")
         return dict(value)
+    if key == "systemd":
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise ValueError("must be a dict like {'Service': {'User': 'root'}}")
+        return {section: dict(directives) for section, directives in value.items()}
+    if key == "security_threshold":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10):
+            raise ValueError(f"{value!r} must be a number from 0 to 10")
+        return value
     return value

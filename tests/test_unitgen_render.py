@@ -264,10 +264,10 @@ def test_bad_schedule_names_the_job(tmp_path, monkeypatch):
 def test_overrides_replace_append_remove(tmp_path, monkeypatch):
     source = """
     from jobrunner.declaration import job
-    @job(schedule="Sun 05:00", options={"unit": {
+    @job(schedule="Sun 05:00", systemd={
         "Service": {"CapabilityBoundingSet": "CAP_KILL", "+ReadWritePaths": ["/run/php", "/var/run/x"],
                     "ProcSubset": None, "PrivateNetwork": False},
-        "Timer": {"Persistent": True}}})
+        "Timer": {"Persistent": True}})
     def php_restart(ctx):
         pass
     """
@@ -283,17 +283,17 @@ def test_overrides_replace_append_remove(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"unit": {"Service": {"bad key": "x"}}}, "not a directive name"),
-        ({"unit": {"Service": {"User": "a\nb"}}}, "several lines"),
-        ({"unit": ["Service"]}, "must be a dict"),
-        ({"unit": {"Service": {"RuntimeMaxSec": "1h"}}}, "RuntimeMaxSec= has no effect"),
+        ({"Service": {"bad key": "x"}}, "not a directive name"),
+        ({"Service": {"User": "a\nb"}}, "several lines"),
+        ({"Service": ["User"]}, "must be a dict"),
+        ({"Service": {"RuntimeMaxSec": "1h"}}, "RuntimeMaxSec= has no effect"),
     ],
 )
 def test_bad_overrides_are_config_errors(tmp_path, monkeypatch, options, message):
-    source = f"from jobrunner.declaration import job\n@job(options={options!r})\ndef odd(ctx): pass\n"
+    source = f"from jobrunner.declaration import job\n@job(systemd={options!r})\ndef odd(ctx): pass\n"
     with pytest.raises(ConfigError, match=message) as info:
         render_source(tmp_path, monkeypatch, source)
-    assert ":odd" in str(info.value)
+    assert "odd" in str(info.value)
 
 
 def test_fixed_jitter_without_jitter_is_an_error(tmp_path, monkeypatch):

@@ -30,7 +30,7 @@ in-process notifications to remote services therefore fail; failures are still d
 successes/recoveries must notify, or that talks to anything off the machine.
 
 Anything a job needs beyond its level (root's capabilities for ``systemctl restart``,
-binding port 80, chown) comes from the job's ``options["unit"]`` overrides, applied after
+binding port 80, chown) comes from the job's ``systemd=`` overrides, applied after
 these directives (see ``render.py``).
 """
 

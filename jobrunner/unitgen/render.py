@@ -22,11 +22,11 @@ The formulas and decisions, in one place:
 - Locks: ``JOBRUNNER_LOCK_DIR=/run/lock/jobrunner`` (mode 1777, made by tmpfiles), writable
   through ``ReadWritePaths=-/run/lock/jobrunner``; an absolute lock name opens its directory.
 - State: ``StateDirectory=jobrunner/<job>`` + ``JOBRUNNER_STATE_DIR=/var/lib/jobrunner``.
-- Per-job unit overrides: ``options={"unit": {"Service": {"Key": value|[..]|None,
+- Per-job unit overrides: ``systemd={"Service": {"Key": value|[..]|None,
   "+Key": value|[..]}, "Timer": {...}}}``; ``Key`` replaces, ``+Key`` appends, ``None``
   removes. ``Timer`` goes to the timer, every other section to the service. A job whose
   overrides relax the sandbox states its accepted exposure with
-  ``options={"security_threshold": 4.5}`` (recorded in the header; ``units verify`` uses it).
+  ``security_threshold=4.5`` (recorded in the header; ``units verify`` uses it).
 """
 
 from __future__ import annotations
@@ -106,10 +106,8 @@ def _span(seconds: float) -> str:
 
 def _header(job: Job, kind: str) -> list[str]:
     net = "yes" if job.network else "no"
-    threshold = job.options.get("security_threshold") if isinstance(job.options, dict) else None
+    threshold = job.security_threshold
     if threshold is not None:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 10:
-            raise ConfigError(f"job {job.ref}: options['security_threshold'] must be a number from 0 to 10")
         net += f" threshold={float(threshold):g}"
     return [
         GENERATED_MARK[2:],
@@ -140,17 +138,14 @@ def _write_paths(job: Job, options: RenderOptions) -> list[str]:
 
 
 def _unit_overrides(job: Job) -> dict[str, Any]:
-    overrides = job.options.get("unit", {}) if isinstance(job.options, dict) else {}
-    if not isinstance(overrides, dict):
-        raise ConfigError(f"job {job.ref}: options['unit'] must be a dict like {{'Service': {{'User': 'root'}}}}")
-    return overrides
+    return job.systemd
 
 
 def _apply(unit: Unit, job: Job, overrides: dict[str, Any]) -> None:
     if not overrides:
         return
     try:
-        unit.apply_overrides(overrides, f"options['unit']")
+        unit.apply_overrides(overrides, "systemd=")
     except ValueError as exc:
         raise ConfigError(f"job {job.ref}: {exc}") from None
 
