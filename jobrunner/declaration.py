@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["HARDENING_LEVELS", "Job", "Lock", "Retry", "job"]
 
 HARDENING_LEVELS = ("basic", "standard", "strict")
+SYSTEM_ENV_FILE = "/etc/jobrunner/jobrunner.env"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]*\$?$")
 
@@ -173,6 +174,13 @@ class Job:
 
     def __call__(self, ctx: Context) -> Any:
         return self.func(ctx)
+
+    @property
+    def env_file_chain(self) -> list[str]:
+        """The job's ``EnvironmentFile=`` list, in order; a leading ``-`` marks an optional file.
+
+        The unit loads these; a run by hand (no ``$INVOCATION_ID``) loads the same ones."""
+        return [f"-{SYSTEM_ENV_FILE}", *self.env_files, f"-/etc/default/{self.unit}"]
 
     @property
     def ref(self) -> str:

@@ -143,9 +143,13 @@ class _Watchdog:
 
 def _load_env(job: Job, options: RunOptions) -> dict[str, str]:
     loaded: dict[str, str] = {}
-    for path in job.env_files:
-        optional = path.startswith("-")
-        loaded.update(load_env_file(path.lstrip("-"), optional=optional))
+    # Under systemd the unit already loaded these (and a drop-in may have replaced them, so
+    # they must not be read again); by hand, read the same files so the run sees what the
+    # unit would.
+    if not os.environ.get("INVOCATION_ID"):
+        for path in job.env_file_chain:
+            optional = path.startswith("-")
+            loaded.update(load_env_file(path.lstrip("-"), optional=optional))
     for path in options.env_files:
         loaded.update(load_env_file(path))
     os.environ.update(loaded)
