@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .errors import UsageError
+from .errors import ConfigError, UsageError
 
 __all__ = ["configure", "main"]
 
@@ -70,7 +70,7 @@ def main(args: argparse.Namespace, command: str) -> int:
     if command == "exec":
         try:
             declared = _exec_job(args)
-        except ValueError as exc:
+        except (ValueError, ConfigError) as exc:  # bad --timeout/--lock-wait values are flags
             raise UsageError(str(exc)) from None
         options.passthrough_exit = True
     else:

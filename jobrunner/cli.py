@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import NoReturn, Sequence
 
-from .errors import EXIT_USAGE, JobrunnerError, UsageError
+from .errors import JobrunnerError, UsageError
 
 __all__ = ["main"]
 
@@ -74,9 +74,11 @@ def _print_error(exc: JobrunnerError) -> None:
 
 
 def _dispatch(args: list[str]) -> int:
-    if not args or args[0] in ("-h", "--help", "help"):
+    if not args:
+        raise UsageError("no job or command given (see 'jobrunner --help')")
+    if args[0] in ("-h", "--help", "help"):
         sys.stdout.write(_usage())
-        return 0 if args else EXIT_USAGE
+        return 0
     if args[0] in ("-V", "--version"):
         args = ["version"]
     command = args[0]

@@ -30,13 +30,13 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]*\$?$")
 
 
-def _span(value: Any, what: str, *, allow_none: bool = True) -> float | None:
+def _span(value: Any, what: str = "", *, allow_none: bool = True) -> float | None:
     if value is None and allow_none:
         return None
     try:
         return parse_timespan(value)
     except ValueError as exc:
-        raise ValueError(f"{what}: {exc}") from None
+        raise ValueError(f"{what}: {exc}" if what else str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -262,12 +262,12 @@ def _build(fn: Callable[..., Any], settings: dict[str, Any]) -> Job:
 
 def _check(key: str, value: Any, name: str) -> Any:  # noqa: C901 - one branch a setting
     if key in ("jitter", "accuracy", "timeout"):
-        seconds = _span(value, key)
+        seconds = _span(value)
         if key == "timeout" and seconds == 0:
             raise ValueError("must be more than 0 (or None for no timeout)")
         return seconds
     if key in ("cleanup_timeout", "kill_grace"):
-        return _span(value, key, allow_none=False)
+        return _span(value, allow_none=False)
     if key in ("persistent", "fixed_jitter", "network"):
         if not isinstance(value, bool):
             raise ValueError(f"{value!r} must be True or False")

@@ -21,7 +21,7 @@ __all__ = ["MASK", "Redactor", "default_redactor", "secret_env_name"]
 
 MASK = "***"
 _SECRET_NAME = re.compile(
-    r"(PASS|PASSWD|PASSWORD|SECRET|TOKEN|APIKEY|API_KEY|ACCESS_KEY|PRIVATE|CREDENTIAL|AUTH|_KEY$|^KEY$|COOKIE|SESSION)",
+    r"(PASS|PASSWD|PASSWORD|PWD|SECRET|TOKEN|APIKEY|API_KEY|ACCESS_KEY|PRIVATE|CREDENTIAL|AUTH|_KEY$|^KEY$|COOKIE|SESSION)",
     re.IGNORECASE,
 )
 _URL_NAME = re.compile(r"(URL|URLS|URI|DSN|WEBHOOK|ENDPOINT)$", re.IGNORECASE)
@@ -32,11 +32,17 @@ _QUERY_SECRET = re.compile(
 )
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://\S+")
 _MIN_SECRET = 4
+_OWN_KEYS = frozenset(("ts", "level", "event", "job", "run_id", "host"))
 
 
 def secret_env_name(name: str) -> bool:
     """Whether an environment variable's name says its value is a secret."""
     return bool(_SECRET_NAME.search(name))
+
+
+def _opaque(part: str) -> bool:
+    """Long opaque strings are tokens; short ones (ports, chat ids) and words ('hooks') are not."""
+    return len(part) >= 12 and not re.fullmatch(r"[a-z.-]+", part)
 
 
 def _url_secrets(text: str) -> Iterable[str]:
@@ -46,12 +52,14 @@ def _url_secrets(text: str) -> Iterable[str]:
         _, _, rest = url.partition("://")
         userinfo, at, hostpath = rest.rpartition("@")
         if at:
+            # The password; the user name only when it looks like a key (Sentry-style DSNs):
+            # plain names ("backup", "admin") also appear in event names and paths.
             user, _, password = userinfo.partition(":")
             yield password
-            yield user
+            if _opaque(user):
+                yield user
         for part in re.split(r"[/?&=#,:]", hostpath if at else rest):
-            # Long opaque parts are tokens; short ones (ports, chat ids, 'hooks') are not.
-            if len(part) >= 12 and not re.fullmatch(r"[a-z.-]+", part):
+            if _opaque(part):
                 yield part
 
 
@@ -83,11 +91,13 @@ class Redactor:
         for name, value in env.items():
             if not value:
                 continue
+            # Lists of URLs may be comma separated (JOBRUNNER_NOTIFY_URLS): split them first.
+            urls = value.replace(",", " ")
             if secret_env_name(name):
                 found.append(value)
-                found.extend(_url_secrets(value))
+                found.extend(_url_secrets(urls))
             elif _URL_NAME.search(name) or name.startswith("JOBRUNNER_NOTIFY"):
-                found.extend(_url_secrets(value))
+                found.extend(_url_secrets(urls))
         self.add(*found)
 
     def redact(self, text: str) -> str:
@@ -106,16 +116,23 @@ class Redactor:
             return self.redact(value)
         if isinstance(value, dict):
             return {k: self.redact_value(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return type(value)(self.redact_value(v) for v in value)
-        return value
+        if isinstance(value, list):
+            return [self.redact_value(v) for v in value]
+        if isinstance(value, tuple):  # namedtuples too: rendered as plain lists anyway
+            return tuple(self.redact_value(v) for v in value)
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        # Anything else (an exception, a Path, a set) is rendered with str(): redact that.
+        return self.redact(str(value))
 
     def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-        """A structlog processor."""
+        """A structlog processor (the schema's own keys are written by jobrunner, not redacted)."""
         for key, value in event_dict.items():
+            if key in _OWN_KEYS:
+                continue
             if isinstance(value, str):
                 event_dict[key] = self.redact(value)
-            elif isinstance(value, (dict, list, tuple)):
+            elif value is not None and not isinstance(value, (bool, int, float)):
                 event_dict[key] = self.redact_value(value)
         return event_dict
 

@@ -26,7 +26,7 @@ for _names, _seconds in (
     for _name in _names:
         _UNITS[_name] = _seconds
 
-_PART = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([A-Za-zµμ]*)")
+_PART = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([A-Za-zµμ]*)")
 
 
 def parse_timespan(value: str | int | float) -> float:
@@ -59,6 +59,8 @@ def parse_timespan(value: str | int | float) -> float:
         if not match or match.end() == pos:
             raise ValueError(f"{value!r} is not a time span (e.g. 90s, 5m, 2h 30min, 1d)")
         number, unit = match.groups()
+        if not unit and match.end() < len(text) and text[match.end()] == ".":
+            raise ValueError(f"{value!r} is not a time span (e.g. 90s, 5m, 2h 30min, 1d)")
         if unit not in _UNITS:
             raise ValueError(f"{value!r}: unknown time unit {unit!r} (use us, ms, s, min, h, d, w, M, y)")
         total += float(number) * _UNITS[unit]
