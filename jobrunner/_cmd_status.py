@@ -1,0 +1,123 @@
+"""``jobrunner status [JOB] [--json] [--package PKG]``: the recorded state of jobs.
+
+Jobs are those with a state file under the state directory (``--state-dir``, else
+``$JOBRUNNER_STATE_DIR``, else the default); ``--package`` adds the package's declared jobs,
+so a job that never ran shows as such. A table on a TTY (``--table`` forces it), otherwise
+one JSON object per job and line (``--json`` forces it), as ``jobrunner list`` does.
+
+An unreadable state file is reported in its row (``error``), never as a traceback. A JOB with
+no state file and not in ``--package`` is a configuration error (exit 78, one line), as an
+unknown job is everywhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+__all__ = ["configure", "main", "status_rows"]
+
+_FIELDS = ("last_outcome", "last_exit_code", "last_start", "last_finish", "last_success", "last_failure",
+           "last_duration_s", "consecutive_failures", "runs", "running", "last_error", "last_skipped")
+
+
+def configure(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument("job", nargs="?", metavar="JOB", help="one job (default: all)")
+    parser.add_argument("--package", default=None, help="also list this package's jobs that never ran")
+    parser.add_argument("--state-dir", default=None, help="state directory (default: $JOBRUNNER_STATE_DIR)")
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON object per job (default when not a TTY)")
+    out.add_argument("--table", action="store_true", help="a table (default on a TTY)")
+
+
+def _recorded(root: str) -> list[str]:
+    try:
+        entries = sorted(os.listdir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [e for e in entries if not e.startswith(".") and os.path.exists(os.path.join(root, e, "state.json"))]
+
+
+def status_rows(root: str, names: list[str]) -> list[dict[str, Any]]:
+    """One dict per job: the state's facts, ``never_ran`` or ``error`` (unreadable file)."""
+    from .state import StateStore
+
+    rows = []
+    for name in names:
+        store = StateStore(name, root)
+        row: dict[str, Any] = {"job": name, "state_file": store.path}
+        try:
+            state = store.read()
+        except Exception as exc:  # ConfigError (unreadable) or anything odd in it
+            row["error"] = " ".join(str(exc).split())
+            rows.append(row)
+            continue
+        row["never_ran"] = not state
+        row.update({k: state.get(k) for k in _FIELDS})
+        row["consecutive_failures"] = row["consecutive_failures"] or 0
+        row["runs"] = row["runs"] or {}
+        rows.append(row)
+    return rows
+
+
+def _when(value: Any, now: float) -> str:
+    from .health import format_age
+
+    try:
+        seconds = now - float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return f"{format_age(seconds)} ago" if seconds >= 0 else f"in {format_age(seconds)}"
+
+
+def _table(rows: list[dict[str, Any]], now: float) -> str:
+    from .health import format_age
+
+    headers = ("JOB", "LAST OUTCOME", "LAST RUN", "LAST SUCCESS", "DURATION", "FAILS")
+    table = []
+    for r in rows:
+        if "error" in r:
+            table.append((r["job"], f"unreadable: {r['error']}", "-", "-", "-", "-"))
+            continue
+        outcome = r["last_outcome"] or ("never ran" if r["never_ran"] else "-")
+        running = r.get("running")
+        if isinstance(running, dict) and isinstance(running.get("since"), (int, float)):
+            outcome += f" (running for {format_age(now - running['since'])})"
+        duration = r["last_duration_s"]
+        table.append((
+            r["job"], outcome, _when(r["last_start"], now), _when(r["last_success"], now),
+            format_age(float(duration)) if isinstance(duration, (int, float)) else "-",
+            str(r["consecutive_failures"]),
+        ))
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table)]
+    return "".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in (headers, *table))
+
+
+def main(args: argparse.Namespace, command: str) -> int:
+    from .errors import ConfigError
+    from .state import default_state_dir
+
+    root = args.state_dir or default_state_dir()
+    names = _recorded(root)
+    if args.package:
+        from .loader import discover
+
+        names = sorted(set(names) | {j.name for j in discover(args.package)})
+    if args.job:
+        if args.job not in names:
+            where = f" or in package {args.package!r}" if args.package else ""
+            raise ConfigError(f"no job {args.job!r}: no state under {root}{where}")
+        names = [args.job]
+    rows = status_rows(root, names)
+    as_json = args.json or (not args.table and not sys.stdout.isatty())
+    if as_json:
+        sys.stdout.write("".join(json.dumps(r, default=str) + "\n" for r in rows))
+    elif rows:
+        sys.stdout.write(_table(rows, time.time()))
+    else:
+        sys.stdout.write(f"no job has run yet (state directory {root})\n")
+    return 0

@@ -1,0 +1,352 @@
+"""``jobrunner health``: is every job's timer armed, did its last run work, is it on time?
+
+A Nagios/Icinga plugin (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN), replacing
+check-timer-health.sh. Output: ``STATUS: summary | jobs=N ok=N warning=N critical=N unknown=N``,
+then one line per job; ``--json`` prints one object with every fact instead.
+
+Per job, the findings (the job's status is the worst of them):
+
+- timer (where systemd runs): ``<unit>.timer`` not found → UNKNOWN; not loaded (masked,
+  bad-setting) or not active → CRITICAL. The service: not found → UNKNOWN; failed while the
+  runner's state says success (SIGKILL, OOM: the runner could not record it) → WARNING.
+- runner state: last outcome not success → WARNING; ``consecutive_failures >= --fail-threshold``
+  (3) → CRITICAL; an unreadable state file → UNKNOWN.
+- staleness (scheduled jobs): ``interval`` = the longest gap between the next 9 elapses of the
+  schedule (``systemd-analyze calendar``) + jitter; ``stale_after = interval + grace + the
+  longest recent duration`` (grace: ``--grace`` or max(10% of interval, 5min)). No success for
+  ``stale_after`` → WARNING, for ``2 × stale_after`` → CRITICAL. A job that never succeeded
+  is measured from its timer's activation; without that (no systemd) it is WARNING "never ran".
+
+Without systemd (``/run/systemd/system`` absent: containers, CI) the timer and service
+checks are skipped with the note "systemd not running: timer state unknown" and the verdict
+comes from the state files alone. The overall status is the worst job's, ordered
+CRITICAL > WARNING > UNKNOWN > OK (monitoring-plugins' ``max_state_alt``). Command-line
+errors and an unknown JOB are UNKNOWN (3) too, as the plugin guidelines ask.
+
+Imports nothing beyond the standard library until it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+__all__ = [
+    "CRITICAL", "OK", "UNKNOWN", "WARNING", "JobHealth", "check_jobs", "configure", "expected_interval",
+    "format_age", "main", "overall", "stale_after",
+]
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+_SEVERITY = {OK: 0, UNKNOWN: 1, WARNING: 2, CRITICAL: 3}
+ITERATIONS = 8  # gaps looked at: "Mon..Fri" needs a week of elapses to see the weekend
+MIN_GRACE = 300.0
+GRACE_FRACTION = 0.10
+NO_SYSTEMD = "systemd not running: timer state unknown"
+TIMER_PROPS = ("LoadState", "ActiveState", "SubState", "Result", "LastTriggerUSec", "NextElapseUSecRealtime",
+               "ActiveEnterTimestamp")
+SERVICE_PROPS = ("LoadState", "ActiveState", "SubState", "Result", "ExecMainStatus", "ExecMainExitTimestamp")
+
+
+def worst(states: Sequence[int]) -> int:
+    return max(states, key=_SEVERITY.__getitem__, default=OK)
+
+
+def expected_interval(schedule: str | Sequence[str], jitter: float | None = None, *, base: float | None = None) -> float | None:
+    """Longest gap between consecutive elapses over the next ``ITERATIONS``, plus jitter (seconds).
+
+    None for a schedule that elapses at most once more. ``CalendarError`` when systemd-analyze
+    is missing or rejects it."""
+    from .unitgen.calendar import calendar_iterations
+
+    times = calendar_iterations(schedule, ITERATIONS + 1, base=base)
+    if len(times) < 2:
+        return None
+    gap = max((b - a).total_seconds() for a, b in zip(times, times[1:]))
+    return gap + (jitter or 0.0)
+
+
+def stale_after(interval: float, grace: float | None = None, durations: Sequence[float] = ()) -> float:
+    """Seconds without a success after which a job is stale (WARNING; twice that: CRITICAL)."""
+    if grace is None:
+        grace = max(GRACE_FRACTION * interval, MIN_GRACE)
+    return interval + grace + max((float(d) for d in durations), default=0.0)
+
+
+def format_age(seconds: float) -> str:
+    """``9000`` → ``"2h 30min"``: at most two units, whole seconds."""
+    from .timespan import format_timespan
+
+    seconds = abs(seconds)
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    return " ".join(format_timespan(round(seconds)).split()[:2])
+
+
+@dataclass
+class JobHealth:
+    """The verdict on one job, with the reasons and every fact it was drawn from."""
+
+    job: str
+    unit: str
+    status: int = OK
+    reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def find(self, status: int, reason: str) -> None:
+        self.status = worst([self.status, status])
+        (self.reasons if status != OK else self.notes).append(reason)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"job": self.job, "unit": self.unit, "status": NAMES[self.status], "exit_code": self.status,
+                "reasons": self.reasons, "notes": self.notes, **self.facts}
+
+
+def overall(results: Sequence[JobHealth]) -> int:
+    return worst([r.status for r in results])
+
+
+def check_jobs(
+    jobs: Sequence[Any],
+    *,
+    now: float | None = None,
+    grace: float | None = None,
+    fail_threshold: int = 3,
+    state_root: str | None = None,
+    systemd: bool | None = None,
+) -> list[JobHealth]:
+    """Judge each job (a declared ``Job``); see the module docstring for the rules."""
+    from ._systemctl import SystemctlError, show_units, systemd_running
+    from .state import StateStore
+
+    now = time.time() if now is None else now
+    systemd = systemd_running() if systemd is None else systemd
+    units: dict[str, dict[str, str]] | None = None
+    systemctl_error = None
+    if systemd:
+        names = [f"{j.unit}.{kind}" for j in jobs for kind in ("timer", "service")]
+        try:
+            units = show_units(names, sorted(set(TIMER_PROPS + SERVICE_PROPS)))
+        except SystemctlError as exc:
+            systemctl_error = str(exc)
+    results = []
+    for job in jobs:
+        health = JobHealth(job.name, job.unit, facts={"schedule": list(job.schedule), "systemd": systemd})
+        try:
+            state: dict[str, Any] | None = StateStore(job.name, state_root).read()
+        except Exception as exc:
+            state = None
+            health.find(UNKNOWN, str(exc))
+        if systemctl_error:
+            health.find(UNKNOWN, systemctl_error)
+        _judge(health, job, state, units, now, grace, fail_threshold)
+        results.append(health)
+    return results
+
+
+def _judge(h: JobHealth, job: Any, state: dict[str, Any] | None, units: dict[str, dict[str, str]] | None,
+           now: float, grace: float | None, fail_threshold: int) -> None:
+    from ._systemctl import timestamp
+
+    timer = units.get(f"{job.unit}.timer") if units is not None and job.schedule else None
+    service = units.get(f"{job.unit}.service") if units is not None else None
+    if not h.facts["systemd"]:
+        h.notes.append(NO_SYSTEMD)
+    timer_since = None
+    if timer is not None:
+        h.facts["timer"] = timer_facts = {
+            "unit": f"{job.unit}.timer", "load_state": timer.get("LoadState"), "active_state": timer.get("ActiveState"),
+            "sub_state": timer.get("SubState"), "result": timer.get("Result"),
+            "last_trigger": timestamp(timer.get("LastTriggerUSec")),
+            "next_elapse": timestamp(timer.get("NextElapseUSecRealtime")),
+            "active_since": timestamp(timer.get("ActiveEnterTimestamp")),
+        }
+        if timer_facts["load_state"] == "not-found":
+            h.find(UNKNOWN, f"{job.unit}.timer does not exist (units not installed?)")
+        elif timer_facts["load_state"] != "loaded":
+            h.find(CRITICAL, f"{job.unit}.timer is {timer_facts['load_state']}")
+        elif timer_facts["active_state"] != "active":
+            h.find(CRITICAL, f"{job.unit}.timer is {timer_facts['active_state']} ({timer_facts['sub_state']})")
+        else:
+            timer_since = timer_facts["active_since"]
+            if timer_facts["next_elapse"]:
+                h.notes.append(f"next in {format_age(timer_facts['next_elapse'] - now)}")
+            if timer_facts["last_trigger"]:
+                h.notes.append(f"triggered {format_age(now - timer_facts['last_trigger'])} ago")
+    if service is not None:
+        h.facts["service"] = service_facts = {
+            "unit": f"{job.unit}.service", "load_state": service.get("LoadState"),
+            "active_state": service.get("ActiveState"), "sub_state": service.get("SubState"),
+            "result": service.get("Result"), "exec_main_status": _int(service.get("ExecMainStatus")),
+            "exec_main_exit": timestamp(service.get("ExecMainExitTimestamp")),
+        }
+        if service_facts["load_state"] == "not-found":
+            h.find(UNKNOWN, f"{job.unit}.service does not exist (units not installed?)")
+        elif service_facts["result"] not in ("success", "", None) and (state or {}).get("last_outcome") in (None, "success"):
+            h.find(WARNING, f"{job.unit}.service failed: Result={service_facts['result']}, "
+                            f"status {service_facts['exec_main_status']} (not recorded by the runner)")
+    if state is None:
+        return  # unreadable: already UNKNOWN; judging "never ran" from nothing would mislead
+    _judge_state(h, state, now, fail_threshold)
+    if job.schedule:
+        _judge_staleness(h, job, state, now, grace, timer_since)
+
+
+def _judge_state(h: JobHealth, state: dict[str, Any], now: float, fail_threshold: int) -> None:
+    keys = ("last_start", "last_finish", "last_outcome", "last_exit_code", "last_success", "last_failure",
+            "last_duration_s", "last_error", "last_skipped", "running")
+    h.facts["state"] = {k: state.get(k) for k in keys}
+    h.facts["state"]["consecutive_failures"] = failures = int(state.get("consecutive_failures") or 0)
+    h.facts["state"]["runs"] = state.get("runs") or {}
+    outcome = state.get("last_outcome")
+    if outcome and outcome != "success":
+        when = f" {format_age(now - state['last_finish'])} ago" if state.get("last_finish") else ""
+        error = f": {state['last_error']}" if state.get("last_error") else ""
+        h.find(WARNING, f"last run{when}: {outcome} (exit {state.get('last_exit_code')}){error}")
+    if failures >= fail_threshold:
+        h.find(CRITICAL, f"{failures} consecutive failures (threshold {fail_threshold})")
+    running = state.get("running")
+    if isinstance(running, dict) and running.get("since"):
+        h.notes.append(f"running for {format_age(now - float(running['since']))}")
+
+
+def _judge_staleness(h: JobHealth, job: Any, state: dict[str, Any], now: float, grace: float | None,
+                     timer_since: float | None) -> None:
+    try:
+        interval = expected_interval(job.schedule, job.jitter, base=now)
+    except Exception as exc:  # CalendarError: no systemd-analyze, or a schedule it rejects
+        h.find(UNKNOWN, f"cannot compute the expected interval: {exc}")
+        return
+    if interval is None:
+        h.notes.append("schedule does not repeat: staleness not checked")
+        return
+    limit = stale_after(interval, grace, state.get("durations_s") or ())
+    h.facts.update(expected_interval_s=interval, stale_after_s=limit, critical_after_s=2 * limit)
+    last_success = state.get("last_success")
+    if last_success:
+        age = now - float(last_success)
+        h.facts["success_age_s"] = age
+        text = f"last success {format_age(age)} ago"
+    elif timer_since:
+        age = now - timer_since
+        text = f"never succeeded; timer active for {format_age(age)}"
+    elif h.facts["systemd"]:
+        return  # the timer's own finding (missing, inactive) already says what is wrong
+    else:
+        h.find(WARNING, "never ran" if not state.get("last_start") else "never succeeded")
+        return
+    expected = f"expected every {format_age(interval)}"
+    if age > 2 * limit:
+        h.find(CRITICAL, f"{text} ({expected}, critical after {format_age(2 * limit)})")
+    elif age > limit:
+        h.find(WARNING, f"{text} ({expected}, warning after {format_age(limit)})")
+    else:
+        h.notes.insert(0, text)
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------------------- the command
+
+
+def configure(parser: argparse.ArgumentParser, command: str) -> None:
+    from .errors import UsageError
+
+    class HealthUsageError(UsageError):
+        exit_code = UNKNOWN  # a Nagios plugin reports its own misuse as UNKNOWN
+
+    def error(message: str):
+        raise HealthUsageError(f"{message} (see 'jobrunner health --help')")
+
+    parser.error = error  # type: ignore[method-assign]
+    parser.add_argument("jobs", nargs="*", metavar="JOB", help="job name, unit name or MODULE:NAME (default: all)")
+    parser.add_argument("--package", default="jobs", help="package holding the jobs (default: jobs)")
+    parser.add_argument("--json", action="store_true", help="one JSON object with every fact")
+    parser.add_argument("--grace", default=None, metavar="SPAN",
+                        help="slack before a late job is stale (default: 10%% of its interval, at least 5min)")
+    parser.add_argument("--fail-threshold", type=int, default=3, metavar="N",
+                        help="consecutive failures that make a job CRITICAL (default: 3)")
+    parser.add_argument("--state-dir", default=None, help="state directory (default: $JOBRUNNER_STATE_DIR)")
+
+
+def select(all_jobs: Sequence[Any], wanted: Sequence[str], package: str) -> list[Any]:
+    """The jobs named on the command line (by name, unit or MODULE:NAME); ``LookupError`` for others."""
+    if not wanted:
+        return list(all_jobs)
+    chosen = []
+    for name in wanted:
+        found = [j for j in all_jobs if name in (j.name, j.unit, j.ref)]
+        if not found:
+            have = ", ".join(j.name for j in all_jobs) or "none"
+            raise LookupError(f"no job {name!r} in package {package!r} (jobs: {have})")
+        chosen.extend(j for j in found if j not in chosen)
+    return chosen
+
+
+def render_text(results: Sequence[JobHealth]) -> str:
+    status = overall(results)
+    counts = {name.lower(): sum(1 for r in results if r.status == code) for code, name in NAMES.items()}
+    perf = f"jobs={len(results)} ok={counts['ok']} warning={counts['warning']} critical={counts['critical']} " \
+           f"unknown={counts['unknown']}"
+    bad = sorted((r for r in results if r.status != OK), key=lambda r: -_SEVERITY[r.status])
+    if not results:
+        summary = "no jobs to check"
+    elif not bad:
+        summary = f"{len(results)} job{'s' if len(results) != 1 else ''} ok"
+    else:
+        summary = "; ".join(f"{r.job}: {r.reasons[0]}" for r in bad)
+    lines = [f"{NAMES[status]}: {' '.join(summary.split())} | {perf}"]
+    for r in results:
+        detail = "; ".join(r.reasons + r.notes) or "ok"
+        lines.append(f"{NAMES[r.status]} {r.job}: {' '.join(detail.split())}")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(results: Sequence[JobHealth], now: float) -> str:
+    status = overall(results)
+    doc = {
+        "status": NAMES[status], "exit_code": status, "checked_at": now,
+        "counts": {name.lower(): sum(1 for r in results if r.status == code) for code, name in NAMES.items()},
+        "jobs": [r.as_dict() for r in results],
+    }
+    return json.dumps(doc, indent=1, default=str) + "\n"
+
+
+def main(args: argparse.Namespace, command: str) -> int:
+    from .errors import JobrunnerError
+
+    try:
+        grace = None
+        if args.grace is not None:
+            from .timespan import parse_timespan
+
+            try:
+                grace = parse_timespan(args.grace)
+            except (ValueError, JobrunnerError) as exc:
+                raise LookupError(f"--grace {args.grace!r}: {exc}") from None
+        if args.fail_threshold < 1:
+            raise LookupError("--fail-threshold must be at least 1")
+        from .loader import discover
+
+        jobs = select(discover(args.package), args.jobs, args.package)
+        now = time.time()
+        results = check_jobs(jobs, now=now, grace=grace, fail_threshold=args.fail_threshold, state_root=args.state_dir)
+    except (LookupError, JobrunnerError) as exc:
+        message = " ".join(str(exc).split())
+        if args.json:
+            sys.stdout.write(json.dumps({"status": "UNKNOWN", "exit_code": UNKNOWN, "error": message}) + "\n")
+        else:
+            sys.stdout.write(f"UNKNOWN: {message}\n")
+        return UNKNOWN
+    sys.stdout.write(render_json(results, now) if args.json else render_text(results))
+    return overall(results)

@@ -1,0 +1,154 @@
+"""Per-job metrics in the Prometheus node_exporter textfile format.
+
+After every non-dry run (skipped ones too) the runner calls :func:`write_job_metrics`, which
+replaces ``$JOBRUNNER_METRICS_DIR/<job>.prom`` atomically (temp file in the same directory,
+then rename; mode 0644), so node_exporter's textfile collector never reads half a file. The
+values come from the job's state file (the whole history), not from this run alone.
+
+Series (labels ``job`` and ``host`` on all of them)::
+
+    jobrunner_last_start_timestamp_seconds      gauge   start of the last (non-skipped) run
+    jobrunner_last_finish_timestamp_seconds     gauge   its end
+    jobrunner_last_success_timestamp_seconds    gauge   end of the last success; 0 = never
+    jobrunner_last_failure_timestamp_seconds    gauge   end of the last failure/timeout/…; 0 = never
+    jobrunner_last_duration_seconds             gauge
+    jobrunner_last_exit_code                    gauge
+    jobrunner_last_outcome{outcome}             gauge   1 for the last outcome, 0 for the others
+    jobrunner_runs_total{outcome}               counter every outcome, zeros included
+    jobrunner_consecutive_failures              gauge
+    jobrunner_expected_interval_seconds         gauge   longest gap between elapses + jitter
+                                                        (scheduled jobs only; for alert rules)
+
+Imported only when ``JOBRUNNER_METRICS_DIR`` is set: stdlib only at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Mapping
+
+from .state import atomic_write
+
+__all__ = ["OUTCOMES", "render_job_metrics", "write_job_metrics"]
+
+OUTCOMES = ("success", "failure", "timeout", "terminated", "skipped")
+
+_HELP = {
+    "jobrunner_last_start_timestamp_seconds": ("gauge", "Start of the last run that was not skipped (Unix time)."),
+    "jobrunner_last_finish_timestamp_seconds": ("gauge", "End of the last run that was not skipped (Unix time)."),
+    "jobrunner_last_success_timestamp_seconds": ("gauge", "End of the last successful run (Unix time); 0 if none."),
+    "jobrunner_last_failure_timestamp_seconds": ("gauge", "End of the last unsuccessful run (Unix time); 0 if none."),
+    "jobrunner_last_duration_seconds": ("gauge", "Duration of the last run that was not skipped."),
+    "jobrunner_last_exit_code": ("gauge", "Exit code of the last run that was not skipped."),
+    "jobrunner_last_outcome": ("gauge", "1 for the outcome of the last run that was not skipped, else 0."),
+    "jobrunner_runs_total": ("counter", "Finished runs by outcome."),
+    "jobrunner_consecutive_failures": ("gauge", "Unsuccessful runs since the last success."),
+    "jobrunner_expected_interval_seconds": (
+        "gauge", "Longest gap between the schedule's elapses plus jitter: a success is due within it."),
+}
+
+
+def escape_label(value: str) -> str:
+    """A label value as the exposition format wants it: ``\\``, ``"`` and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(base: Mapping[str, str], **extra: str) -> str:
+    merged = {**base, **extra}
+    return "{" + ",".join(f'{k}="{escape_label(str(v))}"' for k, v in merged.items()) + "}"
+
+
+def _number(value: Any) -> str:
+    number = float(value)
+    if number != number:
+        return "NaN"
+    if number.is_integer() and abs(number) < 2**53:
+        return str(int(number))
+    return repr(number)
+
+
+def _num(value: Any, default: float = 0.0) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def render_job_metrics(
+    job_name: str,
+    state: Mapping[str, Any],
+    *,
+    host: str,
+    result: Any = None,
+    expected_interval_s: float | None = None,
+) -> str:
+    """The text of ``<job>.prom``. ``result`` (a ``RunResult``) fills in what the state lacks."""
+    base = {"job": job_name, "host": host}
+    has_result = result is not None and getattr(result, "outcome", "skipped") != "skipped"
+    last_outcome = state.get("last_outcome") or (result.outcome if has_result else None)
+    duration = state.get("last_duration_s", result.duration_s if has_result else None)
+    exit_code = state.get("last_exit_code", result.exit_code if has_result else None)
+    runs = state.get("runs") or ({result.outcome: 1} if result is not None else {})
+
+    samples: dict[str, list[tuple[str, float]]] = {name: [] for name in _HELP}
+    plain = _labels(base)
+    for name, key in (
+        ("jobrunner_last_start_timestamp_seconds", "last_start"),
+        ("jobrunner_last_finish_timestamp_seconds", "last_finish"),
+    ):
+        if state.get(key) is not None:
+            samples[name].append((plain, _num(state[key])))
+    samples["jobrunner_last_success_timestamp_seconds"].append((plain, _num(state.get("last_success"))))
+    samples["jobrunner_last_failure_timestamp_seconds"].append((plain, _num(state.get("last_failure"))))
+    if duration is not None:
+        samples["jobrunner_last_duration_seconds"].append((plain, _num(duration)))
+    if exit_code is not None:
+        samples["jobrunner_last_exit_code"].append((plain, _num(exit_code)))
+    if last_outcome:
+        for outcome in _outcomes(OUTCOMES[:-1], [last_outcome]):
+            samples["jobrunner_last_outcome"].append((_labels(base, outcome=outcome), float(outcome == last_outcome)))
+    for outcome in _outcomes(OUTCOMES, runs):
+        samples["jobrunner_runs_total"].append((_labels(base, outcome=outcome), _num(runs.get(outcome))))
+    samples["jobrunner_consecutive_failures"].append((plain, _num(state.get("consecutive_failures"))))
+    if expected_interval_s:
+        samples["jobrunner_expected_interval_seconds"].append((plain, float(expected_interval_s)))
+
+    lines: list[str] = []
+    for name, found in samples.items():
+        if not found:
+            continue
+        kind, help_text = _HELP[name]
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(f"{name}{labels} {_number(value)}" for labels, value in found)
+    return "\n".join(lines) + "\n"
+
+
+def _outcomes(known: Iterable[str], seen: Iterable[str]) -> list[str]:
+    """The known outcomes, then any other the state recorded (a newer runner's), in order."""
+    ordered = list(known)
+    ordered.extend(sorted(str(o) for o in seen if o not in ordered))
+    return ordered
+
+
+def _expected_interval(job: Any) -> float | None:
+    schedule = getattr(job, "schedule", ())
+    if not schedule:
+        return None
+    from .health import expected_interval
+
+    try:
+        return expected_interval(schedule, getattr(job, "jitter", None))
+    except Exception:  # systemd-analyze missing or odd: the other series still matter
+        return None
+
+
+def write_job_metrics(job: Any, state: Mapping[str, Any], result: Any, directory: str) -> str:
+    """Write ``<directory>/<job>.prom`` atomically (mode 0644); return its path."""
+    text = render_job_metrics(
+        job.name, state, host=os.uname().nodename, result=result, expected_interval_s=_expected_interval(job)
+    )
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{job.name}.prom")
+    atomic_write(path, text.encode(), mode=0o644)
+    return path

@@ -1,0 +1,154 @@
+"""jobrunner.metrics: node_exporter textfiles, written atomically after every run."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import time
+from types import SimpleNamespace
+
+from conftest import wait_for
+
+from jobrunner.metrics import OUTCOMES, escape_label, render_job_metrics, write_job_metrics
+
+JOBS = """
+import time
+from jobrunner import job
+
+@job
+def good(ctx):
+    pass
+
+@job
+def bad(ctx):
+    raise RuntimeError("boom")
+
+@job(timeout="1s")
+def slow(ctx):
+    time.sleep(30)
+
+@job(lock=True)
+def held(ctx):
+    time.sleep(float(ctx.env.get("HOLD", "0")))
+"""
+
+SAMPLE = re.compile(r'^([a-z_]+)\{([^}]*)\} (\S+)$')
+
+
+def parse(text: str) -> dict[tuple[str, frozenset], float]:
+    """The samples of a textfile as {(name, labels): value}; checks every line's shape."""
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        match = SAMPLE.match(line)
+        assert match, f"not a sample line: {line!r}"
+        labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2)))
+        samples[(match.group(1), labels)] = float(match.group(3))
+    return samples
+
+
+def value(samples, name: str, **labels) -> float:
+    found = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= ls]
+    assert len(found) == 1, (name, labels, found)
+    return found[0]
+
+
+def test_label_escaping():
+    """Backslash, double quote and newline are escaped in label values."""
+    assert escape_label('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
+    text = render_job_metrics("j", {}, host='we"ird\\host\n')
+    assert 'host="we\\"ird\\\\host\\n"' in text
+
+
+def test_render_all_outcomes_help_and_type():
+    """Every series has HELP and TYPE once; runs_total lists every outcome, zeros included."""
+    state = {"last_start": 100.0, "last_finish": 102.5, "last_success": 102.5, "last_outcome": "success",
+             "last_exit_code": 0, "last_duration_s": 2.5, "consecutive_failures": 0, "runs": {"success": 3, "skipped": 1}}
+    text = render_job_metrics("wp_backup", state, host="h1", expected_interval_s=86400)
+    for name in set(re.findall(r"^(jobrunner_\w+)", text, re.M)):
+        assert text.count(f"# HELP {name} ") == 1 and text.count(f"# TYPE {name} ") == 1, name
+    assert "# TYPE jobrunner_runs_total counter" in text
+    samples = parse(text)
+    for outcome in OUTCOMES:
+        expected = {"success": 3, "skipped": 1}.get(outcome, 0)
+        assert value(samples, "jobrunner_runs_total", outcome=outcome, job="wp_backup", host="h1") == expected
+    assert value(samples, "jobrunner_last_outcome", outcome="success") == 1
+    assert value(samples, "jobrunner_last_outcome", outcome="failure") == 0
+    assert value(samples, "jobrunner_last_duration_seconds") == 2.5
+    assert value(samples, "jobrunner_last_failure_timestamp_seconds") == 0
+    assert value(samples, "jobrunner_expected_interval_seconds") == 86400
+
+
+def test_write_is_atomic_0644_and_leaves_no_temp_files(tmp_path):
+    """<job>.prom is replaced by rename, mode 0644, with nothing else left in the directory."""
+    job = SimpleNamespace(name="j", schedule=(), jitter=None)
+    old = os.umask(0o077)
+    try:
+        path = write_job_metrics(job, {"runs": {"success": 1}}, None, str(tmp_path))
+        inode = os.stat(path).st_ino
+        write_job_metrics(job, {"runs": {"success": 2}}, None, str(tmp_path))
+    finally:
+        os.umask(old)
+    assert os.listdir(tmp_path) == ["j.prom"]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    assert os.stat(path).st_ino != inode  # a new file renamed over the old one
+    assert value(parse(open(path).read()), "jobrunner_runs_total", outcome="success") == 2
+
+
+def test_runner_writes_metrics_for_every_outcome(launcher, tmp_path):
+    """Real runs (success, failure, timeout, skipped) leave textfiles that match the state."""
+    metrics = tmp_path / "textfiles"
+    launcher.write_job("mjobs", JOBS)
+    env = launcher.env(JOBRUNNER_METRICS_DIR=str(metrics))
+    assert launcher.run("run", "mjobs:good", env=env).returncode == 0
+    assert launcher.run("run", "mjobs:good", env=env).returncode == 0
+    assert launcher.run("run", "mjobs:bad", env=env).returncode == 1
+    assert launcher.run("run", "mjobs:slow", env=env).returncode == 124
+    holder = launcher.start("run", "mjobs:held", env=launcher.env(JOBRUNNER_METRICS_DIR=str(metrics), HOLD="30"))
+    assert wait_for(lambda: (launcher.state_dir / "held" / "state.json").exists(), timeout=20)
+    assert launcher.run("run", "mjobs:held", env=env).returncode == 75
+    holder.terminate()
+    launcher.finish(holder)
+
+    good = parse((metrics / "good.prom").read_text())
+    assert value(good, "jobrunner_runs_total", outcome="success") == 2
+    assert value(good, "jobrunner_last_exit_code") == 0
+    state = launcher.state("good")
+    assert value(good, "jobrunner_last_success_timestamp_seconds") == state["last_success"]
+    assert abs(value(good, "jobrunner_last_start_timestamp_seconds") - time.time()) < 60
+    assert "jobrunner_expected_interval_seconds" not in (metrics / "good.prom").read_text()  # manual job
+
+    bad = parse((metrics / "bad.prom").read_text())
+    assert value(bad, "jobrunner_runs_total", outcome="failure") == 1
+    assert value(bad, "jobrunner_consecutive_failures") == 1
+    assert value(bad, "jobrunner_last_success_timestamp_seconds") == 0
+    assert value(bad, "jobrunner_last_outcome", outcome="failure") == 1
+
+    slow = parse((metrics / "slow.prom").read_text())
+    assert value(slow, "jobrunner_last_exit_code") == 124
+    assert value(slow, "jobrunner_runs_total", outcome="timeout") == 1
+    assert value(slow, "jobrunner_last_duration_seconds") >= 1
+
+    held = parse((metrics / "held.prom").read_text())
+    assert value(held, "jobrunner_runs_total", outcome="skipped") == 1
+    assert value(held, "jobrunner_runs_total", outcome="terminated") == 1  # the holder, stopped by SIGTERM
+    assert sorted(os.listdir(metrics)) == ["bad.prom", "good.prom", "held.prom", "slow.prom"]
+
+
+def test_no_metrics_dir_no_import(launcher):
+    """Without JOBRUNNER_METRICS_DIR the runner does not import jobrunner.metrics."""
+    launcher.write_job("mjobs", JOBS)
+    probe = launcher.tmp / "probe.py"
+    probe.write_text(
+        "import sys, runpy\nsys.argv = ['jobrunner', 'run', 'mjobs:good']\n"
+        "try:\n    runpy.run_module('jobrunner', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print('METRICS' if 'jobrunner.metrics' in sys.modules else 'CLEAN', file=sys.stderr)\n"
+    )
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(probe)], env=launcher.env(), capture_output=True, text=True, timeout=60,
+                          cwd=launcher.tmp)
+    assert proc.stderr.strip().splitlines()[-1] == "CLEAN", proc.stderr
