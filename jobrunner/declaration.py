@@ -180,7 +180,10 @@ class Job:
         """The job's ``EnvironmentFile=`` list, in order; a leading ``-`` marks an optional file.
 
         The unit loads these; a run by hand (no ``$INVOCATION_ID``) loads the same ones."""
-        return [f"-{SYSTEM_ENV_FILE}", *self.env_files, f"-/etc/default/{self.unit}"]
+        chain = [f"-{SYSTEM_ENV_FILE}", *self.env_files, f"-/etc/default/{self.unit}"]
+        # A file listed twice is read once, at its last place (later files win).
+        last = {path.lstrip("-"): i for i, path in enumerate(chain)}
+        return [path for i, path in enumerate(chain) if last[path.lstrip("-")] == i]
 
     @property
     def ref(self) -> str:

@@ -49,7 +49,6 @@ def _fsync(path: Path) -> None:
     lock=True,
     timeout="1h",
     write_paths=[DEFAULT_DIR],
-    env_files=["-/etc/default/dir-backup"],
 )
 def dir_backup(ctx):
     """Archive a directory (default /etc) into a dated .tar.gz with a SHA-256; keep the newest 7."""

@@ -219,6 +219,7 @@ def test_tmpfiles_and_logrotate(rendered):
     tmpfiles = [line for line in files["tmpfiles.d/jobrunner.conf"].splitlines() if not line.startswith("#")]
     assert tmpfiles == [
         "d /run/lock/jobrunner 1777 root root -",
+        "d /mnt/backups 0750 www-data www-data -",  # write_paths exist before the unit starts
         "d /var/log/jobrunner - - - -",
         "f /var/log/jobrunner/wp-backup.log 0640 www-data www-data -",
     ]

@@ -258,10 +258,19 @@ def render_tmpfiles(jobs: Sequence[Job]) -> str:
     lines = [
         GENERATED_MARK,
         "# tmpfiles.d(5) for jobrunner: the lock directory the units open with ReadWritePaths=,",
-        "# and each job's log file owned by its user (the sandbox cannot create files in /var/log).",
+        "# each job's write_paths and log file, owned by its user (the sandbox cannot create them).",
         f"d {LOCK_DIR} 1777 root root -",
     ]
     dirs: list[str] = []
+    # Each job's write_paths must exist before its unit starts (a missing ReadWritePaths= dir
+    # fails the unit with 226/NAMESPACE, and the sandbox cannot create it): made here, owned
+    # by the first job (by name) that declares it; '-'-prefixed paths are optional, left alone.
+    for job in sorted(jobs, key=lambda j: j.name):
+        user, group = _owner(job)
+        for path in job.write_paths:
+            if not path.startswith("-") and path not in dirs:
+                dirs.append(path)
+                lines.append(f"d {path} 0750 {user} {group} -")
     for job in sorted((j for j in jobs if j.log_file), key=lambda j: j.name):
         path = job.log_file.lstrip("-")  # type: ignore[union-attr]
         parent = os.path.dirname(path)
