@@ -193,6 +193,8 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
         lock = _acquire_lock(job, log, options.dry_run, sigs)
         if not options.dry_run:
             _write_state(store, log, lambda s: record_start(s, run_id=run_id, pid=os.getpid()))
+            if options.notify and _notify_wanted():
+                _run_started_hook(job, ctx, log)
         if job.timeout:
             ctx.deadline = time.monotonic() + job.timeout
             sigs.arm(job.timeout)
@@ -355,7 +357,7 @@ def _after_run_hooks(job, ctx, log, result, state, options, sink, error) -> None
             write_job_metrics(job, state or {}, result, os.environ["JOBRUNNER_METRICS_DIR"])
         except Exception as exc:
             log.error("metrics.write_failed", error=f"{type(exc).__name__}: {exc}")
-    if not options.notify or result.outcome == "skipped":
+    if not options.notify or result.outcome == "skipped" or not _notify_wanted():
         return
     try:
         from .notify import configured, notify_after_run
@@ -366,6 +368,26 @@ def _after_run_hooks(job, ctx, log, result, state, options, sink, error) -> None
             notify_after_run(job=job, ctx=ctx, log=log, result=result, store=ctx_store(ctx), tail=list(sink.tail), error=error)
         except Exception as exc:  # a notification never changes the outcome
             log.error("notify.failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _notify_wanted() -> bool:
+    """Cheap: is any notification or ping configured? (Else ``jobrunner.notify`` is never imported.)"""
+    env = os.environ
+    return bool(
+        env.get("JOBRUNNER_NOTIFY_URLS", "").strip() or env.get("JOBRUNNER_NOTIFY_CONFIG", "").strip()
+        or any(k.startswith("JOBRUNNER_PING_URL") and v.strip() for k, v in env.items())
+        or os.path.exists("/etc/jobrunner/apprise.yml")
+    )
+
+
+def _run_started_hook(job: Job, ctx: Context, log: Any) -> None:
+    try:
+        from .notify import configured, run_started
+
+        if configured(job):
+            run_started(job, ctx, log)
+    except Exception as exc:  # a ping never changes the outcome
+        log.error("notify.failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def ctx_store(ctx: Context) -> StateStore:

@@ -1,0 +1,213 @@
+"""``jobrunner alert UNIT``: what ``alert-failure@.service`` runs when a unit fails.
+
+It reports what the runner could not report itself (SIGKILL, OOM, a crash before the runtime
+started, units that are not jobrunner jobs at all) from the unit's state (``systemctl show``)
+and its journal for that invocation (jobrunner's JSON lines are formatted like the runner's
+own tail). It stays silent when the runner already handled that invocation: a state file
+under ``$JOBRUNNER_STATE_DIR`` whose ``notified_run_id`` is the unit's ``InvocationID``.
+For a jobrunner job it honours the same throttle as the runner (``JOBRUNNER_NOTIFY_REPEAT``).
+
+Exit codes: 0 sent (or nothing to send), 1 not delivered, 78 bad or no notification
+configuration. When ``systemctl`` or ``journalctl`` cannot be used it still sends what it
+knows (the unit name, the host, why the state is unknown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import time
+from typing import Any
+
+from .errors import EXIT_FAILURE, EXIT_OK, ConfigError
+
+__all__ = ["configure", "main", "unit_state", "journal_tail"]
+
+PROPS = ("Id", "Result", "ExecMainStatus", "ExecMainCode", "InvocationID", "ActiveState", "SubState")
+_CODES = {"1": "exited", "2": "killed", "3": "dumped core"}
+
+
+def configure(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument("unit", help="the failed unit (alert-failure@.service passes %%i)")
+    parser.add_argument("--lines", type=int, default=50, help="journal lines to read (default 50)")
+
+
+def _run(argv: list[str], timeout: float = 15) -> tuple[str | None, str]:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, errors="replace")
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"{argv[0]}: {exc}"
+    if proc.returncode != 0:
+        return None, f"{argv[0]} exited {proc.returncode}: {proc.stderr.strip()[:200]}"
+    return proc.stdout, ""
+
+
+def unit_state(unit: str) -> tuple[dict[str, str], str]:
+    """``systemctl show`` of the unit as a dict, and why it is empty when it is."""
+    args = ["systemctl", "show", "--no-pager"]
+    for prop in PROPS:
+        args += ["-p", prop]
+    out, why = _run([*args, "--", unit])
+    if out is None:
+        return {}, why
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line), ""
+
+
+def journal_tail(unit: str, invocation: str, lines: int = 50) -> tuple[list[str], str]:
+    """The unit's last journal lines (of that invocation when known), formatted."""
+    from ._logging import format_tail_line
+
+    match = [f"_SYSTEMD_INVOCATION_ID={invocation}"] if invocation else ["-u", unit]
+    out, why = _run(["journalctl", "--no-pager", "-o", "json", "-n", str(lines), *match])
+    if out is None:
+        return [], why
+    formatted: list[str] = []
+    for raw in out.splitlines():
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            continue
+        message = record.get("MESSAGE", "")
+        if isinstance(message, list):  # journald's binary-safe form
+            message = bytes(message).decode("utf-8", "replace")
+        formatted.append(_format(str(message), format_tail_line))
+    return formatted, ""
+
+
+def _format(message: str, format_tail_line: Any) -> str:
+    if message.startswith("{"):
+        try:
+            event = json.loads(message)
+        except ValueError:
+            return message
+        if isinstance(event, dict) and "event" in event:
+            return format_tail_line(event)
+    return message
+
+
+def _states(root: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(root, "*", "state.json")))
+
+
+def find_job_state(root: str, invocation: str) -> tuple[str | None, dict[str, Any]]:
+    """The state file of the job run by this invocation, if it is a jobrunner job that got that far."""
+    if not invocation:
+        return None, {}
+    for path in _states(root):
+        try:
+            with open(path, "rb") as handle:
+                state = json.loads(handle.read() or b"{}")
+        except (OSError, ValueError):
+            continue
+        if not isinstance(state, dict):
+            continue
+        running = state.get("running") or {}
+        if invocation in (state.get("notified_run_id"), state.get("last_run_id"), running.get("run_id")):
+            return path, state
+    return None, {}
+
+
+def _reason(props: dict[str, str]) -> str:
+    result = props.get("Result", "")
+    code, status = props.get("ExecMainCode", ""), props.get("ExecMainStatus", "")
+    if result == "oom-kill":
+        return "killed: out of memory"
+    if result in ("signal", "core-dump") or code in ("2", "3"):
+        import signal
+
+        try:
+            name = signal.Signals(int(status)).name
+        except ValueError:
+            name = f"signal {status}"
+        return f"{'dumped core' if result == 'core-dump' else 'killed'} by {name}"
+    if result == "exit-code":
+        return f"exit {status}"
+    return result or "state unknown"
+
+
+def _message(unit: str, host: str, props: dict[str, str], why: list[str], tail: list[str], state: dict[str, Any]):
+    from .redact import default_redactor
+
+    reason = _reason(props) if props else "state unknown"
+    title = f"💀 {unit} failed on {host} ({reason})"
+    lines = [f"Unit {unit} failed on {host}.", ""]
+    if props:
+        lines += [
+            f"result:    {props.get('Result', '?')} ({props.get('ActiveState', '?')}/{props.get('SubState', '?')})",
+            f"main:      {_CODES.get(props.get('ExecMainCode', ''), props.get('ExecMainCode', '?'))}"
+            f" status {props.get('ExecMainStatus', '?')}",
+            f"invocation: {props.get('InvocationID') or '?'}",
+        ]
+    if state:
+        lines.append(f"job:       {state.get('job')} (last success: "
+                     f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(state['last_success'])) if state.get('last_success') else 'never'})")
+        if (state.get("running") or {}).get("run_id") == props.get("InvocationID"):
+            lines.append("note:      the runner did not get to finish this run (killed or crashed)")
+    for problem in why:
+        lines.append(f"problem:   {problem}")
+    if tail:
+        lines += ["", f"Last {len(tail)} journal lines:", *tail]
+    redactor = default_redactor()
+    return redactor.redact(title), redactor.redact("\n".join(lines))
+
+
+def main(args: argparse.Namespace, command: str) -> int:
+    from .notify.config import sources_present
+    from .state import default_state_dir
+
+    unit = args.unit
+    if not sources_present():
+        raise ConfigError(f"alert {unit}: no notification URL configured (JOBRUNNER_NOTIFY_URLS, JOBRUNNER_NOTIFY_CONFIG)")
+    props, why_state = unit_state(unit)
+    invocation = props.get("InvocationID", "")
+    root = default_state_dir()
+    path, state = find_job_state(root, invocation)
+    if state and state.get("notified_run_id") == invocation:
+        print(f"jobrunner alert: {unit}: the runner already reported invocation {invocation}")
+        return EXIT_OK
+    tags = tuple(state.get("notify_tags") or ())  # the job's notify= tags, recorded by the runner
+    decision = None
+    if path:
+        from .notify.throttle import decide, repeat_window
+
+        decision = decide(state, outcome="failure", now=time.time(), window=repeat_window())
+        if decision.kind is None:
+            _update(path, state.get("job", ""), root, lambda s: _held(s, invocation))
+            print(f"jobrunner alert: {unit}: held back (JOBRUNNER_NOTIFY_REPEAT)")
+            return EXIT_OK
+    tail, why_journal = journal_tail(unit, invocation, args.lines)
+    problems = [w for w in (why_state, why_journal) if w]
+    title, body = _message(unit, os.uname().nodename, props, problems, tail, state)
+    from .notify import deliver
+
+    delivery = deliver(title, body, tags=tags, kind="failure")
+    if not delivery.delivered:
+        print(f"jobrunner alert: {unit}: not delivered: {delivery.detail}")
+        return EXIT_FAILURE
+    if path and decision is not None:
+        from .notify.throttle import record_delivered
+
+        _update(path, state.get("job", ""), root, lambda s: record_delivered(s, decision, run_id=invocation, now=time.time()))
+    print(f"jobrunner alert: {unit}: sent to {delivery.matched} service(s)")
+    return EXIT_OK
+
+
+def _held(state: dict[str, Any], invocation: str) -> None:
+    from .notify.throttle import record_held
+
+    record_held(state, run_id=invocation)
+
+
+def _update(path: str, job: str, root: str, change: Any) -> None:
+    """Record in the job's state, keeping the file owned by the job's user (we run as root)."""
+    from .state import StateStore
+
+    try:
+        before = os.stat(path)
+        StateStore(job or os.path.basename(os.path.dirname(path)), root).update(change)
+        os.chown(path, before.st_uid, before.st_gid)
+    except OSError as exc:
+        print(f"jobrunner alert: could not record in {path}: {exc}")

@@ -1,0 +1,91 @@
+"""What a notification says: a title short enough for a phone's lock screen, a body with
+everything needed to act without logging in first. Every string passes the redactor."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable
+
+from .._logging import format_tail_line
+from ..redact import default_redactor
+
+__all__ = ["failure_message", "recovery_message", "tail_lines", "test_message"]
+
+MAX_TAIL = 20
+_ICON = {"failure": "❌", "timeout": "⏱", "terminated": "🛑", "recovery": "✅", "alert": "💀", "test": "🔔"}
+_VERB = {"failure": "failed", "timeout": "timed out", "terminated": "was terminated"}
+
+
+def _redact(title: str, body: str) -> tuple[str, str]:
+    redactor = default_redactor()
+    return redactor.redact(title), redactor.redact(body)
+
+
+def tail_lines(events: Iterable[dict[str, Any]], limit: int = MAX_TAIL) -> list[str]:
+    """The last ``limit`` log events as compact lines (``job.finished`` is left out: the body says it)."""
+    lines = [format_tail_line(e) for e in events if e.get("event") not in ("job.finished", "notify.sent")]
+    return lines[-limit:]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _when(ts: Any) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(ts)))
+    except (TypeError, ValueError):
+        return "?"
+
+
+def failure_message(
+    *, job: Any, host: str, run_id: str, result: Any, error: str | None, tail: list[str], state: dict[str, Any],
+    suppressed: int,
+) -> tuple[str, str]:
+    """Title and body for a failed, timed-out or terminated run."""
+    outcome = result.outcome
+    title = f"{_ICON.get(outcome, '❌')} {job.name} {_VERB.get(outcome, outcome)} on {host} (exit {result.exit_code})"
+    lines = [
+        f"Job {job.name} ({job.ref}) {_VERB.get(outcome, outcome)} on {host}.",
+        "",
+        f"outcome:   {outcome}, exit code {result.exit_code}",
+        f"duration:  {_duration(result.duration_s)}, attempts {result.attempts}",
+    ]
+    if error:
+        lines.append(f"error:     {error}")
+    streak = int(state.get("consecutive_failures", 0) or 0)
+    if streak > 1:
+        lines.append(f"failing:   {streak} runs in a row; last success {_when(state['last_success']) if state.get('last_success') else 'never'}")
+    if suppressed:
+        lines.append(f"held back: {suppressed} earlier failure(s) were not notified (JOBRUNNER_NOTIFY_REPEAT)")
+    lines += [f"run_id:    {run_id}", f"unit:      {job.unit}.service (journalctl _SYSTEMD_INVOCATION_ID={run_id})"]
+    if tail:
+        lines += ["", f"Last {len(tail)} log lines:", *tail]
+    return _redact(title, "\n".join(lines))
+
+
+def recovery_message(*, job: Any, host: str, run_id: str, result: Any, state: dict[str, Any], suppressed: int) -> tuple[str, str]:
+    """Title and body for the first success after notified failures."""
+    title = f"{_ICON['recovery']} {job.name} recovered on {host}"
+    failures = state.get("notify", {}).get("streak_failures")
+    lines = [
+        f"Job {job.name} ({job.ref}) succeeded again on {host}.",
+        "",
+        f"duration:  {_duration(result.duration_s)}, attempts {result.attempts}",
+        f"run_id:    {run_id}",
+    ]
+    if failures:
+        lines.append(f"after:     {failures} failed run(s)")
+    if suppressed:
+        lines.append(f"held back: {suppressed} failure(s) were not notified in between")
+    return _redact(title, "\n".join(lines))
+
+
+def test_message(host: str) -> tuple[str, str]:
+    title = f"{_ICON['test']} jobrunner test from {host}"
+    body = f"This is a test notification sent by 'jobrunner notify test' on {host} at {_when(time.time())}."
+    return _redact(title, body)

@@ -1,0 +1,86 @@
+"""When to notify: the first failure of a streak, then at most once per window; a recovery
+only after a failure was notified. Pure functions over the job's state dict (kept under
+``state["notify"]``), so the runner and ``jobrunner alert`` share one memory.
+
+``state["notified_run_id"]`` names the last run whose failure was *handled* (delivered, or
+deliberately held back by the throttle): ``jobrunner alert`` stays silent for that run.
+A failure whose notification could not be delivered is not handled, so the alert handler
+(which has the network) still reports it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+from ..timespan import parse_timespan
+
+__all__ = ["Decision", "decide", "record_delivered", "record_held", "record_undelivered", "repeat_window"]
+
+DEFAULT_REPEAT = 6 * 3600.0
+FAILED = ("failure", "timeout", "terminated")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``kind`` is ``failure``, ``recovery`` or ``None`` (hold back); ``suppressed`` counts the
+    failures held back since the last notification (to be told in this one)."""
+
+    kind: str | None
+    suppressed: int = 0
+
+
+def repeat_window(env: Mapping[str, str] | None = None) -> float:
+    """``$JOBRUNNER_NOTIFY_REPEAT`` (a time span, default 6h); 0 notifies every failure."""
+    env = os.environ if env is None else env
+    raw = env.get("JOBRUNNER_NOTIFY_REPEAT", "").strip()
+    if not raw:
+        return DEFAULT_REPEAT
+    try:
+        return float(parse_timespan(raw) or 0.0)
+    except ValueError as exc:
+        raise ConfigError(f"JOBRUNNER_NOTIFY_REPEAT={raw!r}: {exc}") from None
+
+
+def decide(state: Mapping[str, Any], *, outcome: str, now: float, window: float) -> Decision:
+    """What this outcome calls for, given what was notified before."""
+    memory = state.get("notify") or {}
+    suppressed = int(memory.get("suppressed", 0))
+    if outcome == "success":
+        return Decision("recovery", suppressed) if memory.get("failure_notified") else Decision(None)
+    if outcome not in FAILED:
+        return Decision(None)
+    last = memory.get("last_failure_sent")
+    if not memory.get("failure_notified") or last is None or now - float(last) >= window:
+        return Decision("failure", suppressed)
+    return Decision(None, suppressed)
+
+
+def record_delivered(state: dict[str, Any], decision: Decision, *, run_id: str, now: float) -> None:
+    memory = state.setdefault("notify", {})
+    memory["suppressed"] = 0
+    memory["last_sent"] = now
+    if decision.kind == "recovery":
+        memory["failure_notified"] = False
+        memory.pop("last_failure_sent", None)
+    else:
+        memory["failure_notified"] = True
+        memory["last_failure_sent"] = now
+        state["notified_run_id"] = run_id
+
+
+def record_held(state: dict[str, Any], *, run_id: str) -> None:
+    """A failure held back by the throttle: counted for the next message, and handled."""
+    memory = state.setdefault("notify", {})
+    memory["suppressed"] = int(memory.get("suppressed", 0)) + 1
+    state["notified_run_id"] = run_id
+
+
+def record_undelivered(state: dict[str, Any], decision: Decision) -> None:
+    """Sending failed: a failure counts as held back (told next time); nothing is marked handled."""
+    memory = state.setdefault("notify", {})
+    if decision.kind == "failure":
+        memory["suppressed"] = int(memory.get("suppressed", 0)) + 1
+    memory["undelivered"] = int(memory.get("undelivered", 0)) + 1
