@@ -121,7 +121,9 @@ class _FencedLock(_RedisPyLock):
         except ResponseError:  # INFO disabled or renamed: nothing to go by
             self._settled = True
             return True
-        if uptime >= math.ceil(self.timeout):
+        # uptime_in_seconds is a difference of whole wall-clock seconds: it may be up to 1 s
+        # ahead of the real uptime, hence the extra second.
+        if uptime >= math.ceil(self.timeout) + 1:
             self._settled = True
             return True
         self.refusal = (

@@ -1,0 +1,224 @@
+"""A fleet on one machine: real runner processes ("servers" s1…s5) share a real redis-server.
+
+Each run records entering and leaving its critical section in one ledger file (O_APPEND,
+CLOCK_MONOTONIC nanoseconds, which all processes of the machine share), so overlaps and
+hand-over times are measured, not inferred.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from conftest import wait_for
+from test_redislock import free_port, own_redis, redis_server  # noqa: F401  (fixtures)
+
+pytest.importorskip("redis")
+
+CRITICAL = """
+    import os, time
+    from jobrunner import job, Lock
+
+    @job(
+        lock=Lock(redis=True, ttl=os.environ.get("TTL", "3s"), wait=os.environ.get("WAIT") or None,
+                  unavailable=os.environ.get("UNAVAILABLE", "fail")),
+        kill_grace=0.5, network=True,
+    )
+    def critical(ctx):
+        fd = os.open(ctx.env["LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"in {ctx.env['SERVER']} {time.monotonic_ns()}\\n".encode())
+        try:
+            end = time.monotonic() + float(ctx.env.get("HOLD", "0.5"))
+            while time.monotonic() < end:
+                time.sleep(0.02)
+        finally:
+            os.write(fd, f"out {ctx.env['SERVER']} {time.monotonic_ns()}\\n".encode())
+            os.close(fd)
+"""
+
+
+def ledger_entries(ledger) -> list[tuple[str, str, float]]:
+    """(in|out, server, monotonic seconds) in the order written."""
+    if not ledger.exists():
+        return []
+    rows = [line.split() for line in ledger.read_text().splitlines() if line.strip()]
+    return [(kind, server, int(ns) / 1e9) for kind, server, ns in rows]
+
+
+def overlaps(entries) -> int:
+    inside, worst = 0, 0
+    for kind, _, _ in entries:
+        inside += 1 if kind == "in" else -1
+        worst = max(worst, inside)
+    return max(0, worst - 1)
+
+
+def entered(entries, server: str) -> float:
+    return next(t for kind, s, t in entries if kind == "in" and s == server)
+
+
+def left(entries, server: str) -> float:
+    return next(t for kind, s, t in entries if kind == "out" and s == server)
+
+
+@pytest.fixture
+def fleet(launcher, tmp_path):
+    launcher.write_job("critical", CRITICAL)
+    ledger = tmp_path / "ledger"
+
+    def env(server: str, url: str | None, **extra: str) -> dict[str, str]:
+        more = {"JOBRUNNER_REDIS_URL": url} if url else {}
+        return launcher.env(LEDGER=str(ledger), SERVER=server, **more, **extra)
+
+    return launcher, ledger, env
+
+
+def wait_exit(proc, timeout: float) -> float:
+    """Wait for ``proc`` to end; return the monotonic time it was seen gone."""
+    assert wait_for(lambda: proc.poll() is not None, timeout, interval=0.005), "the holder did not stop"
+    return time.monotonic()
+
+
+@pytest.mark.slow
+def test_five_servers_ten_rounds_exactly_one_runs_never_overlapping(fleet, redis_server):
+    """5 servers race 10 times: each round exactly one runs (exit 0), four skip (75); no overlap at all."""
+    launcher, ledger, env = fleet
+    redis_server.client().flushdb()
+    for round_ in range(10):
+        procs = [launcher.start("critical", env=env(f"s{i}", redis_server.url, HOLD="1.0", TTL="3s")) for i in range(1, 6)]
+        runs = [launcher.finish(p) for p in procs]
+        codes = sorted(r.returncode for r in runs)
+        assert codes == [0, 75, 75, 75, 75], (round_, [r.stdout[-800:] for r in runs])
+        busy = [r.event("lock.busy") for r in runs if r.returncode == 75]
+        assert all(b["path"] == "jobrunner:lock:critical" for b in busy)
+    entries = ledger_entries(ledger)
+    assert overlaps(entries) == 0
+    assert sum(1 for kind, _, _ in entries if kind == "in") == 10
+    assert redis_server.client().get("jobrunner:lock:critical") is None  # every winner released
+
+
+@pytest.mark.slow
+def test_redis_down_past_the_lease_holder_stops_before_it_could_expire(fleet, own_redis):
+    """Redis SIGKILLed and kept down: the holder exits 1 with lock.lost before the key could
+    have expired; after the restart a waiting server runs only after the holder stopped."""
+    launcher, ledger, env = fleet
+    own_redis.settle(3)
+    holder = launcher.start("critical", env=env("s1", own_redis.url, HOLD="30", TTL="3s"))
+    assert wait_for(lambda: ledger_entries(ledger), 15)
+    client = own_redis.client()
+    time.sleep(1.2)  # a renewal or two
+    measured, pttl = time.monotonic(), client.pttl("jobrunner:lock:critical") / 1000
+    assert pttl > 0
+    killed = own_redis.kill()
+    stopped = wait_exit(holder, 10)
+    run = launcher.finish(holder)
+    assert run.returncode == 1, run.stdout[-2000:]
+    assert "lock.lost" in run.names() and "lock.renew_failed" in run.names()
+    assert run.event("job.finished")["outcome"] == "failure"
+    could_expire = measured + pttl
+    assert stopped < could_expire, f"stopped {stopped - killed:.2f}s after the kill; lease could expire at {could_expire - killed:.2f}s"
+    own_redis.start()
+    second = launcher.run("critical", env=env("s2", own_redis.url, HOLD="0.1", TTL="3s", WAIT="10s"))
+    assert second.returncode == 0, second.stdout[-2000:]
+    entries = ledger_entries(ledger)
+    assert overlaps(entries) == 0
+    assert entered(entries, "s2") > max(left(entries, "s1"), stopped)
+
+
+@pytest.mark.slow
+def test_redis_restarted_at_once_no_second_holder_before_the_first_stopped(fleet, own_redis):
+    """Redis SIGKILLed and restarted empty at once, a server already waiting: the holder sees its
+    key gone and exits 1 (lock.lost); the waiter is granted nothing until the restarted Redis has
+    been up a whole ttl, so it enters only after the holder stopped."""
+    launcher, ledger, env = fleet
+    own_redis.settle(3)
+    holder = launcher.start("critical", env=env("s1", own_redis.url, HOLD="30", TTL="3s"))
+    assert wait_for(lambda: ledger_entries(ledger), 15)
+    time.sleep(0.5)
+    killed = own_redis.kill()
+    own_redis.start()
+    waiter = launcher.start("critical", env=env("s2", own_redis.url, HOLD="0.1", TTL="3s", WAIT="15s"))
+    stopped = wait_exit(holder, 10)
+    run = launcher.finish(holder)
+    assert run.returncode == 1 and "lock.lost" in run.names(), run.stdout[-2000:]
+    assert stopped - killed < 3.0
+    second = launcher.finish(waiter)
+    assert second.returncode == 0, second.stdout[-2000:]
+    entries = ledger_entries(ledger)
+    assert overlaps(entries) == 0
+    assert entered(entries, "s2") > max(left(entries, "s1"), stopped)
+
+
+@pytest.mark.slow
+def test_sigkilled_holder_is_succeeded_after_the_ttl_not_before(fleet, redis_server):
+    """A holder SIGKILLed (no release): a waiting server enters after the lease expires, not before, and within ~a ttl."""
+    launcher, ledger, env = fleet
+    redis_server.client().flushdb()
+    holder = launcher.start("critical", env=env("s1", redis_server.url, HOLD="60", TTL="2s"))
+    assert wait_for(lambda: ledger_entries(ledger), 15)
+    time.sleep(0.5)
+    client = redis_server.client()
+    measured, pttl = time.monotonic(), client.pttl("jobrunner:lock:critical") / 1000
+    os.killpg(holder.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    holder.wait(5)
+    second = launcher.run("critical", env=env("s2", redis_server.url, HOLD="0.1", TTL="2s", WAIT="10s"))
+    assert second.returncode == 0, second.stdout[-2000:]
+    took_over = entered(ledger_entries(ledger), "s2")
+    assert took_over >= measured + pttl - 0.01, f"entered {measured + pttl - took_over:.3f}s before the lease expired"
+    assert took_over - killed < 2.0 + 1.0, f"took over {took_over - killed:.2f}s after the kill (ttl 2s)"
+
+
+def test_unreachable_redis_fails_in_one_line_without_the_password(fleet):
+    """unavailable="fail" (default): Redis unreachable at start → exit 1, one job.failed event
+    (RedisUnavailable), no traceback, the password masked; the job never ran."""
+    launcher, ledger, env = fleet
+    url = f"redis://:Sup3rSecretPw@127.0.0.1:{free_port()}/0"
+    run = launcher.run("critical", env=env("s1", url))
+    assert run.returncode == 1
+    failed = run.event("job.failed")
+    assert failed["exception"]["type"] == "RedisUnavailable"
+    assert "unreachable" in failed["exception"]["message"] and "\n" not in failed["exception"]["message"]
+    assert "Sup3rSecretPw" not in run.stdout + run.stderr and "Traceback" not in run.stdout + run.stderr
+    assert not ledger.exists()
+
+
+def test_unreachable_redis_falls_back_to_the_file_lock_when_told(fleet):
+    """unavailable="local": Redis unreachable → lock.fallback_local warning, the file lock, the job runs."""
+    launcher, ledger, env = fleet
+    url = f"redis://:Sup3rSecretPw@127.0.0.1:{free_port()}/0"
+    run = launcher.run("critical", env=env("s1", url, UNAVAILABLE="local", HOLD="0"))
+    assert run.returncode == 0, run.stdout
+    fallback = run.event("lock.fallback_local")
+    assert fallback["level"] == "warning" and "***" in fallback["reason"]
+    assert run.event("lock.acquired")["path"].endswith("critical.lock")
+    assert "Sup3rSecretPw" not in run.stdout + run.stderr
+    assert ledger.exists()
+
+
+def test_redis_true_without_the_url_exits_78(fleet):
+    """redis=True and no $JOBRUNNER_REDIS_URL: exit 78, one event naming the variable, no traceback."""
+    launcher, ledger, env = fleet
+    run = launcher.run("critical", env=env("s1", None))
+    assert run.returncode == 78
+    assert "JOBRUNNER_REDIS_URL" in run.event("job.failed")["exception"]["message"]
+    assert "Traceback" not in run.stdout + run.stderr
+    assert not ledger.exists()
+
+
+def test_redis_is_imported_only_by_jobs_with_a_redis_lock(launcher, tmp_path):
+    """A file-locked job does not import redis or jobrunner.redislock."""
+    import json
+    import subprocess
+    import sys
+
+    from test_imports import PROBE
+
+    launcher.write_job("filelocked", "from jobrunner import job\n@job(lock=True)\ndef filelocked(ctx): pass\n")
+    proc = subprocess.run([sys.executable, "-c", PROBE, "filelocked"], capture_output=True, text=True, timeout=60, env=launcher.env())
+    loaded = set(json.loads(proc.stderr.strip().splitlines()[-1]))
+    assert "jobrunner.locks" in loaded
+    assert "redis" not in loaded and "jobrunner.redislock" not in loaded
+
