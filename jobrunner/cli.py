@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import NoReturn, Sequence
 
-from .errors import JobrunnerError, UsageError
+from .errors import ConfigError, JobrunnerError, UsageError
 
 __all__ = ["main"]
 
@@ -93,7 +93,10 @@ def _dispatch(args: list[str]) -> int:
         raise UsageError(f"unknown command {command!r} (see 'jobrunner --help')")
     import importlib
 
-    module = importlib.import_module(SUBCOMMANDS[command][0])
+    try:
+        module = importlib.import_module(SUBCOMMANDS[command][0])
+    except ImportError as exc:  # a broken install, named in one line
+        raise ConfigError(f"command {command!r} is unavailable: {exc} (reinstall jobrunner)") from None
     parser = Parser(prog=f"jobrunner {command}", description=SUBCOMMANDS[command][1])
     module.configure(parser, command)
     trailing: list[str] | None = None

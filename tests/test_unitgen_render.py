@@ -101,7 +101,7 @@ def test_service_directives(rendered):
     assert svc["User"] == ["www-data"] and svc["Group"] == ["www-data"]
     assert svc["WorkingDirectory"] == ["/var/www/html"]
     assert svc["ExecStart"] == [f"/usr/local/jr/bin/python -m jobrunner run {package}.backup:wp_backup"]
-    assert svc["SuccessExitStatus"] == ["75"]
+    assert svc["SuccessExitStatus"] == ["75 143"]
     assert svc["EnvironmentFile"] == [
         "-/etc/jobrunner/jobrunner.env",
         "/etc/wordpress/wp.env",

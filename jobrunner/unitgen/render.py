@@ -168,7 +168,10 @@ def render_service(job: Job, options: RenderOptions = RenderOptions()) -> str:
     if job.working_dir:
         unit.add(s, "WorkingDirectory", _esc(job.working_dir))
     unit.add(s, "ExecStart", _esc(f"{options.python} -m jobrunner run {shlex.quote(job.ref)}"))
-    unit.add(s, "SuccessExitStatus", "75")
+    # 75: skipped, the lock was busy. 143: stopped by `systemctl stop` or a shutdown after the
+    # runner's cleanup; the runner reports that itself, so OnFailure= must not alert twice.
+    # (TimeoutStartSec= expiring still fails the unit: Result=timeout, whatever the status.)
+    unit.add(s, "SuccessExitStatus", "75 143")
     unit.extend(s, "EnvironmentFile", [_esc(p) for p in job.env_file_chain])
     unit.add(s, "Environment", f"JOBRUNNER_STATE_DIR={STATE_DIR}")
     unit.add(s, "Environment", f"JOBRUNNER_LOCK_DIR={LOCK_DIR}")
