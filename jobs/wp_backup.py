@@ -1,0 +1,199 @@
+"""Nightly full WordPress backup: files + database as one verified, checksummed set.
+
+One set is a directory ``<BACKUP_DIR>/<site>-<UTC stamp>/`` holding ``files.tar.zst``,
+``db.sql.zst`` and ``manifest.json`` (sizes and SHA-256 of each file, table count, timings,
+``"verified"``). It is built as ``.<name>.partial`` and renamed only once complete, fsync'd
+and verified, so a set that has its final name is whole. The write phase runs the archive and
+the dump side by side (``tar | zstd -T0 -3`` and ``mysqldump --single-transaction | zstd``);
+the verify phase reads the archive back (``tar -t``), re-checks every checksum and loads the
+dump into a scratch database ``<db>_verify_<random>``, dropped at the end, whose table count
+must equal the source's. A set that fails verification is kept, marked ``"verified": false``,
+and the run fails: ``backup_prune`` then deletes nothing until a good backup exists.
+
+Locks: the job's own lock stops a second run (``flock -n``, exit 75); inside, the backup area
+lock ``wp-backups`` is held shared (waiting for a running prune), which ``backup_prune``
+takes exclusive: a prune never runs while a set is being written or restored.
+
+``wp_db_export`` uses the same writer for database-only sets (``<site>-db-<stamp>``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shlex
+import shutil
+import socket
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from jobrunner import CommandFailed, job
+
+from jobs._wp import (
+    CODECS,
+    DEFAULT_BACKUP_DIR,
+    MANIFEST,
+    Clients,
+    Settings,
+    fsync_path,
+    hold_backup_lock,
+    read_wp_config,
+    require_site,
+    set_name,
+    settings,
+    sha256_file,
+    sql_ident,
+    write_json_durably,
+    wp_command,
+)
+
+FILES = "files.tar"
+DUMP = "db.sql"
+# WordPress's own trees restored by wp_restore are never part of a backup.
+_EXCLUDES = ("./.restore-*", "./.pre-restore-*")
+
+
+class BackupError(RuntimeError):
+    """A backup could not be written or verified; the message says why in one line."""
+
+
+@job(
+    schedule="02:15",
+    persistent=True,
+    jitter="5m",
+    accuracy="1m",
+    timeout="2h",
+    lock=True,
+    hardening="strict",
+    write_paths=[DEFAULT_BACKUP_DIR],
+    network=False,
+)
+def wp_backup(ctx):
+    """Full WordPress backup (files + database), verified, into BACKUP_DIR."""
+    s = settings(ctx)
+    require_site(s)
+    clients = Clients(ctx, read_wp_config(s.wp_path))
+    if ctx.dry_run:
+        ctx.log.info("backup.planned", kind="full", site=s.site, backup_dir=str(s.backup_dir), compress=s.compress)
+        return
+    hold_backup_lock(ctx, shared=True, wait=3600)
+    backup_set(ctx, s, clients, kind="full")
+
+
+def backup_set(ctx: Any, s: Settings, clients: Clients, *, kind: str) -> Path:
+    """Write, verify and publish one set (``kind`` "full" or "db"); return its directory."""
+    when = datetime.now(timezone.utc)
+    name = set_name(s.site, kind, when)
+    final = s.backup_dir / name
+    partial = s.backup_dir / f".{name}.partial"
+    s.backup_dir.mkdir(parents=True, exist_ok=True)
+    ctx.cleanup(shutil.rmtree, partial, ignore_errors=True)  # gone after the rename; else a failure
+    partial.mkdir(mode=0o700)
+    manifest: dict[str, Any] = {
+        "format": 1, "site": s.site, "kind": kind, "created": when.isoformat(timespec="seconds"),
+        "host": socket.gethostname(), "run_id": ctx.run_id, "wp_path": str(s.wp_path),
+        "database": clients.db.name, "table_prefix": clients.db.prefix, "compress": s.compress,
+        "dump_tool": "wp-cli" if s.wp_cli else "mysqldump", "verified": False,
+    }
+    ctx.log.info("backup.started", kind=kind, set=str(final), compress=s.compress, dump_tool=manifest["dump_tool"])
+    started = time.monotonic()
+    try:
+        manifest["tables"] = clients.table_count(clients.db.name)
+        manifest["files"] = write_files(ctx, s, clients, partial, with_files=(kind == "full"))
+    except (CommandFailed, OSError) as exc:
+        _fail_write(ctx, s, partial, exc)
+    manifest["write_s"] = round(time.monotonic() - started, 3)
+    total = sum(f["bytes"] for f in manifest["files"].values())
+    ctx.log.info("backup.written", set=str(final), bytes=total, write_s=manifest["write_s"], tables=manifest["tables"])
+
+    started = time.monotonic()
+    try:
+        verify(ctx, partial, manifest, clients)
+        manifest["verified"] = True
+    except (CommandFailed, BackupError, OSError) as exc:
+        manifest["verify_error"] = str(exc)
+    manifest["verify_s"] = round(time.monotonic() - started, 3)
+    write_json_durably(partial / MANIFEST, manifest)
+    os.replace(partial, final)
+    fsync_path(s.backup_dir)
+    if not manifest["verified"]:
+        ctx.log.error("backup.unverified", set=str(final), reason=manifest["verify_error"], verify_s=manifest["verify_s"])
+        raise BackupError(f"backup {final} failed verification: {manifest['verify_error']}")
+    ctx.log.info("backup.verified", set=str(final), verified=True, verify_s=manifest["verify_s"],
+                 write_s=manifest["write_s"], bytes=total)
+    return final
+
+
+def write_files(ctx: Any, s: Settings, clients: Clients, out: Path, *, with_files: bool) -> dict[str, Any]:
+    """Archive and dump side by side (one shell, two pipelines); fsync and checksum each file."""
+    codec = CODECS[s.compress]
+    zip_cmd = shlex.join(codec.compress)
+    dump = out / (DUMP + codec.ext)
+    if s.wp_cli:
+        dump_cmd = shlex.join(wp_command(ctx, s, "db", "export", "-", "--single-transaction", "--quick", "--add-drop-table"))
+    else:
+        dump_cmd = shlex.join(clients.dump_argv())
+    # Each pipeline's status is checked on its own; GNU tar's 1 ("file changed as we read
+    # it", routine on a live site) is accepted, 2 is not.
+    script = [f"{{ {dump_cmd} | {zip_cmd} > {shlex.quote(str(dump))}; }} & dump_pid=$!"]
+    outputs = [dump]
+    if with_files:
+        archive = out / (FILES + codec.ext)
+        excludes = " ".join(f"--exclude={shlex.quote(p)}" for p in _EXCLUDES)
+        script.append(
+            f"set +o pipefail; tar --create --file=- --warning=no-file-changed {excludes} "
+            f"-C {shlex.quote(str(s.wp_path))} . | {zip_cmd} > {shlex.quote(str(archive))}; "
+            'st=("${PIPESTATUS[@]}"); set -o pipefail; '
+            '[ "${st[0]}" -le 1 ] || { echo "tar failed with status ${st[0]}" >&2; exit 2; }; '
+            '[ "${st[1]}" -eq 0 ] || { echo "compression failed with status ${st[1]}" >&2; exit 2; }'
+        )
+        outputs.insert(0, archive)
+    script.append('wait "$dump_pid" || { echo "database dump failed" >&2; exit 3; }')
+    ctx.sh("\n".join(script))
+    files = {}
+    for path in outputs:
+        fsync_path(path)
+        files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    return files
+
+
+def _fail_write(ctx: Any, s: Settings, partial: Path, exc: BaseException) -> None:
+    shutil.rmtree(partial, ignore_errors=True)
+    free = shutil.disk_usage(s.backup_dir).free if s.backup_dir.exists() else 0
+    text = " ".join(getattr(exc, "tail", ())) + " " + str(exc)
+    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left" in text
+    ctx.log.error("backup.partial_removed", path=str(partial), reason="no space left" if full else "write failed")
+    if full:
+        raise BackupError(
+            f"no space left on device in {s.backup_dir} ({free // 1024} KiB free); "
+            "the partial set was removed, older sets are untouched"
+        ) from None
+    raise BackupError(f"writing the backup failed: {exc}; the partial set was removed") from exc
+
+
+def verify(ctx: Any, set_dir: Path, manifest: dict[str, Any], clients: Clients) -> None:
+    """Read the archive back, re-check checksums, load the dump into a scratch database."""
+    from jobs._wp import check_manifest, codec_for
+
+    problems = check_manifest(set_dir, manifest)
+    if problems:
+        raise BackupError("; ".join(problems))
+    for name in manifest["files"]:
+        path = shlex.quote(str(set_dir / name))
+        unzip = shlex.join(codec_for(name).decompress)
+        if name.startswith(FILES):
+            ctx.sh(f"{unzip} {path} | tar --list --file=- > /dev/null")
+    dump = next(n for n in manifest["files"] if n.startswith(DUMP))
+    scratch = f"{clients.db.name}_verify_{secrets.token_hex(4)}"
+    ctx.cleanup(lambda: clients.query(f"DROP DATABASE IF EXISTS {sql_ident(scratch)}"))
+    clients.query(f"CREATE DATABASE {sql_ident(scratch)}")
+    mysql = shlex.join(clients.argv("mysql", scratch))
+    ctx.sh(f"{shlex.join(codec_for(dump).decompress)} {shlex.quote(str(set_dir / dump))} | {mysql}")
+    restored = clients.table_count(scratch)
+    ctx.log.info("backup.restore_checked", scratch_db=scratch, tables=restored, expected=manifest["tables"])
+    if restored != manifest["tables"]:
+        raise BackupError(f"the dump restored {restored} tables, the source had {manifest['tables']}")
+    clients.query(f"DROP DATABASE IF EXISTS {sql_ident(scratch)}")
