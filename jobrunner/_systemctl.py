@@ -1,9 +1,11 @@
 """Reading units' properties from ``systemctl show``: stdlib only, no D-Bus binding.
 
 ``show_units(["a.timer", "a.service"], ["LoadState", ...])`` asks once for many units and
-returns ``{unit: {property: value}}``. Timestamps come as ``@<epoch>`` (``--timestamp=unix``,
-systemd >= 251) and :func:`timestamp` turns them (or the ``n/a``/empty of "never") into epoch
-seconds. A unit systemd does not know is still answered, with ``LoadState=not-found``.
+returns ``{unit: {property: value}}``. Most timestamps come as ``@<epoch>``
+(``--timestamp=unix``, systemd >= 251), but systemd 252 prints a timer's
+``NextElapseUSecRealtime`` in its calendar form whatever the option says, so ``TZ=UTC`` is set
+and :func:`timestamp` reads both (and the empty/``n/a`` of "never"). A unit systemd does not
+know is still answered, with ``LoadState=not-found``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def show_units(units: Sequence[str], properties: Sequence[str]) -> dict[str, dic
     tool = shutil.which("systemctl") or "/bin/systemctl"
     props = ["Id", *[p for p in properties if p != "Id"]]
     argv = [tool, "show", "--no-pager", "--timestamp=unix", *(f"--property={p}" for p in props), "--", *units]
-    env = dict(os.environ, LC_ALL="C", SYSTEMD_PAGER="", SYSTEMD_COLORS="0")
+    env = dict(os.environ, TZ="UTC", LC_ALL="C", SYSTEMD_PAGER="", SYSTEMD_COLORS="0")
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -68,14 +70,20 @@ def _blocks(text: str) -> list[dict[str, str]]:
 
 
 def timestamp(value: str | None) -> float | None:
-    """Epoch seconds of a ``--timestamp=unix`` value (``@1700000000``); None for never/unknown."""
-    if not value or value in ("n/a", "0"):
+    """Epoch seconds of ``@1700000000`` or ``Wed 2026-11-25 10:00:00 UTC``; None for never/unknown."""
+    text = (value or "").strip()
+    if not text or text in ("n/a", "0"):
         return None
-    text = value.strip()
     if text.startswith("@"):
-        text = text[1:]
+        try:
+            seconds = float(text[1:])
+        except ValueError:
+            return None
+        return seconds if seconds > 0 else None
+    import datetime as dt
+
     try:
-        seconds = float(text)
+        when = dt.datetime.strptime(text, "%a %Y-%m-%d %H:%M:%S UTC")
     except ValueError:
         return None
-    return seconds if seconds > 0 else None
+    return when.replace(tzinfo=dt.timezone.utc).timestamp()

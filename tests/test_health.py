@@ -86,6 +86,7 @@ def test_systemctl_show_blocks_and_timestamps():
     assert _blocks(out) == [{"Id": "a.timer", "LoadState": "loaded", "Result": ""},
                             {"Id": "b.timer", "LoadState": "not-found"}]
     assert timestamp("@1700000000") == 1700000000.0
+    assert timestamp("Wed 2026-11-25 10:00:00 UTC") == 1795600800.0  # NextElapseUSecRealtime ignores --timestamp
     assert timestamp("n/a") is None and timestamp("") is None and timestamp("0") is None
 
 
