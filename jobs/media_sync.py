@@ -1,0 +1,135 @@
+"""Copy WordPress uploads to S3 (or any rclone remote) every two hours, as www-data.
+
+Settings, from the environment or ``/etc/default/media-sync`` (mode 0600: it holds the keys):
+
+- ``MEDIA_SYNC_DEST`` (required): the rclone destination, ``REMOTE:bucket/path``
+- ``MEDIA_SYNC_SOURCE``: the local directory (default ``$WP_PATH/wp-content/uploads``,
+  ``WP_PATH`` defaulting to ``/var/www/html``)
+- ``MEDIA_SYNC_MODE``: ``copy`` (default) uploads new and changed files and never deletes
+  anything remotely; ``sync`` makes the destination a mirror, so a file deleted locally is
+  deleted remotely too (rclone sync semantics). ``sync`` refuses to run from an empty or
+  missing source, which would otherwise empty the bucket when the uploads volume is not mounted.
+- ``MEDIA_SYNC_ARGS``: extra rclone flags, shell-quoted (``--bwlimit 4M --transfers 8``, ``-v``
+  to log every file, ``--max-delete 100``)
+- the remote itself, without a config file: ``RCLONE_CONFIG_<REMOTE>_TYPE=s3``,
+  ``_PROVIDER``, ``_ENDPOINT``, ``_REGION``, ``_ACCESS_KEY_ID``, ``_SECRET_ACCESS_KEY`` (or
+  ``RCLONE_CONFIG=/path/rclone.conf``). Key values are registered as secrets: never logged.
+
+rclone writes its JSON log to a private file that the job reads afterwards: each error becomes
+a ``rclone.error`` event, the final statistics a ``media.synced`` event (transfers, deletes,
+checks, bytes, errors), and a failure one ``job.failed`` line that says what went wrong. The
+machine-wide ``AWS_CA_BUNDLE`` in particular makes rclone's S3 backend fail
+(``LoadCustomCABundleError``, even when the file exists); the job names the variable and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import tempfile
+
+from jobrunner import ConfigError, job
+from jobrunner.redact import secret_env_name
+
+MODES = ("copy", "sync")
+_NOISE = ("Config file ", "not found - using defaults")
+MAX_ERROR_EVENTS = 20
+
+
+def _secrets(ctx) -> None:
+    for name, value in ctx.env.items():
+        if name.startswith("RCLONE_") and value and (secret_env_name(name) or name.endswith("_KEY_ID")):
+            ctx.secret(value)
+
+
+def _read_log(path: str) -> tuple[list[dict], list[str]]:
+    """rclone's JSON log records, and its plain lines (fatal errors bypass the JSON logger)."""
+    records: list[dict] = []
+    plain: list[str] = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                line = line.strip()
+                if not line:
+                    continue
+                if line.startswith("{"):
+                    try:
+                        records.append(json.loads(line))
+                        continue
+                    except ValueError:
+                        pass
+                # "2026/11/25 09:10:29 Failed to create file system ...": drop the timestamp
+                parts = line.split(" ", 2)
+                plain.append(parts[2] if len(parts) == 3 and parts[0].count("/") == 2 else line)
+    except FileNotFoundError:
+        pass
+    return records, plain
+
+
+def _explain(ctx, reason: str) -> str:
+    if "LoadCustomCABundleError" in reason and ctx.env.get("AWS_CA_BUNDLE"):
+        return (f"AWS_CA_BUNDLE={ctx.env['AWS_CA_BUNDLE']} cannot be used by rclone's S3 backend ({reason}); "
+                "unset AWS_CA_BUNDLE in this job's environment: rclone verifies TLS with the system CAs "
+                "(for a private CA set RCLONE_CA_CERT)")
+    return reason
+
+
+@job(
+    schedule="0/2:00",
+    accuracy="1m",
+    lock=True,
+    timeout="1h50min",
+    user="www-data",
+    network=True,
+    env_files=["-/etc/default/media-sync"],
+)
+def media_sync(ctx):
+    """Copy (or mirror) wp-content/uploads to an S3 bucket with rclone."""
+    dest = ctx.env.get("MEDIA_SYNC_DEST", "").strip()
+    if not dest or ":" not in dest:
+        raise ConfigError(f"MEDIA_SYNC_DEST={dest!r}: set it to an rclone destination, REMOTE:bucket/path")
+    wp_path = ctx.env.get("WP_PATH", "/var/www/html")
+    source = ctx.env.get("MEDIA_SYNC_SOURCE") or os.path.join(wp_path, "wp-content", "uploads")
+    mode = ctx.env.get("MEDIA_SYNC_MODE", "copy").strip().lower()
+    if mode not in MODES:
+        raise ConfigError(f"MEDIA_SYNC_MODE={mode!r}: use copy (never deletes remotely) or sync (mirror)")
+    try:
+        extra = shlex.split(ctx.env.get("MEDIA_SYNC_ARGS", ""))
+    except ValueError as exc:
+        raise ConfigError(f"MEDIA_SYNC_ARGS: {exc}") from None
+    _secrets(ctx)
+    if not os.path.isdir(source):
+        raise RuntimeError(f"source {source} is not a directory (is the uploads volume mounted?)")
+    if mode == "sync" and not any(os.scandir(source)):
+        raise RuntimeError(f"source {source} is empty: refusing to sync, it would delete everything at {dest}")
+    ctx.log.info("media.planned", source=source, dest=dest, mode=mode)
+
+    logdir = tempfile.mkdtemp(prefix="media-sync-")
+    ctx.cleanup(shutil.rmtree, logdir, ignore_errors=True)
+    logfile = os.path.join(logdir, "rclone.json")
+    argv = ["rclone", mode, source, dest, "--use-json-log", "--log-file", logfile,
+            "--stats", "1h", "--stats-log-level", "NOTICE", *extra]
+    result = ctx.run(argv, check=False)
+    if ctx.dry_run:
+        return
+    records, plain = _read_log(logfile)
+    errors = [r for r in records if r.get("level") in ("error", "critical")]
+    seen: set[str] = set()
+    for record in errors:
+        message = " ".join(str(record.get("msg", "")).split())
+        if message not in seen and len(seen) < MAX_ERROR_EVENTS:
+            seen.add(message)
+            ctx.log.error("rclone.error", message=message, object=record.get("object"))
+    for record in records:
+        message = str(record.get("msg", ""))
+        if record.get("level") == "warning" and "stats" not in record and not all(n in message for n in _NOISE):
+            ctx.log.warning("rclone.warning", message=" ".join(message.split()), object=record.get("object"))
+    stats = next((r["stats"] for r in reversed(records) if isinstance(r.get("stats"), dict)), {})
+    summary = {k: stats.get(k) for k in ("transfers", "deletes", "checks", "bytes", "errors", "renames")}
+    if stats:
+        ctx.log.info("media.synced", mode=mode, dest=dest, **summary)
+    if result.returncode != 0:
+        reason = " ".join(" ".join(plain).split()) or (errors[-1].get("msg") if errors else "") or "no error logged"
+        raise RuntimeError(f"rclone {mode} to {dest} failed (exit {result.returncode}): {_explain(ctx, reason)}")
