@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Added cost per run of the Redis lease, side by side with the file lock.
+
+    python bench/redis_lock.py [--runs N]
+
+Starts a private ``redis-server`` (Debian package) on 127.0.0.1 and a free port, then times
+whole ``python -m jobrunner`` runs of the same empty job declared with
+``Lock(redis=URL, ttl="5s")`` and with ``lock=True`` (flock), alternated pair by pair
+(bench/_harness.py). Also prints the in-process cost of one acquire + release round trip
+(connect, restart-guard INFO, the SET NX PX + INCR script, the compare-and-delete release).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from _harness import compare  # noqa: E402
+
+JOBS = {
+    "redis_locked": 'import os\nfrom jobrunner import job, Lock\n\n@job(lock=Lock(redis=os.environ["BENCH_REDIS_URL"], ttl="5s"))\ndef redis_locked(ctx):\n    pass\n',
+    "file_locked": "from jobrunner import job\n\n@job(lock=True)\ndef file_locked(ctx):\n    pass\n",
+}
+TTL = 5
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("bench/redis_lock.py: needs redis-server (apt-get install -y redis-server)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            # The lease's restart guard grants nothing until Redis has been up a whole ttl.
+            if client.info("server")["uptime_in_seconds"] >= math.ceil(TTL) + 1:
+                break
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                sys.exit("bench/redis_lock.py: redis-server did not start")
+        time.sleep(0.1)
+    client.close()
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def _in_process_round_trip(url: str, runs: int) -> float:
+    """Median ms of acquire_redis_lock + release in an already-started interpreter."""
+    from jobrunner.declaration import Lock
+    from jobrunner.redislock import acquire_redis_lock
+
+    class _Quiet:
+        def __getattr__(self, _name):
+            return lambda *a, **k: None
+
+    job, spec, log = types.SimpleNamespace(name="bench_inproc", kill_grace=0.0), Lock(redis=url, ttl=f"{TTL}s"), _Quiet()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        acquire_redis_lock(job, spec, log, on_lost=lambda reason: None).release()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    args = parser.parse_args()
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = os.path.join(tmp, "jobs")
+        os.mkdir(jobs)
+        for name, source in JOBS.items():
+            with open(os.path.join(jobs, f"{name}.py"), "w") as handle:
+                handle.write(source)
+        server, url = _start_redis(tmp)
+        try:
+            env = {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "JOBRUNNER_STATE_DIR": os.path.join(tmp, "state"),
+                "JOBRUNNER_LOCK_DIR": os.path.join(tmp, "locks"),
+                "JOBRUNNER_LOG_FORMAT": "json",
+                "JOBRUNNER_PATH": jobs,
+                "BENCH_REDIS_URL": url,
+            }
+            for name in JOBS:  # both must succeed, or the timings mean nothing
+                code = subprocess.run([py, "-m", "jobrunner", name], env=env, cwd=tmp, capture_output=True).returncode
+                if code != 0:
+                    sys.exit(f"bench/redis_lock.py: {name} exited {code}")
+            r = compare([py, "-m", "jobrunner", "redis_locked"], [py, "-m", "jobrunner", "file_locked"],
+                        runs=args.runs, env=env, cwd=tmp)
+            inproc = _in_process_round_trip(url, 200)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(10)
+    print(f"{'run (empty job)':<40} {'wall ms':>9} {'peak RSS MiB':>13}")
+    print(f"{'Lock(redis=URL, ttl=5s)':<40} {r['wall_a_ms']:>9.1f} {r['rss_a_mib']:>13.1f}")
+    print(f"{'lock=True (flock)':<40} {r['wall_b_ms']:>9.1f} {r['rss_b_mib']:>13.1f}")
+    print()
+    print(f"redis / file lock  wall {r['wall_ratio']:.3f}×  (+{r['wall_a_ms'] - r['wall_b_ms']:.1f} ms per run)")
+    print(f"redis / file lock  RSS  {r['rss_ratio']:.3f}×  (+{r['rss_a_mib'] - r['rss_b_mib']:.1f} MiB)")
+    print(f"acquire + release in process (localhost Redis): {inproc:.2f} ms median of 200")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
