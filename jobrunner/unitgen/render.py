@@ -268,10 +268,22 @@ def render_tmpfiles(jobs: Sequence[Job]) -> str:
     # Each job's write_paths must exist before its unit starts (a missing ReadWritePaths= dir
     # fails the unit with 226/NAMESPACE, and the sandbox cannot create it): made here, owned
     # by the first job (by name) that declares it; '-'-prefixed paths are optional, left alone.
+    owners: dict[str, Job] = {}
     for job in sorted(jobs, key=lambda j: j.name):
         user, group = _owner(job)
         for path in job.write_paths:
-            if not path.startswith("-") and path not in dirs:
+            if path.startswith("-"):
+                continue
+            first = owners.setdefault(path, job)
+            if _owner(first) != (user, group):
+                # Strict units drop every capability, root's CAP_DAC_OVERRIDE included: a
+                # directory owned by one job's user is not writable by another's. Say so now,
+                # not with EACCES at 02:15.
+                raise ConfigError(
+                    f"write path {path} is shared by jobs {first.ref} (user {_owner(first)[0]}) and "
+                    f"{job.ref} (user {user}): give them one user/group or separate directories"
+                )
+            if path not in dirs:
                 dirs.append(path)
                 lines.append(f"d {path} 0750 {user} {group} -")
     for job in sorted((j for j in jobs if j.log_file), key=lambda j: j.name):
