@@ -39,6 +39,7 @@ def jrh_ghost(ctx):
     """Declared, but its units are never installed."""
 '''
 INSTALLED = ("jrh_fresh", "jrh_stopped", "jrh_stale")
+TEXTFILES = "/var/lib/jrhealth-textfiles"
 
 
 def health(sb: Sandbox, *args: str) -> tuple[int, str]:
@@ -59,7 +60,9 @@ def jobs_installed(installed_sandbox: Sandbox) -> Sandbox:
     sb.write_file(f"{ROOT}/{PACKAGE}/health_jobs.py", JOBS)
     sb.write_file("/etc/jobrunner/jobrunner.env", f"JOBRUNNER_PATH={ROOT}\n")
     py = sb.installed.python
-    sb.run([py, "-m", "jobrunner", "units", "render", "--out", f"{ROOT}/units", "--package", PACKAGE, *INSTALLED],
+    sb.run(["mkdir", "-p", TEXTFILES])
+    sb.run([py, "-m", "jobrunner", "units", "render", "--out", f"{ROOT}/units", "--package", PACKAGE,
+            "--metrics-dir", TEXTFILES, *INSTALLED],
            env=ENV, timeout=120)
     sb.run([py, "-m", "jobrunner", "units", "install", "--dir", f"{ROOT}/units"], env=ENV, timeout=120)
     for name in INSTALLED:
@@ -87,6 +90,15 @@ def test_healthy_timers_are_ok(jobs_installed: Sandbox):
     assert fact["service"]["result"] == "success" and fact["service"]["exec_main_status"] == 0
     assert fact["state"]["last_outcome"] == "success" and fact["state"]["runs"] == {"success": 1}
     assert fact["expected_interval_s"] == 3600
+
+
+def test_sandboxed_unit_writes_its_metrics(jobs_installed: Sandbox):
+    """Under the units' hardening the runner still writes <job>.prom, 0644, expected interval included."""
+    sb = jobs_installed
+    text = sb.read_file(f"{TEXTFILES}/jrh_fresh.prom")
+    assert 'jobrunner_runs_total{job="jrh_fresh",host="' in text
+    assert 'jobrunner_expected_interval_seconds{job="jrh_fresh",' in text and text.count(" 3600\n") >= 1
+    assert sb.run(["stat", "-c", "%a", f"{TEXTFILES}/jrh_fresh.prom"]).stdout.strip() == "644"
 
 
 def test_stopped_timer_is_critical(jobs_installed: Sandbox):
