@@ -4,7 +4,8 @@ The lease is redis-py's ``Lock`` (``SET key token NX PX ttl``; extend and releas
 compare-and-… Lua scripts, so only the owner's token can renew or delete the key), with:
 
 - a fencing token: acquiring also ``INCR``\\s ``jobrunner:fence:<name>`` in the same Lua script,
-  so every grant carries a number larger than all earlier grants of that key;
+  so every grant carries a number larger than all earlier grants of that key (a counter lost
+  with a restart starts again from Redis's clock in microseconds, above the old values);
 - a holder identity as the token (``host:pid:random``), so a skipped run can say who holds it;
 - a renewer thread that resets the TTL every ``ttl/3`` and, when it cannot, declares the lease
   lost while a third of the TTL is still left, so the runner can stop the job before the key
@@ -96,11 +97,18 @@ class _FencedLock(_RedisPyLock):
     TTL ago grants nothing (it may have forgotten a lease that its holder still trusts).
     """
 
+    # The fence counter starts at Redis's clock in microseconds when it is (re)created, so it
+    # keeps growing across a restart that lost it (no persistence) while that clock does.
     LUA_ACQUIRE_SCRIPT = """
-        if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-            return redis.call('incr', KEYS[2])
+        if redis.replicate_commands then redis.replicate_commands() end
+        if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+            return false
         end
-        return false
+        if redis.call('exists', KEYS[2]) == 0 then
+            local now = redis.call('time')
+            redis.call('set', KEYS[2], now[1] .. string.format('%06d', tonumber(now[2])))
+        end
+        return redis.call('incr', KEYS[2])
     """
 
     def __init__(self, client: Any, name: str, fence_key: str, **kwargs: Any) -> None:
@@ -288,15 +296,18 @@ def _client(url: str, op_timeout: float) -> Any:
         raise ConfigError(_redact(f"lock redis URL {url}: {exc}")) from None
 
 
-def _holder_identity() -> str:
-    return f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
+def _holder_identity(run_id: str | None) -> str:
+    return f"{os.uname().nodename}:{os.getpid()}:{run_id or os.urandom(8).hex()}"
 
 
-def acquire_redis_lock(job: Any, spec: Any, log: Any, on_lost: Callable[[str], None]) -> RedisLease:
+def acquire_redis_lock(
+    job: Any, spec: Any, log: Any, on_lost: Callable[[str], None], *, run_id: str | None = None
+) -> RedisLease:
     """Take the job's Redis lease or raise ``LockBusy`` / ``RedisUnavailable`` / ``ConfigError``.
 
     ``on_lost(reason)`` is called (from the renewer thread, at most once) when the lease can no
-    longer be trusted; the runner stops the job then.
+    longer be trusted; the runner stops the job then. The key's value, ``host:pid:run_id``,
+    names the holder (``run_id`` is random when not given).
     """
     url = redis_url(spec)
     password = urlsplit(url).password
@@ -316,7 +327,7 @@ def acquire_redis_lock(job: Any, spec: Any, log: Any, on_lost: Callable[[str], N
     if wait:
         log.info("lock.waiting", key=key, wait_s=wait)
     try:
-        got = lock.acquire(token=_holder_identity())
+        got = lock.acquire(token=_holder_identity(run_id))
     except AuthenticationError as exc:
         client.close()
         raise ConfigError(_redact(f"Redis at {shown} refused our credentials: {exc}")) from None

@@ -195,6 +195,17 @@ def test_grant_stores_holder_ttl_and_increasing_fencing_tokens(flush):
     assert "lock.released" in log.names()
 
 
+def test_fencing_tokens_keep_growing_when_redis_forgets_the_counter(flush):
+    """The fence counter lost (a restart without persistence): the next token is still larger."""
+    first = acquire_redis_lock(a_job(), Lock(redis=flush.url, ttl="3s"), Recorder(), on_lost=Lost())
+    first.release()
+    flush.client().delete("jobrunner:fence:nightly")
+    second = acquire_redis_lock(a_job(), Lock(redis=flush.url, ttl="3s"), Recorder(), on_lost=Lost(), run_id="r2")
+    second.release()
+    assert second.fencing_token > first.fencing_token > 10**15  # microseconds of Redis's clock
+    assert second.holder.endswith(":r2")
+
+
 def test_busy_names_the_holder(flush):
     """A second taker gets LockBusy naming the holder and the key (the runner's lock.busy path)."""
     lease = acquire_redis_lock(a_job(), Lock(redis=flush.url, ttl="3s"), Recorder(), on_lost=Lost())
