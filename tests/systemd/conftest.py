@@ -1,0 +1,96 @@
+"""Fixtures for tests that need a real systemd: see README.md in this directory.
+
+``sandbox``            session-scoped, booted once: a throwaway systemd (nspawn over an overlay of /).
+``installed_sandbox``  the same sandbox, with this checkout installed at /opt/jobrunner (once).
+``require_sandbox``    only the skip/fail check, for tests that boot a Sandbox of their own.
+
+Tests using them carry ``@pytest.mark.systemd``.  They are skipped (with the reason shown by
+``-ra``) only when the machine cannot run the sandbox at all (not root, no systemd-nspawn, no
+overlayfs); set JOBRUNNER_REQUIRE_SANDBOX=1 (CI does) to turn that skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # works under --import-mode=importlib too
+    sys.path.insert(0, str(HERE))
+
+from sandbox import Sandbox, cannot_run_reason, mounts_under  # noqa: E402
+
+REPO_ROOT = HERE.parents[1]
+_TIMINGS: dict[str, float] = {}
+
+
+def _require() -> None:
+    reason = cannot_run_reason()
+    if reason is None:
+        return
+    if os.environ.get("JOBRUNNER_REQUIRE_SANDBOX", "") not in ("", "0"):
+        pytest.fail(f"JOBRUNNER_REQUIRE_SANDBOX is set but: {reason}", pytrace=False)
+    print(f"\nskipping systemd sandbox tests: {reason}", file=sys.stderr)
+    pytest.skip(reason)
+
+
+def _install_signal_handlers(sb: Sandbox) -> list[tuple[int, object]]:
+    """Tear the sandbox down on SIGTERM/SIGHUP too (atexit does not run on signals)."""
+    installed = []
+
+    def handler(signum, frame):  # noqa: ARG001
+        try:
+            sb.shutdown()
+        finally:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            installed.append((sig, signal.signal(sig, handler)))
+    return installed
+
+
+@pytest.fixture(scope="session")
+def require_sandbox() -> None:
+    """For tests that boot their own Sandbox: skip/fail like ``sandbox`` does."""
+    _require()
+
+
+@pytest.fixture(scope="session")
+def sandbox():
+    _require()
+    sb = Sandbox()
+    handlers = _install_signal_handlers(sb)
+    try:
+        sb.boot(timeout=float(os.environ.get("JOBRUNNER_SANDBOX_BOOT_TIMEOUT", "90")))
+        _TIMINGS["boot"] = sb.boot_seconds or 0.0
+        yield sb
+    finally:
+        try:
+            sb.shutdown()
+        finally:
+            for sig, old in handlers:
+                signal.signal(sig, old)
+        if sb.base:  # only ours: other pytest sessions may have sandboxes up right now
+            left = mounts_under(sb.base)
+            assert not left, f"sandbox teardown left mounts behind: {left}"
+        assert sb.base is None or not os.path.exists(sb.base), f"{sb.base} was not removed"
+
+
+@pytest.fixture(scope="session")
+def installed_sandbox(sandbox: Sandbox) -> Sandbox:
+    if sandbox.installed is None:
+        sandbox.install_project(REPO_ROOT)
+        _TIMINGS["install_project"] = sandbox.installed.seconds  # type: ignore[union-attr]
+    return sandbox
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _TIMINGS:
+        terminalreporter.write_line(
+            "systemd sandbox: " + ", ".join(f"{k} {v:.1f}s" for k, v in _TIMINGS.items()))
