@@ -445,7 +445,8 @@ class Sandbox:
 
     def _start_nspawn(self) -> None:
         assert self.base and self.root
-        self.machine = self.machine or os.path.basename(self.base).replace("_", "-")[:64]
+        # nspawn refuses machine names that end (or start) with "-"; mkdtemp suffixes may.
+        self.machine = self.machine or os.path.basename(self.base).replace("_", "-")[:64].strip("-")
         argv = [
             "systemd-nspawn", "-q", "-D", self.root, "-M", self.machine,
             "--register=no", "--link-journal=no", "--keep-unit", "--console=read-only",
