@@ -122,7 +122,7 @@ def percentile(values: list[float], pct: float) -> float | None:
     accuracy="30s",
     lock=True,
     timeout="9m",
-    user="nobody",
+    user="www-data",
     network=True,
     env_files=["-/etc/default/wp-cache-warm"],
 )
