@@ -35,3 +35,27 @@ def test_full_backup_writes_a_verified_set(wp_env, wp_stack):
     # the scratch database is gone
     assert "_verify_" not in wp_stack.db.sql("SHOW DATABASES")
     assert not any(p.name.endswith(".partial") for p in wp_env.backup_dir.iterdir())
+
+
+def test_disk_full_removes_the_partial_set_and_keeps_older_ones(wp_env, small_tmpfs):
+    """BACKUP_DIR on a 2 MiB tmpfs: a clear ENOSPC error, no .partial left, the old set intact."""
+    old = small_tmpfs / "testsite-20240101T021500Z"
+    old.mkdir()
+    (old / "db.sql.zst").write_bytes(b"old backup")
+    (old / "manifest.json").write_text('{"verified": true}')
+    run = wp_env.run("wp_backup", BACKUP_DIR=str(small_tmpfs))
+    assert run.returncode == 1
+    message = run.event("job.failed")["exception"]["message"]
+    assert message.startswith(f"no space left on device in {small_tmpfs}")
+    assert "partial set was removed" in message
+    assert run.event("backup.partial_removed")["reason"] == "no space left"
+    assert sorted(p.name for p in small_tmpfs.iterdir()) == [old.name]
+    assert (old / "db.sql.zst").read_bytes() == b"old backup"
+
+
+def test_dry_run_writes_nothing(wp_env):
+    """--dry-run plans and leaves BACKUP_DIR absent."""
+    run = wp_env.run("wp_backup", "--dry-run")
+    assert run.returncode == 0
+    assert run.event("backup.planned")["kind"] == "full"
+    assert not wp_env.backup_dir.exists()
