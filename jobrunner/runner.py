@@ -350,7 +350,10 @@ def _write_state(store: StateStore, log: Any, change) -> dict[str, Any] | None:
 
 def _after_run_hooks(job, ctx, log, result, state, options, sink, error) -> None:
     """Metrics and notifications: imported only when configured."""
-    if os.environ.get("JOBRUNNER_METRICS_DIR"):
+    metrics_dir = os.environ.get("JOBRUNNER_METRICS_DIR")
+    # Units point at node_exporter's textfile directory; on a host without node_exporter it
+    # does not exist, and that is not worth an error on every run.
+    if metrics_dir and os.path.isdir(metrics_dir):
         try:
             from .metrics import write_job_metrics
 
