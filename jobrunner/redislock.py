@@ -199,9 +199,18 @@ class RedisLease:
     def _declare_lost(self, reason: str) -> None:
         if self.lost is None:
             self.lost = reason
-            self._on_lost(reason)
+            try:
+                self._on_lost(reason)
+            except Exception as exc:  # pragma: no cover - the runner's callback only sets a flag and signals
+                self._log.error("lock.lost_callback_failed", key=self.key, error=_redact(f"{type(exc).__name__}: {exc}"))
 
     def _renew_loop(self) -> None:
+        try:
+            self._renew_until_stopped()
+        except Exception as exc:  # a renewer that died would let the lease expire under a running job
+            self._declare_lost(_redact(f"lease {self.key} renewer failed: {type(exc).__name__}: {exc}"))
+
+    def _renew_until_stopped(self) -> None:
         t = self._timing
         attempt_worst = 2 * t["op_timeout"]
         failing_since: float | None = None

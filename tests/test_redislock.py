@@ -266,6 +266,20 @@ def test_taken_over_lease_is_lost_at_the_next_renewal(flush):
     assert flush.client().get("jobrunner:lock:nightly") == b"other-host:1:abcd"  # never deletes another's key
 
 
+def test_a_crashed_renewer_declares_the_lease_lost(flush, monkeypatch):
+    """An unexpected error in the renewer thread is a lost lease, never a silently expiring one."""
+    lost = Lost()
+    lease = acquire_redis_lock(a_job(), Lock(redis=flush.url, ttl="1s"), Recorder(), on_lost=lost)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(lease._lock, "extend", broken)
+    assert lost.event.wait(1.0)
+    assert "renewer failed: RuntimeError: bug" in lost.reason
+    lease.release()
+
+
 def test_release_deletes_only_our_own_token(flush):
     """release() after the key changed hands leaves the new owner's key and warns lock.release_failed."""
     log = Recorder()
