@@ -51,9 +51,10 @@ def _words(ctx, name: str, default: str = "") -> list[str]:
     lock=True,
     timeout="30m",
     network=True,
-    write_paths=["-/etc/letsencrypt", "-/var/lib/letsencrypt", "-/var/log/letsencrypt"],
     env_files=["-/etc/default/certbot-renew"],
     # certbot runs as root (it owns /etc/letsencrypt) inside the strict sandbox, plus:
+    # - its three directories, made by systemd when missing (a fresh host has no
+    #   /var/log/letsencrypt, and certbot cannot create it under ProtectSystem=strict);
     # - @chown: on renewal certbot gives the new private key the old key's group (os.chown),
     #   which the strict seccomp list (~@privileged) would refuse with EPERM;
     # - CAP_CHOWN for that same chown when the key's group was changed (e.g. ssl-cert), and
@@ -61,7 +62,9 @@ def _words(ctx, name: str, default: str = "") -> list[str]:
     # The reload (systemctl) needs no capability: PID 1 authorizes uid 0 by its credentials.
     # A webroot authenticator also needs its challenge directory writable: add a drop-in
     # "ReadWritePaths=/var/www/html/.well-known" (see docs).
-    systemd={"Service": {"+SystemCallFilter": "@chown",
+    systemd={"Service": {"ConfigurationDirectory": "letsencrypt", "+StateDirectory": "letsencrypt",
+                         "LogsDirectory": "letsencrypt", "LogsDirectoryMode": "0700",
+                         "+SystemCallFilter": "@chown",
                          "CapabilityBoundingSet": "CAP_CHOWN CAP_NET_BIND_SERVICE"}},
     security_threshold=2.0,
 )
