@@ -27,6 +27,8 @@ class Context:
     - ``ctx.cleanup(fn)``: register a callback run last-in-first-out at the end, whatever the
       outcome (success, failure, timeout, SIGTERM, SIGINT).
     - ``ctx.secret(value)``: never log this value (it is masked as ``***`` everywhere).
+    - ``ctx.lock``: the held lock (``ctx.lock.fencing_token`` with a Redis lease: pass it to
+      shared storage so a paused ex-holder's late writes can be refused).
     - ``ctx.dry_run``, ``ctx.run_id``, ``ctx.attempt``, ``ctx.job``, ``ctx.state_dir``,
       ``ctx.remaining()`` (seconds left before the deadline, or ``None``).
     """
@@ -54,6 +56,7 @@ class Context:
         self._redactor = redactor
         self._cleanups: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
         self.groups = ProcessGroups()
+        self.lock: Any = None  # the held lock; a Redis lease has ``.fencing_token``
 
     @property
     def options(self) -> dict[str, Any]:

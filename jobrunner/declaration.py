@@ -246,6 +246,12 @@ def _build(fn: Callable[..., Any], settings: dict[str, Any]) -> Job:
         values: dict[str, Any] = {}
         for current, value in settings.items():
             values[current] = _check(current, value, name)
+        lock = values.get("lock")
+        if lock is not None and lock.redis:
+            current = "network"
+            if values.get("network") is False:
+                raise ValueError("a Redis lock needs the network: drop network=False")
+            values["network"] = True  # its unit must reach Redis
         current = "unit"
         values["unit"] = values.get("unit") or name.replace("_", "-")
         if not _NAME.match(values["unit"]):

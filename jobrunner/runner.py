@@ -91,10 +91,12 @@ class _Signals:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
     def abort(self, exc: Interrupt) -> None:
-        """From any thread: stop the job with ``exc`` (delivered in the main thread)."""
+        """From any thread: stop the job with ``exc`` (delivered in the main thread).
+
+        Once the job has ended (cleanup running) it is only recorded, not delivered."""
         if self.pending is None:
             self.pending = exc
-            if self.main_ident is not None:
+            if self.mode == "job" and self.main_ident is not None:
                 signal.pthread_kill(self.main_ident, signal.SIGALRM)
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -190,7 +192,7 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
     sigs.install()
     try:
         log.info("job.started", pid=os.getpid(), user=_user(), dry_run=options.dry_run or None, module=job.module)
-        lock = _acquire_lock(job, log, options.dry_run, sigs)
+        lock = ctx.lock = _acquire_lock(job, log, options.dry_run, sigs, run_id)
         if not options.dry_run:
             _write_state(store, log, lambda s: record_start(s, run_id=run_id, pid=os.getpid()))
             if options.notify and _notify_wanted():
@@ -205,7 +207,10 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
     except LockBusy as exc:
         sigs.mode = "done"
         fail = job.lock is not None and job.lock.busy == "fail"
-        log.log(40 if fail else 20, "lock.busy", path=exc.path, policy=job.lock.busy if job.lock else "skip")
+        log.log(
+            40 if fail else 20, "lock.busy", path=exc.path, reason=exc.message,
+            policy=job.lock.busy if job.lock else "skip",
+        )
         result = RunResult("failure" if fail else "skipped", errors.EXIT_FAILURE if fail else errors.EXIT_SKIPPED, 0, error=exc)
     except Interrupt as exc:
         sigs.mode = "stopping"
@@ -269,7 +274,7 @@ def _call(job: Job, ctx: Context, log: Any) -> int:
     return ctx.attempt
 
 
-def _acquire_lock(job: Job, log: Any, dry_run: bool, sigs: _Signals):
+def _acquire_lock(job: Job, log: Any, dry_run: bool, sigs: _Signals, run_id: str):
     if job.lock is None or dry_run:
         return None
     spec = job.lock
@@ -277,7 +282,9 @@ def _acquire_lock(job: Job, log: Any, dry_run: bool, sigs: _Signals):
         from .redislock import RedisUnavailable, acquire_redis_lock
 
         try:
-            return acquire_redis_lock(job, spec, log, on_lost=lambda reason: sigs.abort(LockLost(reason)))
+            return acquire_redis_lock(
+                job, spec, log, on_lost=lambda reason: sigs.abort(LockLost(reason)), run_id=run_id
+            )
         except RedisUnavailable as exc:
             if spec.unavailable != "local":
                 raise
@@ -312,9 +319,15 @@ def _run_cleanups(ctx: Context, log: Any, sigs: _Signals, job: Job) -> None:
 
 
 def _finish(job, ctx, log, sigs, lock, store, result, options, started_wall, sink) -> None:
-    _run_cleanups(ctx, log, sigs, job)
-    for pgid in ctx.groups.kill_all(job.kill_grace):
-        log.warning("proc.killed", pgid=pgid)
+    # The job's processes go first (a lost lease leaves little time), then cleanups, then
+    # whatever the cleanups themselves left running.
+    for _ in range(2):
+        for pgid in ctx.groups.kill_all(job.kill_grace):
+            log.warning("proc.killed", pgid=pgid)
+        if _ == 0:
+            _run_cleanups(ctx, log, sigs, job)
+    if isinstance(sigs.pending, LockLost) and result.error is not sigs.pending:
+        log.error("lock.lost", reason=sigs.pending.reason, after="the job had finished")
     if lock is not None:
         lock.release()
     if sigs.deferred:
