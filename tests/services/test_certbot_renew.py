@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from conftest import Acme
+from .conftest import Acme
 
 
 def _reload_script(tmp_path: Path) -> tuple[str, Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import S3
+from .conftest import S3
 
 
 def _uploads(tmp_path: Path) -> Path:

@@ -3,7 +3,7 @@ tested in tests/systemd/test_php_fpm_restart.py)."""
 
 from __future__ import annotations
 
-from conftest import Web
+from .conftest import Web
 
 from jobs.php_fpm_restart import fastcgi_get
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Web, _index, _urlset
+from .conftest import Web, _index, _urlset
 
 from jobs.wp_cache_warm import percentile
 
