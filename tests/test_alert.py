@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from test_notify_receivers import receiver  # noqa: F401
+from .test_notify_receivers import receiver  # noqa: F401
 
 
 def test_alert_without_systemctl_still_sends(launcher, receiver, tmp_path):

@@ -6,7 +6,7 @@ import json
 import signal
 
 import pytest
-from conftest import wait_for
+from .conftest import wait_for
 
 
 def one_line_error(run, code: int) -> str:

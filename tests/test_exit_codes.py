@@ -6,7 +6,7 @@ import signal
 import time
 
 import pytest
-from conftest import wait_for
+from .conftest import wait_for
 
 SLEEPER = """
     import time

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import clean_env
+from .conftest import clean_env
 
 PROBE = """
 import json, runpy, sys

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import wait_for
+from .conftest import wait_for
 
 from jobrunner.errors import LockBusy
 from jobrunner.locks import FileLock

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 
-from conftest import REPO
+from .conftest import REPO
 
 REQUIRED = ("ts", "level", "event", "job", "run_id", "host")
 

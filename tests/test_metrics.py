@@ -8,7 +8,7 @@ import stat
 import time
 from types import SimpleNamespace
 
-from conftest import wait_for
+from .conftest import wait_for
 
 from jobrunner.metrics import OUTCOMES, escape_label, render_job_metrics, write_job_metrics
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from conftest import wait_for
-from test_metrics import JOBS, parse, value
+from .conftest import wait_for
+from .test_metrics import JOBS, parse, value
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from test_notify_receivers import HttpReceiver, black_hole, closed_port, pinger, receiver, smtp  # noqa: F401
+from .test_notify_receivers import HttpReceiver, black_hole, closed_port, pinger, receiver, smtp  # noqa: F401
 
 FAILER = """
 from jobrunner import job

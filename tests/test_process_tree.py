@@ -6,7 +6,7 @@ import json
 import signal
 import time
 
-from conftest import pid_alive, wait_for
+from .conftest import pid_alive, wait_for
 
 TREE = """
     import os, time

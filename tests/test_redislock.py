@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from conftest import wait_for
+from .conftest import wait_for
 
 from jobrunner.declaration import Lock
 from jobrunner.errors import ConfigError, LockBusy

@@ -12,8 +12,8 @@ import signal
 import time
 
 import pytest
-from conftest import wait_for
-from test_redislock import free_port, own_redis, redis_server  # noqa: F401  (fixtures)
+from .conftest import wait_for
+from .test_redislock import free_port, own_redis, redis_server  # noqa: F401  (fixtures)
 
 pytest.importorskip("redis")
 
@@ -219,7 +219,7 @@ def test_redis_is_imported_only_by_jobs_with_a_redis_lock(launcher, tmp_path):
     import subprocess
     import sys
 
-    from test_imports import PROBE
+    from .test_imports import PROBE
 
     launcher.write_job("filelocked", "from jobrunner import job\n@job(lock=True)\ndef filelocked(ctx): pass\n")
     proc = subprocess.run([sys.executable, "-c", PROBE, "filelocked"], capture_output=True, text=True, timeout=60, env=launcher.env())

@@ -11,7 +11,7 @@ import sys
 import threading
 
 import pytest
-from conftest import Run
+from .conftest import Run
 
 from jobrunner.errors import ConfigError
 from jobrunner.state import KEEP_DURATIONS, StateStore, atomic_write, default_state_dir, record_finish, record_start

@@ -18,7 +18,7 @@ for level in ("basic", "standard", "strict"):
             name = f"{level}_{'user' if user else 'root'}_{'net' if net else 'offline'}"
             MATRIX.append(
                 f"@job(schedule='*-*-* 02:15', hardening={level!r}, user={user!r}, network={net}, "
-                f"lock=Lock(wait='30s'), timeout='1h', write_paths=['/srv/out'], "
+                f"lock=Lock(wait='30s'), timeout='1h', write_paths=['/srv/out-{user or 'root'}'], "
                 f"log_file='/var/log/jobrunner/{name}.log')\ndef {name}(ctx): pass\n"
             )
 MATRIX.append("@job(hardening='strict', user='www-data')\ndef unscheduled(ctx): pass\n")

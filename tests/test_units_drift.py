@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, clean_env
+from .conftest import REPO, clean_env
 
 from jobrunner.unitgen import render_all
 from jobrunner.unitgen.testing import committed_units

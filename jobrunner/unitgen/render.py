@@ -256,6 +256,22 @@ def _owner(job: Job) -> tuple[str, str]:
     return user, job.group or user
 
 
+def _dir_owner(path: str, jobs: list[Job]) -> tuple[str, str]:
+    """Who owns a write path shared by ``jobs``: their one user; or the one non-root user when
+    every root job sharing it keeps CAP_DAC_OVERRIDE (below ``strict``). Else a ConfigError:
+    strict units drop every capability, so a directory owned by one user is not writable by
+    another's job, root included; better said at render time than as EACCES at 02:15."""
+    owners = {_owner(j) for j in jobs}
+    if len(owners) == 1:
+        return owners.pop()
+    others = {_owner(j) for j in jobs if not _is_root(j)}
+    roots_can_override = all(j.hardening != "strict" for j in jobs if _is_root(j))
+    if len(others) == 1 and roots_can_override:
+        return others.pop()
+    refs = ", ".join(f"{j.ref} (user {_owner(j)[0]}, {j.hardening})" for j in jobs)
+    raise ConfigError(f"write path {path} is shared by jobs {refs}: give them one user/group or separate directories")
+
+
 def render_tmpfiles(jobs: Sequence[Job]) -> str:
     """``tmpfiles.d/jobrunner.conf``: the shared lock dir; each ``log_file`` made and owned."""
     lines = [
@@ -267,25 +283,16 @@ def render_tmpfiles(jobs: Sequence[Job]) -> str:
     dirs: list[str] = []
     # Each job's write_paths must exist before its unit starts (a missing ReadWritePaths= dir
     # fails the unit with 226/NAMESPACE, and the sandbox cannot create it): made here, owned
-    # by the first job (by name) that declares it; '-'-prefixed paths are optional, left alone.
-    owners: dict[str, Job] = {}
+    # as _dir_owner says; '-'-prefixed paths are optional and left alone.
+    sharers: dict[str, list[Job]] = {}
     for job in sorted(jobs, key=lambda j: j.name):
-        user, group = _owner(job)
         for path in job.write_paths:
-            if path.startswith("-"):
-                continue
-            first = owners.setdefault(path, job)
-            if _owner(first) != (user, group):
-                # Strict units drop every capability, root's CAP_DAC_OVERRIDE included: a
-                # directory owned by one job's user is not writable by another's. Say so now,
-                # not with EACCES at 02:15.
-                raise ConfigError(
-                    f"write path {path} is shared by jobs {first.ref} (user {_owner(first)[0]}) and "
-                    f"{job.ref} (user {user}): give them one user/group or separate directories"
-                )
-            if path not in dirs:
-                dirs.append(path)
-                lines.append(f"d {path} 0750 {user} {group} -")
+            if not path.startswith("-"):
+                sharers.setdefault(path, []).append(job)
+    for path, users in sharers.items():
+        owner = _dir_owner(path, users)
+        dirs.append(path)
+        lines.append(f"d {path} 0750 {owner[0]} {owner[1]} -")
     for job in sorted((j for j in jobs if j.log_file), key=lambda j: j.name):
         path = job.log_file.lstrip("-")  # type: ignore[union-attr]
         parent = os.path.dirname(path)

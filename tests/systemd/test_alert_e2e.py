@@ -18,11 +18,9 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parents[1]
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
+from ..test_notify_receivers import HttpReceiver
 
-from test_notify_receivers import HttpReceiver  # noqa: E402
+TESTS = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 
