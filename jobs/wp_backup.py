@@ -37,14 +37,16 @@ from jobs._wp import (
     DEFAULT_BACKUP_DIR,
     MANIFEST,
     Clients,
+    FileFollower,
     Settings,
+    check_manifest,
+    codec_for,
     fsync_path,
     hold_backup_lock,
     read_wp_config,
     require_site,
     set_name,
     settings,
-    sha256_file,
     sql_ident,
     write_json_durably,
     wp_command,
@@ -70,6 +72,10 @@ class BackupError(RuntimeError):
     hardening="strict",
     write_paths=[DEFAULT_BACKUP_DIR],
     network=False,
+    # root, but the strict sandbox drops every capability: reading a wp-config.php that is
+    # 0640 www-data (and uploads of any mode) needs CAP_DAC_READ_SEARCH back.
+    systemd={"Service": {"CapabilityBoundingSet": "CAP_DAC_READ_SEARCH"}},
+    security_threshold=2.0,
 )
 def wp_backup(ctx):
     """Full WordPress backup (files + database), verified, into BACKUP_DIR."""
@@ -131,6 +137,10 @@ def write_files(ctx: Any, s: Settings, clients: Clients, out: Path, *, with_file
     """Archive and dump side by side (one shell, two pipelines); fsync and checksum each file."""
     codec = CODECS[s.compress]
     zip_cmd = shlex.join(codec.compress)
+
+    def into(path: Path) -> str:  # appended to a file made (and followed) beforehand
+        return f">> {shlex.quote(str(path))}"
+
     dump = out / (DUMP + codec.ext)
     if s.wp_cli:
         dump_cmd = shlex.join(wp_command(ctx, s, "db", "export", "-", "--single-transaction", "--quick", "--add-drop-table"))
@@ -138,25 +148,34 @@ def write_files(ctx: Any, s: Settings, clients: Clients, out: Path, *, with_file
         dump_cmd = shlex.join(clients.dump_argv())
     # Each pipeline's status is checked on its own; GNU tar's 1 ("file changed as we read
     # it", routine on a live site) is accepted, 2 is not.
-    script = [f"{{ {dump_cmd} | {zip_cmd} > {shlex.quote(str(dump))}; }} & dump_pid=$!"]
+    script = [f"{{ {dump_cmd} | {zip_cmd} {into(dump)}; }} & dump_pid=$!"]
     outputs = [dump]
     if with_files:
         archive = out / (FILES + codec.ext)
         excludes = " ".join(f"--exclude={shlex.quote(p)}" for p in _EXCLUDES)
         script.append(
             f"set +o pipefail; tar --create --file=- --warning=no-file-changed {excludes} "
-            f"-C {shlex.quote(str(s.wp_path))} . | {zip_cmd} > {shlex.quote(str(archive))}; "
+            f"-C {shlex.quote(str(s.wp_path))} . | {zip_cmd} {into(archive)}; "
             'st=("${PIPESTATUS[@]}"); set -o pipefail; '
             '[ "${st[0]}" -le 1 ] || { echo "tar failed with status ${st[0]}" >&2; exit 2; }; '
             '[ "${st[1]}" -eq 0 ] || { echo "compression failed with status ${st[1]}" >&2; exit 2; }'
         )
         outputs.insert(0, archive)
     script.append('wait "$dump_pid" || { echo "database dump failed" >&2; exit 3; }')
-    ctx.sh("\n".join(script))
-    files = {}
     for path in outputs:
-        fsync_path(path)
-        files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        path.touch(mode=0o600, exist_ok=False)
+    followers = [FileFollower(path) for path in outputs]
+    try:
+        ctx.sh("\n".join(script))
+    except BaseException:
+        for follower in followers:
+            follower.abandon()
+        raise
+    files = {f.path.name: f.finish() for f in followers}
+    for path in outputs:
+        if files[path.name]["bytes"] != path.stat().st_size:
+            raise BackupError(f"{path}: {path.stat().st_size} bytes on disk, {files[path.name]['bytes']} read back")
+    fsync_path(out)
     return files
 
 
@@ -176,8 +195,6 @@ def _fail_write(ctx: Any, s: Settings, partial: Path, exc: BaseException) -> Non
 
 def verify(ctx: Any, set_dir: Path, manifest: dict[str, Any], clients: Clients) -> None:
     """Read the archive back, re-check checksums, load the dump into a scratch database."""
-    from jobs._wp import check_manifest, codec_for
-
     problems = check_manifest(set_dir, manifest)
     if problems:
         raise BackupError("; ".join(problems))

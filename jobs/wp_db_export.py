@@ -25,6 +25,10 @@ from jobs.wp_backup import backup_set
     hardening="strict",
     write_paths=[DEFAULT_BACKUP_DIR],
     network=False,
+    # root, but the strict sandbox drops every capability: reading a wp-config.php that is
+    # 0640 www-data (and uploads of any mode) needs CAP_DAC_READ_SEARCH back.
+    systemd={"Service": {"CapabilityBoundingSet": "CAP_DAC_READ_SEARCH"}},
+    security_threshold=2.0,
 )
 def wp_db_export(ctx):
     """WordPress database dump (--single-transaction), verified, into BACKUP_DIR."""

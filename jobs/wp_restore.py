@@ -56,6 +56,11 @@ class RestoreError(RuntimeError):
     hardening="strict",
     write_paths=[DEFAULT_WP_PATH],
     network=False,
+    # Files are restored with their owners and modes (tar --same-owner): chown and writing into
+    # www-data's directories need these capabilities and the @chown system calls back.
+    systemd={"Service": {"+SystemCallFilter": "@chown",
+                         "CapabilityBoundingSet": "CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH"}},
+    security_threshold=2.0,
 )
 def wp_restore(ctx):
     """Restore a backup set's files and database (RESTORE_SET=path|name|latest)."""

@@ -19,16 +19,11 @@ import itertools
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-import stack  # noqa: E402
+from . import stack
 
 _counter = itertools.count(1)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import WpEnv
+from .conftest import WpEnv
 
 
 @pytest.fixture

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
-import stack
+from . import stack
 
 pytestmark = pytest.mark.slow
 

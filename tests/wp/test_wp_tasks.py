@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-import stack
+from . import stack
 
 pytestmark = pytest.mark.slow
 
