@@ -29,7 +29,8 @@ FLUSH_PHP = (
     lock=True,
     user="www-data",
     hardening="strict",
-    write_paths=[f"{DEFAULT_WP_PATH}/wp-content"],
+    # optional ("-"): the unit must not create or re-own the live site (tmpfiles.d "d" would)
+    write_paths=[f"-{DEFAULT_WP_PATH}/wp-content"],
     network=False,  # object caches on localhost (Redis, Memcached) stay reachable
 )
 def wp_cache_flush(ctx):

@@ -19,7 +19,8 @@ from jobs._wp import DEFAULT_WP_PATH, require_site, settings, wp_command
     lock=True,
     user="www-data",
     hardening="strict",
-    write_paths=[f"{DEFAULT_WP_PATH}/wp-content"],
+    # optional ("-"): the unit must not create or re-own the live site (tmpfiles.d "d" would)
+    write_paths=[f"-{DEFAULT_WP_PATH}/wp-content"],
     network=True,  # cron events fetch updates, send mail, ping services
 )
 def wp_cron(ctx):

@@ -54,7 +54,8 @@ class RestoreError(RuntimeError):
     lock=Lock(name=BACKUP_LOCK, shared=True, wait="10m"),
     timeout="4h",
     hardening="strict",
-    write_paths=[DEFAULT_WP_PATH],
+    # optional ("-"): the unit must not create or re-own the live site (tmpfiles.d "d" would)
+    write_paths=[f"-{DEFAULT_WP_PATH}"],
     network=False,
     # Files are restored with their owners and modes (tar --same-owner): chown and writing into
     # www-data's directories need these capabilities and the @chown system calls back.
