@@ -58,6 +58,14 @@ DUMP = "db.sql"
 _EXCLUDES = ("./.restore-*", "./.pre-restore-*")
 
 
+# Root, but the strict sandbox drops every capability: reading a wp-config.php that is 0640
+# www-data (and uploads of any mode) needs CAP_DAC_READ_SEARCH back.
+SITE_READER: dict[str, Any] = {
+    "systemd": {"Service": {"CapabilityBoundingSet": "CAP_DAC_READ_SEARCH"}},
+    "security_threshold": 2.0,
+}
+
+
 class BackupError(RuntimeError):
     """A backup could not be written or verified; the message says why in one line."""
 
@@ -72,21 +80,23 @@ class BackupError(RuntimeError):
     hardening="strict",
     write_paths=[DEFAULT_BACKUP_DIR],
     network=False,
-    # root, but the strict sandbox drops every capability: reading a wp-config.php that is
-    # 0640 www-data (and uploads of any mode) needs CAP_DAC_READ_SEARCH back.
-    systemd={"Service": {"CapabilityBoundingSet": "CAP_DAC_READ_SEARCH"}},
-    security_threshold=2.0,
+    **SITE_READER,
 )
 def wp_backup(ctx):
     """Full WordPress backup (files + database), verified, into BACKUP_DIR."""
+    run_backup(ctx, kind="full")
+
+
+def run_backup(ctx: Any, *, kind: str) -> None:
+    """The body of wp_backup (kind "full") and wp_db_export (kind "db")."""
     s = settings(ctx)
     require_site(s)
     clients = Clients(ctx, read_wp_config(s.wp_path))
     if ctx.dry_run:
-        ctx.log.info("backup.planned", kind="full", site=s.site, backup_dir=str(s.backup_dir), compress=s.compress)
+        ctx.log.info("backup.planned", kind=kind, site=s.site, backup_dir=str(s.backup_dir), compress=s.compress)
         return
     hold_backup_lock(ctx, shared=True, wait=3600)
-    backup_set(ctx, s, clients, kind="full")
+    backup_set(ctx, s, clients, kind=kind)
 
 
 def backup_set(ctx: Any, s: Settings, clients: Clients, *, kind: str) -> Path:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from jobrunner import job
 
-from jobs._wp import DEFAULT_BACKUP_DIR, Clients, hold_backup_lock, read_wp_config, require_site, settings
-from jobs.wp_backup import backup_set
+from jobs._wp import DEFAULT_BACKUP_DIR
+from jobs.wp_backup import SITE_READER, run_backup
 
 
 @job(
@@ -25,18 +25,8 @@ from jobs.wp_backup import backup_set
     hardening="strict",
     write_paths=[DEFAULT_BACKUP_DIR],
     network=False,
-    # root, but the strict sandbox drops every capability: reading a wp-config.php that is
-    # 0640 www-data (and uploads of any mode) needs CAP_DAC_READ_SEARCH back.
-    systemd={"Service": {"CapabilityBoundingSet": "CAP_DAC_READ_SEARCH"}},
-    security_threshold=2.0,
+    **SITE_READER,
 )
 def wp_db_export(ctx):
     """WordPress database dump (--single-transaction), verified, into BACKUP_DIR."""
-    s = settings(ctx)
-    require_site(s)
-    clients = Clients(ctx, read_wp_config(s.wp_path))
-    if ctx.dry_run:
-        ctx.log.info("backup.planned", kind="db", site=s.site, backup_dir=str(s.backup_dir), compress=s.compress)
-        return
-    hold_backup_lock(ctx, shared=True, wait=3600)
-    backup_set(ctx, s, clients, kind="db")
+    run_backup(ctx, kind="db")
