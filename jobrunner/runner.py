@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -29,13 +28,13 @@ from ._logging import configure_logging
 from .context import Context
 from .declaration import Job
 from .envfile import load_env_file
-from .errors import CommandFailed, ConfigError, Interrupt, JobTimeout, LockBusy, LockLost, Terminated
+from ._interrupts import CleanupTimeout, Signals, Watchdog
+from .errors import CommandFailed, ConfigError, Interrupt, JobTimeout, LockBusy, LockLost
 from .redact import default_redactor
 from .state import StateStore, default_state_dir, record_finish, record_start
 
 __all__ = ["RunOptions", "RunResult", "run_job"]
 
-_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @dataclass
@@ -57,90 +56,6 @@ class RunResult:
     duration_s: float = 0.0
     error: BaseException | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class _CleanupTimeout(Interrupt):
-    pass
-
-
-class _Signals:
-    """Turns SIGALRM/SIGTERM/SIGINT/SIGHUP into exceptions, once; records the rest."""
-
-    def __init__(self, timeout: float | None, cleanup_timeout: float) -> None:
-        self.timeout = timeout
-        self.cleanup_timeout = cleanup_timeout
-        self.mode = "job"
-        self.deferred: list[int] = []
-        self.previous: dict[int, Any] = {}
-        self.pending: Interrupt | None = None
-        self.main_ident = threading.main_thread().ident
-
-    def install(self) -> None:
-        for signum in (*_SIGNALS, signal.SIGALRM):
-            self.previous[signum] = signal.signal(signum, self._handle)
-
-    def restore(self) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-    def arm(self, seconds: float) -> None:
-        signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
-
-    def disarm(self) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-
-    def abort(self, exc: Interrupt) -> None:
-        """From any thread: stop the job with ``exc`` (delivered in the main thread).
-
-        Once the job has ended (cleanup running) it is only recorded, not delivered."""
-        if self.pending is None:
-            self.pending = exc
-            if self.mode == "job" and self.main_ident is not None:
-                signal.pthread_kill(self.main_ident, signal.SIGALRM)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.mode == "job":
-            if signum == signal.SIGALRM and self.pending is not None:
-                self.mode = "stopping"
-                self.disarm()
-                raise self.pending
-            self.mode = "stopping"
-            self.disarm()
-            if signum == signal.SIGALRM:
-                raise JobTimeout(self.timeout or 0.0)
-            raise Terminated(signum)
-        if self.mode == "cleanup" and signum == signal.SIGALRM:
-            raise _CleanupTimeout()
-        if signum != signal.SIGALRM:
-            self.deferred.append(signum)
-
-
-class _Watchdog:
-    """Last resort: if the main thread is still busy at ``at``, kill children and exit."""
-
-    def __init__(self, log: Any, groups: Any) -> None:
-        self.at: float | None = None
-        self.log = log
-        self.groups = groups
-        self.done = threading.Event()
-        self.exit_code = errors.EXIT_TIMEOUT
-        self.thread: threading.Thread | None = None
-
-    def set(self, at: float, exit_code: int) -> None:
-        self.at, self.exit_code = at, exit_code
-        if self.thread is None:
-            self.thread = threading.Thread(target=self._watch, name="jobrunner-watchdog", daemon=True)
-            self.thread.start()
-
-    def _watch(self) -> None:
-        while not self.done.wait(0.2):
-            if self.at is not None and time.monotonic() >= self.at:
-                try:
-                    self.log.critical("job.hard_exit", reason="the run did not stop in time", exit_code=self.exit_code)
-                    self.groups.kill_all(0.5)
-                finally:
-                    os._exit(self.exit_code)
 
 
 def _load_env(job: Job, options: RunOptions) -> dict[str, str]:
@@ -184,8 +99,8 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
     ctx = Context(
         job=job, log=log, env=env, run_id=run_id, dry_run=options.dry_run, redactor=redactor, state_dir=store.dir
     )
-    sigs = _Signals(job.timeout, job.cleanup_timeout)
-    watchdog = _Watchdog(log, ctx.groups)
+    sigs = Signals(job.timeout, job.cleanup_timeout)
+    watchdog = Watchdog(log, ctx.groups)
     started_wall, started = time.time(), time.monotonic()
     result = RunResult("success", errors.EXIT_OK)
     lock = None
@@ -274,7 +189,7 @@ def _call(job: Job, ctx: Context, log: Any) -> int:
     return ctx.attempt
 
 
-def _acquire_lock(job: Job, log: Any, dry_run: bool, sigs: _Signals, run_id: str):
+def _acquire_lock(job: Job, log: Any, dry_run: bool, sigs: Signals, run_id: str):
     if job.lock is None or dry_run:
         return None
     spec = job.lock
@@ -301,7 +216,7 @@ def _acquire_lock(job: Job, log: Any, dry_run: bool, sigs: _Signals, run_id: str
     return lock
 
 
-def _run_cleanups(ctx: Context, log: Any, sigs: _Signals, job: Job) -> None:
+def _run_cleanups(ctx: Context, log: Any, sigs: Signals, job: Job) -> None:
     for fn, args, kwargs in ctx._pop_cleanups():
         name = getattr(fn, "__qualname__", repr(fn))
         sigs.mode = "cleanup"
@@ -309,7 +224,7 @@ def _run_cleanups(ctx: Context, log: Any, sigs: _Signals, job: Job) -> None:
         try:
             fn(*args, **kwargs)
             log.debug("cleanup.done", cleanup=name)
-        except _CleanupTimeout:
+        except CleanupTimeout:
             log.error("cleanup.failed", cleanup=name, error=f"did not finish within {job.cleanup_timeout:g}s")
         except BaseException as exc:  # never masks the job's own error
             log.error("cleanup.failed", cleanup=name, exc_info=exc)
