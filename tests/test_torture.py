@@ -66,7 +66,7 @@ def test_launch_storm_with_random_sigkills_never_overlaps(launcher, tmp_path):
     codes: list[int] = []
     for wave in range(WAVES):
         kill = rng.random() < 0.5
-        hold = "5" if kill else f"{rng.uniform(0.02, 0.3):.3f}"
+        hold = "2" if kill else f"{rng.uniform(0.02, 0.3):.3f}"
         env = launcher.env(LEDGER=str(ledger), HOLD=hold)
         before = {pid for _, pid, _ in _ledger(ledger)}
         procs = {}
