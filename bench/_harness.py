@@ -25,14 +25,20 @@ def run_once(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str
 
 
 def compare(a: Sequence[str], b: Sequence[str], runs: int = 15, warmup: int = 2, **kw) -> dict[str, float]:
-    """Alternate A and B; return medians and the median of the pairwise ratios."""
+    """Alternate A and B; return medians and the median of the pairwise ratios.
+
+    Every run must exit 0: timing a command that crashed at once would print a fine ratio."""
     for _ in range(warmup):
-        run_once(a, **kw)
-        run_once(b, **kw)
+        for argv in (a, b):
+            _, _, status = run_once(argv, **kw)
+            if status != 0:
+                raise SystemExit(f"benchmark aborted: {' '.join(map(str, argv))!r} exited {status}")
     walls_a, walls_b, rss_a, rss_b, wall_ratio, rss_ratio = [], [], [], [], [], []
     for _ in range(runs):
-        wa, ra, _ = run_once(a, **kw)
-        wb, rb, _ = run_once(b, **kw)
+        wa, ra, sa = run_once(a, **kw)
+        wb, rb, sb = run_once(b, **kw)
+        if sa or sb:
+            raise SystemExit(f"benchmark aborted: a run exited {sa or sb}")
         walls_a.append(wa)
         walls_b.append(wb)
         rss_a.append(ra)

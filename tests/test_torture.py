@@ -353,6 +353,10 @@ FLOOD_JOB = """
     @job
     def flood(ctx):
         ctx.sh(ctx.env["FLOOD"])
+        # The runner's own high-water mark. (wait4's ru_maxrss would also count the pre-exec
+        # moment when the forked child still had the whole pytest process mapped.)
+        with open("/proc/self/status") as status, open(ctx.env["HWM_FILE"], "w") as out:
+            out.write(next(l for l in status if l.startswith("VmHWM:")).split()[1])
 """
 
 
@@ -362,7 +366,8 @@ def _flood(launcher, tmp_path, shell: str) -> tuple[int, float, int, dict]:
     with open(tmp_path / "stderr", "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "jobrunner", "flood"], stdout=subprocess.PIPE, stderr=err,
-            stdin=subprocess.DEVNULL, env=launcher.env(FLOOD=shell), cwd=tmp_path, start_new_session=True,
+            stdin=subprocess.DEVNULL, env=launcher.env(FLOOD=shell, HWM_FILE=str(tmp_path / "hwm")), cwd=tmp_path,
+            start_new_session=True,
         )
     launcher.procs.append(proc)
     timer = threading.Timer(120, lambda: os.killpg(proc.pid, signal.SIGKILL))  # never a hang
@@ -375,12 +380,13 @@ def _flood(launcher, tmp_path, shell: str) -> tuple[int, float, int, dict]:
             count += 1
             if last.get("event") == "proc.output" and str(last.get("line", "")).endswith("…[truncated]"):
                 truncated += 1
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, _usage = os.wait4(proc.pid, 0)
     finally:
         timer.cancel()
     proc.returncode = code = os.waitstatus_to_exitcode(status)
     last["_longest"], last["_truncated"] = longest, truncated
-    return code, usage.ru_maxrss / 1024, count, last
+    hwm = tmp_path / "hwm"
+    return code, (int(hwm.read_text()) / 1024 if hwm.exists() else float("inf")), count, last
 
 
 def test_flood_of_lines(launcher, tmp_path):
