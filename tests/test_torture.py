@@ -40,7 +40,7 @@ LEDGER_JOB = """
         os.close(fd)
 """
 
-WAVES = int(os.environ.get("TORTURE_WAVES", "6"))
+WAVES = int(os.environ.get("TORTURE_WAVES", "25"))  # 25 × 20 = 500 launches
 WAVE_SIZE = 20
 
 
