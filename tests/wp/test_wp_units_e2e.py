@@ -20,6 +20,7 @@ from . import stack
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 
 SITE = "/var/www/html"
+UNITS = ("wp-backup", "wp-cron", "wp-db-export", "wp-db-optimize", "wp-cache-flush", "backup-prune")
 
 
 def _events(sb, unit: str, invocation: str) -> list[dict]:
@@ -58,10 +59,11 @@ def wp_sandbox(installed_sandbox):  # noqa: F811
             "wp_schedule_single_event(time() - 60, 'jr_test_event');"], timeout=120)
     sb.run(f"chown -R www-data:www-data {SITE} && chmod 755 {SITE} && mkdir -p /mnt/backups")
     sb.write_file("/etc/jobrunner/jobrunner.env", f"WP_PATH={SITE}\nWP_SITE=e2e\nBACKUP_DIR=/mnt/backups\n")
-    sb.run(["jobrunner", "units", "render", "--out", "/root/wp-units", "wp_backup", "wp_cron"])
+    sb.run(["jobrunner", "units", "render", "--out", "/root/wp-units", *(u.replace("-", "_") for u in UNITS)])
     sb.run(["jobrunner", "units", "install", "--dir", "/root/wp-units"], timeout=120)
-    for unit in ("wp-backup.service", "wp-cron.service"):
-        sb.pin(unit)
+    for unit in UNITS:
+        sb.systemctl("stop", f"{unit}.timer", check=False)  # none may fire amid other tests
+        sb.pin(f"{unit}.service")
     yield sb
     sb.run(f"rm -rf {SITE} /mnt/backups /etc/jobrunner/jobrunner.env", check=False)
     sb.systemctl("stop", "mariadb.service", check=False, timeout=120)
@@ -98,4 +100,13 @@ def test_wp_cron_unit_runs_due_events_as_www_data(wp_sandbox):
     # installing the units left the live site's directory as it was (no tmpfiles.d re-own)
     assert sb.run(["stat", "-c", "%a %U", SITE]).stdout.split() == ["755", "www-data"]
 
+
+@pytest.mark.parametrize("unit", ["wp-db-export", "wp-db-optimize", "wp-cache-flush", "backup-prune"])
+def test_other_wp_units_succeed_in_their_sandbox(wp_sandbox, unit):
+    """The other shipped WordPress jobs run to success in their hardened units on the real stack."""
+    sb = wp_sandbox
+    st = _start(sb, f"{unit}.service")
+    events = _events(sb, f"{unit}.service", st["InvocationID"])
+    assert st["Result"] == "success", json.dumps(events[-15:], indent=1)
+    assert [e["outcome"] for e in events if e["event"] == "job.finished"] == ["success"]
 
