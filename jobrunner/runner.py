@@ -233,14 +233,17 @@ def _run_cleanups(ctx: Context, log: Any, sigs: Signals, job: Job) -> None:
             sigs.mode = "stopping"
 
 
+def _kill_leftovers(ctx: Context, log: Any, job: Job) -> None:
+    for pgid in ctx.groups.kill_all(job.kill_grace):
+        log.warning("proc.killed", pgid=pgid)
+
+
 def _finish(job, ctx, log, sigs, lock, store, result, options, started_wall, sink) -> None:
     # The job's processes go first (a lost lease leaves little time), then cleanups, then
     # whatever the cleanups themselves left running.
-    for _ in range(2):
-        for pgid in ctx.groups.kill_all(job.kill_grace):
-            log.warning("proc.killed", pgid=pgid)
-        if _ == 0:
-            _run_cleanups(ctx, log, sigs, job)
+    _kill_leftovers(ctx, log, job)
+    _run_cleanups(ctx, log, sigs, job)
+    _kill_leftovers(ctx, log, job)
     if isinstance(sigs.pending, LockLost) and result.error is not sigs.pending:
         log.error("lock.lost", reason=sigs.pending.reason, after="the job had finished")
     if lock is not None:
