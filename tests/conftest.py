@@ -30,6 +30,20 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def stop_group(proc: subprocess.Popen, grace: float = 5) -> None:
+    """SIGTERM a child's process group, then SIGKILL it if it has not ended within ``grace``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 class Run:
     """A finished CLI run: exit code, stdout lines parsed as JSON, stderr text."""
 
@@ -107,16 +121,7 @@ class Launcher:
     def reap(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
-                for sig in (signal.SIGTERM, signal.SIGKILL):
-                    try:
-                        os.killpg(proc.pid, sig)
-                    except ProcessLookupError:
-                        break
-                    try:
-                        proc.wait(timeout=5)
-                        break
-                    except subprocess.TimeoutExpired:
-                        continue
+                stop_group(proc)
             for pipe in (proc.stdout, proc.stderr):
                 if pipe:
                     pipe.close()
