@@ -14,6 +14,30 @@ import time
 from typing import Mapping, Sequence
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def job_env(tmp: str, modules: Mapping[str, str], **extra: str) -> dict[str, str]:
+    """Write job modules (name -> source) under ``tmp/mods`` and return an isolated environment
+    for running them: state, locks and the import path inside ``tmp``, JSON logs, this checkout."""
+    import textwrap
+
+    mods = os.path.join(tmp, "mods")
+    os.makedirs(mods, exist_ok=True)
+    for name, source in modules.items():
+        with open(os.path.join(mods, f"{name}.py"), "w") as handle:
+            handle.write(textwrap.dedent(source))
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "JOBRUNNER_STATE_DIR": os.path.join(tmp, "state"),
+        "JOBRUNNER_LOCK_DIR": os.path.join(tmp, "locks"),
+        "JOBRUNNER_LOG_FORMAT": "json",
+        "JOBRUNNER_PATH": mods,
+        "PYTHONPATH": REPO,
+        **extra,
+    }
+
+
 def run_once(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None) -> tuple[float, int, int]:
     """Run ``argv`` to completion; return (wall seconds, peak RSS KiB, exit status)."""
     start = time.perf_counter()

@@ -27,13 +27,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import run_once, verdict  # noqa: E402
+from _harness import job_env, run_once, verdict  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 STORM_JOB = """
     import os, time
@@ -90,20 +88,8 @@ def main() -> int:
     n = args.launches
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
-        mods = os.path.join(tmp, "mods")
-        os.mkdir(mods)
-        with open(os.path.join(mods, "storm.py"), "w") as handle:
-            handle.write(textwrap.dedent(STORM_JOB))
         ledger = os.path.join(tmp, "ledger")
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "JOBRUNNER_STATE_DIR": os.path.join(tmp, "state"),
-            "JOBRUNNER_LOCK_DIR": os.path.join(tmp, "locks"),
-            "JOBRUNNER_LOG_FORMAT": "json",
-            "JOBRUNNER_PATH": mods,
-            "PYTHONPATH": REPO,
-            "LEDGER": ledger,
-        }
+        env = job_env(tmp, {"storm": STORM_JOB}, LEDGER=ledger)
         holder = subprocess.Popen(
             [py, "-m", "jobrunner", "storm"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env={**env, "HOLD": "600"}, cwd=tmp, start_new_session=True,
@@ -123,7 +109,6 @@ def main() -> int:
             seq = [run_once(noop, env=env, cwd=tmp) for _ in range(args.sequential)]
             seq_cpu = []
             for _ in range(args.sequential):
-                start = time.perf_counter()
                 proc = subprocess.Popen(noop, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp)
                 _, _, usage = os.wait4(proc.pid, 0)
                 seq_cpu.append(usage.ru_utime + usage.ru_stime)

@@ -19,13 +19,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import verdict  # noqa: E402
+from _harness import job_env, verdict  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FMT = "line %g of the output flood"
 
 FLOOD_JOB = """
@@ -72,20 +70,7 @@ def main() -> int:
     args = parser.parse_args()
     n, py = args.lines, sys.executable
     with tempfile.TemporaryDirectory() as tmp:
-        mods = os.path.join(tmp, "mods")
-        os.mkdir(mods)
-        with open(os.path.join(mods, "flood.py"), "w") as handle:
-            handle.write(textwrap.dedent(FLOOD_JOB))
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "JOBRUNNER_STATE_DIR": os.path.join(tmp, "state"),
-            "JOBRUNNER_LOCK_DIR": os.path.join(tmp, "locks"),
-            "JOBRUNNER_LOG_FORMAT": "json",
-            "JOBRUNNER_PATH": mods,
-            "PYTHONPATH": REPO,
-            "FMT": FMT,
-            "LINES": str(n),
-        }
+        env = job_env(tmp, {"flood": FLOOD_JOB}, FMT=FMT, LINES=str(n))
         out = os.path.join(tmp, "out")
         runner = [py, "-m", "jobrunner", "flood"]
         bare = [py, "-c", BARE, str(n), FMT, out]

@@ -21,13 +21,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import run_once, verdict  # noqa: E402
+from _harness import job_env, run_once, verdict  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SH = 'echo $$ >> "$PIDS"; sleep 100 & echo $! >> "$PIDS"; sleep 100'
 
 TREE_JOB = """
@@ -77,23 +75,9 @@ def main() -> int:
     args = parser.parse_args()
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
-        mods = os.path.join(tmp, "mods")
-        os.mkdir(mods)
-        with open(os.path.join(mods, "tree.py"), "w") as handle:
-            handle.write(textwrap.dedent(TREE_JOB))
         pids_file = os.path.join(tmp, "pids")
         entered = os.path.join(tmp, "entered")
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "JOBRUNNER_STATE_DIR": os.path.join(tmp, "state"),
-            "JOBRUNNER_LOCK_DIR": os.path.join(tmp, "locks"),
-            "JOBRUNNER_LOG_FORMAT": "json",
-            "JOBRUNNER_PATH": mods,
-            "PYTHONPATH": REPO,
-            "PIDS": pids_file,
-            "ENTERED": entered,
-            "SH": SH,
-        }
+        env = job_env(tmp, {"tree": TREE_JOB}, PIDS=pids_file, ENTERED=entered, SH=SH)
         runner = [py, "-m", "jobrunner", "tree"]
         coreutils = ["timeout", "-k", "1", "1", "sh", "-c", SH]
         noop = [py, "-m", "jobrunner", "jobs.noop"]
