@@ -124,8 +124,14 @@ def _run_host(argv: Sequence[str], *, check: bool = True, timeout: float = 60,
         list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
     )
+    return _finish(proc, argv, check=check, timeout=timeout)
+
+
+def _finish(proc: subprocess.Popen, argv: Sequence[str], *, check: bool, timeout: float,
+            input: str | bytes | None = None) -> subprocess.CompletedProcess:
+    """Wait for PROC (its whole process group is killed on timeout); raise on failure if CHECK."""
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
         _killpg(proc.pid)
         out, err = proc.communicate()
@@ -610,16 +616,7 @@ class Sandbox:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text, env=full_env,
             start_new_session=True, umask=0o022, cwd="/",
         )
-        try:
-            out, err = proc.communicate(input=input, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _killpg(proc.pid)
-            out, err = proc.communicate()
-            raise SandboxCommandError(-9, list(argv), out, (err or "") + f"\n[timed out after {timeout}s]")
-        cp = subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
-        if check and proc.returncode != 0:
-            raise SandboxCommandError(proc.returncode, list(argv), out, err)
-        return cp
+        return _finish(proc, argv, check=check, timeout=timeout, input=input)
 
     def systemctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         return self.run(["systemctl", "--no-pager", *args], check=check, timeout=timeout)
