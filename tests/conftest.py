@@ -20,6 +20,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The real-systemd fixtures (sandbox, installed_sandbox, require_sandbox): defined here, at the
+# top, so that all test packages share one booted sandbox per session.
+from .systemd.fixtures import (  # noqa: E402,F401 - fixtures and a hook, registered by name
+    installed_sandbox,
+    pytest_terminal_summary,
+    require_sandbox,
+    sandbox,
+)
+
 # Variables of the developer's/CI machine that must not leak into runs under test.
 _SCRUB = ("JOURNAL_STREAM", "INVOCATION_ID", "JOBRUNNER_", "AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "STATE_DIRECTORY")
 

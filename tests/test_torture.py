@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, pid_alive, wait_for
+from .conftest import pid_alive, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -3,8 +3,9 @@
 Everything listens on 127.0.0.1 on a free port and keeps its files in the test's tmp dir:
 
 ``moto``      an S3-compatible server (``moto_server`` from moto[server]) for rclone
-``pebble``    a local ACME CA (Debian's ``pebble``) with a throwaway CA, plus ``certbot`` that
-              obtained one certificate from it (``--standalone``), ready for ``certbot renew``
+``acme_server`` a local ACME CA (Debian's ``pebble``) with a throwaway CA
+``pebble``    the same, plus ``certbot`` that obtained one certificate from it
+              (``--standalone``), ready for ``certbot renew``
 ``web``       ``php-fpm8.2`` (own pool, unix socket, ``ping.path``) behind ``nginx`` serving a
               generated WordPress-style sitemap and PHP pages; access log with timings
 ``blackhole`` a TCP listener that never accepts: requests to it time out
@@ -179,9 +180,17 @@ class Acme:
         return out.stdout.strip()
 
 
+@dataclass
+class AcmeServer:
+    """A running pebble: its directory URL and the CA that signed its HTTPS certificate."""
+    dir_url: str
+    ca: Path
+
+
 @pytest.fixture
-def pebble(procs: Procs, tmp_path: Path) -> Acme:
-    need("pebble", "certbot", "openssl")
+def acme_server(procs: Procs, tmp_path: Path) -> AcmeServer:
+    """pebble on 127.0.0.1 with a throwaway CA; every challenge passes (PEBBLE_VA_ALWAYS_VALID)."""
+    need("pebble", "openssl")
     ca_dir = tmp_path / "acme-ca"
     ca_dir.mkdir()
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
@@ -202,13 +211,25 @@ def pebble(procs: Procs, tmp_path: Path) -> Acme:
     proc = procs.start(["pebble", "-config", str(ca_dir / "pebble.json")], name="pebble",
                        env=service_env(PEBBLE_VA_ALWAYS_VALID="1", PEBBLE_VA_NOSLEEP="1"))
     wait_port(port, proc)
-    acme = Acme(dir_url=f"https://127.0.0.1:{port}/dir", ca=ca_dir / "ca.pem",
+    return AcmeServer(dir_url=f"https://127.0.0.1:{port}/dir", ca=ca_dir / "ca.pem")
+
+
+def certonly_argv(dir_url: str, http_port: int, domain: str) -> list[str]:
+    """certbot obtaining DOMAIN from the ACME server (standalone, on 127.0.0.1:HTTP_PORT)."""
+    return ["certbot", "certonly", "--non-interactive", "--agree-tos", "--register-unsafely-without-email",
+            "--server", dir_url, "--standalone", "--http-01-address", "127.0.0.1",
+            "--http-01-port", str(http_port), "-d", domain]
+
+
+@pytest.fixture
+def pebble(acme_server: AcmeServer, tmp_path: Path) -> Acme:
+    """pebble plus one certificate that real certbot obtained from it, in the test's own dirs."""
+    need("certbot")
+    acme = Acme(dir_url=acme_server.dir_url, ca=acme_server.ca,
                 config_dir=tmp_path / "le" / "config", work_dir=tmp_path / "le" / "work",
                 logs_dir=tmp_path / "le" / "logs", http_port=free_port(), domain="blog.example.test")
     obtain = subprocess.run(
-        ["certbot", "certonly", "--non-interactive", "--agree-tos", "--register-unsafely-without-email",
-         "--server", acme.dir_url, "--standalone", "--http-01-address", "127.0.0.1",
-         "--http-01-port", str(acme.http_port), "-d", acme.domain, *acme.certbot_args().split()],
+        [*certonly_argv(acme.dir_url, acme.http_port, acme.domain), *acme.certbot_args().split()],
         env=service_env(**acme.env()), capture_output=True, text=True, timeout=120)
     assert obtain.returncode == 0, obtain.stdout + obtain.stderr
     return acme

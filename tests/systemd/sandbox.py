@@ -670,6 +670,26 @@ class Sandbox:
             records = [r for r in records if unit in (r.get("_SYSTEMD_UNIT"), r.get("UNIT"))]
         return records
 
+    def job_events(self, invocation: str, unit: str | None = None) -> list[dict]:
+        """The jobrunner JSON lines one run of a unit wrote to journald, oldest first, each with
+        journald's PRIORITY= kept as ``_PRIORITY``."""
+        events = []
+        for rec in self.journal_json(unit=unit, invocation=invocation):
+            message = rec.get("MESSAGE", "")
+            if rec.get("_SYSTEMD_INVOCATION_ID") == invocation and isinstance(message, str) \
+                    and message.startswith("{"):
+                event = json.loads(message)
+                event["_PRIORITY"] = rec.get("PRIORITY")
+                events.append(event)
+        return events
+
+    def start_oneshot(self, unit: str, timeout: float = 120) -> dict[str, str]:
+        """``systemctl start UNIT`` (which waits for a oneshot to finish, pass or fail), then
+        its final state as wait_unit_inactive() gives it: Result, ExecMainStatus, InvocationID…
+        Pin the unit first (see pin()), or a successful run leaves no state to read."""
+        self.systemctl("start", unit, check=False, timeout=timeout)
+        return self.wait_unit_inactive(unit, timeout=timeout)
+
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.2,
                  message: str | Callable[[], str] | None = None) -> Any:
         """Poll PREDICATE until it returns something truthy; return that.  TimeoutError otherwise

@@ -7,7 +7,6 @@ www-data): no web server needed, and the same request works whether nginx is hea
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
@@ -19,15 +18,6 @@ pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 UNIT = "php-fpm-restart.service"
 FPM = "php8.2-fpm.service"
 POOL = "/etc/php/8.2/fpm/pool.d/www.conf"
-
-
-def _events(sb: Sandbox, invocation: str) -> list[dict]:
-    out = []
-    for rec in sb.journal_json(unit=UNIT, invocation=invocation):
-        msg = rec.get("MESSAGE", "")
-        if isinstance(msg, str) and msg.startswith("{"):
-            out.append(json.loads(msg))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +35,6 @@ def fpm_sandbox(installed_sandbox: Sandbox) -> Sandbox:
     return sb
 
 
-def _start(sb: Sandbox) -> dict[str, str]:
-    sb.systemctl("start", UNIT, check=False, timeout=120)
-    return sb.wait_unit_inactive(UNIT, timeout=120)
-
-
 def test_restart_under_the_hardened_unit_and_check_serves(fpm_sandbox: Sandbox):
     """Result=success, php-fpm's MainPID changed, and the job logged a passing FastCGI ping."""
     sb = fpm_sandbox
@@ -57,11 +42,11 @@ def test_restart_under_the_hardened_unit_and_check_serves(fpm_sandbox: Sandbox):
     assert "CapabilityBoundingSet=\n" in unit_text and "SupplementaryGroups=www-data" in unit_text
     before = sb.show(FPM, "MainPID", "ActiveState")
     assert before["ActiveState"] == "active"
-    st = _start(sb)
-    assert st["Result"] == "success", _events(sb, st["InvocationID"])
+    st = sb.start_oneshot(UNIT)
+    assert st["Result"] == "success", sb.job_events(st["InvocationID"], UNIT)
     after = sb.show(FPM, "MainPID", "ActiveState")
     assert after["ActiveState"] == "active" and after["MainPID"] != before["MainPID"]
-    events = _events(sb, st["InvocationID"])
+    events = sb.job_events(st["InvocationID"], UNIT)
     serving = [e for e in events if e["event"] == "php_fpm.serving"]
     assert serving and serving[0]["check"] == "unix:/run/php/php8.2-fpm.sock /ping", events
     assert [e["outcome"] for e in events if e["event"] == "job.finished"] == ["success"]
@@ -72,11 +57,11 @@ def test_not_serving_after_restart_fails_the_unit(fpm_sandbox: Sandbox):
     sb = fpm_sandbox
     sb.write_file("/etc/default/php-fpm-restart", "PHP_FPM_PING_RESPONSE=never-this\nPHP_FPM_CHECK_TIMEOUT=2\n")
     try:
-        st = _start(sb)
+        st = sb.start_oneshot(UNIT)
     finally:
         sb.run(["rm", "-f", "/etc/default/php-fpm-restart"])
     assert st["Result"] == "exit-code" and st["ExecMainStatus"] == "1"
-    failed = [e for e in _events(sb, st["InvocationID"]) if e["event"] == "job.failed"]
+    failed = [e for e in sb.job_events(st["InvocationID"], UNIT) if e["event"] == "job.failed"]
     message = failed[0]["exception"]["message"]
     assert message.startswith("php8.2-fpm does not serve after restart:")
     assert "expected 'never-this'" in message

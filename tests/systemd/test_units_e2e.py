@@ -7,7 +7,6 @@ through JOBRUNNER_PATH in /etc/jobrunner/jobrunner.env, which every unit loads.
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -100,18 +99,6 @@ def start_and_wait(sb, unit: str, timeout: float = 60) -> dict[str, str]:
     return sb.wait_unit_inactive(unit, timeout=timeout)
 
 
-def job_lines(sb, invocation: str) -> list[dict]:
-    """The runner's JSON lines of one run, from journald, with journald's own fields kept."""
-    lines = []
-    for rec in sb.journal_json(invocation=invocation):
-        message = rec.get("MESSAGE", "")
-        if rec.get("_SYSTEMD_INVOCATION_ID") == invocation and message.startswith("{"):
-            event = json.loads(message)
-            event["_PRIORITY"] = rec.get("PRIORITY")
-            lines.append(event)
-    return lines
-
-
 def test_timer_fires_the_hardened_job(units):
     """A timer (made to fire now by a drop-in) runs the job as www-data inside its sandbox:
     Result=success, the write path is writable, /etc is read-only (EROFS), journald holds the
@@ -127,7 +114,7 @@ def test_timer_fires_the_hardened_job(units):
     )
     assert state["Result"] == "success" and state["ExecMainStatus"] == "0"
     invocation = state["InvocationID"]
-    lines = job_lines(sb, invocation)
+    lines = sb.job_events(invocation)
     names = [e["event"] for e in lines]
     assert names[0] == "job.started" and names[-1] == "job.finished"
     assert {e["run_id"] for e in lines} == {invocation}
@@ -156,7 +143,7 @@ def test_lock_busy_run_is_a_success_for_systemd(units):
         state = start_and_wait(sb, "e2e-sleeper.service")
         assert state["ExecMainStatus"] == "75"
         assert state["Result"] == "success"
-        assert [e["event"] for e in job_lines(sb, state["InvocationID"])][-2:] == ["lock.busy", "job.finished"]
+        assert [e["event"] for e in sb.job_events(state["InvocationID"])][-2:] == ["lock.busy", "job.finished"]
     finally:
         sb.systemctl("stop", "e2e-holder.service", check=False)
         sb.run("rm -f /var/lib/e2e-root/sleeper.pid", check=False)
@@ -177,7 +164,7 @@ def test_systemctl_stop_mid_run_cleans_up(units):
     assert invocation in sb.read_file("/var/lib/e2e-root/sleeper.cleaned")
     procs = sb.run(f"cat /sys/fs/cgroup{cgroup}/cgroup.procs 2>/dev/null || true").stdout.split()
     assert procs == []
-    finished = [e for e in job_lines(sb, invocation) if e["event"] == "job.finished"]
+    finished = [e for e in sb.job_events(invocation) if e["event"] == "job.finished"]
     assert finished and finished[-1]["outcome"] == "terminated"
     sb.run("rm -f /var/lib/e2e-root/sleeper.pid", check=False)
 
@@ -189,7 +176,7 @@ def test_in_process_deadline_kills_the_tree_first(units):
     assert state["ExecMainStatus"] == "124"
     assert state["Result"] == "exit-code"
     assert sb.read_file("/var/lib/e2e-root/slow.cleaned") == "yes"
-    assert "job.timeout" in [e["event"] for e in job_lines(sb, state["InvocationID"])]
+    assert "job.timeout" in [e["event"] for e in sb.job_events(state["InvocationID"])]
 
 
 def test_unit_kill_switch_fires_for_oneshot(units):

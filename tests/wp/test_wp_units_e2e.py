@@ -13,23 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.systemd.conftest import installed_sandbox, sandbox  # noqa: F401 - fixtures
-
 from . import stack
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 
 SITE = "/var/www/html"
-UNITS = ("wp-backup", "wp-cron", "wp-db-export", "wp-db-optimize", "wp-cache-flush", "backup-prune")
-
-
-def _events(sb, unit: str, invocation: str) -> list[dict]:
-    out = []
-    for rec in sb.journal_json(unit=unit, invocation=invocation):
-        msg = rec.get("MESSAGE", "")
-        if isinstance(msg, str) and msg.startswith("{"):
-            out.append(json.loads(msg))
-    return out
+UNITS = ("wp-backup", "wp-cron", "wp-db-export", "wp-db-optimize", "wp-cache-flush", "backup-prune", "wp-restore")
 
 
 @pytest.fixture(scope="module")
@@ -62,24 +51,19 @@ def wp_sandbox(installed_sandbox):  # noqa: F811
     sb.run(["jobrunner", "units", "render", "--out", "/root/wp-units", *(u.replace("-", "_") for u in UNITS)])
     sb.run(["jobrunner", "units", "install", "--dir", "/root/wp-units"], timeout=120)
     for unit in UNITS:
-        sb.systemctl("stop", f"{unit}.timer", check=False)  # none may fire amid other tests
+        sb.systemctl("stop", f"{unit}.timer", check=False)  # none may fire amid other tests (wp-restore has none)
         sb.pin(f"{unit}.service")
     yield sb
     sb.run(f"rm -rf {SITE} /mnt/backups /etc/jobrunner/jobrunner.env", check=False)
     sb.systemctl("stop", "mariadb.service", check=False, timeout=120)
 
 
-def _start(sb, unit: str) -> dict[str, str]:
-    sb.systemctl("start", unit, check=False, timeout=300)
-    return sb.wait_unit_inactive(unit, timeout=300)
-
-
 def test_wp_backup_unit_writes_a_verified_set(wp_sandbox):
     """Under the hardened unit the backup reads the 0640 wp-config.php, reaches MariaDB's
     socket, writes and verifies a set in /mnt/backups; the password is not in the journal."""
     sb = wp_sandbox
-    st = _start(sb, "wp-backup.service")
-    events = _events(sb, "wp-backup.service", st["InvocationID"])
+    st = sb.start_oneshot("wp-backup.service", timeout=300)
+    events = sb.job_events(st["InvocationID"], "wp-backup.service")
     assert st["Result"] == "success", json.dumps(events[-15:], indent=1)
     assert [e for e in events if e["event"] == "backup.verified"]
     listing = sb.run("ls /mnt/backups/*/").stdout
@@ -91,8 +75,8 @@ def test_wp_backup_unit_writes_a_verified_set(wp_sandbox):
 def test_wp_cron_unit_runs_due_events_as_www_data(wp_sandbox):
     """php wp-cron.php runs as www-data under MemoryDenyWriteExecute= and the event fires."""
     sb = wp_sandbox
-    st = _start(sb, "wp-cron.service")
-    events = _events(sb, "wp-cron.service", st["InvocationID"])
+    st = sb.start_oneshot("wp-cron.service", timeout=300)
+    events = sb.job_events(st["InvocationID"], "wp-cron.service")
     assert st["Result"] == "success", json.dumps(events[-15:], indent=1)
     owner = sb.run(["stat", "-c", "%U", f"{SITE}/wp-content/cron-ran"]).stdout.strip()
     assert owner == "www-data"
@@ -105,8 +89,37 @@ def test_wp_cron_unit_runs_due_events_as_www_data(wp_sandbox):
 def test_other_wp_units_succeed_in_their_sandbox(wp_sandbox, unit):
     """The other shipped WordPress jobs run to success in their hardened units on the real stack."""
     sb = wp_sandbox
-    st = _start(sb, f"{unit}.service")
-    events = _events(sb, f"{unit}.service", st["InvocationID"])
+    st = sb.start_oneshot(f"{unit}.service", timeout=300)
+    events = sb.job_events(st["InvocationID"], f"{unit}.service")
     assert st["Result"] == "success", json.dumps(events[-15:], indent=1)
     assert [e["outcome"] for e in events if e["event"] == "job.finished"] == ["success"]
 
+
+
+def _blogname(sb) -> str:
+    return sb.run(["mariadb", "-N", "-B", "wordpress", "-e",
+                   f"SELECT option_value FROM {stack.TABLE_PREFIX}options WHERE option_name = 'blogname'"]).stdout.strip()
+
+
+def test_wp_restore_unit_brings_back_files_and_database(wp_sandbox):
+    """The manual wp-restore unit (root, strict sandbox, only the capabilities that restoring
+    owners and modes needs) puts back the latest verified set: the database as it was, deleted
+    files back, files added since gone, wp-config.php still 0640 www-data, the site dir as it was."""
+    sb = wp_sandbox
+    assert sb.start_oneshot("wp-backup.service", timeout=300)["Result"] == "success"
+    assert _blogname(sb) == "e2e"
+    sb.run(["mariadb", "wordpress", "-e", f"UPDATE {stack.TABLE_PREFIX}options SET option_value = 'defaced' WHERE option_name = 'blogname'"])
+    sb.run(f"rm {SITE}/wp-content/mu-plugins/jobrunner-test.php && echo '<?php // dropped' > {SITE}/stray.php")
+    sb.write_file("/etc/default/wp-restore", "RESTORE_SET=latest\n")
+    try:
+        st = sb.start_oneshot("wp-restore.service", timeout=300)
+    finally:
+        sb.run(["rm", "-f", "/etc/default/wp-restore"])
+    events = sb.job_events(st["InvocationID"], "wp-restore.service")
+    assert st["Result"] == "success", json.dumps(events[-15:], indent=1)
+    assert [e["event"] for e in events if e["event"].startswith("restore.")][-1] == "restore.done"
+    assert _blogname(sb) == "e2e"
+    assert sb.exists(f"{SITE}/wp-content/mu-plugins/jobrunner-test.php") and not sb.exists(f"{SITE}/stray.php")
+    assert sb.run(["stat", "-c", "%a %U %G", f"{SITE}/wp-config.php"]).stdout.split() == ["640", "www-data", "www-data"]
+    assert sb.run(["stat", "-c", "%a %U", SITE]).stdout.split() == ["755", "www-data"]
+    assert not sb.run(f"ls -A {SITE} | grep restore", check=False).stdout  # no staging or aside dir left

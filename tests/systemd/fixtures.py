@@ -1,5 +1,9 @@
 """Fixtures for tests that need a real systemd: see README.md in this directory.
 
+Registered once, in tests/conftest.py, so that every package (tests/systemd, tests/wp,
+tests/services) shares the one session sandbox: a fixture imported into a test module or a
+sub-package's conftest would be a second fixture, booting and installing a second sandbox.
+
 ``sandbox``            session-scoped, booted once: a throwaway systemd (nspawn over an overlay of /).
 ``installed_sandbox``  the same sandbox, with this checkout installed at /opt/jobrunner (once).
 ``require_sandbox``    only the skip/fail check, for tests that boot a Sandbox of their own.
