@@ -1,7 +1,8 @@
 """Reading units' properties from ``systemctl show``: stdlib only, no D-Bus binding.
 
 ``show_units(["a.timer", "a.service"], ["LoadState", ...])`` asks once for many units and
-returns ``{unit: {property: value}}``. Most timestamps come as ``@<epoch>``
+returns ``{unit: {property: value}}`` (a property systemd repeats, such as a timer's
+``TimersCalendar=`` for each ``OnCalendar=``, has its values joined by newlines). Most timestamps come as ``@<epoch>``
 (``--timestamp=unix``, systemd >= 251), but systemd 252 prints a timer's
 ``NextElapseUSecRealtime`` in its calendar form whatever the option says, so ``TZ=UTC`` is set
 and :func:`timestamp` reads both (and the empty/``n/a`` of "never"). A unit systemd does not
@@ -65,7 +66,8 @@ def _blocks(text: str) -> list[dict[str, str]]:
         if current is None:
             current = {}
             blocks.append(current)
-        current[key] = value
+        # a property listed once per item (TimersCalendar=, one per OnCalendar=): keep them all
+        current[key] = f"{current[key]}\n{value}" if key in current else value
     return blocks
 
 

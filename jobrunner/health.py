@@ -12,7 +12,9 @@ Per job, the findings (the job's status is the worst of them):
 - runner state: last outcome not success → WARNING; ``consecutive_failures >= --fail-threshold``
   (3) → CRITICAL; an unreadable state file → UNKNOWN.
 - staleness (scheduled jobs): ``interval`` = the longest gap between the next 9 elapses of the
-  schedule (``systemd-analyze calendar``) + jitter; ``stale_after = interval + grace + the
+  schedule (``systemd-analyze calendar``) + jitter. The schedule is the timer's own
+  ``OnCalendar=`` and ``RandomizedDelaySec=`` where systemd has the timer loaded (a drop-in
+  may have moved it; a note says so), else the declaration's; ``stale_after = interval + grace + the
   longest recent duration`` (grace: ``--grace`` or max(10% of interval, 5min)). No success for
   ``stale_after`` → WARNING, for ``2 × stale_after`` → CRITICAL. A job that never succeeded
   is measured from its timer's activation; without that (no systemd) it is WARNING "never ran".
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -48,7 +51,7 @@ MIN_GRACE = 300.0
 GRACE_FRACTION = 0.10
 NO_SYSTEMD = "systemd not running: timer state unknown"
 TIMER_PROPS = ("LoadState", "ActiveState", "SubState", "Result", "LastTriggerUSec", "NextElapseUSecRealtime",
-               "ActiveEnterTimestamp")
+               "ActiveEnterTimestamp", "TimersCalendar", "RandomizedDelayUSec")
 SERVICE_PROPS = ("LoadState", "ActiveState", "SubState", "Result", "ExecMainStatus", "ExecMainExitTimestamp")
 
 
@@ -165,6 +168,8 @@ def _judge(h: JobHealth, job: Any, state: dict[str, Any] | None, units: dict[str
             "last_trigger": timestamp(timer.get("LastTriggerUSec")),
             "next_elapse": timestamp(timer.get("NextElapseUSecRealtime")),
             "active_since": timestamp(timer.get("ActiveEnterTimestamp")),
+            "calendar": timer_calendars(timer.get("TimersCalendar")),
+            "randomized_delay_s": _seconds(timer.get("RandomizedDelayUSec")),
         }
         if timer_facts["load_state"] == "not-found":
             h.find(UNKNOWN, f"{job.unit}.timer does not exist (units not installed?)")
@@ -215,10 +220,47 @@ def _judge_state(h: JobHealth, state: dict[str, Any], now: float, fail_threshold
         h.notes.append(f"running for {format_age(now - float(running['since']))}")
 
 
+def timer_calendars(value: str | None) -> list[str]:
+    """The ``OnCalendar=`` expressions in force, from ``systemctl show -p TimersCalendar``
+    (``{ OnCalendar=*-*-* 02:15:00 ; next_elapse=… }``, one line per expression)."""
+    return re.findall(r"OnCalendar=(.*?) ; next_elapse=", value or "")
+
+
+def _seconds(span: str | None) -> float | None:
+    from .timespan import parse_timespan
+
+    try:
+        return parse_timespan(span) if span else None
+    except ValueError:
+        return None
+
+
+def _schedule(h: JobHealth, job: Any) -> tuple[Sequence[str], float | None]:
+    """What staleness is measured against: the timer's own ``OnCalendar=`` when systemd has
+    it loaded (an admin's drop-in may have moved the schedule), else the declaration."""
+    timer = h.facts.get("timer") or {}
+    if not timer.get("calendar"):
+        h.facts["schedule_source"] = "declaration"
+        return job.schedule, job.jitter
+    h.facts["schedule_source"] = "timer"
+    calendars, jitter = timer["calendar"], timer.get("randomized_delay_s")
+    from .unitgen.calendar import normalize
+
+    try:
+        declared = sorted(normalize(spec) for spec in job.schedule)
+    except Exception:  # noqa: BLE001 - only feeds a note; the timer's schedule is what counts
+        declared = None
+    if declared is not None and declared != sorted(calendars):
+        h.notes.append(f"schedule from {job.unit}.timer ({', '.join(calendars)}), not the declaration "
+                       f"({', '.join(job.schedule)}): a drop-in overrides it")
+    return calendars, jitter
+
+
 def _judge_staleness(h: JobHealth, job: Any, state: dict[str, Any], now: float, grace: float | None,
                      timer_since: float | None) -> None:
+    schedule, jitter = _schedule(h, job)
     try:
-        interval = expected_interval(job.schedule, job.jitter, base=now)
+        interval = expected_interval(schedule, jitter, base=now)
     except Exception as exc:  # CalendarError: no systemd-analyze, or a schedule it rejects
         h.find(UNKNOWN, f"cannot compute the expected interval: {exc}")
         return

@@ -85,6 +85,13 @@ def test_systemctl_show_blocks_and_timestamps():
     out = "Id=a.timer\nLoadState=loaded\nResult=\n\nId=b.timer\nLoadState=not-found\n"
     assert _blocks(out) == [{"Id": "a.timer", "LoadState": "loaded", "Result": ""},
                             {"Id": "b.timer", "LoadState": "not-found"}]
+    # a timer with two OnCalendar= lines: systemctl repeats TimersCalendar=, both are kept
+    two = ("Id=b.timer\nTimersCalendar={ OnCalendar=Mon *-*-* 03:00:00 ; next_elapse=@1796007600 }\n"
+           "TimersCalendar={ OnCalendar=*-*-* 02:15:00 ; next_elapse=Wed 2026-11-25 12:00:00 UTC }\n"
+           "RandomizedDelayUSec=5min\n")
+    block = _blocks(two)[0]
+    assert health.timer_calendars(block["TimersCalendar"]) == ["Mon *-*-* 03:00:00", "*-*-* 02:15:00"]
+    assert health.timer_calendars("") == [] and health.timer_calendars(None) == []
     assert timestamp("@1700000000") == 1700000000.0
     assert timestamp("Wed 2026-11-25 10:00:00 UTC") == 1795600800.0  # NextElapseUSecRealtime ignores --timestamp
     assert timestamp("n/a") is None and timestamp("") is None and timestamp("0") is None

@@ -132,6 +132,34 @@ def test_stale_last_success_is_warning_then_critical(jobs_installed: Sandbox):
     assert health(sb, "jrh_stale")[0] == 0
 
 
+def test_staleness_follows_a_drop_in_that_moved_the_timer(jobs_installed: Sandbox):
+    """An admin moved jrh_stale from hourly to every 4 hours with a drop-in: a success 3 h ago
+    is OK (it would be CRITICAL against the declared hourly), measured against the timer's
+    OnCalendar= in force, and the job's line says the timer overrides the declaration."""
+    sb = jobs_installed
+    path = "/var/lib/jobrunner/jrh_stale/state.json"
+    dropin = "/etc/systemd/system/jrh-stale.timer.d/zz-every-4h.conf"
+    state = json.loads(sb.read_file(path))
+    sb.write_file(dropin, "[Timer]\nOnCalendar=\nOnCalendar=*-*-* 00/4:00:00\n")
+    sb.daemon_reload()
+    try:
+        sb.write_file(path, json.dumps({**state, "last_success": time.time() - 3 * 3600}))
+        code, out = health(sb, "jrh_stale", "--json")
+        doc = json.loads(out)["jobs"][0]
+        assert (code, doc["status"]) == (0, "OK"), out
+        assert doc["schedule_source"] == "timer" and doc["timer"]["calendar"] == ["*-*-* 00/4:00:00"]
+        assert doc["expected_interval_s"] == 4 * 3600
+        assert any("a drop-in overrides it" in note for note in doc["notes"]), doc["notes"]
+    finally:
+        sb.run(["rm", "-rf", "/etc/systemd/system/jrh-stale.timer.d"])
+        sb.daemon_reload()
+        sb.write_file(path, json.dumps(state))
+    code, out = health(sb, "jrh_stale", "--json")
+    doc = json.loads(out)["jobs"][0]
+    assert code == 0 and doc["expected_interval_s"] == 3600 and doc["schedule_source"] == "timer"
+    assert not [n for n in doc["notes"] if "drop-in" in n]  # the timer and the declaration agree again
+
+
 def test_missing_unit_is_unknown_with_a_reason(jobs_installed: Sandbox):
     """A declared job whose units are not installed is UNKNOWN (3), saying so."""
     code, out = health(jobs_installed, "jrh_ghost")
