@@ -239,12 +239,13 @@ class Clients:
         out = self.ctx.run(argv, capture=True).stdout
         return [line.split("\t") for line in out.splitlines() if line]
 
-    def table_count(self, database: str) -> int:
+    def table_names(self, database: str) -> list[str]:
+        """The base tables (not views) of ``database``, sorted."""
         rows = self.query(
-            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = "
-            + sql_string(database) + " AND table_type = 'BASE TABLE'"
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+            + sql_string(database) + " AND table_type = 'BASE TABLE' ORDER BY table_name"
         )
-        return int(rows[0][0])
+        return [row[0] for row in rows]
 
     def dump_argv(self, database: str | None = None) -> list[str]:
         """A consistent InnoDB dump, streamed (``--single-transaction --quick``)."""

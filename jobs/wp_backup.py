@@ -117,7 +117,8 @@ def backup_set(ctx: Any, s: Settings, clients: Clients, *, kind: str) -> Path:
     ctx.log.info("backup.started", kind=kind, set=str(final), compress=s.compress, dump_tool=manifest["dump_tool"])
     started = time.monotonic()
     try:
-        manifest["tables"] = clients.table_count(clients.db.name)
+        manifest["table_names"] = clients.table_names(clients.db.name)
+        manifest["tables"] = len(manifest["table_names"])
         manifest["files"] = write_files(ctx, s, clients, partial, with_files=(kind == "full"))
     except (CommandFailed, OSError) as exc:
         _fail_write(ctx, s, partial, exc)
@@ -219,8 +220,10 @@ def verify(ctx: Any, set_dir: Path, manifest: dict[str, Any], clients: Clients) 
     clients.query(f"CREATE DATABASE {sql_ident(scratch)}")
     mysql = shlex.join(clients.argv("mysql", scratch))
     ctx.sh(f"{shlex.join(codec_for(dump).decompress)} {shlex.quote(str(set_dir / dump))} | {mysql}")
-    restored = clients.table_count(scratch)
-    ctx.log.info("backup.restore_checked", scratch_db=scratch, tables=restored, expected=manifest["tables"])
-    if restored != manifest["tables"]:
-        raise BackupError(f"the dump restored {restored} tables, the source had {manifest['tables']}")
+    restored = clients.table_names(scratch)
+    ctx.log.info("backup.restore_checked", scratch_db=scratch, tables=len(restored), expected=manifest["tables"])
+    if restored != manifest["table_names"]:
+        missing = sorted(set(manifest["table_names"]) - set(restored))
+        raise BackupError(f"the dump restored {len(restored)} tables, the source had {manifest['tables']}"
+                          + (f" (missing: {', '.join(missing[:10])})" if missing else ""))
     clients.query(f"DROP DATABASE IF EXISTS {sql_ident(scratch)}")

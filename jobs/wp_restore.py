@@ -11,6 +11,10 @@ Settings (besides the shared ones, WP_PATH and BACKUP_DIR):
   wp-config.php); created if missing. The restored wp-config.php is not rewritten.
 - ``RESTORE_FORCE=1``: restore a set whose manifest says it failed verification.
 - ``RESTORE_KEEP_OLD=1``: keep the replaced files in ``<target>/.pre-restore-<id>/``.
+- ``RESTORE_DROP_EXTRA=1``: drop the tables with the site's ``$table_prefix`` that were
+  created after the backup (the set lists its tables), so the database is exactly as backed
+  up. Without it they are kept and logged (``restore.extra_tables``); tables of another
+  prefix are always kept.
 
 Order: every checksum of the manifest is checked first (nothing is touched on a mismatch);
 the archive is extracted into ``<target>/.restore-<id>/`` (same filesystem, so the switch is
@@ -88,7 +92,7 @@ def wp_restore(ctx):
     config_dir = target if (target / "wp-config.php").is_file() else s.wp_path
     clients = Clients(ctx, read_wp_config(config_dir))
     dump = next(n for n in manifest["files"] if n.startswith("db.sql"))
-    restore_database(ctx, clients, set_dir / dump, ctx.env.get("RESTORE_DB") or clients.db.name, manifest.get("tables"))
+    restore_database(ctx, clients, set_dir / dump, ctx.env.get("RESTORE_DB") or clients.db.name, manifest)
     ctx.log.info("restore.done", set=str(set_dir), target=str(target))
 
 
@@ -139,14 +143,41 @@ def restore_files(ctx: Any, archive: Path, target: Path) -> None:
     ctx.log.info("restore.files_done", target=str(target), replaced_entries=moved)
 
 
-def restore_database(ctx: Any, clients: Clients, dump: Path, database: str, expected: int | None) -> None:
+def restore_database(ctx: Any, clients: Clients, dump: Path, database: str, manifest: dict[str, Any]) -> None:
     clients.query(f"CREATE DATABASE IF NOT EXISTS {sql_ident(database)}")
     mysql = shlex.join(clients.argv("mysql", database))
     ctx.sh(f"{shlex.join(codec_for(dump.name).decompress)} {shlex.quote(str(dump))} | {mysql}")
-    tables = clients.table_count(database)
-    ctx.log.info("restore.db_done", database=database, tables=tables, expected=expected)
-    if expected is not None and tables < expected:
-        raise RestoreError(f"database {database} has {tables} tables after the restore, the backup had {expected}")
-    if expected is not None and tables > expected:
-        ctx.log.warning("restore.extra_tables", database=database, extra=tables - expected,
-                        reason="tables created after the backup were left in place")
+    tables = clients.table_names(database)
+    expected = manifest.get("tables")
+    ctx.log.info("restore.db_done", database=database, tables=len(tables), expected=expected)
+    backed_up = manifest.get("table_names")
+    if backed_up is not None:
+        missing = sorted(set(backed_up) - set(tables))
+        if missing:
+            raise RestoreError(f"database {database} lacks {len(missing)} table(s) of the backup after the restore: "
+                               f"{', '.join(missing[:10])}")
+        drop_extra_tables(ctx, clients, database, sorted(set(tables) - set(backed_up)))
+    elif expected is not None and len(tables) < expected:
+        raise RestoreError(f"database {database} has {len(tables)} tables after the restore, the backup had {expected}")
+    elif expected is not None and len(tables) > expected:
+        ctx.log.warning("restore.extra_tables", database=database, extra=len(tables) - expected,
+                        reason="tables created after the backup were left in place (this set lists no table names)")
+
+
+def drop_extra_tables(ctx: Any, clients: Clients, database: str, extra: list[str]) -> None:
+    """Tables that exist now but were not in the backup: created after it (a plugin installed
+    since, say). With RESTORE_DROP_EXTRA=1 those with the site's ``$table_prefix`` are dropped,
+    so the database is as it was; tables of other prefixes (another site sharing the database)
+    are never touched. Without it they are kept and listed."""
+    if not extra:
+        return
+    prefix = clients.db.prefix
+    ours = [t for t in extra if t.startswith(prefix)]
+    if ctx.env.get("RESTORE_DROP_EXTRA") == "1" and ours:
+        clients.query(f"DROP TABLE IF EXISTS {', '.join(sql_ident(t) for t in ours)}", database)
+        ctx.log.info("restore.extra_dropped", database=database, tables=ours)
+        extra = [t for t in extra if t not in ours]
+    if extra:
+        hint = ("not this site's prefix: kept" if ctx.env.get("RESTORE_DROP_EXTRA") == "1"
+                else f"kept; RESTORE_DROP_EXTRA=1 drops those with the prefix {prefix!r}")
+        ctx.log.warning("restore.extra_tables", database=database, extra=len(extra), tables=extra[:20], reason=hint)

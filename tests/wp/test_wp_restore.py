@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 
 import pytest
 
@@ -73,3 +74,32 @@ def test_restore_needs_a_set(site_env):
     run = site_env.run("wp_restore")
     assert run.returncode == 78
     assert "RESTORE_SET" in run.stderr + run.stdout
+
+
+def test_tables_created_after_the_backup(site_env, wp_stack):
+    """Tables made after the backup are kept and listed by default; RESTORE_DROP_EXTRA=1 drops
+    the site's own (its $table_prefix) so the database is as backed up, never another prefix's."""
+    assert site_env.run("wp_backup").returncode == 0
+    [set_dir] = site_env.sets()
+    db = json.loads((set_dir / "manifest.json").read_text())["database"]
+    ours, theirs = f"{stack.TABLE_PREFIX}plugin_since", "othersite_posts"
+    for table in (ours, theirs):
+        wp_stack.db.sql(f"CREATE TABLE `{table}` (id INT PRIMARY KEY)", db)
+
+    def tables() -> set[str]:
+        return set(wp_stack.db.sql("SHOW TABLES", db).split())
+
+    try:
+        kept = site_env.run("wp_restore", RESTORE_SET="latest")
+        assert kept.returncode == 0, kept.stdout[-3000:]
+        assert kept.event("restore.extra_tables")["tables"] == sorted([ours, theirs])
+        assert {ours, theirs} <= tables()
+
+        dropped = site_env.run("wp_restore", RESTORE_SET="latest", RESTORE_DROP_EXTRA="1")
+        assert dropped.returncode == 0, dropped.stdout[-3000:]
+        assert dropped.event("restore.extra_dropped")["tables"] == [ours]
+        assert dropped.event("restore.extra_tables")["tables"] == [theirs]
+        assert ours not in tables() and theirs in tables()
+        assert len(tables()) == 13  # the backup's 12 and the other site's one
+    finally:
+        wp_stack.db.sql(f"DROP TABLE IF EXISTS `{ours}`, `{theirs}`", db)
