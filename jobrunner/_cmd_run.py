@@ -30,6 +30,12 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
                             help="take a lock (default name: NAME; an absolute path locks that file)")
         parser.add_argument("--lock-wait", metavar="SPAN", help="wait up to SPAN for the lock (implies --lock)")
         parser.add_argument("--shared", action="store_true", help="take the lock shared (flock -s)")
+        parser.add_argument("--redis", nargs="?", const=True, default=None, metavar="URL",
+                            help="take the lock as a lease in Redis, so one server of a fleet runs it "
+                                 "(default URL: $JOBRUNNER_REDIS_URL; a URL with a password belongs there, not here)")
+        parser.add_argument("--lock-ttl", default="60s", metavar="SPAN", help="the Redis lease's TTL (default 60s)")
+        parser.add_argument("--redis-unavailable", choices=("fail", "local"), default="fail",
+                            help="Redis unreachable at start: fail the run (default) or take the file lock")
         parser.add_argument("--timeout", metavar="SPAN", help="kill the command's tree after SPAN (e.g. 2h)")
         parser.add_argument("--retry", type=int, default=1, metavar="N", help="try up to N times in all")
         parser.add_argument("--retry-delay", default="10s", metavar="SPAN")
@@ -48,9 +54,13 @@ def _exec_job(args: argparse.Namespace) -> Any:
     if not command:
         raise UsageError("exec needs a command after '--' (e.g. jobrunner exec backup -- /usr/local/bin/backup.sh)")
     lock: Any = None
-    if args.lock or args.lock_wait or args.shared:
+    if isinstance(args.redis, str) and _has_password(args.redis):
+        raise UsageError("--redis: a URL with a password on the command line is visible to every user (ps, "
+                         "systemctl status); put it in JOBRUNNER_REDIS_URL in an env file and pass --redis alone")
+    if args.lock or args.lock_wait or args.shared or args.redis:
         name = args.lock if isinstance(args.lock, str) else None
-        lock = Lock(name=name, wait=args.lock_wait, shared=args.shared)
+        lock = Lock(name=name, wait=args.lock_wait, shared=args.shared, redis=args.redis, ttl=args.lock_ttl,
+                    unavailable=args.redis_unavailable)
     cwd = args.cwd
 
     def wrapped(ctx: Any) -> None:
@@ -59,6 +69,15 @@ def _exec_job(args: argparse.Namespace) -> Any:
     wrapped.__module__ = "jobrunner.exec"
     retry = Retry(attempts=args.retry, backoff="fixed", delay=args.retry_delay) if args.retry > 1 else None
     return job(name=args.name, lock=lock, timeout=args.timeout, retry=retry)(wrapped)
+
+
+def _has_password(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:
+        return False
 
 
 def main(args: argparse.Namespace, command: str) -> int:

@@ -227,3 +227,39 @@ def test_redis_is_imported_only_by_jobs_with_a_redis_lock(launcher, tmp_path):
     assert "jobrunner.locks" in loaded
     assert "redis" not in loaded and "jobrunner.redislock" not in loaded
 
+
+
+def test_exec_wraps_a_script_under_a_redis_lease(launcher, redis_server, tmp_path):
+    """`jobrunner exec NAME --redis -- script` on two "servers" (each its own lock dir, so only
+    Redis can exclude them): the second exits 75 naming the Redis key; the first's script ran
+    and its exit status passes through; the lease is released."""
+    redis_server.client().flushdb()
+    started = tmp_path / "started"
+    script = f"touch {started}; sleep 2; exit 3"
+
+    def env(server: str) -> dict[str, str]:
+        return {**launcher.env(JOBRUNNER_REDIS_URL=redis_server.url), "JOBRUNNER_LOCK_DIR": str(tmp_path / server)}
+
+    holder = launcher.start("exec", "legacy-sync", "--redis", "--lock-ttl", "3s", "--", "sh", "-c", script,
+                            env=env("s1"))
+    assert wait_for(started.exists, 15), "the holder's script never started"
+    busy = launcher.run("exec", "legacy-sync", "--redis", "--", "sh", "-c", "echo must-not-run", env=env("s2"))
+    assert busy.returncode == 75, busy.stdout
+    assert busy.event("lock.busy")["path"] == "jobrunner:lock:legacy-sync"
+    assert "must-not-run" not in busy.stdout
+    done = launcher.finish(holder)
+    assert done.returncode == 3, done.stdout  # the script's own status, as exec promises
+    assert redis_server.client().get("jobrunner:lock:legacy-sync") is None
+
+
+def test_exec_redis_fallback_and_a_password_on_the_command_line(launcher, tmp_path):
+    """--redis-unavailable local runs on the file lock when Redis is down; a URL with a password
+    as --redis's argument is refused (exit 64, usage, one line) before anything runs or is logged."""
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    run = launcher.run("exec", "legacy", "--redis", down, "--redis-unavailable", "local", "--", "true")
+    assert run.returncode == 0, run.stdout
+    assert run.event("lock.acquired")["path"].endswith("legacy.lock") and "lock.fallback_local" in run.names()
+    refused = launcher.run("exec", "legacy", "--redis", f"redis://:Pw-on-argv@127.0.0.1:{free_port()}/0", "--", "true")
+    assert refused.returncode == 64 and "JOBRUNNER_REDIS_URL" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not refused.stdout
+    assert "Pw-on-argv" not in refused.stderr
