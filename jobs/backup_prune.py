@@ -30,7 +30,8 @@ from typing import Any
 
 from jobrunner import Lock, job
 
-from jobs._wp import BACKUP_LOCK, DEFAULT_BACKUP_DIR, BackupSet, list_sets, settings
+from jobs._backupsets import BACKUP_LOCK, BackupSet, list_sets
+from jobs._wp import DEFAULT_BACKUP_DIR, settings
 
 PARTIAL_MAX_AGE_S = 86400
 WRITERS = {"full": "wp_backup", "db": "wp_db_export"}

@@ -32,23 +32,25 @@ from typing import Any
 
 from jobrunner import CommandFailed, job
 
-from jobs._wp import (
+from jobs._backupsets import (
     CODECS,
-    DEFAULT_BACKUP_DIR,
     MANIFEST,
-    Clients,
     FileFollower,
-    Settings,
     check_manifest,
     codec_for,
     fsync_path,
     hold_backup_lock,
+    set_name,
+    write_json_durably,
+)
+from jobs._wp import (
+    DEFAULT_BACKUP_DIR,
+    Clients,
+    Settings,
     read_wp_config,
     require_site,
-    set_name,
     settings,
     sql_ident,
-    write_json_durably,
     wp_command,
 )
 

@@ -34,20 +34,8 @@ from typing import Any
 
 from jobrunner import ConfigError, Lock, job
 
-from jobs._wp import (
-    BACKUP_LOCK,
-    DEFAULT_WP_PATH,
-    MANIFEST,
-    Clients,
-    Settings,
-    check_manifest,
-    codec_for,
-    list_sets,
-    read_set,
-    read_wp_config,
-    settings,
-    sql_ident,
-)
+from jobs._backupsets import BACKUP_LOCK, MANIFEST, check_manifest, codec_for, list_sets, read_set
+from jobs._wp import DEFAULT_WP_PATH, Clients, Settings, read_wp_config, settings, sql_ident
 
 
 class RestoreError(RuntimeError):
