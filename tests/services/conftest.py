@@ -189,7 +189,12 @@ class AcmeServer:
 
 @pytest.fixture
 def acme_server(procs: Procs, tmp_path: Path) -> AcmeServer:
-    """pebble on 127.0.0.1 with a throwaway CA; every challenge passes (PEBBLE_VA_ALWAYS_VALID)."""
+    """pebble on 127.0.0.1 with a throwaway CA; every challenge passes (PEBBLE_VA_ALWAYS_VALID).
+
+    PEBBLE_WFE_NONCEREJECT=0: by default pebble rejects 5 % of valid nonces to exercise client
+    retries, and Debian 12's certbot 2.1 on Python 3.11 crashes on any ACME error response
+    ("AttributeError: can't set attribute", certbot issue #9539) instead of retrying: the
+    tests would fail at random."""
     need("pebble", "openssl")
     ca_dir = tmp_path / "acme-ca"
     ca_dir.mkdir()
@@ -209,7 +214,8 @@ def acme_server(procs: Procs, tmp_path: Path) -> AcmeServer:
     }}
     (ca_dir / "pebble.json").write_text(json.dumps(config))
     proc = procs.start(["pebble", "-config", str(ca_dir / "pebble.json")], name="pebble",
-                       env=service_env(PEBBLE_VA_ALWAYS_VALID="1", PEBBLE_VA_NOSLEEP="1"))
+                       env=service_env(PEBBLE_VA_ALWAYS_VALID="1", PEBBLE_VA_NOSLEEP="1",
+                                       PEBBLE_WFE_NONCEREJECT="0"))
     wait_port(port, proc)
     return AcmeServer(dir_url=f"https://127.0.0.1:{port}/dir", ca=ca_dir / "ca.pem")
 

@@ -114,8 +114,10 @@ def test_certbot_renew_unit_renews_keeps_key_group_and_reloads_once(units, acme_
     sb = units
     ca = "/etc/jobrunner/acme-test-ca.pem"
     sb.run(["sh", "-c", f"mkdir -p /etc/jobrunner && cat > {ca}"], input=acme_server.ca.read_text())
-    sb.run(["env", f"REQUESTS_CA_BUNDLE={ca}", *certonly_argv(acme_server.dir_url, free_port(), DOMAIN)],
-           timeout=120)
+    obtain = sb.run(["env", f"REQUESTS_CA_BUNDLE={ca}", *certonly_argv(acme_server.dir_url, free_port(), DOMAIN)],
+                    check=False, timeout=120)
+    assert obtain.returncode == 0, obtain.stdout + obtain.stderr + sb.run(
+        "tail -n 60 /var/log/letsencrypt/letsencrypt.log", check=False).stdout
     # the key readable by a service's group (the case where certbot must chown the new key)
     sb.run(f"chgrp www-data {LIVE}/privkey.pem && chmod 0640 {LIVE}/privkey.pem")
     settings = {"REQUESTS_CA_BUNDLE": ca, "RELOAD_COMMAND": f"systemctl reload {PROBE}"}
