@@ -9,6 +9,11 @@ Settings, from the environment or ``/etc/default/certbot-renew``:
   ``--server``, ``--cert-name example.com`` …)
 - ``CERTBOT_EXTRA_ARGS``: more of the same, meant for one-off runs (``--force-renewal``,
   ``--dry-run``) by ``jobrunner run jobs.certbot_renew --env-file …``
+- ``CERTBOT_RETRIES`` (default 1, at most 5): when certbot fails, run it again this many
+  times, ``CERTBOT_RETRY_DELAY`` (default ``2min``) apart, while the job's timeout leaves room.
+  A CA hiccup (a 503, a dropped connection, the ``badNonce`` answer that Debian 12's certbot
+  crashes on) then costs a retry, not an alert at 03:00. Each retry renews only what is still
+  due, and two attempts stay far inside Let's Encrypt's failed-validation limit (5 per hour).
 
 How "renewed" is known: the job passes certbot a ``--deploy-hook`` that appends
 ``$RENEWED_LINEAGE`` to a private marker file. certbot runs deploy hooks once per certificate
@@ -29,10 +34,23 @@ import os
 import shlex
 import shutil
 import tempfile
+import time
 
 from jobrunner import ConfigError, job
+from jobrunner.timespan import parse_timespan
 
 DEFAULT_RELOAD = "systemctl reload nginx"
+
+
+def _retries(ctx) -> tuple[int, float]:
+    raw = ctx.env.get("CERTBOT_RETRIES", "1").strip() or "1"
+    if not raw.isdigit() or int(raw) > 5:
+        raise ConfigError(f"CERTBOT_RETRIES={raw!r}: must be a whole number from 0 to 5")
+    delay = ctx.env.get("CERTBOT_RETRY_DELAY", "2min")
+    try:
+        return int(raw), parse_timespan(delay)
+    except ValueError as exc:
+        raise ConfigError(f"CERTBOT_RETRY_DELAY={delay!r}: {exc}") from None
 
 
 def _words(ctx, name: str, default: str = "") -> list[str]:
@@ -79,7 +97,17 @@ def certbot_renew(ctx):
     hook = f'printf "%s\\n" "$RENEWED_LINEAGE" >> {shlex.quote(marker)}'
     argv = ["certbot", "renew", "--non-interactive", "--no-random-sleep-on-renew", "--deploy-hook", hook,
             *_words(ctx, "CERTBOT_ARGS"), *_words(ctx, "CERTBOT_EXTRA_ARGS")]
-    result = ctx.run(argv, check=False)
+    retries, delay = _retries(ctx)
+    for attempt in range(1, retries + 2):
+        result = ctx.run(argv, check=False)
+        if result.returncode == 0 or ctx.dry_run or attempt > retries:
+            break
+        left = ctx.remaining()
+        if left is not None and left < delay + 60:
+            ctx.log.warning("certbot.no_retry", reason=f"{left:.0f}s left before the job's timeout")
+            break
+        ctx.log.warning("certbot.retrying", attempt=attempt, exit_code=result.returncode, delay_s=delay)
+        time.sleep(delay)
     if ctx.dry_run:
         ctx.log.info("certbot.dry_run", reload=reload_cmd)
         return

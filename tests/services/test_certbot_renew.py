@@ -59,11 +59,45 @@ def test_failed_reload_fails_the_run(launcher, pebble: Acme, tmp_path: Path):
 
 
 def test_certbot_failure_fails_without_reload(launcher, pebble: Acme, tmp_path: Path):
-    """certbot cannot reach the CA (wrong CA bundle): exit 1, nothing renewed, no reload."""
+    """certbot cannot reach the CA (wrong CA bundle), also on its one retry: exit 1, nothing
+    renewed, no reload."""
     reload_cmd, record = _reload_script(tmp_path)
-    env = _env(launcher, pebble, reload_cmd, CERTBOT_EXTRA_ARGS="--force-renewal")
+    env = _env(launcher, pebble, reload_cmd, CERTBOT_EXTRA_ARGS="--force-renewal", CERTBOT_RETRY_DELAY="1s")
     env["REQUESTS_CA_BUNDLE"] = "/etc/ssl/certs/ca-certificates.crt"
     run = launcher.run("run", "jobs.certbot_renew", env=env, timeout=120)
     assert run.returncode == 1
     assert "certbot renew exited with status 1" in run.event("job.failed")["exception"]["message"]
+    assert [e["attempt"] for e in run.events if e["event"] == "certbot.retrying"] == [1]
+    assert [e["argv"][0] for e in run.events if e["event"] == "proc.started"] == ["certbot", "certbot"]
     assert not record.exists()
+
+
+def test_a_failed_attempt_is_retried_and_the_renewal_completes(launcher, pebble: Acme, tmp_path: Path):
+    """The CA is unreachable on the first attempt (its CA file appears only after certbot
+    failed): certbot.retrying, then the retry renews and the reload runs once; exit 0."""
+    reload_cmd, record = _reload_script(tmp_path)
+    late_ca = tmp_path / "late-ca.pem"
+    env = _env(launcher, pebble, reload_cmd, CERTBOT_EXTRA_ARGS="--force-renewal", CERTBOT_RETRY_DELAY="2s")
+    env["REQUESTS_CA_BUNDLE"] = str(late_ca)
+    before = pebble.cert_serial()
+    proc = launcher.start("run", "jobs.certbot_renew", env=env)
+    seen = []
+    for line in proc.stdout:  # streamed: the retry's sleep gives time to put the CA in place
+        seen.append(line)
+        if '"event":"certbot.retrying"' in line:
+            late_ca.write_bytes(pebble.ca.read_bytes())
+            break
+    assert late_ca.exists(), "".join(seen)
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(seen) + rest + err
+    assert pebble.cert_serial() != before
+    assert record.read_text() == "reloaded nginx\n"
+
+
+def test_bad_retry_settings_are_config_errors(launcher, pebble: Acme, tmp_path: Path):
+    """CERTBOT_RETRIES / CERTBOT_RETRY_DELAY that make no sense: exit 78 naming them, certbot not run."""
+    for name, value in (("CERTBOT_RETRIES", "lots"), ("CERTBOT_RETRIES", "9"), ("CERTBOT_RETRY_DELAY", "soon")):
+        run = launcher.run("run", "jobs.certbot_renew", env=_env(launcher, pebble, "true", **{name: value}))
+        assert run.returncode == 78, run.stdout
+        assert name in run.event("job.failed")["exception"]["message"]
+        assert "proc.started" not in run.names()
