@@ -7,6 +7,9 @@ runs by hand) read through ``ctx.env``:
 - ``WP_PATH`` (``/var/www/html``): the WordPress directory (where wp-config.php is).
 - ``WP_SITE``: the name backup sets carry (default: the name of ``WP_PATH``'s directory, or
   ``wordpress`` for generic names such as ``html``).
+- ``WP_CONFIG``: the PHP file that defines DB_NAME, DB_USER, DB_PASSWORD (default:
+  ``wp-config.php`` in ``WP_PATH`` or one directory up). Needed with Debian's ``wordpress``
+  package, whose wp-config.php only dispatches to ``/etc/wordpress/config-<host>.php``.
 - ``WP_CLI``: path of ``wp``; unset: ``wp`` on ``PATH`` if there is one, else the direct path
   (mysql clients and php with credentials from wp-config.php).
 - ``BACKUP_DIR`` (``/mnt/backups``), ``BACKUP_COMPRESS`` (``zstd`` | ``gzip``; default zstd when
@@ -49,6 +52,7 @@ class Settings:
     keep_weekly: int
     keep_monthly: int
     wp_cli: str | None
+    wp_config: Path | None = None  # WP_CONFIG: where the DB_* defines are, when not wp-config.php
 
 
 def _count(env: dict[str, str], key: str, default: int) -> int:
@@ -77,6 +81,7 @@ def settings(ctx: Any) -> Settings:
         keep_weekly=_count(env, "KEEP_WEEKLY", 4),
         keep_monthly=_count(env, "KEEP_MONTHLY", 6),
         wp_cli=find_wp_cli(env),
+        wp_config=Path(env["WP_CONFIG"]) if env.get("WP_CONFIG", "").strip() else None,
     )
 
 
@@ -98,6 +103,8 @@ def wp_command(ctx: Any, s: Settings, *args: str) -> list[str]:
 
 
 def require_site(s: Settings) -> None:
+    if s.wp_config is not None and not s.wp_config.is_file():
+        raise ConfigError(f"WP_CONFIG={str(s.wp_config)!r}: no such file")
     if not (s.wp_path / "wp-config.php").is_file() and not (s.wp_path.parent / "wp-config.php").is_file():
         raise ConfigError(f"WP_PATH={str(s.wp_path)!r}: no wp-config.php there (is WordPress installed?)")
 
@@ -188,11 +195,14 @@ def parse_db_host(value: str) -> tuple[str, int | None, str | None]:
     return host or "localhost", port, socket
 
 
-def read_wp_config(wp_path: Path) -> Database:
-    """DB_NAME, DB_USER, DB_PASSWORD, DB_HOST and ``$table_prefix`` from wp-config.php
-    (WordPress also looks one directory up)."""
-    path = wp_path / "wp-config.php"
-    if not path.is_file() and (wp_path.parent / "wp-config.php").is_file():
+_DEBIAN_DISPATCH = "/etc/wordpress/config-"
+
+
+def read_wp_config(wp_path: Path, config: Path | None = None) -> Database:
+    """DB_NAME, DB_USER, DB_PASSWORD, DB_HOST and ``$table_prefix`` from ``config``
+    (WP_CONFIG), else from wp-config.php (WordPress also looks one directory up)."""
+    path = config or wp_path / "wp-config.php"
+    if config is None and not path.is_file() and (wp_path.parent / "wp-config.php").is_file():
         path = wp_path.parent / "wp-config.php"
     try:
         source = _strip_comments(path.read_text(errors="replace"))
@@ -200,6 +210,9 @@ def read_wp_config(wp_path: Path) -> Database:
         raise ConfigError(f"{path}: {exc.strerror}") from None
     found = {m.group(2): _php_string(m.group(3)) for m in _DEFINE.finditer(source)}
     missing = [k for k in ("DB_NAME", "DB_USER", "DB_PASSWORD") if k not in found]
+    if missing and config is None and _DEBIAN_DISPATCH in source:
+        raise ConfigError(f"{path} is Debian's wordpress dispatcher: set WP_CONFIG to the file with the "
+                          f"database settings, e.g. WP_CONFIG={_DEBIAN_DISPATCH}<host>.php")
     if missing:
         raise ConfigError(f"{path}: no string literal for {', '.join(missing)} (install wp-cli, or define them literally)")
     host, port, socket = parse_db_host(found.get("DB_HOST", "localhost"))

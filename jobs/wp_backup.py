@@ -93,7 +93,7 @@ def run_backup(ctx: Any, *, kind: str) -> None:
     """The body of wp_backup (kind "full") and wp_db_export (kind "db")."""
     s = settings(ctx)
     require_site(s)
-    clients = Clients(ctx, read_wp_config(s.wp_path))
+    clients = Clients(ctx, read_wp_config(s.wp_path, s.wp_config))
     if ctx.dry_run:
         ctx.log.info("backup.planned", kind=kind, site=s.site, backup_dir=str(s.backup_dir), compress=s.compress)
         return

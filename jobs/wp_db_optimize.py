@@ -32,6 +32,6 @@ def wp_db_optimize(ctx):
         ctx.run(wp_command(ctx, s, "db", "optimize"), cwd=s.wp_path)
         ctx.log.info("wp.db_optimized", via="wp-cli")
         return
-    clients = Clients(ctx, read_wp_config(s.wp_path))
+    clients = Clients(ctx, read_wp_config(s.wp_path, s.wp_config))
     ctx.run(clients.argv("mysqlcheck", "--optimize", clients.db.name))
     ctx.log.info("wp.db_optimized", via="mysqlcheck", database=clients.db.name)

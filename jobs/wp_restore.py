@@ -77,8 +77,9 @@ def wp_restore(ctx):
     archive = next((n for n in manifest["files"] if n.startswith("files.tar")), None)
     if archive:
         restore_files(ctx, set_dir / archive, target)
-    config_dir = target if (target / "wp-config.php").is_file() else s.wp_path
-    clients = Clients(ctx, read_wp_config(config_dir))
+    # the credentials: WP_CONFIG when set, else the restored wp-config.php, else the live one
+    config_dir = target if (target / "wp-config.php").is_file() and not s.wp_config else s.wp_path
+    clients = Clients(ctx, read_wp_config(config_dir, s.wp_config))
     dump = next(n for n in manifest["files"] if n.startswith("db.sql"))
     restore_database(ctx, clients, set_dir / dump, ctx.env.get("RESTORE_DB") or clients.db.name, manifest)
     ctx.log.info("restore.done", set=str(set_dir), target=str(target))

@@ -112,3 +112,33 @@ def test_wp_cli_setting_must_be_executable(wp_env, tmp_path):
     run = wp_env.run("wp_cron", WP_CLI=str(tmp_path / "nope"))
     assert run.returncode == 78
     assert not wp_env.backup_dir.exists()
+
+
+DEBIAN_DISPATCHER = "/usr/share/wordpress/wp-config.php"  # from Debian's wordpress package
+
+
+def test_debian_dispatcher_layout_needs_and_uses_wp_config(site_env, site, tmp_path):
+    """A site whose wp-config.php is Debian's dispatcher (the real file of the wordpress package)
+    and whose credentials live in a config-<host>.php elsewhere: without WP_CONFIG the database
+    jobs exit 78 naming it; with WP_CONFIG the export is verified and optimize runs."""
+    if not os.path.isfile(DEBIAN_DISPATCHER):
+        pytest.skip("Debian's wordpress package is not installed (see .ci/run)")
+    etc = tmp_path / "etc-wordpress"
+    etc.mkdir()
+    host_config = etc / "config-blog.example.test.php"
+    os.rename(site / "wp-config.php", host_config)
+    (site / "wp-config.php").write_text(open(DEBIAN_DISPATCHER).read())
+
+    refused = site_env.run("wp_db_export")
+    assert refused.returncode == 78, refused.stdout[-2000:]
+    message = refused.event("job.failed")["exception"]["message"]
+    assert "Debian's wordpress dispatcher" in message and "WP_CONFIG=/etc/wordpress/config-" in message
+
+    export = site_env.run("wp_db_export", WP_CONFIG=str(host_config))
+    assert export.returncode == 0, export.stdout[-3000:]
+    assert export.event("backup.verified")
+    optimize = site_env.run("wp_db_optimize", WP_CONFIG=str(host_config))
+    assert optimize.returncode == 0, optimize.stdout[-3000:]
+    assert optimize.event("wp.db_optimized")["via"] == "mysqlcheck"
+    missing = site_env.run("wp_db_export", WP_CONFIG=str(etc / "config-nope.php"))
+    assert missing.returncode == 78 and "WP_CONFIG=" in missing.event("job.failed")["exception"]["message"]
