@@ -2,8 +2,8 @@
 
 ``show_units(["a.timer", "a.service"], ["LoadState", ...])`` asks once for many units and
 returns ``{unit: {property: value}}`` (a property systemd repeats, such as a timer's
-``TimersCalendar=`` for each ``OnCalendar=``, has its values joined by newlines). Most timestamps come as ``@<epoch>``
-(``--timestamp=unix``, systemd >= 251), but systemd 252 prints a timer's
+``TimersCalendar=`` for each ``OnCalendar=``, has its values joined by newlines). Most
+timestamps come as ``@<epoch>`` (``--timestamp=unix``, systemd >= 251), but systemd 252 prints a timer's
 ``NextElapseUSecRealtime`` in its calendar form whatever the option says, so ``TZ=UTC`` is set
 and :func:`timestamp` reads both (and the empty/``n/a`` of "never"). A unit systemd does not
 know is still answered, with ``LoadState=not-found``.

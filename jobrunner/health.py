@@ -14,8 +14,8 @@ Per job, the findings (the job's status is the worst of them):
 - staleness (scheduled jobs): ``interval`` = the longest gap between the next 9 elapses of the
   schedule (``systemd-analyze calendar``) + jitter. The schedule is the timer's own
   ``OnCalendar=`` and ``RandomizedDelaySec=`` where systemd has the timer loaded (a drop-in
-  may have moved it; a note says so), else the declaration's; ``stale_after = interval + grace + the
-  longest recent duration`` (grace: ``--grace`` or max(10% of interval, 5min)). No success for
+  may have moved it; a note says so), else the declaration's. ``stale_after = interval +
+  grace + the longest recent duration`` (grace: ``--grace`` or max(10% of interval, 5min)). No success for
   ``stale_after`` → WARNING, for ``2 × stale_after`` → CRITICAL. A job that never succeeded
   is measured from its timer's activation; without that (no systemd) it is WARNING "never ran".
 
