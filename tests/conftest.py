@@ -155,6 +155,24 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
     return bool(predicate())
 
 
+def ledger_entries(path: Path) -> list[tuple[str, str, int]]:
+    """A critical-section ledger (lines ``in|out WHO MONOTONIC_NS``, appended with O_APPEND by
+    the runs under test) as ``(kind, who, ns)`` in the order written; empty if none yet."""
+    if not path.exists():
+        return []
+    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    return [(kind, who, int(ns)) for kind, who, ns in rows]
+
+
+def overlaps(entries: list[tuple[str, str, int]]) -> int:
+    """How many runs more than one were inside the critical section at the worst moment."""
+    inside, worst = 0, 0
+    for kind, _, _ in entries:
+        inside += 1 if kind == "in" else -1
+        worst = max(worst, inside)
+    return max(0, worst - 1)
+
+
 def pid_alive(pid: int) -> bool:
     """A live, non-zombie process."""
     try:

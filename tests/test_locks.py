@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from .conftest import wait_for
+from .conftest import ledger_entries, overlaps, wait_for
 
 from jobrunner.errors import LockBusy
 from jobrunner.locks import FileLock
@@ -28,15 +28,6 @@ CRITICAL = """
 """
 
 
-def overlaps(ledger) -> int:
-    """Count moments where more than one run was inside the critical section."""
-    inside, worst = 0, 0
-    for line in ledger.read_text().splitlines():
-        inside += 1 if line.startswith("in ") else -1
-        worst = max(worst, inside)
-    return max(0, worst - 1)
-
-
 @pytest.mark.slow
 def test_fifty_concurrent_launches_never_overlap(launcher, tmp_path):
     """50 concurrent launches: runs never overlap; every other launch exits 75."""
@@ -47,7 +38,7 @@ def test_fifty_concurrent_launches_never_overlap(launcher, tmp_path):
     codes = [launcher.finish(p).returncode for p in procs]
     assert set(codes) <= {0, 75}
     assert codes.count(0) >= 1
-    assert overlaps(ledger) == 0
+    assert overlaps(ledger_entries(ledger)) == 0
     assert ledger.read_text().count("in ") == codes.count(0)
 
 
@@ -74,7 +65,7 @@ def test_waiter_gets_lock_when_holder_ends(launcher, tmp_path):
     assert launcher.finish(holder).returncode == 0
     assert waiter.returncode == 0
     assert "lock.waiting" in waiter.names()
-    assert overlaps(ledger) == 0
+    assert overlaps(ledger_entries(ledger)) == 0
 
 
 def test_waiter_times_out_with_75(launcher, tmp_path):

@@ -12,7 +12,7 @@ import signal
 import time
 
 import pytest
-from .conftest import wait_for
+from .conftest import ledger_entries, overlaps, wait_for
 from .test_redislock import free_port, own_redis, redis_server  # noqa: F401  (fixtures)
 
 pytest.importorskip("redis")
@@ -39,28 +39,13 @@ CRITICAL = """
 """
 
 
-def ledger_entries(ledger) -> list[tuple[str, str, float]]:
-    """(in|out, server, monotonic seconds) in the order written."""
-    if not ledger.exists():
-        return []
-    rows = [line.split() for line in ledger.read_text().splitlines() if line.strip()]
-    return [(kind, server, int(ns) / 1e9) for kind, server, ns in rows]
-
-
-def overlaps(entries) -> int:
-    inside, worst = 0, 0
-    for kind, _, _ in entries:
-        inside += 1 if kind == "in" else -1
-        worst = max(worst, inside)
-    return max(0, worst - 1)
-
-
 def entered(entries, server: str) -> float:
-    return next(t for kind, s, t in entries if kind == "in" and s == server)
+    """When SERVER entered, in time.monotonic() seconds."""
+    return next(ns / 1e9 for kind, s, ns in entries if kind == "in" and s == server)
 
 
 def left(entries, server: str) -> float:
-    return next(t for kind, s, t in entries if kind == "out" and s == server)
+    return next(ns / 1e9 for kind, s, ns in entries if kind == "out" and s == server)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import pid_alive, wait_for
+from .conftest import ledger_entries, pid_alive, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -45,13 +45,8 @@ WAVE_SIZE = 20
 
 
 def _ledger(path: Path) -> list[tuple[str, int, int]]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        kind, pid, ts = line.split()
-        rows.append((kind, int(pid), int(ts)))
-    return rows
+    """The ledger with its writers' pids as ints, to match the processes started."""
+    return [(kind, int(pid), ns) for kind, pid, ns in ledger_entries(path)]
 
 
 def test_launch_storm_with_random_sigkills_never_overlaps(launcher, tmp_path):
