@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "tests"))
-from _harness import compare, verdict  # noqa: E402
+from _harness import compare, job_env, verdict  # noqa: E402
 from test_notify_receivers import HttpReceiver  # noqa: E402
 
 FAILER = "from jobrunner import job\n@job\ndef benchfail(ctx):\n    raise RuntimeError('bench failure')\n"
@@ -38,24 +38,9 @@ PROBE = (
 )
 
 
-def _env(tmp: str, **extra: str) -> dict[str, str]:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "JOBRUNNER_STATE_DIR": os.path.join(tmp, "state"),
-        "JOBRUNNER_LOCK_DIR": os.path.join(tmp, "locks"),
-        "JOBRUNNER_LOG_FORMAT": "json",
-        "JOBRUNNER_PATH": tmp,
-        "PYTHONPATH": REPO,
-    }
-    env.update(extra)
-    return env
-
-
 def latency(runs: int, tmp: str) -> list[float]:
     receiver = HttpReceiver()
-    with open(os.path.join(tmp, "benchfail.py"), "w") as handle:
-        handle.write(FAILER)
-    env = _env(tmp, JOBRUNNER_NOTIFY_URLS=receiver.url(), JOBRUNNER_NOTIFY_REPEAT="0")
+    env = job_env(tmp, {"benchfail": FAILER}, JOBRUNNER_NOTIFY_URLS=receiver.url(), JOBRUNNER_NOTIFY_REPEAT="0")
     out: list[float] = []
     try:
         for i in range(runs):
@@ -79,8 +64,8 @@ def main() -> int:
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         lat = latency(args.runs, tmp)
-        plain = _env(tmp)
-        configured = _env(tmp, JOBRUNNER_NOTIFY_URLS="json://127.0.0.1:9/never-used")
+        plain = job_env(tmp, {})
+        configured = job_env(tmp, {}, JOBRUNNER_NOTIFY_URLS="json://127.0.0.1:9/never-used")
         # A/B alternate: the same command, A with the URLs from an env file (the way units get them).
         noop = [py, "-m", "jobrunner", "jobs.noop"]
         env_a = os.path.join(tmp, "a.env")

@@ -27,7 +27,7 @@ import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _harness import compare  # noqa: E402
+from _harness import compare, job_env  # noqa: E402
 
 JOBS = {
     "redis_locked": 'import os\nfrom jobrunner import job, Lock\n\n@job(lock=Lock(redis=os.environ["BENCH_REDIS_URL"], ttl="5s"))\ndef redis_locked(ctx):\n    pass\n',
@@ -94,21 +94,9 @@ def main() -> int:
     args = parser.parse_args()
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = os.path.join(tmp, "jobs")
-        os.mkdir(jobs)
-        for name, source in JOBS.items():
-            with open(os.path.join(jobs, f"{name}.py"), "w") as handle:
-                handle.write(source)
         server, url = _start_redis(tmp)
         try:
-            env = {
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "JOBRUNNER_STATE_DIR": os.path.join(tmp, "state"),
-                "JOBRUNNER_LOCK_DIR": os.path.join(tmp, "locks"),
-                "JOBRUNNER_LOG_FORMAT": "json",
-                "JOBRUNNER_PATH": jobs,
-                "BENCH_REDIS_URL": url,
-            }
+            env = job_env(tmp, JOBS, BENCH_REDIS_URL=url)
             for name in JOBS:  # both must succeed, or the timings mean nothing
                 code = subprocess.run([py, "-m", "jobrunner", name], env=env, cwd=tmp, capture_output=True).returncode
                 if code != 0:
