@@ -24,7 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "exec": ("jobrunner._cmd_run", "wrap a command with the lock, logs, deadline and exit codes"),
     "list": ("jobrunner._cmd_list", "list the jobs of a package and their schedules"),
     "status": ("jobrunner._cmd_status", "show the recorded state of jobs"),
-    "health": ("jobrunner.health", "check timers, results and staleness (Nagios exit codes)"),
+    "health": ("jobrunner._cmd_health", "check timers, results and staleness (Nagios exit codes)"),
     "alert": ("jobrunner.alert", "notify about a failed unit (what alert-failure@.service runs)"),
     "notify": ("jobrunner.notify_cli", "notification tools: notify test [--tag T]"),
     "units": ("jobrunner.unitgen.cli", "render, verify, install or uninstall systemd units"),

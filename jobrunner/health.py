@@ -25,27 +25,25 @@ comes from the state files alone. The overall status is the worst job's, ordered
 CRITICAL > WARNING > UNKNOWN > OK (monitoring-plugins' ``max_state_alt``). Command-line
 errors and an unknown JOB are UNKNOWN (3) too, as the plugin guidelines ask.
 
-Imports nothing beyond the standard library until it runs.
+Imports nothing beyond the standard library until it runs. The command itself (arguments,
+the plugin's text and JSON output) is ``jobrunner._cmd_health``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 __all__ = [
-    "CRITICAL", "OK", "UNKNOWN", "WARNING", "JobHealth", "check_jobs", "configure", "expected_interval",
-    "format_age", "main", "overall", "stale_after",
+    "CRITICAL", "NAMES", "OK", "SEVERITY", "UNKNOWN", "WARNING", "JobHealth", "check_jobs", "expected_interval",
+    "format_age", "overall", "stale_after", "worst",
 ]
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
-_SEVERITY = {OK: 0, UNKNOWN: 1, WARNING: 2, CRITICAL: 3}
+SEVERITY = {OK: 0, UNKNOWN: 1, WARNING: 2, CRITICAL: 3}
 ITERATIONS = 8  # gaps looked at: "Mon..Fri" needs a week of elapses to see the weekend
 MIN_GRACE = 300.0
 GRACE_FRACTION = 0.10
@@ -56,7 +54,7 @@ SERVICE_PROPS = ("LoadState", "ActiveState", "SubState", "Result", "ExecMainStat
 
 
 def worst(states: Sequence[int]) -> int:
-    return max(states, key=_SEVERITY.__getitem__, default=OK)
+    return max(states, key=SEVERITY.__getitem__, default=OK)
 
 
 def expected_interval(schedule: str | Sequence[str], jitter: float | None = None, *, base: float | None = None) -> float | None:
@@ -296,99 +294,3 @@ def _int(value: str | None) -> int | None:
         return int(value) if value not in (None, "") else None
     except ValueError:
         return None
-
-
-# ------------------------------------------------------------------------------- the command
-
-
-def configure(parser: argparse.ArgumentParser, command: str) -> None:
-    from .errors import UsageError
-
-    class HealthUsageError(UsageError):
-        exit_code = UNKNOWN  # a Nagios plugin reports its own misuse as UNKNOWN
-
-    def error(message: str):
-        raise HealthUsageError(f"{message} (see 'jobrunner health --help')")
-
-    parser.error = error  # type: ignore[method-assign]
-    parser.add_argument("jobs", nargs="*", metavar="JOB", help="job name, unit name or MODULE:NAME (default: all)")
-    parser.add_argument("--package", default="jobs", help="package holding the jobs (default: jobs)")
-    parser.add_argument("--json", action="store_true", help="one JSON object with every fact")
-    parser.add_argument("--grace", default=None, metavar="SPAN",
-                        help="slack before a late job is stale (default: 10%% of its interval, at least 5min)")
-    parser.add_argument("--fail-threshold", type=int, default=3, metavar="N",
-                        help="consecutive failures that make a job CRITICAL (default: 3)")
-    parser.add_argument("--state-dir", default=None, help="state directory (default: $JOBRUNNER_STATE_DIR)")
-
-
-def select(all_jobs: Sequence[Any], wanted: Sequence[str], package: str) -> list[Any]:
-    """The jobs named on the command line (by name, unit or MODULE:NAME); ``LookupError`` for others."""
-    if not wanted:
-        return list(all_jobs)
-    chosen = []
-    for name in wanted:
-        found = [j for j in all_jobs if name in (j.name, j.unit, j.ref)]
-        if not found:
-            have = ", ".join(j.name for j in all_jobs) or "none"
-            raise LookupError(f"no job {name!r} in package {package!r} (jobs: {have})")
-        chosen.extend(j for j in found if j not in chosen)
-    return chosen
-
-
-def render_text(results: Sequence[JobHealth]) -> str:
-    status = overall(results)
-    counts = {name.lower(): sum(1 for r in results if r.status == code) for code, name in NAMES.items()}
-    perf = f"jobs={len(results)} ok={counts['ok']} warning={counts['warning']} critical={counts['critical']} " \
-           f"unknown={counts['unknown']}"
-    bad = sorted((r for r in results if r.status != OK), key=lambda r: -_SEVERITY[r.status])
-    if not results:
-        summary = "no jobs to check"
-    elif not bad:
-        summary = f"{len(results)} job{'s' if len(results) != 1 else ''} ok"
-    else:
-        summary = "; ".join(f"{r.job}: {r.reasons[0]}" for r in bad)
-    lines = [f"{NAMES[status]}: {' '.join(summary.split())} | {perf}"]
-    for r in results:
-        detail = "; ".join(r.reasons + r.notes) or "ok"
-        lines.append(f"{NAMES[r.status]} {r.job}: {' '.join(detail.split())}")
-    return "\n".join(lines) + "\n"
-
-
-def render_json(results: Sequence[JobHealth], now: float) -> str:
-    status = overall(results)
-    doc = {
-        "status": NAMES[status], "exit_code": status, "checked_at": now,
-        "counts": {name.lower(): sum(1 for r in results if r.status == code) for code, name in NAMES.items()},
-        "jobs": [r.as_dict() for r in results],
-    }
-    return json.dumps(doc, indent=1, default=str) + "\n"
-
-
-def main(args: argparse.Namespace, command: str) -> int:
-    from .errors import JobrunnerError
-
-    try:
-        grace = None
-        if args.grace is not None:
-            from .timespan import parse_timespan
-
-            try:
-                grace = parse_timespan(args.grace)
-            except (ValueError, JobrunnerError) as exc:
-                raise LookupError(f"--grace {args.grace!r}: {exc}") from None
-        if args.fail_threshold < 1:
-            raise LookupError("--fail-threshold must be at least 1")
-        from .loader import discover
-
-        jobs = select(discover(args.package), args.jobs, args.package)
-        now = time.time()
-        results = check_jobs(jobs, now=now, grace=grace, fail_threshold=args.fail_threshold, state_root=args.state_dir)
-    except (LookupError, JobrunnerError) as exc:
-        message = " ".join(str(exc).split())
-        if args.json:
-            sys.stdout.write(json.dumps({"status": "UNKNOWN", "exit_code": UNKNOWN, "error": message}) + "\n")
-        else:
-            sys.stdout.write(f"UNKNOWN: {message}\n")
-        return UNKNOWN
-    sys.stdout.write(render_json(results, now) if args.json else render_text(results))
-    return overall(results)
