@@ -97,7 +97,7 @@ def disk_check(ctx):
 
 def _timer_health(ctx) -> list[str]:
     """``jobrunner health`` (another part of this install) as an extra check, when present."""
-    if importlib.util.find_spec("jobrunner.health") is None:
+    if importlib.util.find_spec("jobrunner._cmd_health") is None:
         ctx.log.warning("disk.health_unavailable", reason="this jobrunner has no health command")
         return []
     result = ctx.run([sys.executable, "-m", "jobrunner", "health"], check=False, capture=True)
