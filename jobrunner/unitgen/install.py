@@ -172,11 +172,10 @@ def _diff(path: str, old: str | None, new: str | None) -> str:
 
 
 def _write(target: Path, text: str) -> None:
+    from ..state import atomic_write
+
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    tmp = target.with_name(f".{target.name}.jobrunner-tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o644)
-    os.replace(tmp, target)
+    atomic_write(str(target), text.encode(), 0o644)
 
 
 def _remove(root: Path, path: str) -> None:
