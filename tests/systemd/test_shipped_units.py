@@ -7,8 +7,6 @@ and tests/systemd/test_php_fpm_restart.py.)
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
@@ -37,9 +35,7 @@ def shipped(installed_sandbox):
 def test_shipped_job_succeeds_in_its_unit(shipped, unit):
     """systemctl start on the shipped unit: Result=success, exit 0, the runner's job.finished says success."""
     sb = shipped
-    sb.systemctl("start", "--no-block", f"{unit}.service")
-    time.sleep(0.3)
-    state = sb.wait_unit_inactive(f"{unit}.service", timeout=120)
+    state = sb.start_oneshot(f"{unit}.service", timeout=120)
     assert (state["Result"], state["ExecMainStatus"]) == ("success", "0"), sb.run(
         ["journalctl", "-u", f"{unit}.service", "-n", "30", "--no-pager"], check=False
     ).stdout

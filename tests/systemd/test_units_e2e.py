@@ -93,12 +93,6 @@ def units(installed_sandbox):
     return sb
 
 
-def start_and_wait(sb, unit: str, timeout: float = 60) -> dict[str, str]:
-    sb.systemctl("start", "--no-block", unit)
-    time.sleep(0.3)
-    return sb.wait_unit_inactive(unit, timeout=timeout)
-
-
 def test_timer_fires_the_hardened_job(units):
     """A timer (made to fire now by a drop-in) runs the job as www-data inside its sandbox:
     Result=success, the write path is writable, /etc is read-only (EROFS), journald holds the
@@ -140,7 +134,7 @@ def test_lock_busy_run_is_a_success_for_systemd(units):
     assert holder.returncode == 0, holder.stderr
     try:
         sb.wait_for(lambda: sb.exists("/var/lib/e2e-root/sleeper.pid"), timeout=30)
-        state = start_and_wait(sb, "e2e-sleeper.service")
+        state = sb.start_oneshot("e2e-sleeper.service", timeout=60)
         assert state["ExecMainStatus"] == "75"
         assert state["Result"] == "success"
         assert [e["event"] for e in sb.job_events(state["InvocationID"])][-2:] == ["lock.busy", "job.finished"]
@@ -172,7 +166,7 @@ def test_systemctl_stop_mid_run_cleans_up(units):
 def test_in_process_deadline_kills_the_tree_first(units):
     """timeout= fires inside the runner before systemd's limit: cleanup ran, exit 124, Result=exit-code."""
     sb = units
-    state = start_and_wait(sb, "e2e-slow.service", timeout=60)
+    state = sb.start_oneshot("e2e-slow.service", timeout=60)
     assert state["ExecMainStatus"] == "124"
     assert state["Result"] == "exit-code"
     assert sb.read_file("/var/lib/e2e-root/slow.cleaned") == "yes"
@@ -184,7 +178,7 @@ def test_unit_kill_switch_fires_for_oneshot(units):
     seed's RuntimeMaxSec= would be ignored here by systemd 252 for Type=oneshot."""
     sb = units
     started = time.monotonic()
-    state = start_and_wait(sb, "e2e-backstop.service", timeout=60)
+    state = sb.start_oneshot("e2e-backstop.service", timeout=60)
     assert state["Result"] == "timeout"
     assert time.monotonic() - started < 40
     unit_text = sb.read_file("/etc/systemd/system/e2e-backstop.service")
