@@ -76,8 +76,7 @@ def _alert_finished(sb, unit: str) -> bool:
 
 
 def _run_and_wait(sb, unit: str) -> dict:
-    sb.systemctl("start", "--no-block", unit)
-    state = sb.wait_unit_inactive(unit, timeout=60)
+    state = sb.start_oneshot(unit, timeout=60)
     try:
         sb.wait_for(lambda: _alert_finished(sb, unit), timeout=30)
     except TimeoutError:
