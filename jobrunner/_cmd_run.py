@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
                             help="take the lock as a lease in Redis, so one server of a fleet runs it "
                                  "(default URL: $JOBRUNNER_REDIS_URL; a URL with a password belongs there, not here)")
         parser.add_argument("--lock-ttl", metavar="SPAN", help="the Redis lease's TTL (default: Lock's, 60s)")
-        parser.add_argument("--redis-unavailable", choices=("fail", "local"), default="fail",
+        parser.add_argument("--redis-unavailable", choices=("fail", "local"),
                             help="Redis unreachable at start: fail the run (default) or take the file lock")
         parser.add_argument("--timeout", metavar="SPAN", help="kill the command's tree after SPAN (e.g. 2h)")
         parser.add_argument("--retry", type=int, default=1, metavar="N", help="try up to N times in all")
@@ -59,9 +59,9 @@ def _exec_job(args: argparse.Namespace) -> Any:
                          "systemctl status); put it in JOBRUNNER_REDIS_URL in an env file and pass --redis alone")
     if args.lock or args.lock_wait or args.shared or args.redis:
         name = args.lock if isinstance(args.lock, str) else None
-        ttl = {"ttl": args.lock_ttl} if args.lock_ttl else {}
+        given = {"ttl": args.lock_ttl, "unavailable": args.redis_unavailable}  # else Lock's defaults
         lock = Lock(name=name, wait=args.lock_wait, shared=args.shared, redis=args.redis,
-                    unavailable=args.redis_unavailable, **ttl)
+                    **{k: v for k, v in given.items() if v})
     cwd = args.cwd
 
     def wrapped(ctx: Any) -> None:
