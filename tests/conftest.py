@@ -29,6 +29,9 @@ from .systemd.fixtures import (  # noqa: E402,F401 - fixtures and a hook, regist
     sandbox,
 )
 
+# The threat model's attacker: a throwaway unprivileged user and www-data (tests/attacker.py).
+from .attacker import attacker, www_data  # noqa: E402,F401 - fixtures, registered by name
+
 # Variables of the developer's/CI machine that must not leak into runs under test.
 _SCRUB = ("JOURNAL_STREAM", "INVOCATION_ID", "JOBRUNNER_", "AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "STATE_DIRECTORY")
 
