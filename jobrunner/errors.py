@@ -1,6 +1,6 @@
 """The errors jobrunner raises, and the exit code each one means.
 
-The hierarchy, with the process exit code of the contract (DESIGN.md) beside each::
+The hierarchy, with the process exit code of the contract (docs/design.md) beside each::
 
     JobrunnerError (Exception)          1   base; ``exit_code`` is a class attribute
     ├── UsageError                      64  bad command line

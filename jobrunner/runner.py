@@ -1,4 +1,4 @@
-"""The run lifecycle, in one place (DESIGN.md "The run lifecycle").
+"""The run lifecycle, in one place (docs/design.md "The run lifecycle").
 
 1. env files loaded (errors: exit 78, before anything is locked or written);
 2. logging configured; 3. lock taken (busy: ``lock.busy``, exit 75);

@@ -1,4 +1,4 @@
-"""The exit-code table of DESIGN.md, through the real CLI in a subprocess."""
+"""The exit-code table of docs/design.md, through the real CLI in a subprocess."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from jobrunner.cli import SUBCOMMANDS
 
-# Exit codes of DESIGN.md that a command line alone can produce (130/143 need a signal).
+# Exit codes of docs/design.md that a command line alone can produce (130/143 need a signal).
 CONTRACT = {0, 1, 64, 75, 78, 124}
 # `exec` passes a failed command's status through (DESIGN: "a failed command's status is ours"),
 # and 127 is how it reports a command that cannot be started, as a shell does.
