@@ -7,22 +7,37 @@ rendered units' ``StateDirectory=jobrunner/<job>`` makes it writable under
 Writes are atomic (temp file, fsync, rename, fsync of the directory) and serialised by a
 flock on ``.state.lock`` beside it, so a skipped run recording itself never clobbers the
 holder's record. A reader never sees half a file.
+
+The job's directory belongs to the job's user, who may be the attacker of docs/security.md
+(a www-data job whose state root reads): every file in it is opened relative to the
+directory's descriptor with ``O_NOFOLLOW`` (a planted symlink is refused, never followed),
+only regular files of a bounded size are read, the lock is waited on for a bounded time, and
+what is read is checked against the schema (wrong types make the file "unreadable", never a
+crash). Files are 0640 and directories 0750 whatever the umask.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
-import tempfile
 import time
 from typing import Any, Callable
 
 from .errors import ConfigError
 
-__all__ = ["StateStore", "atomic_write", "default_state_dir", "record_finish", "record_start"]
+__all__ = [
+    "StateStore", "atomic_write", "default_state_dir", "read_regular_file", "record_finish", "record_start",
+    "validate_state",
+]
 
 KEEP_DURATIONS = 10
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+MAX_STATE_BYTES = 1 << 20
+LOCK_WAIT_S = 10.0
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def default_state_dir() -> str:
@@ -35,74 +50,249 @@ def default_state_dir() -> str:
     return os.path.join(base, "jobrunner")
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+def _fsync_dir(dfd: int) -> None:
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fchmod(fd, mode)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        os.fsync(dfd)
     except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
         pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def atomic_write(
+    path: str, data: bytes, mode: int = FILE_MODE, *, dir_fd: int | None = None, owner: tuple[int, int] | None = None
+) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix.
+
+    The temp file is created with ``O_EXCL | O_NOFOLLOW`` under a random name and given
+    ``mode`` explicitly (the umask plays no part); with ``dir_fd``, ``path`` is a name in that
+    directory. ``owner`` (uid, gid) is set on the temp file's descriptor before the rename
+    (never chown by path)."""
+    opened = dir_fd is None
+    dfd = os.open(os.path.dirname(path) or ".", _OPEN_DIR) if dir_fd is None else dir_fd
+    name = os.path.basename(path) if opened else path
+    try:
+        tmp = f".{name}.{os.urandom(6).hex()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+        try:
+            try:
+                _write_all(fd, data)
+                if owner is not None:
+                    os.fchown(fd, *owner)
+                os.fchmod(fd, mode)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except OSError:
+                pass
+            raise
+        _fsync_dir(dfd)
+    finally:
+        if opened:
+            os.close(dfd)
+
+
+def read_regular_file(name: str, *, dir_fd: int | None = None, limit: int = MAX_STATE_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, opened without following a
+    symlink and without blocking on a FIFO; ``OSError`` otherwise (``ELOOP``, ``EFBIG``…)."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        info = os.fstat(fd)
+        if not _is_regular(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if info.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _is_regular(mode: int) -> bool:
+    import stat
+
+    return stat.S_ISREG(mode)
+
+
+# The schema of state.json: key -> accepted JSON types. Unknown keys are kept as they are.
+_NUM = (int, float)
+_SCHEMA: dict[str, tuple[type, ...]] = {
+    "job": (str,), "last_run_id": (str,), "last_outcome": (str,), "last_error": (str,), "notified_run_id": (str,),
+    "last_start": _NUM, "last_finish": _NUM, "last_success": _NUM, "last_failure": _NUM, "last_skipped": _NUM,
+    "last_duration_s": _NUM, "last_exit_code": (int,), "last_attempts": (int,), "consecutive_failures": (int,),
+    "skipped_since": _NUM, "consecutive_skips": (int,), "skip_holder": (dict,), "skip_notified": _NUM,
+    "runs": (dict,), "durations_s": (list,), "running": (dict,), "notify": (dict,), "ping": (dict,),
+    "notify_tags": (list,), "recovered_from_unreadable_state": (bool,),
+}
+
+
+def validate_state(data: Any) -> str | None:
+    """Why ``data`` is not a state record (``None`` when it is one): the first field of a wrong
+    type. Booleans are not numbers here (``json`` would accept ``true`` as 1)."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    for key, types in _SCHEMA.items():
+        if key not in data or data[key] is None:
+            continue
+        value = data[key]
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            return f"field {key!r} is {type(value).__name__}, not {'/'.join(t.__name__ for t in types)}"
+    runs = data.get("runs") or {}
+    if any(not isinstance(v, int) or isinstance(v, bool) for v in runs.values()):
+        return "field 'runs' must map outcomes to whole numbers"
+    if any(not isinstance(v, _NUM) or isinstance(v, bool) for v in data.get("durations_s") or ()):
+        return "field 'durations_s' must be a list of numbers"
+    running = data.get("running") or {}
+    if "since" in running and (not isinstance(running["since"], _NUM) or isinstance(running["since"], bool)):
+        return "field 'running.since' must be a number"
+    return None
 
 
 class StateStore:
     """The state file of one job."""
 
     def __init__(self, job: str, root: str | None = None) -> None:
+        if not job or "/" in job or job in (".", ".."):
+            raise ConfigError(f"{job!r} is not a job name")
         self.job = job
-        self.dir = os.path.join(root or default_state_dir(), job)
+        self.root = root or default_state_dir()
+        self.dir = os.path.join(self.root, job)
         self.path = os.path.join(self.dir, "state.json")
+
+    def _open_dir(self, create: bool) -> int:
+        """The job's directory, opened relative to the state root, never through a symlink."""
+        if create:
+            os.makedirs(self.root, mode=DIR_MODE, exist_ok=True)
+        rfd = os.open(self.root, _OPEN_DIR)
+        try:
+            if create:
+                try:
+                    os.mkdir(self.job, DIR_MODE, dir_fd=rfd)
+                except FileExistsError:
+                    pass
+            return os.open(self.job, _OPEN_DIR | os.O_NOFOLLOW, dir_fd=rfd)
+        finally:
+            os.close(rfd)
+
+    def owner(self) -> int:
+        """The uid the job's state directory belongs to (``OSError`` when there is none)."""
+        dfd = self._open_dir(create=False)
+        try:
+            return os.fstat(dfd).st_uid
+        finally:
+            os.close(dfd)
 
     def read(self) -> dict[str, Any]:
         """The recorded state; ``{}`` when there is none; ``ConfigError`` when unreadable."""
         try:
-            with open(self.path, "rb") as handle:
-                data = json.loads(handle.read() or b"{}")
+            dfd = self._open_dir(create=False)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise ConfigError(f"state directory {self.dir} is unusable: {exc.strerror or exc}") from None
+        try:
+            return self._read_at(dfd)
+        finally:
+            os.close(dfd)
+
+    def _read_at(self, dfd: int) -> dict[str, Any]:
+        try:
+            data = json.loads(read_regular_file("state.json", dir_fd=dfd) or b"{}")
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"state file {self.path} is unreadable: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"state file {self.path} is unreadable: not a JSON object")
-        return data
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"state file {self.path} is unreadable: {why}") from None
+        problem = validate_state(data)
+        if problem:
+            raise ConfigError(f"state file {self.path} is unreadable: {problem}")
+        return data  # type: ignore[no-any-return]
 
-    def update(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        """Read, ``change`` in place, write back atomically, all under the state lock."""
-        os.makedirs(self.dir, exist_ok=True)
-        lock_fd = os.open(os.path.join(self.dir, ".state.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    def update(self, change: Callable[[dict[str, Any]], None], *, wait: float = LOCK_WAIT_S) -> dict[str, Any]:
+        """Read, ``change`` in place, write back atomically, all under the state lock.
+
+        The lock is waited on for at most ``wait`` seconds (``TimeoutError`` after that: a
+        held ``.state.lock`` must not hang a run past its deadline). An unreadable file is
+        replaced by a fresh record marked ``recovered_from_unreadable_state``."""
+        dfd = self._open_dir(create=True)
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            lock_fd = os.open(
+                ".state.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600, dir_fd=dfd
+            )
             try:
-                state = self.read()
-            except ConfigError:
-                state = {"recovered_from_unreadable_state": True}
-            change(state)
-            state["job"] = self.job
-            payload = json.dumps(state, indent=1, sort_keys=True, default=str).encode() + b"\n"
-            atomic_write(self.path, payload)
-            return state
+                _flock_bounded(lock_fd, wait, self.dir)
+                try:
+                    state = self._read_at(dfd)
+                except ConfigError:
+                    state = {"recovered_from_unreadable_state": True}
+                change(state)
+                state["job"] = self.job
+                payload = json.dumps(state, indent=1, sort_keys=True, default=str).encode() + b"\n"
+                self._write_at(dfd, payload)
+                return state
+            finally:
+                os.close(lock_fd)
         finally:
-            os.close(lock_fd)
+            os.close(dfd)
+
+    def _write_at(self, dfd: int, payload: bytes) -> None:
+        """Atomically, keeping the file its directory owner's: root recording into a job
+        user's directory (``jobrunner alert``) gives the new file to that user through its
+        descriptor. Where root may not chown (the alert unit has no CAP_CHOWN), the user's
+        own file is rewritten in place instead, after checking it is one (regular, one link,
+        owned by the directory's owner), so root never creates a file the job could not read."""
+        owner = os.fstat(dfd)
+        uid = os.geteuid()
+        if owner.st_uid == uid:
+            atomic_write("state.json", payload, dir_fd=dfd)
+            return
+        try:
+            atomic_write("state.json", payload, dir_fd=dfd, owner=(owner.st_uid, owner.st_gid))
+            return
+        except PermissionError:
+            pass
+        fd = os.open("state.json", os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            info = os.fstat(fd)
+            if not _is_regular(info.st_mode) or info.st_nlink != 1 or info.st_uid != owner.st_uid:
+                raise OSError(errno.EPERM, "state.json is not the job user's own regular file")
+            os.pwrite(fd, payload, 0)
+            os.ftruncate(fd, len(payload))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _flock_bounded(fd: int, wait: float, where: str) -> None:
+    deadline = time.monotonic() + wait
+    delay = 0.005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    errno.ETIMEDOUT, f"the state lock in {where} is held by another process after {wait:g}s"
+                ) from None
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.1)
 
 
 def record_start(state: dict[str, Any], *, run_id: str, pid: int, now: float | None = None) -> None:
@@ -120,15 +310,27 @@ def record_finish(
     duration_s: float,
     attempts: int,
     error: str | None = None,
+    holder: dict[str, Any] | None = None,
     now: float | None = None,
 ) -> None:
-    """Fold one finished run into the state (skipped runs only count, they are not results)."""
+    """Fold one finished run into the state (skipped runs only count, they are not results).
+
+    A skip also remembers since when the job has been skipping (``skipped_since``, the first
+    skip after the last run that ran) and who held the lock (``skip_holder``: pid, user), so
+    a job kept from running is never silent (docs/security.md); a run that runs clears them."""
     now = now or time.time()
     runs = state.setdefault("runs", {})
     runs[outcome] = int(runs.get(outcome, 0)) + 1
     if outcome == "skipped":
         state["last_skipped"] = now
+        if not state.get("skipped_since"):
+            state["skipped_since"] = now
+        state["consecutive_skips"] = int(state.get("consecutive_skips") or 0) + 1
+        if holder:
+            state["skip_holder"] = holder
         return
+    for key in ("skipped_since", "consecutive_skips", "skip_holder", "skip_notified"):
+        state.pop(key, None)
     if state.get("running", {}).get("run_id") == run_id:
         state.pop("running", None)
     state.update(
