@@ -18,11 +18,16 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import time
+from typing import Any
 
 from .errors import ConfigError, LockBusy
 
-__all__ = ["FileLock", "default_lock_dir"]
+__all__ = ["FileLock", "default_lock_dir", "lock_holders", "lock_path"]
+
+SYSTEM_LOCK_DIR = "/run/lock/jobrunner"
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def default_lock_dir() -> str:
@@ -31,9 +36,12 @@ def default_lock_dir() -> str:
     configured = os.environ.get("JOBRUNNER_LOCK_DIR")
     if configured:
         return configured
-    system = "/run/lock/jobrunner"
-    if os.geteuid() == 0 or os.access(system, os.W_OK | os.X_OK):
-        return system
+    if os.geteuid() == 0 or os.access(SYSTEM_LOCK_DIR, os.W_OK | os.X_OK):
+        return SYSTEM_LOCK_DIR
+    return _user_lock_dir()
+
+
+def _user_lock_dir() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         return os.path.join(runtime, "jobrunner")
@@ -42,12 +50,108 @@ def default_lock_dir() -> str:
     return os.path.join(tempfile.gettempdir(), f"jobrunner-{os.geteuid()}")
 
 
+def lock_path(name: str) -> str:
+    """Where the lock called ``name`` lives: an absolute name as it is; else ``<name>.lock`` in
+    the lock directory. A job user who cannot create files in the system lock directory
+    (root's, mode 0755) still uses its lock file there when one was made for it (the rendered
+    tmpfiles.d makes one per non-root job), so a run by hand excludes the unit's run."""
+    if name.startswith("/"):
+        return name
+    directory = default_lock_dir()
+    if directory == _user_lock_dir() and not os.environ.get("JOBRUNNER_LOCK_DIR"):
+        made = os.path.join(SYSTEM_LOCK_DIR, f"{name}.lock")
+        if os.access(made, os.R_OK):
+            return made
+    return os.path.join(directory, f"{name}.lock")
+
+
+def _check_dir(directory: str, dfd: int) -> None:
+    """A lock directory in which another user could add, swap or remove lock files is refused
+    (a sticky one such as ``/run/lock`` is fine: nobody can touch another's files there, and a
+    lock file of another user is never trusted). Root's own ``/run/lock/jobrunner`` found open
+    to everyone (the 1777 of older versions) is closed to 0755."""
+    info = os.fstat(dfd)
+    mode = stat.S_IMODE(info.st_mode)
+    sticky = bool(mode & stat.S_ISVTX)
+    if directory == SYSTEM_LOCK_DIR and info.st_uid == 0 == os.geteuid() and mode & 0o022:
+        os.fchmod(dfd, 0o755)
+        return
+    if not sticky and (mode & 0o022 or info.st_uid not in (0, os.geteuid())):
+        raise ConfigError(
+            f"lock directory {directory} can be changed by other users (owner uid {info.st_uid}, mode {mode:o}): "
+            "they could hold or replace its locks; make it root's and 0755, or set JOBRUNNER_LOCK_DIR"
+        )
+
+
+def _open_lock_dir(directory: str) -> int:
+    mine = directory == _user_lock_dir()
+    try:
+        os.makedirs(directory, mode=0o700 if mine else 0o755, exist_ok=True)
+        dfd = os.open(directory, _OPEN_DIR | (os.O_NOFOLLOW if mine else 0))
+    except OSError as exc:
+        raise ConfigError(f"lock directory {directory}: {exc.strerror} (set JOBRUNNER_LOCK_DIR)") from None
+    try:
+        if mine:  # under the shared temp dir: another user may have made it first
+            info = os.fstat(dfd)
+            if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+                raise ConfigError(
+                    f"lock directory {directory} is not this user's private directory (owner uid {info.st_uid}, "
+                    f"mode {stat.S_IMODE(info.st_mode):o}): remove it or set JOBRUNNER_LOCK_DIR"
+                )
+        else:
+            _check_dir(directory, dfd)
+        return dfd
+    except BaseException:
+        os.close(dfd)
+        raise
+
+
+def lock_holders(path: str) -> list[dict[str, Any]]:
+    """Who holds a flock on ``path`` now, from ``/proc/locks``: ``[{"pid", "uid", "user"}]``
+    (empty when nobody, or when the kernel does not say)."""
+    try:
+        info = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            table = handle.read()
+    except OSError:
+        return []
+    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    holders: list[dict[str, Any]] = []
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) < 6 or fields[1] == "->" or fields[1] != "FLOCK" or fields[5] != device:
+            continue
+        pid = int(fields[4])
+        holders.append({"pid": pid, **_owner_of(pid)})
+    return holders
+
+
+def _owner_of(pid: int) -> dict[str, Any]:
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as handle:
+            uid = next(int(line.split()[1]) for line in handle if line.startswith("Uid:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return {}
+    try:
+        import pwd
+
+        return {"uid": uid, "user": pwd.getpwuid(uid).pw_name}
+    except KeyError:
+        return {"uid": uid, "user": str(uid)}
+
+
 class FileLock:
     """One flock on ``path``: ``acquire()`` or raise ``LockBusy``; ``release()`` always safe.
 
     >>> lock = FileLock("/tmp/example.lock", wait=0)
     >>> with lock:
     ...     pass
+
+    The file is opened relative to its directory without following a symlink, made 0600 (the
+    lock's group may share it as 0660, set up by the rendered tmpfiles.d) and never left open to
+    other users: a user who cannot open the file cannot take the lock, so cannot make the job
+    skip. A lock file owned by another user is replaced by root (atomically, by rename) and
+    refused otherwise.
     """
 
     def __init__(self, path: str, *, wait: float | None = None, shared: bool = False) -> None:
@@ -61,29 +165,64 @@ class FileLock:
         return self._fd is not None
 
     def _open(self) -> int:
-        directory = os.path.dirname(self.path) or "."
+        directory, name = os.path.split(self.path)
+        dfd = _open_lock_dir(directory or ".")
         try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"lock directory {directory}: {exc.strerror} (set JOBRUNNER_LOCK_DIR)") from None
-        flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
+            return self._open_in(dfd, name)
+        finally:
+            os.close(dfd)
+
+    def _open_in(self, dfd: int, name: str) -> int:
+        flags = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
             try:
-                fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(name, flags | os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dfd)
+                os.fchmod(fd, 0o600)  # whatever the umask
+                return fd
             except FileExistsError:
-                return os.open(self.path, flags)
-            # Units run with UMask=0077: without this, a lock file made by one user could not
-            # even be opened by a job of another user (or root without capabilities) sharing it.
-            os.fchmod(fd, 0o644)
-            return fd
-        except PermissionError:
-            # A lock file made by another user in a sticky directory: reading is enough for flock.
+                pass
             try:
-                return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            except OSError as exc:
-                raise ConfigError(f"lock file {self.path}: {exc.strerror}") from None
+                fd = os.open(name, flags | os.O_RDWR, dir_fd=dfd)
+            except PermissionError:  # a group-shared lock made by root's tmpfiles: reading is enough
+                fd = os.open(name, flags | os.O_RDONLY, dir_fd=dfd)
         except OSError as exc:
             raise ConfigError(f"lock file {self.path}: {exc.strerror} (set JOBRUNNER_LOCK_DIR)") from None
+        try:
+            return self._trusted(fd, dfd, name)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _trusted(self, fd: int, dfd: int, name: str) -> int:
+        info = os.fstat(fd)
+        uid = os.geteuid()
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"lock file {self.path} is not a regular file: remove it")
+        if info.st_uid not in (uid, 0):
+            if uid != 0:
+                raise ConfigError(f"lock file {self.path} belongs to uid {info.st_uid}, not this user: remove it")
+            os.close(fd)
+            return self._replace(dfd, name)
+        if info.st_mode & 0o007 and info.st_uid == uid:  # left open to everyone by an older version
+            os.fchmod(fd, stat.S_IMODE(info.st_mode) & 0o770)
+        return fd
+
+    def _replace(self, dfd: int, name: str) -> int:
+        """Root's answer to a lock file another user made: a new one of root's, renamed over it
+        (whoever held the old inode holds nothing; ``_lock_current_file`` re-checks the path)."""
+        tmp = f".{name}.{os.urandom(6).hex()}"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+        try:
+            os.fchmod(fd, 0o600)
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            os.close(fd)
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except OSError:
+                pass
+            raise
+        return fd
 
     def _try_once(self) -> bool:
         for _ in range(5):
@@ -108,7 +247,7 @@ class FileLock:
             raise
         # Locked; but is it still the file at the path? (deleted or replaced meanwhile)
         try:
-            same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            same = os.path.samestat(os.fstat(fd), os.lstat(self.path))
         except FileNotFoundError:
             same = False
         if not same:
