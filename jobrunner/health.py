@@ -198,11 +198,32 @@ def _judge(h: JobHealth, job: Any, state: dict[str, Any] | None, units: dict[str
     _judge_state(h, state, now, fail_threshold)
     if job.schedule:
         _judge_staleness(h, job, state, now, grace, timer_since)
+    _judge_skips(h, job, state, now)
+
+
+def _judge_skips(h: JobHealth, job: Any, state: dict[str, Any], now: float) -> None:
+    """A job whose runs keep finding the lock held says so, with who holds it: stale scheduled
+    jobs carry it in their staleness reason; unscheduled ones warn after a few skips in a row."""
+    if not state.get("skipped_since"):
+        return
+    from .skips import SKIPS_WITHOUT_SCHEDULE, describe_skipping
+
+    text = describe_skipping(state, now)
+    h.facts["skipping"] = {"since": state.get("skipped_since"), "skips": state.get("consecutive_skips"),
+                           "holder": state.get("skip_holder"), "text": text}
+    stale = [i for i, r in enumerate(h.reasons) if r.startswith(("last success", "never succeeded"))]
+    if stale:
+        h.reasons[stale[0]] += f"; {text}"
+    elif not job.schedule and int(state.get("consecutive_skips") or 0) >= SKIPS_WITHOUT_SCHEDULE:
+        h.find(WARNING, text)
+    else:
+        h.notes.append(text)
 
 
 def _judge_state(h: JobHealth, state: dict[str, Any], now: float, fail_threshold: int) -> None:
     keys = ("last_start", "last_finish", "last_outcome", "last_exit_code", "last_success", "last_failure",
-            "last_duration_s", "last_error", "last_skipped", "running")
+            "last_duration_s", "last_error", "last_skipped", "running", "skipped_since", "consecutive_skips",
+            "skip_holder")
     h.facts["state"] = {k: state.get(k) for k in keys}
     h.facts["state"]["consecutive_failures"] = failures = int(state.get("consecutive_failures") or 0)
     h.facts["state"]["runs"] = state.get("runs") or {}

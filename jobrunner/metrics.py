@@ -16,6 +16,8 @@ Series (labels ``job`` and ``host`` on all of them)::
     jobrunner_last_outcome{outcome}             gauge   1 for the last outcome, 0 for the others
     jobrunner_runs_total{outcome}               counter every outcome, zeros included
     jobrunner_consecutive_failures              gauge
+    jobrunner_skipping_since_timestamp_seconds  gauge   first of the skips in a row (lock held); 0 = not skipping
+    jobrunner_consecutive_skips                 gauge   skips since the last run that ran
     jobrunner_expected_interval_seconds         gauge   longest gap between elapses + jitter
                                                         (scheduled jobs only; for alert rules)
 
@@ -43,6 +45,9 @@ _HELP = {
     "jobrunner_last_outcome": ("gauge", "1 for the outcome of the last run that was not skipped, else 0."),
     "jobrunner_runs_total": ("counter", "Finished runs by outcome."),
     "jobrunner_consecutive_failures": ("gauge", "Unsuccessful runs since the last success."),
+    "jobrunner_skipping_since_timestamp_seconds": (
+        "gauge", "Start of the current streak of runs skipped because the lock was held (Unix time); 0 if none."),
+    "jobrunner_consecutive_skips": ("gauge", "Runs skipped because the lock was held since the last run that ran."),
     "jobrunner_expected_interval_seconds": (
         "gauge", "Longest gap between the schedule's elapses plus jitter: a success is due within it."),
 }
@@ -110,6 +115,8 @@ def render_job_metrics(
     for outcome in _outcomes(OUTCOMES, runs):
         samples["jobrunner_runs_total"].append((_labels(base, outcome=outcome), _num(runs.get(outcome))))
     samples["jobrunner_consecutive_failures"].append((plain, _num(state.get("consecutive_failures"))))
+    samples["jobrunner_skipping_since_timestamp_seconds"].append((plain, _num(state.get("skipped_since"))))
+    samples["jobrunner_consecutive_skips"].append((plain, _num(state.get("consecutive_skips"))))
     if expected_interval_s:
         samples["jobrunner_expected_interval_seconds"].append((plain, float(expected_interval_s)))
 

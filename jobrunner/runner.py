@@ -31,6 +31,7 @@ from .envfile import load_env_file
 from ._interrupts import CleanupTimeout, Signals, Watchdog
 from .errors import CommandFailed, ConfigError, Interrupt, JobTimeout, LockBusy, LockLost
 from .redact import default_redactor
+from .state import LOCK_WAIT_S as STATE_LOCK_WAIT_S
 from .state import StateStore, default_state_dir, record_finish, record_start
 
 __all__ = ["RunOptions", "RunResult", "run_job"]
@@ -109,7 +110,9 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
         log.info("job.started", pid=os.getpid(), user=_user(), dry_run=options.dry_run or None, module=job.module)
         lock = ctx.lock = _acquire_lock(job, log, options.dry_run, sigs, run_id)
         if not options.dry_run:
-            _write_state(store, log, lambda s: record_start(s, run_id=run_id, pid=os.getpid()))
+            # Bounded: the deadline is not armed yet, and a held state lock must not hang the run.
+            wait = min(STATE_LOCK_WAIT_S, job.timeout or STATE_LOCK_WAIT_S)
+            _write_state(store, log, lambda s: record_start(s, run_id=run_id, pid=os.getpid()), wait=wait)
             if options.notify and _notify_wanted():
                 _run_started_hook(job, ctx, log)
         if job.timeout:
@@ -122,11 +125,9 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
     except LockBusy as exc:
         sigs.mode = "done"
         fail = job.lock is not None and job.lock.busy == "fail"
-        log.log(
-            40 if fail else 20, "lock.busy", path=exc.path, reason=exc.message,
-            policy=job.lock.busy if job.lock else "skip",
-        )
+        holder = _busy_holder(exc, log, fail, policy=job.lock.busy if job.lock else "skip")
         result = RunResult("failure" if fail else "skipped", errors.EXIT_FAILURE if fail else errors.EXIT_SKIPPED, 0, error=exc)
+        result.extra["holder"] = holder
     except Interrupt as exc:
         sigs.mode = "stopping"
         watchdog.set(time.monotonic() + job.cleanup_timeout + job.kill_grace + 10, exc.exit_code)
@@ -204,16 +205,30 @@ def _acquire_lock(job: Job, log: Any, dry_run: bool, sigs: Signals, run_id: str)
             if spec.unavailable != "local":
                 raise
             log.warning("lock.fallback_local", reason=str(exc))
-    from .locks import FileLock, default_lock_dir
+    from .locks import FileLock, lock_path
 
-    name = spec.name or job.name
-    path = name if name.startswith("/") else os.path.join(default_lock_dir(), f"{name}.lock")
+    path = lock_path(spec.name or job.name)
     lock = FileLock(path, wait=spec.wait_seconds, shared=spec.shared)
     if spec.wait_seconds:
         log.info("lock.waiting", path=path, wait_s=spec.wait_seconds)
     lock.acquire()
     log.info("lock.acquired", path=path, shared=spec.shared or None)
     return lock
+
+
+def _busy_holder(exc: LockBusy, log: Any, fail: bool, policy: str) -> dict[str, Any] | None:
+    """Log ``lock.busy`` with who holds the lock (from ``/proc/locks``): info for a run of the
+    same user or root (the usual overlap), a warning for another user's hold, which should
+    not be possible (docs/security.md) and is never silent."""
+    from .locks import lock_holders
+
+    holders = lock_holders(exc.path) if exc.path.startswith("/") else []
+    holder = holders[0] if holders else None
+    foreign = holder is not None and holder.get("uid") not in (None, 0, os.geteuid())
+    level = 40 if fail else 30 if foreign else 20
+    extra = {"holder_pid": holder["pid"], "holder_user": holder.get("user")} if holder else {}
+    log.log(level, "lock.busy", path=exc.path, reason=exc.message, policy=policy, **extra)
+    return holder
 
 
 def _run_cleanups(ctx: Context, log: Any, sigs: Signals, job: Job) -> None:
@@ -260,9 +275,13 @@ def _finish(job, ctx, log, sigs, lock, store, result, options, started_wall, sin
             log,
             lambda s: record_finish(
                 s, run_id=ctx.run_id, outcome=result.outcome, exit_code=result.exit_code, started=started_wall,
-                duration_s=result.duration_s, attempts=result.attempts, error=error,
+                duration_s=result.duration_s, attempts=result.attempts, error=error, holder=result.extra.get("holder"),
             ),
         )
+        if result.outcome == "skipped" and state is not None:
+            from .skips import check_skipping
+
+            check_skipping(job, ctx, log, state, store, notify=options.notify)
         _after_run_hooks(job, ctx, log, result, state, options, sink, error)
     level = "info" if result.outcome in ("success", "skipped") else "error"
     getattr(log, level)(
@@ -271,9 +290,9 @@ def _finish(job, ctx, log, sigs, lock, store, result, options, started_wall, sin
     )
 
 
-def _write_state(store: StateStore, log: Any, change) -> dict[str, Any] | None:
+def _write_state(store: StateStore, log: Any, change, wait: float = STATE_LOCK_WAIT_S) -> dict[str, Any] | None:
     try:
-        return store.update(change)
+        return store.update(change, wait=wait)
     except OSError as exc:  # read-only or full disk: the run's result is still logged
         log.error("state.write_failed", path=store.path, error=exc.strerror or str(exc))
         return None

@@ -1,0 +1,120 @@
+"""A job kept from running is never silent: skips past what the schedule allows are a warning.
+
+A skip (the lock was busy) is a success for systemd (exit 75): the usual overlap of a slow run
+with the next tick. But a lock that stays held — a hung run, or another user holding the file —
+would keep a nightly backup from ever running, and every tick would "succeed". So after each
+skip the runner looks at how long the job has been skipping (``skipped_since`` in its state):
+
+- scheduled jobs: longer than the staleness limit ``health`` uses (the schedule's longest gap
+  + jitter + grace + the longest recent run), so the two agree on "too long";
+- unscheduled jobs (run by hand or by other tools): ``SKIPS_WITHOUT_SCHEDULE`` skips in a row;
+
+and then logs ``lock.skipping`` at warning with since when and who holds the lock (PID and
+user, from ``/proc/locks``), and sends a notification, at most once per
+``$JOBRUNNER_NOTIFY_REPEAT``. ``health`` says the same ("skipped since …, held by PID … (user
+…)") and the metrics carry ``jobrunner_skipping_since_timestamp_seconds``.
+
+Only the skip path imports this module; ``systemd-analyze`` runs only once a job has skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Mapping
+
+__all__ = ["SKIPS_WITHOUT_SCHEDULE", "check_skipping", "describe_skipping", "skip_limit"]
+
+SKIPS_WITHOUT_SCHEDULE = 3
+
+
+def skip_limit(job: Any, state: Mapping[str, Any], now: float | None = None) -> float | None:
+    """Seconds of skipping the schedule allows (``None``: unscheduled, or not computable)."""
+    if not job.schedule:
+        return None
+    from .health import expected_interval, stale_after
+
+    try:
+        interval = expected_interval(job.schedule, job.jitter, base=now)
+    except Exception:  # noqa: BLE001 - no systemd-analyze: fall back to the count of skips
+        return None
+    if interval is None:
+        return None
+    return stale_after(interval, None, state.get("durations_s") or ())
+
+
+def describe_skipping(state: Mapping[str, Any], now: float) -> str:
+    """``skipped since 2026-12-01 02:15 (3h 5min), held by PID 812 (user www-data)``."""
+    from .health import format_age
+
+    since = float(state.get("skipped_since") or now)
+    text = f"skipped since {time.strftime('%Y-%m-%d %H:%M', time.localtime(since))} ({format_age(now - since)})"
+    holder = state.get("skip_holder") or {}
+    if holder.get("pid"):
+        who = f" (user {holder['user']})" if holder.get("user") else ""
+        text += f", held by PID {holder['pid']}{who}"
+    return text
+
+
+def overdue(job: Any, state: Mapping[str, Any], now: float) -> tuple[bool, float | None]:
+    """Whether the job has been skipping for longer than allowed, and the limit used."""
+    since = state.get("skipped_since")
+    if not since:
+        return False, None
+    limit = skip_limit(job, state, now)
+    if limit is None:
+        return int(state.get("consecutive_skips") or 0) >= SKIPS_WITHOUT_SCHEDULE, None
+    return now - float(since) > limit, limit
+
+
+def check_skipping(job: Any, ctx: Any, log: Any, state: dict[str, Any], store: Any, *, notify: bool) -> None:
+    """After a skip is recorded: warn (log, notification) when skipping has gone on too long."""
+    now = time.time()
+    late, limit = overdue(job, state, now)
+    if not late:
+        return
+    holder = state.get("skip_holder") or {}
+    text = describe_skipping(state, now)
+    log.warning(
+        "lock.skipping", since=state.get("skipped_since"), skips=state.get("consecutive_skips"),
+        limit_s=round(limit, 3) if limit is not None else None, holder_pid=holder.get("pid"),
+        holder_user=holder.get("user"), reason=f"{job.name} {text}",
+    )
+    if not notify:
+        return
+    from .notify.config import sources_present
+
+    if not sources_present():
+        return
+    from .notify.throttle import repeat_window
+
+    try:
+        window = repeat_window()
+    except Exception:  # noqa: BLE001 - a bad setting is reported by the failure path; use the default
+        window = 6 * 3600.0
+    last = state.get("skip_notified")
+    if last and now - float(last) < window:
+        return
+    try:
+        from .notify import deliver
+
+        host = os.uname().nodename
+        title = f"⚠ {job.name} on {host} is not running: {text}"
+        body = "\n".join([
+            f"Job {job.name} on {host} has not run: every run since then found its lock held.",
+            f"{text}.",
+            "A run still holding it may be hung (systemctl status), or another process holds the lock file.",
+            f"run: {ctx.run_id}",
+        ])
+        delivery = deliver(title, body, tags=tuple(job.notify), kind="failure")
+    except Exception as exc:  # noqa: BLE001 - a notification never changes the outcome
+        log.error("notify.failed", kind="skipping", error=f"{type(exc).__name__}: {exc}")
+        return
+    if delivery.delivered:
+        try:
+            store.update(lambda s: s.update(skip_notified=now))
+        except OSError as exc:
+            log.error("state.write_failed", path=store.path, error=exc.strerror or str(exc))
+        log.info("notify.sent", kind="skipping", services=delivery.matched)
+    else:
+        log.error("notify.failed", kind="skipping", error=delivery.detail)
