@@ -3,8 +3,15 @@
 It reports what the runner could not report itself (SIGKILL, OOM, a crash before the runtime
 started, units that are not jobrunner jobs at all) from the unit's state (``systemctl show``)
 and its journal for that invocation (jobrunner's JSON lines are formatted like the runner's
-own tail). It stays silent when the runner already handled that invocation: a state file
+own tail). It stays silent when the runner already handled that invocation: the job's state file
 under ``$JOBRUNNER_STATE_DIR`` whose ``notified_run_id`` is the unit's ``InvocationID``.
+
+It runs as root and reads a file the job's user writes, so it trusts nothing in it to name a
+path (docs/security.md): the job is the one the unit's own ``StateDirectory=jobrunner/<job>``
+names (from ``systemctl show``), its state directory must belong to the unit's ``User=``
+(root when none), files are opened relative to it without following symlinks, and what it
+records goes back through the state store, which keeps the file the job user's own without
+ever calling chown on a path.
 For a jobrunner job it honours the same throttle as the runner (``JOBRUNNER_NOTIFY_REPEAT``).
 
 Exit codes: 0 sent (or nothing to send), 1 not delivered, 78 bad or no notification
@@ -15,7 +22,6 @@ knows (the unit name, the host, why the state is unknown).
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import subprocess
@@ -26,7 +32,8 @@ from .errors import EXIT_FAILURE, EXIT_OK, ConfigError
 
 __all__ = ["configure", "main", "unit_state", "journal_tail"]
 
-PROPS = ("Id", "Result", "ExecMainStatus", "ExecMainCode", "InvocationID", "ActiveState", "SubState")
+PROPS = ("Id", "Result", "ExecMainStatus", "ExecMainCode", "InvocationID", "ActiveState", "SubState", "StateDirectory",
+         "User")
 _CODES = {"1": "exited", "2": "killed", "3": "dumped core"}
 
 
@@ -88,26 +95,54 @@ def _format(message: str, format_tail_line: Any) -> str:
     return message
 
 
-def _states(root: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(root, "*", "state.json")))
+def job_of_unit(props: dict[str, str]) -> str | None:
+    """The job a unit runs, from the unit's own ``StateDirectory=jobrunner/<job>`` (root's unit
+    file, never the job's state), or ``None`` for a unit that is not a jobrunner job."""
+    for entry in props.get("StateDirectory", "").split():
+        parent, _, name = entry.partition("/")
+        if parent == "jobrunner" and name and "/" not in name and name not in (".", ".."):
+            return name
+    return None
 
 
-def find_job_state(root: str, invocation: str) -> tuple[str | None, dict[str, Any]]:
-    """The state file of the job run by this invocation, if it is a jobrunner job that got that far."""
-    if not invocation:
-        return None, {}
-    for path in _states(root):
-        try:
-            with open(path, "rb") as handle:
-                state = json.loads(handle.read() or b"{}")
-        except (OSError, ValueError):
-            continue
-        if not isinstance(state, dict):
-            continue
-        running = state.get("running") or {}
-        if invocation in (state.get("notified_run_id"), state.get("last_run_id"), running.get("run_id")):
-            return path, state
-    return None, {}
+def _uid_of(user: str) -> int | None:
+    if not user:
+        return 0
+    if user.isdigit():
+        return int(user)
+    import pwd
+
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
+
+
+def find_job_state(root: str, props: dict[str, str]) -> tuple[str | None, dict[str, Any], str]:
+    """The job's name and state for this failed unit, when it is a jobrunner job whose state
+    can be trusted (its directory belongs to the unit's user); else why not."""
+    from .state import StateStore
+
+    job = job_of_unit(props)
+    invocation = props.get("InvocationID", "")
+    if job is None or not invocation:
+        return None, {}, ""
+    store = StateStore(job, root)
+    try:
+        owner = store.owner()
+    except OSError:
+        return None, {}, ""  # no state yet: the runner did not get that far
+    expected = _uid_of(props.get("User", ""))
+    if owner != expected:
+        return None, {}, f"state of {job} ignored: its directory belongs to uid {owner}, not the unit's user"
+    try:
+        state = store.read()
+    except Exception as exc:  # noqa: BLE001 - unreadable state: report the failure without it
+        return None, {}, str(exc)
+    running = state.get("running") or {}
+    if invocation in (state.get("notified_run_id"), state.get("last_run_id"), running.get("run_id")):
+        return job, state, ""
+    return job, {}, ""
 
 
 def _reason(props: dict[str, str]) -> str:
@@ -128,7 +163,8 @@ def _reason(props: dict[str, str]) -> str:
     return result or "state unknown"
 
 
-def _message(unit: str, host: str, props: dict[str, str], why: list[str], tail: list[str], state: dict[str, Any]):
+def _message(unit: str, host: str, props: dict[str, str], why: list[str], tail: list[str], state: dict[str, Any],
+             job: str | None = None):
     from .redact import default_redactor
 
     reason = _reason(props) if props else "state unknown"
@@ -142,7 +178,7 @@ def _message(unit: str, host: str, props: dict[str, str], why: list[str], tail: 
             f"invocation: {props.get('InvocationID') or '?'}",
         ]
     if state:
-        lines.append(f"job:       {state.get('job')} (last success: "
+        lines.append(f"job:       {job} (last success: "
                      f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(state['last_success'])) if state.get('last_success') else 'never'})")
         if (state.get("running") or {}).get("run_id") == props.get("InvocationID"):
             lines.append("note:      the runner did not get to finish this run (killed or crashed)")
@@ -164,33 +200,33 @@ def main(args: argparse.Namespace, command: str) -> int:
     props, why_state = unit_state(unit)
     invocation = props.get("InvocationID", "")
     root = default_state_dir()
-    path, state = find_job_state(root, invocation)
+    job, state, why_untrusted = find_job_state(root, props)
     if state and state.get("notified_run_id") == invocation:
         print(f"jobrunner alert: {unit}: the runner already reported invocation {invocation}")
         return EXIT_OK
-    tags = tuple(state.get("notify_tags") or ())  # the job's notify= tags, recorded by the runner
+    tags = tuple(str(t) for t in state.get("notify_tags") or ())  # the job's notify= tags, recorded by the runner
     decision = None
-    if path:
+    if job and state:
         from .notify.throttle import decide, repeat_window
 
         decision = decide(state, outcome="failure", now=time.time(), window=repeat_window())
         if decision.kind is None:
-            _update(path, state.get("job", ""), root, lambda s: _held(s, invocation))
+            _update(job, root, lambda s: _held(s, invocation))
             print(f"jobrunner alert: {unit}: held back (JOBRUNNER_NOTIFY_REPEAT)")
             return EXIT_OK
     tail, why_journal = journal_tail(unit, invocation, args.lines)
-    problems = [w for w in (why_state, why_journal) if w]
-    title, body = _message(unit, os.uname().nodename, props, problems, tail, state)
+    problems = [w for w in (why_state, why_untrusted, why_journal) if w]
+    title, body = _message(unit, os.uname().nodename, props, problems, tail, state, job)
     from .notify import deliver
 
     delivery = deliver(title, body, tags=tags, kind="failure")
     if not delivery.delivered:
         print(f"jobrunner alert: {unit}: not delivered: {delivery.detail}")
         return EXIT_FAILURE
-    if path and decision is not None:
+    if job and state and decision is not None:
         from .notify.throttle import record_delivered
 
-        _update(path, state.get("job", ""), root, lambda s: record_delivered(s, decision, run_id=invocation, now=time.time()))
+        _update(job, root, lambda s: record_delivered(s, decision, run_id=invocation, now=time.time()))
     print(f"jobrunner alert: {unit}: sent to {delivery.matched} service(s)")
     return EXIT_OK
 
@@ -201,13 +237,12 @@ def _held(state: dict[str, Any], invocation: str) -> None:
     record_held(state, run_id=invocation)
 
 
-def _update(path: str, job: str, root: str, change: Any) -> None:
-    """Record in the job's state, keeping the file owned by the job's user (we run as root)."""
+def _update(job: str, root: str, change: Any) -> None:
+    """Record in the job's state (the store keeps the file the job user's, by descriptor)."""
     from .state import StateStore
 
+    store = StateStore(job, root)
     try:
-        before = os.stat(path)
-        StateStore(job or os.path.basename(os.path.dirname(path)), root).update(change)
-        os.chown(path, before.st_uid, before.st_gid)
+        store.update(change)
     except OSError as exc:
-        print(f"jobrunner alert: could not record in {path}: {exc}")
+        print(f"jobrunner alert: could not record in {store.path}: {exc.strerror or exc}")
