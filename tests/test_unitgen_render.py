@@ -218,7 +218,8 @@ def test_tmpfiles_and_logrotate(rendered):
     _, files = rendered
     tmpfiles = [line for line in files["tmpfiles.d/jobrunner.conf"].splitlines() if not line.startswith("#")]
     assert tmpfiles == [
-        "d /run/lock/jobrunner 1777 root root -",
+        "d /run/lock/jobrunner 0755 root root -",  # root's alone: nobody else can plant a lock file
+        "f /run/lock/jobrunner/wp_backup.lock 0600 www-data - -",  # made for the non-root job
         "d /mnt/backups 0750 www-data www-data -",  # write_paths exist before the unit starts
         "d /var/log/jobrunner - - - -",
         "f /var/log/jobrunner/wp-backup.log 0640 www-data www-data -",
@@ -228,6 +229,36 @@ def test_tmpfiles_and_logrotate(rendered):
     for line in ("daily", "rotate 14", "compress", "missingok", "notifempty", "create 0640 www-data www-data"):
         assert f"    {line}\n" in logrotate
     assert "    copytruncate" not in logrotate
+
+
+SHARED_LOCK = """
+from jobrunner.declaration import job, Lock
+
+@job(lock=Lock(name="site"), user="www-data", group="site")
+def a(ctx):
+    pass
+
+@job(lock=Lock(name="site", shared=True))
+def b(ctx):
+    pass
+
+@job(lock=Lock(name="other"), user="www-data")
+def c(ctx):
+    pass
+
+@job(lock=Lock(name="other"), user="backup")
+def d(ctx):
+    pass
+"""
+
+
+def test_lock_shared_across_users_needs_a_group(tmp_path, monkeypatch):
+    """A lock shared by jobs of two users is made 0660 root:<their group>; without one group it is
+    refused at render time, naming the lock and the jobs (never a world-openable lock file)."""
+    with pytest.raises(ConfigError, match=r"lock other is shared by jobs .*c \(user www-data\).*d \(user backup\)"):
+        render_source(tmp_path, monkeypatch, SHARED_LOCK)
+    files = render_source(tmp_path, monkeypatch, SHARED_LOCK.split("@job(lock=Lock(name=\"other\")")[0])
+    assert "f /run/lock/jobrunner/site.lock 0660 root site -" in files["tmpfiles.d/jobrunner.conf"].splitlines()
 
 
 def test_headers_and_determinism(rendered):

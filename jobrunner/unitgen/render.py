@@ -19,8 +19,10 @@ The formulas and decisions, in one place:
   ``env_files`` verbatim (systemd semantics: a leading ``-`` makes one optional, otherwise a
   missing file stops the unit from starting, which alerts), then ``-/etc/default/<unit>``
   last so the admin's per-unit file wins.
-- Locks: ``JOBRUNNER_LOCK_DIR=/run/lock/jobrunner`` (mode 1777, made by tmpfiles), writable
-  through ``ReadWritePaths=-/run/lock/jobrunner``; an absolute lock name opens its directory.
+- Locks: ``JOBRUNNER_LOCK_DIR=/run/lock/jobrunner`` (mode 0755, root's, made by tmpfiles with
+  a 0600 lock file for each non-root job and a 0660 root:<group> one for a lock shared across
+  users), writable through ``ReadWritePaths=-/run/lock/jobrunner``; an absolute lock name opens
+  its directory.
 - State: ``StateDirectory=jobrunner/<job>`` + ``JOBRUNNER_STATE_DIR=/var/lib/jobrunner``.
 - Per-job unit overrides: ``systemd={"Service": {"Key": value|[..]|None,
   "+Key": value|[..]}, "Timer": {...}}}``; ``Key`` replaces, ``+Key`` appends, ``None``
@@ -180,6 +182,7 @@ def render_service(job: Job, options: RenderOptions = RenderOptions()) -> str:
     if options.metrics_dir:
         unit.add(s, "Environment", _esc(f"JOBRUNNER_METRICS_DIR={options.metrics_dir}"))
     unit.add(s, "StateDirectory", f"jobrunner/{job.name}")
+    unit.add(s, "StateDirectoryMode", "0750")
     unit.add(s, "SyslogIdentifier", job.unit)
     unit.add(s, "TimeoutStartSec", _span(start_timeout(job)))
     unit.add(s, "TimeoutStopSec", _span(stop_timeout(job)))
@@ -276,9 +279,12 @@ def render_tmpfiles(jobs: Sequence[Job]) -> str:
     """``tmpfiles.d/jobrunner.conf``: the shared lock dir; each ``log_file`` made and owned."""
     lines = [
         GENERATED_MARK,
-        "# tmpfiles.d(5) for jobrunner: the lock directory the units open with ReadWritePaths=,",
-        "# each job's write_paths and log file, owned by its user (the sandbox cannot create them).",
-        f"d {LOCK_DIR} 1777 root root -",
+        "# tmpfiles.d(5) for jobrunner: the lock directory the units open with ReadWritePaths=",
+        "# (root's alone: nobody else can add a lock file and hold it), a lock file for each",
+        "# non-root job and for each lock shared across users (by a group), each job's",
+        "# write_paths and log file, owned by its user (the sandbox cannot create them).",
+        f"d {LOCK_DIR} 0755 root root -",
+        *_lock_files(jobs),
     ]
     dirs: list[str] = []
     # Each job's write_paths must exist before its unit starts (a missing ReadWritePaths= dir
@@ -302,6 +308,32 @@ def render_tmpfiles(jobs: Sequence[Job]) -> str:
         user, group = _owner(job)
         lines.append(f"f {path} 0640 {user} {group} -")
     return "\n".join(lines) + "\n"
+
+
+def _lock_files(jobs: Sequence[Job]) -> list[str]:
+    """``f`` lines for the lock files root must make: a non-root job cannot create one in the
+    0755 lock directory. One user: 0600, theirs. Users sharing a lock: 0660 root:<group>, with
+    the group all its non-root jobs declare (``group=``), else a ConfigError."""
+    users: dict[str, list[Job]] = {}
+    for job in sorted(jobs, key=lambda j: j.name):
+        if job.lock is None or job.lock.redis or (job.lock.name or "").startswith("/"):
+            continue
+        users.setdefault(job.lock.name or job.name, []).append(job)
+    lines = []
+    for name, sharing in sorted(users.items()):
+        path = f"{LOCK_DIR}/{name}.lock"
+        owners = {_owner(j)[0] for j in sharing}
+        if owners == {"root"}:
+            continue
+        if len(owners) == 1:
+            lines.append(f"f {path} 0600 {owners.pop()} - -")
+            continue
+        groups = {j.group for j in sharing if not _is_root(j)}
+        if len(groups) != 1 or None in groups:
+            refs = ", ".join(f"{j.ref} (user {_owner(j)[0]})" for j in sharing)
+            raise ConfigError(f"lock {name} is shared by jobs {refs}: give their non-root jobs one group= to share it")
+        lines.append(f"f {path} 0660 root {groups.pop()} -")
+    return lines
 
 
 def render_logrotate(jobs: Sequence[Job]) -> str | None:
