@@ -207,3 +207,24 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, where everything must run: {reason}"
+
+
+def _require_all() -> bool:
+    return os.environ.get("JOBRUNNER_REQUIRE_ALL", "") not in ("", "0")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same rule at collection time: a module-level ``pytest.importorskip`` or
+    ``pytest.skip(allow_module_level=True)`` makes all the module's tests vanish before the hook
+    above sees any of them (one "skipped" line, exit 0). In CI that is a collection error, which
+    fails the run."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and _require_all():
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{report.nodeid or collector.path}: skipped at collection in CI (JOBRUNNER_REQUIRE_ALL), "
+            f"where everything must run: {reason}"
+        )
