@@ -26,6 +26,7 @@ import time
 from typing import Any, Callable
 
 from .errors import ConfigError
+from .files import atomic_write
 
 __all__ = [
     "StateStore", "atomic_write", "default_state_dir", "read_regular_file", "record_finish", "record_start",
@@ -48,56 +49,6 @@ def default_state_dir() -> str:
         return "/var/lib/jobrunner"
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(base, "jobrunner")
-
-
-def _fsync_dir(dfd: int) -> None:
-    try:
-        os.fsync(dfd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def atomic_write(
-    path: str, data: bytes, mode: int = FILE_MODE, *, dir_fd: int | None = None, owner: tuple[int, int] | None = None
-) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix.
-
-    The temp file is created with ``O_EXCL | O_NOFOLLOW`` under a random name and given
-    ``mode`` explicitly (the umask plays no part); with ``dir_fd``, ``path`` is a name in that
-    directory. ``owner`` (uid, gid) is set on the temp file's descriptor before the rename
-    (never chown by path)."""
-    opened = dir_fd is None
-    dfd = os.open(os.path.dirname(path) or ".", _OPEN_DIR) if dir_fd is None else dir_fd
-    name = os.path.basename(path) if opened else path
-    try:
-        tmp = f".{name}.{os.urandom(6).hex()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
-        try:
-            try:
-                _write_all(fd, data)
-                if owner is not None:
-                    os.fchown(fd, *owner)
-                os.fchmod(fd, mode)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except BaseException:
-            try:
-                os.unlink(tmp, dir_fd=dfd)
-            except OSError:
-                pass
-            raise
-        _fsync_dir(dfd)
-    finally:
-        if opened:
-            os.close(dfd)
 
 
 def read_regular_file(name: str, *, dir_fd: int | None = None, limit: int = MAX_STATE_BYTES) -> bytes:

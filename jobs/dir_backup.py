@@ -10,35 +10,20 @@ environment or ``/etc/default/dir-backup``:
 
 Each archive is written under a temporary name, checked (``gzip -t``), fsync'd, given a
 ``.sha256`` file, and only then renamed into place: a crash never leaves a half archive
-that looks complete.
+that looks complete. Archives and checksums are 0600 and a directory made here 0700, by
+hand as under the unit's ``UMask=0077`` (the archive of ``/etc`` holds ``/etc/shadow``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 from jobrunner import ConfigError, job
+from jobrunner.files import atomic_write, create_private, fsync_dir, private_dir, sha256_file
 
 DEFAULT_DIR = "/var/backups/jobrunner"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @job(
@@ -65,30 +50,46 @@ def dir_backup(ctx):
         raise ConfigError(f"BACKUP_SOURCE={str(source)!r} is not a directory")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     label = source.name or "root"
-    final = dest / f"{label}-{stamp}.tar.gz"
-    partial = dest / f".{final.name}.part"
-    ctx.log.info("backup.planned", source=str(source), archive=str(final), keep=keep)
+    final = f"{label}-{stamp}.tar.gz"
+    ctx.log.info("backup.planned", source=str(source), archive=str(dest / final), keep=keep)
     if ctx.dry_run:
         return
-    dest.mkdir(parents=True, exist_ok=True)
-    ctx.cleanup(lambda: partial.unlink(missing_ok=True))
-    # GNU tar exits 1 when a file changed while it was read: normal for a live /etc.
-    result = ctx.run(
-        ["tar", "--create", "--gzip", "--file", str(partial), "--ignore-failed-read",
-         "--warning=no-file-changed", "-C", str(source.parent), source.name or "."],
-        check=False,
-    )
-    if result.returncode not in (0, 1):
-        raise RuntimeError(f"tar failed with status {result.returncode}")
-    ctx.run(["gzip", "--test", str(partial)])
-    _fsync(partial)
-    digest = _sha256(partial)
-    Path(f"{final}.sha256").write_text(f"{digest}  {final.name}\n")
-    os.replace(partial, final)
-    _fsync(dest)
-    ctx.log.info("backup.written", path=str(final), bytes=final.stat().st_size, sha256=digest)
-    archives = sorted(dest.glob(f"{label}-*.tar.gz"))
+    # The archive holds /etc/shadow: private (0700 directory when made here, 0600 files)
+    # whatever the umask, and written only through descriptors of files made here, so a
+    # name planted in a directory others can write is never followed.
+    dfd = private_dir(dest)
+    ctx.cleanup(os.close, dfd)
+    fd, partial = create_private(dfd, final)
+    ctx.cleanup(_unlink_quietly, partial, dfd)
+    with os.fdopen(fd, "w+b") as archive:
+        # GNU tar exits 1 when a file changed while it was read: normal for a live /etc.
+        result = ctx.run(
+            ["tar", "--create", "--gzip", "--file", "-", "--ignore-failed-read",
+             "--warning=no-file-changed", "-C", str(source.parent), source.name or "."],
+            check=False, stdout=archive,
+        )
+        if result.returncode not in (0, 1):
+            raise RuntimeError(f"tar failed with status {result.returncode}")
+        archive.flush()
+        os.fsync(archive.fileno())
+        archive.seek(0)
+        ctx.run(["gzip", "--test"], stdin=archive)
+        archive.seek(0)
+        digest = sha256_file(archive)
+        size = os.fstat(archive.fileno()).st_size
+    atomic_write(f"{final}.sha256", f"{digest}  {final}\n".encode(), 0o600, dir_fd=dfd)
+    os.replace(partial, final, src_dir_fd=dfd, dst_dir_fd=dfd)
+    fsync_dir(dfd)
+    ctx.log.info("backup.written", path=str(dest / final), bytes=size, sha256=digest)
+    archives = sorted(n for n in os.listdir(dfd) if n.startswith(f"{label}-") and n.endswith(".tar.gz"))
     for old in archives[:-keep]:
-        old.unlink()
-        Path(f"{old}.sha256").unlink(missing_ok=True)
-        ctx.log.info("backup.pruned", path=str(old), reason=f"more than {keep} archives")
+        os.unlink(old, dir_fd=dfd)
+        _unlink_quietly(f"{old}.sha256", dfd)
+        ctx.log.info("backup.pruned", path=str(dest / old), reason=f"more than {keep} archives")
+
+
+def _unlink_quietly(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass

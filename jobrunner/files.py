@@ -1,0 +1,104 @@
+"""Durable, private files for jobs: what a backup job needs so a crash or another user never
+gets a half-written file, a file of their choosing overwritten, or a look at the data.
+
+>>> from jobrunner.files import private_dir, create_private, atomic_write, fsync_dir, sha256_file
+>>> dfd = private_dir("/var/backups/site")          # made 0700 when missing; a descriptor
+>>> fd, name = create_private(dfd, "db.sql.zst")     # ".db.sql.zst.<random>.part", 0600, O_EXCL
+>>> ...                                              # write, then os.replace(name, final, ...)
+
+Every name is opened relative to a directory descriptor with ``O_NOFOLLOW`` and created with
+``O_EXCL`` under a random name, so a symlink or file planted in a shared directory (a backup
+mount others can write) is never followed or reused; modes are set explicitly, whatever the
+umask. Standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import IO
+
+__all__ = ["atomic_write", "create_private", "fsync_dir", "private_dir", "sha256_file"]
+
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def private_dir(path: str | os.PathLike[str], mode: int = 0o700) -> int:
+    """Open the directory ``path`` (made with ``mode`` when missing, parents too) and return a
+    descriptor for ``*_at`` calls; the caller closes it. An existing directory keeps its mode:
+    the files made in it are private on their own."""
+    os.makedirs(path, mode=mode, exist_ok=True)
+    return os.open(path, _OPEN_DIR)
+
+
+def create_private(dir_fd: int, final_name: str, mode: int = 0o600) -> tuple[int, str]:
+    """Create a new, empty file beside ``final_name`` under a random temporary name; return its
+    descriptor (read-write) and that name. Rename it into place when complete."""
+    name = f".{final_name}.{os.urandom(6).hex()}.part"
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    os.fchmod(fd, mode)
+    return fd, name
+
+
+def fsync_dir(directory: str | os.PathLike[str] | int) -> None:
+    """fsync a directory (a path or a descriptor), so a rename in it survives a crash."""
+    fd = directory if isinstance(directory, int) else os.open(directory, _OPEN_DIR)
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
+        pass
+    finally:
+        if not isinstance(directory, int):
+            os.close(fd)
+
+
+def sha256_file(source: str | os.PathLike[str] | IO[bytes]) -> str:
+    """The SHA-256 of a file (a path, or an open binary file read from where it stands)."""
+    digest = hashlib.sha256()
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    else:
+        for block in iter(lambda: source.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write(
+    path: str, data: bytes, mode: int = 0o640, *, dir_fd: int | None = None, owner: tuple[int, int] | None = None
+) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix.
+
+    The temp file is created with ``O_EXCL | O_NOFOLLOW`` under a random name and given
+    ``mode`` explicitly (the umask plays no part); with ``dir_fd``, ``path`` is a name in that
+    directory. ``owner`` (uid, gid) is set on the temp file's descriptor before the rename
+    (never chown by path)."""
+    opened = dir_fd is None
+    dfd = os.open(os.path.dirname(path) or ".", _OPEN_DIR) if dir_fd is None else dir_fd
+    name = os.path.basename(path) if opened else path
+    try:
+        tmp = f".{name}.{os.urandom(6).hex()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if owner is not None:
+                    os.fchown(fd, *owner)
+                os.fchmod(fd, mode)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except OSError:
+                pass
+            raise
+        fsync_dir(dfd)
+    finally:
+        if opened:
+            os.close(dfd)
