@@ -20,6 +20,7 @@ import pytest
 
 from .attacker import as_user, start_as_user
 from .conftest import REPO, stop_group, wait_for
+from .test_notify_receivers import receiver  # noqa: F401 - a fixture
 
 SLEEPER = """
 import time
@@ -294,3 +295,38 @@ def test_non_root_lock_fallback_refuses_a_directory_made_by_another_user(launche
     said = run.stdout + run.stderr
     assert "lock directory" in said and "not this user's private directory" in said
     assert "Traceback" not in said
+
+
+def test_skipping_too_long_notifies_once_per_window(launcher, receiver, tmp_path):
+    """Finding 4: a job kept from running past what its schedule allows sends one notification
+    naming the holder, then holds back within JOBRUNNER_NOTIFY_REPEAT (no flood every tick)."""
+    launcher.write_job("hourly", """
+        from jobrunner import job
+
+        @job(schedule="hourly", lock=True)
+        def hourly(ctx):
+            pass
+    """)
+    lock_dir = tmp_path / "locks"
+    lock_dir.mkdir()
+    env = _env(launcher, JOBRUNNER_LOCK_DIR=str(lock_dir), JOBRUNNER_NOTIFY_URLS=receiver.url())
+    holder = subprocess.Popen(["flock", "-x", str(lock_dir / "hourly.lock"), "sleep", "60"], start_new_session=True)
+    try:
+        assert wait_for(lambda: (lock_dir / "hourly.lock").exists(), timeout=10)
+        time.sleep(0.2)
+        assert launcher.run("run", "hourly", env=env).returncode == 75
+        assert receiver.requests == []  # one skip: the usual overlap, nothing to say
+        state_file = launcher.state_dir / "hourly" / "state.json"
+        state = json.loads(state_file.read_text())
+        state["skipped_since"] = time.time() - 7200
+        state_file.write_text(json.dumps(state))
+        for _ in range(3):
+            assert launcher.run("run", "hourly", env=env).returncode == 75
+    finally:
+        stop_group(holder)
+    sent = receiver.wait(1)
+    time.sleep(0.5)
+    assert len(receiver.requests) == 1
+    message = json.loads(sent[0]["body"])
+    assert "hourly" in message["title"] and "not running" in message["title"]
+    assert f"held by PID {holder.pid} (user root)" in message["message"]
