@@ -129,7 +129,9 @@ class StateStore:
     def _open_dir(self, create: bool) -> int:
         """The job's directory, opened relative to the state root, never through a symlink."""
         if create:
-            os.makedirs(self.root, mode=DIR_MODE, exist_ok=True)
+            # The root holds only the jobs' directories, each private on its own; jobs of
+            # other users must be able to reach theirs through it.
+            os.makedirs(self.root, mode=0o755, exist_ok=True)
         rfd = os.open(self.root, _OPEN_DIR)
         try:
             if create:
@@ -137,9 +139,16 @@ class StateStore:
                     os.mkdir(self.job, DIR_MODE, dir_fd=rfd)
                 except FileExistsError:
                     pass
-            return os.open(self.job, _OPEN_DIR | os.O_NOFOLLOW, dir_fd=rfd)
+            dfd = os.open(self.job, _OPEN_DIR | os.O_NOFOLLOW, dir_fd=rfd)
         finally:
             os.close(rfd)
+        if create:
+            # 0750 whatever made it (systemd's StateDirectory= makes 0755; a StateDirectoryMode=
+            # would also apply to the parent it creates, locking other jobs' users out of it).
+            info = os.fstat(dfd)
+            if info.st_uid == os.geteuid() and info.st_mode & 0o027:
+                os.fchmod(dfd, info.st_mode & 0o750)
+        return dfd
 
     def owner(self) -> int:
         """The uid the job's state directory belongs to (``OSError`` when there is none)."""

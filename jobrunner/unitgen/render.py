@@ -182,7 +182,6 @@ def render_service(job: Job, options: RenderOptions = RenderOptions()) -> str:
     if options.metrics_dir:
         unit.add(s, "Environment", _esc(f"JOBRUNNER_METRICS_DIR={options.metrics_dir}"))
     unit.add(s, "StateDirectory", f"jobrunner/{job.name}")
-    unit.add(s, "StateDirectoryMode", "0750")
     unit.add(s, "SyslogIdentifier", job.unit)
     unit.add(s, "TimeoutStartSec", _span(start_timeout(job)))
     unit.add(s, "TimeoutStopSec", _span(stop_timeout(job)))
