@@ -71,9 +71,12 @@ def test_journald_priority_prefix_only_on_the_journal_stream(launcher):
     assert prefixes["step.error"] == "<3>"
     assert prefixes["step.warn"] == "<4>"
     assert prefixes["step.one"] == "<6>"
-    # Not on the journal: no prefix.
+    # Not on the journal (JOURNAL_STREAM names another stream): the same events, no prefix.
     plain = launcher.run("chatty", env=launcher.env(JOURNAL_STREAM="1:2"))
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.splitlines(), "nothing logged off the journal: the no-prefix check would pass on nothing"
     assert all(line.startswith("{") for line in plain.stdout.splitlines())
+    assert sorted(e["event"] for e in plain.events) == sorted(json.loads(line[3:])["event"] for line in lines)
 
 
 def test_log_file_gets_the_same_json_lines(launcher, tmp_path):
