@@ -36,11 +36,27 @@ def test_registered_values_masked_in_nested_structures():
     assert original["b"]["c"] == "topsecret"
 
 
-@pytest.mark.parametrize("short", ["abc", "ab", "x", "", "   ab  "])
-def test_short_values_are_ignored(short):
-    """Values under 4 characters (after stripping) are too common to mask and are not registered."""
+@pytest.mark.parametrize(
+    ("short", "expected"),
+    [
+        ("abc", f"{MASK} ab x abcd"),
+        ("ab", f"abc {MASK} x abcd"),
+        ("x", f"abc ab {MASK} abcd"),
+        ("   ab  ", f"abc {MASK} x abcd"),
+    ],
+)
+def test_short_values_are_masked_as_whole_tokens(short, expected):
+    """Values under 8 characters (of any length, stripped) are masked where they stand alone, never
+    inside a longer word."""
     redactor = Redactor([short])
-    assert redactor.redact("abc ab x") == "abc ab x"
+    assert redactor.redact("abc ab x abcd") == expected
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\n", "***"])
+def test_blank_values_are_ignored(blank):
+    """Empty and white-space values (and the mask itself) are not registered: they would mask nothing or everything."""
+    redactor = Redactor([blank])
+    assert redactor.redact("a b *** c") == "a b *** c"
 
 
 def test_non_strings_are_not_registered():
@@ -249,3 +265,103 @@ def test_cli_logging_a_named_tuple_does_not_fail_the_job(launcher):
     run = launcher.run("disk")
     assert run.returncode == 0, run.stdout
     assert len(run.event("disk.usage")["usage"]) == 3
+
+
+# Issue #13, finding 7: short secrets, multi-line values, secrets split across lines, command lines.
+
+
+def test_short_secret_masks_the_word_not_longer_words():
+    """A 4-character password is masked where it stands alone (user:pass@, 'pass') but 'password' and
+    'passing' are left whole: no more '***word'."""
+    redactor = Redactor(["pass"])
+    assert redactor.redact("password passing pass x:pass@h") == f"password passing {MASK} x:{MASK}@h"
+
+
+def test_long_secret_is_masked_inside_words():
+    """A secret of 8 characters or more is masked wherever it appears, inside a longer word too."""
+    assert Redactor(["hunter22"]).redact("xhunter22y") == f"x{MASK}y"
+
+
+def test_flag_values_of_secret_named_variables_are_not_secrets():
+    """SMTP_AUTH=1 or USE_TOKEN=yes are settings: '1' and 'yes' are not masked in every line."""
+    redactor = Redactor()
+    redactor.add_env({"SMTP_AUTH": "1", "USE_TOKEN": "yes", "XDG_SESSION_TYPE": "tty", "DB_PASS": "ab"})
+    assert redactor.redact("attempt 1: yes on tty, ab") == f"attempt 1: yes on tty, {MASK}"
+
+
+PEM = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+    "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
+    "QyNTUxOQAAACDx3kQ8wZ7pG0kR2nq0Vt3M9mYx1cE5b0hQqJ9u2yTqAAAAJgtJd6pLSXe\n"
+    "-----END OPENSSH PRIVATE KEY-----\n"
+)
+
+
+def test_multi_line_secret_is_masked_line_by_line():
+    """A PEM key in a secret-named variable is masked whole and each of its lines alone."""
+    redactor = Redactor()
+    redactor.add_env({"SSH_PRIVATE_KEY": PEM})
+    body_lines = PEM.splitlines()[1:3]
+    for line in body_lines:
+        assert line not in redactor.redact(f"printed: {line}")
+    assert redactor.redact(PEM).count(MASK) >= 1 and not any(line in redactor.redact(PEM) for line in body_lines)
+    # Written with literal \n (as in a JSON key file), too.
+    escaped = Redactor()
+    escaped.add_env({"GCP_PRIVATE_KEY": PEM.replace("\n", "\\n")})
+    assert body_lines[0] not in escaped.redact(body_lines[0])
+
+
+SPLIT = "Tk9sHq2Lw8ZrX4Vd"
+
+
+@pytest.mark.parametrize("cut", [1, 3, 4, 8, 12, 15])
+def test_secret_split_across_two_lines_leaks_at_most_three_characters(cut):
+    """LineStream masks a secret broken by a line break: the end of the first line (4 or more of its
+    characters) and the rest at the start of the next; at most 3 characters ever show."""
+    stream = Redactor([SPLIT]).stream()
+    first = stream(f"token={SPLIT[:cut]}")
+    second = stream(f"{SPLIT[cut:]} rest")
+    shown = first[len("token="):].replace(MASK, "") + second.replace(MASK, "").replace(" rest", "")
+    assert len(shown) <= 3, (first, second)
+    assert second.endswith(" rest")
+
+
+def test_secret_spanning_three_lines_is_masked_in_the_middle_line():
+    """A long secret wrapped over three lines: the middle line lies wholly inside it and is masked."""
+    secret = "A1b2C3d4E5f6G7h8I9j0K1l2"
+    stream = Redactor([secret]).stream()
+    out = [stream(secret[:8]), stream(secret[8:16]), stream(secret[16:])]
+    assert out == [MASK, MASK, MASK]
+
+
+def test_line_stream_leaves_ordinary_lines_alone():
+    """Lines that share no 4-character edge with a secret come back unchanged."""
+    stream = Redactor([SPLIT]).stream()
+    assert [stream("backup done"), stream("42 files")] == ["backup done", "42 files"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["mydump", "--password=s3cr3t-x", "db"], ["mydump", f"--password={MASK}", "db"]),
+        (["tool", "--api-token", "abc", "-v"], ["tool", "--api-token", MASK, "-v"]),
+        (["tool", "--password-file", "/etc/pw", "--no-password"], ["tool", "--password-file", "/etc/pw", "--no-password"]),
+        (["mysqldump", "-uwp", "-pS3cret", "wp"], ["mysqldump", "-uwp", f"-p{MASK}", "wp"]),
+        (["mysql", "-p", "wordpress"], ["mysql", "-p", "wordpress"]),
+        (["redis-cli", "-a", "hunter2", "ping"], ["redis-cli", "-a", MASK, "ping"]),
+        (["env", "DB_PASSWORD=zz9", "HOME=/root", "backup"], ["env", f"DB_PASSWORD={MASK}", "HOME=/root", "backup"]),
+    ],
+)
+def test_command_line_secret_options_are_masked(argv, expected):
+    """Values of options named like secrets (and mysql's -p, redis-cli's -a) are masked in a logged argv."""
+    from jobrunner.redact import mask_argv
+
+    assert mask_argv(argv) == expected
+
+
+def test_a_masked_option_value_is_masked_in_later_output_too():
+    """Once an argv with --password=X is logged, X is a registered secret: the command's echo of it is masked."""
+    redactor = Redactor()
+    event = redactor(None, "info", {"event": "proc.started", "argv": ["echo", "--password=Sup3r-S3cret-1"]})
+    assert event["argv"] == ["echo", f"--password={MASK}"]
+    assert redactor.redact("connected as Sup3r-S3cret-1") == f"connected as {MASK}"
