@@ -6,15 +6,26 @@ line with ``#`` or ``;``; values in single quotes (literal) or double quotes (``
 surrounding white space. Stricter than systemd where systemd silently ignores a mistake: a
 line with no ``=``, ``export KEY=...``, a bad name or an unclosed quote is an error naming the
 file and line, so a manual run fails the same way every time instead of half-configured.
+An error never quotes the line: it may hold a secret.
+
+What a file may be (``load_env_file``): a regular file (not a FIFO, a device or a
+directory: ``--env-file /dev/zero`` is refused at once, never read) of at most 1 MiB, owned
+by root or the running user, not writable by other users (by root: not by the group
+either), and not readable by every user when it holds a secret (a variable whose name says
+so, or a URL with credentials). Each refusal is a ``ConfigError`` (exit 78) naming the file
+and the command that fixes it (docs/security.md).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 
 from .errors import ConfigError
 
-__all__ = ["load_env_file", "parse_env"]
+__all__ = ["MAX_ENV_FILE", "load_env_file", "parse_env", "read_regular_file"]
+
+MAX_ENV_FILE = 1024 * 1024
 
 _DOUBLE_ESCAPES = '"\\`$'
 
@@ -48,12 +59,12 @@ def parse_env(text: str, source: str = "<env>") -> dict[str, str]:
         eol = n if eol < 0 else eol
         eq = text.find("=", i, eol)
         if eq < 0:
-            raise fail(f"expected KEY=value, found {text[i:eol].strip()[:40]!r}", start_line)
+            raise fail("expected KEY=value (the line is not shown: it may hold a secret)", start_line)
         key = text[i:eq].strip()
         if key.startswith("export ") or key.startswith("export\t"):
             raise fail("'export' is not allowed in an EnvironmentFile: remove it", start_line)
         if not _valid_name(key):
-            raise fail(f"{key[:40]!r} is not a valid variable name", start_line)
+            raise fail("not a valid variable name before '=' (letters, digits and '_', not starting with a digit)", start_line)
         i = eq + 1
         while i < n and text[i] in " \t":
             i += 1
@@ -116,17 +127,78 @@ def parse_env(text: str, source: str = "<env>") -> dict[str, str]:
     return result
 
 
-def load_env_file(path: str, *, optional: bool = False) -> dict[str, str]:
-    """Read and parse ``path``. ``optional=True`` (systemd's ``-path``): a missing file is empty."""
+def read_regular_file(path: str, *, limit: int, what: str) -> tuple[bytes, os.stat_result]:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes, and its status.
+
+    Opened without blocking (a FIFO with no writer does not hang) and checked on the open
+    descriptor (no race with a rename): anything else than a regular file, or a bigger one,
+    is a ``ConfigError`` naming ``what`` and the path. ``OSError`` of the open propagates.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO, device or socket"
+            raise ConfigError(f"{path}: cannot read {what}: not a regular file ({kind})")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 16, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise ConfigError(f"{path}: {what} is larger than {limit // 1024} KiB: not read")
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
+
+
+def _check_access(path: str, st: os.stat_result, env: dict[str, str]) -> None:
+    """Refuse a file another user controls, or one that shows its secrets to every user."""
+    euid = os.geteuid()
+    if st.st_uid not in (0, euid):
+        raise ConfigError(
+            f"{path}: env file is owned by uid {st.st_uid}, not by root or the running user: whoever owns it "
+            f"sets this run's environment (chown root: {path})"
+        )
+    writable = st.st_mode & (0o022 if euid == 0 else 0o002)
+    if writable:
+        who = "every user" if st.st_mode & 0o002 else "its group"
+        raise ConfigError(
+            f"{path}: env file is writable by {who}, who would set this run's environment (chmod go-w {path})"
+        )
+    if st.st_mode & 0o004:
+        from .redact import Redactor
+
+        for key, value in env.items():
+            probe = Redactor()
+            probe.add_env({key: value})
+            if probe.registered():
+                raise ConfigError(
+                    f"{path}: env file holds a secret ({key}) and is readable by every user (chmod 600 {path}, "
+                    f"or 640 with the group of the job's user)"
+                )
+
+
+def load_env_file(path: str, *, optional: bool = False) -> dict[str, str]:
+    """Read and parse ``path``. ``optional=True`` (systemd's ``-path``): a missing file is empty.
+
+    The file must be a regular file of at most ``MAX_ENV_FILE`` bytes that no other user can
+    change, and not readable by every user if it holds secrets (see the module's doc)."""
+    try:
+        data, st = read_regular_file(path, limit=MAX_ENV_FILE, what="env file")
     except FileNotFoundError:
         if optional:
             return {}
         raise ConfigError(f"{path}: env file not found") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: env file is not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read env file: {os.strerror(exc.errno or 0)}") from None
-    return parse_env(text, path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: env file is not UTF-8 text") from None
+    env = parse_env(text, path)
+    _check_access(path, st, env)
+    return env

@@ -84,11 +84,11 @@ def test_export_is_refused_with_line_number(line):
 
 
 def test_line_without_equals_names_file_and_line():
-    """A line with no '=' raises ConfigError naming file:line and showing the line."""
+    """A line with no '=' raises ConfigError naming file:line, never quoting the line (it may be a secret)."""
     with pytest.raises(ConfigError) as caught:
         parse_env("A=1\n\nnoequals here\n", "site.env")
     assert str(caught.value).startswith("site.env:3:")
-    assert "noequals here" in str(caught.value)
+    assert "noequals" not in str(caught.value)
 
 
 @pytest.mark.parametrize("key", ["1A", "A-B", "A B", "", "A.B", "É"])
