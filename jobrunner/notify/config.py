@@ -4,7 +4,8 @@ Sources (both may be used; their URLs add up):
 
 - ``$JOBRUNNER_NOTIFY_URLS``: Apprise URLs separated by spaces or commas; ``TAG=URL`` tags one.
 - ``$JOBRUNNER_NOTIFY_CONFIG``, else ``/etc/jobrunner/apprise.yml`` when it exists: an Apprise
-  config file (YAML or TEXT), where tags are declared per URL.
+  config file (YAML or TEXT), where tags are declared per URL: a regular file of at most
+  1 MiB (``/dev/zero`` or a FIFO is a ``ConfigError``, not an endless read).
 
 ``sources_present`` is the cheap question (no apprise import); ``load`` builds the Apprise
 object and raises ``ConfigError`` (exit 78) naming the variable or the file and line of the
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_CONFIG", "config_path", "env_urls", "load", "sources_present"]
 
 DEFAULT_CONFIG = "/etc/jobrunner/apprise.yml"
+MAX_CONFIG = 1024 * 1024  # an Apprise config is a few lines; a bigger "file" is a mistake
 _TAGGED = re.compile(r"^(?P<tag>[A-Za-z0-9_-]+)=(?P<url>[A-Za-z][A-Za-z0-9+.-]*://.*)$")
 
 
@@ -130,11 +132,17 @@ def load(env: Mapping[str, str] | None = None) -> apprise.Apprise:
 def _load_file(path: str, asset: Any) -> list[Any]:
     import apprise
 
+    from ..envfile import read_regular_file
+
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"notification config {path}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
+        # A regular file of at most 1 MiB, opened without blocking: /dev/zero or a FIFO is
+        # refused at once instead of read without end.
+        data, _ = read_regular_file(path, limit=MAX_CONFIG, what="notification config")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"notification config {path}: cannot read it: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"notification config {path}: cannot read it: {exc.strerror or exc}") from None
     for url in re.findall(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+", text):
         _register_secrets(url.rstrip(":"))
     config = apprise.AppriseConfig(asset=asset)
