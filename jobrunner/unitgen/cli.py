@@ -76,7 +76,7 @@ def write_rendered(files: dict[str, str], out: str | Path, *, prune: bool, check
         target = base / rel
         try:
             current = target.read_text()
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
             current = None
         if current != text:
             changed.append(rel)
@@ -95,7 +95,11 @@ def _render(args: argparse.Namespace) -> int:
     from .render import DEFAULT_PYTHON, render_all
 
     files = render_all(args.package, args.jobs, python=args.python or DEFAULT_PYTHON, metrics_dir=args.metrics_dir)
-    changed = write_rendered(files, args.out, prune=not args.jobs, check=args.check)
+    try:
+        changed = write_rendered(files, args.out, prune=not args.jobs, check=args.check)
+    except OSError as exc:  # --out /proc/1, a read-only or full disk: one line, exit 78
+        where = exc.filename or args.out
+        raise ConfigError(f"units render: cannot write {where}: {exc.strerror or exc} (check --out)") from None
     if args.check:
         for rel in changed:
             print(f"jobrunner: {Path(args.out) / rel} is out of date", file=sys.stderr)
