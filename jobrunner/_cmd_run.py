@@ -53,6 +53,19 @@ def _exec_job(args: argparse.Namespace) -> Any:
     command = list(getattr(args, "command", None) or [])
     if not command:
         raise UsageError("exec needs a command after '--' (e.g. jobrunner exec backup -- /usr/local/bin/backup.sh)")
+    if not command[0]:
+        raise UsageError("exec: the command after '--' is an empty string")
+    if not args.name.strip():
+        raise UsageError("exec: NAME is empty (it names the job's logs, state and lock)")
+    # An empty value must not quietly mean "no lock", "no Redis" or "here": each is refused.
+    for flag, value in (("--lock", args.lock), ("--lock-wait", args.lock_wait), ("--redis", args.redis),
+                        ("--lock-ttl", args.lock_ttl), ("--timeout", args.timeout), ("--cwd", args.cwd),
+                        ("--retry-delay", args.retry_delay)):
+        if isinstance(value, str) and not value.strip():
+            hint = f"; {flag} alone takes the default" if flag in ("--lock", "--redis") else ""
+            raise UsageError(f"{flag}: empty value: give one or leave the flag out{hint}")
+    if args.retry < 1:
+        raise UsageError(f"--retry {args.retry}: the number of tries in all is 1 or more")
     lock: Any = None
     if isinstance(args.redis, str) and _has_password(args.redis):
         raise UsageError("--redis: a URL with a password on the command line is visible to every user (ps, "
