@@ -15,8 +15,9 @@ SLEEPER = """
 
     @job(lock=True)
     def sleeper(ctx):
-        Path(ctx.env["MARK"]).write_text("started")
+        # The cleanup first: the test signals as soon as MARK exists.
         ctx.cleanup(lambda: Path(ctx.env["MARK"]).write_text("cleaned"))
+        Path(ctx.env["MARK"]).write_text("started")
         time.sleep(30)
 """
 
