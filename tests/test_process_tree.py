@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
+
+import pytest
 
 from .conftest import pid_alive, wait_for
 
@@ -119,3 +124,80 @@ def test_long_line_is_truncated_with_marker(launcher):
     assert lines[1:] == ["after"]
     assert all(len(line) < 200_000 for line in run.stdout.splitlines())
     json.loads(run.stdout.splitlines()[-1])
+
+
+# Issue #13, finding 9: a daemon that double-forks into a new session leaves every process group
+# of the run; outside systemd the runner is its subreaper and kills it all the same.
+
+DAEMONIZE = r"""
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        with open(sys.argv[1] + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+        time.sleep(300)
+    os._exit(0)
+os.wait()
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _daemon(path):
+    assert wait_for(path.exists, 15)
+    return int(path.read_text())
+
+
+def _kill_if_alive(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.mark.parametrize(("timeout", "stays", "code"), [("2s", "60", 124), (None, "0", 0)], ids=["timeout", "end"])
+def test_double_forked_daemon_does_not_outlive_exec(launcher, tmp_path, timeout, stays, code):
+    """`jobrunner exec --timeout 2s -- CMD` where CMD double-forks a daemon into its own session: after the
+    timeout (or at the end of the run) the daemon is gone too (before: it survived, re-parented to PID 1)."""
+    pidfile = tmp_path / "daemon.pid"
+    args = ["exec", "daemonizer", *(["--timeout", timeout] if timeout else []), "--",
+            sys.executable, "-c", DAEMONIZE, str(pidfile), stays]
+    proc = launcher.start(*args)
+    daemon = _daemon(pidfile)
+    try:
+        run = launcher.finish(proc, timeout=60)
+        assert run.returncode == code, run.stderr
+        assert wait_for(lambda: not pid_alive(daemon), 5), "the double-forked daemon outlived the run"
+        assert daemon in [e.get("pgid") for e in run.events if e["event"] == "proc.killed"]
+    finally:
+        _kill_if_alive(daemon)
+
+
+def test_processes_that_existed_before_the_run_are_left_alone(tmp_path, monkeypatch):
+    """In-process (run_job from a program that has children of its own), only the run's descendants are
+    swept: the host program's own child survives, the job's daemon does not."""
+    from jobrunner import job
+    from jobrunner.runner import RunOptions, run_job
+
+    monkeypatch.delenv("INVOCATION_ID", raising=False)
+    monkeypatch.setenv("JOBRUNNER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("JOBRUNNER_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setenv("JOBRUNNER_LOG_FORMAT", "json")
+    neighbour = subprocess.Popen(["sleep", "60"])
+    pidfile = tmp_path / "daemon.pid"
+
+    @job(name="sweeper", kill_grace="2s")
+    def sweeper(ctx):
+        ctx.run([sys.executable, "-c", DAEMONIZE, str(pidfile), "0"])
+
+    try:
+        assert run_job(sweeper, RunOptions(notify=False)).exit_code == 0
+        daemon = _daemon(pidfile)
+        assert wait_for(lambda: not pid_alive(daemon), 5)
+        assert neighbour.poll() is None and pid_alive(neighbour.pid)
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+        if pidfile.exists():
+            _kill_if_alive(int(pidfile.read_text()))
