@@ -10,7 +10,15 @@ keeps the JSON object intact in ``MESSAGE``.
 
 The sink writes with ``os.write`` and swallows ``OSError``: a closed stdout (journald gone)
 must never turn a good run into a failed one. An optional log file receives the same JSON
-lines with ``O_APPEND`` (safe with logrotate's default create mode).
+lines with ``O_APPEND`` (safe with logrotate's default create mode). One line is written at a
+time (a lock), so lines from different threads never interleave.
+
+During a run, ``capture_output`` puts pipes in place of the job's own fd 1 and 2 (``print``,
+``sys.stderr``, and children started with plain ``subprocess`` that inherit them): each line
+they write becomes a ``job.output`` event (``stream``: ``stdout``/``stderr``, ``line``), masked
+like every other event, so a password a job prints never reaches the journal as it is. The
+log itself is written to a duplicate of the original stdout. What the job wrote before a log
+event is written before that event (the pipes are drained first).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import traceback
 from collections import deque
 from datetime import datetime, timezone
@@ -28,7 +37,7 @@ import structlog
 
 from .redact import Redactor
 
-__all__ = ["LineSink", "configure_logging", "exception_dict", "format_tail_line"]
+__all__ = ["LineSink", "OutputCapture", "capture_output", "configure_logging", "exception_dict", "format_tail_line"]
 
 PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 _FIRST = ("ts", "level", "event", "job", "run_id", "host")
@@ -83,7 +92,7 @@ class _Head:
 
 def format_tail_line(event: dict[str, Any]) -> str:
     """A compact human line for notification bodies: ``08:15:02 error job.failed key=value``."""
-    if event.get("event") == "proc.output":
+    if event.get("event") in ("proc.output", "job.output"):
         return str(event.get("line", ""))
     extras = " ".join(
         f"{k}={v}" for k, v in event.items() if k not in _FIRST and k not in ("exception",) and v is not None
@@ -107,6 +116,8 @@ class LineSink:
                 self.file_error = f"{file_path}: {exc.strerror}"
         self.tail: deque[dict[str, Any]] = deque(maxlen=tail)
         self.stdout_lost = False
+        self.lock = threading.RLock()
+        self.capture: OutputCapture | None = None
 
     def _write(self, fd: int, data: bytes) -> bool:
         try:
@@ -121,6 +132,18 @@ class LineSink:
             return False
 
     def emit(self, line: str, priority: int, json_line: str | None) -> None:
+        # Bounded: a thread stuck in a write (a full pipe) must not silence the watchdog's line.
+        locked = self.lock.acquire(timeout=5.0)
+        try:
+            capture = self.capture
+            if capture is not None:
+                capture.drain()  # what the job printed before this event comes first
+            self._emit(line, priority, json_line)
+        finally:
+            if locked:
+                self.lock.release()
+
+    def _emit(self, line: str, priority: int, json_line: str | None) -> None:
         if self.fd is not None and not self.stdout_lost:
             data = (f"<{priority}>{line}\n" if self.journal else f"{line}\n").encode("utf-8", "replace")
             if not self._write(self.fd, data):
@@ -135,6 +158,201 @@ class LineSink:
             except OSError:
                 pass
             self.file_fd = None
+
+
+class OutputCapture:
+    """The job's fd 1 and 2 as masked ``job.output`` events, for the length of a run.
+
+    ``start()`` saves the original descriptors (the log goes on to the saved stdout), puts
+    the write ends of two pipes in their place and starts a thread reading the pipes;
+    ``drain()`` (under the sink's lock) turns what is readable into events; ``close()``
+    flushes ``sys.stdout``/``sys.stderr``, puts the originals back and drains what is left,
+    waiting at most ``wait`` seconds for processes that still hold the pipes.
+    """
+
+    def __init__(self, sink: LineSink, redactor: Redactor) -> None:
+        self.sink = sink
+        self.redactor = redactor
+        self.streams: list[dict[str, Any]] = []
+        self.thread: threading.Thread | None = None
+        self.stop = threading.Event()
+        self.draining = False
+        self.closed = False
+        self._sink_fd: int | None = None
+        self._buffering: list[tuple[Any, bool]] = []
+
+    def start(self) -> OutputCapture:
+        from .process import MAX_LINE, _LineReader
+
+        _flush_std()
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            try:
+                os.fstat(fd)
+            except OSError:  # closed: nothing the job writes there can reach a log
+                continue
+            saved = read = write = -1
+            try:
+                saved = _high_fd(fd)
+                read, write = os.pipe()
+                read, write = _high_fd(read, close=True), _high_fd(write, close=True)
+                os.set_blocking(read, False)
+                os.dup2(write, fd)  # inheritable: the job's children write here too
+            except OSError:
+                for extra in (saved, read):
+                    if extra >= 0:
+                        os.close(extra)
+                continue
+            finally:
+                if write >= 0:
+                    os.close(write)
+            self.streams.append({
+                "fd": fd, "name": name, "saved": saved, "read": read,
+                "reader": _LineReader(MAX_LINE), "mask": self.redactor.stream(),
+            })
+            if fd == 1 and self.sink.fd == 1:
+                self._sink_fd, self.sink.fd = 1, saved
+        for handle in (sys.stdout, sys.stderr):  # print() reaches the pipe line by line, in order
+            if handle is not None and hasattr(handle, "reconfigure") and hasattr(handle, "line_buffering"):
+                try:
+                    self._buffering.append((handle, handle.line_buffering))
+                    handle.reconfigure(line_buffering=True)
+                except (ValueError, OSError, AttributeError):
+                    pass
+        if self.streams:
+            self.sink.capture = self
+            self.thread = threading.Thread(target=self._pump, name="jobrunner-output", daemon=True)
+            self.thread.start()
+        return self
+
+    def _pump(self) -> None:
+        import select
+
+        while not self.stop.is_set():
+            fds = [s["read"] for s in self.streams if s["read"] >= 0]
+            if not fds:
+                return
+            try:
+                ready, _, _ = select.select(fds, [], [], 0.2)
+            except (OSError, ValueError):
+                return
+            if ready:
+                with self.sink.lock:
+                    self.drain()
+
+    def drain(self, final: bool = False) -> bool:
+        """Turn what the pipes hold into events (with the sink's lock held). True once all are at EOF."""
+        if self.draining:
+            return False
+        self.draining = True
+        try:
+            for stream in self.streams:
+                read = stream["read"]
+                while read >= 0:
+                    try:
+                        data = os.read(read, 65536)
+                    except BlockingIOError:
+                        break
+                    except OSError:
+                        data = b""
+                    if data:
+                        self._emit(stream, stream["reader"].feed(data))
+                        continue
+                    self._emit(stream, stream["reader"].flush())
+                    os.close(read)
+                    stream["read"] = read = -1
+                if final and read >= 0:
+                    self._emit(stream, stream["reader"].flush())
+            return all(s["read"] < 0 for s in self.streams)
+        finally:
+            self.draining = False
+
+    def _emit(self, stream: dict[str, Any], lines: list[tuple[str, bool]]) -> None:
+        if not lines:
+            return
+        log = structlog.get_logger()
+        for text, cut in lines:
+            line = stream["mask"](text) + (" …[truncated]" if cut else "")
+            log.info("job.output", stream=stream["name"], line=line)
+
+    def close(self, wait: float = 1.0) -> None:
+        """Restore fd 1 and 2 and log the rest of the output (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        import time
+
+        _flush_std()
+        for handle, buffering in self._buffering:
+            try:
+                handle.reconfigure(line_buffering=buffering)
+            except (ValueError, OSError, AttributeError):
+                pass
+        with self.sink.lock:
+            for stream in self.streams:
+                try:
+                    os.dup2(stream["saved"], stream["fd"])  # our copies of the write ends are gone
+                except OSError:
+                    pass
+            if self._sink_fd is not None:
+                self.sink.fd = self._sink_fd
+        # The pipes end when the last process holding them does (the runner killed the job's
+        # processes first); one that escaped gets ``wait`` seconds, then its lines are dropped.
+        end = time.monotonic() + wait
+        while True:
+            with self.sink.lock:
+                done = self.drain()
+            if done or time.monotonic() >= end:
+                break
+            time.sleep(0.01)
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(1.0)
+        with self.sink.lock:
+            self.drain(final=True)
+            self.sink.capture = None
+            for stream in self.streams:
+                for key in ("read", "saved"):
+                    if stream[key] >= 0:
+                        try:
+                            os.close(stream[key])
+                        except OSError:
+                            pass
+                        stream[key] = -1
+
+
+class _NoCapture:
+    def close(self, wait: float = 1.0) -> None:
+        pass
+
+
+def capture_output(sink: LineSink, redactor: Redactor) -> OutputCapture | _NoCapture:
+    """Start capturing the job's fd 1 and 2 (see ``OutputCapture``); ``.close()`` at the end of the run."""
+    try:
+        return OutputCapture(sink, redactor).start()
+    except OSError:  # no descriptors left: the run goes on uncaptured rather than failing
+        return _NoCapture()
+
+
+def _high_fd(fd: int, close: bool = False) -> int:
+    """A close-on-exec duplicate of ``fd`` numbered 3 or more (never 0-2, even when those are closed)."""
+    import fcntl
+
+    if close and fd > 2:
+        os.set_inheritable(fd, False)
+        return fd
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    if close:
+        os.close(fd)
+    return new
+
+
+def _flush_std() -> None:
+    for handle in (sys.stdout, sys.stderr):
+        try:
+            if handle is not None:
+                handle.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def _is_journal_stream(fd: int) -> bool:

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import structlog
 
 from . import errors
-from ._logging import configure_logging
+from ._logging import capture_output, configure_logging
 from .context import Context
 from .declaration import Job
 from .envfile import load_env_file
@@ -105,6 +105,7 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
     started_wall, started = time.time(), time.monotonic()
     result = RunResult("success", errors.EXIT_OK)
     lock = None
+    output = capture_output(sink, redactor)  # the job's own stdout/stderr, masked (docs/security.md)
     sigs.install()
     try:
         log.info("job.started", pid=os.getpid(), user=_user(), dry_run=options.dry_run or None, module=job.module)
@@ -151,6 +152,7 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
     finally:
         result.duration_s = time.monotonic() - started
         _finish(job, ctx, log, sigs, lock, store, result, options, started_wall, sink)
+        output.close()
         watchdog.done.set()
         sigs.restore()
         sink.close()
