@@ -137,7 +137,10 @@ class LineSink:
         try:
             capture = self.capture
             if capture is not None:
-                capture.drain()  # what the job printed before this event comes first
+                try:
+                    capture.drain()  # what the job printed before this event comes first
+                except Exception:  # pragma: no cover - the event itself must still be written
+                    pass
             self._emit(line, priority, json_line)
         finally:
             if locked:
@@ -237,7 +240,10 @@ class OutputCapture:
                 return
             if ready:
                 with self.sink.lock:
-                    self.drain()
+                    try:
+                        self.drain()
+                    except Exception:  # pragma: no cover - keep reading, or the job blocks on a full pipe
+                        pass
 
     def drain(self, final: bool = False) -> bool:
         """Turn what the pipes hold into events (with the sink's lock held). True once all are at EOF."""
