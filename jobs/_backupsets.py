@@ -1,25 +1,45 @@
 """Backup sets of the WordPress jobs: names, manifests, checksums, compression, durable
-writes, the backup area's lock, and following files as they grow.
+writes, the backup area's lock, following files as they grow, and who made a set.
 
 A set is a directory ``<site>-<stamp>`` (full) or ``<site>-db-<stamp>`` (database only) in
-``BACKUP_DIR`` holding its compressed files and ``manifest.json``; it is written as
-``.<name>.partial`` and renamed only when complete and verified.
+``BACKUP_DIR`` holding its compressed files, ``manifest.json`` and ``manifest.hmac``; it is
+written as ``.<name>.partial`` and renamed only when complete and verified.
+
+Trust (docs/security.md, "Restore trusts nothing it did not make"): the manifest lists every
+file's SHA-256, and ``manifest.hmac`` is an HMAC-SHA256 of the manifest's bytes with a key
+only root holds (``BACKUP_HMAC_KEY_FILE``, made 0600 by the first backup). A set is used only
+if its MAC is right, its name matches its manifest, it is not dated in the future, and it and
+its files are root's and not writable by anyone else, in a directory chain only root can
+change (``unsafe_dir``). ``python -m jobs._backupsets sign SET_DIR`` lets root vouch for a set
+it trusts that has no MAC (one made before sets were signed).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
+import pwd
 import re
+import secrets
+import stat
+import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 BACKUP_LOCK = "wp-backups"  # shared by writers and restore, exclusive for the pruner
 MANIFEST = "manifest.json"
+MAC_FILE = "manifest.hmac"
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+# BACKUP_HMAC_KEY_FILE's default: in a state directory the backup units declare
+# (StateDirectory=jobrunner/keys), so the first backup can make it inside the sandbox.
+DEFAULT_KEY_FILE = "/var/lib/jobrunner/keys/backup.key"
+KEY_STATE_DIRECTORY = "jobrunner/keys"
+FUTURE_SKEW = timedelta(minutes=5)  # a set dated later than now + this is refused
+_MAX_MANIFEST = 16 << 20
 
 
 # --- compression ----------------------------------------------------------------------------
@@ -83,9 +103,10 @@ _SET_NAME = re.compile(r"^(?P<site>.+?)(?:-(?P<kind>db))?-(?P<stamp>\d{8}T\d{6}Z
 
 
 def read_set(path: Path) -> BackupSet | None:
-    """The set at ``path`` (``None`` if the name is not a set's)."""
+    """The set at ``path`` (``None`` if the name is not a set's). The manifest is read as it
+    is, not authenticated: ``authenticate()`` is what restore trusts."""
     match = _SET_NAME.match(path.name)
-    if not match or not path.is_dir():
+    if not match or path.is_symlink() or not path.is_dir():
         return None
     manifest = None
     try:
@@ -140,15 +161,271 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_durably(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``path`` durably, 0600 whatever the umask: a new file under a random name
+    (O_EXCL, never a planted one), fsync'd, renamed over ``path``, directory fsync'd."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_path(path.parent)
+
+
+def write_json_durably(path: Path, data: dict[str, Any]) -> None:
+    write_private(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+# --- who may have changed a path ----------------------------------------------------------
+
+
+def _trusted_uids() -> set[int]:
+    return {0, os.geteuid()}
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def unsafe_dir(path: Path | str) -> str | None:
+    """Why the directory ``path`` (symlinks resolved) could be changed by someone other than
+    root or this process's user, or ``None`` when it cannot: it and every directory above it
+    must be owned by root (or this user) and not writable by group or others (a group of
+    root's excepted); directories above it may be sticky instead (``/tmp``), where others
+    cannot rename or remove what is not theirs."""
+    real = Path(os.path.realpath(path))
+    trusted = _trusted_uids()
+    for here in [*reversed(real.parents), real]:
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            return f"{here} does not exist"
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{here} is not a directory"
+        if st.st_uid not in trusted:
+            return f"{here} is owned by {_user(st.st_uid)}"
+        writable = st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0)
+        if writable and (here == real or not st.st_mode & stat.S_ISVTX):
+            return f"{here} is writable by {'others' if st.st_mode & 0o002 else 'its group'} (mode {st.st_mode & 0o7777:04o})"
+    return None
+
+
+def private_dir(path: Path, what: str, *, create: bool = False, mode: int = 0o750) -> Path:
+    """``path`` with symlinks resolved, refused (ConfigError, exit 78) unless only root can
+    change it (``unsafe_dir``). ``create``: missing directories are made (``mode`` for the
+    last, 0755 above it, whatever the umask) under an existing safe one."""
+    from jobrunner import ConfigError
+
+    real = Path(os.path.realpath(path))
+    if create and not real.exists():
+        missing = [p for p in [real, *real.parents] if not p.exists()]
+        top = missing[-1].parent
+        reason = unsafe_dir(top)
+        if reason:
+            raise ConfigError(f"{what}={str(path)!r}: cannot be made safely: {reason}")
+        for here in reversed(missing):
+            try:
+                os.mkdir(here, mode if here == real else 0o755)
+            except FileExistsError:
+                pass
+    reason = unsafe_dir(real)
+    if reason:
+        raise ConfigError(f"{what}={str(path)!r}: {reason}; only root may be able to change it "
+                          f"(chown root and chmod go-w it and the directories above it)")
+    return real
+
+
+def _private_file(fd: int, name: str) -> str | None:
+    """Why the open file ``fd`` is not a regular file only root (or this user) can change."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        return f"{name} is not a regular file"
+    if st.st_uid not in _trusted_uids():
+        return f"{name} is owned by {_user(st.st_uid)}"
+    if st.st_mode & 0o022:
+        return f"{name} is writable by group or others (mode {st.st_mode & 0o7777:04o})"
+    return None
+
+
+def _read_private(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, a regular file only root can change (never through a symlink);
+    ValueError says why not."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ValueError(f"no {path.name}") from None
+    except OSError as exc:
+        raise ValueError(f"{path.name}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        reason = _private_file(fd, path.name)
+        if reason:
+            raise ValueError(reason)
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path.name} is larger than {limit} bytes")
+    return data
+
+
+# --- the key and the MAC --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupKey:
+    """The HMAC key of the backup sets (``BACKUP_HMAC_KEY_FILE``)."""
+
+    path: Path
+    secret: bytes = b""
+    created: bool = False
+
+    @property
+    def key_id(self) -> str:
+        """A fingerprint naming the key in MAC files and errors (not the key)."""
+        return hashlib.sha256(b"jobrunner backup key id\0" + self.secret).hexdigest()[:16]
+
+    def mac(self, manifest: bytes) -> str:
+        return hmac.new(self.secret, manifest, hashlib.sha256).hexdigest()
+
+
+def key_file(env: dict[str, str]) -> Path:
+    return Path(env.get("BACKUP_HMAC_KEY_FILE", "").strip() or DEFAULT_KEY_FILE)
+
+
+def load_key(path: Path, *, create: bool = False) -> BackupKey:
+    """The key from ``BACKUP_HMAC_KEY_FILE``. Refused (ConfigError, exit 78) when it is a
+    symlink, not a regular file, not owned by root (or this user), readable or writable by
+    group or others, shorter than 32 bytes, or in a directory others could change. Missing:
+    made (``create``, the backup jobs: 32 random bytes in hex, 0600, written under a random
+    name and linked into place, so two first runs agree on one key), else refused."""
+    from jobrunner import ConfigError
+
+    what = f"BACKUP_HMAC_KEY_FILE={str(path)!r}"
+    missing = ConfigError(f"{what}: no such file, so no backup set can be authenticated; the first "
+                          "wp_backup or wp_db_export run makes it (to restore another machine's sets, "
+                          "copy that machine's key here, 0600 root)")
+    if not create and not path.parent.is_dir():
+        raise missing
+    directory = private_dir(path.parent, "BACKUP_HMAC_KEY_FILE's directory", create=create, mode=0o700)
+    path = directory / path.name
+    created = False
+    if create and not os.path.lexists(path):
+        tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, path)
+                created = True
+            except FileExistsError:
+                pass  # another first run made it meanwhile: use that one
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_path(directory)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise missing from None
+    except OSError as exc:
+        why = "a symlink" if os.path.islink(path) else exc.strerror
+        raise ConfigError(f"{what}: {why}; refused") from None
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{what}: not a regular file; refused")
+        if st.st_uid not in _trusted_uids():
+            raise ConfigError(f"{what}: owned by {_user(st.st_uid)}, not root; refused")
+        if st.st_mode & 0o077:
+            raise ConfigError(f"{what}: mode {st.st_mode & 0o7777:04o}, readable or writable by group or "
+                              "others; refused (chmod 600 it, and make a new key if others may have read it)")
+        secret = handle.read(4097).strip()
+    if len(secret) < 32:
+        raise ConfigError(f"{what}: shorter than 32 bytes; refused")
+    return BackupKey(path, secret, created)
+
+
+def sign_set(set_dir: Path, key: BackupKey) -> None:
+    """Write ``manifest.hmac`` for the manifest as it is on disk now."""
+    manifest = _read_private(set_dir / MANIFEST, _MAX_MANIFEST)
+    record = {"alg": "hmac-sha256", "key_id": key.key_id, "mac": key.mac(manifest)}
+    write_private(set_dir / MAC_FILE, (json.dumps(record, sort_keys=True) + "\n").encode())
+
+
+class UntrustedSet(ValueError):
+    """A set restore must not use; the message says why in one line."""
+
+
+def authenticate(set_dir: Path, key: BackupKey, *, now: datetime | None = None) -> dict[str, Any]:
+    """The manifest of ``set_dir``, once the set is shown to be one root made: the directory
+    and its files root's and not writable by others, ``manifest.hmac`` the MAC of
+    ``manifest.json`` with ``key``, the name the manifest's site, kind and date, that date not
+    in the future. Nothing else of the set is read before the MAC is checked. The caller checks
+    the directories above (``private_dir``) and then the checksums (``check_manifest``)."""
+    try:
+        st = os.lstat(set_dir)
+    except OSError as exc:
+        raise UntrustedSet(exc.strerror) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise UntrustedSet("not a directory")
+    if st.st_uid not in _trusted_uids():
+        raise UntrustedSet(f"owned by {_user(st.st_uid)}, not root")
+    if st.st_mode & 0o022:
+        raise UntrustedSet(f"writable by group or others (mode {st.st_mode & 0o7777:04o})")
+    try:
+        raw = _read_private(set_dir / MANIFEST, _MAX_MANIFEST)
+        record = json.loads(_read_private(set_dir / MAC_FILE, 4096))
+    except ValueError as exc:
+        if str(exc) == f"no {MAC_FILE}":
+            raise UntrustedSet(f"no {MAC_FILE}: not made by this machine's backups (or made before sets "
+                               "were signed: `python -m jobs._backupsets sign` vouches for one you trust)") from None
+        raise UntrustedSet(str(exc)) from None
+    if not isinstance(record, dict) or record.get("alg") != "hmac-sha256" or not isinstance(record.get("mac"), str):
+        raise UntrustedSet(f"{MAC_FILE} is not an hmac-sha256 record")
+    if record.get("key_id") != key.key_id:
+        raise UntrustedSet(f"signed with another key (key id {record.get('key_id')!r}; "
+                           f"{key.path} is {key.key_id!r})")
+    if not hmac.compare_digest(record["mac"].encode(), key.mac(raw).encode()):
+        raise UntrustedSet(f"{MAC_FILE} does not match {MANIFEST}: changed since it was written, or not ours")
+    try:
+        manifest = json.loads(raw)
+        created = datetime.fromisoformat(manifest["created"]).astimezone(timezone.utc)
+        expected = set_name(manifest["site"], manifest["kind"], created)
+        files = manifest["files"]
+        assert isinstance(files, dict)
+    except (ValueError, KeyError, TypeError, AssertionError, AttributeError):
+        raise UntrustedSet(f"{MANIFEST} lacks a site, kind, date or file list") from None
+    if set_dir.name != expected:
+        raise UntrustedSet(f"its name does not match its manifest (which names it {expected})")
+    now = now or datetime.now(timezone.utc)
+    if created > now + FUTURE_SKEW:
+        raise UntrustedSet(f"dated in the future ({created.isoformat(timespec='seconds')}, now "
+                           f"{now.isoformat(timespec='seconds')})")
+    for name in files:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) or name in (MANIFEST, MAC_FILE):
+            raise UntrustedSet(f"{MANIFEST} lists a file it may not: {name!r}")
+        try:
+            fd = os.open(set_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # reported by check_manifest
+        except OSError as exc:
+            raise UntrustedSet(f"{name}: {exc.strerror}") from None
+        try:
+            reason = _private_file(fd, name)
+        finally:
+            os.close(fd)
+        if reason:
+            raise UntrustedSet(reason)
+    return manifest
 
 
 def hold_backup_lock(ctx: Any, *, shared: bool, wait: float) -> None:
@@ -228,3 +505,30 @@ class FileFollower:
         except OSError:
             pass
 
+
+
+def main(argv: list[str]) -> int:
+    """``python -m jobs._backupsets sign SET_DIR...``: root vouches for sets it trusts."""
+    from jobrunner import ConfigError
+
+    if len(argv) < 2 or argv[0] != "sign":
+        print("usage: python -m jobs._backupsets sign SET_DIR...  (key: $BACKUP_HMAC_KEY_FILE, "
+              f"default {DEFAULT_KEY_FILE})", file=sys.stderr)
+        return 64
+    try:
+        key = load_key(key_file(dict(os.environ)))
+        for arg in argv[1:]:
+            set_dir = Path(arg)
+            if read_set(set_dir) is None:
+                raise ConfigError(f"{arg}: not a backup set directory")
+            private_dir(set_dir, "SET_DIR")
+            sign_set(set_dir, key)
+            print(f"signed {set_dir} (key id {key.key_id})")
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 78
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
