@@ -14,15 +14,19 @@ runs by hand) read through ``ctx.env``:
   (mysql clients and php with credentials from wp-config.php).
 - ``BACKUP_DIR`` (``/mnt/backups``), ``BACKUP_COMPRESS`` (``zstd`` | ``gzip``; default zstd when
   installed), ``KEEP_DAILY`` / ``KEEP_WEEKLY`` / ``KEEP_MONTHLY`` (7 / 4 / 6).
+- ``BACKUP_HMAC_KEY_FILE`` (``/var/lib/jobrunner/keys/backup.key``): the key that signs backup
+  sets (``jobs._backupsets``); ``WP_USER`` (``www-data``): who owns the files restore writes.
 
 The database password never reaches a command line: it is registered with ``ctx.secret`` and
 handed to the mysql clients in a 0600 option file (``--defaults-extra-file``) removed at the
-end of the run.
+end of the run. A database name is always preceded by ``--`` (never read as an option), and
+``mysql`` always runs with ``--sandbox`` (a dump's ``\\!``, ``source`` or ``tee`` is refused).
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import tempfile
@@ -32,7 +36,7 @@ from typing import Any
 
 from jobrunner import ConfigError
 
-from jobs._backupsets import CODECS
+from jobs._backupsets import CODECS, DEFAULT_KEY_FILE
 
 DEFAULT_WP_PATH = "/var/www/html"
 DEFAULT_BACKUP_DIR = "/mnt/backups"
@@ -53,6 +57,8 @@ class Settings:
     keep_monthly: int
     wp_cli: str | None
     wp_config: Path | None = None  # WP_CONFIG: where the DB_* defines are, when not wp-config.php
+    key_file: Path = Path(DEFAULT_KEY_FILE)  # BACKUP_HMAC_KEY_FILE
+    wp_user: str = "www-data"  # WP_USER: owner of the site's files (restore)
 
 
 def _count(env: dict[str, str], key: str, default: int) -> int:
@@ -82,7 +88,18 @@ def settings(ctx: Any) -> Settings:
         keep_monthly=_count(env, "KEEP_MONTHLY", 6),
         wp_cli=find_wp_cli(env),
         wp_config=Path(env["WP_CONFIG"]) if env.get("WP_CONFIG", "").strip() else None,
+        key_file=Path(env.get("BACKUP_HMAC_KEY_FILE", "").strip() or DEFAULT_KEY_FILE),
+        wp_user=env.get("WP_USER", "").strip() or "www-data",
     )
+
+
+def site_owner(s: Settings) -> tuple[int, int]:
+    """``WP_USER``'s uid and primary gid (ConfigError: exit 78, when there is no such user)."""
+    try:
+        entry = pwd.getpwnam(s.wp_user)
+    except KeyError:
+        raise ConfigError(f"WP_USER={s.wp_user!r}: no such user (the owner of the site's files)") from None
+    return entry.pw_uid, entry.pw_gid
 
 
 def find_wp_cli(env: dict[str, str]) -> str | None:
@@ -205,16 +222,26 @@ def read_wp_config(wp_path: Path, config: Path | None = None) -> Database:
     if config is None and not path.is_file() and (wp_path.parent / "wp-config.php").is_file():
         path = wp_path.parent / "wp-config.php"
     try:
-        source = _strip_comments(path.read_text(errors="replace"))
+        text = path.read_text(errors="replace")
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
+    return parse_wp_config(text, path, explicit=config is not None)
+
+
+def parse_wp_config(text: str, path: Path, *, explicit: bool = False) -> Database:
+    """The settings ``read_wp_config`` reads, from the text of ``path`` (``explicit``: it is
+    WP_CONFIG). A DB_NAME starting with ``-`` is refused: no client must read it as an option."""
+    source = _strip_comments(text)
     found = {m.group(2): _php_string(m.group(3)) for m in _DEFINE.finditer(source)}
     missing = [k for k in ("DB_NAME", "DB_USER", "DB_PASSWORD") if k not in found]
-    if missing and config is None and _DEBIAN_DISPATCH in source:
+    if missing and not explicit and _DEBIAN_DISPATCH in source:
         raise ConfigError(f"{path} is Debian's wordpress dispatcher: set WP_CONFIG to the file with the "
                           f"database settings, e.g. WP_CONFIG={_DEBIAN_DISPATCH}<host>.php")
     if missing:
         raise ConfigError(f"{path}: no string literal for {', '.join(missing)} (install wp-cli, or define them literally)")
+    if found["DB_NAME"].startswith("-") or not found["DB_NAME"].strip():
+        raise ConfigError(f"{path}: DB_NAME {found['DB_NAME']!r} is not a database name a client may be "
+                          "given (empty, or starts with '-'); refused")
     host, port, socket = parse_db_host(found.get("DB_HOST", "localhost"))
     prefix = _PREFIX.search(source)
     return Database(
@@ -239,12 +266,20 @@ class Clients:
             handle.write("[client]\n" + "\n".join(db.option_lines()) + "\n")
 
     def argv(self, tool: str, *args: str) -> list[str]:
+        """``tool`` with the credentials; ``mysql`` also with ``--sandbox``: client commands
+        that reach the file system or a shell (``\\!``, ``source``, ``tee``) are refused.
+        A database name in ``args`` goes after ``--``."""
         # --defaults-extra-file must be the first option
-        return [tool, f"--defaults-extra-file={self.defaults}", *args]
+        sandbox = ["--sandbox"] if os.path.basename(tool) in ("mysql", "mariadb") else []
+        return [tool, f"--defaults-extra-file={self.defaults}", *sandbox, *args]
+
+    def load_argv(self, database: str) -> list[str]:
+        """``mysql`` reading a dump on stdin into ``database`` (sandboxed, name after ``--``)."""
+        return self.argv("mysql", "--", database)
 
     def query(self, sql: str, database: str | None = None) -> list[list[str]]:
         """Run one statement, return the rows (tab separated, no headers)."""
-        argv = self.argv("mysql", "--batch", "--skip-column-names", "-e", sql, *([database] if database else []))
+        argv = self.argv("mysql", "--batch", "--skip-column-names", "-e", sql, *(["--", database] if database else []))
         out = self.ctx.run(argv, capture=True).stdout
         return [line.split("\t") for line in out.splitlines() if line]
 
@@ -260,7 +295,7 @@ class Clients:
         """A consistent InnoDB dump, streamed (``--single-transaction --quick``)."""
         return self.argv(
             "mysqldump", "--single-transaction", "--quick", "--hex-blob", "--no-tablespaces",
-            "--default-character-set=utf8mb4", "--triggers", "--add-drop-table", database or self.db.name,
+            "--default-character-set=utf8mb4", "--triggers", "--add-drop-table", "--", database or self.db.name,
         )
 
 

@@ -33,5 +33,5 @@ def wp_db_optimize(ctx):
         ctx.log.info("wp.db_optimized", via="wp-cli")
         return
     clients = Clients(ctx, read_wp_config(s.wp_path, s.wp_config))
-    ctx.run(clients.argv("mysqlcheck", "--optimize", clients.db.name))
+    ctx.run(clients.argv("mysqlcheck", "--optimize", "--", clients.db.name))  # never an option
     ctx.log.info("wp.db_optimized", via="mysqlcheck", database=clients.db.name)
