@@ -14,6 +14,11 @@ database-only sets never compete:
 - sets without a manifest are left alone (not ours, or being inspected by someone);
 - ``.<name>.partial`` directories older than a day (a crashed writer's leftovers) are removed.
 
+``BACKUP_DIR`` and the directories above it must be root's and not writable by others (as for
+the writers), or the run stops with exit 78 and deletes nothing: sets planted by another user
+could otherwise fill the retention slots and push the real backups out. Symlinks are never
+followed or removed.
+
 Each deletion is logged (``prune.deleted``) with its reason. The job takes the backup area
 lock ``wp-backups`` exclusive (writers and restores hold it shared), so it never deletes a set
 being written or read.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -30,7 +36,7 @@ from typing import Any
 
 from jobrunner import Lock, job
 
-from jobs._backupsets import BACKUP_LOCK, BackupSet, list_sets
+from jobs._backupsets import BACKUP_LOCK, BackupSet, list_sets, private_dir
 from jobs._wp import DEFAULT_BACKUP_DIR, settings
 
 PARTIAL_MAX_AGE_S = 86400
@@ -55,9 +61,10 @@ def backup_prune(ctx):
     if not s.backup_dir.is_dir():
         ctx.log.info("prune.nothing", reason=f"{s.backup_dir} does not exist")
         return
-    _remove_stale_partials(ctx, s.backup_dir)
+    backup_dir = private_dir(s.backup_dir, "BACKUP_DIR")
+    _remove_stale_partials(ctx, backup_dir)
     groups: dict[tuple[str, str], list[BackupSet]] = defaultdict(list)
-    for found in list_sets(s.backup_dir):
+    for found in list_sets(backup_dir):
         if found.manifest is None:
             ctx.log.warning("prune.skipped", path=str(found.path), reason="no manifest.json: not touched")
             continue
@@ -136,9 +143,12 @@ def _refusal(ctx: Any, sets: list[BackupSet], kind: str) -> str | None:
 def _remove_stale_partials(ctx: Any, backup_dir: Path) -> None:
     now = time.time()
     for path in backup_dir.iterdir():
-        if not (path.name.startswith(".") and path.name.endswith(".partial") and path.is_dir()):
+        if not (path.name.startswith(".") and path.name.endswith(".partial")):
             continue
-        age = now - path.stat().st_mtime
+        st = path.lstat()
+        if not stat.S_ISDIR(st.st_mode):  # a symlink is not a partial set: never followed
+            continue
+        age = now - st.st_mtime
         if age < PARTIAL_MAX_AGE_S:
             ctx.log.info("prune.partial_kept", path=str(path), reason="younger than a day", age_s=round(age))
             continue

@@ -1,9 +1,14 @@
 """Nightly full WordPress backup: files + database as one verified, checksummed set.
 
 One set is a directory ``<BACKUP_DIR>/<site>-<UTC stamp>/`` holding ``files.tar.zst``,
-``db.sql.zst`` and ``manifest.json`` (sizes and SHA-256 of each file, table count, timings,
-``"verified"``). It is built as ``.<name>.partial`` and renamed only once complete, fsync'd
-and verified, so a set that has its final name is whole. The write phase runs the archive and
+``db.sql.zst``, ``manifest.json`` (sizes and SHA-256 of each file, table count, timings,
+``"verified"``) and ``manifest.hmac`` (the manifest's HMAC-SHA256 with the key in
+``BACKUP_HMAC_KEY_FILE``, made 0600 by the first run: restore uses no set without it). It is
+built as ``.<name>.partial`` and renamed only once complete, fsync'd and verified, so a set
+that has its final name is whole. ``BACKUP_DIR`` (made 0750 when missing) and every directory
+above it must be root's and not writable by others, or the run stops with exit 78: nobody
+else can plant a name in it, swap a set or add one. Sets are 0700, their files 0600,
+whatever the umask. The write phase runs the archive and
 the dump side by side (``tar | zstd -T0 -3`` and ``mysqldump --single-transaction | zstd``);
 the verify phase reads the archive back (``tar -t``), re-checks every checksum and loads the
 dump into a scratch database ``<db>_verify_<random>``, dropped at the end, whose table count
@@ -34,13 +39,18 @@ from jobrunner import CommandFailed, job
 
 from jobs._backupsets import (
     CODECS,
+    KEY_STATE_DIRECTORY,
     MANIFEST,
+    BackupKey,
     FileFollower,
     check_manifest,
     codec_for,
     fsync_path,
     hold_backup_lock,
+    load_key,
+    private_dir,
     set_name,
+    sign_set,
     write_json_durably,
 )
 from jobs._wp import (
@@ -61,9 +71,11 @@ _EXCLUDES = ("./.restore-*", "./.pre-restore-*")
 
 
 # Root, but the strict sandbox drops every capability: reading a wp-config.php that is 0640
-# www-data (and uploads of any mode) needs CAP_DAC_READ_SEARCH back.
+# www-data (and uploads of any mode) needs CAP_DAC_READ_SEARCH back. The sets' HMAC key is made
+# by the first run in /var/lib/jobrunner/keys (BACKUP_HMAC_KEY_FILE's default): a state
+# directory of the unit, so writable in the sandbox, and read-only for restore and prune.
 SITE_READER: dict[str, Any] = {
-    "systemd": {"Service": {"CapabilityBoundingSet": "CAP_DAC_READ_SEARCH"}},
+    "systemd": {"Service": {"CapabilityBoundingSet": "CAP_DAC_READ_SEARCH", "+StateDirectory": KEY_STATE_DIRECTORY}},
     "security_threshold": 2.0,
 }
 
@@ -97,19 +109,24 @@ def run_backup(ctx: Any, *, kind: str) -> None:
     if ctx.dry_run:
         ctx.log.info("backup.planned", kind=kind, site=s.site, backup_dir=str(s.backup_dir), compress=s.compress)
         return
+    backup_dir = private_dir(s.backup_dir, "BACKUP_DIR", create=True)
+    key = load_key(s.key_file, create=True)
+    if key.created:
+        ctx.log.warning("backup.key_created", path=str(key.path), key_id=key.key_id,
+                        reason="no key yet: keep a copy apart from the backups, restore needs it")
     hold_backup_lock(ctx, shared=True, wait=3600)
-    backup_set(ctx, s, clients, kind=kind)
+    backup_set(ctx, s, clients, kind=kind, key=key, backup_dir=backup_dir)
 
 
-def backup_set(ctx: Any, s: Settings, clients: Clients, *, kind: str) -> Path:
-    """Write, verify and publish one set (``kind`` "full" or "db"); return its directory."""
+def backup_set(ctx: Any, s: Settings, clients: Clients, *, kind: str, key: BackupKey, backup_dir: Path) -> Path:
+    """Write, verify, sign and publish one set (``kind`` "full" or "db") in ``backup_dir`` (a
+    directory only root can change); return its directory."""
     when = datetime.now(timezone.utc)
     name = set_name(s.site, kind, when)
-    final = s.backup_dir / name
-    partial = s.backup_dir / f".{name}.partial"
-    s.backup_dir.mkdir(parents=True, exist_ok=True)
+    final = backup_dir / name
+    partial = backup_dir / f".{name}.partial"
+    partial.mkdir(mode=0o700)  # fails if it exists; no one but root can make names here
     ctx.cleanup(shutil.rmtree, partial, ignore_errors=True)  # gone after the rename; else a failure
-    partial.mkdir(mode=0o700)
     manifest: dict[str, Any] = {
         "format": 1, "site": s.site, "kind": kind, "created": when.isoformat(timespec="seconds"),
         "host": socket.gethostname(), "run_id": ctx.run_id, "wp_path": str(s.wp_path),
@@ -136,8 +153,9 @@ def backup_set(ctx: Any, s: Settings, clients: Clients, *, kind: str) -> Path:
         manifest["verify_error"] = str(exc)
     manifest["verify_s"] = round(time.monotonic() - started, 3)
     write_json_durably(partial / MANIFEST, manifest)
+    sign_set(partial, key)
     os.replace(partial, final)
-    fsync_path(s.backup_dir)
+    fsync_path(backup_dir)
     if not manifest["verified"]:
         ctx.log.error("backup.unverified", set=str(final), reason=manifest["verify_error"], verify_s=manifest["verify_s"])
         raise BackupError(f"backup {final} failed verification: {manifest['verify_error']}")
@@ -220,7 +238,7 @@ def verify(ctx: Any, set_dir: Path, manifest: dict[str, Any], clients: Clients) 
     scratch = f"{clients.db.name}_verify_{secrets.token_hex(4)}"
     ctx.cleanup(lambda: clients.query(f"DROP DATABASE IF EXISTS {sql_ident(scratch)}"))
     clients.query(f"CREATE DATABASE {sql_ident(scratch)}")
-    mysql = shlex.join(clients.argv("mysql", scratch))
+    mysql = shlex.join(clients.load_argv(scratch))
     ctx.sh(f"{shlex.join(codec_for(dump).decompress)} {shlex.quote(str(set_dir / dump))} | {mysql}")
     restored = clients.table_names(scratch)
     ctx.log.info("backup.restore_checked", scratch_db=scratch, tables=len(restored), expected=manifest["tables"])

@@ -74,12 +74,15 @@ class WpEnv:
         self.tmpdir = tmp_path / "tmp"
         self.tmpdir.mkdir()
         self.env_file = tmp_path / "wp.env"
-        self.settings = {"WP_PATH": str(wp_path), "BACKUP_DIR": str(self.backup_dir), "WP_SITE": "testsite"}
+        self.key_file = tmp_path / "keys" / "backup.key"  # made by the first backup, 0600
+        self.settings = {"WP_PATH": str(wp_path), "BACKUP_DIR": str(self.backup_dir), "WP_SITE": "testsite",
+                         "BACKUP_HMAC_KEY_FILE": str(self.key_file)}
         self.path = os.environ.get("PATH", "/usr/bin:/bin")
         self.path = ":".join(p for p in self.path.split(":") if not Path(p, "wp").exists())
 
     def run(self, module: str, *args: str, timeout: float = 240, **settings: str):
         self.env_file.write_text("".join(f"{k}={json.dumps(v)}\n" for k, v in {**self.settings, **settings}.items()))
+        self.env_file.chmod(0o600)  # whatever the umask a test runs under (the runner refuses o+w)
         env = self.launcher.env(PATH=self.path, TMPDIR=str(self.tmpdir))
         result = self.launcher.run("run", f"jobs.{module}", "--env-file", str(self.env_file), *args, env=env, timeout=timeout)
         leaked = [str(p) for p in self.tmpdir.iterdir()]
@@ -145,7 +148,8 @@ def small_tmpfs(tmp_path):
     mount.mkdir()
     import subprocess
 
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    # mode 0750: a tmpfs is 1777 by default, and the backup jobs refuse a BACKUP_DIR others can write
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0750", "tmpfs", str(mount)], check=True)
     try:
         yield mount
     finally:

@@ -18,7 +18,7 @@ def test_full_backup_writes_a_verified_set(wp_env, wp_stack):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr
     [set_dir] = wp_env.sets()
     assert set_dir.name.startswith("testsite-")
-    assert sorted(p.name for p in set_dir.iterdir()) == ["db.sql.zst", "files.tar.zst", "manifest.json"]
+    assert sorted(p.name for p in set_dir.iterdir()) == ["db.sql.zst", "files.tar.zst", "manifest.hmac", "manifest.json"]
     manifest = json.loads((set_dir / "manifest.json").read_text())
     assert manifest["verified"] is True and manifest["tables"] == 12 and manifest["kind"] == "full"
     assert manifest["table_prefix"] == stack.TABLE_PREFIX

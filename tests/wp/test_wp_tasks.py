@@ -56,7 +56,7 @@ def test_wp_db_export_writes_a_verified_db_set(wp_env):
     assert run.returncode == 0, run.stdout[-3000:]
     [set_dir] = wp_env.sets()
     assert set_dir.name.startswith("testsite-db-")
-    assert sorted(p.name for p in set_dir.iterdir()) == ["db.sql.zst", "manifest.json"]
+    assert sorted(p.name for p in set_dir.iterdir()) == ["db.sql.zst", "manifest.hmac", "manifest.json"]
     manifest = json.loads((set_dir / "manifest.json").read_text())
     assert manifest["verified"] is True and manifest["kind"] == "db" and manifest["dump_tool"] == "mysqldump"
     started = [e for e in run.events if e["event"] == "proc.started"]
