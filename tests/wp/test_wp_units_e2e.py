@@ -123,3 +123,159 @@ def test_wp_restore_unit_brings_back_files_and_database(wp_sandbox):
     assert sb.run(["stat", "-c", "%a %U %G", f"{SITE}/wp-config.php"]).stdout.split() == ["640", "www-data", "www-data"]
     assert sb.run(["stat", "-c", "%a %U", SITE]).stdout.split() == ["755", "www-data"]
     assert not sb.run(f"ls -A {SITE} | grep restore", check=False).stdout  # no staging or aside dir left
+
+
+# --- the restore attacks (docs/security.md, "Restore trusts nothing it did not make") -------
+# The sets are forged as www-data inside the sandbox (tests/wp/forge.py), copied into
+# /mnt/backups by root (as sets fetched back from storage); those standing for a set that got
+# past authentication are signed with the shipped `python -m jobs._backupsets sign`. The unit
+# can write only /var/www/html, so that is where a command run as root would leave its mark.
+
+PWNED = f"{SITE}/pwned"
+FORGE_IN = "/var/tmp/jr_forge.py"
+
+
+def _forge(sb, **spec) -> str:
+    """forge.py run as www-data in the sandbox; the set is then copied into /mnt/backups."""
+    sb.run(["sh", "-c", f"cat > {FORGE_IN} && chmod 644 {FORGE_IN} && install -d -o www-data -m 755 /var/tmp/jr-www"],
+           input=(Path(__file__).with_name("forge.py")).read_text())
+    spec = {"out": "/var/tmp/jr-www", "site": "e2e", **spec}
+    sb.run(["sh", "-c", "f=$(mktemp /var/tmp/jr-spec-XXXXXX) && cat > $f && chmod 644 $f && "
+                        "setpriv --reuid=www-data --regid=www-data --init-groups python3 /var/tmp/jr_forge.py $f "
+                        "> /var/tmp/jr-forged && rm $f"], input=json.dumps(spec))
+    made = sb.run(["cat", "/var/tmp/jr-forged"]).stdout.strip()
+    name = made.rsplit("/", 1)[1]
+    sb.run(["cp", "-r", made, f"/mnt/backups/{name}"])
+    return name
+
+
+def _sign(sb, name: str) -> None:
+    sb.run(["/opt/jobrunner/bin/python", "-m", "jobs._backupsets", "sign", f"/mnt/backups/{name}"])
+
+
+def _restore(sb, restore_set: str) -> tuple[dict, list[dict]]:
+    sb.write_file("/etc/default/wp-restore", f"RESTORE_SET={restore_set}\n")
+    # many starts in a few seconds: clear systemd's start rate limit (5 in 10 s) and any failure
+    sb.systemctl("reset-failed", "wp-restore.service", check=False)
+    try:
+        st = sb.start_oneshot("wp-restore.service", timeout=300)
+    finally:
+        sb.run(["rm", "-f", "/etc/default/wp-restore"])
+    return st, sb.job_events(st["InvocationID"], "wp-restore.service")
+
+
+def _failure(events: list[dict]) -> str:
+    return [e for e in events if e["event"] == "job.failed"][-1]["exception"]["message"]
+
+
+def _an_hour_ago() -> str:
+    from datetime import datetime, timedelta, timezone
+
+    return (datetime.now(timezone.utc) - timedelta(hours=1)).replace(microsecond=0).isoformat()
+
+
+@pytest.fixture
+def forged_sets(wp_sandbox):
+    """Removes what the attacks planted: forged sets, the forger's files, a restored marker."""
+    sb = wp_sandbox
+    assert sb.start_oneshot("wp-backup.service", timeout=300)["Result"] == "success"
+    before = set(sb.run("ls /mnt/backups").stdout.split())
+    yield sb
+    after = set(sb.run("ls /mnt/backups").stdout.split())
+    sb.run(["rm", "-rf", *[f"/mnt/backups/{n}" for n in after - before], "/var/tmp/jr-www", "/var/tmp/jr-forged",
+            PWNED], check=False)
+
+
+def test_wp_restore_unit_takes_only_sets_it_made(forged_sets):
+    """Under wp-restore.service: a full set www-data forged, dated 2099, whose dump runs
+    ``\\! id`` and whose archive defaces the site, and a signed one dated 2098. ``latest``
+    passes over both and restores the real backup; asked for by name, the forged one is
+    refused (exit 78) and the site and database stay as they are."""
+    sb = forged_sets
+    config = sb.read_file(f"{SITE}/wp-config.php")
+    members = [{"name": "./wp-config.php", "data": config}, {"name": "./index.php", "data": "<?php echo 'defaced';"}]
+    planted = _forge(sb, kind="full", created="2099-12-31T00:00:00+00:00", sql=f"\\! id > {PWNED}\n", members=members)
+    future = _forge(sb, kind="full", created="2098-12-31T00:00:00+00:00", sql=f"\\! id > {PWNED}\n", members=members)
+    _sign(sb, future)
+
+    st, events = _restore(sb, "latest")
+    assert not sb.exists(PWNED), sb.read_file(PWNED)
+    assert st["Result"] == "success", json.dumps(events[-15:], indent=1)
+    skipped = {e["path"].rsplit("/", 1)[1]: e["reason"] for e in events if e["event"] == "restore.set_skipped"}
+    assert skipped[planted].startswith("no manifest.hmac") and skipped[future].startswith("dated in the future")
+    assert "defaced" not in sb.read_file(f"{SITE}/index.php")
+
+    sb.run(["mariadb", "wordpress", "-e", f"UPDATE {stack.TABLE_PREFIX}options SET option_value = 'changed since' "
+                                          "WHERE option_name = 'blogname'"])
+    try:
+        st, events = _restore(sb, planted)
+        assert not sb.exists(PWNED), sb.read_file(PWNED)
+        assert (st["Result"], st["ExecMainStatus"]) == ("exit-code", "78"), json.dumps(events[-15:], indent=1)
+        assert f"/mnt/backups/{planted} cannot be trusted: no manifest.hmac" in _failure(events)
+        assert _blogname(sb) == "changed since"
+        assert "defaced" not in sb.read_file(f"{SITE}/index.php")
+    finally:
+        sb.run(["mariadb", "wordpress", "-e", f"UPDATE {stack.TABLE_PREFIX}options SET option_value = 'e2e' "
+                                              "WHERE option_name = 'blogname'"])
+
+
+def test_wp_restore_unit_runs_no_client_command_and_no_option_from_a_set(forged_sets):
+    """Sets that got past authentication (signed here), forged by www-data: a dump whose first
+    line is ``\\! id > FILE`` fails under ``mysql --sandbox`` (exit 1, nothing run); a
+    wp-config.php whose DB_NAME is ``--execute=\\! id > FILE`` is refused before the site is
+    touched (exit 78)."""
+    sb = forged_sets
+    dump = _forge(sb, kind="db", created=_an_hour_ago(), sql=f"\\! id > {PWNED}\nSELECT 1;\n")
+    _sign(sb, dump)
+    st, events = _restore(sb, dump)
+    assert not sb.exists(PWNED), sb.read_file(PWNED)
+    assert (st["Result"], st["ExecMainStatus"]) == ("exit-code", "1"), json.dumps(events[-15:], indent=1)
+    assert any("Not allowed in the sandbox mode" in e.get("line", "") for e in events)
+
+    bad_name = stack.php_quote("--execute=\\! id > " + PWNED)
+    config = (f"<?php\ndefine('DB_NAME', {bad_name});\ndefine('DB_USER', 'root');\ndefine('DB_PASSWORD', '');\n"
+              "define('DB_HOST', 'localhost');\n$table_prefix = 'wp_';\n")
+    option = _forge(sb, kind="full", created=_an_hour_ago(), sql="SELECT 1;\n",
+                    members=[{"name": "./wp-config.php", "data": config}, {"name": "./index.php", "data": "<?php // forged"}])
+    _sign(sb, option)
+    st, events = _restore(sb, option)
+    assert not sb.exists(PWNED), sb.read_file(PWNED)
+    assert (st["Result"], st["ExecMainStatus"]) == ("exit-code", "78"), json.dumps(events[-15:], indent=1)
+    assert "DB_NAME '--execute=" in _failure(events)
+    assert "forged" not in sb.read_file(f"{SITE}/index.php")
+    assert not sb.run(f"ls -A {SITE} | grep restore", check=False).stdout
+
+
+def test_wp_restore_unit_gives_the_files_to_www_data_not_to_the_archive(forged_sets):
+    """A signed set whose archive holds a setuid-root file, a setgid one, a device, a fifo, and
+    members of another owner, world-writable, with the site root 0777: restored under the unit,
+    everything is www-data's with 0644/0755 (wp-config.php 0640), no setuid/setgid bit, no
+    device or fifo, the site root still 755 www-data. Then the real backup is put back."""
+    sb = forged_sets
+    config = sb.read_file(f"{SITE}/wp-config.php")
+    nobody = 65534
+    name = _forge(sb, kind="full", created=_an_hour_ago(), sql="SELECT 1;\n", members=[
+        {"name": ".", "type": "dir", "mode": 0o777, "uid": nobody, "gid": nobody},
+        {"name": "./wp-config.php", "data": config, "mode": 0o666, "uid": nobody},
+        {"name": "./index.php", "data": "<?php // restored", "mode": 0o777, "uid": nobody},
+        {"name": "./evil", "data": "#!/bin/sh\nid\n", "mode": 0o4755, "uid": 0, "gid": 0},
+        {"name": "./wp-content", "type": "dir", "mode": 0o2777, "uid": nobody},
+        {"name": "./wp-content/sgid", "data": "x", "mode": 0o2755, "uid": 0, "gid": 0},
+        {"name": "./null", "type": "chr", "major": 1, "minor": 3, "mode": 0o666},
+        {"name": "./fifo", "type": "fifo", "mode": 0o666},
+    ])
+    _sign(sb, name)
+    try:
+        st, events = _restore(sb, name)
+        assert st["Result"] == "success", json.dumps(events[-15:], indent=1)
+        assert not sb.run(f"find {SITE} -perm /6000", check=False).stdout.strip()
+        assert not sb.run(f"find {SITE} -type c -o -type b -o -type p", check=False).stdout.strip()
+        assert not sb.run(f"find {SITE} -mindepth 1 ! -user www-data -o -mindepth 1 ! -group www-data").stdout.strip()
+        listing = sb.run(f"cd {SITE} && stat -c '%n %a' evil index.php wp-config.php wp-content wp-content/sgid").stdout
+        assert listing.split("\n")[:5] == ["evil 644", "index.php 644", "wp-config.php 640", "wp-content 755",
+                                           "wp-content/sgid 644"]
+        assert sb.run(["stat", "-c", "%a %U", SITE]).stdout.split() == ["755", "www-data"]
+    finally:
+        st, events = _restore(sb, "latest")
+        assert st["Result"] == "success", json.dumps(events[-15:], indent=1)
+    assert sb.exists(f"{SITE}/wp-content/mu-plugins/jobrunner-test.php") and not sb.exists(f"{SITE}/evil")
