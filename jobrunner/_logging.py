@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import sys
 import threading
 import traceback
@@ -101,6 +102,30 @@ def format_tail_line(event: dict[str, Any]) -> str:
     return f"{ts} {event.get('level', '')} {event.get('event', '')} {extras}".rstrip()
 
 
+def _open_log_file(path: str) -> tuple[int | None, str | None]:
+    """The job's ``log_file``, for appending: never through a symlink (a job user who can write
+    the directory cannot point root's log at another file), only a regular file (a FIFO cannot
+    hang the run), of root or the running user, and 0640 or tighter whatever the umask."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o640)
+    except OSError as exc:
+        return None, f"{path}: {exc.strerror}"
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = "not a regular file"
+    elif info.st_uid not in (0, os.geteuid()):
+        problem = f"belongs to uid {info.st_uid}, not to this user or root"
+    elif info.st_uid == os.geteuid() and info.st_mode & 0o137:
+        os.fchmod(fd, stat.S_IMODE(info.st_mode) & 0o640)
+    if problem:
+        os.close(fd)
+        return None, f"{path}: {problem}"
+    os.set_blocking(fd, True)
+    return fd, None
+
+
 class LineSink:
     """Where rendered lines go: stdout (journald-aware), an optional file, and a tail buffer."""
 
@@ -110,10 +135,7 @@ class LineSink:
         self.file_fd: int | None = None
         self.file_error: str | None = None
         if file_path:
-            try:
-                self.file_fd = os.open(file_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-            except OSError as exc:
-                self.file_error = f"{file_path}: {exc.strerror}"
+            self.file_fd, self.file_error = _open_log_file(file_path)
         self.tail: deque[dict[str, Any]] = deque(maxlen=tail)
         self.stdout_lost = False
         self.lock = threading.RLock()

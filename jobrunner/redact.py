@@ -55,7 +55,7 @@ _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://\S+")
 _ANYWHERE = 8  # values this long are masked anywhere; shorter ones as whole tokens only
 _EDGE = 4  # LineStream: the least part of a secret masked at a line's start or end
 _LINES = re.compile(r"\r\n|\r|\n|\\n")  # real line breaks, and "\n" written out (JSON keys)
-_OWN_KEYS = frozenset(("ts", "level", "event", "job", "run_id", "host"))
+_OWN_KEYS = frozenset(("ts", "level", "job", "run_id", "host"))  # "event" is masked too: f-strings end up there
 _ARGV_KEYS = frozenset(("argv",))
 
 

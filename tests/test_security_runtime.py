@@ -330,3 +330,42 @@ def test_skipping_too_long_notifies_once_per_window(launcher, receiver, tmp_path
     message = json.loads(sent[0]["body"])
     assert "hourly" in message["title"] and "not running" in message["title"]
     assert f"held by PID {holder.pid} (user root)" in message["message"]
+
+
+def test_a_planted_log_file_symlink_is_not_followed(launcher, www_data, tmp_path):
+    """Root never follows a path the job's user controls: a root job's log_file in a directory
+    www-data can write, planted as a symlink to root's file, is refused (log.file_unavailable),
+    the file it points at is untouched, and the run still logs to stdout."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    os.chown(logs, www_data.uid, www_data.gid)
+    _world_open(tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    as_user(www_data, ["ln", "-s", str(victim), str(logs / "job.log")])
+    launcher.write_job("logged", f"""
+        from jobrunner import job
+
+        @job(log_file={str(logs / "job.log")!r})
+        def logged(ctx):
+            ctx.log.info("hello")
+    """)
+    run = launcher.run("logged")
+    assert run.returncode == 0
+    assert victim.read_text() == "root's file\n"
+    assert "log.file_unavailable" in run.names() and "hello" in run.names()
+
+
+def test_a_secret_in_an_event_name_is_masked(launcher):
+    """A job that formats a secret into the event name itself (f-string) still logs it masked."""
+    launcher.write_job("leaky", """
+        from jobrunner import job
+
+        @job
+        def leaky(ctx):
+            ctx.log.info(f"connecting with {ctx.env['API_TOKEN']}")
+    """)
+    run = launcher.run("leaky", env=_env(launcher, API_TOKEN="tok-9f8e7d6c5b4a"))
+    assert run.returncode == 0
+    assert "tok-9f8e7d6c5b4a" not in run.stdout + run.stderr
+    assert "connecting with ***" in run.names()
