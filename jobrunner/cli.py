@@ -102,10 +102,11 @@ def _dispatch(args: list[str]) -> int:
     trailing: list[str] | None = None
     if command in getattr(module, "TAKES_COMMAND", ()):
         # Everything after the first '--' is a command line of its own, never our options.
-        if "--" not in rest:
+        if "--" in rest:
+            cut = rest.index("--")
+            rest, trailing = rest[:cut], rest[cut + 1 :]
+        elif not {"-h", "--help"} & set(rest):
             raise UsageError(f"{command} needs '--' before the command (see 'jobrunner {command} --help')")
-        cut = rest.index("--")
-        rest, trailing = rest[:cut], rest[cut + 1 :]
     parsed = parser.parse_args(rest)
     if trailing is not None:
         parsed.command = trailing

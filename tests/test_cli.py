@@ -112,3 +112,9 @@ def test_exec_lock_and_timeout(launcher, tmp_path):
 def test_exec_without_command_is_usage_error(launcher):
     """exec with nothing after -- is a usage error."""
     one_line_error(launcher.run("exec", "x", "--"), 64)
+
+
+def test_exec_help_is_help_not_a_usage_error(launcher):
+    """`jobrunner exec --help` prints the help (exit 0), although exec otherwise needs '--'."""
+    run = launcher.run("exec", "--help")
+    assert run.returncode == 0 and "-- COMMAND" in run.stdout
