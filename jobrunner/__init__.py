@@ -1,9 +1,14 @@
 """jobrunner: systemd timer jobs as plain Python functions.
 
->>> from jobrunner import job, Lock, Retry
+>>> from jobrunner import job, JobContext
 >>> @job(schedule="02:15", lock=True, timeout="2h")
-... def nightly(ctx):
+... def nightly(ctx: JobContext) -> None:
 ...     ctx.run(["/usr/local/bin/backup.sh"])
+
+What a job may use is public: these names, and the modules ``jobrunner.types`` (the
+``JobContext`` and ``HeldLock`` protocols), ``jobrunner.settings`` (settings read from the
+environment), ``jobrunner.files`` (durable private files), ``jobrunner.timespan``, ``jobrunner.redact``
+and ``jobrunner.errors``. The rest (``jobrunner.context``, ``runner``, ``locks`` …) is the runtime's.
 
 Names are imported on first use, so ``python -m jobrunner`` pays only for what a run needs.
 """
@@ -16,7 +21,9 @@ __all__ = [
     "CommandFailed",
     "ConfigError",
     "Context",
+    "HeldLock",
     "Job",
+    "JobContext",
     "JobFailed",
     "JobTimeout",
     "JobrunnerError",
@@ -35,6 +42,8 @@ _WHERE = {
     "Lock": "declaration",
     "Retry": "declaration",
     "Context": "context",
+    "HeldLock": "types",
+    "JobContext": "types",
     "CommandFailed": "errors",
     "ConfigError": "errors",
     "JobFailed": "errors",
@@ -58,6 +67,7 @@ if TYPE_CHECKING:  # pragma: no cover
         Terminated,
         UsageError,
     )
+    from .types import HeldLock, JobContext
 
 
 def __getattr__(name: str) -> Any:

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import os
 import time
-from typing import IO, TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .process import Completed, ProcessGroups, run_command
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pragma: no cover - types only: no import of the declaration at run time
+    from structlog.typing import FilteringBoundLogger
+
     from .declaration import Job
     from .redact import Redactor
+    from .types import HeldLock, JobContext, Span
 
 __all__ = ["Context"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Context:
-    """What a job function receives.
+    """What a job function receives: the runtime's implementation of ``jobrunner.types.JobContext``
+    (annotate jobs with that protocol, not with this class).
 
     - ``ctx.log``: a structlog logger; ``ctx.log.info("backup.written", path=p, bytes=n)``.
     - ``ctx.env``: the environment after env files (``--env-file``, the job's ``env_files``).
@@ -29,15 +35,17 @@ class Context:
     - ``ctx.secret(value)``: never log this value (it is masked as ``***`` everywhere).
     - ``ctx.lock``: the held lock (``ctx.lock.fencing_token`` with a Redis lease: pass it to
       shared storage so a paused ex-holder's late writes can be refused).
-    - ``ctx.dry_run``, ``ctx.run_id``, ``ctx.attempt``, ``ctx.job``, ``ctx.state_dir``,
-      ``ctx.remaining()`` (seconds left before the deadline, or ``None``).
+    - ``ctx.hold_lock(name, shared=, wait=)``: take another file lock for the rest of the run.
+    - ``ctx.dry_run``, ``ctx.run_id``, ``ctx.attempt``, ``ctx.options``, ``ctx.state_dir``,
+      ``ctx.remaining()`` (seconds left before the deadline, or ``None``); ``ctx.job`` (the
+      declaration, for the runtime).
     """
 
     def __init__(
         self,
         *,
         job: Job,
-        log: Any,
+        log: FilteringBoundLogger,
         env: dict[str, str],
         run_id: str,
         dry_run: bool,
@@ -54,9 +62,9 @@ class Context:
         self.attempt = 1
         self.deadline = deadline
         self._redactor = redactor
-        self._cleanups: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+        self._cleanups: list[tuple[Callable[..., object], tuple[Any, ...], dict[str, Any]]] = []
         self.groups = ProcessGroups()
-        self.lock: Any = None  # the held lock; a Redis lease has ``.fencing_token``
+        self.lock: HeldLock | None = None  # set by the runner; a Redis lease has ``.fencing_token``
 
     @property
     def options(self) -> dict[str, Any]:
@@ -67,7 +75,7 @@ class Context:
         """Seconds left before the job's deadline (``None`` without a timeout)."""
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
-    def cleanup(self, fn: F, *args: Any, **kwargs: Any) -> F:
+    def cleanup(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Callable[P, R]:
         """Run ``fn(*args, **kwargs)`` at the end of the run, whatever happens. Usable as a decorator."""
         self._cleanups.append((fn, args, kwargs))
         return fn
@@ -81,7 +89,7 @@ class Context:
         argv: Sequence[str | os.PathLike[str]],
         *,
         cwd: str | os.PathLike[str] | None = None,
-        env: dict[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
         check: bool = True,
         capture: bool = False,
         stdout: IO[Any] | int | str | os.PathLike[str] | None = None,
@@ -114,10 +122,50 @@ class Context:
             kill_grace=self.job.kill_grace,
         )
 
-    def sh(self, script: str, **kwargs: Any) -> Completed:
+    def sh(
+        self,
+        script: str,
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        capture: bool = False,
+        stdout: IO[Any] | int | str | os.PathLike[str] | None = None,
+        stdin: IO[Any] | int | None = None,
+    ) -> Completed:
         """Run a shell line with ``bash -euo pipefail -c``: a failing stage of a pipe fails it."""
-        return self.run(["bash", "-euo", "pipefail", "-c", script], **kwargs)
+        return self.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=cwd, env=env, check=check, capture=capture, stdout=stdout, stdin=stdin,
+        )
 
-    def _pop_cleanups(self) -> list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]]:
+    def hold_lock(self, name: str, *, shared: bool = False, wait: Span | None = None) -> HeldLock:
+        """Take the file lock ``name`` (where ``Lock(name=...)`` would: a name in the lock
+        directory or an absolute path) for the rest of the run; it is released with the
+        cleanups. Waits up to ``wait`` (a span; none: not at all), then raises ``LockBusy``.
+
+        For a lock beside the job's own, e.g. a backup area that writers hold shared and a
+        pruner exclusive. In a dry run no lock is taken either: the returned lock is not held."""
+        from .locks import FileLock, lock_path
+        from .timespan import parse_timespan
+
+        seconds = None if wait is None else parse_timespan(wait)
+        path = lock_path(name)
+        lock = FileLock(path, wait=seconds, shared=shared)
+        if self.dry_run:
+            return lock
+        self.log.info("lock.waiting" if seconds else "lock.acquiring", path=path, shared=shared)
+        lock.acquire()
+        self.cleanup(lock.release)
+        self.log.info("lock.acquired", path=path, shared=shared)
+        return lock
+
+    def _pop_cleanups(self) -> list[tuple[Callable[..., object], tuple[Any, ...], dict[str, Any]]]:
         cleanups, self._cleanups = self._cleanups[::-1], []
         return cleanups
+
+
+if TYPE_CHECKING:  # pragma: no cover - mypy proves the runtime's context is what jobs are promised
+
+    def _is_a_job_context(ctx: Context) -> JobContext:
+        return ctx

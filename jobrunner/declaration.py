@@ -3,24 +3,23 @@
 A declaration is a small immutable value checked when it is built, so a bad one fails at
 import with a message naming the job and the field (the CLI turns that into exit 78).
 
->>> from jobrunner import job, Lock, Retry
+>>> from jobrunner import job, JobContext, Lock, Retry
 >>> @job(schedule="02:15", lock=Lock(wait="30s"), timeout="2h",
 ...      retry=Retry(attempts=3, on=(OSError,)))
-... def nightly(ctx):
+... def nightly(ctx: JobContext) -> None:
 ...     ctx.run(["true"])
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, overload
+from typing import Any, Literal, Never, TypeAlias, overload
 
 from .errors import ConfigError
 from .timespan import parse_timespan
-
-if TYPE_CHECKING:
-    from .context import Context
+from .types import JobContext, JobFunction, Span
 
 __all__ = ["HARDENING_LEVELS", "Job", "Lock", "Retry", "job"]
 
@@ -140,10 +139,12 @@ def _paths(value: Any, what: str) -> tuple[str, ...]:
 class Job:
     """A declared job: the function plus everything operational about it.
 
-    Built by ``@job``; calling it calls the function with a context.
+    Built by ``@job``, whose docstring says what each setting means; here they are as checked
+    and normalised (time spans in seconds, lists as tuples, ``lock=True`` as ``Lock()``).
+    Calling a Job calls the function with a context.
     """
 
-    func: Callable[[Context], Any]
+    func: JobFunction
     name: str
     module: str
     description: str = ""
@@ -172,7 +173,7 @@ class Job:
     security_threshold: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
-    def __call__(self, ctx: Context) -> Any:
+    def __call__(self, ctx: JobContext) -> object:
         return self.func(ctx)
 
     @property
@@ -191,54 +192,147 @@ class Job:
         return f"{self.module}:{self.name}"
 
 
+Paths: TypeAlias = str | Sequence[str]
+Hardening: TypeAlias = Literal["basic", "standard", "strict"]
+Directives: TypeAlias = Mapping[str, Mapping[str, Any]]
+
+
 @overload
-def job(func: Callable[[Context], Any], /) -> Job: ...
+def job(func: JobFunction, /) -> Job: ...
 @overload
 def job(
-    func: None = None, /, **settings: Any
-) -> Callable[[Callable[[Context], Any]], Job]: ...
+    func: None = None,
+    /,
+    *,
+    schedule: str | Sequence[str] = ...,
+    persistent: bool = ...,
+    jitter: Span | None = ...,
+    fixed_jitter: bool = ...,
+    accuracy: Span | None = ...,
+    lock: bool | str | Lock | None = ...,
+    timeout: Span | None = ...,
+    retry: Retry | int | None = ...,
+    user: str | None = ...,
+    group: str | None = ...,
+    hardening: Hardening = ...,
+    network: bool | None = ...,
+    write_paths: Paths = ...,
+    read_paths: Paths = ...,
+    env_files: Paths = ...,
+    working_dir: str | None = ...,
+    log_file: str | None = ...,
+    notify: str | Sequence[str] = ...,
+    cleanup_timeout: Span = ...,
+    kill_grace: Span = ...,
+    name: str | None = ...,
+    unit: str | None = ...,
+    systemd: Directives | None = ...,
+    security_threshold: float | None = ...,
+    options: Mapping[str, Any] | None = ...,
+    **unknown: Never,
+) -> Callable[[JobFunction], Job]: ...
 
 
-def job(func: Callable[[Context], Any] | None = None, /, **settings: Any) -> Any:
-    """Declare a job. Use bare (``@job``) or with settings (``@job(schedule="02:15", ...)``).
+def job(
+    func: JobFunction | None = None,
+    /,
+    *,
+    schedule: str | Sequence[str] = (),
+    persistent: bool = False,
+    jitter: Span | None = None,
+    fixed_jitter: bool = False,
+    accuracy: Span | None = None,
+    lock: bool | str | Lock | None = None,
+    timeout: Span | None = None,
+    retry: Retry | int | None = None,
+    user: str | None = None,
+    group: str | None = None,
+    hardening: Hardening = "strict",
+    network: bool | None = None,
+    write_paths: Paths = (),
+    read_paths: Paths = (),
+    env_files: Paths = (),
+    working_dir: str | None = None,
+    log_file: str | None = None,
+    notify: str | Sequence[str] = (),
+    cleanup_timeout: Span = "60s",
+    kill_grace: Span = "10s",
+    name: str | None = None,
+    unit: str | None = None,
+    systemd: Directives | None = None,
+    security_threshold: float | None = None,
+    options: Mapping[str, Any] | None = None,
+    **unknown: Never,
+) -> Job | Callable[[JobFunction], Job]:
+    """Declare a job: bare (``@job``) or with settings (``@job(schedule="02:15", ...)``).
 
-    Settings (all optional):
+    This docstring is where each setting is documented (docs/writing-jobs.md points here).
+    All are optional and keyword-only. A bad value raises ``ConfigError`` naming the job and
+    the setting when the module is imported (the CLI exits 78). Time spans are seconds or
+    systemd's syntax: ``"90s"``, ``"5m"``, ``"2h 30min"``, ``"1d"``.
 
-    ``name`` (default: the function's name), ``schedule`` (OnCalendar= expression or a list of
-    them), ``persistent``, ``jitter`` (RandomizedDelaySec=), ``fixed_jitter``
-    (FixedRandomDelay=), ``accuracy`` (AccuracySec=), ``lock`` (``True``, a name, or ``Lock``),
-    ``timeout``, ``retry`` (``Retry``), ``user``, ``group``, ``hardening`` (basic | standard |
-    strict), ``write_paths``, ``read_paths``, ``env_files``, ``notify`` (Apprise tags),
-    ``network`` (the job needs the network), ``working_dir``, ``log_file`` (also append JSON
-    lines there), ``cleanup_timeout``, ``kill_grace`` (SIGTERM to SIGKILL for children),
-    ``unit`` (unit name; default the name with ``_`` as ``-``), ``systemd`` (unit directives
-    to replace, add or drop, for jobs that need privileges: ``{"Service": {"Key": value,
-    "+Key": added, "Key": None}}``), ``security_threshold`` (the accepted
-    ``systemd-analyze security`` score when such overrides raise it), ``options`` (free-form
-    settings the job reads as ``ctx.job.options``).
+    When it runs (the ``.timer``):
 
-    Time spans use systemd's syntax: ``"90s"``, ``"5m"``, ``"2h 30min"``.
+    - ``schedule``: an ``OnCalendar=`` expression, or a list of them (``"02:15"``,
+      ``"Mon..Fri 08..20:0/10"``, ``"hourly"``). None: the job runs only by hand.
+    - ``persistent``: catch up a run missed while the machine was off (``Persistent=``).
+    - ``jitter``: a random delay up to this span (``RandomizedDelaySec=``);
+      ``fixed_jitter``: the same delay on every run of a host (``FixedRandomDelay=``).
+    - ``accuracy``: how late systemd may start it to batch wake-ups (``AccuracySec=``).
+
+    How a run behaves:
+
+    - ``lock``: ``True`` (exclusive, non-blocking: a second run is skipped, exit 75), a lock
+      name, an absolute path (that very file: excludes ``flock(1)`` scripts), a
+      ``redis://`` URL, or ``Lock(...)`` for wait, shared, busy and Redis options.
+    - ``timeout``: the deadline: the process tree is killed, cleanups run, exit 124.
+    - ``retry``: ``Retry(...)``, or a number of attempts; never past the deadline.
+    - ``cleanup_timeout`` (60s): each cleanup's budget; ``kill_grace`` (10s): from SIGTERM
+      to SIGKILL for a command's process group.
+    - ``notify``: Apprise tags the failure (and recovery) notifications go to.
+    - ``log_file``: also append the JSON lines to this file.
+    - ``options``: free-form settings the job reads as ``ctx.options``.
+
+    Its unit (the ``.service``):
+
+    - ``user``, ``group``: run as this user and group (default root).
+    - ``hardening``: the sandbox level, ``"basic"``, ``"standard"`` or ``"strict"`` (default).
+    - ``network``: the job needs the network (default False; a Redis lock implies True).
+    - ``write_paths``, ``read_paths``: absolute paths made writable or readable in the
+      sandbox; a leading ``-`` marks one that may be missing.
+    - ``env_files``: ``EnvironmentFile=`` paths (``-`` prefix: optional), also read by a run
+      by hand.
+    - ``working_dir``: the working directory.
+    - ``name``: the job's name (default: the function's); ``unit``: the unit's name
+      (default: the name with ``_`` as ``-``).
+    - ``systemd``: unit directives to replace, add or drop, for jobs that need a privilege:
+      ``{"Service": {"Key": value, "+Key": added, "Key": None}}``;
+      ``security_threshold``: the ``systemd-analyze security`` score (0-10) accepted when
+      such overrides raise it.
     """
-
-    def decorate(fn: Callable[[Context], Any]) -> Job:
-        return _build(fn, settings)
-
+    settings = {key: value for key, value in locals().items() if key not in ("func", "unknown")}
     if func is not None:
-        if settings or not callable(func):
+        if unknown or _given(settings) or not callable(func):
             raise TypeError("use @job or @job(setting=...), not @job(positional)")
-        return decorate(func)
+        return _build(func, settings, unknown)
+
+    def decorate(fn: JobFunction) -> Job:
+        return _build(fn, settings, unknown)
+
     return decorate
 
 
-_SETTINGS = set(Job.__dataclass_fields__) - {"func", "module", "description"}
+def _given(settings: dict[str, Any]) -> list[str]:
+    """The settings that differ from ``job()``'s defaults."""
+    defaults = job.__kwdefaults__ or {}
+    return [key for key, value in settings.items() if value != defaults[key]]
 
 
-def _build(fn: Callable[..., Any], settings: dict[str, Any]) -> Job:
+def _build(fn: Callable[..., Any], settings: dict[str, Any], unknown: dict[str, Any]) -> Job:
     name = settings.get("name") or getattr(fn, "__name__", "")
     where = f"job {name!r} in {getattr(fn, '__module__', '?')}"
-    unknown = sorted(set(settings) - _SETTINGS)
     if unknown:
-        raise ConfigError(f"{where}: unknown setting {unknown[0]!r}")
+        raise ConfigError(f"{where}: unknown setting {sorted(unknown)[0]!r}")
     current = "name"
     try:
         if not isinstance(name, str) or not _NAME.match(name):
@@ -246,17 +340,18 @@ def _build(fn: Callable[..., Any], settings: dict[str, Any]) -> Job:
         values: dict[str, Any] = {}
         for current, value in settings.items():
             values[current] = _check(current, value, name)
-        lock = values.get("lock")
+        lock = values["lock"]
+        current = "network"
         if lock is not None and lock.redis:
-            current = "network"
-            if values.get("network") is False:
+            if values["network"] is False:
                 raise ValueError("a Redis lock needs the network: drop network=False")
             values["network"] = True  # its unit must reach Redis
+        values["network"] = bool(values["network"])
         current = "unit"
-        values["unit"] = values.get("unit") or name.replace("_", "-")
+        values["unit"] = values["unit"] or name.replace("_", "-")
         if not _NAME.match(values["unit"]):
             raise ValueError(f"{values['unit']!r} is not a unit name")
-        values.pop("name", None)
+        values.pop("name")
         doc = (fn.__doc__ or "").strip().splitlines()
         return Job(
             func=fn,
@@ -278,6 +373,8 @@ def _check(key: str, value: Any, name: str) -> Any:  # noqa: C901 - one branch a
     if key in ("cleanup_timeout", "kill_grace"):
         return _span(value, allow_none=False)
     if key in ("persistent", "fixed_jitter", "network"):
+        if value is None and key == "network":
+            return None  # not said: False, or True with a Redis lock
         if not isinstance(value, bool):
             raise ValueError(f"{value!r} must be True or False")
         return value
@@ -318,10 +415,14 @@ def _check(key: str, value: Any, name: str) -> Any:  # noqa: C901 - one branch a
             _paths(value, key)
         return value
     if key == "options":
-        if not isinstance(value, dict):
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
             raise ValueError(f"{value!r} must be a dict")
         return dict(value)
     if key == "systemd":
+        if value is None:
+            return {}
         if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
             raise ValueError("must be a dict like {'Service': {'User': 'root'}}")
         return {section: dict(directives) for section, directives in value.items()}

@@ -164,6 +164,16 @@ class FileLock:
     def held(self) -> bool:
         return self._fd is not None
 
+    @property
+    def name(self) -> str:
+        """The lock file's path (``jobrunner.types.HeldLock``)."""
+        return self.path
+
+    @property
+    def fencing_token(self) -> None:
+        """No fencing token: a file lock is local (``jobrunner.types.HeldLock``)."""
+        return None
+
     def _open(self) -> int:
         directory, name = os.path.split(self.path)
         dfd = _open_lock_dir(directory or ".")

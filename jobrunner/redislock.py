@@ -192,6 +192,11 @@ class RedisLease:
     def held(self) -> bool:
         return not self._stop.is_set() and self.lost is None
 
+    @property
+    def name(self) -> str:
+        """The lease's Redis key (``jobrunner.types.HeldLock``)."""
+        return self.key
+
     def start(self) -> "RedisLease":
         self._thread.start()
         return self

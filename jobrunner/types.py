@@ -1,0 +1,170 @@
+"""The contract between jobrunner and a job, as types a job author's editor and mypy can use.
+
+>>> from jobrunner import job
+>>> from jobrunner.types import JobContext
+>>> @job(schedule="02:15", lock=True, timeout="2h")
+... def nightly(ctx: JobContext) -> None:
+...     ctx.run(["/usr/local/bin/backup.sh"])
+
+- ``JobContext``: what a job function receives and may use (``ctx.log``, ``ctx.env``,
+  ``ctx.run``, ``ctx.sh``, ``ctx.cleanup``, ``ctx.secret``, ``ctx.lock``, ``ctx.hold_lock``,
+  ``ctx.dry_run``, ``ctx.run_id``, ``ctx.attempt``, ``ctx.remaining()``, ``ctx.options``,
+  ``ctx.state_dir``). The runtime's ``jobrunner.context.Context`` satisfies it; a test can
+  hand a job any object that does.
+- ``HeldLock``: a lock a run holds, ``ctx.lock`` (the job's declared lock) or what
+  ``ctx.hold_lock`` returns: the file lock and the Redis lease both satisfy it.
+- ``JobFunction``: what ``@job`` decorates; ``Completed``: what ``ctx.run`` returns.
+
+Only ``typing`` is imported here, so a job module pays nothing for its annotations.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, ParamSpec, Protocol, TypeAlias, TypeVar, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from structlog.typing import FilteringBoundLogger
+
+    from .process import Completed
+
+__all__ = ["Completed", "HeldLock", "JobContext", "JobFunction", "Span"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Span: TypeAlias = str | float
+"""A time span: seconds as a number, or systemd's syntax (``"90s"``, ``"5m"``, ``"2h 30min"``)."""
+
+
+@runtime_checkable
+class HeldLock(Protocol):
+    """A lock held for the run: ``jobrunner.locks.FileLock`` (flock) or
+    ``jobrunner.redislock.RedisLease`` (a lease in Redis)."""
+
+    @property
+    def name(self) -> str:
+        """The lock file's path, or the lease's Redis key."""
+        ...
+
+    @property
+    def held(self) -> bool:
+        """Still held (a Redis lease can be lost mid-run; the runner then stops the job)."""
+        ...
+
+    @property
+    def fencing_token(self) -> int | None:
+        """A number that grows with every grant of a Redis lease (``None`` for a file lock):
+        pass it to shared storage so a paused ex-holder's late writes can be refused."""
+        ...
+
+    def release(self) -> None:
+        """Let go of the lock; safe to call twice. The runner releases it at the end anyway."""
+        ...
+
+
+@runtime_checkable
+class JobContext(Protocol):
+    """What a job function receives (``ctx``), and all a job may rely on."""
+
+    @property
+    def log(self) -> FilteringBoundLogger:
+        """A structlog logger: ``ctx.log.info("backup.written", path=p, bytes=n)``; each call
+        is one JSON line, with secrets masked."""
+        ...
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        """The environment after env files (``--env-file``, the job's ``env_files``); read
+        settings from it with ``jobrunner.settings``."""
+        ...
+
+    @property
+    def dry_run(self) -> bool:
+        """``--dry-run``: ``ctx.run``/``ctx.sh`` only log their commands; change nothing."""
+        ...
+
+    @property
+    def run_id(self) -> str:
+        """This run's id (in every log line, state and notification)."""
+        ...
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt is running, from 1 (``retry=``)."""
+        ...
+
+    @property
+    def lock(self) -> HeldLock | None:
+        """The job's declared lock, held (``None`` without ``lock=`` and in a dry run)."""
+        ...
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The free-form ``options=`` of the declaration."""
+        ...
+
+    @property
+    def state_dir(self) -> str:
+        """The job's state directory (its ``state.json``); its parent holds other jobs'."""
+        ...
+
+    def remaining(self) -> float | None:
+        """Seconds left before the job's deadline (``None`` without a timeout)."""
+        ...
+
+    def run(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        capture: bool = False,
+        stdout: IO[Any] | int | str | os.PathLike[str] | None = None,
+        stdin: IO[Any] | int | None = None,
+    ) -> Completed:
+        """Run a command in its own process group, its output logged line by line (see
+        ``Context.run``); ``check`` raises ``CommandFailed`` on a non-zero exit."""
+        ...
+
+    def sh(
+        self,
+        script: str,
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        capture: bool = False,
+        stdout: IO[Any] | int | str | os.PathLike[str] | None = None,
+        stdin: IO[Any] | int | None = None,
+    ) -> Completed:
+        """Run a shell line under ``bash -euo pipefail -c`` (a failing stage of a pipe fails it)."""
+        ...
+
+    def cleanup(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Callable[P, R]:
+        """Call ``fn(*args, **kwargs)`` at the end of the run whatever happens (success,
+        failure, timeout, SIGTERM), last registered first. Usable as a decorator."""
+        ...
+
+    def secret(self, *values: str) -> None:
+        """Mask these values (``***``) in every log line, error, notification and state record."""
+        ...
+
+    def hold_lock(self, name: str, *, shared: bool = False, wait: Span | None = None) -> HeldLock:
+        """Take the file lock ``name`` (as ``Lock(name=...)`` would) for the rest of the run: it
+        is released with the cleanups. Waits up to ``wait``, then raises ``LockBusy``."""
+        ...
+
+
+JobFunction: TypeAlias = Callable[[JobContext], object]
+"""A job: a function of its context (``def backup(ctx: JobContext) -> None``)."""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Completed":  # imported on first use: jobrunner.process is the run path's
+        from .process import Completed
+
+        return Completed
+    raise AttributeError(f"module 'jobrunner.types' has no attribute {name!r}")
