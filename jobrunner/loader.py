@@ -1,7 +1,8 @@
 """Find jobs: ``MODULE[:NAME]`` for one, a package for all of them.
 
 Extra import roots come from ``JOBRUNNER_PATH`` (colon separated), so admins can keep their
-own job modules outside the install, e.g. ``/etc/jobrunner/jobs``.
+own job modules outside the install, e.g. ``/etc/jobrunner/jobs``. The package of jobs, when
+none is named, is ``default_package()``: ``$JOBRUNNER_PACKAGE``, else ``jobs``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import sys
 from .declaration import Job
 from .errors import ConfigError
 
-__all__ = ["discover", "load_job", "jobs_in"]
+__all__ = ["DEFAULT_PACKAGE", "PACKAGE_ENV", "default_package", "discover", "load_job", "jobs_in"]
+
+DEFAULT_PACKAGE = "jobs"
+PACKAGE_ENV = "JOBRUNNER_PACKAGE"
 
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _path_added = False
@@ -77,10 +81,18 @@ def load_job(ref: str) -> Job:
     return found[0]
 
 
-def discover(package: str = "jobs") -> list[Job]:
-    """Every job in every module of ``package`` (not recursive), sorted by name."""
+def default_package() -> str:
+    """The package of jobs when none is named: ``$JOBRUNNER_PACKAGE``, else ``jobs``."""
+    return os.environ.get(PACKAGE_ENV, "").strip() or DEFAULT_PACKAGE
+
+
+def discover(package: str | None = None) -> list[Job]:
+    """Every job in every module of ``package`` (default: ``default_package()``), not
+    recursive, sorted by name."""
     import pkgutil
 
+    if package is None:
+        package = default_package()
     pkg = _import(package)
     jobs: list[Job] = jobs_in(pkg)
     for info in sorted(pkgutil.iter_modules(getattr(pkg, "__path__", [])), key=lambda m: m.name):
