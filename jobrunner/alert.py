@@ -1,4 +1,5 @@
-"""``jobrunner alert UNIT``: what ``alert-failure@.service`` runs when a unit fails.
+"""What ``alert-failure@.service`` reports when a unit fails (the command is ``jobrunner alert
+UNIT``, :mod:`jobrunner.cli.alert`; the decision is :func:`handle_failed_unit`, here).
 
 It reports what the runner could not report itself (SIGKILL, OOM, a crash before the runtime
 started, units that are not jobrunner jobs at all) from the unit's state (``systemctl show``)
@@ -14,32 +15,47 @@ records goes back through the state store, which keeps the file the job user's o
 ever calling chown on a path.
 For a jobrunner job it honours the same throttle as the runner (``JOBRUNNER_NOTIFY_REPEAT``).
 
-Exit codes: 0 sent (or nothing to send), 1 not delivered, 78 bad or no notification
-configuration. When ``systemctl`` or ``journalctl`` cannot be used it still sends what it
-knows (the unit name, the host, why the state is unknown).
+Outcomes (the command's exit codes): sent or nothing to send (0), not delivered (1); a bad or
+missing notification configuration raises ``ConfigError`` (78). When ``systemctl`` or
+``journalctl`` cannot be used it still sends what it knows (the unit name, the host, why the
+state is unknown).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import EXIT_FAILURE, EXIT_OK, ConfigError
+from .errors import ConfigError
 
-__all__ = ["configure", "main", "unit_state", "journal_tail"]
+__all__ = ["ALREADY_REPORTED", "HELD", "NOT_DELIVERED", "SENT", "Handled", "find_job_state", "handle_failed_unit",
+           "job_of_unit", "journal_tail", "unit_state"]
 
 PROPS = ("Id", "Result", "ExecMainStatus", "ExecMainCode", "InvocationID", "ActiveState", "SubState", "StateDirectory",
          "User")
 _CODES = {"1": "exited", "2": "killed", "3": "dumped core"}
 
 
-def configure(parser: argparse.ArgumentParser, command: str) -> None:
-    parser.add_argument("unit", help="the failed unit (alert-failure@.service passes %%i)")
-    parser.add_argument("--lines", type=int, default=50, help="journal lines to read (default 50)")
+# What handle_failed_unit did.
+ALREADY_REPORTED = "already-reported"  # the runner notified about this invocation itself
+HELD = "held"  # the throttle held it back (JOBRUNNER_NOTIFY_REPEAT)
+SENT = "sent"
+NOT_DELIVERED = "not-delivered"
+
+
+@dataclass
+class Handled:
+    """The outcome of :func:`handle_failed_unit` for one failed unit."""
+
+    outcome: str
+    invocation: str = ""
+    matched: int = 0  # services it was sent to
+    detail: str = ""  # why it was not delivered
+    warnings: list[str] = field(default_factory=list)  # what could not be recorded in the job's state
 
 
 def _run(argv: list[str], timeout: float = 15) -> tuple[str | None, str]:
@@ -190,11 +206,14 @@ def _message(unit: str, host: str, props: dict[str, str], why: list[str], tail: 
     return redactor.redact(title), redactor.redact("\n".join(lines))
 
 
-def main(args: argparse.Namespace, command: str) -> int:
+def handle_failed_unit(unit: str, lines: int = 50) -> Handled:
+    """Report the failed ``unit`` unless the runner already did or the throttle holds it back.
+
+    Raises ``ConfigError`` when no notification URL is configured.
+    """
     from .notify.config import sources_present
     from .state import default_state_dir
 
-    unit = args.unit
     if not sources_present():
         raise ConfigError(f"alert {unit}: no notification URL configured (JOBRUNNER_NOTIFY_URLS, JOBRUNNER_NOTIFY_CONFIG)")
     props, why_state = unit_state(unit)
@@ -202,8 +221,7 @@ def main(args: argparse.Namespace, command: str) -> int:
     root = default_state_dir()
     job, state, why_untrusted = find_job_state(root, props)
     if state and state.get("notified_run_id") == invocation:
-        print(f"jobrunner alert: {unit}: the runner already reported invocation {invocation}")
-        return EXIT_OK
+        return Handled(ALREADY_REPORTED, invocation)
     tags = tuple(str(t) for t in state.get("notify_tags") or ())  # the job's notify= tags, recorded by the runner
     decision = None
     if job and state:
@@ -211,24 +229,22 @@ def main(args: argparse.Namespace, command: str) -> int:
 
         decision = decide(state, outcome="failure", now=time.time(), window=repeat_window())
         if decision.kind is None:
-            _update(job, root, lambda s: _held(s, invocation))
-            print(f"jobrunner alert: {unit}: held back (JOBRUNNER_NOTIFY_REPEAT)")
-            return EXIT_OK
-    tail, why_journal = journal_tail(unit, invocation, args.lines)
+            why = _update(job, root, lambda s: _held(s, invocation))
+            return Handled(HELD, invocation, warnings=[why] if why else [])
+    tail, why_journal = journal_tail(unit, invocation, lines)
     problems = [w for w in (why_state, why_untrusted, why_journal) if w]
     title, body = _message(unit, os.uname().nodename, props, problems, tail, state, job)
     from .notify import deliver
 
     delivery = deliver(title, body, tags=tags, kind="failure")
     if not delivery.delivered:
-        print(f"jobrunner alert: {unit}: not delivered: {delivery.detail}")
-        return EXIT_FAILURE
+        return Handled(NOT_DELIVERED, invocation, detail=delivery.detail)
+    why = ""
     if job and state and decision is not None:
         from .notify.throttle import record_delivered
 
-        _update(job, root, lambda s: record_delivered(s, decision, run_id=invocation, now=time.time()))
-    print(f"jobrunner alert: {unit}: sent to {delivery.matched} service(s)")
-    return EXIT_OK
+        why = _update(job, root, lambda s: record_delivered(s, decision, run_id=invocation, now=time.time()))
+    return Handled(SENT, invocation, matched=delivery.matched, warnings=[why] if why else [])
 
 
 def _held(state: dict[str, Any], invocation: str) -> None:
@@ -237,12 +253,14 @@ def _held(state: dict[str, Any], invocation: str) -> None:
     record_held(state, run_id=invocation)
 
 
-def _update(job: str, root: str, change: Any) -> None:
-    """Record in the job's state (the store keeps the file the job user's, by descriptor)."""
+def _update(job: str, root: str, change: Any) -> str:
+    """Record in the job's state (the store keeps the file the job user's, by descriptor);
+    why it could not, or ``""``."""
     from .state import StateStore
 
     store = StateStore(job, root)
     try:
         store.update(change)
     except OSError as exc:
-        print(f"jobrunner alert: could not record in {store.path}: {exc.strerror or exc}")
+        return f"could not record in {store.path}: {exc.strerror or exc}"
+    return ""

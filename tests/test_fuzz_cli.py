@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobrunner.cli import SUBCOMMANDS
+from jobrunner.cli import COMMANDS as SUBCOMMANDS
 
 from .conftest import REPO, clean_env
 

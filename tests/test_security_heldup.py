@@ -13,7 +13,7 @@ import pytest
 from jobrunner.unitgen import render_all
 from jobrunner.unitgen.install import install
 from jobrunner.unitgen.testing import job_package
-from jobrunner.unitgen.cli import write_rendered
+from jobrunner.unitgen.write import write_rendered
 
 
 def test_ten_megabyte_line_and_invalid_utf8_keep_the_log_one_json_object_a_line(launcher):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jobrunner.unitgen.cli import write_rendered
+from jobrunner.unitgen.write import write_rendered
 from jobrunner.unitgen.render import render_all
 from jobrunner.unitgen.testing import job_package
 from jobrunner.unitgen.verify import security_score, unit_files, verify_dir, verify_problems

@@ -12,18 +12,20 @@ import argparse
 import os
 import sys
 
-from .errors import EXIT_FAILURE, EXIT_OK, ConfigError
+from ..errors import EXIT_FAILURE, EXIT_OK, ConfigError
 
-__all__ = ["configure", "main"]
+__all__ = ["HELP", "configure", "main"]
+
+HELP = "notification tools: notify test [--tag T]"
 
 
-def configure(parser: argparse.ArgumentParser, command: str) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("test", "check"), help="test: send a test message; check: validate only")
     parser.add_argument("--tag", action="append", default=[], help="only URLs with this Apprise tag (repeatable)")
 
 
-def main(args: argparse.Namespace, command: str) -> int:
-    from .notify.config import config_path, env_urls, load
+def main(args: argparse.Namespace) -> int:
+    from ..notify.config import config_path, env_urls, load
 
     if not env_urls() and config_path() is None:
         raise ConfigError(
@@ -39,8 +41,8 @@ def main(args: argparse.Namespace, command: str) -> int:
         return EXIT_OK
     if not services:
         raise ConfigError(f"no notification URL has the tag(s) {', '.join(args.tag)}")
-    from .notify import deliver
-    from .notify.message import test_message
+    from ..notify import deliver
+    from ..notify.message import test_message
 
     title, body = test_message(os.uname().nodename)
     delivery = deliver(title, body, tags=tuple(args.tag), kind="test")

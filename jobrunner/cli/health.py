@@ -9,13 +9,16 @@ import sys
 import time
 from typing import Any, Sequence
 
-from .health import NAMES, OK, SEVERITY, UNKNOWN, JobHealth, check_jobs, overall
+from ..health import NAMES, OK, SEVERITY, UNKNOWN, JobHealth, check_jobs, overall
+from . import add_package_option
 
-__all__ = ["configure", "main", "render_json", "render_text", "select"]
+__all__ = ["HELP", "configure", "main", "render_json", "render_text", "select"]
+
+HELP = "check timers, results and staleness (Nagios exit codes)"
 
 
-def configure(parser: argparse.ArgumentParser, command: str) -> None:
-    from .errors import UsageError
+def configure(parser: argparse.ArgumentParser) -> None:
+    from ..errors import UsageError
 
     class HealthUsageError(UsageError):
         exit_code = UNKNOWN  # a Nagios plugin reports its own misuse as UNKNOWN
@@ -25,7 +28,7 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
 
     parser.error = error  # type: ignore[method-assign]
     parser.add_argument("jobs", nargs="*", metavar="JOB", help="job name, unit name or MODULE:NAME (default: all)")
-    parser.add_argument("--package", default="jobs", help="package holding the jobs (default: jobs)")
+    add_package_option(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object with every fact")
     parser.add_argument("--grace", default=None, metavar="SPAN",
                         help="slack before a late job is stale (default: 10%% of its interval, at least 5min)")
@@ -77,13 +80,13 @@ def render_json(results: Sequence[JobHealth], now: float) -> str:
     return json.dumps(doc, indent=1, default=str) + "\n"
 
 
-def main(args: argparse.Namespace, command: str) -> int:
-    from .errors import JobrunnerError
+def main(args: argparse.Namespace) -> int:
+    from ..errors import JobrunnerError
 
     try:
         grace = None
         if args.grace is not None:
-            from .timespan import parse_timespan
+            from ..timespan import parse_timespan
 
             try:
                 grace = parse_timespan(args.grace)
@@ -91,7 +94,7 @@ def main(args: argparse.Namespace, command: str) -> int:
                 raise LookupError(f"--grace {args.grace!r}: {exc}") from None
         if args.fail_threshold < 1:
             raise LookupError("--fail-threshold must be at least 1")
-        from .loader import discover
+        from ..loader import discover
 
         jobs = select(discover(args.package), args.jobs, args.package)
         now = time.time()

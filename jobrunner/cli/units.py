@@ -1,11 +1,14 @@
-"""``jobrunner units render|verify|install|uninstall``: a thin shell over the library calls.
+"""``jobrunner units render|verify|install|uninstall``: a thin shell over :mod:`jobrunner.unitgen`.
 
 Usage::
 
-    jobrunner units render [--out units] [--package jobs] [--python PATH] [--check] [JOB ...]
+    jobrunner units render [--out units] [--package NAME] [--python PATH] [--check] [JOB ...]
     jobrunner units verify [--dir units] [--threshold N]
     jobrunner units install [--dir units] [--root /] [--env NAME] [--dry-run] [--force]
     jobrunner units uninstall [--root /] [--dry-run] [--force]
+
+``--package`` is the option of ``list``, ``status`` and ``health`` (default:
+``$JOBRUNNER_PACKAGE``, else ``jobs``).
 """
 
 from __future__ import annotations
@@ -15,17 +18,19 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from .ini import GENERATED_MARK
+from . import add_package_option
 
-__all__ = ["configure", "main", "write_rendered"]
+__all__ = ["HELP", "configure", "main"]
+
+HELP = "render, verify, install or uninstall systemd units"
 
 
-def configure(parser: argparse.ArgumentParser, command: str) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``units`` actions and their options to ``parser``."""
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     render = actions.add_parser("render", help="write the units of the jobs (deterministic)")
     render.add_argument("--out", default="units", help="output directory (default: units)")
-    render.add_argument("--package", default="jobs", help="package holding the jobs (default: jobs)")
+    add_package_option(render)
     render.add_argument("--python", default=None, help="interpreter in ExecStart= (default: /opt/jobrunner/bin/python)")
     render.add_argument("--metrics-dir", default=None, help="node_exporter textfile dir to make writable and set")
     render.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out differs")
@@ -48,51 +53,9 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
     uninstall.add_argument("--force", action="store_true", help="also remove files edited since install")
 
 
-def _stale(out: Path, keep: set[str]) -> list[str]:
-    """Generated files in ``out`` that the current render no longer produces."""
-    stale = []
-    for path in sorted(out.rglob("*")):
-        rel = path.relative_to(out).as_posix()
-        if not path.is_file() or rel in keep or path.suffix not in (".service", ".timer", ".conf", ""):
-            continue
-        try:
-            with path.open() as handle:
-                first = handle.readline().rstrip("\n")
-        except (OSError, UnicodeDecodeError):
-            continue
-        if first == GENERATED_MARK:
-            stale.append(rel)
-    return stale
-
-
-def write_rendered(files: dict[str, str], out: str | Path, *, prune: bool, check: bool = False) -> list[str]:
-    """Write ``files`` into ``out``; return the relative names that changed (or would).
-
-    ``prune`` removes generated files no longer rendered (never files without the header).
-    """
-    base = Path(out)
-    changed = []
-    for rel, text in files.items():
-        target = base / rel
-        try:
-            current = target.read_text()
-        except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
-            current = None
-        if current != text:
-            changed.append(rel)
-            if not check:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text)
-    if prune and base.is_dir():
-        for rel in _stale(base, set(files)):
-            changed.append(rel)
-            if not check:
-                (base / rel).unlink()
-    return sorted(changed)
-
-
 def _render(args: argparse.Namespace) -> int:
-    from .render import DEFAULT_PYTHON, render_all
+    from ..unitgen.render import DEFAULT_PYTHON, render_all
+    from ..unitgen.write import write_rendered
 
     files = render_all(args.package, args.jobs, python=args.python or DEFAULT_PYTHON, metrics_dir=args.metrics_dir)
     try:
@@ -112,7 +75,7 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .verify import verify_dir
+    from ..unitgen.verify import verify_dir
 
     scores, problems = verify_dir(args.dir, args.threshold)
     for score in scores:
@@ -123,19 +86,19 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def main(args: argparse.Namespace, command: str) -> int:
+def main(args: argparse.Namespace) -> int:
     """Run ``jobrunner units ACTION``; the exit code of the action."""
     if args.action == "render":
         return _render(args)
     if args.action == "verify":
         return _verify(args)
     if args.action == "install":
-        from .install import install
+        from ..unitgen.install import install
 
         install(args.dir, args.root, env=args.env, dry_run=args.dry_run, force=args.force)
         return 0
     if args.action == "uninstall":
-        from .install import uninstall
+        from ..unitgen.install import uninstall
 
         uninstall(args.root, dry_run=args.dry_run, force=args.force)
         return 0

@@ -1,8 +1,10 @@
-"""``jobrunner status [JOB] [--json] [--package PKG]``: the recorded state of jobs.
+"""``jobrunner status [JOB] [--json] [--package NAME]``: the recorded state of jobs.
 
 Jobs are those with a state file under the state directory (``--state-dir``, else
-``$JOBRUNNER_STATE_DIR``, else the default); ``--package`` adds the package's declared jobs,
-so a job that never ran shows as such. A table on a TTY (``--table`` forces it), otherwise
+``$JOBRUNNER_STATE_DIR``, else the default); ``--package`` (the option of ``list``, ``health``
+and ``units render``) adds the package's declared jobs, so a job that never ran shows as such.
+Here its default is ``$JOBRUNNER_PACKAGE`` alone: without it, no package is added (status
+works where no ``jobs`` package is installed). A table on a TTY (``--table`` forces it), otherwise
 one JSON object per job and line (``--json`` forces it), as ``jobrunner list`` does.
 
 An unreadable state file is reported in its row (``error``), never as a traceback. A JOB with
@@ -19,15 +21,19 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["configure", "main", "status_rows"]
+from . import add_package_option
+
+__all__ = ["HELP", "configure", "main", "status_rows"]
+
+HELP = "show the recorded state of jobs"
 
 _FIELDS = ("last_outcome", "last_exit_code", "last_start", "last_finish", "last_success", "last_failure",
            "last_duration_s", "consecutive_failures", "runs", "running", "last_error", "last_skipped")
 
 
-def configure(parser: argparse.ArgumentParser, command: str) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", nargs="?", metavar="JOB", help="one job (default: all)")
-    parser.add_argument("--package", default=None, help="also list this package's jobs that never ran")
+    add_package_option(parser, implicit=False, help="also list this package's jobs that never ran")
     parser.add_argument("--state-dir", default=None, help="state directory (default: $JOBRUNNER_STATE_DIR)")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object per job (default when not a TTY)")
@@ -44,7 +50,7 @@ def _recorded(root: str) -> list[str]:
 
 def status_rows(root: str, names: list[str]) -> list[dict[str, Any]]:
     """One dict per job: the state's facts, ``never_ran`` or ``error`` (unreadable file)."""
-    from .state import StateStore
+    from ..state import StateStore
 
     rows = []
     for name in names:
@@ -65,7 +71,7 @@ def status_rows(root: str, names: list[str]) -> list[dict[str, Any]]:
 
 
 def _when(value: Any, now: float) -> str:
-    from .health import format_age
+    from ..health import format_age
 
     try:
         seconds = now - float(value)
@@ -75,7 +81,7 @@ def _when(value: Any, now: float) -> str:
 
 
 def _table(rows: list[dict[str, Any]], now: float) -> str:
-    from .health import format_age
+    from ..health import format_age
 
     headers = ("JOB", "LAST OUTCOME", "LAST RUN", "LAST SUCCESS", "DURATION", "FAILS")
     table = []
@@ -97,14 +103,14 @@ def _table(rows: list[dict[str, Any]], now: float) -> str:
     return "".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in (headers, *table))
 
 
-def main(args: argparse.Namespace, command: str) -> int:
-    from .errors import ConfigError
-    from .state import default_state_dir
+def main(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..state import default_state_dir
 
     root = args.state_dir or default_state_dir()
     names = _recorded(root)
     if args.package:
-        from .loader import discover
+        from ..loader import discover
 
         names = sorted(set(names) | {j.name for j in discover(args.package)})
     if args.job:

@@ -1,0 +1,93 @@
+"""``jobrunner list [--package NAME] [--json] [--no-next]``: the jobs of a package and their schedules.
+
+The package is ``--package NAME`` as for ``status``, ``health`` and ``units render`` (default:
+``$JOBRUNNER_PACKAGE``, else ``jobs``). The older positional form, ``jobrunner list PACKAGE``,
+is still accepted for existing scripts and overrides the default; given together with a
+``--package`` that names another package, it is a usage error (exit 64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import UsageError
+from ..timespan import format_timespan
+from . import add_package_option
+
+__all__ = ["HELP", "configure", "main"]
+
+HELP = "list the jobs of a package and their schedules"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("old_package", nargs="?", default=None, metavar="PACKAGE",
+                        help="the same as --package (the older form, kept for scripts)")
+    add_package_option(parser)
+    parser.add_argument("--json", action="store_true", help="one JSON object per job")
+    parser.add_argument("--no-next", action="store_true", help="skip computing the next elapse")
+
+
+def _lock_text(job) -> str:
+    if job.lock is None:
+        return "-"
+    text = "shared" if job.lock.shared else "exclusive"
+    if job.lock.wait_seconds:
+        text += f", wait {format_timespan(job.lock.wait_seconds)}"
+    if job.lock.name:
+        text += f" ({job.lock.name})"
+    return text
+
+
+def _next_elapse(schedule: tuple[str, ...]) -> str | None:
+    if not schedule:
+        return None
+    try:
+        from ..unitgen.calendar import next_elapse
+    except ImportError:
+        return None
+    times = [t for t in (next_elapse(s) for s in schedule) if t]
+    return min(times) if times else None
+
+
+def _package(args: argparse.Namespace) -> str:
+    """``--package``, or the older positional PACKAGE; both, when they differ, is a usage error."""
+    from ..loader import default_package
+
+    if args.old_package is None:
+        return args.package
+    if args.package not in (args.old_package, default_package()):
+        raise UsageError(f"two packages given: {args.old_package!r} and --package {args.package!r} "
+                         "(see 'jobrunner list --help')")
+    return args.old_package
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..loader import discover
+
+    rows = []
+    for job in discover(_package(args)):
+        rows.append({
+            "job": job.ref,
+            "unit": job.unit,
+            "schedule": list(job.schedule),
+            "next": None if args.no_next else _next_elapse(job.schedule),
+            "lock": _lock_text(job),
+            "timeout": format_timespan(job.timeout) if job.timeout else None,
+            "user": job.user or "root",
+            "description": job.description,
+        })
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    headers = ("JOB", "SCHEDULE", "NEXT", "LOCK", "TIMEOUT", "USER")
+    table = [
+        (r["job"], " ; ".join(r["schedule"]) or "(manual)", r["next"] or "-", r["lock"], r["timeout"] or "-", r["user"])
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table)]
+    for line in (headers, *table):
+        sys.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() + "\n")
+    return 0
