@@ -36,28 +36,10 @@ import shutil
 import tempfile
 import time
 
-from jobrunner import ConfigError, job
-from jobrunner.timespan import parse_timespan
+from jobrunner import ConfigError, JobContext, job
+from jobrunner.settings import env_int, env_span, env_words
 
 DEFAULT_RELOAD = "systemctl reload nginx"
-
-
-def _retries(ctx) -> tuple[int, float]:
-    raw = ctx.env.get("CERTBOT_RETRIES", "1").strip() or "1"
-    if not raw.isdigit() or int(raw) > 5:
-        raise ConfigError(f"CERTBOT_RETRIES={raw!r}: must be a whole number from 0 to 5")
-    delay = ctx.env.get("CERTBOT_RETRY_DELAY", "2min")
-    try:
-        return int(raw), parse_timespan(delay)
-    except ValueError as exc:
-        raise ConfigError(f"CERTBOT_RETRY_DELAY={delay!r}: {exc}") from None
-
-
-def _words(ctx, name: str, default: str = "") -> list[str]:
-    try:
-        return shlex.split(ctx.env.get(name, default))
-    except ValueError as exc:
-        raise ConfigError(f"{name}: {exc}") from None
 
 
 @job(
@@ -86,9 +68,9 @@ def _words(ctx, name: str, default: str = "") -> list[str]:
                          "CapabilityBoundingSet": "CAP_CHOWN CAP_NET_BIND_SERVICE"}},
     security_threshold=2.0,
 )
-def certbot_renew(ctx):
+def certbot_renew(ctx: JobContext) -> None:
     """certbot renew; reload the web server only when a certificate was renewed."""
-    reload_cmd = _words(ctx, "RELOAD_COMMAND", DEFAULT_RELOAD)
+    reload_cmd = env_words(ctx.env, "RELOAD_COMMAND", DEFAULT_RELOAD)
     if not reload_cmd:
         raise ConfigError("RELOAD_COMMAND is empty: name the command that reloads the web server")
     marker_dir = tempfile.mkdtemp(prefix="certbot-renew-")
@@ -96,8 +78,9 @@ def certbot_renew(ctx):
     marker = os.path.join(marker_dir, "renewed")
     hook = f'printf "%s\\n" "$RENEWED_LINEAGE" >> {shlex.quote(marker)}'
     argv = ["certbot", "renew", "--non-interactive", "--no-random-sleep-on-renew", "--deploy-hook", hook,
-            *_words(ctx, "CERTBOT_ARGS"), *_words(ctx, "CERTBOT_EXTRA_ARGS")]
-    retries, delay = _retries(ctx)
+            *env_words(ctx.env, "CERTBOT_ARGS"), *env_words(ctx.env, "CERTBOT_EXTRA_ARGS")]
+    retries = env_int(ctx.env, "CERTBOT_RETRIES", 1, min=0, max=5)
+    delay = env_span(ctx.env, "CERTBOT_RETRY_DELAY", "2min")
     for attempt in range(1, retries + 2):
         result = ctx.run(argv, check=False)
         if result.returncode == 0 or ctx.dry_run or attempt > retries:

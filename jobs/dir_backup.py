@@ -20,8 +20,9 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from jobrunner import ConfigError, job
+from jobrunner import ConfigError, JobContext, job
 from jobrunner.files import atomic_write, create_private, fsync_dir, private_dir, sha256_file
+from jobrunner.settings import env_int
 
 DEFAULT_DIR = "/var/backups/jobrunner"
 
@@ -35,17 +36,12 @@ DEFAULT_DIR = "/var/backups/jobrunner"
     timeout="1h",
     write_paths=[DEFAULT_DIR],
 )
-def dir_backup(ctx):
+def dir_backup(ctx: JobContext) -> None:
     """Archive a directory (default /etc) into a dated .tar.gz with a SHA-256; keep the newest 7."""
     source = Path(ctx.env.get("BACKUP_SOURCE", "/etc"))
     default = DEFAULT_DIR if os.geteuid() == 0 else str(Path.home() / "backups" / "jobrunner")
     dest = Path(ctx.env.get("BACKUP_DIR", default))
-    try:
-        keep = int(ctx.env.get("BACKUP_KEEP", "7"))
-        if keep < 1:
-            raise ValueError
-    except ValueError:
-        raise ConfigError(f"BACKUP_KEEP={ctx.env.get('BACKUP_KEEP')!r}: must be a whole number of 1 or more") from None
+    keep = env_int(ctx.env, "BACKUP_KEEP", 7, min=1)
     if not source.is_dir():
         raise ConfigError(f"BACKUP_SOURCE={str(source)!r} is not a directory")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -4,10 +4,10 @@ Settings, from the environment or ``/etc/default/disk-check``:
 
 - ``DISK_CHECK_PATHS``: paths to check, space separated (default ``/var/www /mnt/backups``);
   each is measured on the file system holding it (``statvfs``), the mount point is reported
-- ``DISK_WARN_PERCENT`` (default 80), ``DISK_CRIT_PERCENT`` (default 90): thresholds, applied
-  to both block and inode usage
-- ``DISK_CHECK_HEALTH``: ``1`` also runs ``jobrunner health`` (when this install has it) and
-  fails on its CRITICAL verdict (default off)
+- ``DISK_WARN_PERCENT`` (default 80), ``DISK_CRIT_PERCENT`` (default 90): thresholds from 1 to
+  100, applied to both block and inode usage
+- ``DISK_CHECK_HEALTH``: ``1`` (or yes, true, on) also runs ``jobrunner health`` and fails on
+  its CRITICAL verdict (default off)
 
 Every path logs ``disk.usage`` (used %, free bytes, inode %). Crossing either threshold fails
 the run (exit 1), so the failure alert fires: a warning is worth a message, and jobrunner
@@ -18,25 +18,15 @@ skipped, so one absent optional mount does not page every hour.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import sys
 
-from jobrunner import ConfigError, job
+from jobrunner import ConfigError, JobContext, job
+from jobrunner.settings import env_bool, env_percent
 
 DEFAULT_PATHS = "/var/www /mnt/backups"
-
-
-def _percent(env: dict[str, str], name: str, default: int) -> int:
-    raw = env.get(name, str(default)).strip()
-    try:
-        value = int(raw)
-        if not 1 <= value <= 100:
-            raise ValueError
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: must be a whole number from 1 to 100") from None
-    return value
+HEALTH_CRITICAL = 2  # jobrunner health's exit code for CRITICAL (Nagios)
 
 
 def mount_point(path: str) -> str:
@@ -62,10 +52,10 @@ def usage(path: str) -> dict[str, float | int | None]:
 
 
 @job(schedule="hourly", accuracy="1m", lock=True, timeout="5m", env_files=["-/etc/default/disk-check"])
-def disk_check(ctx):
+def disk_check(ctx: JobContext) -> None:
     """Fail when a web or backup volume is above the disk or inode usage thresholds."""
-    warn = _percent(ctx.env, "DISK_WARN_PERCENT", 80)
-    crit = _percent(ctx.env, "DISK_CRIT_PERCENT", 90)
+    warn = env_percent(ctx.env, "DISK_WARN_PERCENT", 80, min=1)
+    crit = env_percent(ctx.env, "DISK_CRIT_PERCENT", 90, min=1)
     if warn > crit:
         raise ConfigError(f"DISK_WARN_PERCENT={warn} is above DISK_CRIT_PERCENT={crit}")
     paths = ctx.env.get("DISK_CHECK_PATHS", DEFAULT_PATHS).split()
@@ -86,22 +76,20 @@ def disk_check(ctx):
             if severity == "CRITICAL" or level == "ok":
                 level = severity.lower()
             limit = crit if severity == "CRITICAL" else warn
-            problems.append(f"{severity} {path} (mount {mount}): {what} {pct}% used (>= {limit}%)")
+            problems.append(f"{severity} {path} (mount {mount}): {what} {pct}% used (>= {limit:g}%)")
         log = {"ok": ctx.log.info, "warning": ctx.log.warning, "critical": ctx.log.error}[level]
         log("disk.usage", path=path, mount=mount, level=level, warn_percent=warn, crit_percent=crit, **figures)
-    if ctx.env.get("DISK_CHECK_HEALTH", "").strip() in ("1", "yes", "true"):
+    if env_bool(ctx.env, "DISK_CHECK_HEALTH"):
         problems += _timer_health(ctx)
     if problems:
         raise RuntimeError("; ".join(problems))
 
 
-def _timer_health(ctx) -> list[str]:
-    """``jobrunner health`` (another part of this install) as an extra check, when present."""
-    if importlib.util.find_spec("jobrunner._cmd_health") is None:
-        ctx.log.warning("disk.health_unavailable", reason="this jobrunner has no health command")
-        return []
+def _timer_health(ctx: JobContext) -> list[str]:
+    """``jobrunner health`` (the command line of this install) as an extra check: only its
+    CRITICAL verdict is a problem; any other answer is logged."""
     result = ctx.run([sys.executable, "-m", "jobrunner", "health"], check=False, capture=True)
     lines = result.stdout.strip().splitlines()
     summary = lines[0] if lines else ""
     ctx.log.info("disk.health", exit_code=result.returncode, summary=summary)
-    return [f"timer health: {summary}"] if result.returncode == 2 else []
+    return [f"timer health: {summary}"] if result.returncode == HEALTH_CRITICAL else []

@@ -26,27 +26,28 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import tempfile
+from typing import Any
 
-from jobrunner import ConfigError, job
+from jobrunner import ConfigError, JobContext, job
 from jobrunner.redact import secret_env_name
+from jobrunner.settings import env_words
 
 MODES = ("copy", "sync")
 _NOISE = ("Config file ", "not found - using defaults")
 MAX_ERROR_EVENTS = 20
 
 
-def _secrets(ctx) -> None:
+def _secrets(ctx: JobContext) -> None:
     for name, value in ctx.env.items():
         if name.startswith("RCLONE_") and value and (secret_env_name(name) or name.endswith("_KEY_ID")):
             ctx.secret(value)
 
 
-def _read_log(path: str) -> tuple[list[dict], list[str]]:
+def _read_log(path: str) -> tuple[list[dict[str, Any]], list[str]]:
     """rclone's JSON log records, and its plain lines (fatal errors bypass the JSON logger)."""
-    records: list[dict] = []
+    records: list[dict[str, Any]] = []
     plain: list[str] = []
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
@@ -68,7 +69,7 @@ def _read_log(path: str) -> tuple[list[dict], list[str]]:
     return records, plain
 
 
-def _explain(ctx, reason: str) -> str:
+def _explain(ctx: JobContext, reason: str) -> str:
     if "LoadCustomCABundleError" in reason and ctx.env.get("AWS_CA_BUNDLE"):
         return (f"AWS_CA_BUNDLE={ctx.env['AWS_CA_BUNDLE']} cannot be used by rclone's S3 backend ({reason}); "
                 "unset AWS_CA_BUNDLE in this job's environment: rclone verifies TLS with the system CAs "
@@ -85,7 +86,7 @@ def _explain(ctx, reason: str) -> str:
     network=True,
     env_files=["-/etc/default/media-sync"],
 )
-def media_sync(ctx):
+def media_sync(ctx: JobContext) -> None:
     """Copy (or mirror) wp-content/uploads to an S3 bucket with rclone."""
     dest = ctx.env.get("MEDIA_SYNC_DEST", "").strip()
     if not dest or ":" not in dest:
@@ -95,10 +96,7 @@ def media_sync(ctx):
     mode = ctx.env.get("MEDIA_SYNC_MODE", "copy").strip().lower()
     if mode not in MODES:
         raise ConfigError(f"MEDIA_SYNC_MODE={mode!r}: use copy (never deletes remotely) or sync (mirror)")
-    try:
-        extra = shlex.split(ctx.env.get("MEDIA_SYNC_ARGS", ""))
-    except ValueError as exc:
-        raise ConfigError(f"MEDIA_SYNC_ARGS: {exc}") from None
+    extra = env_words(ctx.env, "MEDIA_SYNC_ARGS")
     _secrets(ctx)
     if not os.path.isdir(source):
         raise RuntimeError(f"source {source} is not a directory (is the uploads volume mounted?)")
@@ -126,7 +124,7 @@ def media_sync(ctx):
         message = str(record.get("msg", ""))
         if record.get("level") == "warning" and "stats" not in record and not all(n in message for n in _NOISE):
             ctx.log.warning("rclone.warning", message=" ".join(message.split()), object=record.get("object"))
-    stats = next((r["stats"] for r in reversed(records) if isinstance(r.get("stats"), dict)), {})
+    stats: dict[str, Any] = next((r["stats"] for r in reversed(records) if isinstance(r.get("stats"), dict)), {})
     summary = {k: stats.get(k) for k in ("transfers", "deletes", "checks", "bytes", "errors", "renames")}
     if stats:
         ctx.log.info("media.synced", mode=mode, dest=dest, **summary)

@@ -11,7 +11,8 @@ Settings, from the environment or ``/etc/default/php-fpm-restart``:
   (``/etc/php/8.2/fpm/pool.d/www.conf``: ``ping.path = /ping``); Debian ships them commented out.
 - ``PHP_FPM_CHECK_URL``: check through the web server instead (``http://127.0.0.1/fpm-ping``,
   a location that passes to FPM's ping); any 2xx whose body holds the ping response passes
-- ``PHP_FPM_CHECK_TIMEOUT``: seconds to keep trying after the restart (default 30)
+- ``PHP_FPM_CHECK_TIMEOUT``: how long to keep trying after the restart (default 30 seconds;
+  a number of seconds or a span such as ``1min``)
 
 The check is a real request answered by an FPM worker: a FastCGI request for the ping path
 straight to the pool's socket (a 60-line client below, no cgi-fcgi needed), or an HTTP GET.
@@ -22,13 +23,13 @@ if FPM still does not answer, the run fails with the last error (the alert fires
 from __future__ import annotations
 
 import http.client
-import shlex
 import socket
 import struct
 import time
 import urllib.request
 
-from jobrunner import ConfigError, job
+from jobrunner import ConfigError, JobContext, job
+from jobrunner.settings import env_span, env_words
 
 _BEGIN, _END, _PARAMS, _STDIN, _STDOUT, _STDERR = 1, 3, 4, 5, 6, 7
 _HEADER = struct.Struct(">BBHHBx")  # version, type, request id, content length, padding
@@ -110,16 +111,13 @@ def http_get(url: str, timeout: float) -> tuple[int, str]:
     systemd={"Service": {"SupplementaryGroups": "www-data"}},
     security_threshold=1.5,
 )
-def php_fpm_restart(ctx):
+def php_fpm_restart(ctx: JobContext) -> None:
     """Restart php-fpm, then check that it answers a real FastCGI (or HTTP) request."""
     service = ctx.env.get("PHP_FPM_SERVICE", "php8.2-fpm").strip()
     if not service or "/" in service:
         raise ConfigError(f"PHP_FPM_SERVICE={service!r}: must be a unit name")
-    try:
-        restart = shlex.split(ctx.env.get("PHP_FPM_RESTART_COMMAND", "") or f"systemctl restart {service}")
-        check_timeout = float(ctx.env.get("PHP_FPM_CHECK_TIMEOUT", "30"))
-    except ValueError as exc:
-        raise ConfigError(f"PHP_FPM_RESTART_COMMAND / PHP_FPM_CHECK_TIMEOUT: {exc}") from None
+    restart = env_words(ctx.env, "PHP_FPM_RESTART_COMMAND") or ["systemctl", "restart", service]
+    check_timeout = env_span(ctx.env, "PHP_FPM_CHECK_TIMEOUT", 30)
     url = ctx.env.get("PHP_FPM_CHECK_URL", "").strip()
     sock_path = ctx.env.get("PHP_FPM_SOCKET", "").strip() or f"/run/php/{service}.sock"
     ping = ctx.env.get("PHP_FPM_PING_PATH", "/ping")

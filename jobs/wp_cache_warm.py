@@ -7,8 +7,9 @@ Settings, from the environment or ``/etc/default/wp-cache-warm``:
   index); nested sitemaps (``<sitemapindex>``) are followed. ``none`` warms the home URL only.
   At least one of the two must be set.
 - ``CACHE_WARM_CONCURRENCY``: parallel requests (default 4, at most 32)
-- ``CACHE_WARM_TIMEOUT``: seconds per request, connect to last byte (default 10)
-- ``CACHE_WARM_BUDGET``: seconds for the whole run (default 300, well inside the 10 min
+- ``CACHE_WARM_TIMEOUT``: per request, connect to last byte (default 10 seconds; a number of
+  seconds or a span such as ``1.5``, ``30s``)
+- ``CACHE_WARM_BUDGET``: for the whole run (default 300 seconds, well inside the 10 min
   period and the 9 min job timeout); URLs not started when it runs out are skipped and counted
 - ``CACHE_WARM_MAX_URLS``: stop collecting URLs after this many (default 2000)
 - ``CACHE_WARM_ERROR_PERCENT``: fail the run when more than this share of the requests made
@@ -33,7 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from jobrunner import ConfigError, job
+from jobrunner import ConfigError, JobContext, job
+from jobrunner.settings import env_int, env_percent, env_span
 
 USER_AGENT = "jobrunner-cache-warm/1 (+https://github.com/)"
 MAX_SITEMAP_BYTES = 10 * 1024 * 1024
@@ -54,17 +56,6 @@ class Fetched:
     status: int | None = None
     error: str = ""
     skipped: bool = False
-
-
-def _number(env: dict[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "").strip() or str(default)
-    try:
-        value = float(raw)
-        if not low <= value <= high:
-            raise ValueError
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: must be a number from {low:g} to {high:g}") from None
-    return value
 
 
 def fetch(url: str, timeout: float, deadline: float, limit: int | None = None) -> tuple[int, bytes]:
@@ -126,7 +117,7 @@ def percentile(values: list[float], pct: float) -> float | None:
     network=True,
     env_files=["-/etc/default/wp-cache-warm"],
 )
-def wp_cache_warm(ctx):
+def wp_cache_warm(ctx: JobContext) -> None:
     """Fetch the home page and every sitemap URL, a few at a time, within a time budget."""
     env = ctx.env
     home = env.get("CACHE_WARM_URL", "").strip()
@@ -140,13 +131,14 @@ def wp_cache_warm(ctx):
     for name, url in (("CACHE_WARM_URL", home), ("SITEMAP_URL", sitemap)):
         if url and urlsplit(url).scheme not in ("http", "https"):
             raise ConfigError(f"{name}={url!r}: must be an http:// or https:// URL")
-    workers = int(_number(env, "CACHE_WARM_CONCURRENCY", 4, 1, 32))
-    timeout = _number(env, "CACHE_WARM_TIMEOUT", 10, 0.1, 600)
-    budget = _number(env, "CACHE_WARM_BUDGET", 300, 1, 86400)
-    max_urls = int(_number(env, "CACHE_WARM_MAX_URLS", 2000, 1, 1_000_000))
-    error_percent = _number(env, "CACHE_WARM_ERROR_PERCENT", 50, 0, 100)
-    if ctx.remaining() is not None:  # never plan past the job's own deadline
-        budget = min(budget, max(1.0, ctx.remaining() - 5))
+    workers = env_int(env, "CACHE_WARM_CONCURRENCY", 4, min=1, max=32)
+    timeout = env_span(env, "CACHE_WARM_TIMEOUT", 10, min=0.1, max=600)
+    budget = env_span(env, "CACHE_WARM_BUDGET", 300, min=1, max=86400)
+    max_urls = env_int(env, "CACHE_WARM_MAX_URLS", 2000, min=1, max=1_000_000)
+    error_percent = env_percent(env, "CACHE_WARM_ERROR_PERCENT", 50)
+    left = ctx.remaining()
+    if left is not None:  # never plan past the job's own deadline
+        budget = min(budget, max(1.0, left - 5))
     started = time.monotonic()
     deadline = started + budget
     hosts = {urlsplit(u).hostname for u in (home, sitemap) if u}
@@ -158,7 +150,8 @@ def wp_cache_warm(ctx):
     results: list[Fetched] = []
     urls: list[str] = [home] if home else []
     offsite = 0
-    queue, seen_maps = ([sitemap] if sitemap else []), set()
+    queue = [sitemap] if sitemap else []
+    seen_maps: set[str] = set()
     while queue and len(urls) < max_urls and len(seen_maps) < MAX_SITEMAPS:
         current = queue.pop(0)
         if current in seen_maps:
