@@ -106,7 +106,8 @@ def test_interoperates_with_flock_command(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # flock and its sleep, which inherited the lock
         proc.wait()
-    with FileLock(str(path)):
+    # proc.wait() reaps flock only; its sleep may take a moment longer to die and drop the lock.
+    with FileLock(str(path), wait=5):
         assert subprocess.run(["flock", "-n", str(path), "true"]).returncode == 1
 
 
