@@ -14,6 +14,11 @@ directory's descriptor with ``O_NOFOLLOW`` (a planted symlink is refused, never 
 only regular files of a bounded size are read, the lock is waited on for a bounded time, and
 what is read is checked against the schema (wrong types make the file "unreadable", never a
 crash). Files are 0640 and directories 0750 whatever the umask.
+
+What is read is a ``JobState``: every reader uses its attributes, never the file's keys.
+``StateStore.load()`` reads it, ``StateStore.apply(*changes)`` changes it under the lock (the
+runner folds what its hooks contribute into one write at the start of a run and one at the
+end). ``read()``/``update()`` are the same file as a plain dict, for tools and tests.
 """
 
 from __future__ import annotations
@@ -23,14 +28,15 @@ import fcntl
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import ConfigError
 from .files import atomic_write
 
 __all__ = [
-    "StateStore", "atomic_write", "default_state_dir", "read_regular_file", "record_finish", "record_start",
-    "validate_state",
+    "SCHEMA_VERSION", "JobState", "StateStore", "atomic_write", "default_state_dir", "read_regular_file",
+    "record_finish", "record_start",
 ]
 
 KEEP_DURATIONS = 10
@@ -81,38 +87,180 @@ def _is_regular(mode: int) -> bool:
     return stat.S_ISREG(mode)
 
 
+# -- the typed record ------------------------------------------------------------------------
+
+SCHEMA_VERSION = 1  # written as "schema"; files without it (older runners) are version 0 and load the same
+
 # The schema of state.json: key -> accepted JSON types. Unknown keys are kept as they are.
 _NUM = (int, float)
 _SCHEMA: dict[str, tuple[type, ...]] = {
-    "job": (str,), "last_run_id": (str,), "last_outcome": (str,), "last_error": (str,), "notified_run_id": (str,),
-    "last_start": _NUM, "last_finish": _NUM, "last_success": _NUM, "last_failure": _NUM, "last_skipped": _NUM,
-    "last_duration_s": _NUM, "last_exit_code": (int,), "last_attempts": (int,), "consecutive_failures": (int,),
-    "skipped_since": _NUM, "consecutive_skips": (int,), "skip_holder": (dict,), "skip_notified": _NUM,
-    "runs": (dict,), "durations_s": (list,), "running": (dict,), "notify": (dict,), "ping": (dict,),
-    "notify_tags": (list,), "recovered_from_unreadable_state": (bool,),
+    "schema": (int,), "job": (str,), "last_run_id": (str,), "last_outcome": (str,), "last_error": (str,),
+    "notified_run_id": (str,), "last_start": _NUM, "last_finish": _NUM, "last_success": _NUM, "last_failure": _NUM,
+    "last_skipped": _NUM, "last_duration_s": _NUM, "last_exit_code": (int,), "last_attempts": (int,),
+    "consecutive_failures": (int,), "skipped_since": _NUM, "consecutive_skips": (int,), "skip_holder": (dict,),
+    "skip_notified": _NUM, "runs": (dict,), "durations_s": (list,), "running": (dict,), "notify": (dict,),
+    "ping": (dict,), "notify_tags": (list,), "recovered_from_unreadable_state": (bool,),
 }
+# Written only when not empty (an old file's "runs": {} reads the same as none).
+_COLLECTIONS = ("runs", "durations_s", "notify", "ping")
 
 
-def validate_state(data: Any) -> str | None:
-    """Why ``data`` is not a state record (``None`` when it is one): the first field of a wrong
-    type. Booleans are not numbers here (``json`` would accept ``true`` as 1)."""
-    if not isinstance(data, dict):
-        return "not a JSON object"
-    for key, types in _SCHEMA.items():
-        if key not in data or data[key] is None:
-            continue
-        value = data[key]
-        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-            return f"field {key!r} is {type(value).__name__}, not {'/'.join(t.__name__ for t in types)}"
-    runs = data.get("runs") or {}
-    if any(not isinstance(v, int) or isinstance(v, bool) for v in runs.values()):
-        return "field 'runs' must map outcomes to whole numbers"
-    if any(not isinstance(v, _NUM) or isinstance(v, bool) for v in data.get("durations_s") or ()):
-        return "field 'durations_s' must be a list of numbers"
-    running = data.get("running") or {}
-    if "since" in running and (not isinstance(running["since"], _NUM) or isinstance(running["since"], bool)):
-        return "field 'running.since' must be a number"
-    return None
+@dataclass
+class JobState:
+    """One job's ``state.json`` as attributes. ``None`` (or an empty collection) is "not
+    recorded"; keys this version does not know ride along in ``extra`` and are written back.
+
+    ``notify`` is the throttle's memory (``notify/throttle.py``), ``ping`` the ping queue's
+    (``notify/ping.py``), ``running`` the run in progress (``run_id``, ``pid``, ``since``),
+    ``skip_holder`` who held the lock (``pid``, ``user``)."""
+
+    schema: int | None = None
+    job: str | None = None
+    last_run_id: str | None = None
+    last_outcome: str | None = None
+    last_exit_code: int | None = None
+    last_error: str | None = None
+    last_start: float | None = None
+    last_finish: float | None = None
+    last_success: float | None = None
+    last_failure: float | None = None
+    last_skipped: float | None = None
+    last_duration_s: float | None = None
+    last_attempts: int | None = None
+    consecutive_failures: int | None = None
+    runs: dict[str, int] = field(default_factory=dict)
+    durations_s: list[float] = field(default_factory=list)
+    running: dict[str, Any] | None = None
+    skipped_since: float | None = None
+    consecutive_skips: int | None = None
+    skip_holder: dict[str, Any] | None = None
+    skip_notified: float | None = None
+    notified_run_id: str | None = None
+    notify_tags: list[str] | None = None
+    notify: dict[str, Any] = field(default_factory=dict)
+    ping: dict[str, Any] = field(default_factory=dict)
+    recovered_from_unreadable_state: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> JobState:
+        """The record in ``data`` (parsed JSON); ``ValueError`` naming the first field of a wrong
+        type. Booleans are not numbers here (``json`` would accept ``true`` as 1)."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        known: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            types = _SCHEMA.get(key)
+            if types is None:
+                extra[key] = value
+                continue
+            if value is None:
+                continue
+            if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+                raise ValueError(f"field {key!r} is {type(value).__name__}, not {'/'.join(t.__name__ for t in types)}")
+            known[key] = value
+        runs = known.get("runs") or {}
+        if any(not isinstance(v, int) or isinstance(v, bool) for v in runs.values()):
+            raise ValueError("field 'runs' must map outcomes to whole numbers")
+        if any(not isinstance(v, _NUM) or isinstance(v, bool) for v in known.get("durations_s") or ()):
+            raise ValueError("field 'durations_s' must be a list of numbers")
+        running = known.get("running") or {}
+        if "since" in running and (not isinstance(running["since"], _NUM) or isinstance(running["since"], bool)):
+            raise ValueError("field 'running.since' must be a number")
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object to write: recorded fields only, unknown keys as they came."""
+        out = dict(self.extra)
+        for key in _SCHEMA:
+            value = getattr(self, key)
+            if value is None or key in _COLLECTIONS and not value:
+                continue
+            out[key] = value
+        return out
+
+    @property
+    def empty(self) -> bool:
+        """Nothing recorded (no state file, or an empty one)."""
+        return not self.to_dict()
+
+    def record_start(self, *, run_id: str, pid: int, now: float | None = None) -> None:
+        self.running = {"run_id": run_id, "pid": pid, "since": now or time.time()}
+        self.last_start = self.running["since"]
+
+    def record_finish(
+        self,
+        *,
+        run_id: str,
+        outcome: str,
+        exit_code: int,
+        started: float,
+        duration_s: float,
+        attempts: int,
+        error: str | None = None,
+        holder: dict[str, Any] | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Fold one finished run in (skipped runs only count, they are not results).
+
+        A skip also remembers since when the job has been skipping (``skipped_since``, the
+        first skip after the last run that ran) and who held the lock (``skip_holder``: pid,
+        user), so a job kept from running is never silent (docs/security.md); a run that runs
+        clears them."""
+        now = now or time.time()
+        self.runs = {**self.runs, outcome: int(self.runs.get(outcome, 0)) + 1}
+        if outcome == "skipped":
+            self.last_skipped = now
+            if not self.skipped_since:
+                self.skipped_since = now
+            self.consecutive_skips = (self.consecutive_skips or 0) + 1
+            if holder:
+                self.skip_holder = holder
+            return
+        self.skipped_since = self.consecutive_skips = self.skip_holder = self.skip_notified = None
+        if (self.running or {}).get("run_id") == run_id:
+            self.running = None
+        self.last_run_id = run_id
+        self.last_start = started
+        self.last_finish = now
+        self.last_outcome = outcome
+        self.last_exit_code = exit_code
+        self.last_duration_s = round(duration_s, 3)
+        self.last_attempts = attempts
+        self.durations_s = [*self.durations_s[-(KEEP_DURATIONS - 1) :], round(duration_s, 3)]
+        if outcome == "success":
+            self.last_success = now
+            self.consecutive_failures = 0
+            self.last_error = None
+        else:
+            self.last_failure = now
+            self.consecutive_failures = (self.consecutive_failures or 0) + 1
+            if error:
+                self.last_error = error
+
+
+def record_start(state: JobState | dict[str, Any], **kwargs: Any) -> None:
+    """``JobState.record_start`` (a plain dict is changed in place, for callers of the raw record)."""
+    _on(state, lambda s: s.record_start(**kwargs))
+
+
+def record_finish(state: JobState | dict[str, Any], **kwargs: Any) -> None:
+    """``JobState.record_finish`` (a plain dict is changed in place, for callers of the raw record)."""
+    _on(state, lambda s: s.record_finish(**kwargs))
+
+
+def _on(state: JobState | dict[str, Any], change: Callable[[JobState], None]) -> None:
+    if isinstance(state, JobState):
+        change(state)
+        return
+    typed = JobState.from_dict(state)
+    change(typed)
+    state.clear()
+    state.update(typed.to_dict())
+
+
+# -- the store ------------------------------------------------------------------------------
 
 
 class StateStore:
@@ -125,6 +273,7 @@ class StateStore:
         self.root = root or default_state_dir()
         self.dir = os.path.join(self.root, job)
         self.path = os.path.join(self.dir, "state.json")
+        self.lock_waited = 0.0  # seconds the last write waited for the state lock
 
     def _open_dir(self, create: bool) -> int:
         """The job's directory, opened relative to the state root, never through a symlink."""
@@ -158,12 +307,12 @@ class StateStore:
         finally:
             os.close(dfd)
 
-    def read(self) -> dict[str, Any]:
-        """The recorded state; ``{}`` when there is none; ``ConfigError`` when unreadable."""
+    def load(self) -> JobState:
+        """The recorded state (empty when there is none); ``ConfigError`` when unreadable."""
         try:
             dfd = self._open_dir(create=False)
         except FileNotFoundError:
-            return {}
+            return JobState()
         except OSError as exc:
             raise ConfigError(f"state directory {self.dir} is unusable: {exc.strerror or exc}") from None
         try:
@@ -171,21 +320,56 @@ class StateStore:
         finally:
             os.close(dfd)
 
-    def _read_at(self, dfd: int) -> dict[str, Any]:
+    def read(self) -> dict[str, Any]:
+        """``load()`` as the plain JSON object (``{}`` when there is none)."""
+        return self.load().to_dict()
+
+    def _read_at(self, dfd: int) -> JobState:
         try:
-            data = json.loads(read_regular_file("state.json", dir_fd=dfd) or b"{}")
+            return JobState.from_dict(json.loads(read_regular_file("state.json", dir_fd=dfd) or b"{}"))
         except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
+            return JobState()
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not the schema
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise ConfigError(f"state file {self.path} is unreadable: {why}") from None
-        problem = validate_state(data)
-        if problem:
-            raise ConfigError(f"state file {self.path} is unreadable: {problem}")
-        return data  # type: ignore[no-any-return]
+
+    def apply(self, *changes: Callable[[JobState], None], wait: float = LOCK_WAIT_S) -> JobState:
+        """Read, apply ``changes`` in order, write back atomically, all under the state lock
+        (see ``_transact``); the record written, stamped with this ``SCHEMA_VERSION``."""
+        written: list[JobState] = []
+
+        def step(state: JobState) -> dict[str, Any]:
+            for change in changes:
+                change(state)
+            state.job, state.schema = self.job, SCHEMA_VERSION
+            written.append(state)
+            return state.to_dict()
+
+        self._transact(step, wait)
+        return written[0]
+
+    def try_apply(self, *changes: Callable[[JobState], None], report: Callable[[str], None],
+                  wait: float = LOCK_WAIT_S) -> JobState | None:
+        """``apply``, where a state that cannot be written (read-only or full disk, a held lock)
+        is only reported (``report(why)``, ``None`` returned): a run's result stands without it."""
+        try:
+            return self.apply(*changes, wait=wait)
+        except OSError as exc:
+            report(exc.strerror or str(exc))
+            return None
 
     def update(self, change: Callable[[dict[str, Any]], None], *, wait: float = LOCK_WAIT_S) -> dict[str, Any]:
-        """Read, ``change`` in place, write back atomically, all under the state lock.
+        """``apply`` for a change of the plain JSON object; returns the object written."""
+        def step(state: JobState) -> dict[str, Any]:
+            data = state.to_dict()
+            change(data)
+            data["job"] = self.job
+            return data
+
+        return self._transact(step, wait)
+
+    def _transact(self, step: Callable[[JobState], dict[str, Any]], wait: float) -> dict[str, Any]:
+        """Under the state lock: read, ``step`` to the object to write, write it atomically.
 
         The lock is waited on for at most ``wait`` seconds (``TimeoutError`` after that: a
         held ``.state.lock`` must not hang a run past its deadline). An unreadable file is
@@ -196,16 +380,19 @@ class StateStore:
                 ".state.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600, dir_fd=dfd
             )
             try:
-                _flock_bounded(lock_fd, wait, self.dir)
+                began = time.monotonic()
+                try:
+                    _flock_bounded(lock_fd, wait, self.dir)
+                finally:
+                    self.lock_waited = time.monotonic() - began
                 try:
                     state = self._read_at(dfd)
                 except ConfigError:
-                    state = {"recovered_from_unreadable_state": True}
-                change(state)
-                state["job"] = self.job
-                payload = json.dumps(state, indent=1, sort_keys=True, default=str).encode() + b"\n"
+                    state = JobState(recovered_from_unreadable_state=True)
+                data = step(state)
+                payload = json.dumps(data, indent=1, sort_keys=True, default=str).encode() + b"\n"
                 self._write_at(dfd, payload)
-                return state
+                return data
             finally:
                 os.close(lock_fd)
         finally:
@@ -253,63 +440,3 @@ def _flock_bounded(fd: int, wait: float, where: str) -> None:
                 ) from None
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 0.1)
-
-
-def record_start(state: dict[str, Any], *, run_id: str, pid: int, now: float | None = None) -> None:
-    state["running"] = {"run_id": run_id, "pid": pid, "since": now or time.time()}
-    state["last_start"] = state["running"]["since"]
-
-
-def record_finish(
-    state: dict[str, Any],
-    *,
-    run_id: str,
-    outcome: str,
-    exit_code: int,
-    started: float,
-    duration_s: float,
-    attempts: int,
-    error: str | None = None,
-    holder: dict[str, Any] | None = None,
-    now: float | None = None,
-) -> None:
-    """Fold one finished run into the state (skipped runs only count, they are not results).
-
-    A skip also remembers since when the job has been skipping (``skipped_since``, the first
-    skip after the last run that ran) and who held the lock (``skip_holder``: pid, user), so
-    a job kept from running is never silent (docs/security.md); a run that runs clears them."""
-    now = now or time.time()
-    runs = state.setdefault("runs", {})
-    runs[outcome] = int(runs.get(outcome, 0)) + 1
-    if outcome == "skipped":
-        state["last_skipped"] = now
-        if not state.get("skipped_since"):
-            state["skipped_since"] = now
-        state["consecutive_skips"] = int(state.get("consecutive_skips") or 0) + 1
-        if holder:
-            state["skip_holder"] = holder
-        return
-    for key in ("skipped_since", "consecutive_skips", "skip_holder", "skip_notified"):
-        state.pop(key, None)
-    if state.get("running", {}).get("run_id") == run_id:
-        state.pop("running", None)
-    state.update(
-        last_run_id=run_id,
-        last_start=started,
-        last_finish=now,
-        last_outcome=outcome,
-        last_exit_code=exit_code,
-        last_duration_s=round(duration_s, 3),
-        last_attempts=attempts,
-    )
-    durations = list(state.get("durations_s", []))[-(KEEP_DURATIONS - 1) :]
-    state["durations_s"] = durations + [round(duration_s, 3)]
-    if outcome == "success":
-        state["last_success"] = now
-        state["consecutive_failures"] = 0
-        state.pop("last_error", None)
-    else:
-        state["last_failure"] = now
-        state["consecutive_failures"] = int(state.get("consecutive_failures", 0)) + 1
-        if error:
-            state["last_error"] = error
