@@ -415,11 +415,17 @@ def select_jobs(package: str, names: Sequence[str] = ()) -> tuple[list[Job], lis
 
 
 def render_all(
-    package: str = "jobs", names: Sequence[str] = (), *, python: str = DEFAULT_PYTHON, metrics_dir: str | None = None
+    package: str | None = None, names: Sequence[str] = (), *, python: str = DEFAULT_PYTHON,
+    metrics_dir: str | None = None,
 ) -> dict[str, str]:
-    """Render every job of ``package`` (or the ``names`` among them): ``{file name: text}``.
+    """Render every job of ``package`` (default ``$JOBRUNNER_PACKAGE`` or ``jobs``), or the
+    ``names`` among them: ``{file name: text}``.
 
     What ``units render`` writes; a drift test compares it with the committed ``units/``.
     """
+    if package is None:
+        from ..loader import default_package
+
+        package = default_package()
     selected, every = select_jobs(package, names)
     return render_jobs(selected, RenderOptions(python=python, metrics_dir=metrics_dir), shared_from=every)
