@@ -1,5 +1,6 @@
-"""Backup sets of the WordPress jobs: names, manifests, checksums, compression, durable
-writes, the backup area's lock, following files as they grow, and who made a set.
+"""Backup sets of the WordPress jobs: names, manifests, checksums, compression, the backup
+area's lock, following files as they grow, and who made a set. (Durable writes, directory
+fsync and SHA-256 are ``jobrunner.files``'.)
 
 A set is a directory ``<site>-<stamp>`` (full) or ``<site>-db-<stamp>`` (database only) in
 ``BACKUP_DIR`` holding its compressed files, ``manifest.json`` and ``manifest.hmac``; it is
@@ -25,10 +26,14 @@ import re
 import secrets
 import stat
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+from jobrunner import ConfigError, JobContext
+from jobrunner.files import atomic_write, fsync_dir, sha256_file
 
 BACKUP_LOCK = "wp-backups"  # shared by writers and restore, exclusive for the pruner
 MANIFEST = "manifest.json"
@@ -76,7 +81,7 @@ class BackupSet:
 
     path: Path
     manifest: dict[str, Any] | None
-    created: datetime | None
+    created: datetime  # from the name (mtimes change when sets are copied; names do not)
 
     @property
     def kind(self) -> str:
@@ -117,24 +122,19 @@ def read_set(path: Path) -> BackupSet | None:
     return BackupSet(path, manifest, created)
 
 
+def _name_site(name: str) -> str | None:
+    match = _SET_NAME.match(name)
+    return match.group("site") if match else None
+
+
 def list_sets(backup_dir: Path, site: str | None = None) -> list[BackupSet]:
     """Finished sets, oldest first (``.partial`` directories are not sets)."""
     if not backup_dir.is_dir():
         return []
     found = [s for p in backup_dir.iterdir() if not p.name.startswith(".") and (s := read_set(p))]
     if site is not None:
-        found = [s for s in found if (s.site or _SET_NAME.match(s.path.name).group("site")) == site]
+        found = [s for s in found if (s.site or _name_site(s.path.name)) == site]
     return sorted(found, key=lambda s: (s.created, s.path.name))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as handle:
-        buf = bytearray(1 << 20)
-        view = memoryview(buf)
-        while n := handle.readinto(buf):
-            digest.update(view[:n])
-    return digest.hexdigest()
 
 
 def check_manifest(set_dir: Path, manifest: dict[str, Any]) -> list[str]:
@@ -153,33 +153,9 @@ def check_manifest(set_dir: Path, manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``path`` durably, 0600 whatever the umask: a new file under a random name
-    (O_EXCL, never a planted one), fsync'd, renamed over ``path``, directory fsync'd."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_path(path.parent)
-
-
-def write_json_durably(path: Path, data: dict[str, Any]) -> None:
-    write_private(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+def json_bytes(data: dict[str, Any]) -> bytes:
+    """A manifest's bytes as written: indented, keys sorted, one final newline."""
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
 # --- who may have changed a path ----------------------------------------------------------
@@ -223,8 +199,6 @@ def private_dir(path: Path, what: str, *, create: bool = False, mode: int = 0o75
     """``path`` with symlinks resolved, refused (ConfigError, exit 78) unless only root can
     change it (``unsafe_dir``). ``create``: missing directories are made (``mode`` for the
     last, 0755 above it, whatever the umask) under an existing safe one."""
-    from jobrunner import ConfigError
-
     real = Path(os.path.realpath(path))
     if create and not real.exists():
         missing = [p for p in [real, *real.parents] if not p.exists()]
@@ -295,7 +269,7 @@ class BackupKey:
         return hmac.new(self.secret, manifest, hashlib.sha256).hexdigest()
 
 
-def key_file(env: dict[str, str]) -> Path:
+def key_file(env: Mapping[str, str]) -> Path:
     return Path(env.get("BACKUP_HMAC_KEY_FILE", "").strip() or DEFAULT_KEY_FILE)
 
 
@@ -305,8 +279,6 @@ def load_key(path: Path, *, create: bool = False) -> BackupKey:
     group or others, shorter than 32 bytes, or in a directory others could change. Missing:
     made (``create``, the backup jobs: 32 random bytes in hex, 0600, written under a random
     name and linked into place, so two first runs agree on one key), else refused."""
-    from jobrunner import ConfigError
-
     what = f"BACKUP_HMAC_KEY_FILE={str(path)!r}"
     missing = ConfigError(f"{what}: no such file, so no backup set can be authenticated; the first "
                           "wp_backup or wp_db_export run makes it (to restore another machine's sets, "
@@ -331,7 +303,7 @@ def load_key(path: Path, *, create: bool = False) -> BackupKey:
                 pass  # another first run made it meanwhile: use that one
         finally:
             tmp.unlink(missing_ok=True)
-        fsync_path(directory)
+        fsync_dir(directory)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -358,7 +330,7 @@ def sign_set(set_dir: Path, key: BackupKey) -> None:
     """Write ``manifest.hmac`` for the manifest as it is on disk now."""
     manifest = _read_private(set_dir / MANIFEST, _MAX_MANIFEST)
     record = {"alg": "hmac-sha256", "key_id": key.key_id, "mac": key.mac(manifest)}
-    write_private(set_dir / MAC_FILE, (json.dumps(record, sort_keys=True) + "\n").encode())
+    atomic_write(str(set_dir / MAC_FILE), (json.dumps(record, sort_keys=True) + "\n").encode(), 0o600)
 
 
 class UntrustedSet(ValueError):
@@ -397,7 +369,7 @@ def authenticate(set_dir: Path, key: BackupKey, *, now: datetime | None = None) 
     if not hmac.compare_digest(record["mac"].encode(), key.mac(raw).encode()):
         raise UntrustedSet(f"{MAC_FILE} does not match {MANIFEST}: changed since it was written, or not ours")
     try:
-        manifest = json.loads(raw)
+        manifest: dict[str, Any] = json.loads(raw)
         created = datetime.fromisoformat(manifest["created"]).astimezone(timezone.utc)
         expected = set_name(manifest["site"], manifest["kind"], created)
         files = manifest["files"]
@@ -428,16 +400,9 @@ def authenticate(set_dir: Path, key: BackupKey, *, now: datetime | None = None) 
     return manifest
 
 
-def hold_backup_lock(ctx: Any, *, shared: bool, wait: float) -> None:
+def hold_backup_lock(ctx: JobContext, *, shared: bool, wait: float) -> None:
     """Take the backup area's lock in the job (the declared lock is the job's own)."""
-    from jobrunner.locks import FileLock, default_lock_dir
-
-    path = os.path.join(default_lock_dir(), f"{BACKUP_LOCK}.lock")
-    lock = FileLock(path, wait=wait, shared=shared)
-    ctx.log.info("lock.waiting" if wait else "lock.acquiring", path=path, shared=shared)
-    lock.acquire()
-    ctx.cleanup(lock.release)
-    ctx.log.info("lock.acquired", path=path, shared=shared)
+    ctx.hold_lock(BACKUP_LOCK, shared=shared, wait=wait)
 
 
 class FileFollower:
@@ -509,8 +474,6 @@ class FileFollower:
 
 def main(argv: list[str]) -> int:
     """``python -m jobs._backupsets sign SET_DIR...``: root vouches for sets it trusts."""
-    from jobrunner import ConfigError
-
     if len(argv) < 2 or argv[0] != "sign":
         print("usage: python -m jobs._backupsets sign SET_DIR...  (key: $BACKUP_HMAC_KEY_FILE, "
               f"default {DEFAULT_KEY_FILE})", file=sys.stderr)

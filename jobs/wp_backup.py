@@ -35,7 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from jobrunner import CommandFailed, job
+from jobrunner import CommandFailed, JobContext, job
+from jobrunner.files import atomic_write, fsync_dir
 
 from jobs._backupsets import (
     CODECS,
@@ -45,13 +46,12 @@ from jobs._backupsets import (
     FileFollower,
     check_manifest,
     codec_for,
-    fsync_path,
     hold_backup_lock,
+    json_bytes,
     load_key,
     private_dir,
     set_name,
     sign_set,
-    write_json_durably,
 )
 from jobs._wp import (
     DEFAULT_BACKUP_DIR,
@@ -96,12 +96,12 @@ class BackupError(RuntimeError):
     network=False,
     **SITE_READER,
 )
-def wp_backup(ctx):
+def wp_backup(ctx: JobContext) -> None:
     """Full WordPress backup (files + database), verified, into BACKUP_DIR."""
     run_backup(ctx, kind="full")
 
 
-def run_backup(ctx: Any, *, kind: str) -> None:
+def run_backup(ctx: JobContext, *, kind: str) -> None:
     """The body of wp_backup (kind "full") and wp_db_export (kind "db")."""
     s = settings(ctx)
     require_site(s)
@@ -118,7 +118,7 @@ def run_backup(ctx: Any, *, kind: str) -> None:
     backup_set(ctx, s, clients, kind=kind, key=key, backup_dir=backup_dir)
 
 
-def backup_set(ctx: Any, s: Settings, clients: Clients, *, kind: str, key: BackupKey, backup_dir: Path) -> Path:
+def backup_set(ctx: JobContext, s: Settings, clients: Clients, *, kind: str, key: BackupKey, backup_dir: Path) -> Path:
     """Write, verify, sign and publish one set (``kind`` "full" or "db") in ``backup_dir`` (a
     directory only root can change); return its directory."""
     when = datetime.now(timezone.utc)
@@ -152,10 +152,10 @@ def backup_set(ctx: Any, s: Settings, clients: Clients, *, kind: str, key: Backu
     except (CommandFailed, BackupError, OSError) as exc:
         manifest["verify_error"] = str(exc)
     manifest["verify_s"] = round(time.monotonic() - started, 3)
-    write_json_durably(partial / MANIFEST, manifest)
+    atomic_write(str(partial / MANIFEST), json_bytes(manifest), 0o600)
     sign_set(partial, key)
     os.replace(partial, final)
-    fsync_path(backup_dir)
+    fsync_dir(backup_dir)
     if not manifest["verified"]:
         ctx.log.error("backup.unverified", set=str(final), reason=manifest["verify_error"], verify_s=manifest["verify_s"])
         raise BackupError(f"backup {final} failed verification: {manifest['verify_error']}")
@@ -164,7 +164,7 @@ def backup_set(ctx: Any, s: Settings, clients: Clients, *, kind: str, key: Backu
     return final
 
 
-def write_files(ctx: Any, s: Settings, clients: Clients, out: Path, *, with_files: bool) -> dict[str, Any]:
+def write_files(ctx: JobContext, s: Settings, clients: Clients, out: Path, *, with_files: bool) -> dict[str, Any]:
     """Archive and dump side by side (one shell, two pipelines); fsync and checksum each file."""
     codec = CODECS[s.compress]
     zip_cmd = shlex.join(codec.compress)
@@ -206,11 +206,11 @@ def write_files(ctx: Any, s: Settings, clients: Clients, out: Path, *, with_file
     for path in outputs:
         if files[path.name]["bytes"] != path.stat().st_size:
             raise BackupError(f"{path}: {path.stat().st_size} bytes on disk, {files[path.name]['bytes']} read back")
-    fsync_path(out)
+    fsync_dir(out)
     return files
 
 
-def _fail_write(ctx: Any, s: Settings, partial: Path, exc: BaseException) -> None:
+def _fail_write(ctx: JobContext, s: Settings, partial: Path, exc: BaseException) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     free = shutil.disk_usage(s.backup_dir).free if s.backup_dir.exists() else 0
     text = " ".join(getattr(exc, "tail", ())) + " " + str(exc)
@@ -224,7 +224,7 @@ def _fail_write(ctx: Any, s: Settings, partial: Path, exc: BaseException) -> Non
     raise BackupError(f"writing the backup failed: {exc}; the partial set was removed") from exc
 
 
-def verify(ctx: Any, set_dir: Path, manifest: dict[str, Any], clients: Clients) -> None:
+def verify(ctx: JobContext, set_dir: Path, manifest: dict[str, Any], clients: Clients) -> None:
     """Read the archive back, re-check checksums, load the dump into a scratch database."""
     problems = check_manifest(set_dir, manifest)
     if problems:
