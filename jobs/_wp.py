@@ -32,9 +32,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
 
-from jobrunner import ConfigError
+from jobrunner import ConfigError, JobContext
+from jobrunner.settings import env_int
 
 from jobs._backupsets import CODECS, DEFAULT_KEY_FILE
 
@@ -61,14 +62,7 @@ class Settings:
     wp_user: str = "www-data"  # WP_USER: owner of the site's files (restore)
 
 
-def _count(env: dict[str, str], key: str, default: int) -> int:
-    raw = env.get(key, "").strip() or str(default)
-    if not raw.isdigit():
-        raise ConfigError(f"{key}={raw!r}: must be a whole number (0 or more)")
-    return int(raw)
-
-
-def settings(ctx: Any) -> Settings:
+def settings(ctx: JobContext) -> Settings:
     """Read and check the WordPress settings from ``ctx.env`` (ConfigError: exit 78)."""
     env = ctx.env
     wp_path = Path(env.get("WP_PATH") or DEFAULT_WP_PATH)
@@ -83,9 +77,9 @@ def settings(ctx: Any) -> Settings:
         site=site,
         backup_dir=Path(env.get("BACKUP_DIR") or DEFAULT_BACKUP_DIR),
         compress=compress,
-        keep_daily=_count(env, "KEEP_DAILY", 7),
-        keep_weekly=_count(env, "KEEP_WEEKLY", 4),
-        keep_monthly=_count(env, "KEEP_MONTHLY", 6),
+        keep_daily=env_int(env, "KEEP_DAILY", 7, min=0),
+        keep_weekly=env_int(env, "KEEP_WEEKLY", 4, min=0),
+        keep_monthly=env_int(env, "KEEP_MONTHLY", 6, min=0),
         wp_cli=find_wp_cli(env),
         wp_config=Path(env["WP_CONFIG"]) if env.get("WP_CONFIG", "").strip() else None,
         key_file=Path(env.get("BACKUP_HMAC_KEY_FILE", "").strip() or DEFAULT_KEY_FILE),
@@ -102,7 +96,7 @@ def site_owner(s: Settings) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def find_wp_cli(env: dict[str, str]) -> str | None:
+def find_wp_cli(env: Mapping[str, str]) -> str | None:
     """``$WP_CLI`` (must be executable), else ``wp`` on ``PATH``, else ``None`` (direct path)."""
     configured = env.get("WP_CLI", "").strip()
     if configured:
@@ -112,7 +106,7 @@ def find_wp_cli(env: dict[str, str]) -> str | None:
     return shutil.which("wp", path=env.get("PATH"))
 
 
-def wp_command(ctx: Any, s: Settings, *args: str) -> list[str]:
+def wp_command(ctx: JobContext, s: Settings, *args: str) -> list[str]:
     """A wp-cli command line for the site (``--allow-root`` when running as root)."""
     assert s.wp_cli
     extra = ["--allow-root"] if os.geteuid() == 0 else []
@@ -256,7 +250,7 @@ def parse_wp_config(text: str, path: Path, *, explicit: bool = False) -> Databas
 class Clients:
     """mysql / mysqldump / mysqlcheck with the site's credentials from a 0600 option file."""
 
-    def __init__(self, ctx: Any, db: Database) -> None:
+    def __init__(self, ctx: JobContext, db: Database) -> None:
         self.ctx = ctx
         self.db = db
         ctx.secret(db.password)

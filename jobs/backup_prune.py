@@ -32,9 +32,7 @@ import stat
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
-
-from jobrunner import Lock, job
+from jobrunner import JobContext, Lock, job
 
 from jobs._backupsets import BACKUP_LOCK, BackupSet, list_sets, private_dir
 from jobs._wp import DEFAULT_BACKUP_DIR, settings
@@ -53,7 +51,7 @@ WRITERS = {"full": "wp_backup", "db": "wp_db_export"}
     write_paths=[DEFAULT_BACKUP_DIR],
     network=False,
 )
-def backup_prune(ctx):
+def backup_prune(ctx: JobContext) -> None:
     """Delete old backup sets: keep N daily/weekly/monthly, never the newest verified one."""
     s = settings(ctx)
     ctx.log.info("prune.policy", backup_dir=str(s.backup_dir), keep_daily=s.keep_daily,
@@ -122,7 +120,7 @@ def _delete_reason(item: BackupSet) -> str:
     return "outside the daily/weekly/monthly retention"
 
 
-def _refusal(ctx: Any, sets: list[BackupSet], kind: str) -> str | None:
+def _refusal(ctx: JobContext, sets: list[BackupSet], kind: str) -> str | None:
     newest = sets[-1]
     if not newest.verified:
         why = (newest.manifest or {}).get("verify_error") or "not verified"
@@ -140,7 +138,7 @@ def _refusal(ctx: Any, sets: list[BackupSet], kind: str) -> str | None:
     return None
 
 
-def _remove_stale_partials(ctx: Any, backup_dir: Path) -> None:
+def _remove_stale_partials(ctx: JobContext, backup_dir: Path) -> None:
     now = time.time()
     for path in backup_dir.iterdir():
         if not (path.name.startswith(".") and path.name.endswith(".partial")):

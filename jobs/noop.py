@@ -1,8 +1,8 @@
 """The smallest job: does nothing. bench/startup.py measures the runner's own cost with it."""
 
-from jobrunner import job
+from jobrunner import JobContext, job
 
 
 @job
-def noop(ctx):
+def noop(ctx: JobContext) -> None:
     """Do nothing (startup benchmark)."""

@@ -7,7 +7,7 @@ so the site's object-cache.php drop-in — Redis, Memcached, APCu — is the one
 
 from __future__ import annotations
 
-from jobrunner import job
+from jobrunner import JobContext, job
 
 from jobs._wp import DEFAULT_WP_PATH, require_site, settings, wp_command
 
@@ -33,7 +33,7 @@ FLUSH_PHP = (
     write_paths=[f"-{DEFAULT_WP_PATH}/wp-content"],
     network=False,  # object caches on localhost (Redis, Memcached) stay reachable
 )
-def wp_cache_flush(ctx):
+def wp_cache_flush(ctx: JobContext) -> None:
     """Flush the WordPress object cache (wp cache flush, or wp_cache_flush() via PHP)."""
     s = settings(ctx)
     require_site(s)

@@ -7,7 +7,7 @@ run in the WordPress directory (what a page view would have spawned over HTTP).
 
 from __future__ import annotations
 
-from jobrunner import job
+from jobrunner import JobContext, job
 
 from jobs._wp import DEFAULT_WP_PATH, require_site, settings, wp_command
 
@@ -23,7 +23,7 @@ from jobs._wp import DEFAULT_WP_PATH, require_site, settings, wp_command
     write_paths=[f"-{DEFAULT_WP_PATH}/wp-content"],
     network=True,  # cron events fetch updates, send mail, ping services
 )
-def wp_cron(ctx):
+def wp_cron(ctx: JobContext) -> None:
     """Run due WordPress cron events (wp cron event run --due-now, or php wp-cron.php)."""
     s = settings(ctx)
     require_site(s)

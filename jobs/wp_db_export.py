@@ -9,7 +9,7 @@ checksummed, loaded into a scratch database to prove it restores, then renamed.
 
 from __future__ import annotations
 
-from jobrunner import job
+from jobrunner import JobContext, job
 
 from jobs._wp import DEFAULT_BACKUP_DIR
 from jobs.wp_backup import SITE_READER, run_backup
@@ -27,6 +27,6 @@ from jobs.wp_backup import SITE_READER, run_backup
     network=False,
     **SITE_READER,
 )
-def wp_db_export(ctx):
+def wp_db_export(ctx: JobContext) -> None:
     """WordPress database dump (--single-transaction), verified, into BACKUP_DIR."""
     run_backup(ctx, kind="db")

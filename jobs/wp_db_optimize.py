@@ -7,7 +7,7 @@ rebuilds each table ("doing recreate + analyze instead" in the log is normal).
 
 from __future__ import annotations
 
-from jobrunner import job
+from jobrunner import JobContext, job
 
 from jobs._wp import Clients, read_wp_config, require_site, settings, wp_command
 
@@ -24,7 +24,7 @@ from jobs._wp import Clients, read_wp_config, require_site, settings, wp_command
     systemd={"Service": {"CapabilityBoundingSet": "CAP_DAC_READ_SEARCH"}},
     security_threshold=2.0,
 )
-def wp_db_optimize(ctx):
+def wp_db_optimize(ctx: JobContext) -> None:
     """Optimize WordPress's tables (wp db optimize, or mysqlcheck --optimize)."""
     s = settings(ctx)
     require_site(s)

@@ -52,7 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from jobrunner import ConfigError, Lock, job
+from jobrunner import ConfigError, JobContext, Lock, job
+from jobrunner.settings import env_bool
 
 from jobs._backupsets import (
     BACKUP_LOCK,
@@ -101,9 +102,12 @@ class RestoreError(RuntimeError):
                          "CapabilityBoundingSet": "CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH"}},
     security_threshold=2.0,
 )
-def wp_restore(ctx):
+def wp_restore(ctx: JobContext) -> None:
     """Restore a backup set's files and database (RESTORE_SET=path|name|latest)."""
     s = settings(ctx)
+    force = env_bool(ctx.env, "RESTORE_FORCE")
+    keep_old = env_bool(ctx.env, "RESTORE_KEEP_OLD")
+    drop_extra = env_bool(ctx.env, "RESTORE_DROP_EXTRA")
     wanted = ctx.env.get("RESTORE_SET", "").strip()
     if not wanted:
         raise ConfigError("RESTORE_SET is required: a set directory, a set name in BACKUP_DIR, or 'latest'")
@@ -117,7 +121,7 @@ def wp_restore(ctx):
     if problems:
         raise RestoreError(f"{set_dir}: checksums do not match the manifest: {'; '.join(problems)}; nothing restored")
     ctx.log.info("restore.checksums_ok", files=sorted(manifest["files"]))
-    if manifest.get("verified") is not True and ctx.env.get("RESTORE_FORCE") != "1":
+    if manifest.get("verified") is not True and not force:
         raise RestoreError(f"{set_dir} failed verification ({manifest.get('verify_error')}); set RESTORE_FORCE=1 to restore it anyway")
     if ctx.dry_run:
         return
@@ -126,20 +130,21 @@ def wp_restore(ctx):
     if dump is None:
         raise RestoreError(f"{set_dir}: the manifest lists no database dump; nothing restored")
     if archive:
-        db = restore_files(ctx, s, set_dir / archive, target, owner)
+        db = restore_files(ctx, s, set_dir / archive, target, owner, keep_old=keep_old)
     else:
         # the credentials: WP_CONFIG when set, else the target's wp-config.php, else the live one
         config_dir = target if (target / "wp-config.php").is_file() and not s.wp_config else s.wp_path
         db = read_wp_config(config_dir, s.wp_config)
     clients = Clients(ctx, db)
-    restore_database(ctx, clients, set_dir / dump, ctx.env.get("RESTORE_DB") or clients.db.name, manifest)
+    restore_database(ctx, clients, set_dir / dump, ctx.env.get("RESTORE_DB") or clients.db.name, manifest,
+                     drop_extra=drop_extra)
     ctx.log.info("restore.done", set=str(set_dir), target=str(target))
 
 
 # --- which set ------------------------------------------------------------------------------
 
 
-def choose_set(ctx: Any, s: Settings, key: BackupKey, wanted: str) -> tuple[Path, dict[str, Any]]:
+def choose_set(ctx: JobContext, s: Settings, key: BackupKey, wanted: str) -> tuple[Path, dict[str, Any]]:
     """The set to restore and its authenticated manifest (ConfigError, exit 78, otherwise)."""
     if not wanted:
         raise ConfigError("RESTORE_SET is required: a set directory, a set name in BACKUP_DIR, or 'latest'")
@@ -157,7 +162,7 @@ def choose_set(ctx: Any, s: Settings, key: BackupKey, wanted: str) -> tuple[Path
         raise ConfigError(f"RESTORE_SET={wanted!r}: {path} cannot be trusted: {exc}; nothing restored") from None
 
 
-def _latest(ctx: Any, s: Settings, key: BackupKey) -> tuple[Path, dict[str, Any]]:
+def _latest(ctx: JobContext, s: Settings, key: BackupKey) -> tuple[Path, dict[str, Any]]:
     """The newest authenticated, verified full set of the site, else database-only set. Sets
     that fail authentication (planted, tampered, dated in the future) are passed over."""
     backup_dir = private_dir(s.backup_dir, "BACKUP_DIR")
@@ -187,9 +192,12 @@ def _latest(ctx: Any, s: Settings, key: BackupKey) -> tuple[Path, dict[str, Any]
 # --- files ----------------------------------------------------------------------------------
 
 
-def restore_files(ctx: Any, s: Settings, archive: Path, target: Path, owner: tuple[int, int]) -> Database:
+def restore_files(
+    ctx: JobContext, s: Settings, archive: Path, target: Path, owner: tuple[int, int], *, keep_old: bool = False
+) -> Database:
     """Unpack ``archive`` beside the target's entries, read the restored wp-config.php, then
-    swap the entries. Returns the database settings to load the dump with."""
+    swap the entries (``keep_old``: the replaced ones stay in ``.pre-restore-<id>/``). Returns
+    the database settings to load the dump with."""
     tag = ctx.run_id.replace("-", "")[:12]
     target_fd = open_target(ctx, target, owner)
     ctx.cleanup(os.close, target_fd)
@@ -224,7 +232,7 @@ def restore_files(ctx: Any, s: Settings, archive: Path, target: Path, owner: tup
     except OSError as exc:
         ctx.log.error("restore.switch_failed", target=str(target), previous_files=str(target / aside), error=str(exc))
         raise
-    if ctx.env.get("RESTORE_KEEP_OLD") == "1":
+    if keep_old:
         ctx.log.info("restore.previous_kept", path=str(target / aside), entries=moved)
     else:
         shutil.rmtree(aside, dir_fd=target_fd)
@@ -232,7 +240,7 @@ def restore_files(ctx: Any, s: Settings, archive: Path, target: Path, owner: tup
     return db
 
 
-def open_target(ctx: Any, target: Path, owner: tuple[int, int]) -> int:
+def open_target(ctx: JobContext, target: Path, owner: tuple[int, int]) -> int:
     """A descriptor of the target directory. The directories above it must be root's only
     (``unsafe_dir``); the target itself root's or ``WP_USER``'s (made, ``WP_USER``'s and 0755,
     when missing), and it loses group/other write permission."""
@@ -425,13 +433,13 @@ class Unpacker:
             os.chown(name, self.uid, self.gid, dir_fd=parent, follow_symlinks=False)
             self.done.symlinks += 1
         elif member.islnk():
-            source = self.split(member.linkname)
-            if not source or source not in self._files:
+            linked = self.split(member.linkname)
+            if not linked or linked not in self._files:
                 raise _Skip("a hard link to a file not restored before it")
             self._clear(parent, name)
-            src_parent = self._walk(source[:-1], create=False)
+            src_parent = self._walk(linked[:-1], create=False)
             try:
-                os.link(source[-1], name, src_dir_fd=src_parent, dst_dir_fd=parent, follow_symlinks=False)
+                os.link(linked[-1], name, src_dir_fd=src_parent, dst_dir_fd=parent, follow_symlinks=False)
             finally:
                 os.close(src_parent)
             self._files.add(parts)
@@ -440,7 +448,7 @@ class Unpacker:
             raise _Skip("a device, fifo or other special file")
 
 
-def unpack(ctx: Any, archive: Path, staging_fd: int, owner: tuple[int, int]) -> Unpacked:
+def unpack(ctx: JobContext, archive: Path, staging_fd: int, owner: tuple[int, int]) -> Unpacked:
     """Decompress ``archive`` (through ``ctx.run``, so the deadline stops it) and unpack the
     tar stream into ``staging_fd`` with ``Unpacker``."""
     archive_fd = os.open(archive, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -483,7 +491,9 @@ def _unpack_stream(stream: IO[bytes], unpacker: Unpacker) -> None:
 # --- database -------------------------------------------------------------------------------
 
 
-def restore_database(ctx: Any, clients: Clients, dump: Path, database: str, manifest: dict[str, Any]) -> None:
+def restore_database(
+    ctx: JobContext, clients: Clients, dump: Path, database: str, manifest: dict[str, Any], *, drop_extra: bool = False
+) -> None:
     clients.query(f"CREATE DATABASE IF NOT EXISTS {sql_ident(database)}")
     mysql = clients.load_argv(database)  # --sandbox: a "\!" in the dump is refused, not run
     unzip = codec_for(dump.name).decompress
@@ -501,7 +511,7 @@ def restore_database(ctx: Any, clients: Clients, dump: Path, database: str, mani
         if missing:
             raise RestoreError(f"database {database} lacks {len(missing)} table(s) of the backup after the restore: "
                                f"{', '.join(missing[:10])}")
-        drop_extra_tables(ctx, clients, database, sorted(set(tables) - set(backed_up)))
+        drop_extra_tables(ctx, clients, database, sorted(set(tables) - set(backed_up)), drop=drop_extra)
     elif expected is not None and len(tables) < expected:
         raise RestoreError(f"database {database} has {len(tables)} tables after the restore, the backup had {expected}")
     elif expected is not None and len(tables) > expected:
@@ -509,20 +519,20 @@ def restore_database(ctx: Any, clients: Clients, dump: Path, database: str, mani
                         reason="tables created after the backup were left in place (this set lists no table names)")
 
 
-def drop_extra_tables(ctx: Any, clients: Clients, database: str, extra: list[str]) -> None:
+def drop_extra_tables(ctx: JobContext, clients: Clients, database: str, extra: list[str], *, drop: bool = False) -> None:
     """Tables that exist now but were not in the backup: created after it (a plugin installed
-    since, say). With RESTORE_DROP_EXTRA=1 those with the site's ``$table_prefix`` are dropped,
+    since, say). With ``drop`` (RESTORE_DROP_EXTRA=1) those with the site's ``$table_prefix`` are dropped,
     so the database is as it was; tables of other prefixes (another site sharing the database)
     are never touched. Without it they are kept and listed."""
     if not extra:
         return
     prefix = clients.db.prefix
     ours = [t for t in extra if t.startswith(prefix)]
-    if ctx.env.get("RESTORE_DROP_EXTRA") == "1" and ours:
+    if drop and ours:
         clients.query(f"DROP TABLE IF EXISTS {', '.join(sql_ident(t) for t in ours)}", database)
         ctx.log.info("restore.extra_dropped", database=database, tables=ours)
         extra = [t for t in extra if t not in ours]
     if extra:
-        hint = ("not this site's prefix: kept" if ctx.env.get("RESTORE_DROP_EXTRA") == "1"
+        hint = ("not this site's prefix: kept" if drop
                 else f"kept; RESTORE_DROP_EXTRA=1 drops those with the prefix {prefix!r}")
         ctx.log.warning("restore.extra_tables", database=database, extra=len(extra), tables=extra[:20], reason=hint)
