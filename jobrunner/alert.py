@@ -28,9 +28,13 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .notify.throttle import Decision
+    from .state import JobState
 
 __all__ = ["ALREADY_REPORTED", "HELD", "NOT_DELIVERED", "SENT", "Handled", "find_job_state", "handle_failed_unit",
            "job_of_unit", "journal_tail", "unit_state"]
@@ -134,31 +138,32 @@ def _uid_of(user: str) -> int | None:
         return None
 
 
-def find_job_state(root: str, props: dict[str, str]) -> tuple[str | None, dict[str, Any], str]:
+def find_job_state(root: str, props: dict[str, str]) -> tuple[str | None, JobState | None, str]:
     """The job's name and state for this failed unit, when it is a jobrunner job whose state
-    can be trusted (its directory belongs to the unit's user); else why not."""
+    can be trusted (its directory belongs to the unit's user) and knows this invocation
+    (``None`` otherwise); and why it was not used, when that is worth saying."""
     from .state import StateStore
 
     job = job_of_unit(props)
     invocation = props.get("InvocationID", "")
     if job is None or not invocation:
-        return None, {}, ""
+        return None, None, ""
     store = StateStore(job, root)
     try:
         owner = store.owner()
     except OSError:
-        return None, {}, ""  # no state yet: the runner did not get that far
+        return None, None, ""  # no state yet: the runner did not get that far
     expected = _uid_of(props.get("User", ""))
     if owner != expected:
-        return None, {}, f"state of {job} ignored: its directory belongs to uid {owner}, not the unit's user"
+        return None, None, f"state of {job} ignored: its directory belongs to uid {owner}, not the unit's user"
     try:
-        state = store.read()
+        state = store.load()
     except Exception as exc:  # noqa: BLE001 - unreadable state: report the failure without it
-        return None, {}, str(exc)
-    running = state.get("running") or {}
-    if invocation in (state.get("notified_run_id"), state.get("last_run_id"), running.get("run_id")):
+        return None, None, str(exc)
+    running = state.running or {}
+    if invocation in (state.notified_run_id, state.last_run_id, running.get("run_id")):
         return job, state, ""
-    return job, {}, ""
+    return job, None, ""
 
 
 def _reason(props: dict[str, str]) -> str:
@@ -179,7 +184,7 @@ def _reason(props: dict[str, str]) -> str:
     return result or "state unknown"
 
 
-def _message(unit: str, host: str, props: dict[str, str], why: list[str], tail: list[str], state: dict[str, Any],
+def _message(unit: str, host: str, props: dict[str, str], why: list[str], tail: list[str], state: JobState | None,
              job: str | None = None):
     from .redact import default_redactor
 
@@ -193,10 +198,10 @@ def _message(unit: str, host: str, props: dict[str, str], why: list[str], tail: 
             f" status {props.get('ExecMainStatus', '?')}",
             f"invocation: {props.get('InvocationID') or '?'}",
         ]
-    if state:
-        lines.append(f"job:       {job} (last success: "
-                     f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(state['last_success'])) if state.get('last_success') else 'never'})")
-        if (state.get("running") or {}).get("run_id") == props.get("InvocationID"):
+    if state is not None:
+        success = time.strftime('%Y-%m-%d %H:%M', time.localtime(state.last_success)) if state.last_success else "never"
+        lines.append(f"job:       {job} (last success: {success})")
+        if (state.running or {}).get("run_id") == props.get("InvocationID"):
             lines.append("note:      the runner did not get to finish this run (killed or crashed)")
     for problem in why:
         lines.append(f"problem:   {problem}")
@@ -211,46 +216,34 @@ def handle_failed_unit(unit: str, lines: int = 50) -> Handled:
 
     Raises ``ConfigError`` when no notification URL is configured.
     """
-    from .notify.config import sources_present
+    from .hooks import notify_configured
+    from .notify import notify_throttled
     from .state import default_state_dir
 
-    if not sources_present():
+    if not notify_configured():
         raise ConfigError(f"alert {unit}: no notification URL configured (JOBRUNNER_NOTIFY_URLS, JOBRUNNER_NOTIFY_CONFIG)")
     props, why_state = unit_state(unit)
     invocation = props.get("InvocationID", "")
     root = default_state_dir()
     job, state, why_untrusted = find_job_state(root, props)
-    if state and state.get("notified_run_id") == invocation:
+    if state is not None and state.notified_run_id == invocation:
         return Handled(ALREADY_REPORTED, invocation)
-    tags = tuple(str(t) for t in state.get("notify_tags") or ())  # the job's notify= tags, recorded by the runner
-    decision = None
-    if job and state:
-        from .notify.throttle import decide, repeat_window
+    tags = tuple(str(t) for t in (state.notify_tags if state is not None else None) or ())  # recorded by the runner
 
-        decision = decide(state, outcome="failure", now=time.time(), window=repeat_window())
-        if decision.kind is None:
-            why = _update(job, root, lambda s: _held(s, invocation))
-            return Handled(HELD, invocation, warnings=[why] if why else [])
-    tail, why_journal = journal_tail(unit, invocation, lines)
-    problems = [w for w in (why_state, why_untrusted, why_journal) if w]
-    title, body = _message(unit, os.uname().nodename, props, problems, tail, state, job)
-    from .notify import deliver
+    def message(decision: Decision) -> tuple[str, str]:
+        tail, why_journal = journal_tail(unit, invocation, lines)
+        problems = [w for w in (why_state, why_untrusted, why_journal) if w]
+        return _message(unit, os.uname().nodename, props, problems, tail, state, job)
 
-    delivery = deliver(title, body, tags=tags, kind="failure")
-    if not delivery.delivered:
-        return Handled(NOT_DELIVERED, invocation, detail=delivery.detail)
-    why = ""
-    if job and state and decision is not None:
-        from .notify.throttle import record_delivered
-
-        why = _update(job, root, lambda s: record_delivered(s, decision, run_id=invocation, now=time.time()))
+    # A jobrunner job's state honours the runner's throttle and learns what was sent; else it is always sent.
+    notice = notify_throttled(state, outcome="failure", run_id=invocation, tags=tags, message=message)
+    delivery = notice.delivery
+    if delivery is not None and not delivery.delivered:
+        return Handled(NOT_DELIVERED, invocation, detail=delivery.detail)  # not recorded: not handled
+    why = _update(job, root, notice.record) if job and state is not None and notice.record else ""
+    if delivery is None:
+        return Handled(HELD, invocation, warnings=[why] if why else [])
     return Handled(SENT, invocation, matched=delivery.matched, warnings=[why] if why else [])
-
-
-def _held(state: dict[str, Any], invocation: str) -> None:
-    from .notify.throttle import record_held
-
-    record_held(state, run_id=invocation)
 
 
 def _update(job: str, root: str, change: Any) -> str:
@@ -259,8 +252,6 @@ def _update(job: str, root: str, change: Any) -> str:
     from .state import StateStore
 
     store = StateStore(job, root)
-    try:
-        store.update(change)
-    except OSError as exc:
-        return f"could not record in {store.path}: {exc.strerror or exc}"
-    return ""
+    said: list[str] = []
+    store.try_apply(change, report=lambda why: said.append(f"could not record in {store.path}: {why}"))
+    return said[0] if said else ""

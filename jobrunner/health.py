@@ -34,7 +34,10 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from .state import JobState
 
 __all__ = [
     "CRITICAL", "NAMES", "OK", "SEVERITY", "UNKNOWN", "WARNING", "JobHealth", "check_jobs", "expected_interval",
@@ -139,7 +142,7 @@ def check_jobs(
     for job in jobs:
         health = JobHealth(job.name, job.unit, facts={"schedule": list(job.schedule), "systemd": systemd})
         try:
-            state: dict[str, Any] | None = StateStore(job.name, state_root).read()
+            state: JobState | None = StateStore(job.name, state_root).load()
         except Exception as exc:
             state = None
             health.find(UNKNOWN, str(exc))
@@ -150,7 +153,7 @@ def check_jobs(
     return results
 
 
-def _judge(h: JobHealth, job: Any, state: dict[str, Any] | None, units: dict[str, dict[str, str]] | None,
+def _judge(h: JobHealth, job: Any, state: JobState | None, units: dict[str, dict[str, str]] | None,
            now: float, grace: float | None, fail_threshold: int) -> None:
     from ._systemctl import timestamp
 
@@ -190,7 +193,7 @@ def _judge(h: JobHealth, job: Any, state: dict[str, Any] | None, units: dict[str
         }
         if service_facts["load_state"] == "not-found":
             h.find(UNKNOWN, f"{job.unit}.service does not exist (units not installed?)")
-        elif service_facts["result"] not in ("success", "", None) and (state or {}).get("last_outcome") in (None, "success"):
+        elif service_facts["result"] not in ("success", "", None) and (state is None or state.last_outcome in (None, "success")):
             h.find(WARNING, f"{job.unit}.service failed: Result={service_facts['result']}, "
                             f"status {service_facts['exec_main_status']} (not recorded by the runner)")
     if state is None:
@@ -201,40 +204,40 @@ def _judge(h: JobHealth, job: Any, state: dict[str, Any] | None, units: dict[str
     _judge_skips(h, job, state, now)
 
 
-def _judge_skips(h: JobHealth, job: Any, state: dict[str, Any], now: float) -> None:
+def _judge_skips(h: JobHealth, job: Any, state: JobState, now: float) -> None:
     """A job whose runs keep finding the lock held says so, with who holds it: stale scheduled
     jobs carry it in their staleness reason; unscheduled ones warn after a few skips in a row."""
-    if not state.get("skipped_since"):
+    if not state.skipped_since:
         return
     from .skips import SKIPS_WITHOUT_SCHEDULE, describe_skipping
 
     text = describe_skipping(state, now)
-    h.facts["skipping"] = {"since": state.get("skipped_since"), "skips": state.get("consecutive_skips"),
-                           "holder": state.get("skip_holder"), "text": text}
+    h.facts["skipping"] = {"since": state.skipped_since, "skips": state.consecutive_skips,
+                           "holder": state.skip_holder, "text": text}
     stale = [i for i, r in enumerate(h.reasons) if r.startswith(("last success", "never succeeded"))]
     if stale:
         h.reasons[stale[0]] += f"; {text}"
-    elif not job.schedule and int(state.get("consecutive_skips") or 0) >= SKIPS_WITHOUT_SCHEDULE:
+    elif not job.schedule and (state.consecutive_skips or 0) >= SKIPS_WITHOUT_SCHEDULE:
         h.find(WARNING, text)
     else:
         h.notes.append(text)
 
 
-def _judge_state(h: JobHealth, state: dict[str, Any], now: float, fail_threshold: int) -> None:
+def _judge_state(h: JobHealth, state: JobState, now: float, fail_threshold: int) -> None:
     keys = ("last_start", "last_finish", "last_outcome", "last_exit_code", "last_success", "last_failure",
             "last_duration_s", "last_error", "last_skipped", "running", "skipped_since", "consecutive_skips",
             "skip_holder")
-    h.facts["state"] = {k: state.get(k) for k in keys}
-    h.facts["state"]["consecutive_failures"] = failures = int(state.get("consecutive_failures") or 0)
-    h.facts["state"]["runs"] = state.get("runs") or {}
-    outcome = state.get("last_outcome")
+    h.facts["state"] = {k: getattr(state, k) for k in keys}
+    h.facts["state"]["consecutive_failures"] = failures = state.consecutive_failures or 0
+    h.facts["state"]["runs"] = state.runs
+    outcome = state.last_outcome
     if outcome and outcome != "success":
-        when = f" {format_age(now - state['last_finish'])} ago" if state.get("last_finish") else ""
-        error = f": {state['last_error']}" if state.get("last_error") else ""
-        h.find(WARNING, f"last run{when}: {outcome} (exit {state.get('last_exit_code')}){error}")
+        when = f" {format_age(now - state.last_finish)} ago" if state.last_finish else ""
+        error = f": {state.last_error}" if state.last_error else ""
+        h.find(WARNING, f"last run{when}: {outcome} (exit {state.last_exit_code}){error}")
     if failures >= fail_threshold:
         h.find(CRITICAL, f"{failures} consecutive failures (threshold {fail_threshold})")
-    running = state.get("running")
+    running = state.running
     if isinstance(running, dict) and running.get("since"):
         h.notes.append(f"running for {format_age(now - float(running['since']))}")
 
@@ -275,7 +278,7 @@ def _schedule(h: JobHealth, job: Any) -> tuple[Sequence[str], float | None]:
     return calendars, jitter
 
 
-def _judge_staleness(h: JobHealth, job: Any, state: dict[str, Any], now: float, grace: float | None,
+def _judge_staleness(h: JobHealth, job: Any, state: JobState, now: float, grace: float | None,
                      timer_since: float | None) -> None:
     schedule, jitter = _schedule(h, job)
     try:
@@ -286,9 +289,9 @@ def _judge_staleness(h: JobHealth, job: Any, state: dict[str, Any], now: float, 
     if interval is None:
         h.notes.append("schedule does not repeat: staleness not checked")
         return
-    limit = stale_after(interval, grace, state.get("durations_s") or ())
+    limit = stale_after(interval, grace, state.durations_s)
     h.facts.update(expected_interval_s=interval, stale_after_s=limit, critical_after_s=2 * limit)
-    last_success = state.get("last_success")
+    last_success = state.last_success
     if last_success:
         age = now - float(last_success)
         h.facts["success_age_s"] = age
@@ -299,7 +302,7 @@ def _judge_staleness(h: JobHealth, job: Any, state: dict[str, Any], now: float, 
     elif h.facts["systemd"]:
         return  # the timer's own finding (missing, inactive) already says what is wrong
     else:
-        h.find(WARNING, "never ran" if not state.get("last_start") else "never succeeded")
+        h.find(WARNING, "never ran" if not state.last_start else "never succeeded")
         return
     expected = f"expected every {format_age(interval)}"
     if age > 2 * limit:

@@ -1,9 +1,9 @@
 """Per-job metrics in the Prometheus node_exporter textfile format.
 
-After every non-dry run (skipped ones too) the runner calls :func:`write_job_metrics`, which
-replaces ``$JOBRUNNER_METRICS_DIR/<job>.prom`` atomically (temp file in the same directory,
+After every non-dry run (skipped ones too) the runner's metrics hook (``MetricsHook``, loaded
+by ``jobrunner.hooks.load_hooks``) calls :func:`write_job_metrics`, which replaces ``$JOBRUNNER_METRICS_DIR/<job>.prom`` atomically (temp file in the same directory,
 then rename; mode 0644), so node_exporter's textfile collector never reads half a file. The
-values come from the job's state file (the whole history), not from this run alone.
+values come from the job's state (the whole history, this run folded in), not from this run alone.
 
 Series (labels ``job`` and ``host`` on all of them)::
 
@@ -29,9 +29,9 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, Mapping
 
-from .state import atomic_write
+from .state import JobState, atomic_write
 
-__all__ = ["OUTCOMES", "render_job_metrics", "write_job_metrics"]
+__all__ = ["OUTCOMES", "MetricsHook", "render_job_metrics", "write_job_metrics"]
 
 OUTCOMES = ("success", "failure", "timeout", "terminated", "skipped")
 
@@ -81,30 +81,32 @@ def _num(value: Any, default: float = 0.0) -> float:
 
 def render_job_metrics(
     job_name: str,
-    state: Mapping[str, Any],
+    state: JobState | Mapping[str, Any],
     *,
     host: str,
     result: Any = None,
     expected_interval_s: float | None = None,
 ) -> str:
     """The text of ``<job>.prom``. ``result`` (a ``RunResult``) fills in what the state lacks."""
+    if not isinstance(state, JobState):
+        state = JobState.from_dict(dict(state))
     base = {"job": job_name, "host": host}
     has_result = result is not None and getattr(result, "outcome", "skipped") != "skipped"
-    last_outcome = state.get("last_outcome") or (result.outcome if has_result else None)
-    duration = state.get("last_duration_s", result.duration_s if has_result else None)
-    exit_code = state.get("last_exit_code", result.exit_code if has_result else None)
-    runs = state.get("runs") or ({result.outcome: 1} if result is not None else {})
+    last_outcome = state.last_outcome or (result.outcome if has_result else None)
+    duration = state.last_duration_s if state.last_duration_s is not None else result.duration_s if has_result else None
+    exit_code = state.last_exit_code if state.last_exit_code is not None else result.exit_code if has_result else None
+    runs = state.runs or ({result.outcome: 1} if result is not None else {})
 
     samples: dict[str, list[tuple[str, float]]] = {name: [] for name in _HELP}
     plain = _labels(base)
-    for name, key in (
-        ("jobrunner_last_start_timestamp_seconds", "last_start"),
-        ("jobrunner_last_finish_timestamp_seconds", "last_finish"),
+    for name, value in (
+        ("jobrunner_last_start_timestamp_seconds", state.last_start),
+        ("jobrunner_last_finish_timestamp_seconds", state.last_finish),
     ):
-        if state.get(key) is not None:
-            samples[name].append((plain, _num(state[key])))
-    samples["jobrunner_last_success_timestamp_seconds"].append((plain, _num(state.get("last_success"))))
-    samples["jobrunner_last_failure_timestamp_seconds"].append((plain, _num(state.get("last_failure"))))
+        if value is not None:
+            samples[name].append((plain, _num(value)))
+    samples["jobrunner_last_success_timestamp_seconds"].append((plain, _num(state.last_success)))
+    samples["jobrunner_last_failure_timestamp_seconds"].append((plain, _num(state.last_failure)))
     if duration is not None:
         samples["jobrunner_last_duration_seconds"].append((plain, _num(duration)))
     if exit_code is not None:
@@ -114,9 +116,9 @@ def render_job_metrics(
             samples["jobrunner_last_outcome"].append((_labels(base, outcome=outcome), float(outcome == last_outcome)))
     for outcome in _outcomes(OUTCOMES, runs):
         samples["jobrunner_runs_total"].append((_labels(base, outcome=outcome), _num(runs.get(outcome))))
-    samples["jobrunner_consecutive_failures"].append((plain, _num(state.get("consecutive_failures"))))
-    samples["jobrunner_skipping_since_timestamp_seconds"].append((plain, _num(state.get("skipped_since"))))
-    samples["jobrunner_consecutive_skips"].append((plain, _num(state.get("consecutive_skips"))))
+    samples["jobrunner_consecutive_failures"].append((plain, _num(state.consecutive_failures)))
+    samples["jobrunner_skipping_since_timestamp_seconds"].append((plain, _num(state.skipped_since)))
+    samples["jobrunner_consecutive_skips"].append((plain, _num(state.consecutive_skips)))
     if expected_interval_s:
         samples["jobrunner_expected_interval_seconds"].append((plain, float(expected_interval_s)))
 
@@ -150,7 +152,7 @@ def _expected_interval(job: Any) -> float | None:
         return None
 
 
-def write_job_metrics(job: Any, state: Mapping[str, Any], result: Any, directory: str) -> str:
+def write_job_metrics(job: Any, state: JobState | Mapping[str, Any], result: Any, directory: str) -> str:
     """Write ``<directory>/<job>.prom`` atomically (mode 0644); return its path."""
     text = render_job_metrics(
         job.name, state, host=os.uname().nodename, result=result, expected_interval_s=_expected_interval(job)
@@ -159,3 +161,19 @@ def write_job_metrics(job: Any, state: Mapping[str, Any], result: Any, directory
     path = os.path.join(directory, f"{job.name}.prom")
     atomic_write(path, text.encode(), mode=0o644)
     return path
+
+
+class MetricsHook:
+    """Rewrites ``<job>.prom`` at the end of every run, from the state as it will be written."""
+
+    name = "metrics"
+    failure_event = "metrics.write_failed"
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def on_start(self, run: Any) -> None:
+        pass
+
+    def on_finish(self, run: Any) -> None:
+        write_job_metrics(run.job, run.state, run.result, self.directory)

@@ -1,11 +1,22 @@
 """The run lifecycle, in one place (docs/design.md "The run lifecycle").
 
 1. env files loaded (errors: exit 78, before anything is locked or written);
-2. logging configured; 3. lock taken (busy: ``lock.busy``, exit 75);
-4. deadline armed; the function called, with retries inside the deadline;
-5. always: cleanups LIFO, leftover process groups killed, lock released, state written,
-   notification sent when the outcome calls for it, ``job.finished`` logged;
+2. logging configured, the hooks loaded (``hooks.load_hooks``); 3. lock taken (busy:
+   ``lock.busy``, exit 75);
+4. the start hooks, then the start recorded (one state write, with what they contribute);
+   deadline armed; the function called, with retries inside the deadline;
+5. always: cleanups LIFO, leftover process groups killed, lock released, the end hooks (the
+   state as it will be written in ``run.state``), the finish recorded (one state write, with
+   what they contribute), ``job.finished`` logged;
 6. the exit code of the contract returned.
+
+Every stage takes the ``Run`` (``jobrunner/run.py``): the job, options, context, logger,
+state, lock, signals, clock and result of this run.
+
+The timeout counts from the process's start, as timeout(1)'s does, when the run is the
+process (``python -m jobrunner``, the ``jobrunner`` script; ``_process_start``): the
+interpreter's start and the imports are inside it. What is not the job's time is not:
+waiting for the job's lock or the state lock, and the start hooks (``run.paused_s``).
 
 Signals: the first SIGTERM/SIGINT/SIGHUP (or the deadline's SIGALRM) raises an ``Interrupt``
 in the job; later ones are only recorded, so cleanup is not cut short. Each cleanup has its
@@ -17,9 +28,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import structlog
 
@@ -30,33 +41,13 @@ from .declaration import Job
 from .envfile import load_env_file
 from ._interrupts import CleanupTimeout, Signals, Watchdog
 from .errors import CommandFailed, ConfigError, Interrupt, JobTimeout, LockBusy, LockLost
+from .hooks import call_hooks, load_hooks
 from .redact import default_redactor
+from .run import Run, RunOptions, RunResult
 from .state import LOCK_WAIT_S as STATE_LOCK_WAIT_S
-from .state import StateStore, default_state_dir, record_finish, record_start
+from .state import JobState, StateStore, default_state_dir
 
 __all__ = ["RunOptions", "RunResult", "run_job"]
-
-
-
-@dataclass
-class RunOptions:
-    """How to run: what the command line and environment say."""
-
-    dry_run: bool = False
-    env_files: Sequence[str] = ()
-    log_format: str | None = None
-    notify: bool = True
-    passthrough_exit: bool = False  # ``jobrunner exec``: a failed command's status is ours
-
-
-@dataclass
-class RunResult:
-    outcome: str
-    exit_code: int
-    attempts: int = 0
-    duration_s: float = 0.0
-    error: BaseException | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _load_env(job: Job, options: RunOptions) -> dict[str, str]:
@@ -82,6 +73,7 @@ def _new_run_id() -> str:
 def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
     """Run ``job`` through the whole lifecycle and return how it ended (never raises for the job's errors)."""
     options = options or RunOptions()
+    origin = _process_start()
     env = _load_env(job, options)  # ConfigError propagates: nothing locked or written yet
     redactor = default_redactor()
     redactor.add_env(env)
@@ -95,40 +87,41 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
     log = structlog.get_logger()
     if sink.file_error:
         log.warning("log.file_unavailable", error=sink.file_error)
-    state_root = default_state_dir()
-    store = StateStore(job.name, state_root)
+    store = StateStore(job.name, default_state_dir())
     ctx = Context(
         job=job, log=log, env=env, run_id=run_id, dry_run=options.dry_run, redactor=redactor, state_dir=store.dir
     )
-    sigs = Signals(job.timeout, job.cleanup_timeout)
+    # The run's clock starts with the process when the run is the process (see _process_start).
+    now_wall, now_mono = time.time(), time.monotonic()
+    started_mono = now_mono if origin is None else origin
+    run = Run(job=job, options=options, ctx=ctx, log=log, store=store, sigs=Signals(job.timeout, job.cleanup_timeout),
+              sink=sink, started_wall=now_wall - (now_mono - started_mono), started_mono=started_mono)
     watchdog = Watchdog(log, ctx.groups)
-    started_wall, started = time.time(), time.monotonic()
-    result = RunResult("success", errors.EXIT_OK)
-    lock = None
     output = capture_output(sink, redactor)  # the job's own stdout/stderr, masked (docs/security.md)
+    sigs = run.sigs
     sigs.install()
     try:
         log.info("job.started", pid=os.getpid(), user=_user(), dry_run=options.dry_run or None, module=job.module)
-        lock = ctx.lock = _acquire_lock(job, log, options.dry_run, sigs, run_id)
+        run.hooks = _load_hooks(run, env)
+        waiting = time.monotonic()
+        run.lock = ctx.lock = _acquire_lock(run)
+        run.paused_s += time.monotonic() - waiting
         if not options.dry_run:
-            # Bounded: the deadline is not armed yet, and a held state lock must not hang the run.
-            wait = min(STATE_LOCK_WAIT_S, job.timeout or STATE_LOCK_WAIT_S)
-            _write_state(store, log, lambda s: record_start(s, run_id=run_id, pid=os.getpid()), wait=wait)
-            if options.notify and _notify_wanted():
-                _run_started_hook(job, ctx, log)
+            _start(run)
         if job.timeout:
-            ctx.deadline = time.monotonic() + job.timeout
-            sigs.arm(job.timeout)
+            ctx.deadline = run.started_mono + job.timeout + run.paused_s
+            sigs.arm(ctx.deadline - time.monotonic())
             watchdog.set(ctx.deadline + job.cleanup_timeout + job.kill_grace + 10, errors.EXIT_TIMEOUT)
-        result.attempts = _call(job, ctx, log)
+        run.result.attempts = _call(job, ctx, log)
         sigs.mode = "done"
         sigs.disarm()
     except LockBusy as exc:
         sigs.mode = "done"
         fail = job.lock is not None and job.lock.busy == "fail"
         holder = _busy_holder(exc, log, fail, policy=job.lock.busy if job.lock else "skip")
-        result = RunResult("failure" if fail else "skipped", errors.EXIT_FAILURE if fail else errors.EXIT_SKIPPED, 0, error=exc)
-        result.extra["holder"] = holder
+        run.result = RunResult("failure" if fail else "skipped", errors.EXIT_FAILURE if fail else errors.EXIT_SKIPPED, 0,
+                               error=exc)
+        run.result.extra["holder"] = holder
     except Interrupt as exc:
         sigs.mode = "stopping"
         watchdog.set(time.monotonic() + job.cleanup_timeout + job.kill_grace + 10, exc.exit_code)
@@ -138,7 +131,7 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
             log.error("job.timeout", reason=str(exc))
         else:
             log.warning("job.terminated", reason=str(exc))
-        result = RunResult(exc.outcome, exc.exit_code, max(ctx.attempt, 1), error=exc)
+        run.result = RunResult(exc.outcome, exc.exit_code, max(ctx.attempt, 1), error=exc)
     except BaseException as exc:  # the job raised: log it structured, exit 1
         sigs.mode = "stopping"
         code = errors.EXIT_FAILURE
@@ -148,15 +141,39 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
             code = errors.EXIT_CONFIG
         extra = {"returncode": exc.returncode, "tail": list(exc.tail)} if isinstance(exc, CommandFailed) else {}
         log.error("job.failed", exc_info=exc, attempts=ctx.attempt, **extra)
-        result = RunResult("failure", code, ctx.attempt, error=exc)
+        run.result = RunResult("failure", code, ctx.attempt, error=exc)
     finally:
-        result.duration_s = time.monotonic() - started
-        _finish(job, ctx, log, sigs, lock, store, result, options, started_wall, sink)
+        run.result.duration_s = time.monotonic() - run.started_mono
+        _finish(run)
         output.close()
         watchdog.done.set()
         sigs.restore()
         sink.close()
-    return result
+    return run.result
+
+
+def _load_hooks(run: Run, env: dict[str, str]) -> list[Any]:
+    try:
+        return load_hooks(run.job, run.options, env)
+    except Exception as exc:  # a hook that cannot even be loaded never stops the run
+        run.log.error("hook.failed", stage="load", error=f"{type(exc).__name__}: {exc}")
+        return []
+
+
+def _start(run: Run) -> None:
+    """The start hooks (on the record as read), then the start recorded with what they contribute."""
+    try:
+        run.state = run.store.load()
+    except ConfigError:  # unreadable: the write below starts afresh (StateStore.apply)
+        run.state = JobState(recovered_from_unreadable_state=True)
+    began = time.monotonic()
+    call_hooks(run, "on_start")
+    run.paused_s += time.monotonic() - began  # pings are not the job's time
+    pid = os.getpid()
+    # Bounded: the deadline is not armed yet, and a held state lock must not hang the run.
+    wait = min(STATE_LOCK_WAIT_S, run.job.timeout or STATE_LOCK_WAIT_S)
+    _record(run, lambda s: s.record_start(run_id=run.run_id, pid=pid), wait=wait)
+    run.paused_s += run.store.lock_waited
 
 
 def _call(job: Job, ctx: Context, log: Any) -> int:
@@ -192,8 +209,9 @@ def _call(job: Job, ctx: Context, log: Any) -> int:
     return ctx.attempt
 
 
-def _acquire_lock(job: Job, log: Any, dry_run: bool, sigs: Signals, run_id: str):
-    if job.lock is None or dry_run:
+def _acquire_lock(run: Run):
+    job, log, sigs = run.job, run.log, run.sigs
+    if job.lock is None or run.options.dry_run:
         return None
     spec = job.lock
     if spec.redis:
@@ -201,7 +219,7 @@ def _acquire_lock(job: Job, log: Any, dry_run: bool, sigs: Signals, run_id: str)
 
         try:
             return acquire_redis_lock(
-                job, spec, log, on_lost=lambda reason: sigs.abort(LockLost(reason)), run_id=run_id
+                job, spec, log, on_lost=lambda reason: sigs.abort(LockLost(reason)), run_id=run.run_id
             )
         except RedisUnavailable as exc:
             if spec.unavailable != "local":
@@ -255,7 +273,8 @@ def _kill_leftovers(ctx: Context, log: Any, job: Job) -> None:
         log.warning("proc.killed", pgid=pgid)
 
 
-def _finish(job, ctx, log, sigs, lock, store, result, options, started_wall, sink) -> None:
+def _finish(run: Run) -> None:
+    job, ctx, log, sigs, result = run.job, run.ctx, run.log, run.sigs, run.result
     # The job's processes go first (a lost lease leaves little time), then cleanups, then
     # whatever the cleanups themselves left running.
     _kill_leftovers(ctx, log, job)
@@ -263,90 +282,73 @@ def _finish(job, ctx, log, sigs, lock, store, result, options, started_wall, sin
     _kill_leftovers(ctx, log, job)
     if isinstance(sigs.pending, LockLost) and result.error is not sigs.pending:
         log.error("lock.lost", reason=sigs.pending.reason, after="the job had finished")
-    if lock is not None:
-        lock.release()
+    if run.lock is not None:
+        run.lock.release()
     if sigs.deferred:
         log.warning("signal.deferred", signals=[signal.Signals(s).name for s in sigs.deferred])
     error = f"{type(result.error).__name__}: {result.error}" if result.error and result.outcome != "skipped" else None
-    if error:
-        error = default_redactor().redact(error)
-    state: dict[str, Any] | None = None
-    if not options.dry_run:
-        state = _write_state(
-            store,
-            log,
-            lambda s: record_finish(
-                s, run_id=ctx.run_id, outcome=result.outcome, exit_code=result.exit_code, started=started_wall,
-                duration_s=result.duration_s, attempts=result.attempts, error=error, holder=result.extra.get("holder"),
-            ),
-        )
-        if result.outcome == "skipped" and state is not None:
+    run.error = default_redactor().redact(error) if error else None
+    if not run.options.dry_run:
+        finished = time.time()
+
+        def record(state: JobState) -> None:
+            state.record_finish(
+                run_id=run.run_id, outcome=result.outcome, exit_code=result.exit_code, started=run.started_wall,
+                duration_s=result.duration_s, attempts=result.attempts, error=run.error,
+                holder=result.extra.get("holder"), now=finished,
+            )
+
+        try:  # the record as it will be written, for the skip check and the end hooks
+            run.state = run.store.load()
+        except ConfigError:
+            run.state = JobState(recovered_from_unreadable_state=True)
+        record(run.state)
+        if result.outcome == "skipped":
             from .skips import check_skipping
 
-            check_skipping(job, ctx, log, state, store, notify=options.notify)
-        _after_run_hooks(job, ctx, log, result, state, options, sink, error)
+            check_skipping(run)
+        call_hooks(run, "on_finish")
+        _record(run, record)
     level = "info" if result.outcome in ("success", "skipped") else "error"
     getattr(log, level)(
         "job.finished", outcome=result.outcome, exit_code=result.exit_code,
-        duration_s=round(result.duration_s, 3), attempts=result.attempts, error=error,
+        duration_s=round(result.duration_s, 3), attempts=result.attempts, error=run.error,
     )
 
 
-def _write_state(store: StateStore, log: Any, change, wait: float = STATE_LOCK_WAIT_S) -> dict[str, Any] | None:
-    try:
-        return store.update(change, wait=wait)
-    except OSError as exc:  # read-only or full disk: the run's result is still logged
-        log.error("state.write_failed", path=store.path, error=exc.strerror or str(exc))
+def _record(run: Run, change, *, wait: float = STATE_LOCK_WAIT_S) -> None:
+    """One state write: ``change`` and what the hooks contributed since the last write."""
+    store = run.store
+    written = store.try_apply(
+        change, *run.take_changes(), wait=wait,
+        report=lambda why: run.log.error("state.write_failed", path=store.path, error=why),
+    )
+    if written is not None:
+        run.state = written
+
+
+def _process_start() -> float | None:
+    """When this process started, on the monotonic clock, when the run is the process (its
+    first run, under ``python -m jobrunner`` or the ``jobrunner`` script); else ``None`` (a
+    library call in a long-lived process counts its timeout from the call)."""
+    global _RAN
+    if _RAN:
         return None
-
-
-def _after_run_hooks(job, ctx, log, result, state, options, sink, error) -> None:
-    """Metrics and notifications: imported only when configured."""
-    metrics_dir = os.environ.get("JOBRUNNER_METRICS_DIR")
-    # Units point at node_exporter's textfile directory; on a host without node_exporter it
-    # does not exist, and that is not worth an error on every run.
-    if metrics_dir and os.path.isdir(metrics_dir):
-        try:
-            from .metrics import write_job_metrics
-
-            write_job_metrics(job, state or {}, result, os.environ["JOBRUNNER_METRICS_DIR"])
-        except Exception as exc:
-            log.error("metrics.write_failed", error=f"{type(exc).__name__}: {exc}")
-    if not options.notify or result.outcome == "skipped" or not _notify_wanted():
-        return
+    _RAN = True
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if getattr(spec, "name", None) != "jobrunner.__main__" and os.path.basename(sys.argv[0] or "") != "jobrunner":
+        return None
     try:
-        from .notify import configured, notify_after_run
-    except ImportError:  # pragma: no cover - the notify module is optional during development
-        return
-    if configured(job):
-        try:
-            notify_after_run(job=job, ctx=ctx, log=log, result=result, store=ctx_store(ctx), tail=list(sink.tail), error=error)
-        except Exception as exc:  # a notification never changes the outcome
-            log.error("notify.failed", error=f"{type(exc).__name__}: {exc}")
+        with open("/proc/self/stat", "rb") as handle:
+            ticks = int(handle.read().rsplit(b")", 1)[1].split()[19])  # field 22: starttime, clock ticks after boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return time.monotonic() - max(age, 0.0)
 
 
-def _notify_wanted() -> bool:
-    """Cheap: is any notification or ping configured? (Else ``jobrunner.notify`` is never imported.)"""
-    env = os.environ
-    return bool(
-        env.get("JOBRUNNER_NOTIFY_URLS", "").strip() or env.get("JOBRUNNER_NOTIFY_CONFIG", "").strip()
-        or any(k.startswith("JOBRUNNER_PING_URL") and v.strip() for k, v in env.items())
-        or os.path.exists("/etc/jobrunner/apprise.yml")
-    )
-
-
-def _run_started_hook(job: Job, ctx: Context, log: Any) -> None:
-    try:
-        from .notify import configured, run_started
-
-        if configured(job):
-            run_started(job, ctx, log)
-    except Exception as exc:  # a ping never changes the outcome
-        log.error("notify.failed", error=f"{type(exc).__name__}: {exc}")
-
-
-def ctx_store(ctx: Context) -> StateStore:
-    return StateStore(ctx.job.name, os.path.dirname(ctx.state_dir))
+_RAN = False
 
 
 def _user() -> str:

@@ -10,25 +10,29 @@ skip the runner looks at how long the job has been skipping (``skipped_since`` i
 - unscheduled jobs (run by hand or by other tools): ``SKIPS_WITHOUT_SCHEDULE`` skips in a row;
 
 and then logs ``lock.skipping`` at warning with since when and who holds the lock (PID and
-user, from ``/proc/locks``), and sends a notification, at most once per
-``$JOBRUNNER_NOTIFY_REPEAT``. ``health`` says the same ("skipped since …, held by PID … (user
-…)") and the metrics carry ``jobrunner_skipping_since_timestamp_seconds``.
+user, from ``/proc/locks``), and sets ``run.skipping``, for which the notification hook
+(``jobrunner.notify``, when notifications are configured) sends ``skipping_message``, at most
+once per ``$JOBRUNNER_NOTIFY_REPEAT``. ``health`` says the same ("skipped since …, held by PID
+… (user …)") and the metrics carry ``jobrunner_skipping_since_timestamp_seconds``.
 
 Only the skip path imports this module; ``systemd-analyze`` runs only once a job has skipped.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["SKIPS_WITHOUT_SCHEDULE", "check_skipping", "describe_skipping", "skip_limit"]
+if TYPE_CHECKING:
+    from .run import Run
+    from .state import JobState
+
+__all__ = ["SKIPS_WITHOUT_SCHEDULE", "check_skipping", "describe_skipping", "skip_limit", "skipping_message"]
 
 SKIPS_WITHOUT_SCHEDULE = 3
 
 
-def skip_limit(job: Any, state: Mapping[str, Any], now: float | None = None) -> float | None:
+def skip_limit(job: Any, state: JobState, now: float | None = None) -> float | None:
     """Seconds of skipping the schedule allows (``None``: unscheduled, or not computable)."""
     if not job.schedule:
         return None
@@ -40,81 +44,57 @@ def skip_limit(job: Any, state: Mapping[str, Any], now: float | None = None) -> 
         return None
     if interval is None:
         return None
-    return stale_after(interval, None, state.get("durations_s") or ())
+    return stale_after(interval, None, state.durations_s)
 
 
-def describe_skipping(state: Mapping[str, Any], now: float) -> str:
+def describe_skipping(state: JobState, now: float) -> str:
     """``skipped since 2026-12-01 02:15 (3h 5min), held by PID 812 (user www-data)``."""
     from .health import format_age
 
-    since = float(state.get("skipped_since") or now)
+    since = float(state.skipped_since or now)
     text = f"skipped since {time.strftime('%Y-%m-%d %H:%M', time.localtime(since))} ({format_age(now - since)})"
-    holder = state.get("skip_holder") or {}
+    holder = state.skip_holder or {}
     if holder.get("pid"):
         who = f" (user {holder['user']})" if holder.get("user") else ""
         text += f", held by PID {holder['pid']}{who}"
     return text
 
 
-def overdue(job: Any, state: Mapping[str, Any], now: float) -> tuple[bool, float | None]:
+def overdue(job: Any, state: JobState, now: float) -> tuple[bool, float | None]:
     """Whether the job has been skipping for longer than allowed, and the limit used."""
-    since = state.get("skipped_since")
+    since = state.skipped_since
     if not since:
         return False, None
     limit = skip_limit(job, state, now)
     if limit is None:
-        return int(state.get("consecutive_skips") or 0) >= SKIPS_WITHOUT_SCHEDULE, None
+        return (state.consecutive_skips or 0) >= SKIPS_WITHOUT_SCHEDULE, None
     return now - float(since) > limit, limit
 
 
-def check_skipping(job: Any, ctx: Any, log: Any, state: dict[str, Any], store: Any, *, notify: bool) -> None:
-    """After a skip is recorded: warn (log, notification) when skipping has gone on too long."""
-    now = time.time()
-    late, limit = overdue(job, state, now)
+def check_skipping(run: Run, now: float | None = None) -> None:
+    """After a skip (``run.state`` has it folded in): when skipping has gone on too long, log
+    ``lock.skipping`` and set ``run.skipping`` to what it says, for the notification hook."""
+    now = time.time() if now is None else now
+    state = run.state
+    late, limit = overdue(run.job, state, now)
     if not late:
         return
-    holder = state.get("skip_holder") or {}
-    text = describe_skipping(state, now)
-    log.warning(
-        "lock.skipping", since=state.get("skipped_since"), skips=state.get("consecutive_skips"),
+    holder = state.skip_holder or {}
+    run.skipping = text = describe_skipping(state, now)
+    run.log.warning(
+        "lock.skipping", since=state.skipped_since, skips=state.consecutive_skips,
         limit_s=round(limit, 3) if limit is not None else None, holder_pid=holder.get("pid"),
-        holder_user=holder.get("user"), reason=f"{job.name} {text}",
+        holder_user=holder.get("user"), reason=f"{run.job.name} {text}",
     )
-    if not notify:
-        return
-    from .notify.config import sources_present
 
-    if not sources_present():
-        return
-    from .notify.throttle import repeat_window
 
-    try:
-        window = repeat_window()
-    except Exception:  # noqa: BLE001 - a bad setting is reported by the failure path; use the default
-        window = 6 * 3600.0
-    last = state.get("skip_notified")
-    if last and now - float(last) < window:
-        return
-    try:
-        from .notify import deliver
-
-        host = os.uname().nodename
-        title = f"⚠ {job.name} on {host} is not running: {text}"
-        body = "\n".join([
-            f"Job {job.name} on {host} has not run: every run since then found its lock held.",
-            f"{text}.",
-            "A run still holding it may be hung (systemctl status), or another process holds the lock file.",
-            f"run: {ctx.run_id}",
-        ])
-        delivery = deliver(title, body, tags=tuple(job.notify), kind="failure")
-    except Exception as exc:  # noqa: BLE001 - a notification never changes the outcome
-        log.error("notify.failed", kind="skipping", error=f"{type(exc).__name__}: {exc}")
-        return
-    if delivery.delivered:
-        try:
-            store.update(lambda s: s.update(skip_notified=now))
-        except OSError as exc:
-            log.error("state.write_failed", path=store.path, error=exc.strerror or str(exc))
-        log.info("notify.sent", kind="skipping", services=delivery.matched)
-    else:
-        log.error("notify.failed", kind="skipping", error=delivery.detail)
+def skipping_message(job: Any, host: str, text: str, run_id: str) -> tuple[str, str]:
+    """Title and body of the notification that a job has been kept from running."""
+    title = f"⚠ {job.name} on {host} is not running: {text}"
+    body = "\n".join([
+        f"Job {job.name} on {host} has not run: every run since then found its lock held.",
+        f"{text}.",
+        "A run still holding it may be hung (systemctl status), or another process holds the lock file.",
+        f"run: {run_id}",
+    ])
+    return title, body

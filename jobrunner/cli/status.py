@@ -57,13 +57,13 @@ def status_rows(root: str, names: list[str]) -> list[dict[str, Any]]:
         store = StateStore(name, root)
         row: dict[str, Any] = {"job": name, "state_file": store.path}
         try:
-            state = store.read()
+            state = store.load()
         except Exception as exc:  # ConfigError (unreadable) or anything odd in it
             row["error"] = " ".join(str(exc).split())
             rows.append(row)
             continue
-        row["never_ran"] = not state
-        row.update({k: state.get(k) for k in _FIELDS})
+        row["never_ran"] = state.empty
+        row.update({k: getattr(state, k) for k in _FIELDS})
         row["consecutive_failures"] = row["consecutive_failures"] or 0
         row["runs"] = row["runs"] or {}
         rows.append(row)

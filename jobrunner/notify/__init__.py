@@ -1,12 +1,19 @@
-"""Failure notifications and dead-man pings, for the runner, ``jobrunner alert`` and ``notify test``.
+"""Failure notifications and dead-man pings: the runner's hooks, ``jobrunner alert`` and ``notify test``.
 
-The runner calls three functions (only when a cheap environment check says something is
-configured, so an unconfigured timer tick never imports this package, let alone apprise):
+``jobrunner.hooks.load_hooks`` decides what is configured and only then imports this package
+(so an unconfigured timer tick never imports it, let alone apprise); ``notify_hooks`` gives
+the runner its hooks (docs/design.md "Hooks"):
 
-- ``configured(job)``: URLs or a ping URL are set (cheap; no apprise import).
-- ``run_started(job, ctx, log)``: replays queued pings, then pings ``/start``.
-- ``notify_after_run(...)``: once per run, after retries: notifies a failure (throttled per
-  ``$JOBRUNNER_NOTIFY_REPEAT``) or the recovery after a notified failure, then the finish ping.
+- ``NotifyHook``: at the start, records the job's ``notify=`` tags in its state (for
+  ``jobrunner alert``, which cannot import the job); at the end, once per run, after retries,
+  notifies a failure (throttled per ``$JOBRUNNER_NOTIFY_REPEAT``), the recovery after a
+  notified failure, or a job kept from running by a held lock (``run.skipping``).
+- ``PingHook``: at the start, replays queued finish pings (marked late), then pings
+  ``/start``; at the end, the finish ping.
+
+``notify_throttled`` is the one path from the throttle through delivery to what is recorded,
+for the runner and ``jobrunner alert`` alike. What a hook records goes into the runner's state
+write through ``run.contribute``.
 
 Nothing here raises into the run or changes its exit code: problems are logged as
 ``notify.failed`` / ``ping.failed``, and everything ends within ``$JOBRUNNER_NOTIFY_TIMEOUT``.
@@ -19,17 +26,16 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
-from .config import sources_present
-from .ping import ping_url
+if TYPE_CHECKING:
+    from ..run import Run
+    from ..state import JobState
+    from .send import Delivery
+    from .throttle import Decision
 
-__all__ = ["configured", "deliver", "notify_after_run", "run_started"]
-
-
-def configured(job: Any) -> bool:
-    """Whether anything is to be sent for ``job``: notification URLs or a ping URL (cheap)."""
-    return sources_present() or ping_url(job) is not None
+__all__ = ["NotifyHook", "Notice", "PingHook", "deliver", "notify_hooks", "notify_throttled"]
 
 
 def deliver(title: str, body: str, *, tags: tuple[str, ...] = (), kind: str = "failure", budget: float | None = None):
@@ -47,113 +53,212 @@ def deliver(title: str, body: str, *, tags: tuple[str, ...] = (), kind: str = "f
                 budget=budget if budget is not None else budget_seconds())
 
 
-def _store(ctx: Any):
-    from ..state import StateStore
+@dataclass
+class Notice:
+    """What ``notify_throttled`` did: ``decision`` (the throttle's), ``delivery`` (``None``: held
+    back or nothing to send) and ``record``, the change the state should take (``None``: none)."""
 
-    return StateStore(ctx.job.name, os.path.dirname(ctx.state_dir))
-
-
-def _save(store: Any, log: Any, change) -> None:
-    try:
-        store.update(change)
-    except OSError as exc:
-        log.error("state.write_failed", path=store.path, error=exc.strerror or str(exc))
+    decision: Decision
+    delivery: Delivery | None = None
+    record: Callable[[JobState], None] | None = None
 
 
-def run_started(job: Any, ctx: Any, log: Any) -> None:
-    """At run start: replay queued finish pings (marked late), then ping ``/start``."""
-    store = _store(ctx)
-    state = store.read()
-    if list(job.notify) != list(state.get("notify_tags") or []):  # for `jobrunner alert`, which cannot import the job
-        _save(store, log, lambda s: s.update(notify_tags=list(job.notify)))
-    base = ping_url(job)
-    if base is None:
-        return
-    from . import ping
-    from .send import budget_seconds
+def notify_throttled(
+    state: JobState | None, *, outcome: str, run_id: str, tags: tuple[str, ...],
+    message: Callable[[Decision], tuple[str, str]], budget: float | None = None, now: float | None = None,
+) -> Notice:
+    """Throttle, deliver, and say what to record: the one path of the runner and ``jobrunner alert``.
 
-    deadline = time.monotonic() + min(budget_seconds(), 5.0)
-    if (state.get("ping") or {}).get("queue"):
-        ping.replay(state, base, deadline=deadline, log=log)
-        memory = state["ping"]
-        _save(store, log, lambda s: s.setdefault("ping", {}).update(memory))
-    ok, detail, _ = ping.send_ping(f"{base}/start?rid={ping.rid(ctx.run_id)}", body=None, deadline=deadline)
-    if ok:
-        log.debug("ping.sent", path="/start")
-    else:  # a lost start ping is harmless: the finish ping is what healthchecks judges
-        log.warning("ping.failed", path="/start", error=detail)
+    ``state`` is the job's record (``None``: no memory to honour, e.g. a unit that is not a
+    jobrunner job: a failure is always sent). ``message(decision)`` makes the title and body,
+    only when something is sent. ``ConfigError`` for a bad configuration."""
+    from .throttle import FAILED, Decision, decide, record_delivered, record_held, record_undelivered, repeat_window
 
-
-def notify_after_run(*, job: Any, ctx: Any, log: Any, result: Any, store: Any, tail: list[dict[str, Any]],
-                     error: str | None) -> None:
-    """After the run (and its retries): notify per the throttle, then the finish ping."""
-    from .message import tail_lines
-    from .send import budget_seconds
-
-    budget = budget_seconds()
-    deadline = time.monotonic() + budget
-    lines = tail_lines(tail)
-    base = ping_url(job)
-    if sources_present():
-        _notify(job, ctx, log, result, store, lines, error, budget * (0.7 if base else 1.0))
-    if base:
-        _finish_ping(base, ctx, log, result, store, lines, deadline)
-
-
-def _notify(job, ctx, log, result, store, lines, error, budget) -> None:
-    from .throttle import FAILED, decide, record_delivered, record_held, record_undelivered, repeat_window
-
-    state = store.read()
-    now = time.time()
-    decision = decide(state, outcome=result.outcome, now=now, window=repeat_window())
-    failed = result.outcome in FAILED
+    now = time.time() if now is None else now
+    decision = Decision("failure") if state is None else decide(state, outcome=outcome, now=now, window=repeat_window())
     if decision.kind is None:
-        if failed:
-            _save(store, log, lambda s: (_count_streak(s, failed), record_held(s, run_id=ctx.run_id)))
-            log.info("notify.held", reason="JOBRUNNER_NOTIFY_REPEAT", suppressed=decision.suppressed + 1)
-        return
-    from .message import failure_message, recovery_message
-
-    host = os.uname().nodename
-    if decision.kind == "recovery":
-        title, body = recovery_message(job=job, host=host, run_id=ctx.run_id, result=result, state=state,
-                                       suppressed=decision.suppressed)
-    else:
-        title, body = failure_message(job=job, host=host, run_id=ctx.run_id, result=result, error=error, tail=lines,
-                                      state=state, suppressed=decision.suppressed)
-    delivery = deliver(title, body, tags=tuple(job.notify), kind=decision.kind, budget=budget)
+        if outcome not in FAILED:
+            return Notice(decision)
+        return Notice(decision, record=lambda s: record_held(s, run_id=run_id))
+    title, body = message(decision)
+    delivery = deliver(title, body, tags=tags, kind=decision.kind, budget=budget)
     if delivery.delivered:
-        _save(store, log, lambda s: (_count_streak(s, failed),
-                                     record_delivered(s, decision, run_id=ctx.run_id, now=now)))
-        log.info("notify.sent", kind=decision.kind, services=delivery.matched, seconds=round(delivery.seconds, 3))
-    else:
-        _save(store, log, lambda s: (_count_streak(s, failed), record_undelivered(s, decision)))
-        log.error("notify.failed", kind=decision.kind, error=delivery.detail, seconds=round(delivery.seconds, 3))
+        return Notice(decision, delivery, lambda s: record_delivered(s, decision, run_id=run_id, now=now))
+    return Notice(decision, delivery, lambda s: record_undelivered(s, decision))
 
 
-def _count_streak(state: dict[str, Any], failed: bool) -> None:
-    memory = state.setdefault("notify", {})
-    memory["streak_failures"] = int(memory.get("streak_failures", 0)) + 1 if failed else 0
+class _Budget:
+    """``$JOBRUNNER_NOTIFY_TIMEOUT``, shared by the end of run's notification and finish ping:
+    its clock starts when the first of them does."""
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+        self.failed = False  # a bad setting: reported once, by the first hook that asked
+
+    def start(self) -> float:
+        if self.deadline is None:
+            from .send import budget_seconds
+
+            try:
+                self.deadline = time.monotonic() + budget_seconds()
+            except Exception:
+                self.failed = True
+                raise
+        return self.deadline
 
 
-def _finish_ping(base, ctx, log, result, store, lines, deadline) -> None:
-    from . import ping
+def _remember_tags(run: Run) -> None:
+    tags = list(run.job.notify)
+    if tags != list(run.state.notify_tags or []):
+        run.contribute(lambda s: setattr(s, "notify_tags", tags))
 
-    state = store.read()
-    path = ping.finish_path(result.outcome, result.exit_code)
-    rid = ping.rid(ctx.run_id)
-    summary = f"{result.outcome} exit={result.exit_code} duration={result.duration_s:.1f}s attempts={result.attempts}"
-    text = "\n".join([*lines, summary])
-    if (state.get("ping") or {}).get("queue"):
-        ping.replay(state, base, deadline=deadline, log=log)
-    ok, detail, limit = ping.send_ping(f"{base}{path}?rid={rid}", body=ping.cut(text, ping.body_limit(state)),
-                                       deadline=deadline)
-    memory = state.setdefault("ping", {})
-    if ok:
-        if limit:
-            memory["body_limit"] = limit
-        log.debug("ping.sent", path=path or "/")
-    else:
-        ping.enqueue(state, path=path, rid=rid, body=text)
-        log.warning("ping.failed", path=path or "/", error=detail, queued=len(memory.get("queue", [])))
-    _save(store, log, lambda s: s.setdefault("ping", {}).update(state["ping"]))
+
+class NotifyHook:
+    """Notifications: a failure (throttled), a recovery, a job kept from running."""
+
+    name = "notify"
+    failure_event = "notify.failed"
+
+    def __init__(self, budget: _Budget, share: float = 1.0) -> None:
+        self.budget, self.share = budget, share
+
+    def on_start(self, run: Run) -> None:
+        _remember_tags(run)
+
+    def on_finish(self, run: Run) -> None:
+        if run.result.outcome == "skipped":
+            if run.skipping:
+                self._skipping(run, run.skipping)
+            return
+        from .message import failure_message, recovery_message, tail_lines
+        from .throttle import FAILED, count_streak
+
+        job, result, log = run.job, run.result, run.log
+        budget = (self.budget.start() - time.monotonic()) * self.share
+        lines = tail_lines(run.tail)
+        state, host = run.state, os.uname().nodename
+
+        def message(decision: Decision) -> tuple[str, str]:
+            memory = state.to_dict()  # what the message shows (notify/message.py reads the plain record)
+            if decision.kind == "recovery":
+                return recovery_message(job=job, host=host, run_id=run.run_id, result=result, state=memory,
+                                        suppressed=decision.suppressed)
+            return failure_message(job=job, host=host, run_id=run.run_id, result=result, error=run.error, tail=lines,
+                                   state=memory, suppressed=decision.suppressed)
+
+        notice = notify_throttled(state, outcome=result.outcome, run_id=run.run_id, tags=tuple(job.notify),
+                                  message=message, budget=budget)
+        record = notice.record
+        if record is None:
+            return
+        failed = result.outcome in FAILED
+        run.contribute(lambda s: (count_streak(s, failed), record(s)))
+        delivery = notice.delivery
+        if delivery is None:
+            log.info("notify.held", reason="JOBRUNNER_NOTIFY_REPEAT", suppressed=notice.decision.suppressed + 1)
+        elif delivery.delivered:
+            log.info("notify.sent", kind=notice.decision.kind, services=delivery.matched,
+                     seconds=round(delivery.seconds, 3))
+        else:
+            log.error("notify.failed", kind=notice.decision.kind, error=delivery.detail,
+                      seconds=round(delivery.seconds, 3))
+
+    def _skipping(self, run: Run, text: str) -> None:
+        """A job kept from running: at most once per ``$JOBRUNNER_NOTIFY_REPEAT`` (``skip_notified``)."""
+        from .throttle import repeat_window
+
+        now = time.time()
+        try:
+            window = repeat_window()
+        except Exception:  # noqa: BLE001 - a bad setting is reported by the failure path; use the default
+            window = 6 * 3600.0
+        last = run.state.skip_notified
+        if last and now - float(last) < window:
+            return
+        try:
+            from ..skips import skipping_message
+
+            title, body = skipping_message(run.job, os.uname().nodename, text, run.run_id)
+            delivery = deliver(title, body, tags=tuple(run.job.notify), kind="failure")
+        except Exception as exc:  # noqa: BLE001 - a notification never changes the outcome
+            run.log.error("notify.failed", kind="skipping", error=f"{type(exc).__name__}: {exc}")
+            return
+        if delivery.delivered:
+            run.contribute(lambda s: setattr(s, "skip_notified", now))
+            run.log.info("notify.sent", kind="skipping", services=delivery.matched)
+        else:
+            run.log.error("notify.failed", kind="skipping", error=delivery.detail)
+
+
+class PingHook:
+    """Dead-man pings: ``/start`` (after replaying queued finish pings), then the finish ping."""
+
+    name = "ping"
+    failure_event = "notify.failed"
+
+    def __init__(self, base: str, budget: _Budget) -> None:
+        self.base, self.budget = base, budget
+
+    def on_start(self, run: Run) -> None:
+        from . import ping
+        from .send import budget_seconds
+
+        _remember_tags(run)
+        deadline = time.monotonic() + min(budget_seconds(), 5.0)
+        self._replay(run, deadline)
+        ok, detail, _ = ping.send_ping(f"{self.base}/start?rid={ping.rid(run.run_id)}", body=None, deadline=deadline)
+        if ok:
+            run.log.debug("ping.sent", path="/start")
+        else:  # a lost start ping is harmless: the finish ping is what healthchecks judges
+            run.log.warning("ping.failed", path="/start", error=detail)
+
+    def on_finish(self, run: Run) -> None:
+        if run.result.outcome == "skipped" or self.budget.failed:
+            return
+        from . import ping
+        from .message import tail_lines
+
+        result = run.result
+        deadline = self.budget.start()
+        path = ping.finish_path(result.outcome, result.exit_code)
+        rid = ping.rid(run.run_id)
+        summary = f"{result.outcome} exit={result.exit_code} duration={result.duration_s:.1f}s attempts={result.attempts}"
+        text = "\n".join([*tail_lines(run.tail), summary])
+        view = self._replay(run, deadline)
+        ok, detail, limit = ping.send_ping(f"{self.base}{path}?rid={rid}", body=ping.cut(text, ping.body_limit(view)),
+                                           deadline=deadline)
+        memory = run.state.ping
+        if ok:
+            if limit:
+                memory["body_limit"] = limit
+            run.log.debug("ping.sent", path=path or "/")
+        else:
+            ping.enqueue(view, path=path, rid=rid, body=text)
+            run.log.warning("ping.failed", path=path or "/", error=detail, queued=len(memory.get("queue", [])))
+        self._keep(run)
+
+    def _replay(self, run: Run, deadline: float) -> dict[str, Any]:
+        """Queued finish pings sent, marked late; the ping memory as ``notify/ping.py`` takes it."""
+        from . import ping
+
+        view = {"ping": run.state.ping}  # ping.py works on the memory in place
+        if run.state.ping.get("queue"):
+            ping.replay(view, self.base, deadline=deadline, log=run.log)
+            self._keep(run)
+        return view
+
+    @staticmethod
+    def _keep(run: Run) -> None:
+        memory = dict(run.state.ping)
+        run.contribute(lambda s: s.ping.update(memory))
+
+
+def notify_hooks(*, notifications: bool, ping: str | None) -> list[Any]:
+    """The hooks for what ``jobrunner.hooks.load_hooks`` found configured, sharing one budget."""
+    budget = _Budget()
+    hooks: list[Any] = []
+    if notifications:
+        hooks.append(NotifyHook(budget, share=0.7 if ping else 1.0))
+    if ping:
+        hooks.append(PingHook(ping, budget))
+    return hooks

@@ -1,8 +1,10 @@
 """When to notify: the first failure of a streak, then at most once per window; a recovery
-only after a failure was notified. Pure functions over the job's state dict (kept under
-``state["notify"]``), so the runner and ``jobrunner alert`` share one memory.
+only after a failure was notified. Pure functions over the job's ``JobState`` (the memory is
+its ``notify``), so the runner and ``jobrunner alert`` share one memory; both go through
+``jobrunner.notify.notify_throttled``, which asks ``decide``, delivers and says which
+``record_*`` to fold into the state.
 
-``state["notified_run_id"]`` names the last run whose failure was *handled* (delivered, or
+``state.notified_run_id`` names the last run whose failure was *handled* (delivered, or
 deliberately held back by the throttle): ``jobrunner alert`` stays silent for that run.
 A failure whose notification could not be delivered is not handled, so the alert handler
 (which has the network) still reports it.
@@ -12,12 +14,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from ..errors import ConfigError
 from ..timespan import parse_timespan
 
-__all__ = ["Decision", "decide", "record_delivered", "record_held", "record_undelivered", "repeat_window"]
+if TYPE_CHECKING:
+    from ..state import JobState
+
+__all__ = [
+    "FAILED", "Decision", "count_streak", "decide", "record_delivered", "record_held", "record_undelivered",
+    "repeat_window",
+]
 
 DEFAULT_REPEAT = 6 * 3600.0
 FAILED = ("failure", "timeout", "terminated")
@@ -44,9 +52,9 @@ def repeat_window(env: Mapping[str, str] | None = None) -> float:
         raise ConfigError(f"JOBRUNNER_NOTIFY_REPEAT={raw!r}: {exc}") from None
 
 
-def decide(state: Mapping[str, Any], *, outcome: str, now: float, window: float) -> Decision:
+def decide(state: JobState, *, outcome: str, now: float, window: float) -> Decision:
     """What this outcome calls for, given what was notified before."""
-    memory = state.get("notify") or {}
+    memory = state.notify
     suppressed = int(memory.get("suppressed", 0))
     if outcome == "success":
         return Decision("recovery", suppressed) if memory.get("failure_notified") else Decision(None)
@@ -58,8 +66,8 @@ def decide(state: Mapping[str, Any], *, outcome: str, now: float, window: float)
     return Decision(None, suppressed)
 
 
-def record_delivered(state: dict[str, Any], decision: Decision, *, run_id: str, now: float) -> None:
-    memory = state.setdefault("notify", {})
+def record_delivered(state: JobState, decision: Decision, *, run_id: str, now: float) -> None:
+    memory = state.notify
     memory["suppressed"] = 0
     memory["last_sent"] = now
     if decision.kind == "recovery":
@@ -68,19 +76,25 @@ def record_delivered(state: dict[str, Any], decision: Decision, *, run_id: str, 
     else:
         memory["failure_notified"] = True
         memory["last_failure_sent"] = now
-        state["notified_run_id"] = run_id
+        state.notified_run_id = run_id
 
 
-def record_held(state: dict[str, Any], *, run_id: str) -> None:
+def record_held(state: JobState, *, run_id: str) -> None:
     """A failure held back by the throttle: counted for the next message, and handled."""
-    memory = state.setdefault("notify", {})
+    memory = state.notify
     memory["suppressed"] = int(memory.get("suppressed", 0)) + 1
-    state["notified_run_id"] = run_id
+    state.notified_run_id = run_id
 
 
-def record_undelivered(state: dict[str, Any], decision: Decision) -> None:
+def record_undelivered(state: JobState, decision: Decision) -> None:
     """Sending failed: a failure counts as held back (told next time); nothing is marked handled."""
-    memory = state.setdefault("notify", {})
+    memory = state.notify
     if decision.kind == "failure":
         memory["suppressed"] = int(memory.get("suppressed", 0)) + 1
     memory["undelivered"] = int(memory.get("undelivered", 0)) + 1
+
+
+def count_streak(state: JobState, failed: bool) -> None:
+    """The failures since the last success, as the runner saw them (a recovery message says it)."""
+    memory = state.notify
+    memory["streak_failures"] = int(memory.get("streak_failures", 0)) + 1 if failed else 0

@@ -1,0 +1,89 @@
+"""One run as one record: what the lifecycle stages (``jobrunner/runner.py``) and the hooks
+(``jobrunner/hooks.py``) take, instead of a dozen loose arguments.
+
+``RunOptions`` is how to run (the command line), ``RunResult`` how it ended, ``Run`` everything
+in between: the job, its context and logger, the state store and the record read from it, the
+lock, the signals, the clock, the result, and what the hooks contribute to the next state
+write (``contribute``), which the runner folds into its one write at the start and its one
+write at the end of the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from . import errors
+from .state import JobState
+
+if TYPE_CHECKING:
+    from ._interrupts import Signals
+    from .context import Context
+    from .declaration import Job
+    from .state import StateStore
+
+__all__ = ["Run", "RunOptions", "RunResult"]
+
+
+@dataclass
+class RunOptions:
+    """How to run: what the command line and environment say."""
+
+    dry_run: bool = False
+    env_files: Sequence[str] = ()
+    log_format: str | None = None
+    notify: bool = True
+    passthrough_exit: bool = False  # ``jobrunner exec``: a failed command's status is ours
+
+
+@dataclass
+class RunResult:
+    outcome: str
+    exit_code: int
+    attempts: int = 0
+    duration_s: float = 0.0
+    error: BaseException | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """A run in progress. ``state`` is the job's record as the run sees it: read at the start,
+    and at the end the record as it will be written (this run folded in), which the ``on_finish``
+    hooks read; ``error`` is the redacted error text the state, notifications and
+    ``job.finished`` share."""
+
+    job: Job
+    options: RunOptions
+    ctx: Context
+    log: Any
+    store: StateStore
+    sigs: Signals
+    sink: Any  # the log sink: its ``tail`` is the last log lines, for notifications and pings
+    started_wall: float
+    started_mono: float
+    paused_s: float = 0.0  # not counted in the timeout: the lock wait, the state lock wait, the start hooks
+    state: JobState = field(default_factory=JobState)
+    lock: Any = None
+    result: RunResult = field(default_factory=lambda: RunResult("success", errors.EXIT_OK))
+    error: str | None = None
+    hooks: list[Any] = field(default_factory=list)
+    skipping: str | None = None  # set by the skip check when skipping has gone on too long
+    changes: list[Callable[[JobState], None]] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.ctx.run_id
+
+    @property
+    def tail(self) -> list[dict[str, Any]]:
+        """The last log events of the run (what a notification or a ping body shows)."""
+        return list(self.sink.tail)
+
+    def contribute(self, change: Callable[[JobState], None]) -> None:
+        """A change for the next state write (applied to the record re-read under the state lock)."""
+        self.changes.append(change)
+
+    def take_changes(self) -> list[Callable[[JobState], None]]:
+        changes, self.changes = self.changes, []
+        return changes
