@@ -1,0 +1,126 @@
+"""The two imports as library calls: inputs in, job specs and a report out.
+
+``import_crontabs`` and ``import_units`` never raise for what is in their inputs: a line or
+unit that cannot be converted is a ``Problem`` (``path:line: message``) and the rest are
+still converted. ``jobrunner import`` is a thin shell over these.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+from zoneinfo import ZoneInfo
+
+from ..errors import ConfigError
+from .cron import Crontab, Problem, parse_crontab
+from .emit import JobSpec, spec_from_entry, unique_names
+
+__all__ = ["ImportResult", "import_crontabs", "import_units", "read_input"]
+
+_CRON_D_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+@dataclass
+class ImportResult:
+    """What an import made: the specs, the inputs' problems and warnings, and (``--check``)
+    the comparisons."""
+
+    specs: list[JobSpec] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    crontabs: list[Crontab] = field(default_factory=list)
+    pairs: list[tuple[JobSpec, object]] = field(default_factory=list)
+
+
+def read_input(path: str) -> str:
+    """A crontab's text: a file, or standard input for ``-``. ``ConfigError`` (one line) if unreadable."""
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        return Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _base(path: str, user: str | None) -> str:
+    if path == "-":
+        return f"{user}_crontab" if user else "crontab"
+    return os.path.basename(path.rstrip("/")) or "crontab"
+
+
+def import_crontabs(paths: Sequence[str], *, user: str | None = None, texts: dict[str, str] | None = None) -> ImportResult:
+    """Parse each crontab (``user=None``: the system format) and convert its lines."""
+    result = ImportResult()
+    entries = []
+    for path in paths:
+        text = texts[path] if texts and path in texts else read_input(path)
+        tab = parse_crontab(text, path=path, user=user)
+        result.crontabs.append(tab)
+        result.problems.extend(tab.problems)
+        result.warnings.extend(str(w) for w in tab.warnings)
+        parent = os.path.basename(os.path.dirname(os.path.abspath(path))) if path != "-" else ""
+        if parent == "cron.d" and not _CRON_D_NAME.match(os.path.basename(path)):
+            result.warnings.append(
+                f"{path}: Debian's cron ignores files in /etc/cron.d whose names have characters other than "
+                "letters, digits, '_' and '-': these lines never ran"
+            )
+        entries.extend((tab, e) for e in tab.entries)
+    names = unique_names([_base(tab.path, user) for tab, _ in entries])
+    for (tab, entry), name in zip(entries, names):
+        spec = spec_from_entry(entry, name)
+        result.specs.append(spec)
+        result.warnings.extend(f"{spec.where}: {w}" for w in spec.warnings)
+    return result
+
+
+def import_units(paths: Sequence[str]) -> ImportResult:
+    """Pair the timers and services among ``paths`` and convert each pair."""
+    from .units import find_pairs, pair_name, spec_from_pair, unit_setting
+
+    result = ImportResult()
+    pairs, problems = find_pairs(paths)
+    result.problems.extend(problems)
+    names = unique_names([pair_name(p) for p in pairs])
+    for pair, name in zip(pairs, names):
+        try:
+            spec, trouble = spec_from_pair(pair, name)
+        except (OSError, ValueError) as exc:
+            result.problems.append(Problem(str(pair.service.path), 1, f"cannot be imported: {exc}"))
+            continue
+        result.problems.extend(trouble)
+        if spec is None:
+            continue
+        unit_setting(spec, pair)
+        result.specs.append(spec)
+        result.warnings.extend(f"{spec.where}: {w}" for w in spec.warnings)
+    return result
+
+
+def check_window(start: str | None, days: int) -> tuple[dt.datetime, dt.datetime]:
+    """``[start, start + days)``: ``start`` as ``YYYY-MM-DD`` (UTC midnight), else now (to the minute)."""
+    if start:
+        try:
+            begin = dt.datetime.strptime(start, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+        except ValueError:
+            raise ConfigError(f"--from {start!r}: use YYYY-MM-DD") from None
+    else:
+        begin = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
+    return begin, begin + dt.timedelta(days=days)
+
+
+def zone_named(name: str | None) -> ZoneInfo:
+    from .check import local_zone
+
+    if not name:
+        return local_zone()
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError, OSError):
+        raise ConfigError(f"--tz {name!r}: not a time zone this machine knows") from None
