@@ -46,6 +46,7 @@ COMMANDS: dict[str, CommandInfo] = {
     "alert": CommandInfo("jobrunner.cli.alert", "notify about a failed unit (what alert-failure@.service runs)"),
     "notify": CommandInfo("jobrunner.cli.notify", "notification tools: notify test [--tag T]"),
     "units": CommandInfo("jobrunner.cli.units", "render, verify, install or uninstall systemd units"),
+    "import": CommandInfo("jobrunner.cli.import", "job modules from crontabs and existing .service/.timer units"),
     "version": CommandInfo("jobrunner.cli.version", "print the version"),
 }
 
