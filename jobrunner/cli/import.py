@@ -21,7 +21,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from typing import TYPE_CHECKING
+
 from ..errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..importer.batch import ImportResult
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -48,7 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         sub.add_argument("--force", action="store_true", help="replace modules in --out that differ")
 
 
-def _report(result, strict: bool) -> int:
+def _report(result: ImportResult, strict: bool) -> int:
     for problem in result.problems:
         print(f"jobrunner: {problem}", file=sys.stderr)
     for warning in result.warnings:
@@ -64,7 +69,7 @@ def _report(result, strict: bool) -> int:
     return 1 if strict and count else 0
 
 
-def _output(result, args: argparse.Namespace, *, print_modules: bool) -> None:
+def _output(result: ImportResult, args: argparse.Namespace, *, print_modules: bool) -> None:
     from ..importer.emit import render_module, write_modules
 
     if args.out:
@@ -80,7 +85,7 @@ def _output(result, args: argparse.Namespace, *, print_modules: bool) -> None:
             sys.stdout.write(render_module(spec))
 
 
-def _check(result, args: argparse.Namespace) -> int:
+def _check(result: ImportResult, args: argparse.Namespace) -> int:
     from ..importer.batch import check_window, zone_named
     from ..importer.check import compare
 

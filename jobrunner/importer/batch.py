@@ -17,7 +17,7 @@ from typing import Sequence
 from zoneinfo import ZoneInfo
 
 from ..errors import ConfigError
-from .cron import Crontab, Problem, parse_crontab
+from .cron import Crontab, Entry, Problem, parse_crontab
 from .emit import JobSpec, spec_from_entry, unique_names
 
 __all__ = ["ImportResult", "import_crontabs", "import_units", "read_input"]
@@ -58,7 +58,7 @@ def _base(path: str, user: str | None) -> str:
 def import_crontabs(paths: Sequence[str], *, user: str | None = None, texts: dict[str, str] | None = None) -> ImportResult:
     """Parse each crontab (``user=None``: the system format) and convert its lines."""
     result = ImportResult()
-    entries = []
+    entries: list[tuple[Crontab, Entry]] = []
     for path in paths:
         text = texts[path] if texts and path in texts else read_input(path)
         tab = parse_crontab(text, path=path, user=user)

@@ -294,7 +294,8 @@ def parse_schedule(fields: list[str], tz: str | None = None) -> Schedule:
     if len(fields) != 5:
         raise CronError(f"expected five time fields, got {len(fields)}")
     parsed = [parse_field(text, i) for i, text in enumerate(fields)]
-    return Schedule(*parsed, special=special, tz=tz)
+    minute, hour, dom, month, dow = parsed
+    return Schedule(minute, hour, dom, month, dow, special=special, tz=tz)
 
 
 def parse_env_line(line: str) -> tuple[str, str] | None:

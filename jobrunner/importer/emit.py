@@ -224,7 +224,7 @@ def cron_environment(entry: Entry, user: str) -> tuple[dict[str, str], list[str]
     if "PATH" not in env:
         env["PATH"] = DEFAULT_PATH
     env["LOGNAME"] = user
-    ordered = {k: env[k] for k in ("SHELL", "HOME", "PATH", "LOGNAME") if k in env}
+    ordered: dict[str, str] = {k: env[k] for k in ("SHELL", "HOME", "PATH", "LOGNAME") if k in env}
     ordered.update((k, v) for k, v in env.items() if k not in ordered)
     return ordered, notes
 

@@ -304,11 +304,11 @@ def spec_from_pair(pair: UnitPair, name: str) -> tuple[JobSpec | None, list[Prob
             if sep:
                 env[key] = val
     for key in ("TimeoutStartSec", "RuntimeMaxSec"):
-        value = service.last(svc, key)
-        if value and value not in ("infinity", "0"):
-            span = _span(value)
+        limit = service.last(svc, key)
+        if limit and limit not in ("infinity", "0"):
+            span = _span(limit)
             if span:
-                spec.set("timeout", span, f"was: {key}={value}")
+                spec.set("timeout", span, f"was: {key}={limit}")
                 break
     for key, target in (("ReadWritePaths", "write_paths"), ("ReadOnlyPaths", "read_paths")):
         paths = [p for v in service.values(svc, key) for p in v.split()]
@@ -342,13 +342,13 @@ def spec_from_pair(pair: UnitPair, name: str) -> tuple[JobSpec | None, list[Prob
         if persistent is not None:
             spec.settings.insert(1 if calendar else 0, _setting("persistent", persistent.lower() in _BOOL_TRUE))
         for key, target in (("RandomizedDelaySec", "jitter"), ("AccuracySec", "accuracy")):
-            value = timer.last("Timer", key)
-            if value is not None:
-                span = _span(value)
+            given = timer.last("Timer", key)
+            if given is not None:
+                span = _span(given)
                 if span is None:
-                    spec.unmapped.append(f"{timer.path.name}: {key}={value} (not a time span)")
+                    spec.unmapped.append(f"{timer.path.name}: {key}={given} (not a time span)")
                 else:
-                    spec.set(target, span, f"was: {key}={value}")
+                    spec.set(target, span, f"was: {key}={given}")
         fixed = timer.last("Timer", "FixedRandomDelay")
         if fixed is not None and fixed.lower() in _BOOL_TRUE:
             spec.set("fixed_jitter", True)
@@ -386,11 +386,11 @@ def spec_from_pair(pair: UnitPair, name: str) -> tuple[JobSpec | None, list[Prob
     lines: list[str] = []
     uses = False
     for key in ("ExecStartPre", "ExecStart"):
-        for value in service.values(svc, key):
-            line, used = _exec_line(key, value, spec, "env")
+        for command in service.values(svc, key):
+            call, used = _exec_line(key, command, spec, "env")
             uses = uses or used
-            if line:
-                lines.append(line)
+            if call:
+                lines.append(call)
     if env or uses:
         env_name = "env"
         spec.body.append("env = {**ENVIRONMENT, **ctx.env}" if env else "env = dict(ctx.env)")
