@@ -11,8 +11,7 @@ import os
 import statistics
 import subprocess
 import time
-from typing import Mapping, Sequence
-
+from collections.abc import Mapping, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +37,9 @@ def job_env(tmp: str, modules: Mapping[str, str], **extra: str) -> dict[str, str
     }
 
 
-def run_once(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None) -> tuple[float, int, int]:
+def run_once(
+    argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None
+) -> tuple[float, int, int]:
     """Run ``argv`` to completion; return (wall seconds, peak RSS KiB, exit status)."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)

@@ -30,8 +30,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import job_env, run_once, verdict  # noqa: E402
-
+from _harness import job_env, run_once, verdict
 
 STORM_JOB = """
     import os, time
@@ -91,8 +90,12 @@ def main() -> int:
         ledger = os.path.join(tmp, "ledger")
         env = job_env(tmp, {"storm": STORM_JOB}, LEDGER=ledger)
         holder = subprocess.Popen(
-            [py, "-m", "jobrunner", "storm"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**env, "HOLD": "600"}, cwd=tmp, start_new_session=True,
+            [py, "-m", "jobrunner", "storm"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**env, "HOLD": "600"},
+            cwd=tmp,
+            start_new_session=True,
         )
         try:
             end = time.monotonic() + 30
@@ -131,14 +134,22 @@ def main() -> int:
     cores = os.cpu_count() or 1
     print(f"{n} concurrent launches against a held lock, {cores} cores")
     print(f"{'':<40} {'storm wall s':>12} {'per launch ms':>14} {'median launch ms':>17} {'median CPU ms':>14}")
-    print(f"{'busy (lock held, expect 75)':<40} {busy['wall']:>12.2f} {busy_per * 1000:>14.1f} "
-          f"{med(busy['walls']) * 1000:>17.1f} {med(busy['cpus']) * 1000:>14.1f}")
-    print(f"{'plain start, jobs.noop (same storm)':<40} {plain['wall']:>12.2f} {plain_per * 1000:>14.1f} "
-          f"{med(plain['walls']) * 1000:>17.1f} {med(plain['cpus']) * 1000:>14.1f}")
-    print(f"{'plain start, jobs.noop (sequential)':<40} {'':>12} {seq_wall * 1000:>14.1f} {'':>17} {med(seq_cpu) * 1000:>14.1f}")
+    print(
+        f"{'busy (lock held, expect 75)':<40} {busy['wall']:>12.2f} {busy_per * 1000:>14.1f} "
+        f"{med(busy['walls']) * 1000:>17.1f} {med(busy['cpus']) * 1000:>14.1f}"
+    )
+    print(
+        f"{'plain start, jobs.noop (same storm)':<40} {plain['wall']:>12.2f} {plain_per * 1000:>14.1f} "
+        f"{med(plain['walls']) * 1000:>17.1f} {med(plain['cpus']) * 1000:>14.1f}"
+    )
+    print(
+        f"{'plain start, jobs.noop (sequential)':<40} {'':>12} {seq_wall * 1000:>14.1f} {'':>17} {med(seq_cpu) * 1000:>14.1f}"
+    )
     print()
-    print(f"exit codes: {codes.count(75)}/{n} exited 75; others: {sorted(set(bad)) or 'none'}; "
-          f"entered the critical section: {entered - 1} (holder excluded)")
+    print(
+        f"exit codes: {codes.count(75)}/{n} exited 75; others: {sorted(set(bad)) or 'none'}; "
+        f"entered the critical section: {entered - 1} (holder excluded)"
+    )
     correct = not bad and entered == 1
     print(f"correctness: {'ok' if correct else 'FAILED'}")
     print(f"busy launch / plain start  storm wall per launch {ratio:.3f}×  {verdict(ratio, 1.2)}")

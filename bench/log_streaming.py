@@ -22,7 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import job_env, verdict  # noqa: E402
+from _harness import job_env, verdict
 
 FMT = "line %g of the output flood"
 
@@ -51,12 +51,15 @@ out.close()
 """
 
 
-def timed(argv: list[str], env: dict[str, str], cwd: str, out_path: str, stdout_to_file: bool) -> tuple[float, int, int]:
+def timed(
+    argv: list[str], env: dict[str, str], cwd: str, out_path: str, stdout_to_file: bool
+) -> tuple[float, int, int]:
     """Wall of the whole process; (wall, exit code, lines written to the sink)."""
     with open(out_path, "wb") as sink:
         start = time.perf_counter()
-        proc = subprocess.run(argv, stdout=sink if stdout_to_file else subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=env, cwd=cwd)
+        proc = subprocess.run(
+            argv, stdout=sink if stdout_to_file else subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd
+        )
         wall = time.perf_counter() - start
     with open(out_path, "rb") as handle:
         lines = sum(1 for _ in handle)

@@ -45,8 +45,14 @@ def latency(runs: int, tmp: str) -> list[float]:
     try:
         for i in range(runs):
             before = len(receiver.requests)
-            proc = subprocess.run([sys.executable, "-m", "jobrunner", "benchfail"], env=env, cwd=tmp,
-                                  capture_output=True, text=True, timeout=60)
+            proc = subprocess.run(
+                [sys.executable, "-m", "jobrunner", "benchfail"],
+                env=env,
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             got = receiver.wait(before + 1, timeout=15)
             arrived = time.time() - (time.monotonic() - got[before]["at"])
             failed = [json.loads(line) for line in proc.stdout.splitlines() if '"job.failed"' in line][-1]
@@ -76,8 +82,10 @@ def main() -> int:
         loaded = set(json.loads(probe.stderr.strip().splitlines()[-1]))
     med = statistics.median(lat)
     print(f"{'measure':<52} {'value':>10}")
-    print(f"{'failure -> received, median of %d (s)' % len(lat):<52} {med:>10.3f}   "
-          f"{'met' if med <= 1.5 else 'MISSED'} (target ≤ 1.5 s); min {min(lat):.3f} max {max(lat):.3f}")
+    print(
+        f"{'failure -> received, median of %d (s)' % len(lat):<52} {med:>10.3f}   "
+        f"{'met' if med <= 1.5 else 'MISSED'} (target ≤ 1.5 s); min {min(lat):.3f} max {max(lat):.3f}"
+    )
     print(f"{'noop success, notify configured (ms)':<52} {result['wall_a_ms']:>10.1f}")
     print(f"{'noop success, nothing configured (ms)':<52} {result['wall_b_ms']:>10.1f}")
     print(f"configured / unconfigured  wall {result['wall_ratio']:.3f}×  {verdict(result['wall_ratio'], 1.05)}")

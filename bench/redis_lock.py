@@ -48,9 +48,24 @@ def _start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
         sys.exit("bench/redis_lock.py: needs redis-server (apt-get install -y redis-server)")
     port = _free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
-         "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     import redis
 
@@ -79,7 +94,11 @@ def _in_process_round_trip(url: str, runs: int) -> float:
         def __getattr__(self, _name):
             return lambda *a, **k: None
 
-    job, spec, log = types.SimpleNamespace(name="bench_inproc", kill_grace=0.0), Lock(redis=url, ttl=f"{TTL}s"), _Quiet()
+    job, spec, log = (
+        types.SimpleNamespace(name="bench_inproc", kill_grace=0.0),
+        Lock(redis=url, ttl=f"{TTL}s"),
+        _Quiet(),
+    )
     times = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -101,8 +120,13 @@ def main() -> int:
                 code = subprocess.run([py, "-m", "jobrunner", name], env=env, cwd=tmp, capture_output=True).returncode
                 if code != 0:
                     sys.exit(f"bench/redis_lock.py: {name} exited {code}")
-            r = compare([py, "-m", "jobrunner", "redis_locked"], [py, "-m", "jobrunner", "file_locked"],
-                        runs=args.runs, env=env, cwd=tmp)
+            r = compare(
+                [py, "-m", "jobrunner", "redis_locked"],
+                [py, "-m", "jobrunner", "file_locked"],
+                runs=args.runs,
+                env=env,
+                cwd=tmp,
+            )
             inproc = _in_process_round_trip(url, 200)
         finally:
             server.send_signal(signal.SIGTERM)

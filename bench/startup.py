@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import compare, verdict  # noqa: E402
+from _harness import compare, verdict
 
 
 def main() -> int:

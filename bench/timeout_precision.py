@@ -24,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import job_env, run_once, verdict  # noqa: E402
+from _harness import job_env, run_once, verdict
 
 SH = 'echo $$ >> "$PIDS"; sleep 100 & echo $! >> "$PIDS"; sleep 100'
 
@@ -53,8 +53,9 @@ def measure(argv: list[str], env: dict[str, str], cwd: str, pids_file: str) -> t
     if os.path.exists(pids_file):
         os.unlink(pids_file)
     t0 = time.monotonic_ns()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True
+    )
     deadline = time.monotonic() + 60
     code = None
     while time.monotonic() < deadline:

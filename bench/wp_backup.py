@@ -74,7 +74,9 @@ def load_rows(db: stack.MariaDB, dump_bytes: int, workdir: Path) -> None:
     words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 11))) for _ in range(5000)]
     sql = workdir / "rows.sql"
     with open(sql, "w") as out:
-        out.write(f"CREATE TABLE {stack.TABLE_PREFIX}bench_rows (id INT PRIMARY KEY, title VARCHAR(200), body LONGTEXT) ENGINE=InnoDB;\n")
+        out.write(
+            f"CREATE TABLE {stack.TABLE_PREFIX}bench_rows (id INT PRIMARY KEY, title VARCHAR(200), body LONGTEXT) ENGINE=InnoDB;\n"
+        )
         written, row = 0, 0
         while written < dump_bytes:
             values = []
@@ -133,12 +135,19 @@ def main() -> int:
         stack.install_site(site, f"127.0.0.1:{db.port}")
         load_rows(db, int(total * 0.12), work)
         grow_site(site, max(0, total - int(total * 0.12) - du(site)))
-        print(f"generated in {time.monotonic() - t0:.1f}s: site {du(site) / 2**20:.0f} MiB files + "
-              f"database (dump size measured below); {os.cpu_count()} CPUs", flush=True)
-        subprocess.run(f"tar cf - -C {site} . | cat > /dev/null", shell=True, check=True)  # warm the cache (tar skips reads into /dev/null)
+        print(
+            f"generated in {time.monotonic() - t0:.1f}s: site {du(site) / 2**20:.0f} MiB files + "
+            f"database (dump size measured below); {os.cpu_count()} CPUs",
+            flush=True,
+        )
+        subprocess.run(
+            f"tar cf - -C {site} . | cat > /dev/null", shell=True, check=True
+        )  # warm the cache (tar skips reads into /dev/null)
 
         defaults = work / "my.cnf"
-        defaults.write_text(f"[client]\nuser={stack.DB_USER}\npassword=\"{stack.DB_PASSWORD.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}\"\nhost=127.0.0.1\nport={db.port}\n")
+        defaults.write_text(
+            f'[client]\nuser={stack.DB_USER}\npassword="{stack.DB_PASSWORD.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"\nhost=127.0.0.1\nport={db.port}\n'
+        )
         defaults.chmod(0o600)
         dump = f"mysqldump --defaults-extra-file={defaults} --single-transaction --quick {stack.DB_NAME}"
         env = dict(os.environ)
@@ -152,21 +161,49 @@ def main() -> int:
 
         for r in range(args.rounds):
             out = work / f"round{r}"
-            best("floor (parallel)", timed(
-                f"{{ {dump} > db.sql; }} & p=$!; tar cf site.tar -C {site} .; wait $p", out / "floor", env, "floor (parallel)"))
-            best("floor (sequential)", timed(f"tar cf site.tar -C {site} .; {dump} > db.sql", out / "floor-seq", env, "floor (sequential)"))
-            best("seed-style", timed(f"tar czf site.tar.gz -C {site} .; {dump} | gzip > db.sql.gz", out / "seed", env, "seed-style"))
-            best("zstd pipelines only", timed(
-                f"{{ {dump} | zstd -T0 -3 -q -c > db.sql.zst; }} & p=$!; tar cf - -C {site} . | zstd -T0 -3 -q -c > files.tar.zst; wait $p",
-                out / "pipes", env, "zstd pipelines only"))
+            best(
+                "floor (parallel)",
+                timed(
+                    f"{{ {dump} > db.sql; }} & p=$!; tar cf site.tar -C {site} .; wait $p",
+                    out / "floor",
+                    env,
+                    "floor (parallel)",
+                ),
+            )
+            best(
+                "floor (sequential)",
+                timed(f"tar cf site.tar -C {site} .; {dump} > db.sql", out / "floor-seq", env, "floor (sequential)"),
+            )
+            best(
+                "seed-style",
+                timed(f"tar czf site.tar.gz -C {site} .; {dump} | gzip > db.sql.gz", out / "seed", env, "seed-style"),
+            )
+            best(
+                "zstd pipelines only",
+                timed(
+                    f"{{ {dump} | zstd -T0 -3 -q -c > db.sql.zst; }} & p=$!; tar cf - -C {site} . | zstd -T0 -3 -q -c > files.tar.zst; wait $p",
+                    out / "pipes",
+                    env,
+                    "zstd pipelines only",
+                ),
+            )
             dump_mib = (out / "floor" / "db.sql").stat().st_size / 2**20
             env_file = work / "wp.env"
             env_file.write_text(f"WP_PATH={site}\nBACKUP_DIR={out / 'job'}\nWP_SITE=bench\n")
-            jenv = dict(env, JOBRUNNER_LOCK_DIR=str(work / "locks"), JOBRUNNER_STATE_DIR=str(work / "state"),
-                        JOBRUNNER_LOG_FORMAT="json", PYTHONPATH=str(REPO))
+            jenv = dict(
+                env,
+                JOBRUNNER_LOCK_DIR=str(work / "locks"),
+                JOBRUNNER_STATE_DIR=str(work / "state"),
+                JOBRUNNER_LOG_FORMAT="json",
+                PYTHONPATH=str(REPO),
+            )
             started = time.monotonic()
-            proc = subprocess.run([sys.executable, "-m", "jobrunner", "run", "jobs.wp_backup", "--env-file", str(env_file)],
-                                  capture_output=True, text=True, env=jenv)
+            proc = subprocess.run(
+                [sys.executable, "-m", "jobrunner", "run", "jobs.wp_backup", "--env-file", str(env_file)],
+                capture_output=True,
+                text=True,
+                env=jenv,
+            )
             wall = time.monotonic() - started
             events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
             done = [e for e in events if e["event"] in ("backup.verified", "backup.unverified")]
@@ -196,9 +233,13 @@ def main() -> int:
         for label, ratio, target in checks:
             print(f"{label:<26} {ratio:6.3f}×  {'met' if ratio <= target else 'MISSED'} (target ≤ {target}×)")
         print(f"{'write / sequential floor':<26} {write_s / results['floor (sequential)'][0]:6.3f}×  (reported)")
-        print(f"{'write / zstd pipelines only':<26} {write_s / results['zstd pipelines only'][0]:6.3f}×  (the job's overhead: checksums, fsync, runner)")
-        print("client CPU: user+sys of tar, mysqldump, compressors (not mariadbd's); "
-              f"{os.cpu_count()} CPUs, so CPU / {os.cpu_count()} bounds the wall from below")
+        print(
+            f"{'write / zstd pipelines only':<26} {write_s / results['zstd pipelines only'][0]:6.3f}×  (the job's overhead: checksums, fsync, runner)"
+        )
+        print(
+            "client CPU: user+sys of tar, mysqldump, compressors (not mariadbd's); "
+            f"{os.cpu_count()} CPUs, so CPU / {os.cpu_count()} bounds the wall from below"
+        )
         return 0
     finally:
         db.stop()

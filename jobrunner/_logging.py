@@ -31,8 +31,9 @@ import sys
 import threading
 import traceback
 from collections import deque
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -80,7 +81,7 @@ class _Head:
 
     def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
         head = {
-            "ts": datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "ts": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             "level": "warning" if method == "warn" else ("error" if method == "exception" else method),
             "event": event_dict.pop("event", ""),
         }
@@ -230,10 +231,16 @@ class OutputCapture:
             finally:
                 if write >= 0:
                     os.close(write)
-            self.streams.append({
-                "fd": fd, "name": name, "saved": saved, "read": read,
-                "reader": _LineReader(MAX_LINE), "mask": self.redactor.stream(),
-            })
+            self.streams.append(
+                {
+                    "fd": fd,
+                    "name": name,
+                    "saved": saved,
+                    "read": read,
+                    "reader": _LineReader(MAX_LINE),
+                    "mask": self.redactor.stream(),
+                }
+            )
             if fd == 1 and self.sink.fd == 1:
                 self._sink_fd, self.sink.fd = 1, saved
         for handle in (sys.stdout, sys.stderr):  # print() reaches the pipe line by line, in order
@@ -434,7 +441,9 @@ class _StdlibBridge(logging.Handler):
         try:
             level = record.levelname.lower()
             log = structlog.get_logger()
-            getattr(log, level if level in _LEVELS else "warning")("lib.log", logger=record.name, message=record.getMessage())
+            getattr(log, level if level in _LEVELS else "warning")(
+                "lib.log", logger=record.name, message=record.getMessage()
+            )
         except Exception:  # pragma: no cover - logging must never raise
             pass
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["SystemctlError", "show_units", "systemd_running", "timestamp"]
 
@@ -88,4 +88,4 @@ def timestamp(value: str | None) -> float | None:
         when = dt.datetime.strptime(text, "%a %Y-%m-%d %H:%M:%S UTC")
     except ValueError:
         return None
-    return when.replace(tzinfo=dt.timezone.utc).timestamp()
+    return when.replace(tzinfo=dt.UTC).timestamp()

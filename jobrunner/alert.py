@@ -36,11 +36,30 @@ if TYPE_CHECKING:
     from .notify.throttle import Decision
     from .state import JobState
 
-__all__ = ["ALREADY_REPORTED", "HELD", "NOT_DELIVERED", "SENT", "Handled", "find_job_state", "handle_failed_unit",
-           "job_of_unit", "journal_tail", "unit_state"]
+__all__ = [
+    "ALREADY_REPORTED",
+    "HELD",
+    "NOT_DELIVERED",
+    "SENT",
+    "Handled",
+    "find_job_state",
+    "handle_failed_unit",
+    "job_of_unit",
+    "journal_tail",
+    "unit_state",
+]
 
-PROPS = ("Id", "Result", "ExecMainStatus", "ExecMainCode", "InvocationID", "ActiveState", "SubState", "StateDirectory",
-         "User")
+PROPS = (
+    "Id",
+    "Result",
+    "ExecMainStatus",
+    "ExecMainCode",
+    "InvocationID",
+    "ActiveState",
+    "SubState",
+    "StateDirectory",
+    "User",
+)
 _CODES = {"1": "exited", "2": "killed", "3": "dumped core"}
 
 
@@ -158,7 +177,7 @@ def find_job_state(root: str, props: dict[str, str]) -> tuple[str | None, JobSta
         return None, None, f"state of {job} ignored: its directory belongs to uid {owner}, not the unit's user"
     try:
         state = store.load()
-    except Exception as exc:  # noqa: BLE001 - unreadable state: report the failure without it
+    except Exception as exc:
         return None, None, str(exc)
     running = state.running or {}
     if invocation in (state.notified_run_id, state.last_run_id, running.get("run_id")):
@@ -184,8 +203,15 @@ def _reason(props: dict[str, str]) -> str:
     return result or "state unknown"
 
 
-def _message(unit: str, host: str, props: dict[str, str], why: list[str], tail: list[str], state: JobState | None,
-             job: str | None = None):
+def _message(
+    unit: str,
+    host: str,
+    props: dict[str, str],
+    why: list[str],
+    tail: list[str],
+    state: JobState | None,
+    job: str | None = None,
+):
     from .redact import default_redactor
 
     reason = _reason(props) if props else "state unknown"
@@ -199,7 +225,7 @@ def _message(unit: str, host: str, props: dict[str, str], why: list[str], tail: 
             f"invocation: {props.get('InvocationID') or '?'}",
         ]
     if state is not None:
-        success = time.strftime('%Y-%m-%d %H:%M', time.localtime(state.last_success)) if state.last_success else "never"
+        success = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.last_success)) if state.last_success else "never"
         lines.append(f"job:       {job} (last success: {success})")
         if (state.running or {}).get("run_id") == props.get("InvocationID"):
             lines.append("note:      the runner did not get to finish this run (killed or crashed)")
@@ -221,7 +247,9 @@ def handle_failed_unit(unit: str, lines: int = 50) -> Handled:
     from .state import default_state_dir
 
     if not notify_configured():
-        raise ConfigError(f"alert {unit}: no notification URL configured (JOBRUNNER_NOTIFY_URLS, JOBRUNNER_NOTIFY_CONFIG)")
+        raise ConfigError(
+            f"alert {unit}: no notification URL configured (JOBRUNNER_NOTIFY_URLS, JOBRUNNER_NOTIFY_CONFIG)"
+        )
     props, why_state = unit_state(unit)
     invocation = props.get("InvocationID", "")
     root = default_state_dir()

@@ -136,7 +136,12 @@ class Context:
         """Run a shell line with ``bash -euo pipefail -c``: a failing stage of a pipe fails it."""
         return self.run(
             ["bash", "-euo", "pipefail", "-c", script],
-            cwd=cwd, env=env, check=check, capture=capture, stdout=stdout, stdin=stdin,
+            cwd=cwd,
+            env=env,
+            check=check,
+            capture=capture,
+            stdout=stdout,
+            stdin=stdin,
         )
 
     def hold_lock(self, name: str, *, shared: bool = False, wait: Span | None = None) -> HeldLock:

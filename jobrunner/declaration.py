@@ -77,7 +77,9 @@ class Lock:
         object.__setattr__(self, "ttl_seconds", _span(self.ttl, "lock ttl", allow_none=False))
         if self.redis is not None and self.redis is not True:
             if not isinstance(self.redis, str) or not self.redis.startswith(("redis://", "rediss://", "unix://")):
-                raise ValueError("lock redis=: use a redis://, rediss:// or unix:// URL, or True for $JOBRUNNER_REDIS_URL")
+                raise ValueError(
+                    "lock redis=: use a redis://, rediss:// or unix:// URL, or True for $JOBRUNNER_REDIS_URL"
+                )
         if self.redis and self.shared:
             raise ValueError("lock: shared=True is for file locks; a Redis lease is exclusive")
         if self.redis and self.ttl_seconds < 1:
@@ -364,7 +366,7 @@ def _build(fn: Callable[..., Any], settings: dict[str, Any], unknown: dict[str, 
         raise ConfigError(f"{where}: {current}: {exc}") from None
 
 
-def _check(key: str, value: Any, name: str) -> Any:  # noqa: C901 - one branch a setting
+def _check(key: str, value: Any, name: str) -> Any:
     if key in ("jitter", "accuracy", "timeout"):
         seconds = _span(value)
         if key == "timeout" and seconds == 0:
@@ -427,7 +429,9 @@ def _check(key: str, value: Any, name: str) -> Any:  # noqa: C901 - one branch a
             raise ValueError("must be a dict like {'Service': {'User': 'root'}}")
         return {section: dict(directives) for section, directives in value.items()}
     if key == "security_threshold":
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10
+        ):
             raise ValueError(f"{value!r} must be a number from 0 to 10")
         return value
     return value

@@ -64,7 +64,9 @@ def parse_env(text: str, source: str = "<env>") -> dict[str, str]:
         if key.startswith("export ") or key.startswith("export\t"):
             raise fail("'export' is not allowed in an EnvironmentFile: remove it", start_line)
         if not _valid_name(key):
-            raise fail("not a valid variable name before '=' (letters, digits and '_', not starting with a digit)", start_line)
+            raise fail(
+                "not a valid variable name before '=' (letters, digits and '_', not starting with a digit)", start_line
+            )
         i = eq + 1
         while i < n and text[i] in " \t":
             i += 1

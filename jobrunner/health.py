@@ -33,15 +33,27 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .state import JobState
 
 __all__ = [
-    "CRITICAL", "NAMES", "OK", "SEVERITY", "UNKNOWN", "WARNING", "JobHealth", "check_jobs", "expected_interval",
-    "format_age", "overall", "stale_after", "worst",
+    "CRITICAL",
+    "NAMES",
+    "OK",
+    "SEVERITY",
+    "UNKNOWN",
+    "WARNING",
+    "JobHealth",
+    "check_jobs",
+    "expected_interval",
+    "format_age",
+    "overall",
+    "stale_after",
+    "worst",
 ]
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -51,8 +63,17 @@ ITERATIONS = 8  # gaps looked at: "Mon..Fri" needs a week of elapses to see the 
 MIN_GRACE = 300.0
 GRACE_FRACTION = 0.10
 NO_SYSTEMD = "systemd not running: timer state unknown"
-TIMER_PROPS = ("LoadState", "ActiveState", "SubState", "Result", "LastTriggerUSec", "NextElapseUSecRealtime",
-               "ActiveEnterTimestamp", "TimersCalendar", "RandomizedDelayUSec")
+TIMER_PROPS = (
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "Result",
+    "LastTriggerUSec",
+    "NextElapseUSecRealtime",
+    "ActiveEnterTimestamp",
+    "TimersCalendar",
+    "RandomizedDelayUSec",
+)
 SERVICE_PROPS = ("LoadState", "ActiveState", "SubState", "Result", "ExecMainStatus", "ExecMainExitTimestamp")
 
 
@@ -60,7 +81,9 @@ def worst(states: Sequence[int]) -> int:
     return max(states, key=SEVERITY.__getitem__, default=OK)
 
 
-def expected_interval(schedule: str | Sequence[str], jitter: float | None = None, *, base: float | None = None) -> float | None:
+def expected_interval(
+    schedule: str | Sequence[str], jitter: float | None = None, *, base: float | None = None
+) -> float | None:
     """Longest gap between consecutive elapses over the next ``ITERATIONS``, plus jitter (seconds).
 
     None for a schedule that elapses at most once more. ``CalendarError`` when systemd-analyze
@@ -107,8 +130,15 @@ class JobHealth:
         (self.reasons if status != OK else self.notes).append(reason)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"job": self.job, "unit": self.unit, "status": NAMES[self.status], "exit_code": self.status,
-                "reasons": self.reasons, "notes": self.notes, **self.facts}
+        return {
+            "job": self.job,
+            "unit": self.unit,
+            "status": NAMES[self.status],
+            "exit_code": self.status,
+            "reasons": self.reasons,
+            "notes": self.notes,
+            **self.facts,
+        }
 
 
 def overall(results: Sequence[JobHealth]) -> int:
@@ -153,8 +183,15 @@ def check_jobs(
     return results
 
 
-def _judge(h: JobHealth, job: Any, state: JobState | None, units: dict[str, dict[str, str]] | None,
-           now: float, grace: float | None, fail_threshold: int) -> None:
+def _judge(
+    h: JobHealth,
+    job: Any,
+    state: JobState | None,
+    units: dict[str, dict[str, str]] | None,
+    now: float,
+    grace: float | None,
+    fail_threshold: int,
+) -> None:
     from ._systemctl import timestamp
 
     timer = units.get(f"{job.unit}.timer") if units is not None and job.schedule else None
@@ -164,8 +201,11 @@ def _judge(h: JobHealth, job: Any, state: JobState | None, units: dict[str, dict
     timer_since = None
     if timer is not None:
         h.facts["timer"] = timer_facts = {
-            "unit": f"{job.unit}.timer", "load_state": timer.get("LoadState"), "active_state": timer.get("ActiveState"),
-            "sub_state": timer.get("SubState"), "result": timer.get("Result"),
+            "unit": f"{job.unit}.timer",
+            "load_state": timer.get("LoadState"),
+            "active_state": timer.get("ActiveState"),
+            "sub_state": timer.get("SubState"),
+            "result": timer.get("Result"),
             "last_trigger": timestamp(timer.get("LastTriggerUSec")),
             "next_elapse": timestamp(timer.get("NextElapseUSecRealtime")),
             "active_since": timestamp(timer.get("ActiveEnterTimestamp")),
@@ -186,16 +226,24 @@ def _judge(h: JobHealth, job: Any, state: JobState | None, units: dict[str, dict
                 h.notes.append(f"triggered {format_age(now - timer_facts['last_trigger'])} ago")
     if service is not None:
         h.facts["service"] = service_facts = {
-            "unit": f"{job.unit}.service", "load_state": service.get("LoadState"),
-            "active_state": service.get("ActiveState"), "sub_state": service.get("SubState"),
-            "result": service.get("Result"), "exec_main_status": _int(service.get("ExecMainStatus")),
+            "unit": f"{job.unit}.service",
+            "load_state": service.get("LoadState"),
+            "active_state": service.get("ActiveState"),
+            "sub_state": service.get("SubState"),
+            "result": service.get("Result"),
+            "exec_main_status": _int(service.get("ExecMainStatus")),
             "exec_main_exit": timestamp(service.get("ExecMainExitTimestamp")),
         }
         if service_facts["load_state"] == "not-found":
             h.find(UNKNOWN, f"{job.unit}.service does not exist (units not installed?)")
-        elif service_facts["result"] not in ("success", "", None) and (state is None or state.last_outcome in (None, "success")):
-            h.find(WARNING, f"{job.unit}.service failed: Result={service_facts['result']}, "
-                            f"status {service_facts['exec_main_status']} (not recorded by the runner)")
+        elif service_facts["result"] not in ("success", "", None) and (
+            state is None or state.last_outcome in (None, "success")
+        ):
+            h.find(
+                WARNING,
+                f"{job.unit}.service failed: Result={service_facts['result']}, "
+                f"status {service_facts['exec_main_status']} (not recorded by the runner)",
+            )
     if state is None:
         return  # unreadable: already UNKNOWN; judging "never ran" from nothing would mislead
     _judge_state(h, state, now, fail_threshold)
@@ -212,8 +260,12 @@ def _judge_skips(h: JobHealth, job: Any, state: JobState, now: float) -> None:
     from .skips import SKIPS_WITHOUT_SCHEDULE, describe_skipping
 
     text = describe_skipping(state, now)
-    h.facts["skipping"] = {"since": state.skipped_since, "skips": state.consecutive_skips,
-                           "holder": state.skip_holder, "text": text}
+    h.facts["skipping"] = {
+        "since": state.skipped_since,
+        "skips": state.consecutive_skips,
+        "holder": state.skip_holder,
+        "text": text,
+    }
     stale = [i for i, r in enumerate(h.reasons) if r.startswith(("last success", "never succeeded"))]
     if stale:
         h.reasons[stale[0]] += f"; {text}"
@@ -224,9 +276,21 @@ def _judge_skips(h: JobHealth, job: Any, state: JobState, now: float) -> None:
 
 
 def _judge_state(h: JobHealth, state: JobState, now: float, fail_threshold: int) -> None:
-    keys = ("last_start", "last_finish", "last_outcome", "last_exit_code", "last_success", "last_failure",
-            "last_duration_s", "last_error", "last_skipped", "running", "skipped_since", "consecutive_skips",
-            "skip_holder")
+    keys = (
+        "last_start",
+        "last_finish",
+        "last_outcome",
+        "last_exit_code",
+        "last_success",
+        "last_failure",
+        "last_duration_s",
+        "last_error",
+        "last_skipped",
+        "running",
+        "skipped_since",
+        "consecutive_skips",
+        "skip_holder",
+    )
     h.facts["state"] = {k: getattr(state, k) for k in keys}
     h.facts["state"]["consecutive_failures"] = failures = state.consecutive_failures or 0
     h.facts["state"]["runs"] = state.runs
@@ -270,16 +334,19 @@ def _schedule(h: JobHealth, job: Any) -> tuple[Sequence[str], float | None]:
 
     try:
         declared = sorted(normalize(spec) for spec in job.schedule)
-    except Exception:  # noqa: BLE001 - only feeds a note; the timer's schedule is what counts
+    except Exception:
         declared = None
     if declared is not None and declared != sorted(calendars):
-        h.notes.append(f"schedule from {job.unit}.timer ({', '.join(calendars)}), not the declaration "
-                       f"({', '.join(job.schedule)}): a drop-in overrides it")
+        h.notes.append(
+            f"schedule from {job.unit}.timer ({', '.join(calendars)}), not the declaration "
+            f"({', '.join(job.schedule)}): a drop-in overrides it"
+        )
     return calendars, jitter
 
 
-def _judge_staleness(h: JobHealth, job: Any, state: JobState, now: float, grace: float | None,
-                     timer_since: float | None) -> None:
+def _judge_staleness(
+    h: JobHealth, job: Any, state: JobState, now: float, grace: float | None, timer_since: float | None
+) -> None:
     schedule, jitter = _schedule(h, job)
     try:
         interval = expected_interval(schedule, jitter, base=now)

@@ -52,7 +52,9 @@ def _import(module: str):
             raise ConfigError(f"no module named {module!r} (check the name and JOBRUNNER_PATH)") from None
         raise ConfigError(f"module {module!r} cannot be imported: it needs {exc.name!r}") from None
     except SyntaxError as exc:
-        raise ConfigError(f"module {module!r} failed to import: {exc.filename}:{exc.lineno}: SyntaxError: {exc.msg}") from None
+        raise ConfigError(
+            f"module {module!r} failed to import: {exc.filename}:{exc.lineno}: SyntaxError: {exc.msg}"
+        ) from None
     except Exception as exc:  # a broken job module is a configuration error, not a crash
         raise ConfigError(f"module {module!r} failed to import: {type(exc).__name__}: {exc}") from None
 

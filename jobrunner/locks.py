@@ -266,7 +266,7 @@ class FileLock:
         self._fd = fd
         return True
 
-    def acquire(self) -> "FileLock":
+    def acquire(self) -> FileLock:
         """Take the lock; wait up to ``wait`` seconds (``None``/0: not at all); else ``LockBusy``."""
         if self._fd is not None:
             return self
@@ -288,7 +288,7 @@ class FileLock:
         if fd is not None:
             os.close(fd)
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

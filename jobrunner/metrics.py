@@ -27,7 +27,8 @@ Imported only when ``JOBRUNNER_METRICS_DIR`` is set: stdlib only at import time.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .state import JobState, atomic_write
 
@@ -46,10 +47,14 @@ _HELP = {
     "jobrunner_runs_total": ("counter", "Finished runs by outcome."),
     "jobrunner_consecutive_failures": ("gauge", "Unsuccessful runs since the last success."),
     "jobrunner_skipping_since_timestamp_seconds": (
-        "gauge", "Start of the current streak of runs skipped because the lock was held (Unix time); 0 if none."),
+        "gauge",
+        "Start of the current streak of runs skipped because the lock was held (Unix time); 0 if none.",
+    ),
     "jobrunner_consecutive_skips": ("gauge", "Runs skipped because the lock was held since the last run that ran."),
     "jobrunner_expected_interval_seconds": (
-        "gauge", "Longest gap between the schedule's elapses plus jitter: a success is due within it."),
+        "gauge",
+        "Longest gap between the schedule's elapses plus jitter: a success is due within it.",
+    ),
 }
 
 

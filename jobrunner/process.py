@@ -28,8 +28,9 @@ import signal
 import subprocess
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Mapping, Sequence
+from typing import IO, Any
 
 from .errors import CommandFailed
 
@@ -352,7 +353,7 @@ def run_command(
     out_target: Any = subprocess.PIPE
     opened: IO[Any] | None = None
     if isinstance(stdout, (str, os.PathLike)):
-        opened = out_target = open(stdout, "wb")  # noqa: SIM115 - closed below
+        opened = out_target = open(stdout, "wb")
     elif stdout is not None:
         out_target = stdout
     started = time.monotonic()

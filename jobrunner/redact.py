@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 __all__ = ["MASK", "LineStream", "Redactor", "default_redactor", "mask_argv", "secret_env_name"]
 
@@ -98,10 +99,23 @@ def _pieces(value: str) -> Iterable[str]:
 
 # --- command lines ----------------------------------------------------------------------------
 
-_OPT_SECRET_WORDS = frozenset((
-    "pass", "passwd", "password", "passphrase", "pwd", "secret", "token", "apikey", "key", "auth",
-    "credential", "credentials", "cookie",
-))
+_OPT_SECRET_WORDS = frozenset(
+    (
+        "pass",
+        "passwd",
+        "password",
+        "passphrase",
+        "pwd",
+        "secret",
+        "token",
+        "apikey",
+        "key",
+        "auth",
+        "credential",
+        "credentials",
+        "cookie",
+    )
+)
 # The last word of an option that names *where* a secret is, not the secret (--password-file).
 _OPT_NOT_VALUE = frozenset(("file", "stdin", "fd", "path", "env", "cmd", "command", "dir", "type", "method", "mode"))
 # Programs whose short option carries a password: mysql's -pSECRET, redis-cli's -a SECRET.

@@ -28,7 +28,8 @@ import math
 import os
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -134,9 +135,7 @@ class _FencedLock(_RedisPyLock):
         if uptime >= math.ceil(self.timeout) + 1:
             self._settled = True
             return True
-        self.refusal = (
-            f"Redis restarted {uptime}s ago and may have forgotten a lease; no lease before it has been up {self.timeout:g}s (the ttl)"
-        )
+        self.refusal = f"Redis restarted {uptime}s ago and may have forgotten a lease; no lease before it has been up {self.timeout:g}s (the ttl)"
         return False
 
     def do_acquire(self, token: str) -> bool:
@@ -170,7 +169,9 @@ class RedisLease:
     matches (redis-py's compare-and-delete).
     """
 
-    def __init__(self, lock: _FencedLock, *, key: str, ttl: float, url: str, log: Any, on_lost: Callable[[str], None]) -> None:
+    def __init__(
+        self, lock: _FencedLock, *, key: str, ttl: float, url: str, log: Any, on_lost: Callable[[str], None]
+    ) -> None:
         self._lock = lock
         self.key = key
         self.ttl = ttl
@@ -197,7 +198,7 @@ class RedisLease:
         """The lease's Redis key (``jobrunner.types.HeldLock``)."""
         return self.key
 
-    def start(self) -> "RedisLease":
+    def start(self) -> RedisLease:
         self._thread.start()
         return self
 
@@ -207,7 +208,9 @@ class RedisLease:
             try:
                 self._on_lost(reason)
             except Exception as exc:  # pragma: no cover - the runner's callback only sets a flag and signals
-                self._log.error("lock.lost_callback_failed", key=self.key, error=_redact(f"{type(exc).__name__}: {exc}"))
+                self._log.error(
+                    "lock.lost_callback_failed", key=self.key, error=_redact(f"{type(exc).__name__}: {exc}")
+                )
 
     def _renew_loop(self) -> None:
         try:
@@ -245,8 +248,11 @@ class RedisLease:
                 failing_since = failing_since or sent
                 left = self.last_renewed + self.ttl - time.monotonic()
                 self._log.warning(
-                    "lock.renew_failed", key=self.key, error=_redact(f"{type(exc).__name__}: {exc}"),
-                    expires_in_s=round(max(left, 0.0), 2), lost=self.lost is not None or None,
+                    "lock.renew_failed",
+                    key=self.key,
+                    error=_redact(f"{type(exc).__name__}: {exc}"),
+                    expires_in_s=round(max(left, 0.0), 2),
+                    lost=self.lost is not None or None,
                 )
                 continue
             self.last_renewed = sent
@@ -279,7 +285,9 @@ class RedisLease:
             self._log.warning("lock.release_failed", key=self.key, error="the lease was no longer ours", held_s=held_s)
         except Exception as exc:  # Redis gone: the key expires on its own after the ttl
             self._log.warning(
-                "lock.release_failed", key=self.key, error=_redact(f"{type(exc).__name__}: {exc}"),
+                "lock.release_failed",
+                key=self.key,
+                error=_redact(f"{type(exc).__name__}: {exc}"),
                 expires_in_s=round(max(self.last_renewed + self.ttl - time.monotonic(), 0.0), 2),
             )
         else:
@@ -290,7 +298,7 @@ class RedisLease:
             except Exception:  # pragma: no cover - closing never matters for the outcome
                 pass
 
-    def __enter__(self) -> "RedisLease":
+    def __enter__(self) -> RedisLease:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -335,8 +343,14 @@ def acquire_redis_lock(
     client = _client(url, timing["op_timeout"])
     wait = spec.wait_seconds or 0.0
     lock = _FencedLock(
-        client, key, FENCE_PREFIX + name, timeout=ttl, sleep=0.1, blocking=wait > 0,
-        blocking_timeout=wait or None, thread_local=False,  # the renewer thread extends it
+        client,
+        key,
+        FENCE_PREFIX + name,
+        timeout=ttl,
+        sleep=0.1,
+        blocking=wait > 0,
+        blocking_timeout=wait or None,
+        thread_local=False,  # the renewer thread extends it
     )
     if wait:
         log.info("lock.waiting", key=key, wait_s=wait)
@@ -356,11 +370,19 @@ def acquire_redis_lock(
     lease = RedisLease(lock, key=key, ttl=ttl, url=shown, log=log, on_lost=on_lost)
     kill_grace = float(getattr(job, "kill_grace", 0) or 0)
     log.info(
-        "lock.acquired", key=key, ttl_s=ttl, fencing_token=lease.fencing_token, holder=lease.holder, redis=shown,
+        "lock.acquired",
+        key=key,
+        ttl_s=ttl,
+        fencing_token=lease.fencing_token,
+        holder=lease.holder,
+        redis=shown,
     )
     if kill_grace >= timing["stop_budget"]:
         log.warning(
-            "lock.ttl_short", key=key, ttl_s=ttl, kill_grace_s=kill_grace,
+            "lock.ttl_short",
+            key=key,
+            ttl_s=ttl,
+            kill_grace_s=kill_grace,
             hint="a lost lease leaves ttl/3 to stop the job: make ttl at least 3 × (kill_grace + cleanup time)",
         )
     return lease.start()

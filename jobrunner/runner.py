@@ -35,11 +35,11 @@ from typing import Any
 import structlog
 
 from . import errors
+from ._interrupts import CleanupTimeout, Signals, Watchdog
 from ._logging import capture_output, configure_logging
 from .context import Context
 from .declaration import Job
 from .envfile import load_env_file
-from ._interrupts import CleanupTimeout, Signals, Watchdog
 from .errors import CommandFailed, ConfigError, Interrupt, JobTimeout, LockBusy, LockLost
 from .hooks import call_hooks, load_hooks
 from .redact import default_redactor
@@ -94,8 +94,17 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
     # The run's clock starts with the process when the run is the process (see _process_start).
     now_wall, now_mono = time.time(), time.monotonic()
     started_mono = now_mono if origin is None else origin
-    run = Run(job=job, options=options, ctx=ctx, log=log, store=store, sigs=Signals(job.timeout, job.cleanup_timeout),
-              sink=sink, started_wall=now_wall - (now_mono - started_mono), started_mono=started_mono)
+    run = Run(
+        job=job,
+        options=options,
+        ctx=ctx,
+        log=log,
+        store=store,
+        sigs=Signals(job.timeout, job.cleanup_timeout),
+        sink=sink,
+        started_wall=now_wall - (now_mono - started_mono),
+        started_mono=started_mono,
+    )
     watchdog = Watchdog(log, ctx.groups)
     output = capture_output(sink, redactor)  # the job's own stdout/stderr, masked (docs/security.md)
     sigs = run.sigs
@@ -119,8 +128,9 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
         sigs.mode = "done"
         fail = job.lock is not None and job.lock.busy == "fail"
         holder = _busy_holder(exc, log, fail, policy=job.lock.busy if job.lock else "skip")
-        run.result = RunResult("failure" if fail else "skipped", errors.EXIT_FAILURE if fail else errors.EXIT_SKIPPED, 0,
-                               error=exc)
+        run.result = RunResult(
+            "failure" if fail else "skipped", errors.EXIT_FAILURE if fail else errors.EXIT_SKIPPED, 0, error=exc
+        )
         run.result.extra["holder"] = holder
     except Interrupt as exc:
         sigs.mode = "stopping"
@@ -197,7 +207,10 @@ def _call(job: Job, ctx: Context, log: Any) -> int:
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
         log.warning(
-            "job.retry", attempt=state.attempt_number, of=retry.attempts, delay_s=round(delay, 3),
+            "job.retry",
+            attempt=state.attempt_number,
+            of=retry.attempts,
+            delay_s=round(delay, 3),
             error=f"{type(exc).__name__}: {exc}",
         )
         ctx.attempt = state.attempt_number + 1
@@ -293,9 +306,15 @@ def _finish(run: Run) -> None:
 
         def record(state: JobState) -> None:
             state.record_finish(
-                run_id=run.run_id, outcome=result.outcome, exit_code=result.exit_code, started=run.started_wall,
-                duration_s=result.duration_s, attempts=result.attempts, error=run.error,
-                holder=result.extra.get("holder"), now=finished,
+                run_id=run.run_id,
+                outcome=result.outcome,
+                exit_code=result.exit_code,
+                started=run.started_wall,
+                duration_s=result.duration_s,
+                attempts=result.attempts,
+                error=run.error,
+                holder=result.extra.get("holder"),
+                now=finished,
             )
 
         try:  # the record as it will be written, for the skip check and the end hooks
@@ -311,8 +330,12 @@ def _finish(run: Run) -> None:
         _record(run, record)
     level = "info" if result.outcome in ("success", "skipped") else "error"
     getattr(log, level)(
-        "job.finished", outcome=result.outcome, exit_code=result.exit_code,
-        duration_s=round(result.duration_s, 3), attempts=result.attempts, error=run.error,
+        "job.finished",
+        outcome=result.outcome,
+        exit_code=result.exit_code,
+        duration_s=round(result.duration_s, 3),
+        attempts=result.attempts,
+        error=run.error,
     )
 
 
@@ -320,7 +343,9 @@ def _record(run: Run, change, *, wait: float = STATE_LOCK_WAIT_S) -> None:
     """One state write: ``change`` and what the hooks contributed since the last write."""
     store = run.store
     written = store.try_apply(
-        change, *run.take_changes(), wait=wait,
+        change,
+        *run.take_changes(),
+        wait=wait,
         report=lambda why: run.log.error("state.write_failed", path=store.path, error=why),
     )
     if written is not None:

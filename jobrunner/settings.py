@@ -83,9 +83,7 @@ def env_span(
     return seconds
 
 
-def env_percent(
-    env: Mapping[str, str], name: str, default: float, *, min: float = 0, max: float = 100
-) -> float:
+def env_percent(env: Mapping[str, str], name: str, default: float, *, min: float = 0, max: float = 100) -> float:
     """``env[name]`` as a percentage (``"80"``, ``"80%"``, ``"12.5"``) within ``min``..``max``;
     ``default`` when unset or blank. A whole number comes back as an ``int``."""
     raw = _raw(env, name)

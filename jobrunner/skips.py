@@ -40,7 +40,7 @@ def skip_limit(job: Any, state: JobState, now: float | None = None) -> float | N
 
     try:
         interval = expected_interval(job.schedule, job.jitter, base=now)
-    except Exception:  # noqa: BLE001 - no systemd-analyze: fall back to the count of skips
+    except Exception:
         return None
     if interval is None:
         return None
@@ -82,19 +82,25 @@ def check_skipping(run: Run, now: float | None = None) -> None:
     holder = state.skip_holder or {}
     run.skipping = text = describe_skipping(state, now)
     run.log.warning(
-        "lock.skipping", since=state.skipped_since, skips=state.consecutive_skips,
-        limit_s=round(limit, 3) if limit is not None else None, holder_pid=holder.get("pid"),
-        holder_user=holder.get("user"), reason=f"{run.job.name} {text}",
+        "lock.skipping",
+        since=state.skipped_since,
+        skips=state.consecutive_skips,
+        limit_s=round(limit, 3) if limit is not None else None,
+        holder_pid=holder.get("pid"),
+        holder_user=holder.get("user"),
+        reason=f"{run.job.name} {text}",
     )
 
 
 def skipping_message(job: Any, host: str, text: str, run_id: str) -> tuple[str, str]:
     """Title and body of the notification that a job has been kept from running."""
     title = f"⚠ {job.name} on {host} is not running: {text}"
-    body = "\n".join([
-        f"Job {job.name} on {host} has not run: every run since then found its lock held.",
-        f"{text}.",
-        "A run still holding it may be hung (systemctl status), or another process holds the lock file.",
-        f"run: {run_id}",
-    ])
+    body = "\n".join(
+        [
+            f"Job {job.name} on {host} has not run: every run since then found its lock held.",
+            f"{text}.",
+            "A run still holding it may be hung (systemctl status), or another process holds the lock file.",
+            f"run: {run_id}",
+        ]
+    )
     return title, body

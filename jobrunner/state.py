@@ -28,15 +28,22 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ConfigError
 from .files import atomic_write
 
 __all__ = [
-    "SCHEMA_VERSION", "JobState", "StateStore", "atomic_write", "default_state_dir", "read_regular_file",
-    "record_finish", "record_start",
+    "SCHEMA_VERSION",
+    "JobState",
+    "StateStore",
+    "atomic_write",
+    "default_state_dir",
+    "read_regular_file",
+    "record_finish",
+    "record_start",
 ]
 
 KEEP_DURATIONS = 10
@@ -94,12 +101,32 @@ SCHEMA_VERSION = 1  # written as "schema"; files without it (older runners) are 
 # The schema of state.json: key -> accepted JSON types. Unknown keys are kept as they are.
 _NUM = (int, float)
 _SCHEMA: dict[str, tuple[type, ...]] = {
-    "schema": (int,), "job": (str,), "last_run_id": (str,), "last_outcome": (str,), "last_error": (str,),
-    "notified_run_id": (str,), "last_start": _NUM, "last_finish": _NUM, "last_success": _NUM, "last_failure": _NUM,
-    "last_skipped": _NUM, "last_duration_s": _NUM, "last_exit_code": (int,), "last_attempts": (int,),
-    "consecutive_failures": (int,), "skipped_since": _NUM, "consecutive_skips": (int,), "skip_holder": (dict,),
-    "skip_notified": _NUM, "runs": (dict,), "durations_s": (list,), "running": (dict,), "notify": (dict,),
-    "ping": (dict,), "notify_tags": (list,), "recovered_from_unreadable_state": (bool,),
+    "schema": (int,),
+    "job": (str,),
+    "last_run_id": (str,),
+    "last_outcome": (str,),
+    "last_error": (str,),
+    "notified_run_id": (str,),
+    "last_start": _NUM,
+    "last_finish": _NUM,
+    "last_success": _NUM,
+    "last_failure": _NUM,
+    "last_skipped": _NUM,
+    "last_duration_s": _NUM,
+    "last_exit_code": (int,),
+    "last_attempts": (int,),
+    "consecutive_failures": (int,),
+    "skipped_since": _NUM,
+    "consecutive_skips": (int,),
+    "skip_holder": (dict,),
+    "skip_notified": _NUM,
+    "runs": (dict,),
+    "durations_s": (list,),
+    "running": (dict,),
+    "notify": (dict,),
+    "ping": (dict,),
+    "notify_tags": (list,),
+    "recovered_from_unreadable_state": (bool,),
 }
 # Written only when not empty (an old file's "runs": {} reads the same as none).
 _COLLECTIONS = ("runs", "durations_s", "notify", "ping")
@@ -348,8 +375,9 @@ class StateStore:
         self._transact(step, wait)
         return written[0]
 
-    def try_apply(self, *changes: Callable[[JobState], None], report: Callable[[str], None],
-                  wait: float = LOCK_WAIT_S) -> JobState | None:
+    def try_apply(
+        self, *changes: Callable[[JobState], None], report: Callable[[str], None], wait: float = LOCK_WAIT_S
+    ) -> JobState | None:
         """``apply``, where a state that cannot be written (read-only or full disk, a held lock)
         is only reported (``report(why)``, ``None`` returned): a run's result stands without it."""
         try:
@@ -360,6 +388,7 @@ class StateStore:
 
     def update(self, change: Callable[[dict[str, Any]], None], *, wait: float = LOCK_WAIT_S) -> dict[str, Any]:
         """``apply`` for a change of the plain JSON object; returns the object written."""
+
         def step(state: JobState) -> dict[str, Any]:
             data = state.to_dict()
             change(data)

@@ -28,7 +28,7 @@ import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ class BackupSet:
 
 
 def utc_stamp(when: datetime | None = None) -> str:
-    return (when or datetime.now(timezone.utc)).strftime(STAMP_FORMAT)
+    return (when or datetime.now(UTC)).strftime(STAMP_FORMAT)
 
 
 def set_name(site: str, kind: str, when: datetime) -> str:
@@ -118,7 +118,7 @@ def read_set(path: Path) -> BackupSet | None:
         manifest = json.loads((path / MANIFEST).read_text())
     except (OSError, ValueError):
         pass
-    created = datetime.strptime(match.group("stamp"), STAMP_FORMAT).replace(tzinfo=timezone.utc)
+    created = datetime.strptime(match.group("stamp"), STAMP_FORMAT).replace(tzinfo=UTC)
     return BackupSet(path, manifest, created)
 
 
@@ -213,8 +213,10 @@ def private_dir(path: Path, what: str, *, create: bool = False, mode: int = 0o75
                 pass
     reason = unsafe_dir(real)
     if reason:
-        raise ConfigError(f"{what}={str(path)!r}: {reason}; only root may be able to change it "
-                          f"(chown root and chmod go-w it and the directories above it)")
+        raise ConfigError(
+            f"{what}={str(path)!r}: {reason}; only root may be able to change it "
+            f"(chown root and chmod go-w it and the directories above it)"
+        )
     return real
 
 
@@ -280,9 +282,11 @@ def load_key(path: Path, *, create: bool = False) -> BackupKey:
     made (``create``, the backup jobs: 32 random bytes in hex, 0600, written under a random
     name and linked into place, so two first runs agree on one key), else refused."""
     what = f"BACKUP_HMAC_KEY_FILE={str(path)!r}"
-    missing = ConfigError(f"{what}: no such file, so no backup set can be authenticated; the first "
-                          "wp_backup or wp_db_export run makes it (to restore another machine's sets, "
-                          "copy that machine's key here, 0600 root)")
+    missing = ConfigError(
+        f"{what}: no such file, so no backup set can be authenticated; the first "
+        "wp_backup or wp_db_export run makes it (to restore another machine's sets, "
+        "copy that machine's key here, 0600 root)"
+    )
     if not create and not path.parent.is_dir():
         raise missing
     directory = private_dir(path.parent, "BACKUP_HMAC_KEY_FILE's directory", create=create, mode=0o700)
@@ -318,8 +322,10 @@ def load_key(path: Path, *, create: bool = False) -> BackupKey:
         if st.st_uid not in _trusted_uids():
             raise ConfigError(f"{what}: owned by {_user(st.st_uid)}, not root; refused")
         if st.st_mode & 0o077:
-            raise ConfigError(f"{what}: mode {st.st_mode & 0o7777:04o}, readable or writable by group or "
-                              "others; refused (chmod 600 it, and make a new key if others may have read it)")
+            raise ConfigError(
+                f"{what}: mode {st.st_mode & 0o7777:04o}, readable or writable by group or "
+                "others; refused (chmod 600 it, and make a new key if others may have read it)"
+            )
         secret = handle.read(4097).strip()
     if len(secret) < 32:
         raise ConfigError(f"{what}: shorter than 32 bytes; refused")
@@ -358,19 +364,20 @@ def authenticate(set_dir: Path, key: BackupKey, *, now: datetime | None = None) 
         record = json.loads(_read_private(set_dir / MAC_FILE, 4096))
     except ValueError as exc:
         if str(exc) == f"no {MAC_FILE}":
-            raise UntrustedSet(f"no {MAC_FILE}: not made by this machine's backups (or made before sets "
-                               "were signed: `python -m jobs._backupsets sign` vouches for one you trust)") from None
+            raise UntrustedSet(
+                f"no {MAC_FILE}: not made by this machine's backups (or made before sets "
+                "were signed: `python -m jobs._backupsets sign` vouches for one you trust)"
+            ) from None
         raise UntrustedSet(str(exc)) from None
     if not isinstance(record, dict) or record.get("alg") != "hmac-sha256" or not isinstance(record.get("mac"), str):
         raise UntrustedSet(f"{MAC_FILE} is not an hmac-sha256 record")
     if record.get("key_id") != key.key_id:
-        raise UntrustedSet(f"signed with another key (key id {record.get('key_id')!r}; "
-                           f"{key.path} is {key.key_id!r})")
+        raise UntrustedSet(f"signed with another key (key id {record.get('key_id')!r}; {key.path} is {key.key_id!r})")
     if not hmac.compare_digest(record["mac"].encode(), key.mac(raw).encode()):
         raise UntrustedSet(f"{MAC_FILE} does not match {MANIFEST}: changed since it was written, or not ours")
     try:
         manifest: dict[str, Any] = json.loads(raw)
-        created = datetime.fromisoformat(manifest["created"]).astimezone(timezone.utc)
+        created = datetime.fromisoformat(manifest["created"]).astimezone(UTC)
         expected = set_name(manifest["site"], manifest["kind"], created)
         files = manifest["files"]
         assert isinstance(files, dict)
@@ -378,12 +385,17 @@ def authenticate(set_dir: Path, key: BackupKey, *, now: datetime | None = None) 
         raise UntrustedSet(f"{MANIFEST} lacks a site, kind, date or file list") from None
     if set_dir.name != expected:
         raise UntrustedSet(f"its name does not match its manifest (which names it {expected})")
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if created > now + FUTURE_SKEW:
-        raise UntrustedSet(f"dated in the future ({created.isoformat(timespec='seconds')}, now "
-                           f"{now.isoformat(timespec='seconds')})")
+        raise UntrustedSet(
+            f"dated in the future ({created.isoformat(timespec='seconds')}, now {now.isoformat(timespec='seconds')})"
+        )
     for name in files:
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) or name in (MANIFEST, MAC_FILE):
+        if (
+            not isinstance(name, str)
+            or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name)
+            or name in (MANIFEST, MAC_FILE)
+        ):
             raise UntrustedSet(f"{MANIFEST} lists a file it may not: {name!r}")
         try:
             fd = os.open(set_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -471,12 +483,14 @@ class FileFollower:
             pass
 
 
-
 def main(argv: list[str]) -> int:
     """``python -m jobs._backupsets sign SET_DIR...``: root vouches for sets it trusts."""
     if len(argv) < 2 or argv[0] != "sign":
-        print("usage: python -m jobs._backupsets sign SET_DIR...  (key: $BACKUP_HMAC_KEY_FILE, "
-              f"default {DEFAULT_KEY_FILE})", file=sys.stderr)
+        print(
+            "usage: python -m jobs._backupsets sign SET_DIR...  (key: $BACKUP_HMAC_KEY_FILE, "
+            f"default {DEFAULT_KEY_FILE})",
+            file=sys.stderr,
+        )
         return 64
     try:
         key = load_key(key_file(dict(os.environ)))

@@ -30,13 +30,12 @@ import pwd
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 
 from jobrunner import ConfigError, JobContext
 from jobrunner.settings import env_int
-
 from jobs._backupsets import CODECS, DEFAULT_KEY_FILE
 
 DEFAULT_WP_PATH = "/var/www/html"
@@ -69,7 +68,9 @@ def settings(ctx: JobContext) -> Settings:
     site = env.get("WP_SITE") or (wp_path.name if wp_path.name not in _GENERIC_DIRS else "wordpress")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", site) or site.startswith("."):
         raise ConfigError(f"WP_SITE={site!r}: use letters, digits and '_.-'")
-    compress = (env.get("BACKUP_COMPRESS") or ("zstd" if shutil.which("zstd", path=env.get("PATH")) else "gzip")).lower()
+    compress = (
+        env.get("BACKUP_COMPRESS") or ("zstd" if shutil.which("zstd", path=env.get("PATH")) else "gzip")
+    ).lower()
     if compress not in CODECS:
         raise ConfigError(f"BACKUP_COMPRESS={compress!r}: use zstd or gzip")
     return Settings(
@@ -229,18 +230,29 @@ def parse_wp_config(text: str, path: Path, *, explicit: bool = False) -> Databas
     found = {m.group(2): _php_string(m.group(3)) for m in _DEFINE.finditer(source)}
     missing = [k for k in ("DB_NAME", "DB_USER", "DB_PASSWORD") if k not in found]
     if missing and not explicit and _DEBIAN_DISPATCH in source:
-        raise ConfigError(f"{path} is Debian's wordpress dispatcher: set WP_CONFIG to the file with the "
-                          f"database settings, e.g. WP_CONFIG={_DEBIAN_DISPATCH}<host>.php")
+        raise ConfigError(
+            f"{path} is Debian's wordpress dispatcher: set WP_CONFIG to the file with the "
+            f"database settings, e.g. WP_CONFIG={_DEBIAN_DISPATCH}<host>.php"
+        )
     if missing:
-        raise ConfigError(f"{path}: no string literal for {', '.join(missing)} (install wp-cli, or define them literally)")
+        raise ConfigError(
+            f"{path}: no string literal for {', '.join(missing)} (install wp-cli, or define them literally)"
+        )
     if found["DB_NAME"].startswith("-") or not found["DB_NAME"].strip():
-        raise ConfigError(f"{path}: DB_NAME {found['DB_NAME']!r} is not a database name a client may be "
-                          "given (empty, or starts with '-'); refused")
+        raise ConfigError(
+            f"{path}: DB_NAME {found['DB_NAME']!r} is not a database name a client may be "
+            "given (empty, or starts with '-'); refused"
+        )
     host, port, socket = parse_db_host(found.get("DB_HOST", "localhost"))
     prefix = _PREFIX.search(source)
     return Database(
-        name=found["DB_NAME"], user=found["DB_USER"], password=found["DB_PASSWORD"],
-        host=host, port=port, socket=socket, prefix=_php_string(prefix.group(1)) if prefix else "wp_",
+        name=found["DB_NAME"],
+        user=found["DB_USER"],
+        password=found["DB_PASSWORD"],
+        host=host,
+        port=port,
+        socket=socket,
+        prefix=_php_string(prefix.group(1)) if prefix else "wp_",
     )
 
 
@@ -281,15 +293,24 @@ class Clients:
         """The base tables (not views) of ``database``, sorted."""
         rows = self.query(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = "
-            + sql_string(database) + " AND table_type = 'BASE TABLE' ORDER BY table_name"
+            + sql_string(database)
+            + " AND table_type = 'BASE TABLE' ORDER BY table_name"
         )
         return [row[0] for row in rows]
 
     def dump_argv(self, database: str | None = None) -> list[str]:
         """A consistent InnoDB dump, streamed (``--single-transaction --quick``)."""
         return self.argv(
-            "mysqldump", "--single-transaction", "--quick", "--hex-blob", "--no-tablespaces",
-            "--default-character-set=utf8mb4", "--triggers", "--add-drop-table", "--", database or self.db.name,
+            "mysqldump",
+            "--single-transaction",
+            "--quick",
+            "--hex-blob",
+            "--no-tablespaces",
+            "--default-character-set=utf8mb4",
+            "--triggers",
+            "--add-drop-table",
+            "--",
+            database or self.db.name,
         )
 
 

@@ -32,8 +32,8 @@ import stat
 import time
 from collections import defaultdict
 from pathlib import Path
-from jobrunner import JobContext, Lock, job
 
+from jobrunner import JobContext, Lock, job
 from jobs._backupsets import BACKUP_LOCK, BackupSet, list_sets, private_dir
 from jobs._wp import DEFAULT_BACKUP_DIR, settings
 
@@ -54,8 +54,13 @@ WRITERS = {"full": "wp_backup", "db": "wp_db_export"}
 def backup_prune(ctx: JobContext) -> None:
     """Delete old backup sets: keep N daily/weekly/monthly, never the newest verified one."""
     s = settings(ctx)
-    ctx.log.info("prune.policy", backup_dir=str(s.backup_dir), keep_daily=s.keep_daily,
-                 keep_weekly=s.keep_weekly, keep_monthly=s.keep_monthly)
+    ctx.log.info(
+        "prune.policy",
+        backup_dir=str(s.backup_dir),
+        keep_daily=s.keep_daily,
+        keep_weekly=s.keep_weekly,
+        keep_monthly=s.keep_monthly,
+    )
     if not s.backup_dir.is_dir():
         ctx.log.info("prune.nothing", reason=f"{s.backup_dir} does not exist")
         return
@@ -124,7 +129,9 @@ def _refusal(ctx: JobContext, sets: list[BackupSet], kind: str) -> str | None:
     newest = sets[-1]
     if not newest.verified:
         why = (newest.manifest or {}).get("verify_error") or "not verified"
-        return f"the newest set {newest.path.name} is unverified ({why}); deleting nothing until a verified backup exists"
+        return (
+            f"the newest set {newest.path.name} is unverified ({why}); deleting nothing until a verified backup exists"
+        )
     writer = WRITERS.get(kind)
     state_file = Path(ctx.state_dir).parent / writer / "state.json" if writer else None
     try:

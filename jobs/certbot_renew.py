@@ -62,10 +62,16 @@ DEFAULT_RELOAD = "systemctl reload nginx"
     # The reload (systemctl) needs no capability: PID 1 authorizes uid 0 by its credentials.
     # A webroot authenticator also needs its challenge directory writable: add a drop-in
     # "ReadWritePaths=/var/www/html/.well-known" (see docs).
-    systemd={"Service": {"ConfigurationDirectory": "letsencrypt", "+StateDirectory": "letsencrypt",
-                         "LogsDirectory": "letsencrypt", "LogsDirectoryMode": "0700",
-                         "+SystemCallFilter": "@chown",
-                         "CapabilityBoundingSet": "CAP_CHOWN CAP_NET_BIND_SERVICE"}},
+    systemd={
+        "Service": {
+            "ConfigurationDirectory": "letsencrypt",
+            "+StateDirectory": "letsencrypt",
+            "LogsDirectory": "letsencrypt",
+            "LogsDirectoryMode": "0700",
+            "+SystemCallFilter": "@chown",
+            "CapabilityBoundingSet": "CAP_CHOWN CAP_NET_BIND_SERVICE",
+        }
+    },
     security_threshold=2.0,
 )
 def certbot_renew(ctx: JobContext) -> None:
@@ -77,8 +83,16 @@ def certbot_renew(ctx: JobContext) -> None:
     ctx.cleanup(shutil.rmtree, marker_dir, ignore_errors=True)
     marker = os.path.join(marker_dir, "renewed")
     hook = f'printf "%s\\n" "$RENEWED_LINEAGE" >> {shlex.quote(marker)}'
-    argv = ["certbot", "renew", "--non-interactive", "--no-random-sleep-on-renew", "--deploy-hook", hook,
-            *env_words(ctx.env, "CERTBOT_ARGS"), *env_words(ctx.env, "CERTBOT_EXTRA_ARGS")]
+    argv = [
+        "certbot",
+        "renew",
+        "--non-interactive",
+        "--no-random-sleep-on-renew",
+        "--deploy-hook",
+        hook,
+        *env_words(ctx.env, "CERTBOT_ARGS"),
+        *env_words(ctx.env, "CERTBOT_EXTRA_ARGS"),
+    ]
     retries = env_int(ctx.env, "CERTBOT_RETRIES", 1, min=0, max=5)
     delay = env_span(ctx.env, "CERTBOT_RETRY_DELAY", "2min")
     for attempt in range(1, retries + 2):
@@ -106,5 +120,7 @@ def certbot_renew(ctx: JobContext) -> None:
     else:
         ctx.log.info("certbot.nothing_renewed", reload="skipped")
     if result.returncode != 0:
-        raise RuntimeError(f"certbot renew exited with status {result.returncode} "
-                           f"(renewed: {len(renewed)}); see its output above or /var/log/letsencrypt")
+        raise RuntimeError(
+            f"certbot renew exited with status {result.returncode} "
+            f"(renewed: {len(renewed)}); see its output above or /var/log/letsencrypt"
+        )

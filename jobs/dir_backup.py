@@ -17,7 +17,7 @@ hand as under the unit's ``UMask=0077`` (the archive of ``/etc`` holds ``/etc/sh
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from jobrunner import ConfigError, JobContext, job
@@ -44,7 +44,7 @@ def dir_backup(ctx: JobContext) -> None:
     keep = env_int(ctx.env, "BACKUP_KEEP", 7, min=1)
     if not source.is_dir():
         raise ConfigError(f"BACKUP_SOURCE={str(source)!r} is not a directory")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     label = source.name or "root"
     final = f"{label}-{stamp}.tar.gz"
     ctx.log.info("backup.planned", source=str(source), archive=str(dest / final), keep=keep)
@@ -60,9 +60,20 @@ def dir_backup(ctx: JobContext) -> None:
     with os.fdopen(fd, "w+b") as archive:
         # GNU tar exits 1 when a file changed while it was read: normal for a live /etc.
         result = ctx.run(
-            ["tar", "--create", "--gzip", "--file", "-", "--ignore-failed-read",
-             "--warning=no-file-changed", "-C", str(source.parent), source.name or "."],
-            check=False, stdout=archive,
+            [
+                "tar",
+                "--create",
+                "--gzip",
+                "--file",
+                "-",
+                "--ignore-failed-read",
+                "--warning=no-file-changed",
+                "-C",
+                str(source.parent),
+                source.name or ".",
+            ],
+            check=False,
+            stdout=archive,
         )
         if result.returncode not in (0, 1):
             raise RuntimeError(f"tar failed with status {result.returncode}")

@@ -47,8 +47,13 @@ def usage(path: str) -> dict[str, float | int | None]:
     inodes_pct = None  # some file systems (btrfs, vfat) have no fixed inode table
     if st.f_files:
         inodes_pct = math.ceil((st.f_files - st.f_ffree) * 100 / st.f_files)
-    return {"used_percent": used_pct, "free_bytes": avail, "size_bytes": st.f_blocks * st.f_frsize,
-            "inodes_percent": inodes_pct, "inodes_free": st.f_favail}
+    return {
+        "used_percent": used_pct,
+        "free_bytes": avail,
+        "size_bytes": st.f_blocks * st.f_frsize,
+        "inodes_percent": inodes_pct,
+        "inodes_free": st.f_favail,
+    }
 
 
 @job(schedule="hourly", accuracy="1m", lock=True, timeout="5m", env_files=["-/etc/default/disk-check"])

@@ -71,9 +71,11 @@ def _read_log(path: str) -> tuple[list[dict[str, Any]], list[str]]:
 
 def _explain(ctx: JobContext, reason: str) -> str:
     if "LoadCustomCABundleError" in reason and ctx.env.get("AWS_CA_BUNDLE"):
-        return (f"AWS_CA_BUNDLE={ctx.env['AWS_CA_BUNDLE']} cannot be used by rclone's S3 backend ({reason}); "
-                "unset AWS_CA_BUNDLE in this job's environment: rclone verifies TLS with the system CAs "
-                "(for a private CA set RCLONE_CA_CERT)")
+        return (
+            f"AWS_CA_BUNDLE={ctx.env['AWS_CA_BUNDLE']} cannot be used by rclone's S3 backend ({reason}); "
+            "unset AWS_CA_BUNDLE in this job's environment: rclone verifies TLS with the system CAs "
+            "(for a private CA set RCLONE_CA_CERT)"
+        )
     return reason
 
 
@@ -107,8 +109,20 @@ def media_sync(ctx: JobContext) -> None:
     logdir = tempfile.mkdtemp(prefix="media-sync-")
     ctx.cleanup(shutil.rmtree, logdir, ignore_errors=True)
     logfile = os.path.join(logdir, "rclone.json")
-    argv = ["rclone", mode, source, dest, "--use-json-log", "--log-file", logfile,
-            "--stats", "1h", "--stats-log-level", "NOTICE", *extra]
+    argv = [
+        "rclone",
+        mode,
+        source,
+        dest,
+        "--use-json-log",
+        "--log-file",
+        logfile,
+        "--stats",
+        "1h",
+        "--stats-log-level",
+        "NOTICE",
+        *extra,
+    ]
     result = ctx.run(argv, check=False)
     if ctx.dry_run:
         return

@@ -59,16 +59,27 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 def fastcgi_get(sock_path: str, path: str, timeout: float) -> tuple[int, str]:
     """One FastCGI GET of ``path`` on a unix socket: (HTTP status, body)."""
-    params = {"GATEWAY_INTERFACE": "CGI/1.1", "REQUEST_METHOD": "GET", "SCRIPT_NAME": path,
-              "SCRIPT_FILENAME": path, "REQUEST_URI": path, "DOCUMENT_URI": path, "QUERY_STRING": "",
-              "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": "localhost", "SERVER_PORT": "80",
-              "REMOTE_ADDR": "127.0.0.1", "CONTENT_LENGTH": "0"}
+    params = {
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": path,
+        "SCRIPT_FILENAME": path,
+        "REQUEST_URI": path,
+        "DOCUMENT_URI": path,
+        "QUERY_STRING": "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "REMOTE_ADDR": "127.0.0.1",
+        "CONTENT_LENGTH": "0",
+    }
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(sock_path)
         body = b"".join(_pair(k, v) for k, v in params.items())
-        sock.sendall(_record(_BEGIN, struct.pack(">HB5x", 1, 0)) + _record(_PARAMS, body) + _record(_PARAMS)
-                     + _record(_STDIN))
+        sock.sendall(
+            _record(_BEGIN, struct.pack(">HB5x", 1, 0)) + _record(_PARAMS, body) + _record(_PARAMS) + _record(_STDIN)
+        )
         out, err = b"", b""
         while True:
             _, kind, _, length, padding = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
@@ -138,8 +149,13 @@ def php_fpm_restart(ctx: JobContext) -> None:
             else:
                 status, body = fastcgi_get(sock_path, ping, min(5.0, max(0.1, deadline - time.monotonic())))
             if 200 <= status < 300 and expect in body:
-                ctx.log.info("php_fpm.serving", service=service, check=target, attempts=attempts,
-                             seconds=round(time.monotonic() - started, 3))
+                ctx.log.info(
+                    "php_fpm.serving",
+                    service=service,
+                    check=target,
+                    attempts=attempts,
+                    seconds=round(time.monotonic() - started, 3),
+                )
                 return
             last = f"status {status}, body {body.strip()[:80]!r} (expected {expect!r})"
         except (OSError, ValueError, http.client.HTTPException) as exc:
@@ -147,5 +163,7 @@ def php_fpm_restart(ctx: JobContext) -> None:
         if time.monotonic() + 0.5 >= deadline:
             break
         time.sleep(0.5)
-    raise RuntimeError(f"{service} does not serve after restart: {attempts} checks of {target} failed "
-                       f"within {check_timeout:g}s; last: {last}")
+    raise RuntimeError(
+        f"{service} does not serve after restart: {attempts} checks of {target} failed "
+        f"within {check_timeout:g}s; last: {last}"
+    )

@@ -31,13 +31,12 @@ import shlex
 import shutil
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from jobrunner import CommandFailed, JobContext, job
 from jobrunner.files import atomic_write, fsync_dir
-
 from jobs._backupsets import (
     CODECS,
     KEY_STATE_DIRECTORY,
@@ -112,8 +111,12 @@ def run_backup(ctx: JobContext, *, kind: str) -> None:
     backup_dir = private_dir(s.backup_dir, "BACKUP_DIR", create=True)
     key = load_key(s.key_file, create=True)
     if key.created:
-        ctx.log.warning("backup.key_created", path=str(key.path), key_id=key.key_id,
-                        reason="no key yet: keep a copy apart from the backups, restore needs it")
+        ctx.log.warning(
+            "backup.key_created",
+            path=str(key.path),
+            key_id=key.key_id,
+            reason="no key yet: keep a copy apart from the backups, restore needs it",
+        )
     hold_backup_lock(ctx, shared=True, wait=3600)
     backup_set(ctx, s, clients, kind=kind, key=key, backup_dir=backup_dir)
 
@@ -121,17 +124,25 @@ def run_backup(ctx: JobContext, *, kind: str) -> None:
 def backup_set(ctx: JobContext, s: Settings, clients: Clients, *, kind: str, key: BackupKey, backup_dir: Path) -> Path:
     """Write, verify, sign and publish one set (``kind`` "full" or "db") in ``backup_dir`` (a
     directory only root can change); return its directory."""
-    when = datetime.now(timezone.utc)
+    when = datetime.now(UTC)
     name = set_name(s.site, kind, when)
     final = backup_dir / name
     partial = backup_dir / f".{name}.partial"
     partial.mkdir(mode=0o700)  # fails if it exists; no one but root can make names here
     ctx.cleanup(shutil.rmtree, partial, ignore_errors=True)  # gone after the rename; else a failure
     manifest: dict[str, Any] = {
-        "format": 1, "site": s.site, "kind": kind, "created": when.isoformat(timespec="seconds"),
-        "host": socket.gethostname(), "run_id": ctx.run_id, "wp_path": str(s.wp_path),
-        "database": clients.db.name, "table_prefix": clients.db.prefix, "compress": s.compress,
-        "dump_tool": "wp-cli" if s.wp_cli else "mysqldump", "verified": False,
+        "format": 1,
+        "site": s.site,
+        "kind": kind,
+        "created": when.isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "run_id": ctx.run_id,
+        "wp_path": str(s.wp_path),
+        "database": clients.db.name,
+        "table_prefix": clients.db.prefix,
+        "compress": s.compress,
+        "dump_tool": "wp-cli" if s.wp_cli else "mysqldump",
+        "verified": False,
     }
     ctx.log.info("backup.started", kind=kind, set=str(final), compress=s.compress, dump_tool=manifest["dump_tool"])
     started = time.monotonic()
@@ -157,10 +168,18 @@ def backup_set(ctx: JobContext, s: Settings, clients: Clients, *, kind: str, key
     os.replace(partial, final)
     fsync_dir(backup_dir)
     if not manifest["verified"]:
-        ctx.log.error("backup.unverified", set=str(final), reason=manifest["verify_error"], verify_s=manifest["verify_s"])
+        ctx.log.error(
+            "backup.unverified", set=str(final), reason=manifest["verify_error"], verify_s=manifest["verify_s"]
+        )
         raise BackupError(f"backup {final} failed verification: {manifest['verify_error']}")
-    ctx.log.info("backup.verified", set=str(final), verified=True, verify_s=manifest["verify_s"],
-                 write_s=manifest["write_s"], bytes=total)
+    ctx.log.info(
+        "backup.verified",
+        set=str(final),
+        verified=True,
+        verify_s=manifest["verify_s"],
+        write_s=manifest["write_s"],
+        bytes=total,
+    )
     return final
 
 
@@ -174,7 +193,9 @@ def write_files(ctx: JobContext, s: Settings, clients: Clients, out: Path, *, wi
 
     dump = out / (DUMP + codec.ext)
     if s.wp_cli:
-        dump_cmd = shlex.join(wp_command(ctx, s, "db", "export", "-", "--single-transaction", "--quick", "--add-drop-table"))
+        dump_cmd = shlex.join(
+            wp_command(ctx, s, "db", "export", "-", "--single-transaction", "--quick", "--add-drop-table")
+        )
     else:
         dump_cmd = shlex.join(clients.dump_argv())
     # Each pipeline's status is checked on its own; GNU tar's 1 ("file changed as we read
@@ -244,6 +265,8 @@ def verify(ctx: JobContext, set_dir: Path, manifest: dict[str, Any], clients: Cl
     ctx.log.info("backup.restore_checked", scratch_db=scratch, tables=len(restored), expected=manifest["tables"])
     if restored != manifest["table_names"]:
         missing = sorted(set(manifest["table_names"]) - set(restored))
-        raise BackupError(f"the dump restored {len(restored)} tables, the source had {manifest['tables']}"
-                          + (f" (missing: {', '.join(missing[:10])})" if missing else ""))
+        raise BackupError(
+            f"the dump restored {len(restored)} tables, the source had {manifest['tables']}"
+            + (f" (missing: {', '.join(missing[:10])})" if missing else "")
+        )
     clients.query(f"DROP DATABASE IF EXISTS {sql_ident(scratch)}")

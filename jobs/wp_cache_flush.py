@@ -8,7 +8,6 @@ so the site's object-cache.php drop-in — Redis, Memcached, APCu — is the one
 from __future__ import annotations
 
 from jobrunner import JobContext, job
-
 from jobs._wp import DEFAULT_WP_PATH, require_site, settings, wp_command
 
 # The path comes in as an argument, never interpolated into code.
@@ -17,7 +16,7 @@ FLUSH_PHP = (
     "if (!isset($_SERVER['HTTP_HOST'])) { $_SERVER['HTTP_HOST'] = 'localhost'; }"
     "require $argv[1] . '/wp-load.php';"
     "$ok = wp_cache_flush();"
-    "fwrite(STDOUT, $ok ? \"flushed\\n\" : \"flush returned false\\n\");"
+    'fwrite(STDOUT, $ok ? "flushed\\n" : "flush returned false\\n");'
     "exit($ok ? 0 : 1);"
 )
 
@@ -40,5 +39,8 @@ def wp_cache_flush(ctx: JobContext) -> None:
     if s.wp_cli:
         ctx.run(wp_command(ctx, s, "cache", "flush"), cwd=s.wp_path)
     else:  # pcre.jit=0: the JIT needs W+X memory, which MemoryDenyWriteExecute= refuses
-        ctx.run(["php", "-d", "display_errors=stderr", "-d", "pcre.jit=0", "-r", FLUSH_PHP, "--", str(s.wp_path)], cwd=s.wp_path)
+        ctx.run(
+            ["php", "-d", "display_errors=stderr", "-d", "pcre.jit=0", "-r", FLUSH_PHP, "--", str(s.wp_path)],
+            cwd=s.wp_path,
+        )
     ctx.log.info("wp.cache_flushed", via="wp-cli" if s.wp_cli else "php")

@@ -142,8 +142,14 @@ def wp_cache_warm(ctx: JobContext) -> None:
     started = time.monotonic()
     deadline = started + budget
     hosts = {urlsplit(u).hostname for u in (home, sitemap) if u}
-    ctx.log.info("cache_warm.planned", home=home or None, sitemap=sitemap or None, concurrency=workers,
-                 timeout_s=timeout, budget_s=budget)
+    ctx.log.info(
+        "cache_warm.planned",
+        home=home or None,
+        sitemap=sitemap or None,
+        concurrency=workers,
+        timeout_s=timeout,
+        budget_s=budget,
+    )
     if ctx.dry_run:
         return
 
@@ -189,7 +195,7 @@ def wp_cache_warm(ctx: JobContext) -> None:
             return Fetched(url, True, time.monotonic() - t0, status)
         except BudgetExhausted:
             return Fetched(url, False, 0.0, skipped=True)
-        except Exception as exc:  # noqa: BLE001 - every failure of one URL is data, not a crash
+        except Exception as exc:
             code, error = _describe(exc)
             return Fetched(url, False, time.monotonic() - t0, code, error)
 
@@ -211,14 +217,25 @@ def wp_cache_warm(ctx: JobContext) -> None:
         return None if v is None else round(v, 1)
 
     ctx.log.info(
-        "cache_warm.summary", urls=len(urls), requests=len(done), ok=len(done) - len(failed), errors=len(failed),
-        skipped=skipped, skipped_offsite=offsite, p50_ms=ms(percentile(latencies, 50)),
-        p95_ms=ms(percentile(latencies, 95)), max_ms=ms(max(latencies, default=None)),
-        duration_s=round(time.monotonic() - started, 3), budget_exhausted=skipped > 0, concurrency=workers,
+        "cache_warm.summary",
+        urls=len(urls),
+        requests=len(done),
+        ok=len(done) - len(failed),
+        errors=len(failed),
+        skipped=skipped,
+        skipped_offsite=offsite,
+        p50_ms=ms(percentile(latencies, 50)),
+        p95_ms=ms(percentile(latencies, 95)),
+        max_ms=ms(max(latencies, default=None)),
+        duration_s=round(time.monotonic() - started, 3),
+        budget_exhausted=skipped > 0,
+        concurrency=workers,
     )
     if not done:
         raise RuntimeError("cache warm made no request: the budget ran out before the first one")
     share = len(failed) * 100 / len(done)
     if share > error_percent or len(failed) == len(done):
-        raise RuntimeError(f"cache warm: {len(failed)} of {len(done)} requests failed ({share:.0f}% > "
-                           f"CACHE_WARM_ERROR_PERCENT={error_percent:g}); first: {failed[0].url}: {failed[0].error}")
+        raise RuntimeError(
+            f"cache warm: {len(failed)} of {len(done)} requests failed ({share:.0f}% > "
+            f"CACHE_WARM_ERROR_PERCENT={error_percent:g}); first: {failed[0].url}: {failed[0].error}"
+        )

@@ -8,7 +8,6 @@ run in the WordPress directory (what a page view would have spawned over HTTP).
 from __future__ import annotations
 
 from jobrunner import JobContext, job
-
 from jobs._wp import DEFAULT_WP_PATH, require_site, settings, wp_command
 
 

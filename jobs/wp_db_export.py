@@ -10,7 +10,6 @@ checksummed, loaded into a scratch database to prove it restores, then renamed.
 from __future__ import annotations
 
 from jobrunner import JobContext, job
-
 from jobs._wp import DEFAULT_BACKUP_DIR
 from jobs.wp_backup import SITE_READER, run_backup
 

@@ -8,7 +8,6 @@ rebuilds each table ("doing recreate + analyze instead" in the log is normal).
 from __future__ import annotations
 
 from jobrunner import JobContext, job
-
 from jobs._wp import Clients, read_wp_config, require_site, settings, wp_command
 
 

@@ -54,7 +54,6 @@ from typing import IO, Any
 
 from jobrunner import ConfigError, JobContext, Lock, job
 from jobrunner.settings import env_bool
-
 from jobs._backupsets import (
     BACKUP_LOCK,
     BackupKey,
@@ -98,8 +97,12 @@ class RestoreError(RuntimeError):
     network=False,
     # Files are given to WP_USER (chown) inside www-data's directories: these capabilities and
     # the @chown system calls are needed back.
-    systemd={"Service": {"+SystemCallFilter": "@chown",
-                         "CapabilityBoundingSet": "CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH"}},
+    systemd={
+        "Service": {
+            "+SystemCallFilter": "@chown",
+            "CapabilityBoundingSet": "CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH",
+        }
+    },
     security_threshold=2.0,
 )
 def wp_restore(ctx: JobContext) -> None:
@@ -115,14 +118,23 @@ def wp_restore(ctx: JobContext) -> None:
     key = load_key(s.key_file)
     set_dir, manifest = choose_set(ctx, s, key, wanted)
     target = Path(ctx.env.get("RESTORE_TARGET_PATH") or s.wp_path)
-    ctx.log.info("restore.planned", set=str(set_dir), target=str(target), kind=manifest.get("kind"),
-                 created=manifest.get("created"), verified=manifest.get("verified"), key_id=key.key_id)
+    ctx.log.info(
+        "restore.planned",
+        set=str(set_dir),
+        target=str(target),
+        kind=manifest.get("kind"),
+        created=manifest.get("created"),
+        verified=manifest.get("verified"),
+        key_id=key.key_id,
+    )
     problems = check_manifest(set_dir, manifest)
     if problems:
         raise RestoreError(f"{set_dir}: checksums do not match the manifest: {'; '.join(problems)}; nothing restored")
     ctx.log.info("restore.checksums_ok", files=sorted(manifest["files"]))
     if manifest.get("verified") is not True and not force:
-        raise RestoreError(f"{set_dir} failed verification ({manifest.get('verify_error')}); set RESTORE_FORCE=1 to restore it anyway")
+        raise RestoreError(
+            f"{set_dir} failed verification ({manifest.get('verify_error')}); set RESTORE_FORCE=1 to restore it anyway"
+        )
     if ctx.dry_run:
         return
     archive = next((n for n in manifest["files"] if n.startswith("files.tar")), None)
@@ -136,8 +148,9 @@ def wp_restore(ctx: JobContext) -> None:
         config_dir = target if (target / "wp-config.php").is_file() and not s.wp_config else s.wp_path
         db = read_wp_config(config_dir, s.wp_config)
     clients = Clients(ctx, db)
-    restore_database(ctx, clients, set_dir / dump, ctx.env.get("RESTORE_DB") or clients.db.name, manifest,
-                     drop_extra=drop_extra)
+    restore_database(
+        ctx, clients, set_dir / dump, ctx.env.get("RESTORE_DB") or clients.db.name, manifest, drop_extra=drop_extra
+    )
     ctx.log.info("restore.done", set=str(set_dir), target=str(target))
 
 
@@ -185,8 +198,10 @@ def _latest(ctx: JobContext, s: Settings, key: BackupKey) -> tuple[Path, dict[st
         fallback = fallback or (found.path, manifest)
     if fallback:
         return fallback
-    raise ConfigError(f"RESTORE_SET=latest: no authenticated, verified set of site {s.site!r} in {s.backup_dir}"
-                      + (f" ({skipped} set(s) passed over: see restore.set_skipped)" if skipped else ""))
+    raise ConfigError(
+        f"RESTORE_SET=latest: no authenticated, verified set of site {s.site!r} in {s.backup_dir}"
+        + (f" ({skipped} set(s) passed over: see restore.set_skipped)" if skipped else "")
+    )
 
 
 # --- files ----------------------------------------------------------------------------------
@@ -206,14 +221,28 @@ def restore_files(
     ctx.cleanup(os.close, staging_fd)
     ctx.cleanup(shutil.rmtree, staging, dir_fd=target_fd, ignore_errors=True)
     summary = unpack(ctx, archive, staging_fd, owner)
-    ctx.log.info("restore.unpacked", target=str(target), files=summary.files, dirs=summary.dirs,
-                 symlinks=summary.symlinks, owner=s.wp_user)
+    ctx.log.info(
+        "restore.unpacked",
+        target=str(target),
+        files=summary.files,
+        dirs=summary.dirs,
+        symlinks=summary.symlinks,
+        owner=s.wp_user,
+    )
     if summary.skipped:
-        ctx.log.warning("restore.members_skipped", count=len(summary.skipped), members=summary.skipped[:20],
-                        reason="not restored: outside the site, a device or fifo, under a symlink, or a link out of the site")
+        ctx.log.warning(
+            "restore.members_skipped",
+            count=len(summary.skipped),
+            members=summary.skipped[:20],
+            reason="not restored: outside the site, a device or fifo, under a symlink, or a link out of the site",
+        )
     if summary.mode_bits_dropped:
-        ctx.log.warning("restore.mode_bits_dropped", count=len(summary.mode_bits_dropped),
-                        members=summary.mode_bits_dropped[:20], reason="setuid/setgid/sticky in the archive: not restored")
+        ctx.log.warning(
+            "restore.mode_bits_dropped",
+            count=len(summary.mode_bits_dropped),
+            members=summary.mode_bits_dropped[:20],
+            reason="setuid/setgid/sticky in the archive: not restored",
+        )
     db = _staged_config(staging_fd, target) if s.wp_config is None else None
     if db is None:  # WP_CONFIG, or no wp-config.php in the archive: the live settings
         db = read_wp_config(s.wp_path, s.wp_config)
@@ -266,8 +295,12 @@ def open_target(ctx: JobContext, target: Path, owner: tuple[int, int]) -> int:
         raise ConfigError(f"{what} is owned by uid {st.st_uid}, neither root nor WP_USER's; refused")
     if st.st_mode & 0o022:
         os.fchmod(fd, st.st_mode & 0o7755)
-        ctx.log.warning("restore.target_mode_fixed", target=str(target), was=f"{st.st_mode & 0o7777:04o}",
-                        now=f"{st.st_mode & 0o7755:04o}")
+        ctx.log.warning(
+            "restore.target_mode_fixed",
+            target=str(target),
+            was=f"{st.st_mode & 0o7777:04o}",
+            now=f"{st.st_mode & 0o7755:04o}",
+        )
     return fd
 
 
@@ -413,7 +446,9 @@ class Unpacker:
                 os.close(fd)
         elif member.isreg():
             self._clear(parent, name)
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
+            fd = os.open(
+                name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent
+            )
             with os.fdopen(fd, "wb") as out:
                 source = tar.extractfile(member)
                 if source is not None:
@@ -509,17 +544,25 @@ def restore_database(
     if backed_up is not None:
         missing = sorted(set(backed_up) - set(tables))
         if missing:
-            raise RestoreError(f"database {database} lacks {len(missing)} table(s) of the backup after the restore: "
-                               f"{', '.join(missing[:10])}")
+            raise RestoreError(
+                f"database {database} lacks {len(missing)} table(s) of the backup after the restore: "
+                f"{', '.join(missing[:10])}"
+            )
         drop_extra_tables(ctx, clients, database, sorted(set(tables) - set(backed_up)), drop=drop_extra)
     elif expected is not None and len(tables) < expected:
         raise RestoreError(f"database {database} has {len(tables)} tables after the restore, the backup had {expected}")
     elif expected is not None and len(tables) > expected:
-        ctx.log.warning("restore.extra_tables", database=database, extra=len(tables) - expected,
-                        reason="tables created after the backup were left in place (this set lists no table names)")
+        ctx.log.warning(
+            "restore.extra_tables",
+            database=database,
+            extra=len(tables) - expected,
+            reason="tables created after the backup were left in place (this set lists no table names)",
+        )
 
 
-def drop_extra_tables(ctx: JobContext, clients: Clients, database: str, extra: list[str], *, drop: bool = False) -> None:
+def drop_extra_tables(
+    ctx: JobContext, clients: Clients, database: str, extra: list[str], *, drop: bool = False
+) -> None:
     """Tables that exist now but were not in the backup: created after it (a plugin installed
     since, say). With ``drop`` (RESTORE_DROP_EXTRA=1) those with the site's ``$table_prefix`` are dropped,
     so the database is as it was; tables of other prefixes (another site sharing the database)
@@ -533,6 +576,9 @@ def drop_extra_tables(ctx: JobContext, clients: Clients, database: str, extra: l
         ctx.log.info("restore.extra_dropped", database=database, tables=ours)
         extra = [t for t in extra if t not in ours]
     if extra:
-        hint = ("not this site's prefix: kept" if drop
-                else f"kept; RESTORE_DROP_EXTRA=1 drops those with the prefix {prefix!r}")
+        hint = (
+            "not this site's prefix: kept"
+            if drop
+            else f"kept; RESTORE_DROP_EXTRA=1 drops those with the prefix {prefix!r}"
+        )
         ctx.log.warning("restore.extra_tables", database=database, extra=len(extra), tables=extra[:20], reason=hint)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import pytest
 
@@ -30,7 +30,7 @@ class User:
     gid: int
 
     @classmethod
-    def named(cls, name: str) -> "User":
+    def named(cls, name: str) -> User:
         entry = pwd.getpwnam(name)
         return cls(name, entry.pw_uid, entry.pw_gid)
 
@@ -88,8 +88,16 @@ def attacker() -> Iterator[User]:
         pwd.getpwnam(ATTACKER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-             ATTACKER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                ATTACKER,
+            ],
             check=True,
         )
         created = True

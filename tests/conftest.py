@@ -13,8 +13,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -22,15 +22,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 # The real-systemd fixtures (sandbox, installed_sandbox, require_sandbox): defined here, at the
 # top, so that all test packages share one booted sandbox per session.
-from .systemd.fixtures import (  # noqa: E402,F401 - fixtures and a hook, registered by name
+# The threat model's attacker: a throwaway unprivileged user and www-data (tests/attacker.py).
+from .attacker import attacker, www_data  # noqa: E402 - fixtures, registered by name
+from .systemd.fixtures import (  # noqa: E402 - fixtures and a hook, registered by name
     installed_sandbox,
     pytest_terminal_summary,
     require_sandbox,
     sandbox,
 )
-
-# The threat model's attacker: a throwaway unprivileged user and www-data (tests/attacker.py).
-from .attacker import attacker, www_data  # noqa: E402,F401 - fixtures, registered by name
 
 # Variables of the developer's/CI machine that must not leak into runs under test.
 _SCRUB = ("JOURNAL_STREAM", "INVOCATION_ID", "JOBRUNNER_", "AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "STATE_DIRECTORY")

@@ -50,8 +50,15 @@ class DebianPackages:
 
     def _apt(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C")
-        return subprocess.run(["apt-get", "-q", *args], cwd=self.cache / "debs", capture_output=True, text=True,
-                              env=env, timeout=300, check=False)
+        return subprocess.run(
+            ["apt-get", "-q", *args],
+            cwd=self.cache / "debs",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
 
     def _download(self, package: str) -> Path:
         debs = self.cache / "debs"
@@ -129,7 +136,7 @@ def systemd_cron_generator(packages: DebianPackages, crontab: Path, out: Path) -
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", SyntaxWarning)
         code = compile(script.read_text(), str(script), "exec")
-    exec(code, module.__dict__)  # noqa: S102 - the package's own generator, run on test data
+    exec(code, module.__dict__)
     out.mkdir(parents=True, exist_ok=True)
     module.TARGET_DIR = str(out)
     module.TIMERS_DIR = str(out / "cron.target.wants")

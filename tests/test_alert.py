@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .test_notify_receivers import receiver  # noqa: F401
+from .test_notify_receivers import receiver
 
 
 def test_alert_without_systemctl_still_sends(launcher, receiver, tmp_path):
@@ -30,8 +30,17 @@ def test_journal_json_lines_are_formatted_like_the_runner_tail():
     from jobrunner._logging import format_tail_line
     from jobrunner.alert import _format, _reason
 
-    line = json.dumps({"ts": "2026-01-02T03:04:05.000000Z", "level": "error", "event": "job.failed", "job": "x",
-                       "run_id": "r", "host": "h", "attempts": 2})
+    line = json.dumps(
+        {
+            "ts": "2026-01-02T03:04:05.000000Z",
+            "level": "error",
+            "event": "job.failed",
+            "job": "x",
+            "run_id": "r",
+            "host": "h",
+            "attempts": 2,
+        }
+    )
     assert _format(line, format_tail_line) == "03:04:05 error job.failed attempts=2"
     assert _format("plain output", format_tail_line) == "plain output"
     assert _reason({"Result": "signal", "ExecMainCode": "2", "ExecMainStatus": "9"}) == "killed by SIGKILL"

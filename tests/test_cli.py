@@ -6,6 +6,7 @@ import json
 import signal
 
 import pytest
+
 from .conftest import wait_for
 
 
@@ -34,7 +35,9 @@ def test_bad_job_modules_exit_78(launcher, source, needle):
 
 def test_naming_one_of_two_jobs_runs_it(launcher):
     """MODULE:NAME picks one job of a module that declares several."""
-    launcher.write_job("two", "from jobrunner import job\n@job\ndef a(ctx): pass\n@job\ndef b(ctx):\n    ctx.log.info('b.ran')\n")
+    launcher.write_job(
+        "two", "from jobrunner import job\n@job\ndef a(ctx): pass\n@job\ndef b(ctx):\n    ctx.log.info('b.ran')\n"
+    )
     run = launcher.run("run", "two:b")
     assert run.returncode == 0 and "b.ran" in run.names()
     assert "no job 'c'" in one_line_error(launcher.run("two:c"), 78)
@@ -72,13 +75,16 @@ def test_list_shows_jobs_schedules_locks_timeouts(launcher):
 def test_dry_run_runs_no_command(launcher, tmp_path):
     """--dry-run logs commands instead of running them and exits 0."""
     mark = tmp_path / "made"
-    launcher.write_job("toucher", f"""
+    launcher.write_job(
+        "toucher",
+        f"""
         from jobrunner import job
 
         @job(lock=True)
         def toucher(ctx):
             ctx.run(["touch", {str(mark)!r}])
-    """)
+    """,
+    )
     run = launcher.run("run", "toucher", "--dry-run")
     assert run.returncode == 0
     assert not mark.exists()
@@ -88,7 +94,7 @@ def test_dry_run_runs_no_command(launcher, tmp_path):
 def test_exec_wraps_a_script_and_passes_its_status_through(launcher, tmp_path):
     """exec runs a legacy command with logs and state; a failing command's own status is kept."""
     script = tmp_path / "legacy.sh"
-    script.write_text("#!/bin/sh\necho \"[INFO] working\"\nexit 3\n")
+    script.write_text('#!/bin/sh\necho "[INFO] working"\nexit 3\n')
     script.chmod(0o755)
     run = launcher.run("exec", "legacy", "--", str(script))
     assert run.returncode == 3

@@ -45,8 +45,16 @@ SHARES = {"exec": ["run"]}
 
 
 def _check(name: str, **env: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHECK, name], capture_output=True, text=True, timeout=60,
-                          env=clean_env(PYTHONPATH=str(REPO), **env), cwd=REPO, stdin=subprocess.DEVNULL, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHECK, name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(PYTHONPATH=str(REPO), **env),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     assert proc.returncode == 0, f"{name}: {COMMANDS[name].module} does not import:\n{proc.stderr}"
     return json.loads(proc.stdout)
 
@@ -63,15 +71,34 @@ def test_every_command_module_has_the_interface(name):
 
 def test_every_command_lives_in_the_cli_package():
     """One module per command under jobrunner/cli/, named as the command."""
-    assert set(COMMANDS) == {"run", "exec", "list", "status", "health", "alert", "notify", "units", "version"}
+    assert set(COMMANDS) == {
+        "run",
+        "exec",
+        "list",
+        "status",
+        "health",
+        "alert",
+        "notify",
+        "units",
+        "version",
+        "import",
+    }
     for name, info in COMMANDS.items():
         assert info.module == f"jobrunner.cli.{name}"
         assert (REPO / "jobrunner" / "cli" / f"{name}.py").is_file()
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jobrunner", *args], capture_output=True, text=True, timeout=60,
-                          env=clean_env(PYTHONPATH=str(REPO), **env), cwd=REPO, stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "jobrunner", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(PYTHONPATH=str(REPO), **env),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def test_help_lists_exactly_the_registry_and_imports_no_command():
@@ -81,11 +108,20 @@ def test_help_lists_exactly_the_registry_and_imports_no_command():
     table = proc.stdout.split("commands:\n", 1)[1].split("\n\n", 1)[0].splitlines()
     listed = {line.split(None, 1)[0]: line.split(None, 1)[1] for line in table}
     assert listed == {name: info.help for name, info in COMMANDS.items()}
-    probe = ("import sys, io, contextlib\nfrom jobrunner.cli import COMMANDS, main\n"
-             "with contextlib.redirect_stdout(io.StringIO()): main(['--help'])\n"
-             "print([n for n, i in COMMANDS.items() if i.module in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
-                         env=clean_env(PYTHONPATH=str(REPO)), cwd=REPO, check=True).stdout
+    probe = (
+        "import sys, io, contextlib\nfrom jobrunner.cli import COMMANDS, main\n"
+        "with contextlib.redirect_stdout(io.StringIO()): main(['--help'])\n"
+        "print([n for n, i in COMMANDS.items() if i.module in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(PYTHONPATH=str(REPO)),
+        cwd=REPO,
+        check=True,
+    ).stdout
     assert out.strip() == "[]"
 
 
@@ -100,14 +136,23 @@ def test_every_command_has_help(name):
 def test_main_can_run_twice_in_one_process():
     """The command modules `list` and `exec` become attributes of jobrunner.cli: the CLI must
     not depend on the builtins of those names (a second call in the same process works)."""
-    probe = ("import io, contextlib\nfrom jobrunner.cli import main\ncodes = []\n"
-             "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
-             "    for argv in (['list', '--no-next'], ['exec', '--help'], ['list', '--no-next'], ['frob-nicate']):\n"
-             "        try:\n            codes.append(main(argv))\n"
-             "        except SystemExit as exc:\n            codes.append(exc.code)\n"
-             "print(codes)")
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
-                          env=clean_env(PYTHONPATH=str(REPO)), cwd=REPO, check=False)
+    probe = (
+        "import io, contextlib\nfrom jobrunner.cli import main\ncodes = []\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        "    for argv in (['list', '--no-next'], ['exec', '--help'], ['list', '--no-next'], ['frob-nicate']):\n"
+        "        try:\n            codes.append(main(argv))\n"
+        "        except SystemExit as exc:\n            codes.append(exc.code)\n"
+        "print(codes)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(PYTHONPATH=str(REPO)),
+        cwd=REPO,
+        check=False,
+    )
     assert proc.stdout.strip() == "[0, 0, 0, 64]", proc.stderr
 
 
@@ -117,9 +162,15 @@ def test_package_is_one_option_with_one_default():
     for name in ("list", "health", "status"):
         assert "--package" in _check(name)["options"], name
     assert {n: _check(n)["package_default"] for n in ("list", "health", "status")} == {
-        "list": "jobs", "health": "jobs", "status": None}
+        "list": "jobs",
+        "health": "jobs",
+        "status": None,
+    }
     assert {n: _check(n, JOBRUNNER_PACKAGE="mine")["package_default"] for n in ("list", "health", "status")} == {
-        "list": "mine", "health": "mine", "status": "mine"}
+        "list": "mine",
+        "health": "mine",
+        "status": "mine",
+    }
     render_help = _run("units", "render", "--help", JOBRUNNER_PACKAGE="mine").stdout
     assert "--package NAME" in render_help and "$JOBRUNNER_PACKAGE" in render_help
 

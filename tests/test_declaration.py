@@ -41,8 +41,15 @@ def test_job_calls_its_function():
 def test_decorator_with_settings():
     """@job(...) converts time spans to seconds and keeps the other settings."""
     declared = job(
-        schedule="02:15", persistent=True, jitter="5m", fixed_jitter=True, accuracy="1m", timeout="2h",
-        user="www-data", hardening="standard", write_paths=["/mnt/backups", "-/var/optional"],
+        schedule="02:15",
+        persistent=True,
+        jitter="5m",
+        fixed_jitter=True,
+        accuracy="1m",
+        timeout="2h",
+        user="www-data",
+        hardening="standard",
+        write_paths=["/mnt/backups", "-/var/optional"],
         options={"keep": 7},
     )(nightly_backup)
     assert declared.schedule == ("02:15",)
@@ -223,9 +230,15 @@ BAD_DECLARATIONS = {
 }
 
 
-@pytest.mark.parametrize(("module", "field"), [
-    ("bad_timeout", "timeout"), ("bad_setting", "colour"), ("bad_lock", "lock wait"), ("bad_retry", "attempts"),
-])
+@pytest.mark.parametrize(
+    ("module", "field"),
+    [
+        ("bad_timeout", "timeout"),
+        ("bad_setting", "colour"),
+        ("bad_lock", "lock wait"),
+        ("bad_retry", "attempts"),
+    ],
+)
 def test_cli_bad_declaration_exits_78_with_one_line(launcher, module, field):
     """Running a module with a bad declaration exits 78 with one stderr line naming the field, no traceback."""
     launcher.write_job(module, BAD_DECLARATIONS[module])

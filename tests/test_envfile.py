@@ -69,7 +69,7 @@ def test_unquoted_backslashes_and_trailing_space(text, expected):
 
 def test_continuation_counts_lines():
     """After a continued line and a multi-line quoted value, errors still name the right line."""
-    text = 'A=one \\\ntwo\nB="x\ny"\nC=\'p\nq\'\nbroken\n'
+    text = "A=one \\\ntwo\nB=\"x\ny\"\nC='p\nq'\nbroken\n"
     with pytest.raises(ConfigError, match=r"f\.env:7:"):
         parse_env(text, "f.env")
 
@@ -100,7 +100,7 @@ def test_invalid_names_are_refused(key):
 
 @pytest.mark.parametrize(
     ("text", "kind"),
-    [("A='open\n", "single"), ('A="open\n', "double"), ('A="x\\', "double"), ("B=1\nA=\"a\\\"\n", "double")],
+    [("A='open\n", "single"), ('A="open\n', "double"), ('A="x\\', "double"), ('B=1\nA="a\\"\n', "double")],
 )
 def test_unclosed_quotes_are_refused(text, kind):
     """An unclosed quote raises ConfigError naming the kind of quote and the variable."""
@@ -169,8 +169,9 @@ def test_double_quoted_values_round_trip(env):
     st.one_of(
         st.text(max_size=80),
         st.lists(
-            st.sampled_from(["A", "b_", "=", '"', "'", "\\", "\n", "\r", "\t", " ", "#", ";", "$", "`", "1", "export ",
-                             "\x00", "é"]),
+            st.sampled_from(
+                ["A", "b_", "=", '"', "'", "\\", "\n", "\r", "\t", " ", "#", ";", "$", "`", "1", "export ", "\x00", "é"]
+            ),
             max_size=40,
         ).map("".join),
     )

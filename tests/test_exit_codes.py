@@ -6,6 +6,7 @@ import signal
 import time
 
 import pytest
+
 from .conftest import wait_for
 
 SLEEPER = """
@@ -75,7 +76,9 @@ def test_unknown_module_exits_78(launcher):
 
 def test_timeout_exits_124(launcher, tmp_path):
     """A job past its timeout exits 124 with outcome timeout, after its cleanup ran."""
-    launcher.write_job("slow", """
+    launcher.write_job(
+        "slow",
+        """
         import time
         from pathlib import Path
         from jobrunner import job
@@ -84,7 +87,8 @@ def test_timeout_exits_124(launcher, tmp_path):
         def slow(ctx):
             ctx.cleanup(lambda: Path(ctx.env["MARK"]).write_text("cleaned"))
             time.sleep(30)
-    """)
+    """,
+    )
     started = time.monotonic()
     run = launcher.run("slow", env=launcher.env(MARK=str(tmp_path / "mark")))
     assert run.returncode == 124

@@ -30,12 +30,45 @@ COMMANDS = sorted(SUBCOMMANDS)
 # configuration error a user could make, so never acceptable here.
 BROKEN = "is unavailable:"
 FLAGS = [
-    "--dry-run", "--env-file", "--log-format", "json", "console", "--no-notify", "-h", "--help", "-V", "--version",
-    "--lock", "--lock-wait", "--shared", "--timeout", "--retry", "--retry-delay", "--cwd",
+    "--dry-run",
+    "--env-file",
+    "--log-format",
+    "json",
+    "console",
+    "--no-notify",
+    "-h",
+    "--help",
+    "-V",
+    "--version",
+    "--lock",
+    "--lock-wait",
+    "--shared",
+    "--timeout",
+    "--retry",
+    "--retry-delay",
+    "--cwd",
 ]
 JUNK = [
-    "frobnicate", "--frobnicate", "-x", "", "-", ":", "x y", "é", "/tmp", "/etc/passwd", "3", "-1", "0",
-    "jobs.noop", "jobs.noop:noop", "jobs.noop:nope", "no_such_module", "a..b", "jobs", "noop",
+    "frobnicate",
+    "--frobnicate",
+    "-x",
+    "",
+    "-",
+    ":",
+    "x y",
+    "é",
+    "/tmp",
+    "/etc/passwd",
+    "3",
+    "-1",
+    "0",
+    "jobs.noop",
+    "jobs.noop:noop",
+    "jobs.noop:nope",
+    "no_such_module",
+    "a..b",
+    "jobs",
+    "noop",
 ]
 SPANS = ["1ms", "90s", "2h 30min", "5parsecs", "-5s", "0", "1.5h"]
 PROGRAMS = ["true", "false"]
@@ -56,14 +89,22 @@ ARGV = st.one_of(st.lists(WORDS, min_size=1, max_size=6), SHAPED)
 def _run_cli(launcher, argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "import sys; from jobrunner.cli import main; sys.exit(main(sys.argv[1:]))", *argv],
-        capture_output=True, text=True, env=launcher.env(), cwd=launcher.tmp, stdin=subprocess.DEVNULL,
-        timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        env=launcher.env(),
+        cwd=launcher.tmp,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+        check=False,
     )
 
 
 @pytest.mark.slow
 @settings(
-    max_examples=60, deadline=None, derandomize=True, database=None,
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(argv=ARGV)
@@ -100,7 +141,14 @@ def test_every_subcommand_module_imports(command):
         "missing = [f for f in ('configure', 'main') if not callable(getattr(m, f, None))]; "
         "sys.exit(f'{sys.argv[1]} has no {missing}' if missing else 0)"
     )
-    proc = subprocess.run([sys.executable, "-c", check, module], capture_output=True, text=True, timeout=60,
-                          env=clean_env(PYTHONPATH=str(REPO)), cwd=REPO, stdin=subprocess.DEVNULL, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", check, module],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(PYTHONPATH=str(REPO)),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     assert proc.returncode == 0, f"{command}: {module} does not import:\n{proc.stderr}"
-

@@ -40,8 +40,9 @@ def manual(ctx):
 
 
 def fake_job(name: str, schedule=("hourly",), jitter=None):
-    return SimpleNamespace(name=name, unit=name.replace("_", "-"), schedule=tuple(schedule), jitter=jitter,
-                           ref=f"jobs.x:{name}")
+    return SimpleNamespace(
+        name=name, unit=name.replace("_", "-"), schedule=tuple(schedule), jitter=jitter, ref=f"jobs.x:{name}"
+    )
 
 
 def write_state(root, name: str, **state) -> None:
@@ -83,12 +84,16 @@ def test_format_age():
 def test_systemctl_show_blocks_and_timestamps():
     """`systemctl show` output splits into one block per unit; @epoch and n/a parse."""
     out = "Id=a.timer\nLoadState=loaded\nResult=\n\nId=b.timer\nLoadState=not-found\n"
-    assert _blocks(out) == [{"Id": "a.timer", "LoadState": "loaded", "Result": ""},
-                            {"Id": "b.timer", "LoadState": "not-found"}]
+    assert _blocks(out) == [
+        {"Id": "a.timer", "LoadState": "loaded", "Result": ""},
+        {"Id": "b.timer", "LoadState": "not-found"},
+    ]
     # a timer with two OnCalendar= lines: systemctl repeats TimersCalendar=, both are kept
-    two = ("Id=b.timer\nTimersCalendar={ OnCalendar=Mon *-*-* 03:00:00 ; next_elapse=@1796007600 }\n"
-           "TimersCalendar={ OnCalendar=*-*-* 02:15:00 ; next_elapse=Wed 2026-11-25 12:00:00 UTC }\n"
-           "RandomizedDelayUSec=5min\n")
+    two = (
+        "Id=b.timer\nTimersCalendar={ OnCalendar=Mon *-*-* 03:00:00 ; next_elapse=@1796007600 }\n"
+        "TimersCalendar={ OnCalendar=*-*-* 02:15:00 ; next_elapse=Wed 2026-11-25 12:00:00 UTC }\n"
+        "RandomizedDelayUSec=5min\n"
+    )
     block = _blocks(two)[0]
     assert health.timer_calendars(block["TimersCalendar"]) == ["Mon *-*-* 03:00:00", "*-*-* 02:15:00"]
     assert health.timer_calendars("") == [] and health.timer_calendars(None) == []
@@ -134,8 +139,16 @@ def test_grace_option_moves_the_threshold(tmp_path):
 
 def test_failures(tmp_path):
     """A failed last run is WARNING; consecutive failures at the threshold are CRITICAL."""
-    write_state(tmp_path, "a", last_outcome="failure", last_exit_code=1, last_success=BASE - 60,
-                last_finish=BASE - 30, consecutive_failures=2, last_error="RuntimeError: x")
+    write_state(
+        tmp_path,
+        "a",
+        last_outcome="failure",
+        last_exit_code=1,
+        last_success=BASE - 60,
+        last_finish=BASE - 30,
+        consecutive_failures=2,
+        last_error="RuntimeError: x",
+    )
     result = judge(tmp_path, fake_job("a"))
     assert result.status == health.WARNING
     assert "failure (exit 1): RuntimeError: x" in result.reasons[0]
@@ -168,7 +181,9 @@ def test_systemd_timer_facts(tmp_path, monkeypatch):
     answers = {}
 
     def fake_show(units, props):
-        return {u: answers.get(u, {"LoadState": "loaded", "ActiveState": "inactive", "Result": "success"}) for u in units}
+        return {
+            u: answers.get(u, {"LoadState": "loaded", "ActiveState": "inactive", "Result": "success"}) for u in units
+        }
 
     monkeypatch.setattr("jobrunner._systemctl.show_units", fake_show)
     run = lambda: health.check_jobs([fake_job("a")], now=BASE, state_root=str(tmp_path), systemd=True)[0]  # noqa: E731
@@ -176,9 +191,14 @@ def test_systemd_timer_facts(tmp_path, monkeypatch):
     assert run().status == health.UNKNOWN
     answers["a.timer"] = {"LoadState": "loaded", "ActiveState": "inactive", "SubState": "dead"}
     assert run().status == health.CRITICAL
-    answers["a.timer"] = {"LoadState": "loaded", "ActiveState": "active", "SubState": "waiting",
-                          "LastTriggerUSec": f"@{int(BASE - 60)}", "NextElapseUSecRealtime": f"@{int(BASE + 3540)}",
-                          "ActiveEnterTimestamp": f"@{int(BASE - DAY)}"}
+    answers["a.timer"] = {
+        "LoadState": "loaded",
+        "ActiveState": "active",
+        "SubState": "waiting",
+        "LastTriggerUSec": f"@{int(BASE - 60)}",
+        "NextElapseUSecRealtime": f"@{int(BASE + 3540)}",
+        "ActiveEnterTimestamp": f"@{int(BASE - DAY)}",
+    }
     result = run()
     assert result.status == health.OK, result
     assert result.facts["timer"]["next_elapse"] == BASE + 3540

@@ -16,7 +16,7 @@ from jobrunner.run import RunOptions
 
 from .conftest import clean_env
 from .test_imports import PROBE
-from .test_notify_receivers import HttpReceiver, pinger, receiver  # noqa: F401
+from .test_notify_receivers import HttpReceiver, pinger, receiver
 
 
 class _Job:
@@ -35,8 +35,11 @@ def test_load_hooks_decides_from_the_environment(tmp_path):
     assert _names({}) == []
     assert _names({"JOBRUNNER_METRICS_DIR": str(tmp_path / "absent")}) == []
     assert _names({"JOBRUNNER_METRICS_DIR": metrics}) == ["metrics"]
-    everything = {"JOBRUNNER_METRICS_DIR": metrics, "JOBRUNNER_NOTIFY_URLS": "json://127.0.0.1:9/x",
-                  "JOBRUNNER_PING_URL": "http://127.0.0.1:9/p"}
+    everything = {
+        "JOBRUNNER_METRICS_DIR": metrics,
+        "JOBRUNNER_NOTIFY_URLS": "json://127.0.0.1:9/x",
+        "JOBRUNNER_PING_URL": "http://127.0.0.1:9/p",
+    }
     assert _names(everything) == ["metrics", "notify", "ping"]
     assert _names({"JOBRUNNER_NOTIFY_CONFIG": str(tmp_path / "apprise.yml")}) == ["notify"]
     assert _names({"JOBRUNNER_PING_URL_J": "http://127.0.0.1:9/p"}) == ["ping"]
@@ -54,10 +57,12 @@ def test_notify_configured_reads_urls_as_the_notifier_does():
 def test_an_unconfigured_hook_is_never_imported(tmp_path):
     """With nothing configured a run imports neither the metrics nor the notification module;
     with metrics configured it imports metrics and still not notifications."""
+
     def modules(**extra: str) -> set[str]:
         env = clean_env(JOBRUNNER_STATE_DIR=str(tmp_path / "s"), JOBRUNNER_LOCK_DIR=str(tmp_path / "l"), **extra)
-        proc = subprocess.run([sys.executable, "-c", PROBE, "jobs.noop"], capture_output=True, text=True, timeout=60,
-                              env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", PROBE, "jobs.noop"], capture_output=True, text=True, timeout=60, env=env
+        )
         return set(json.loads(proc.stderr.strip().splitlines()[-1]))
 
     plain = modules()

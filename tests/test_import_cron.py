@@ -25,16 +25,25 @@ from jobrunner.importer.oncalendar import to_oncalendar
 from jobrunner.importer.wrappers import unwrap
 
 from .conftest import REPO, clean_env
-from .debian_packages import CRON_D, crontab5_examples, debian, systemd_cron_generator  # noqa: F401 - fixture
+from .debian_packages import CRON_D, crontab5_examples, debian, systemd_cron_generator
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 YEAR = (dt.datetime(2025, 1, 1, tzinfo=UTC), dt.datetime(2026, 1, 1, tzinfo=UTC))
 
 
-def jobrunner(*args: str, stdin: str | None = None, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jobrunner", *args], capture_output=True, text=True, timeout=300,
-                          input=stdin if stdin is not None else "", cwd=cwd or REPO,
-                          env=clean_env(PYTHONPATH=str(REPO), **env), check=False)
+def jobrunner(
+    *args: str, stdin: str | None = None, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jobrunner", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        input=stdin if stdin is not None else "",
+        cwd=cwd or REPO,
+        env=clean_env(PYTHONPATH=str(REPO), **env),
+        check=False,
+    )
 
 
 def load(out: Path, name: str):
@@ -78,24 +87,36 @@ def test_day_of_month_or_day_of_week_when_both_are_restricted():
     assert to_oncalendar(parse_schedule("0 0 1-31 * 1".split())) == ["*-*-* 00:00:00"]  # either: every day
 
 
-@pytest.mark.parametrize("word, calendar", [
-    ("@hourly", ["hourly"]), ("@daily", ["daily"]), ("@midnight", ["daily"]), ("@monthly", ["monthly"]),
-    ("@yearly", ["yearly"]), ("@annually", ["yearly"]), ("@weekly", ["Sun *-*-* 00:00:00"]), ("@reboot", []),
-])
+@pytest.mark.parametrize(
+    "word, calendar",
+    [
+        ("@hourly", ["hourly"]),
+        ("@daily", ["daily"]),
+        ("@midnight", ["daily"]),
+        ("@monthly", ["monthly"]),
+        ("@yearly", ["yearly"]),
+        ("@annually", ["yearly"]),
+        ("@weekly", ["Sun *-*-* 00:00:00"]),
+        ("@reboot", []),
+    ],
+)
 def test_at_words(word, calendar):
     """systemd's 'weekly' is Monday: cron's @weekly (Sunday) is spelled out."""
     assert to_oncalendar(parse_schedule([word])) == calendar
 
 
-@pytest.mark.parametrize("fields, why", [
-    ("61 * * * *", "minute: 61 is out of range"),
-    ("0 24 * * *", "hour: 24 is out of range"),
-    ("0 0 0 * *", "day of month: 0 is out of range"),
-    ("5/10 * * * *", "a step without a range"),
-    ("0 19-7 * * *", "runs backwards"),
-    ("0 0 * * funday", "'funday' is not a number"),
-    ("*/0 * * * *", "step '0'"),
-])
+@pytest.mark.parametrize(
+    "fields, why",
+    [
+        ("61 * * * *", "minute: 61 is out of range"),
+        ("0 24 * * *", "hour: 24 is out of range"),
+        ("0 0 0 * *", "day of month: 0 is out of range"),
+        ("5/10 * * * *", "a step without a range"),
+        ("0 19-7 * * *", "runs backwards"),
+        ("0 0 * * funday", "'funday' is not a number"),
+        ("*/0 * * * *", "step '0'"),
+    ],
+)
 def test_bad_fields_say_why(fields, why):
     with pytest.raises(CronError, match=why):
         parse_schedule(fields.split())
@@ -111,7 +132,9 @@ def test_unknown_at_word():
 
 def test_percent_is_standard_input_and_backslash_percent_a_literal():
     assert split_percent('mail -s "It\'s 10pm" joe%Joe,%%Where are your kids?%') == (
-        'mail -s "It\'s 10pm" joe', "Joe,\n\nWhere are your kids?\n")
+        'mail -s "It\'s 10pm" joe',
+        "Joe,\n\nWhere are your kids?\n",
+    )
     assert split_percent(r"date +\%d") == ("date +%d", None)
     assert split_percent(r"printf a\\b") == (r"printf a\b", None)  # Debian's cron: \\ is \ in the command
     assert split_percent(r"cat%50\% done%last") == ("cat", "50% done\nlast\n")
@@ -142,13 +165,19 @@ def test_environment_applies_to_the_lines_below(tmp_path):
 
 
 def test_flock_timeout_nice_ionice_and_log_redirect_become_settings():
-    u = unwrap("flock -n /var/lock/x.lock timeout 2h nice -n 19 ionice -c3 /usr/local/bin/backup --all 'a b'"
-               " >> /var/log/backup.log 2>&1")
+    u = unwrap(
+        "flock -n /var/lock/x.lock timeout 2h nice -n 19 ionice -c3 /usr/local/bin/backup --all 'a b'"
+        " >> /var/log/backup.log 2>&1"
+    )
     assert u.command == "/usr/local/bin/backup --all 'a b'"
     assert u.lock == {"name": "/var/lock/x.lock"} and u.timeout == "2h" and u.log_file == "/var/log/backup.log"
     assert u.service == {"Nice": 19, "IOSchedulingClass": "idle"}
     waiting = unwrap("/usr/bin/flock -s -w 30 /run/lock/y -c 'cd /srv && make'")
-    assert waiting.command == "cd /srv && make" and waiting.lock == {"name": "/run/lock/y", "shared": True, "wait": "30s"}
+    assert waiting.command == "cd /srv && make" and waiting.lock == {
+        "name": "/run/lock/y",
+        "shared": True,
+        "wait": "30s",
+    }
     assert unwrap("flock /run/lock/z cmd").lock == {"name": "/run/lock/z", "wait": "1h"}
 
 
@@ -162,10 +191,24 @@ def test_wrappers_of_part_of_a_command_stay_in_it():
 # --- side by side with systemd, over a year --------------------------------------------------
 
 
-@pytest.mark.parametrize("line", [
-    "30 4 1,15 * 5", "5-55/10 * * * *", "0 */12 * * *", "0 22 * * 1-5", "23 0-23/2 * * *", "5 4 * * sun",
-    "0 0 */2 * 1", "15 14 1 * *", "0 8-18 * * 1-5", "0 0 1 jan,jul *", "59 23 31 * *", "0 12 29 2 *", "@weekly",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "30 4 1,15 * 5",
+        "5-55/10 * * * *",
+        "0 */12 * * *",
+        "0 22 * * 1-5",
+        "23 0-23/2 * * *",
+        "5 4 * * sun",
+        "0 0 */2 * 1",
+        "15 14 1 * *",
+        "0 8-18 * * 1-5",
+        "0 0 1 jan,jul *",
+        "59 23 31 * *",
+        "0 12 29 2 *",
+        "@weekly",
+    ],
+)
 def test_emitted_calendar_fires_when_cron_does_over_a_year(line):
     schedule = parse_schedule(line.split())
     result = compare(line, schedule, to_oncalendar(schedule), start=YEAR[0], end=YEAR[1], zone=ZoneInfo("UTC"))
@@ -200,7 +243,7 @@ def test_check_command_line_flags_mismatch_with_exit_1(tmp_path):
 
 
 @pytest.mark.parametrize("package", sorted(CRON_D))
-def test_debian_cron_files_fire_as_cron_over_a_year(debian, package, tmp_path):  # noqa: F811
+def test_debian_cron_files_fire_as_cron_over_a_year(debian, package, tmp_path):
     """Each line of a package's cron file: the emitted timer fires exactly when cron would,
     every minute of a year (jobrunner import crontab --check)."""
     path = debian.file(package, CRON_D[package])
@@ -212,7 +255,7 @@ def test_debian_cron_files_fire_as_cron_over_a_year(debian, package, tmp_path): 
     assert proc.stdout.count(": all match") == len(tab.entries)
 
 
-def test_debian_cron_files_round_trip_to_verified_units(debian, tmp_path):  # noqa: F811
+def test_debian_cron_files_round_trip_to_verified_units(debian, tmp_path):
     """Every Debian cron line becomes a module that imports, declares its job with the
     original line as a comment and its command unchanged, and renders units that pass
     'jobrunner units verify'."""
@@ -228,9 +271,14 @@ def test_debian_cron_files_round_trip_to_verified_units(debian, tmp_path):  # no
         text = module.read_text()
         assert "from jobrunner import " in text and "import jobrunner." not in text
     mdadm = load(out, "mdadm")
-    assert mdadm.COMMAND == ("if [ -x /usr/share/mdadm/checkarray ] && [ $(date +%d) -le 7 ]; "
-                             "then /usr/share/mdadm/checkarray --cron --all --idle --quiet; fi")
-    assert r"57 0 * * 0 root if [ -x /usr/share/mdadm/checkarray ] && [ $(date +\%d) -le 7 ]" in (out / "mdadm.py").read_text()
+    assert mdadm.COMMAND == (
+        "if [ -x /usr/share/mdadm/checkarray ] && [ $(date +%d) -le 7 ]; "
+        "then /usr/share/mdadm/checkarray --cron --all --idle --quiet; fi"
+    )
+    assert (
+        r"57 0 * * 0 root if [ -x /usr/share/mdadm/checkarray ] && [ $(date +\%d) -le 7 ]"
+        in (out / "mdadm.py").read_text()
+    )
     assert mdadm.mdadm.schedule == ("Sun *-*-* 00:57:00",)
     sysstat = load(out, "sysstat_1")
     assert sysstat.ENV["PATH"] == "/usr/lib/sysstat:/usr/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -243,7 +291,7 @@ def test_debian_cron_files_round_trip_to_verified_units(debian, tmp_path):  # no
     assert (units / "mdadm.timer").read_text().count("OnCalendar=Sun *-*-* 00:57:00") == 1
 
 
-def test_systemd_cron_generator_side_by_side(debian, tmp_path):  # noqa: F811
+def test_systemd_cron_generator_side_by_side(debian, tmp_path):
     """Debian's own converter on the same files: where it writes a timer at all, the same
     firings on these simple lines; on crontab(5)'s '30 4 1,15 * 5' it writes one
     OnCalendar= that fires only on Fridays that are the 1st or 15th (twice in 2025), where
@@ -264,15 +312,23 @@ def test_systemd_cron_generator_side_by_side(debian, tmp_path):  # noqa: F811
     example, note = crontab5_examples(debian)
     assert note == "30 4 1,15 * 5"
     system = tmp_path / "crontab5"
-    system.write_text(f"{note} root /bin/true\n0 22 * * 1-5 root " + example.split("1-5", 1)[1].split("\n", 1)[0].strip() + "\n")
+    system.write_text(
+        f"{note} root /bin/true\n0 22 * * 1-5 root " + example.split("1-5", 1)[1].split("\n", 1)[0].strip() + "\n"
+    )
     timers = systemd_cron_generator(debian, system, tmp_path / "gen")
     entry = parse_crontab(system.read_text(), path=str(system)).entries[0]
     generated = next(k["OnCalendar"] for k in timers.values() if note in k["Description"][0])
     theirs = compare("systemd-cron's generator", entry.schedule, generated, start=YEAR[0], end=YEAR[1], zone=utc)
-    ours = compare("jobrunner import", entry.schedule, to_oncalendar(entry.schedule), start=YEAR[0], end=YEAR[1], zone=utc)
+    ours = compare(
+        "jobrunner import", entry.schedule, to_oncalendar(entry.schedule), start=YEAR[0], end=YEAR[1], zone=utc
+    )
     print("\n".join(theirs.lines(utc, 3) + [""] + ours.lines(utc, 3)))
     assert generated == ["Fri *-*-1,15 4:30:00"]
-    both = [d for d in (dt.date(2025, 1, 1) + dt.timedelta(days=n) for n in range(365)) if d.day in (1, 15) and d.weekday() == 4]
+    both = [
+        d
+        for d in (dt.date(2025, 1, 1) + dt.timedelta(days=n) for n in range(365))
+        if d.day in (1, 15) and d.weekday() == 4
+    ]
     assert len(theirs.cron) == 74 and len(theirs.systemd) == len(both) == 2 and len(theirs.only_cron) == 72
     assert "!! mismatch" in "\n".join(theirs.lines(utc))
     assert ours.ok and len(ours.systemd) == 74
@@ -284,7 +340,7 @@ def test_systemd_cron_generator_side_by_side(debian, tmp_path):  # noqa: F811
     assert mail.COMMAND == 'mail -s "It\'s 10pm" joe' and mail.STDIN == "Joe,\n\nWhere are your kids?\n"
 
 
-def test_crontab5_example_file(debian, tmp_path):  # noqa: F811
+def test_crontab5_example_file(debian, tmp_path):
     """crontab(5)'s EXAMPLE CRON FILE as root's crontab: SHELL and MAILTO applied, the log
     redirect becomes log_file=, % becomes standard input, \\% a literal; firings match."""
     example, _ = crontab5_examples(debian)
@@ -293,19 +349,28 @@ def test_crontab5_example_file(debian, tmp_path):  # noqa: F811
     assert proc.returncode == 0, proc.stderr
     daily = load(out, "root_crontab_1")
     assert daily.COMMAND == "$HOME/bin/daily.job" and daily.root_crontab_1.log_file == "/root/tmp/out"
-    assert daily.ENV == {"SHELL": "/bin/sh", "HOME": "/root", "PATH": "/usr/bin:/bin", "LOGNAME": "root", "MAILTO": "paul"}
+    assert daily.ENV == {
+        "SHELL": "/bin/sh",
+        "HOME": "/root",
+        "PATH": "/usr/bin:/bin",
+        "LOGNAME": "root",
+        "MAILTO": "paul",
+    }
     assert daily.root_crontab_1.notify == ("mail-paul",)
     assert "mailto://localhost:25?from=jobrunner@localhost&to=paul@localhost" in (out / "root_crontab_1.py").read_text()
     mail = load(out, "root_crontab_3")
-    assert mail.STDIN == "Joe,\n\nWhere are your kids?\n" and mail.root_crontab_3.schedule == ("Mon..Fri *-*-* 22:00:00",)
+    assert mail.STDIN == "Joe,\n\nWhere are your kids?\n" and mail.root_crontab_3.schedule == (
+        "Mon..Fri *-*-* 22:00:00",
+    )
     wax = load(out, "root_crontab_6")
     assert wax.COMMAND == "expr $(date +%s) / 60 / 60 / 24 % 9 > /dev/null || echo Wax the floor."
-    check = jobrunner("import", "crontab", "--user", "root", "--check", "--tz", "UTC", "--from", "2025-01-01",
-                      stdin=example)
+    check = jobrunner(
+        "import", "crontab", "--user", "root", "--check", "--tz", "UTC", "--from", "2025-01-01", stdin=example
+    )
     assert check.returncode == 0 and "6 line(s) checked, 0 with mismatches" in check.stdout, check.stdout
 
 
-def test_an_imported_line_runs_by_hand_with_its_output_as_events(debian, launcher):  # noqa: F811
+def test_an_imported_line_runs_by_hand_with_its_output_as_events(debian, launcher):
     """The crontab(5) lines run as jobs: the command's output lines are proc.output events;
     the % input reaches the command's standard input (a stand-in 'mail' prints it)."""
     example, _ = crontab5_examples(debian)
@@ -324,7 +389,11 @@ def test_an_imported_line_runs_by_hand_with_its_output_as_events(debian, launche
     run = launcher.run("run", "crontab5.root_crontab_3")
     assert run.returncode == 0, run.stderr
     assert [e["line"] for e in run.events if e["event"] == "proc.output"] == [
-        "mail to -s It's 10pm joe", "Joe,", "", "Where are your kids?"]
+        "mail to -s It's 10pm joe",
+        "Joe,",
+        "",
+        "Where are your kids?",
+    ]
     run = launcher.run("run", "crontab5.root_crontab_6")
     assert run.returncode == 0 and "non-integer" not in run.stdout + run.stderr
 
@@ -375,19 +444,26 @@ def test_reboot_is_started_by_multi_user_target(tmp_path):
     job = load(out, "boot").boot
     assert job.schedule == () and job.systemd == {"Install": {"WantedBy": "multi-user.target"}}
     units = tmp_path / "units"
-    assert jobrunner("units", "render", "--package", out.name, "--out", str(units), JOBRUNNER_PATH=str(tmp_path)).returncode == 0
+    assert (
+        jobrunner(
+            "units", "render", "--package", out.name, "--out", str(units), JOBRUNNER_PATH=str(tmp_path)
+        ).returncode
+        == 0
+    )
     assert "[Install]\nWantedBy=multi-user.target" in (units / "boot.service").read_text()
     assert not (units / "boot.timer").exists()
     assert jobrunner("units", "verify", "--dir", str(units)).returncode == 0
 
 
 def test_cron_tz_is_the_schedules_zone_and_tz_only_the_commands(tmp_path):
-    text = "CRON_TZ=America/New_York\n0 9 * * 1-5 root /bin/true\nCRON_TZ=\"\"\nTZ=Asia/Tokyo\n0 9 * * * root /bin/true\n"
+    text = 'CRON_TZ=America/New_York\n0 9 * * 1-5 root /bin/true\nCRON_TZ=""\nTZ=Asia/Tokyo\n0 9 * * * root /bin/true\n'
     tab = parse_crontab(text, path="tz")
     first, second = tab.entries
     assert to_oncalendar(first.schedule) == ["Mon..Fri *-*-* 09:00:00 America/New_York"]
     assert to_oncalendar(second.schedule) == ["*-*-* 09:00:00"]
-    result = compare("tz", first.schedule, to_oncalendar(first.schedule), start=YEAR[0], end=YEAR[1], zone=ZoneInfo("UTC"))
+    result = compare(
+        "tz", first.schedule, to_oncalendar(first.schedule), start=YEAR[0], end=YEAR[1], zone=ZoneInfo("UTC")
+    )
     assert result.ok and result.cron[0] == dt.datetime(2025, 1, 1, 14, 0, tzinfo=UTC)
 
 
@@ -397,4 +473,6 @@ def test_a_timer_tick_does_not_import_the_importer(tmp_path):
 
     loaded = modules_after(tmp_path, "jobs.noop")
     assert "jobrunner.runner" in loaded and not [m for m in loaded if m.startswith("jobrunner.importer")]
-    assert not [m for m in modules_after(tmp_path, "--help") if m.startswith(("jobrunner.importer", "jobrunner.cli.import"))]
+    assert not [
+        m for m in modules_after(tmp_path, "--help") if m.startswith(("jobrunner.importer", "jobrunner.cli.import"))
+    ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from .debian_packages import debian  # noqa: F401 - fixture
+from .debian_packages import debian
 from .test_import_cron import jobrunner, load
 
 PAIRS = {
@@ -22,7 +22,7 @@ PAIRS = {
 }
 
 
-def _import(debian, tmp_path: Path, *extra: str):  # noqa: F811
+def _import(debian, tmp_path: Path, *extra: str):
     timers = [str(debian.file(p, rel)) for p, rel in sorted(PAIRS.items())]
     monitor = str(debian.file("mdadm", "lib/systemd/system/mdmonitor-oneshot.timer"))
     out = tmp_path / "fromunits"
@@ -30,7 +30,7 @@ def _import(debian, tmp_path: Path, *extra: str):  # noqa: F811
     return proc, out
 
 
-def test_debian_timer_units_map_to_settings(debian, tmp_path):  # noqa: F811
+def test_debian_timer_units_map_to_settings(debian, tmp_path):
     proc, out = _import(debian, tmp_path, "--strict")
     assert proc.returncode == 0, proc.stderr
     certbot = load(out, "certbot").certbot
@@ -43,7 +43,9 @@ def test_debian_timer_units_map_to_settings(debian, tmp_path):  # noqa: F811
     scrub = load(out, "e2scrub_all")
     assert scrub.ENVIRONMENT == {"SERVICE_MODE": "1"} and scrub.e2scrub_all.jitter == 60
     assert scrub.e2scrub_all.systemd["Unit"] == {
-        "ConditionACPower": "true", "ConditionCapability": ["CAP_SYS_ADMIN", "CAP_SYS_RAWIO"]}
+        "ConditionACPower": "true",
+        "ConditionCapability": ["CAP_SYS_ADMIN", "CAP_SYS_RAWIO"],
+    }
     assert "SyslogIdentifier=e2scrub_all" in proc.stderr  # not mapped: said, not dropped
 
     mdcheck = load(out, "mdcheck_start")
@@ -65,7 +67,7 @@ def test_debian_timer_units_map_to_settings(debian, tmp_path):  # noqa: F811
     assert load(out, "ntpsec_rotate_stats").ntpsec_rotate_stats.systemd == {"Unit": {"+Requisite": "ntpsec.service"}}
 
 
-def test_imported_units_render_and_verify(debian, tmp_path):  # noqa: F811
+def test_imported_units_render_and_verify(debian, tmp_path):
     """The round trip: render the imported jobs and 'jobrunner units verify' them. ntpsec's
     Requisite=ntpsec.service, kept as it was, names a unit this machine lacks: verify says
     exactly that and nothing else."""
@@ -83,21 +85,25 @@ def test_imported_units_render_and_verify(debian, tmp_path):  # noqa: F811
     if has_ntpsec:
         assert verify.returncode == 0, verify.stdout + verify.stderr
     else:
-        assert problems == ["jobrunner: verify: ntpsec-rotate-stats.service: Failed to create "
-                            "ntpsec-rotate-stats.service/start: Unit ntpsec.service not found."], verify.stderr
+        assert problems == [
+            "jobrunner: verify: ntpsec-rotate-stats.service: Failed to create "
+            "ntpsec-rotate-stats.service/start: Unit ntpsec.service not found."
+        ], verify.stderr
     assert verify.stdout.count(" ok\n") == len(list(units.glob("*.service")))
 
 
 def test_a_unit_without_execstart_is_named(tmp_path):
     bad = tmp_path / "broken.service"
-    bad.write_text(textwrap.dedent("""\
+    bad.write_text(
+        textwrap.dedent("""\
         [Unit]
         Description=No command
 
         [Service]
         Type=oneshot
         User=www-data
-    """))
+    """)
+    )
     (tmp_path / "broken.timer").write_text("[Timer]\nOnCalendar=daily\n")
     good = tmp_path / "fine.service"
     good.write_text("[Service]\nExecStart=/bin/echo fine\nRestart=on-failure\n")

@@ -18,12 +18,23 @@ except SystemExit:
 sys.stderr.write(json.dumps(sorted(sys.modules)) + "\\n")
 """
 
-NEVER_ON_THE_RUN_PATH = ("apprise", "tenacity", "redis", "filelock", "requests", "jobrunner.unitgen", "jobrunner.notify")
+NEVER_ON_THE_RUN_PATH = (
+    "apprise",
+    "tenacity",
+    "redis",
+    "filelock",
+    "requests",
+    "jobrunner.unitgen",
+    "jobrunner.notify",
+)
 
 
 def modules_after(tmp_path, *args: str) -> set[str]:
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env=clean_env(JOBRUNNER_STATE_DIR=str(tmp_path / "s"), JOBRUNNER_LOCK_DIR=str(tmp_path / "l")),
     )
     return set(json.loads(proc.stderr.strip().splitlines()[-1]))
@@ -40,7 +51,9 @@ def test_noop_run_imports_no_optional_library(tmp_path):
 
 def test_retrying_job_imports_tenacity(tmp_path, launcher):
     """tenacity is imported exactly when a job declares retries."""
-    launcher.write_job("retrier", "from jobrunner import job, Retry\n@job(retry=Retry(attempts=2))\ndef retrier(ctx): pass\n")
+    launcher.write_job(
+        "retrier", "from jobrunner import job, Retry\n@job(retry=Retry(attempts=2))\ndef retrier(ctx): pass\n"
+    )
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, "retrier"], capture_output=True, text=True, timeout=60, env=launcher.env()
     )
@@ -61,5 +74,7 @@ def test_errors_all_matches_public_names():
     """jobrunner.errors.__all__ names every public error and exit code."""
     from jobrunner import errors
 
-    public = {n for n, v in vars(errors).items() if not n.startswith("_") and (isinstance(v, type) or n.startswith("EXIT_"))}
+    public = {
+        n for n, v in vars(errors).items() if not n.startswith("_") and (isinstance(v, type) or n.startswith("EXIT_"))
+    }
     assert set(errors.__all__) == public

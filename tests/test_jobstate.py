@@ -13,11 +13,25 @@ from jobrunner.state import SCHEMA_VERSION, JobState, StateStore, record_finish
 
 # What a runner before JobState wrote (no "schema"), with a key no version knows.
 OLD_FILE = {
-    "job": "nightly", "last_run_id": "r1", "last_outcome": "failure", "last_exit_code": 1, "last_error": "OSError: x",
-    "last_start": 100.0, "last_finish": 160.5, "last_failure": 160.5, "last_success": 50, "last_duration_s": 60.5,
-    "last_attempts": 1, "consecutive_failures": 2, "runs": {"success": 3, "failure": 2}, "durations_s": [1.0, 60.5],
-    "notify": {"failure_notified": True, "suppressed": 1}, "notified_run_id": "r1", "notify_tags": ["ops"],
-    "ping": {"queue": [], "body_limit": 100}, "future_key": {"kept": [1, 2]},
+    "job": "nightly",
+    "last_run_id": "r1",
+    "last_outcome": "failure",
+    "last_exit_code": 1,
+    "last_error": "OSError: x",
+    "last_start": 100.0,
+    "last_finish": 160.5,
+    "last_failure": 160.5,
+    "last_success": 50,
+    "last_duration_s": 60.5,
+    "last_attempts": 1,
+    "consecutive_failures": 2,
+    "runs": {"success": 3, "failure": 2},
+    "durations_s": [1.0, 60.5],
+    "notify": {"failure_notified": True, "suppressed": 1},
+    "notified_run_id": "r1",
+    "notify_tags": ["ops"],
+    "ping": {"queue": [], "body_limit": 100},
+    "future_key": {"kept": [1, 2]},
 }
 
 
@@ -49,19 +63,23 @@ def test_store_loads_an_old_file_and_writes_the_schema_version(tmp_path):
     assert on_disk["schema"] == SCHEMA_VERSION == written.schema
     assert on_disk["running"] == {"run_id": "r2", "pid": 7, "since": 200.0}
     assert {k: v for k, v in on_disk.items() if k not in ("schema", "running", "last_start")} == {
-        k: v for k, v in OLD_FILE.items() if k != "last_start"}
+        k: v for k, v in OLD_FILE.items() if k != "last_start"
+    }
 
 
-@pytest.mark.parametrize("data, why", [
-    ([1, 2], "not a JSON object"),
-    ({"runs": "x"}, "field 'runs' is str, not dict"),
-    ({"consecutive_failures": True}, "field 'consecutive_failures' is bool, not int"),
-    ({"last_success": "yesterday"}, "field 'last_success' is str"),
-    ({"running": {"since": "now"}}, "field 'running.since' must be a number"),
-    ({"durations_s": ["fast"]}, "field 'durations_s' must be a list of numbers"),
-    ({"runs": {"success": 1.5}}, "field 'runs' must map outcomes to whole numbers"),
-    ({"schema": "1"}, "field 'schema' is str, not int"),
-])
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        ([1, 2], "not a JSON object"),
+        ({"runs": "x"}, "field 'runs' is str, not dict"),
+        ({"consecutive_failures": True}, "field 'consecutive_failures' is bool, not int"),
+        ({"last_success": "yesterday"}, "field 'last_success' is str"),
+        ({"running": {"since": "now"}}, "field 'running.since' must be a number"),
+        ({"durations_s": ["fast"]}, "field 'durations_s' must be a list of numbers"),
+        ({"runs": {"success": 1.5}}, "field 'runs' must map outcomes to whole numbers"),
+        ({"schema": "1"}, "field 'schema' is str, not int"),
+    ],
+)
 def test_wrong_types_are_refused_with_the_field(tmp_path, data, why):
     """from_dict is the schema check: a wrong type names the field; the store calls the file unreadable."""
     with pytest.raises(ValueError, match=why.replace("(", r"\(")):
@@ -85,8 +103,16 @@ def test_the_record_and_the_plain_dict_agree():
     """record_finish on a JobState and on the plain dict of the same record give the same file."""
     typed, plain = JobState(), {}
     for i, outcome in enumerate(("success", "failure", "skipped", "timeout", "success")):
-        kw = dict(run_id=f"r{i}", outcome=outcome, exit_code=0 if outcome == "success" else 1, started=i,
-                  duration_s=1.0, attempts=1, error="E" if outcome != "success" else None, now=10.0 + i)
+        kw = dict(
+            run_id=f"r{i}",
+            outcome=outcome,
+            exit_code=0 if outcome == "success" else 1,
+            started=i,
+            duration_s=1.0,
+            attempts=1,
+            error="E" if outcome != "success" else None,
+            now=10.0 + i,
+        )
         typed.record_finish(**kw)
         record_finish(plain, **kw)
     assert typed.to_dict() == plain
@@ -98,8 +124,10 @@ def test_apply_folds_several_changes_into_one_write(tmp_path):
     store = StateStore("j", str(tmp_path))
     store.apply(lambda s: setattr(s, "consecutive_failures", 1))
     inode = os.stat(store.path).st_ino
-    written = store.apply(lambda s: setattr(s, "consecutive_failures", (s.consecutive_failures or 0) + 1),
-                          lambda s: s.notify.update(suppressed=3))
+    written = store.apply(
+        lambda s: setattr(s, "consecutive_failures", (s.consecutive_failures or 0) + 1),
+        lambda s: s.notify.update(suppressed=3),
+    )
     assert written.consecutive_failures == 2 and written.notify == {"suppressed": 3} and written.job == "j"
     assert os.stat(store.path).st_ino != inode
     assert store.load() == written

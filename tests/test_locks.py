@@ -8,10 +8,11 @@ import subprocess
 import time
 
 import pytest
-from .conftest import ledger_entries, overlaps, wait_for
 
 from jobrunner.errors import LockBusy
 from jobrunner.locks import FileLock
+
+from .conftest import ledger_entries, overlaps, wait_for
 
 CRITICAL = """
     import os, time

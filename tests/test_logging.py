@@ -82,13 +82,16 @@ def test_journald_priority_prefix_only_on_the_journal_stream(launcher):
 def test_log_file_gets_the_same_json_lines(launcher, tmp_path):
     """log_file= appends the run's JSON lines to a file as well as stdout."""
     log = tmp_path / "job.log"
-    launcher.write_job("filed", f"""
+    launcher.write_job(
+        "filed",
+        f"""
         from jobrunner import job
 
         @job(log_file={str(log)!r})
         def filed(ctx):
             ctx.log.info("hello.file")
-    """)
+    """,
+    )
     first = launcher.run("filed")
     launcher.run("filed")
     lines = log.read_text().splitlines()
@@ -100,8 +103,12 @@ def test_closed_stdout_does_not_fail_the_run(launcher, tmp_path):
     """With stdout closed (journald gone) the job still runs and its result is recorded."""
     launcher.write_job("chatty", CHATTY)
     proc = subprocess.run(
-        [sys.executable, "-m", "jobrunner", "chatty"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env=launcher.env(), cwd=REPO, timeout=30,
+        [sys.executable, "-m", "jobrunner", "chatty"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=launcher.env(),
+        cwd=REPO,
+        timeout=30,
         preexec_fn=lambda: os.close(1),
     )
     assert proc.returncode == 0, proc.stderr

@@ -8,9 +8,9 @@ import stat
 import time
 from types import SimpleNamespace
 
-from .conftest import wait_for
-
 from jobrunner.metrics import OUTCOMES, escape_label, render_job_metrics, write_job_metrics
+
+from .conftest import wait_for
 
 JOBS = """
 import time
@@ -33,7 +33,7 @@ def held(ctx):
     time.sleep(float(ctx.env.get("HOLD", "0")))
 """
 
-SAMPLE = re.compile(r'^([a-z_]+)\{([^}]*)\} (\S+)$')
+SAMPLE = re.compile(r"^([a-z_]+)\{([^}]*)\} (\S+)$")
 
 
 def parse(text: str) -> dict[tuple[str, frozenset], float]:
@@ -64,8 +64,16 @@ def test_label_escaping():
 
 def test_render_all_outcomes_help_and_type():
     """Every series has HELP and TYPE once; runs_total lists every outcome, zeros included."""
-    state = {"last_start": 100.0, "last_finish": 102.5, "last_success": 102.5, "last_outcome": "success",
-             "last_exit_code": 0, "last_duration_s": 2.5, "consecutive_failures": 0, "runs": {"success": 3, "skipped": 1}}
+    state = {
+        "last_start": 100.0,
+        "last_finish": 102.5,
+        "last_success": 102.5,
+        "last_outcome": "success",
+        "last_exit_code": 0,
+        "last_duration_s": 2.5,
+        "consecutive_failures": 0,
+        "runs": {"success": 3, "skipped": 1},
+    }
     text = render_job_metrics("wp_backup", state, host="h1", expected_interval_s=86400)
     for name in set(re.findall(r"^(jobrunner_\w+)", text, re.M)):
         assert text.count(f"# HELP {name} ") == 1 and text.count(f"# TYPE {name} ") == 1, name
@@ -150,8 +158,9 @@ def test_no_metrics_dir_no_import(launcher):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, str(probe)], env=launcher.env(), capture_output=True, text=True, timeout=60,
-                          cwd=launcher.tmp)
+    proc = subprocess.run(
+        [sys.executable, str(probe)], env=launcher.env(), capture_output=True, text=True, timeout=60, cwd=launcher.tmp
+    )
     assert proc.stderr.strip().splitlines()[-1] == "CLEAN", proc.stderr
 
 

@@ -8,10 +8,11 @@ import signal
 import socket
 import subprocess
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+
 from .conftest import wait_for
 from .test_metrics import JOBS, parse, value
 
@@ -26,7 +27,7 @@ class Exporter:
         self.directory = directory
 
     def scrape(self) -> str:
-        with urllib.request.urlopen(self.url, timeout=10) as response:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(self.url, timeout=10) as response:
             return response.read().decode()
 
 
@@ -46,12 +47,21 @@ def exporter(tmp_path: Path) -> Iterator[Exporter]:
     directory.mkdir()
     port = _free_port()
     proc = subprocess.Popen(
-        [EXPORTER, f"--web.listen-address=127.0.0.1:{port}", f"--collector.textfile.directory={directory}",
-         "--collector.disable-defaults", "--collector.textfile"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
+        [
+            EXPORTER,
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--collector.textfile.directory={directory}",
+            "--collector.disable-defaults",
+            "--collector.textfile",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     exp = Exporter(port, directory)
     try:
+
         def up() -> bool:
             try:
                 exp.scrape()
@@ -84,13 +94,14 @@ def test_scraped_series_match_real_runs(launcher, exporter):
 
     text = exporter.scrape()
     # the collector read our files without complaint
-    assert 'node_textfile_scrape_error 0' in text, [line for line in text.splitlines() if "textfile" in line]
+    assert "node_textfile_scrape_error 0" in text, [line for line in text.splitlines() if "textfile" in line]
     ours = parse("\n".join(line for line in text.splitlines() if line.startswith("jobrunner_")))
     host = os.uname().nodename
     assert value(ours, "jobrunner_runs_total", job="good", host=host, outcome="success") == 1
     assert value(ours, "jobrunner_runs_total", job="good", outcome="skipped") == 0
     assert value(ours, "jobrunner_last_success_timestamp_seconds", job="good") == pytest.approx(
-        launcher.state("good")["last_success"], abs=0.001)
+        launcher.state("good")["last_success"], abs=0.001
+    )
     assert value(ours, "jobrunner_runs_total", job="bad", outcome="failure") == 2
     assert value(ours, "jobrunner_consecutive_failures", job="bad") == 2
     assert value(ours, "jobrunner_last_exit_code", job="bad") == 1

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from .test_notify_receivers import HttpReceiver, black_hole, closed_port, pinger, receiver, smtp  # noqa: F401
+from .test_notify_receivers import HttpReceiver, black_hole, closed_port, pinger, receiver, smtp
 
 FAILER = """
 from jobrunner import job
@@ -50,8 +50,14 @@ def test_failure_notifies_once_with_context_and_no_secret(launcher, receiver):
     assert message["title"].startswith("❌ failer failed on ") and message["title"].endswith("(exit 1)")
     assert len(message["title"]) < 80
     body = message["message"]
-    for needle in ("outcome:   failure, exit code 1", "attempts 1", "OSError: disk full", run.event("job.started")["run_id"],
-                   "step.one note=about to fail", "Last "):
+    for needle in (
+        "outcome:   failure, exit code 1",
+        "attempts 1",
+        "OSError: disk full",
+        run.event("job.started")["run_id"],
+        "step.one note=about to fail",
+        "Last ",
+    ):
         assert needle in body
     everything = got["body"].decode() + run.stdout + run.stderr
     assert "hunter2-very-secret" not in everything and "Zx9SECRETtokenValue42" not in run.stdout
@@ -163,8 +169,11 @@ def test_dead_endpoints_never_change_the_outcome(launcher, black_hole, endpoint)
     """A black-holed or refused endpoint: notify.failed logged, exit code unchanged, run within budget."""
     port = black_hole.port if endpoint == "black_hole" else closed_port()
     launcher.write_job("failer", FAILER)
-    env = launcher.env(JOBRUNNER_NOTIFY_URLS=f"json://127.0.0.1:{port}/x", JOBRUNNER_NOTIFY_TIMEOUT="3s",
-                       JOBRUNNER_PING_URL=f"http://127.0.0.1:{port}/ping/0b0e0c2c-1234-4a5b-8c9d-0123456789ab")
+    env = launcher.env(
+        JOBRUNNER_NOTIFY_URLS=f"json://127.0.0.1:{port}/x",
+        JOBRUNNER_NOTIFY_TIMEOUT="3s",
+        JOBRUNNER_PING_URL=f"http://127.0.0.1:{port}/ping/0b0e0c2c-1234-4a5b-8c9d-0123456789ab",
+    )
     started = time.monotonic()
     run = launcher.run("failer", env=env)
     elapsed = time.monotonic() - started

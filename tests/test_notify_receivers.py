@@ -9,8 +9,9 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -35,8 +36,12 @@ class HttpReceiver:
                 body = self.rfile.read(length) if length else b""
                 parsed = urllib.parse.urlsplit(self.path)
                 entry = {
-                    "method": self.command, "path": parsed.path, "query": dict(urllib.parse.parse_qsl(parsed.query)),
-                    "headers": dict(self.headers), "body": body, "at": time.monotonic(),
+                    "method": self.command,
+                    "path": parsed.path,
+                    "query": dict(urllib.parse.parse_qsl(parsed.query)),
+                    "headers": dict(self.headers),
+                    "body": body,
+                    "at": time.monotonic(),
                 }
                 self.send_response(receiver.status)
                 if receiver.body_limit is not None:

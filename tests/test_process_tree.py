@@ -62,13 +62,16 @@ def test_sigterm_kills_tree_and_frees_lock(launcher, tmp_path):
 
 def test_output_is_streamed_line_by_line(launcher):
     """Each output line of a command is a proc.output event with its stream."""
-    launcher.write_job("talk", """
+    launcher.write_job(
+        "talk",
+        """
         from jobrunner import job
 
         @job
         def talk(ctx):
             ctx.sh('echo one; echo two >&2; printf "no newline"')
-    """)
+    """,
+    )
     run = launcher.run("talk")
     assert run.returncode == 0
     out = [(e["stream"], e["line"]) for e in run.events if e["event"] == "proc.output"]
@@ -77,13 +80,16 @@ def test_output_is_streamed_line_by_line(launcher):
 
 def test_failed_command_reports_status_and_tail(launcher):
     """A non-zero exit fails the job (exit 1) naming the command, its status and last line."""
-    launcher.write_job("boom", """
+    launcher.write_job(
+        "boom",
+        """
         from jobrunner import job
 
         @job
         def boom(ctx):
             ctx.sh('echo preparing; echo "cannot connect to db" >&2; exit 3')
-    """)
+    """,
+    )
     run = launcher.run("boom")
     assert run.returncode == 1
     failed = run.event("job.failed")
@@ -94,13 +100,16 @@ def test_failed_command_reports_status_and_tail(launcher):
 
 def test_background_child_holding_pipes_does_not_hang(launcher):
     """A command that exits while its background child keeps stdout open does not hang the run."""
-    launcher.write_job("bg", """
+    launcher.write_job(
+        "bg",
+        """
         from jobrunner import job
 
         @job(timeout="60s")
         def bg(ctx):
             ctx.sh('sleep 300 & echo started')
-    """)
+    """,
+    )
     started = time.monotonic()
     run = launcher.run("bg", timeout=30)
     assert run.returncode == 0
@@ -110,13 +119,16 @@ def test_background_child_holding_pipes_does_not_hang(launcher):
 
 def test_long_line_is_truncated_with_marker(launcher):
     """A 5 MB line without newline is cut with a marker; the log stays one JSON object a line."""
-    launcher.write_job("flood", """
+    launcher.write_job(
+        "flood",
+        """
         from jobrunner import job
 
         @job
         def flood(ctx):
             ctx.run(["python3", "-c", "import sys; sys.stdout.write('x' * 5_000_000); print(); print('after')"])
-    """)
+    """,
+    )
     run = launcher.run("flood")
     assert run.returncode == 0
     lines = [e["line"] for e in run.events if e["event"] == "proc.output"]
@@ -161,8 +173,17 @@ def test_double_forked_daemon_does_not_outlive_exec(launcher, tmp_path, timeout,
     """`jobrunner exec --timeout 2s -- CMD` where CMD double-forks a daemon into its own session: after the
     timeout (or at the end of the run) the daemon is gone too (before: it survived, re-parented to PID 1)."""
     pidfile = tmp_path / "daemon.pid"
-    args = ["exec", "daemonizer", *(["--timeout", timeout] if timeout else []), "--",
-            sys.executable, "-c", DAEMONIZE, str(pidfile), stays]
+    args = [
+        "exec",
+        "daemonizer",
+        *(["--timeout", timeout] if timeout else []),
+        "--",
+        sys.executable,
+        "-c",
+        DAEMONIZE,
+        str(pidfile),
+        stays,
+    ]
     proc = launcher.start(*args)
     daemon = _daemon(pidfile)
     try:

@@ -104,11 +104,23 @@ def test_plain_text_is_unchanged():
 @pytest.mark.parametrize(
     "name",
     [
-        "DB_PASSWORD", "PGPASSWORD", "WP_DB_PASS", "MYSQL_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY", "API_TOKEN",
-        "GITHUB_TOKEN", "S3_SECRET_KEY", "RESTIC_PASSWORD", "BORG_PASSPHRASE", "SMTP_PASS", "B2_APPLICATION_KEY",
-        "KEY", "api_key",
+        "DB_PASSWORD",
+        "PGPASSWORD",
+        "WP_DB_PASS",
+        "MYSQL_ROOT_PASSWORD",
+        "AWS_SECRET_ACCESS_KEY",
+        "API_TOKEN",
+        "GITHUB_TOKEN",
+        "S3_SECRET_KEY",
+        "RESTIC_PASSWORD",
+        "BORG_PASSPHRASE",
+        "SMTP_PASS",
+        "B2_APPLICATION_KEY",
+        "KEY",
+        "api_key",
         # MySQL's own client variable and its common short form: the WordPress VPS case.
-        "MYSQL_PWD", "DB_PWD",
+        "MYSQL_PWD",
+        "DB_PWD",
     ],
 )
 def test_secret_env_names(name):
@@ -139,7 +151,9 @@ def test_add_env_mysql_pwd():
 def test_add_env_url_variables_register_their_credentials():
     """Credentials inside *_URL / *_DSN values are registered, so they are masked outside any URL too."""
     redactor = Redactor()
-    redactor.add_env({"REDIS_URL": "redis://:cachepass99@cache:6379/0", "SENTRY_DSN": "https://abcdef0123456789@o1.ingest/1"})
+    redactor.add_env(
+        {"REDIS_URL": "redis://:cachepass99@cache:6379/0", "SENTRY_DSN": "https://abcdef0123456789@o1.ingest/1"}
+    )
     assert redactor.redact("auth cachepass99 failed") == f"auth {MASK} failed"
     assert redactor.redact("key abcdef0123456789") == f"key {MASK}"
 
@@ -163,8 +177,13 @@ def test_notify_urls_tokens_masked_in_any_text(separator):
 def test_processor_masks_an_event_dict():
     """Used as a structlog processor, the redactor masks string and nested fields of the event dict."""
     redactor = Redactor(["topsecret"])
-    event = {"event": "db.connect", "dsn": "mysql://wp:topsecret@db/wp", "args": ["-ptopsecret"], "n": 3,
-             "exception": {"type": "OSError", "message": "denied for topsecret", "frames": []}}
+    event = {
+        "event": "db.connect",
+        "dsn": "mysql://wp:topsecret@db/wp",
+        "args": ["-ptopsecret"],
+        "n": 3,
+        "exception": {"type": "OSError", "message": "denied for topsecret", "frames": []},
+    }
     out = redactor(None, "info", event)
     assert out["event"] == "db.connect" and out["n"] == 3
     assert out["dsn"] == f"mysql://wp:{MASK}@db/wp"
@@ -236,7 +255,9 @@ def test_cli_password_appears_nowhere(launcher):
 
 def test_cli_exception_object_field_is_masked(launcher):
     """A job logging the exception object itself (error=exc) does not leak the password it carries."""
-    launcher.write_job("leaky_exc", """
+    launcher.write_job(
+        "leaky_exc",
+        """
         from jobrunner import job
 
         @job
@@ -245,7 +266,8 @@ def test_cli_exception_object_field_is_masked(launcher):
                 raise OSError("auth failed for " + ctx.env["DB_PASSWORD"])
             except OSError as exc:
                 ctx.log.warning("db.retrying", error=exc)
-    """)
+    """,
+    )
     run = launcher.run("leaky_exc", env=launcher.env(DB_PASSWORD=PASSWORD))
     assert run.returncode == 0, run.stderr
     assert PASSWORD not in run.stdout + run.stderr
@@ -254,14 +276,17 @@ def test_cli_exception_object_field_is_masked(launcher):
 
 def test_cli_logging_a_named_tuple_does_not_fail_the_job(launcher):
     """A job logging shutil.disk_usage() (a namedtuple) succeeds and the values are logged."""
-    launcher.write_job("disk", """
+    launcher.write_job(
+        "disk",
+        """
         import shutil
         from jobrunner import job
 
         @job
         def disk(ctx):
             ctx.log.info("disk.usage", usage=shutil.disk_usage("/"))
-    """)
+    """,
+    )
     run = launcher.run("disk")
     assert run.returncode == 0, run.stdout
     assert len(run.event("disk.usage")["usage"]) == 3
@@ -321,7 +346,7 @@ def test_secret_split_across_two_lines_leaks_at_most_three_characters(cut):
     stream = Redactor([SPLIT]).stream()
     first = stream(f"token={SPLIT[:cut]}")
     second = stream(f"{SPLIT[cut:]} rest")
-    shown = first[len("token="):].replace(MASK, "") + second.replace(MASK, "").replace(" rest", "")
+    shown = first[len("token=") :].replace(MASK, "") + second.replace(MASK, "").replace(" rest", "")
     assert len(shown) <= 3, (first, second)
     assert second.endswith(" rest")
 
@@ -345,7 +370,10 @@ def test_line_stream_leaves_ordinary_lines_alone():
     [
         (["mydump", "--password=s3cr3t-x", "db"], ["mydump", f"--password={MASK}", "db"]),
         (["tool", "--api-token", "abc", "-v"], ["tool", "--api-token", MASK, "-v"]),
-        (["tool", "--password-file", "/etc/pw", "--no-password"], ["tool", "--password-file", "/etc/pw", "--no-password"]),
+        (
+            ["tool", "--password-file", "/etc/pw", "--no-password"],
+            ["tool", "--password-file", "/etc/pw", "--no-password"],
+        ),
         (["mysqldump", "-uwp", "-pS3cret", "wp"], ["mysqldump", "-uwp", f"-p{MASK}", "wp"]),
         (["mysql", "-p", "wordpress"], ["mysql", "-p", "wordpress"]),
         (["redis-cli", "-a", "hunter2", "ping"], ["redis-cli", "-a", MASK, "ping"]),

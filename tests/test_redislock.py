@@ -16,21 +16,24 @@ import subprocess
 import threading
 import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from .conftest import wait_for
 
 from jobrunner.declaration import Lock
 from jobrunner.errors import ConfigError, LockBusy
+
+from .conftest import wait_for
 
 redis = pytest.importorskip("redis")
 from jobrunner import redislock  # noqa: E402
 from jobrunner.redislock import RedisUnavailable, acquire_redis_lock, lease_timing  # noqa: E402
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-pytestmark = pytest.mark.skipif(not os.path.exists(REDIS_SERVER), reason="needs redis-server (apt-get install redis-server)")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(REDIS_SERVER), reason="needs redis-server (apt-get install redis-server)"
+)
 
 
 def free_port() -> int:
@@ -55,10 +58,23 @@ class RedisServer:
     def client(self):
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=2)
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--daemonize", "no", "--dir", str(self.workdir)]
+        argv = [
+            REDIS_SERVER,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(self.workdir),
+        ]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.started_at = time.monotonic()
         client = self.client()
@@ -220,10 +236,14 @@ def test_busy_names_the_holder(flush):
 
 def test_lock_name_overrides_job_name(flush):
     """Lock(name=...) names the key, so differently named jobs can share one lease."""
-    lease = acquire_redis_lock(a_job("a"), Lock(redis=flush.url, name="shared-db", ttl="3s"), Recorder(), on_lost=Lost())
+    lease = acquire_redis_lock(
+        a_job("a"), Lock(redis=flush.url, name="shared-db", ttl="3s"), Recorder(), on_lost=Lost()
+    )
     try:
         with pytest.raises(LockBusy):
-            acquire_redis_lock(a_job("b"), Lock(redis=flush.url, name="shared-db", ttl="3s"), Recorder(), on_lost=Lost())
+            acquire_redis_lock(
+                a_job("b"), Lock(redis=flush.url, name="shared-db", ttl="3s"), Recorder(), on_lost=Lost()
+            )
     finally:
         lease.release()
 
@@ -355,5 +375,9 @@ def test_short_ttl_for_the_kill_grace_is_warned(flush):
 
 def test_all_matches_public_names():
     """redislock.__all__ lists exactly its public names."""
-    public = {n for n, v in vars(redislock).items() if not n.startswith("_") and getattr(v, "__module__", None) == redislock.__name__}
+    public = {
+        n
+        for n, v in vars(redislock).items()
+        if not n.startswith("_") and getattr(v, "__module__", None) == redislock.__name__
+    }
     assert set(redislock.__all__) == public

@@ -12,8 +12,9 @@ import signal
 import time
 
 import pytest
+
 from .conftest import ledger_entries, overlaps, wait_for
-from .test_redislock import free_port, own_redis, redis_server  # noqa: F401  (fixtures)
+from .test_redislock import free_port, own_redis, redis_server
 
 pytest.importorskip("redis")
 
@@ -72,7 +73,9 @@ def test_five_servers_ten_rounds_exactly_one_runs_never_overlapping(fleet, redis
     launcher, ledger, env = fleet
     redis_server.client().flushdb()
     for round_ in range(10):
-        procs = [launcher.start("critical", env=env(f"s{i}", redis_server.url, HOLD="1.0", TTL="3s")) for i in range(1, 6)]
+        procs = [
+            launcher.start("critical", env=env(f"s{i}", redis_server.url, HOLD="1.0", TTL="3s")) for i in range(1, 6)
+        ]
         runs = [launcher.finish(p) for p in procs]
         codes = sorted(r.returncode for r in runs)
         assert codes == [0, 75, 75, 75, 75], (round_, [r.stdout[-800:] for r in runs])
@@ -104,8 +107,12 @@ def test_redis_down_past_the_lease_holder_stops_before_it_could_expire(fleet, ow
     assert "lock.lost" in run.names() and "lock.renew_failed" in run.names()
     assert run.event("job.finished")["outcome"] == "failure"
     could_expire = measured + pttl
-    print(f"redis down: holder stopped {stopped - killed:.2f}s after the kill, {could_expire - stopped:.2f}s before the lease could expire")
-    assert stopped < could_expire, f"stopped {stopped - killed:.2f}s after the kill; lease could expire at {could_expire - killed:.2f}s"
+    print(
+        f"redis down: holder stopped {stopped - killed:.2f}s after the kill, {could_expire - stopped:.2f}s before the lease could expire"
+    )
+    assert stopped < could_expire, (
+        f"stopped {stopped - killed:.2f}s after the kill; lease could expire at {could_expire - killed:.2f}s"
+    )
     own_redis.start()
     second = launcher.run("critical", env=env("s2", own_redis.url, HOLD="0.1", TTL="2s", WAIT="10s"))
     assert second.returncode == 0, second.stdout[-2000:]
@@ -156,7 +163,9 @@ def test_sigkilled_holder_is_succeeded_after_the_ttl_not_before(fleet, redis_ser
     second = launcher.run("critical", env=env("s2", redis_server.url, HOLD="0.1", TTL="2s", WAIT="10s"))
     assert second.returncode == 0, second.stdout[-2000:]
     took_over = entered(ledger_entries(ledger), "s2")
-    print(f"sigkilled holder: taken over {took_over - killed:.2f}s after the kill, {took_over - (measured + pttl):.3f}s after the lease expired")
+    print(
+        f"sigkilled holder: taken over {took_over - killed:.2f}s after the kill, {took_over - (measured + pttl):.3f}s after the lease expired"
+    )
     assert took_over >= measured + pttl - 0.01, f"entered {measured + pttl - took_over:.3f}s before the lease expired"
     assert took_over - killed < 2.0 + 1.0, f"took over {took_over - killed:.2f}s after the kill (ttl 2s)"
 
@@ -207,11 +216,12 @@ def test_redis_is_imported_only_by_jobs_with_a_redis_lock(launcher, tmp_path):
     from .test_imports import PROBE
 
     launcher.write_job("filelocked", "from jobrunner import job\n@job(lock=True)\ndef filelocked(ctx): pass\n")
-    proc = subprocess.run([sys.executable, "-c", PROBE, "filelocked"], capture_output=True, text=True, timeout=60, env=launcher.env())
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, "filelocked"], capture_output=True, text=True, timeout=60, env=launcher.env()
+    )
     loaded = set(json.loads(proc.stderr.strip().splitlines()[-1]))
     assert "jobrunner.locks" in loaded
     assert "redis" not in loaded and "jobrunner.redislock" not in loaded
-
 
 
 def test_exec_wraps_a_script_under_a_redis_lease(launcher, redis_server, tmp_path):
@@ -225,8 +235,9 @@ def test_exec_wraps_a_script_under_a_redis_lease(launcher, redis_server, tmp_pat
     def env(server: str) -> dict[str, str]:
         return {**launcher.env(JOBRUNNER_REDIS_URL=redis_server.url), "JOBRUNNER_LOCK_DIR": str(tmp_path / server)}
 
-    holder = launcher.start("exec", "legacy-sync", "--redis", "--lock-ttl", "3s", "--", "sh", "-c", script,
-                            env=env("s1"))
+    holder = launcher.start(
+        "exec", "legacy-sync", "--redis", "--lock-ttl", "3s", "--", "sh", "-c", script, env=env("s1")
+    )
     assert wait_for(started.exists, 15), "the holder's script never started"
     busy = launcher.run("exec", "legacy-sync", "--redis", "--", "sh", "-c", "echo must-not-run", env=env("s2"))
     assert busy.returncode == 75, busy.stdout

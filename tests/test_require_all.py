@@ -46,9 +46,26 @@ def _pytest(tmp_path, source: str, **env: str) -> subprocess.CompletedProcess[st
     (tmp_path / "test_vanishing.py").write_text(textwrap.dedent(source))
     (tmp_path / "test_present.py").write_text("def test_present():\n    pass\n")  # as the rest of the suite
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.conftest", "-q", "-rA",
-         "--rootdir", str(tmp_path), "-c", "/dev/null", str(tmp_path)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "tests.conftest",
+            "-q",
+            "-rA",
+            "--rootdir",
+            str(tmp_path),
+            "-c",
+            "/dev/null",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
         env=clean_env(PYTHONPATH=str(REPO), **env),
     )
 

@@ -45,7 +45,9 @@ def test_gives_up_after_attempts(launcher, tmp_path):
 def test_undeclared_error_is_not_retried(launcher, tmp_path):
     """An exception type not in on= fails at once."""
     launcher.write_job("flaky", FLAKY)
-    run = launcher.run("flaky", env=launcher.env(ATTEMPTS="5", SUCCEED_AT="3", KIND="value", COUNTER=str(tmp_path / "c")))
+    run = launcher.run(
+        "flaky", env=launcher.env(ATTEMPTS="5", SUCCEED_AT="3", KIND="value", COUNTER=str(tmp_path / "c"))
+    )
     assert run.returncode == 1
     assert (tmp_path / "c").read_text() == "1"
     assert "job.retry" not in run.names()
@@ -53,13 +55,16 @@ def test_undeclared_error_is_not_retried(launcher, tmp_path):
 
 def test_retries_stop_before_the_deadline(launcher, tmp_path):
     """Retries never sleep past the timeout: the run ends by its deadline."""
-    launcher.write_job("slowretry", """
+    launcher.write_job(
+        "slowretry",
+        """
         from jobrunner import job, Retry
 
         @job(retry=Retry(attempts=50, backoff="fixed", delay="1s", on=(OSError,)), timeout="2.5s")
         def slowretry(ctx):
             raise OSError("still down")
-    """)
+    """,
+    )
     started = time.monotonic()
     run = launcher.run("slowretry")
     assert time.monotonic() - started < 8

@@ -33,20 +33,29 @@ def _limit_memory() -> None:
 def bounded(launcher, *args: str, env: dict[str, str] | None = None, timeout: float = 20):
     """The CLI with 2 GiB of address space and ``timeout`` seconds."""
     return subprocess.run(
-        [sys.executable, "-m", "jobrunner", *args], capture_output=True, text=True, timeout=timeout,
-        env=env or launcher.env(), cwd=launcher.tmp, preexec_fn=_limit_memory, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "jobrunner", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or launcher.env(),
+        cwd=launcher.tmp,
+        preexec_fn=_limit_memory,
+        stdin=subprocess.DEVNULL,
     )
 
 
 def test_huge_timeout_is_a_config_error_at_import(launcher):
     """timeout="300y" fails when the module is loaded, naming the job (before: OverflowError at run time, exit 1)."""
-    launcher.write_job("forever", """
+    launcher.write_job(
+        "forever",
+        """
         from jobrunner import job
 
         @job(timeout="300y")
         def forever(ctx):
             ctx.log.info("ran")
-    """)
+    """,
+    )
     run = launcher.run("forever")
     message = one_line(run, 78)
     assert "forever" in message and "300y" in message and "100 years" in message
@@ -110,7 +119,11 @@ def test_units_render_into_proc_is_one_line(launcher, tmp_path):
     """`units render --out /proc/1` (nothing can be written there): exit 78, one line (before: a traceback)."""
     run = subprocess.run(
         [sys.executable, "-m", "jobrunner", "units", "render", "--out", "/proc/1"],
-        capture_output=True, text=True, timeout=60, env=launcher.env(), cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=launcher.env(),
+        cwd=REPO,
     )
     assert "/proc/1" in one_line(run, 78)
 

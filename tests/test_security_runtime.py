@@ -20,7 +20,7 @@ import pytest
 
 from .attacker import as_user, start_as_user
 from .conftest import REPO, stop_group, wait_for
-from .test_notify_receivers import receiver  # noqa: F401 - a fixture
+from .test_notify_receivers import receiver
 
 SLEEPER = """
 import time
@@ -147,13 +147,16 @@ def test_skipping_past_the_schedule_is_a_warning_naming_the_holder(launcher, tmp
     holder's PID and user; once it has been skipping longer than its schedule allows it logs
     lock.skipping at warning, health says 'skipped since …, held by PID …', and the metrics
     carry the streak."""
-    launcher.write_job("hourly", """
+    launcher.write_job(
+        "hourly",
+        """
         from jobrunner import job
 
         @job(schedule="hourly", lock=True)
         def hourly(ctx):
             pass
-    """)
+    """,
+    )
     lock_dir = tmp_path / "locks"
     lock_dir.mkdir()
     metrics = tmp_path / "metrics"
@@ -180,7 +183,7 @@ def test_skipping_past_the_schedule_is_a_warning_naming_the_holder(launcher, tmp
         assert "held by PID" in warning["reason"]
         health = launcher.run("health", "hourly", "--package", "hourly", env=env)
         assert health.returncode in (1, 2), health.stdout
-        assert f"skipped since" in health.stdout and f"held by PID {holder.pid} (user root)" in health.stdout
+        assert "skipped since" in health.stdout and f"held by PID {holder.pid} (user root)" in health.stdout
         prom = (metrics / "hourly.prom").read_text()
         assert "jobrunner_consecutive_skips{" in prom and 'jobrunner_consecutive_skips{job="hourly"' in prom
         since = [l for l in prom.splitlines() if l.startswith("jobrunner_skipping_since_timestamp_seconds{")]
@@ -229,13 +232,16 @@ def test_a_planted_state_lock_symlink_is_not_followed(launcher, www_data, tmp_pa
     assert "state.write_failed" in run.names()
 
 
-@pytest.mark.parametrize("planted", [
-    {"runs": "x"},
-    {"last_success": "yesterday", "consecutive_failures": "3"},
-    {"running": {"since": "now"}},
-    {"durations_s": ["fast"]},
-    [1, 2, 3],
-])
+@pytest.mark.parametrize(
+    "planted",
+    [
+        {"runs": "x"},
+        {"last_success": "yesterday", "consecutive_failures": "3"},
+        {"running": {"since": "now"}},
+        {"durations_s": ["fast"]},
+        [1, 2, 3],
+    ],
+)
 def test_state_with_wrong_types_is_unreadable_not_a_crash(launcher, planted):
     """Finding 6: valid JSON with wrong types (written by the job's user) never crashes a run or
     `health` with a traceback: health says UNKNOWN "unreadable", the run completes and
@@ -288,8 +294,13 @@ def test_non_root_lock_fallback_refuses_a_directory_made_by_another_user(launche
     state = tmp_path / "www-state"
     state.mkdir()
     os.chown(state, www_data.uid, www_data.gid)
-    env = {"JOBRUNNER_PATH": str(jobs), "PYTHONPATH": str(REPO), "TMPDIR": str(tmp), "JOBRUNNER_STATE_DIR": str(state),
-           "JOBRUNNER_LOG_FORMAT": "json"}
+    env = {
+        "JOBRUNNER_PATH": str(jobs),
+        "PYTHONPATH": str(REPO),
+        "TMPDIR": str(tmp),
+        "JOBRUNNER_STATE_DIR": str(state),
+        "JOBRUNNER_LOG_FORMAT": "json",
+    }
     run = as_user(www_data, [sys.executable, "-m", "jobrunner", "run", "sleeper"], env=env, check=False)
     assert run.returncode == 78, run.stdout + run.stderr
     said = run.stdout + run.stderr
@@ -300,13 +311,16 @@ def test_non_root_lock_fallback_refuses_a_directory_made_by_another_user(launche
 def test_skipping_too_long_notifies_once_per_window(launcher, receiver, tmp_path):
     """Finding 4: a job kept from running past what its schedule allows sends one notification
     naming the holder, then holds back within JOBRUNNER_NOTIFY_REPEAT (no flood every tick)."""
-    launcher.write_job("hourly", """
+    launcher.write_job(
+        "hourly",
+        """
         from jobrunner import job
 
         @job(schedule="hourly", lock=True)
         def hourly(ctx):
             pass
-    """)
+    """,
+    )
     lock_dir = tmp_path / "locks"
     lock_dir.mkdir()
     env = _env(launcher, JOBRUNNER_LOCK_DIR=str(lock_dir), JOBRUNNER_NOTIFY_URLS=receiver.url())
@@ -343,13 +357,16 @@ def test_a_planted_log_file_symlink_is_not_followed(launcher, www_data, tmp_path
     victim = tmp_path / "victim"
     victim.write_text("root's file\n")
     as_user(www_data, ["ln", "-s", str(victim), str(logs / "job.log")])
-    launcher.write_job("logged", f"""
+    launcher.write_job(
+        "logged",
+        f"""
         from jobrunner import job
 
         @job(log_file={str(logs / "job.log")!r})
         def logged(ctx):
             ctx.log.info("hello")
-    """)
+    """,
+    )
     run = launcher.run("logged")
     assert run.returncode == 0
     assert victim.read_text() == "root's file\n"
@@ -358,13 +375,16 @@ def test_a_planted_log_file_symlink_is_not_followed(launcher, www_data, tmp_path
 
 def test_a_secret_in_an_event_name_is_masked(launcher):
     """A job that formats a secret into the event name itself (f-string) still logs it masked."""
-    launcher.write_job("leaky", """
+    launcher.write_job(
+        "leaky",
+        """
         from jobrunner import job
 
         @job
         def leaky(ctx):
             ctx.log.info(f"connecting with {ctx.env['API_TOKEN']}")
-    """)
+    """,
+    )
     run = launcher.run("leaky", env=_env(launcher, API_TOKEN="tok-9f8e7d6c5b4a"))
     assert run.returncode == 0
     assert "tok-9f8e7d6c5b4a" not in run.stdout + run.stderr

@@ -40,14 +40,17 @@ def everything(launcher, run, job: str) -> str:
 def test_short_password_is_masked_as_a_word_and_words_are_left_alone(launcher):
     """A 4-character DB password ('pass') is masked where it stands, but 'password' and 'passing' survive
     (before: under 4 characters nothing was masked, and 4 to 7 were masked inside words: '***word')."""
-    launcher.write_job("shorty", """
+    launcher.write_job(
+        "shorty",
+        """
         from jobrunner import job
 
         @job
         def shorty(ctx):
             pw = ctx.env["DB_PASSWORD"]
             ctx.log.info("db.login", note=f"password {pw} passing", other=f"pin {ctx.env['PIN_SECRET']}!")
-    """)
+    """,
+    )
     run = launcher.run("shorty", env=launcher.env(DB_PASSWORD="pass", PIN_SECRET="42"))
     assert run.returncode == 0, run.stderr
     event = run.event("db.login")
@@ -57,13 +60,16 @@ def test_short_password_is_masked_as_a_word_and_words_are_left_alone(launcher):
 
 def test_pem_key_printed_line_by_line_is_masked(launcher):
     """A multi-line private key in an env var, cat'ed by a command (one log line per key line), leaks no line."""
-    launcher.write_job("pem", """
+    launcher.write_job(
+        "pem",
+        """
         from jobrunner import job
 
         @job
         def pem(ctx):
             ctx.run(["printenv", "SSH_PRIVATE_KEY"])
-    """)
+    """,
+    )
     run = launcher.run("pem", env=launcher.env(SSH_PRIVATE_KEY=PEM))
     assert run.returncode == 0, run.stderr
     out = everything(launcher, run, "pem")
@@ -213,7 +219,9 @@ def test_job_printing_a_secret_is_masked(launcher):
 
 def test_job_output_events_carry_the_run_and_stay_one_json_object_per_line(launcher):
     """Lots of output from a thread while the main thread logs: every stdout line is one JSON object."""
-    launcher.write_job("noisy", """
+    launcher.write_job(
+        "noisy",
+        """
         import threading
         from jobrunner import job
 
@@ -227,7 +235,8 @@ def test_job_output_events_carry_the_run_and_stay_one_json_object_per_line(launc
             for i in range(300):
                 ctx.log.info("tick", i=i, pad="z" * 300)
             thread.join()
-    """)
+    """,
+    )
     run = launcher.run("noisy")
     assert run.returncode == 0, run.stderr
     events = [json.loads(line) for line in run.stdout.splitlines()]
@@ -246,8 +255,9 @@ def test_stdout_is_restored_after_the_run(launcher):
     )
     import subprocess
 
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=launcher.env(),
-                          cwd=launcher.tmp, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=launcher.env(), cwd=launcher.tmp, timeout=60
+    )
     lines = proc.stdout.splitlines()
     assert lines[-1] == "after run 0" and proc.stderr == "err after\n"
     assert json.loads(lines[1])["line"] == "inside"

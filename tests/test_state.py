@@ -11,20 +11,35 @@ import sys
 import threading
 
 import pytest
-from .conftest import Run
 
 from jobrunner.errors import ConfigError
 from jobrunner.state import KEEP_DURATIONS, StateStore, atomic_write, default_state_dir, record_finish, record_start
+
+from .conftest import Run
 
 WORKERS = 20
 INCREMENTS = 25
 
 
-def _finish(state: dict, outcome: str, *, run_id: str = "r", duration: float = 1.0, error: str | None = None,
-            now: float = 1000.0) -> None:
+def _finish(
+    state: dict,
+    outcome: str,
+    *,
+    run_id: str = "r",
+    duration: float = 1.0,
+    error: str | None = None,
+    now: float = 1000.0,
+) -> None:
     record_finish(
-        state, run_id=run_id, outcome=outcome, exit_code={"success": 0, "skipped": 75}.get(outcome, 1),
-        started=now - duration, duration_s=duration, attempts=1, error=error, now=now,
+        state,
+        run_id=run_id,
+        outcome=outcome,
+        exit_code={"success": 0, "skipped": 75}.get(outcome, 1),
+        started=now - duration,
+        duration_s=duration,
+        attempts=1,
+        error=error,
+        now=now,
     )
 
 
@@ -305,7 +320,9 @@ def _can_mount_readonly_tmpfs(tmp_path) -> bool:
     probe.mkdir()
     proc = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", f"mount -t tmpfs -o ro tmpfs {probe}"],
-        capture_output=True, timeout=10, check=False,
+        capture_output=True,
+        timeout=10,
+        check=False,
     )
     probe.rmdir()
     return proc.returncode == 0
@@ -321,7 +338,12 @@ def test_cli_read_only_state_dir(launcher, tmp_path):
     script = f'mount -t tmpfs -o ro tmpfs "{launcher.state_dir}" && exec "$0" -m jobrunner ok'
     proc = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, sys.executable],
-        capture_output=True, text=True, env=env, cwd=launcher.tmp, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=launcher.tmp,
+        timeout=60,
+        check=False,
     )
     run = Run(proc)
     _assert_state_failure_is_logged_only(run)

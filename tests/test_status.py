@@ -82,8 +82,14 @@ def test_table_on_a_tty(launcher):
     assert launcher.run("run", "sjobs:bad").returncode == 1
     master, slave = pty.openpty()
     try:
-        proc = subprocess.run([sys.executable, "-m", "jobrunner", "status", "--package", "sjobs"], stdout=slave,
-                              stderr=subprocess.PIPE, env=launcher.env(), cwd=launcher.tmp, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "jobrunner", "status", "--package", "sjobs"],
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            env=launcher.env(),
+            cwd=launcher.tmp,
+            timeout=60,
+        )
         os.close(slave)
         slave = -1
         out = b""

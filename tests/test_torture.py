@@ -69,6 +69,7 @@ def test_launch_storm_with_random_sigkills_never_overlaps(launcher, tmp_path):
             proc = launcher.start("critical", env=env)
             procs[proc.pid] = proc
         if kill:
+
             def holder_in() -> int | None:
                 new = [pid for kind, pid, _ in _ledger(ledger) if kind == "in" and pid not in before]
                 return new[0] if new else None
@@ -271,7 +272,9 @@ def test_lock_dir_uncreatable_is_exit_78(launcher, tmp_path):
     """JOBRUNNER_LOCK_DIR under a file: one ``job.failed`` naming the lock directory, exit 78."""
     launcher.write_job("simple", SIMPLE_JOB)
     (tmp_path / "afile").write_text("x")
-    run = launcher.run("simple", env=_env_with(launcher, JOBRUNNER_LOCK_DIR=str(tmp_path / "afile" / "locks")), timeout=60)
+    run = launcher.run(
+        "simple", env=_env_with(launcher, JOBRUNNER_LOCK_DIR=str(tmp_path / "afile" / "locks")), timeout=60
+    )
     assert run.returncode == 78, run.stdout + run.stderr
     failed = run.event("job.failed")
     assert failed["exception"]["type"] == "ConfigError"
@@ -294,11 +297,15 @@ def test_state_disk_full(launcher, tmp_path):
         'dd if=/dev/zero of="$JOBRUNNER_STATE_DIR/fill" bs=4k 2>/dev/null; '
         'mkdir -p "$JOBRUNNER_STATE_DIR/simple"; '
         'dd if=/dev/zero of="$JOBRUNNER_STATE_DIR/simple/fill2" bs=512 2>/dev/null; '
-        f'exec {sys.executable} -m jobrunner simple'
+        f"exec {sys.executable} -m jobrunner simple"
     )
     proc = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-        env=_env_with(launcher, JOBRUNNER_STATE_DIR=str(state)), cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env=_env_with(launcher, JOBRUNNER_STATE_DIR=str(state)),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if proc.returncode == 99:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
@@ -318,15 +325,22 @@ def test_stdout_gone(launcher, tmp_path, how):
     env = launcher.env()
     argv = [sys.executable, "-m", "jobrunner", "simple"]
     if how == "closed":
-        proc = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *argv], env=env, cwd=tmp_path,
-                              stderr=subprocess.PIPE, text=True, timeout=60)
+        proc = subprocess.run(
+            ["sh", "-c", 'exec "$@" >&-', "sh", *argv],
+            env=env,
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
         code, err = proc.returncode, proc.stderr
     else:
         read_end, write_end = os.pipe()
         os.close(read_end)
         try:
-            proc = subprocess.run(argv, env=env, cwd=tmp_path, stdout=write_end, stderr=subprocess.PIPE,
-                                  text=True, timeout=60)
+            proc = subprocess.run(
+                argv, env=env, cwd=tmp_path, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60
+            )
         finally:
             os.close(write_end)
         code, err = proc.returncode, proc.stderr
@@ -360,8 +374,12 @@ def _flood(launcher, tmp_path, shell: str) -> tuple[int, float, int, dict]:
     launcher.write_job("flood", FLOOD_JOB)
     with open(tmp_path / "stderr", "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jobrunner", "flood"], stdout=subprocess.PIPE, stderr=err,
-            stdin=subprocess.DEVNULL, env=launcher.env(FLOOD=shell, HWM_FILE=str(tmp_path / "hwm")), cwd=tmp_path,
+            [sys.executable, "-m", "jobrunner", "flood"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env=launcher.env(FLOOD=shell, HWM_FILE=str(tmp_path / "hwm")),
+            cwd=tmp_path,
             start_new_session=True,
         )
     launcher.procs.append(proc)

@@ -29,8 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 JOBS = sorted((ROOT / "jobs").glob("*.py"))
 
 # What a job may import: the package's public names and these modules (jobrunner/__init__.py).
-PUBLIC_MODULES = {"jobrunner", "jobrunner.types", "jobrunner.settings", "jobrunner.files", "jobrunner.timespan",
-                  "jobrunner.redact", "jobrunner.errors"}
+PUBLIC_MODULES = {
+    "jobrunner",
+    "jobrunner.types",
+    "jobrunner.settings",
+    "jobrunner.files",
+    "jobrunner.timespan",
+    "jobrunner.redact",
+    "jobrunner.errors",
+}
 
 
 def noop(ctx: JobContext) -> None:
@@ -38,8 +45,16 @@ def noop(ctx: JobContext) -> None:
 
 
 def _context(tmp_path: Path, **kwargs) -> Context:
-    return Context(job=job(noop), log=structlog.get_logger(), env={"A": "1"}, run_id="r1",
-                   dry_run=False, redactor=Redactor(), state_dir=str(tmp_path), **kwargs)
+    return Context(
+        job=job(noop),
+        log=structlog.get_logger(),
+        env={"A": "1"},
+        run_id="r1",
+        dry_run=False,
+        redactor=Redactor(),
+        state_dir=str(tmp_path),
+        **kwargs,
+    )
 
 
 def test_protocols_are_public():
@@ -134,7 +149,7 @@ def test_declaration_and_context_do_not_import_each_other_at_run_time():
     imports declaration only for the type checker; types imports no other jobrunner module
     at run time."""
     assert ".context" not in _imports(ROOT / "jobrunner" / "declaration.py")
-    code = f"""
+    code = """
 import sys
 import jobrunner.context, jobrunner.types
 print(sorted(m for m in sys.modules if m.startswith("jobrunner.")))
@@ -170,13 +185,21 @@ def test_jobs_import_only_the_public_api(path: Path):
 
 def _job_functions(path: Path) -> list[ast.FunctionDef]:
     tree = ast.parse(path.read_text())
-    return [node for node in tree.body if isinstance(node, ast.FunctionDef) and any(
-        (isinstance(d, ast.Name) and d.id == "job") or (isinstance(d, ast.Call) and getattr(d.func, "id", "") == "job")
-        for d in node.decorator_list)]
+    return [
+        node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and any(
+            (isinstance(d, ast.Name) and d.id == "job")
+            or (isinstance(d, ast.Call) and getattr(d.func, "id", "") == "job")
+            for d in node.decorator_list
+        )
+    ]
 
 
-@pytest.mark.parametrize("path", [p for p in JOBS if not p.name.startswith("_") and p.name != "__init__.py"],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [p for p in JOBS if not p.name.startswith("_") and p.name != "__init__.py"], ids=lambda p: p.name
+)
 def test_every_shipped_job_is_typed(path: Path):
     """``def wp_backup(ctx: JobContext) -> None``: what an editor needs to help a job author."""
     functions = _job_functions(path)
@@ -189,7 +212,7 @@ def test_every_shipped_job_is_typed(path: Path):
 
 # --- under mypy --strict -----------------------------------------------------------------------
 
-TYPED = '''
+TYPED = """
 from __future__ import annotations
 
 from jobrunner import HeldLock, Job, JobContext, job
@@ -220,9 +243,9 @@ def nightly(ctx: JobContext) -> None:
 
 
 bare: Job = job(nightly.func)
-'''
+"""
 
-TYPO = '''
+TYPO = """
 from jobrunner import JobContext, job
 
 @job(timeot="2h")
@@ -236,15 +259,27 @@ def c(ctx: JobContext) -> None:
     ctx.cleanup(print, nope=1)
     ctx.run("a string, not a list")  # a str is a Sequence[str]: allowed by the type, refused at run time
     ctx.env["X"] = "1"
-'''
+"""
 
 
 def _mypy(tmp_path: Path, *paths: str) -> subprocess.CompletedProcess[str]:
     pytest.importorskip("mypy", reason="mypy is not installed (pip install mypy)")
     return subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--no-error-summary",
-         "--cache-dir", str(tmp_path / "cache"), *paths],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--follow-imports=silent",
+            "--no-error-summary",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            *paths,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
 
 
@@ -253,8 +288,14 @@ def test_protocols_type_check_against_the_runtime(tmp_path):
     """mypy --strict accepts Context as JobContext, FileLock and RedisLease as HeldLock, a
     typed job and its declaration."""
     (tmp_path / "typed_use.py").write_text(TYPED)
-    run = _mypy(tmp_path, str(tmp_path / "typed_use.py"), "jobrunner/types.py", "jobrunner/settings.py",
-                "jobrunner/declaration.py", "jobrunner/context.py")
+    run = _mypy(
+        tmp_path,
+        str(tmp_path / "typed_use.py"),
+        "jobrunner/types.py",
+        "jobrunner/settings.py",
+        "jobrunner/declaration.py",
+        "jobrunner/context.py",
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -294,7 +335,9 @@ def test_hold_lock_takes_a_named_lock_for_the_run(launcher, tmp_path):
     assert run.returncode == 0, run.stderr
     held = run.event("locks.held")
     lock_dir = launcher.env()["JOBRUNNER_LOCK_DIR"]
-    assert held["own"] == os.path.join(lock_dir, "locking.lock") and held["own_held"] is True and held.get("fence") is None
+    assert (
+        held["own"] == os.path.join(lock_dir, "locking.lock") and held["own_held"] is True and held.get("fence") is None
+    )
     assert held["area"] == os.path.join(lock_dir, "area.lock") and held["area_held"] is True
     assert [e["event"] for e in run.events if e["event"].startswith("lock.")].count("lock.acquired") == 2
     with FileLock(held["area"]):  # released at the end of the run
@@ -341,8 +384,10 @@ def leased(ctx: JobContext) -> None:
 """
 
 
-@pytest.mark.skipif(not (shutil.which("redis-server") or os.path.exists("/usr/bin/redis-server")),
-                    reason="needs redis-server (apt-get install redis-server)")
+@pytest.mark.skipif(
+    not (shutil.which("redis-server") or os.path.exists("/usr/bin/redis-server")),
+    reason="needs redis-server (apt-get install redis-server)",
+)
 def test_a_redis_lease_is_a_held_lock(launcher, tmp_path):
     """ctx.lock with a Redis lease: the same protocol, with a fencing token."""
     pytest.importorskip("redis")

@@ -19,7 +19,7 @@ from jobrunner.unitgen.calendar import (
 )
 
 BASE = 1700000000  # Tue 2023-11-14 22:13:20 UTC
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def test_next_elapse_parses_systemd():

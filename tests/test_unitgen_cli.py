@@ -40,7 +40,11 @@ def test_render_verify_check(tmp_path, package):
     assert done.returncode == 0, done.stderr
     first = committed_units(out)
     assert set(first) == {
-        "alert-failure@.service", "nightly.service", "nightly.timer", "poller.service", "poller.timer",
+        "alert-failure@.service",
+        "nightly.service",
+        "nightly.timer",
+        "poller.service",
+        "poller.timer",
         "tmpfiles.d/jobrunner.conf",
     }
     again = jobrunner("units", "render", "--package", package, "--out", str(out), path=tmp_path)
@@ -70,8 +74,10 @@ def test_render_verify_check(tmp_path, package):
 
 
 def test_bad_schedule_exits_78_with_one_line(tmp_path):
-    bad = job_package(tmp_path, {"jobs": "from jobrunner.declaration import job\n"
-                                         "@job(schedule='Mon..Fri 25:00')\ndef broken(ctx): pass\n"})
+    bad = job_package(
+        tmp_path,
+        {"jobs": "from jobrunner.declaration import job\n@job(schedule='Mon..Fri 25:00')\ndef broken(ctx): pass\n"},
+    )
     done = jobrunner("units", "render", "--package", bad, "--out", str(tmp_path / "u"), path=tmp_path)
     assert done.returncode == 78
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr

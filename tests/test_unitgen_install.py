@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from jobrunner.unitgen.write import write_rendered
 from jobrunner.unitgen.install import MANIFEST, InstallConflict, install, uninstall
 from jobrunner.unitgen.render import render_all
 from jobrunner.unitgen.testing import directives, job_package
+from jobrunner.unitgen.write import write_rendered
 
 JOBS = """
 from jobrunner.declaration import job

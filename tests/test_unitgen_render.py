@@ -257,7 +257,7 @@ def test_lock_shared_across_users_needs_a_group(tmp_path, monkeypatch):
     refused at render time, naming the lock and the jobs (never a world-openable lock file)."""
     with pytest.raises(ConfigError, match=r"lock other is shared by jobs .*c \(user www-data\).*d \(user backup\)"):
         render_source(tmp_path, monkeypatch, SHARED_LOCK)
-    files = render_source(tmp_path, monkeypatch, SHARED_LOCK.split("@job(lock=Lock(name=\"other\")")[0])
+    files = render_source(tmp_path, monkeypatch, SHARED_LOCK.split('@job(lock=Lock(name="other")')[0])
     assert "f /run/lock/jobrunner/site.lock 0660 root site -" in files["tmpfiles.d/jobrunner.conf"].splitlines()
 
 
@@ -273,7 +273,12 @@ def test_headers_and_determinism(rendered):
 def test_selected_jobs_keep_shared_files(rendered):
     package, files = rendered
     some = render_all(package, ["manual"], python="/usr/local/jr/bin/python")
-    assert sorted(some) == ["alert-failure@.service", "logrotate.d/jobrunner", "manual.service", "tmpfiles.d/jobrunner.conf"]
+    assert sorted(some) == [
+        "alert-failure@.service",
+        "logrotate.d/jobrunner",
+        "manual.service",
+        "tmpfiles.d/jobrunner.conf",
+    ]
     assert some["tmpfiles.d/jobrunner.conf"] == files["tmpfiles.d/jobrunner.conf"]
     with pytest.raises(ConfigError, match="no job 'nope'"):
         render_all(package, ["nope"])

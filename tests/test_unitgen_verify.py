@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from jobrunner.unitgen.write import write_rendered
 from jobrunner.unitgen.render import render_all
 from jobrunner.unitgen.testing import job_package
 from jobrunner.unitgen.verify import security_score, unit_files, verify_dir, verify_problems
+from jobrunner.unitgen.write import write_rendered
 
 MATRIX = ["from jobrunner.declaration import job, Lock"]
 for level in ("basic", "standard", "strict"):

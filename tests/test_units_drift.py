@@ -6,10 +6,11 @@ import subprocess
 import sys
 
 import pytest
-from .conftest import REPO, clean_env
 
 from jobrunner.unitgen import render_all
 from jobrunner.unitgen.testing import committed_units
+
+from .conftest import REPO, clean_env
 
 
 def test_committed_units_match_the_declarations():
@@ -36,6 +37,10 @@ def test_committed_units_verify_and_meet_security_thresholds():
     """`jobrunner units verify` (systemd-analyze verify + security --offline) passes on units/."""
     proc = subprocess.run(
         [sys.executable, "-m", "jobrunner", "units", "verify", "--dir", str(REPO / "units")],
-        capture_output=True, text=True, timeout=300, env=clean_env(PYTHONPATH=str(REPO)), cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=clean_env(PYTHONPATH=str(REPO)),
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

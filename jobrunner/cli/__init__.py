@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NamedTuple, NoReturn, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple, NoReturn
 
 from ..errors import ConfigError, JobrunnerError, UsageError
 

@@ -18,16 +18,31 @@ TAKES_COMMAND = True  # exec NAME [options] -- COMMAND...: the CLI splits at "--
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.usage = "jobrunner exec NAME [options] -- COMMAND [ARG...]"
     parser.add_argument("name", help="the job name (logs, state, lock name)")
-    parser.add_argument("--lock", nargs="?", const=True, default=None, metavar="NAME|PATH",
-                        help="take a lock (default name: NAME; an absolute path locks that file)")
+    parser.add_argument(
+        "--lock",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="NAME|PATH",
+        help="take a lock (default name: NAME; an absolute path locks that file)",
+    )
     parser.add_argument("--lock-wait", metavar="SPAN", help="wait up to SPAN for the lock (implies --lock)")
     parser.add_argument("--shared", action="store_true", help="take the lock shared (flock -s)")
-    parser.add_argument("--redis", nargs="?", const=True, default=None, metavar="URL",
-                        help="take the lock as a lease in Redis, so one server of a fleet runs it "
-                             "(default URL: $JOBRUNNER_REDIS_URL; a URL with a password belongs there, not here)")
+    parser.add_argument(
+        "--redis",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="URL",
+        help="take the lock as a lease in Redis, so one server of a fleet runs it "
+        "(default URL: $JOBRUNNER_REDIS_URL; a URL with a password belongs there, not here)",
+    )
     parser.add_argument("--lock-ttl", metavar="SPAN", help="the Redis lease's TTL (default: Lock's, 60s)")
-    parser.add_argument("--redis-unavailable", choices=("fail", "local"),
-                        help="Redis unreachable at start: fail the run (default) or take the file lock")
+    parser.add_argument(
+        "--redis-unavailable",
+        choices=("fail", "local"),
+        help="Redis unreachable at start: fail the run (default) or take the file lock",
+    )
     parser.add_argument("--timeout", metavar="SPAN", help="kill the command's tree after SPAN (e.g. 2h)")
     parser.add_argument("--retry", type=int, default=1, metavar="N", help="try up to N times in all")
     parser.add_argument("--retry-delay", default="10s", metavar="SPAN")
@@ -46,9 +61,15 @@ def _exec_job(args: argparse.Namespace) -> Any:
     if not args.name.strip():
         raise UsageError("exec: NAME is empty (it names the job's logs, state and lock)")
     # An empty value must not quietly mean "no lock", "no Redis" or "here": each is refused.
-    for flag, value in (("--lock", args.lock), ("--lock-wait", args.lock_wait), ("--redis", args.redis),
-                        ("--lock-ttl", args.lock_ttl), ("--timeout", args.timeout), ("--cwd", args.cwd),
-                        ("--retry-delay", args.retry_delay)):
+    for flag, value in (
+        ("--lock", args.lock),
+        ("--lock-wait", args.lock_wait),
+        ("--redis", args.redis),
+        ("--lock-ttl", args.lock_ttl),
+        ("--timeout", args.timeout),
+        ("--cwd", args.cwd),
+        ("--retry-delay", args.retry_delay),
+    ):
         if isinstance(value, str) and not value.strip():
             hint = f"; {flag} alone takes the default" if flag in ("--lock", "--redis") else ""
             raise UsageError(f"{flag}: empty value: give one or leave the flag out{hint}")
@@ -56,13 +77,20 @@ def _exec_job(args: argparse.Namespace) -> Any:
         raise UsageError(f"--retry {args.retry}: the number of tries in all is 1 or more")
     lock: Any = None
     if isinstance(args.redis, str) and _has_password(args.redis):
-        raise UsageError("--redis: a URL with a password on the command line is visible to every user (ps, "
-                         "systemctl status); put it in JOBRUNNER_REDIS_URL in an env file and pass --redis alone")
+        raise UsageError(
+            "--redis: a URL with a password on the command line is visible to every user (ps, "
+            "systemctl status); put it in JOBRUNNER_REDIS_URL in an env file and pass --redis alone"
+        )
     if args.lock or args.lock_wait or args.shared or args.redis:
         name = args.lock if isinstance(args.lock, str) else None
         given = {"ttl": args.lock_ttl, "unavailable": args.redis_unavailable}  # else Lock's defaults
-        lock = Lock(name=name, wait=args.lock_wait, shared=args.shared, redis=args.redis,
-                    **{k: v for k, v in given.items() if v})
+        lock = Lock(
+            name=name,
+            wait=args.lock_wait,
+            shared=args.shared,
+            redis=args.redis,
+            **{k: v for k, v in given.items() if v},
+        )
     cwd = args.cwd
 
     def wrapped(ctx: Any) -> None:

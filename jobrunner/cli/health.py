@@ -7,7 +7,8 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..health import NAMES, OK, SEVERITY, UNKNOWN, JobHealth, check_jobs, overall
 from . import add_package_option
@@ -30,10 +31,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("jobs", nargs="*", metavar="JOB", help="job name, unit name or MODULE:NAME (default: all)")
     add_package_option(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object with every fact")
-    parser.add_argument("--grace", default=None, metavar="SPAN",
-                        help="slack before a late job is stale (default: 10%% of its interval, at least 5min)")
-    parser.add_argument("--fail-threshold", type=int, default=3, metavar="N",
-                        help="consecutive failures that make a job CRITICAL (default: 3)")
+    parser.add_argument(
+        "--grace",
+        default=None,
+        metavar="SPAN",
+        help="slack before a late job is stale (default: 10%% of its interval, at least 5min)",
+    )
+    parser.add_argument(
+        "--fail-threshold",
+        type=int,
+        default=3,
+        metavar="N",
+        help="consecutive failures that make a job CRITICAL (default: 3)",
+    )
     parser.add_argument("--state-dir", default=None, help="state directory (default: $JOBRUNNER_STATE_DIR)")
 
 
@@ -54,8 +64,10 @@ def select(all_jobs: Sequence[Any], wanted: Sequence[str], package: str) -> list
 def render_text(results: Sequence[JobHealth]) -> str:
     status = overall(results)
     counts = {name.lower(): sum(1 for r in results if r.status == code) for code, name in NAMES.items()}
-    perf = f"jobs={len(results)} ok={counts['ok']} warning={counts['warning']} critical={counts['critical']} " \
-           f"unknown={counts['unknown']}"
+    perf = (
+        f"jobs={len(results)} ok={counts['ok']} warning={counts['warning']} critical={counts['critical']} "
+        f"unknown={counts['unknown']}"
+    )
     bad = sorted((r for r in results if r.status != OK), key=lambda r: -SEVERITY[r.status])
     if not results:
         summary = "no jobs to check"
@@ -73,7 +85,9 @@ def render_text(results: Sequence[JobHealth]) -> str:
 def render_json(results: Sequence[JobHealth], now: float) -> str:
     status = overall(results)
     doc = {
-        "status": NAMES[status], "exit_code": status, "checked_at": now,
+        "status": NAMES[status],
+        "exit_code": status,
+        "checked_at": now,
         "counts": {name.lower(): sum(1 for r in results if r.status == code) for code, name in NAMES.items()},
         "jobs": [r.as_dict() for r in results],
     }

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
@@ -39,12 +38,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     cron = sources.add_parser("crontab", help="crontab lines: the system format, or a user's crontab with --user")
     cron.add_argument("files", nargs="*", metavar="FILE", help="crontab files; '-' or none: standard input")
     cron.add_argument("--user", default=None, help="the input is this user's crontab (no user field)")
-    cron.add_argument("--check", action="store_true",
-                      help="compare cron's firings with the emitted OnCalendar= lines (writes modules only with --out)")
+    cron.add_argument(
+        "--check",
+        action="store_true",
+        help="compare cron's firings with the emitted OnCalendar= lines (writes modules only with --out)",
+    )
     cron.add_argument("--tz", default=None, help="--check: the machine's time zone (default: this machine's)")
-    cron.add_argument("--from", dest="start", default=None, metavar="YYYY-MM-DD", help="--check: from this day (default: now)")
+    cron.add_argument(
+        "--from", dest="start", default=None, metavar="YYYY-MM-DD", help="--check: from this day (default: now)"
+    )
     cron.add_argument("--days", type=int, default=365, help="--check: over this many days (default: 365)")
-    cron.add_argument("--show", type=int, default=5, help="--check: firings shown per line besides mismatches (default: 5)")
+    cron.add_argument(
+        "--show", type=int, default=5, help="--check: firings shown per line besides mismatches (default: 5)"
+    )
     units = sources.add_parser("units", help="existing .service + .timer pairs")
     units.add_argument("paths", nargs="+", metavar="PATH", help=".timer or .service files, or directories of them")
     for sub in (cron, units):

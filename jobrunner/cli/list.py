@@ -22,8 +22,13 @@ HELP = "list the jobs of a package and their schedules"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("old_package", nargs="?", default=None, metavar="PACKAGE",
-                        help="the same as --package (the older form, kept for scripts)")
+    parser.add_argument(
+        "old_package",
+        nargs="?",
+        default=None,
+        metavar="PACKAGE",
+        help="the same as --package (the older form, kept for scripts)",
+    )
     add_package_option(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per job")
     parser.add_argument("--no-next", action="store_true", help="skip computing the next elapse")
@@ -58,8 +63,9 @@ def _package(args: argparse.Namespace) -> str:
     if args.old_package is None:
         return args.package
     if args.package not in (args.old_package, default_package()):
-        raise UsageError(f"two packages given: {args.old_package!r} and --package {args.package!r} "
-                         "(see 'jobrunner list --help')")
+        raise UsageError(
+            f"two packages given: {args.old_package!r} and --package {args.package!r} (see 'jobrunner list --help')"
+        )
     return args.old_package
 
 
@@ -68,16 +74,18 @@ def main(args: argparse.Namespace) -> int:
 
     rows = []
     for job in discover(_package(args)):
-        rows.append({
-            "job": job.ref,
-            "unit": job.unit,
-            "schedule": list(job.schedule),
-            "next": None if args.no_next else _next_elapse(job.schedule),
-            "lock": _lock_text(job),
-            "timeout": format_timespan(job.timeout) if job.timeout else None,
-            "user": job.user or "root",
-            "description": job.description,
-        })
+        rows.append(
+            {
+                "job": job.ref,
+                "unit": job.unit,
+                "schedule": list(job.schedule),
+                "next": None if args.no_next else _next_elapse(job.schedule),
+                "lock": _lock_text(job),
+                "timeout": format_timespan(job.timeout) if job.timeout else None,
+                "user": job.user or "root",
+                "description": job.description,
+            }
+        )
     if args.json:
         for row in rows:
             print(json.dumps(row))

@@ -14,7 +14,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options of a run, the same for ``run`` and ``exec``."""
     parser.add_argument("--dry-run", action="store_true", help="run without side effects: commands are logged, not run")
     parser.add_argument(
-        "--env-file", action="append", default=[], metavar="FILE",
+        "--env-file",
+        action="append",
+        default=[],
+        metavar="FILE",
         help="load variables from FILE (systemd EnvironmentFile= syntax); repeatable",
     )
     parser.add_argument("--log-format", choices=("json", "console"), help="default: console on a TTY, else json")
@@ -32,7 +35,10 @@ def run_declared(declared: Any, args: argparse.Namespace, *, passthrough_exit: b
     from ..runner import RunOptions, run_job
 
     options = RunOptions(
-        dry_run=args.dry_run, env_files=tuple(args.env_file), log_format=args.log_format, notify=not args.no_notify,
+        dry_run=args.dry_run,
+        env_files=tuple(args.env_file),
+        log_format=args.log_format,
+        notify=not args.no_notify,
         passthrough_exit=passthrough_exit,
     )
     return run_job(declared, options).exit_code

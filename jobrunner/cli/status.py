@@ -27,8 +27,20 @@ __all__ = ["HELP", "configure", "main", "status_rows"]
 
 HELP = "show the recorded state of jobs"
 
-_FIELDS = ("last_outcome", "last_exit_code", "last_start", "last_finish", "last_success", "last_failure",
-           "last_duration_s", "consecutive_failures", "runs", "running", "last_error", "last_skipped")
+_FIELDS = (
+    "last_outcome",
+    "last_exit_code",
+    "last_start",
+    "last_finish",
+    "last_success",
+    "last_failure",
+    "last_duration_s",
+    "consecutive_failures",
+    "runs",
+    "running",
+    "last_error",
+    "last_skipped",
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -94,13 +106,20 @@ def _table(rows: list[dict[str, Any]], now: float) -> str:
         if isinstance(running, dict) and isinstance(running.get("since"), (int, float)):
             outcome += f" (running for {format_age(now - running['since'])})"
         duration = r["last_duration_s"]
-        table.append((
-            r["job"], outcome, _when(r["last_start"], now), _when(r["last_success"], now),
-            format_age(float(duration)) if isinstance(duration, (int, float)) else "-",
-            str(r["consecutive_failures"]),
-        ))
+        table.append(
+            (
+                r["job"],
+                outcome,
+                _when(r["last_start"], now),
+                _when(r["last_success"], now),
+                format_age(float(duration)) if isinstance(duration, (int, float)) else "-",
+                str(r["consecutive_failures"]),
+            )
+        )
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *table)]
-    return "".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in (headers, *table))
+    return "".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in (headers, *table)
+    )
 
 
 def main(args: argparse.Namespace) -> int:

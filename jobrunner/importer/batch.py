@@ -11,9 +11,9 @@ import datetime as dt
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 from zoneinfo import ZoneInfo
 
 from ..errors import ConfigError
@@ -55,7 +55,9 @@ def _base(path: str, user: str | None) -> str:
     return os.path.basename(path.rstrip("/")) or "crontab"
 
 
-def import_crontabs(paths: Sequence[str], *, user: str | None = None, texts: dict[str, str] | None = None) -> ImportResult:
+def import_crontabs(
+    paths: Sequence[str], *, user: str | None = None, texts: dict[str, str] | None = None
+) -> ImportResult:
     """Parse each crontab (``user=None``: the system format) and convert its lines."""
     result = ImportResult()
     entries: list[tuple[Crontab, Entry]] = []
@@ -107,11 +109,11 @@ def check_window(start: str | None, days: int) -> tuple[dt.datetime, dt.datetime
     """``[start, start + days)``: ``start`` as ``YYYY-MM-DD`` (UTC midnight), else now (to the minute)."""
     if start:
         try:
-            begin = dt.datetime.strptime(start, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+            begin = dt.datetime.strptime(start, "%Y-%m-%d").replace(tzinfo=dt.UTC)
         except ValueError:
             raise ConfigError(f"--from {start!r}: use YYYY-MM-DD") from None
     else:
-        begin = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
+        begin = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
     return begin, begin + dt.timedelta(days=days)
 
 

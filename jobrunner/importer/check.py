@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 from zoneinfo import ZoneInfo
 
 from ..unitgen.calendar import calendar_iterations
@@ -110,8 +110,10 @@ class Comparison:
                 mark = "  !! mismatch" if bad else ""
                 out.append(f"  {fmt(t if t in cron else None):<26}  {fmt(t if t in sysd else None):<26}{mark}")
                 shown += 1
-        verdict = "all match" if self.ok else (
-            f"{len(self.only_cron)} only under cron, {len(self.only_systemd)} only under systemd: MISMATCH"
+        verdict = (
+            "all match"
+            if self.ok
+            else (f"{len(self.only_cron)} only under cron, {len(self.only_systemd)} only under systemd: MISMATCH")
         )
         out.append(f"  {len(self.cron)} firings under cron, {len(self.systemd)} under systemd: {verdict}")
         out.extend(f"  warning: {w}" for w in self.dst)
@@ -138,5 +140,7 @@ def compare(
         else:
             how = "happens twice (DST ends): cron runs a fixed-time line once"
             how += " (this line has * in the minute or hour: twice)" if schedule.wild else ""
-        result.dst.append(f"{local:%Y-%m-%d %H:%M} {how} in {where.key}; a local-time schedule inside a DST change window")
+        result.dst.append(
+            f"{local:%Y-%m-%d %H:%M} {how} in {where.key}; a local-time schedule inside a DST change window"
+        )
     return result

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 from zoneinfo import ZoneInfo
 
 __all__ = [
@@ -222,14 +222,16 @@ class Schedule:
                     found.add(instant)
         return sorted(found)
 
-    def dst_changes(self, start: dt.datetime, end: dt.datetime, zone: ZoneInfo | None = None) -> list[tuple[dt.datetime, str]]:
+    def dst_changes(
+        self, start: dt.datetime, end: dt.datetime, zone: ZoneInfo | None = None
+    ) -> list[tuple[dt.datetime, str]]:
         """Wall-clock times of this line in ``[start, end)`` that a DST change skips
         (``"gap"``) or repeats (``"fold"``), with the kind."""
         zone = ZoneInfo(self.tz) if self.tz else (zone or ZoneInfo("UTC"))
         hits = []
         for local in self.candidates(*_local_span(start, end, zone)):
             kind = dst_kind(local, zone)
-            if kind and start <= local.replace(tzinfo=zone).astimezone(dt.timezone.utc) < end:
+            if kind and start <= local.replace(tzinfo=zone).astimezone(dt.UTC) < end:
                 hits.append((local, kind))
         return hits
 
@@ -244,7 +246,7 @@ def dst_kind(local: dt.datetime, zone: ZoneInfo) -> str | None:
     ``"fold"``: it happens twice (DST ends); ``None``: once."""
     first = local.replace(tzinfo=zone, fold=0)
     second = local.replace(tzinfo=zone, fold=1)
-    back = first.astimezone(dt.timezone.utc).astimezone(zone).replace(tzinfo=None)
+    back = first.astimezone(dt.UTC).astimezone(zone).replace(tzinfo=None)
     if back != local:
         return "gap"
     if first.utcoffset() != second.utcoffset():
@@ -259,7 +261,7 @@ def cron_instants(local: dt.datetime, zone: ZoneInfo, *, wild: bool) -> list[dt.
     minutes it skipped), a wildcard line not at all. In a DST fold: a fixed-time line runs
     the first time only, a wildcard line both times.
     """
-    utc = dt.timezone.utc
+    utc = dt.UTC
     kind = dst_kind(local, zone)
     if kind is None:
         return [local.replace(tzinfo=zone).astimezone(utc)]
@@ -466,9 +468,7 @@ def _check_user_line(fields: list[str], command: str, system: bool, path: str, u
     time field), or None."""
     first = command.split(None, 1)[0] if command.strip() else ""
     if not system and first and _TIME_FIELD.match(first):
-        return (
-            f"six time fields ({' '.join(fields)} {first}): cron has five, and would run {first!r} as the command"
-        )
+        return f"six time fields ({' '.join(fields)} {first}): cron has five, and would run {first!r} as the command"
     if not system and first in ("root", user) and " " in command.strip() and not _on_path(first, path):
         return (
             f"{first!r} after the five time fields looks like the user field of the system format "
@@ -489,7 +489,9 @@ def parse_crontab(text: str, *, path: str = "-", user: str | None = None) -> Cro
         lines.pop()
     elif lines and text:
         tab.warnings.append(
-            Problem(path, len(lines), "no newline at the end of the file: Debian's cron ignores the whole file", lines[-1])
+            Problem(
+                path, len(lines), "no newline at the end of the file: Debian's cron ignores the whole file", lines[-1]
+            )
         )
     for lineno, raw in enumerate(lines, 1):
         line = raw.rstrip("\r")
@@ -518,12 +520,14 @@ def _parse_entry(
 ) -> Entry:
     if _EMPTY_ASSIGNMENT.match(stripped):
         name = stripped.split("=")[0].strip()
-        raise CronError(f"{stripped!r}: Debian's cron does not take an empty assignment (write {name}=\"\")")
+        raise CronError(f'{stripped!r}: Debian\'s cron does not take an empty assignment (write {name}="")')
     count = 1 if stripped.startswith("@") else 5
     fields, rest = _split_fields(stripped, count)
     if len(fields) < count or not rest.strip():
-        raise CronError(f"not a cron line: expected {count} time field{'s' if count > 1 else ''}"
-                        f"{', a user' if system else ''} and a command")
+        raise CronError(
+            f"not a cron line: expected {count} time field{'s' if count > 1 else ''}"
+            f"{', a user' if system else ''} and a command"
+        )
     tz = dict(env).get("CRON_TZ")
     if tz:
         try:

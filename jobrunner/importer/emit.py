@@ -18,9 +18,10 @@ import ast
 import keyword
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .cron import DEFAULT_PATH, DEFAULT_SHELL, Entry, split_percent
 from .oncalendar import to_oncalendar
@@ -275,7 +276,11 @@ def spec_from_entry(entry: Entry, name: str, *, command_name: str = "jobrunner i
     elif len(lines) > 1:
         spec.set("schedule", lines, "cron runs it when either day field matches: one line for each")
     else:
-        spec.set("schedule", lines[0], f"cron: {' '.join(f.text for f in (sched.minute, sched.hour, sched.dom, sched.month, sched.dow)) if not sched.special else sched.special}")
+        spec.set(
+            "schedule",
+            lines[0],
+            f"cron: {' '.join(f.text for f in (sched.minute, sched.hour, sched.dom, sched.month, sched.dow)) if not sched.special else sched.special}",
+        )
     if sched.tz:
         spec.notes.append(f"CRON_TZ={sched.tz}: the schedule is in that time zone, and so are its OnCalendar= lines")
     elif "TZ" in env:
@@ -297,7 +302,9 @@ def spec_from_entry(entry: Entry, name: str, *, command_name: str = "jobrunner i
     if unwrapped.kill_grace:
         spec.set("kill_grace", unwrapped.kill_grace, "was: timeout -k")
     if user != "root":
-        spec.set("user", user, "the crontab's user" if entry.path == "-" or not _system(entry) else "the line's user field")
+        spec.set(
+            "user", user, "the crontab's user" if entry.path == "-" or not _system(entry) else "the line's user field"
+        )
     spec.set("hardening", "basic", "cron ran it unsandboxed: see the note above")
     spec.notes.append(_HARDENING_NOTE.format(what="cron"))
     if home:
@@ -317,7 +324,9 @@ def spec_from_entry(entry: Entry, name: str, *, command_name: str = "jobrunner i
             "(docs/notifications.md)"
         )
     elif mailto == "":
-        spec.notes.append('MAILTO="": cron mailed nothing; jobrunner still notifies failures (to every URL, as jobs without notify= do)')
+        spec.notes.append(
+            'MAILTO="": cron mailed nothing; jobrunner still notifies failures (to every URL, as jobs without notify= do)'
+        )
     overrides: dict[str, dict[str, Any]] = {}
     if unwrapped.service:
         overrides["Service"] = dict(unwrapped.service)
@@ -329,8 +338,16 @@ def spec_from_entry(entry: Entry, name: str, *, command_name: str = "jobrunner i
     # The body.
     spec.constants.append(("COMMAND", literal(command), ["The command, unchanged: cron ran it with ENV['SHELL'] -c."]))
     if stdin is not None:
-        spec.constants.append(("STDIN", literal(stdin), ["What cron wrote to its standard input (the line after the first %)."]))
-    spec.constants.append(("ENV", _dict_source(env), ["cron's environment for this line: its defaults and the crontab's assignments above it."]))
+        spec.constants.append(
+            ("STDIN", literal(stdin), ["What cron wrote to its standard input (the line after the first %)."])
+        )
+    spec.constants.append(
+        (
+            "ENV",
+            _dict_source(env),
+            ["cron's environment for this line: its defaults and the crontab's assignments above it."],
+        )
+    )
     run = 'ctx.run([ENV["SHELL"], "-c", COMMAND], env=ENV{})'
     if stdin is None:
         spec.body.append(run.format(""))
@@ -356,7 +373,9 @@ def _dict_source(values: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def write_modules(specs: Sequence[JobSpec], out: str | os.PathLike[str], *, force: bool = False) -> list[tuple[Path, str]]:
+def write_modules(
+    specs: Sequence[JobSpec], out: str | os.PathLike[str], *, force: bool = False
+) -> list[tuple[Path, str]]:
     """Write each spec as ``<out>/<name>.py`` (and ``__init__.py`` when missing).
 
     Returns ``(path, "wrote" | "unchanged")`` pairs. A file that exists with other content is

@@ -14,15 +14,21 @@ expressions, one per day field; a timer with several ``OnCalendar=`` lines fires
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .cron import Schedule
 
 __all__ = ["SHORTHANDS", "to_oncalendar"]
 
 # systemd's own words for cron's @ words that mean the same (systemd's "weekly" is Monday).
-SHORTHANDS = {"@hourly": "hourly", "@daily": "daily", "@midnight": "daily", "@monthly": "monthly",
-              "@yearly": "yearly", "@annually": "yearly"}
+SHORTHANDS = {
+    "@hourly": "hourly",
+    "@daily": "daily",
+    "@midnight": "daily",
+    "@monthly": "monthly",
+    "@yearly": "yearly",
+    "@annually": "yearly",
+}
 _WEEKDAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
 _MONDAY_FIRST = (1, 2, 3, 4, 5, 6, 0)
 

@@ -25,36 +25,103 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..timespan import format_timespan, parse_timespan
 from .cron import Problem
-from .emit import _HARDENING_NOTE, JobSpec, _dict_source, _Source, job_name, literal
+from .emit import _HARDENING_NOTE, JobSpec, _dict_source, _Source, literal
 
 __all__ = ["UnitFile", "UnitPair", "find_pairs", "read_unit", "spec_from_pair"]
 
 # [Service] settings kept as they are (systemd= overrides): the sandbox, resources, scheduling.
 _KEPT_SERVICE = {
-    "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "PrivateNetwork", "PrivateUsers",
-    "PrivateMounts", "PrivateIPC", "NoNewPrivileges", "ProtectKernelTunables", "ProtectKernelModules",
-    "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock", "ProtectHostname", "ProtectProc",
-    "ProcSubset", "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality",
-    "MemoryDenyWriteExecute", "SystemCallFilter", "SystemCallArchitectures", "SystemCallErrorNumber",
-    "CapabilityBoundingSet", "AmbientCapabilities", "RestrictAddressFamilies", "IPAddressDeny",
-    "IPAddressAllow", "UMask", "KeyringMode", "DevicePolicy", "DeviceAllow", "InaccessiblePaths",
-    "TemporaryFileSystem", "BindPaths", "BindReadOnlyPaths", "ExecPaths", "NoExecPaths", "RemoveIPC",
-    "SupplementaryGroups", "Nice", "IOSchedulingClass", "IOSchedulingPriority", "CPUSchedulingPolicy",
-    "CPUSchedulingPriority", "CPUWeight", "IOWeight", "MemoryMax", "MemoryHigh", "TasksMax", "CPUQuota",
-    "LimitNOFILE", "LimitNPROC", "LimitCORE", "OOMScoreAdjust", "StateDirectory", "CacheDirectory",
-    "LogsDirectory", "RuntimeDirectory", "ConfigurationDirectory", "StateDirectoryMode",
-    "RuntimeDirectoryMode", "LogsDirectoryMode", "CacheDirectoryMode", "PassEnvironment", "UnsetEnvironment",
+    "ProtectSystem",
+    "ProtectHome",
+    "PrivateTmp",
+    "PrivateDevices",
+    "PrivateNetwork",
+    "PrivateUsers",
+    "PrivateMounts",
+    "PrivateIPC",
+    "NoNewPrivileges",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectKernelLogs",
+    "ProtectControlGroups",
+    "ProtectClock",
+    "ProtectHostname",
+    "ProtectProc",
+    "ProcSubset",
+    "RestrictNamespaces",
+    "RestrictRealtime",
+    "RestrictSUIDSGID",
+    "LockPersonality",
+    "MemoryDenyWriteExecute",
+    "SystemCallFilter",
+    "SystemCallArchitectures",
+    "SystemCallErrorNumber",
+    "CapabilityBoundingSet",
+    "AmbientCapabilities",
+    "RestrictAddressFamilies",
+    "IPAddressDeny",
+    "IPAddressAllow",
+    "UMask",
+    "KeyringMode",
+    "DevicePolicy",
+    "DeviceAllow",
+    "InaccessiblePaths",
+    "TemporaryFileSystem",
+    "BindPaths",
+    "BindReadOnlyPaths",
+    "ExecPaths",
+    "NoExecPaths",
+    "RemoveIPC",
+    "SupplementaryGroups",
+    "Nice",
+    "IOSchedulingClass",
+    "IOSchedulingPriority",
+    "CPUSchedulingPolicy",
+    "CPUSchedulingPriority",
+    "CPUWeight",
+    "IOWeight",
+    "MemoryMax",
+    "MemoryHigh",
+    "TasksMax",
+    "CPUQuota",
+    "LimitNOFILE",
+    "LimitNPROC",
+    "LimitCORE",
+    "OOMScoreAdjust",
+    "StateDirectory",
+    "CacheDirectory",
+    "LogsDirectory",
+    "RuntimeDirectory",
+    "ConfigurationDirectory",
+    "StateDirectoryMode",
+    "RuntimeDirectoryMode",
+    "LogsDirectoryMode",
+    "CacheDirectoryMode",
+    "PassEnvironment",
+    "UnsetEnvironment",
 }
 # [Unit] settings kept: conditions, assertions, ordering and requirements.
 _KEPT_UNIT_PREFIXES = ("Condition", "Assert")
-_KEPT_UNIT = {"After", "Before", "Wants", "Requires", "Requisite", "BindsTo", "PartOf", "Conflicts",
-              "RequiresMountsFor", "WantsMountsFor", "Upholds"}
+_KEPT_UNIT = {
+    "After",
+    "Before",
+    "Wants",
+    "Requires",
+    "Requisite",
+    "BindsTo",
+    "PartOf",
+    "Conflicts",
+    "RequiresMountsFor",
+    "WantsMountsFor",
+    "Upholds",
+}
 _TIMER_MONOTONIC = ("OnBootSec", "OnStartupSec", "OnActiveSec", "OnUnitActiveSec", "OnUnitInactiveSec")
 _TIMER_KEPT = {"WakeSystem", "RemainAfterElapse", *_TIMER_MONOTONIC}
 _BOOL_TRUE = {"1", "yes", "true", "on"}
@@ -156,7 +223,9 @@ def find_pairs(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[UnitPair],
         target = timer.last("Timer", "Unit") or timer_path.with_suffix(".service").name
         service_path = by_name.get(target) or (timer_path.parent / target)
         if not service_path.is_file():
-            problems.append(Problem(str(timer_path), timer.line_of("Timer", "Unit"), f"its service {target} is not beside it"))
+            problems.append(
+                Problem(str(timer_path), timer.line_of("Timer", "Unit"), f"its service {target} is not beside it")
+            )
             continue
         claimed.add(service_path.name)
         pairs.append(UnitPair(read_unit(service_path), timer))
@@ -182,13 +251,13 @@ def _word_source(word: str, expand: bool) -> tuple[str, bool]:
         return literal(word), False
     whole = _WHOLE_VAR.match(word)
     if whole:
-        return f"*env.get({literal(whole.group(1))}, \"\").split()", True
+        return f'*env.get({literal(whole.group(1))}, "").split()', True
     parts: list[str] = []
     pos = 0
     for m in _VAR.finditer(word):
         if m.start() > pos:
             parts.append(literal(word[pos : m.start()].replace("$$", "$")))
-        parts.append(f"env.get({literal(m.group(1))}, \"\")")
+        parts.append(f'env.get({literal(m.group(1))}, "")')
         pos = m.end()
     if pos < len(word):
         parts.append(literal(word[pos:].replace("$$", "$")))
@@ -243,17 +312,33 @@ def spec_from_pair(pair: UnitPair, name: str) -> tuple[JobSpec | None, list[Prob
     if not starts:
         line = service.first_line.get("Service", 1)
         return None, [Problem(str(service.path), line, "no ExecStart= in [Service]: nothing to run, not imported")]
-    origin = [f"Imported by `jobrunner import units` from these units, verbatim:"]
+    origin = ["Imported by `jobrunner import units` from these units, verbatim:"]
     for unit in (timer, service):
         if unit is None:
             continue
         origin += ["", f"  {unit.path}"] + [f"    {line}".rstrip() for line in unit.text.splitlines() if line.strip()]
     description = service.last("Unit", "Description") or (timer.last("Unit", "Description") if timer else None)
-    spec = JobSpec(name=name, origin=origin, description=description or f"{service.path.name}, imported",
-                   where=str(timer.path if timer else service.path))
+    spec = JobSpec(
+        name=name,
+        origin=origin,
+        description=description or f"{service.path.name}, imported",
+        where=str(timer.path if timer else service.path),
+    )
     overrides: dict[str, dict[str, Any]] = {}
-    handled = {"ExecStart", "ExecStartPre", "User", "Group", "WorkingDirectory", "EnvironmentFile", "Environment",
-               "Type", "TimeoutStartSec", "RuntimeMaxSec", "ReadWritePaths", "ReadOnlyPaths"}
+    handled = {
+        "ExecStart",
+        "ExecStartPre",
+        "User",
+        "Group",
+        "WorkingDirectory",
+        "EnvironmentFile",
+        "Environment",
+        "Type",
+        "TimeoutStartSec",
+        "RuntimeMaxSec",
+        "ReadWritePaths",
+        "ReadOnlyPaths",
+    }
 
     # [Unit]
     for key, value, _ in service.sections.get("Unit", []):
@@ -271,9 +356,13 @@ def spec_from_pair(pair: UnitPair, name: str) -> tuple[JobSpec | None, list[Prob
     svc = "Service"
     kind = service.last(svc, "Type") or "simple"
     if kind == "simple" or kind == "exec":
-        spec.notes.append(f"Type={kind}: systemd took the unit as started at once; the job runs to the command's end (oneshot)")
+        spec.notes.append(
+            f"Type={kind}: systemd took the unit as started at once; the job runs to the command's end (oneshot)"
+        )
     elif kind != "oneshot":
-        spec.unmapped.append(f"{service.path.name}: Type={kind} (a job is a oneshot: it runs to the end of its commands)")
+        spec.unmapped.append(
+            f"{service.path.name}: Type={kind} (a job is a oneshot: it runs to the end of its commands)"
+        )
     user = service.last(svc, "User")
     if user and user not in ("root", "0"):
         spec.set("user", user)
@@ -327,8 +416,10 @@ def spec_from_pair(pair: UnitPair, name: str) -> tuple[JobSpec | None, list[Prob
     for section in service.sections:
         if section not in ("Unit", "Service"):
             for key, value, _ in service.sections[section]:
-                spec.unmapped.append(f"{service.path.name}: [{section}] {key}={value}"
-                                     + (" (the timer starts the job)" if section == "Install" else ""))
+                spec.unmapped.append(
+                    f"{service.path.name}: [{section}] {key}={value}"
+                    + (" (the timer starts the job)" if section == "Install" else "")
+                )
 
     # The timer.
     if timer is not None:
@@ -372,7 +463,9 @@ def spec_from_pair(pair: UnitPair, name: str) -> tuple[JobSpec | None, list[Prob
                 spec.unmapped.append(f"{timer.path.name}: [Unit] {key}={value}")
         for key, value, _ in timer.sections.get("Install", []):
             if not (key == "WantedBy" and value.split() == ["timers.target"]):
-                spec.unmapped.append(f"{timer.path.name}: [Install] {key}={value} (the job's timer is wanted by timers.target)")
+                spec.unmapped.append(
+                    f"{timer.path.name}: [Install] {key}={value} (the job's timer is wanted by timers.target)"
+                )
 
     if overrides:
         flat = {sec: {k: (v[0] if len(v) == 1 else v) for k, v in keys.items()} for sec, keys in overrides.items()}
@@ -381,8 +474,13 @@ def spec_from_pair(pair: UnitPair, name: str) -> tuple[JobSpec | None, list[Prob
     # The body.
     env_name: str | None = None
     if env:
-        spec.constants.append(("ENVIRONMENT", _dict_source(env),
-                               ["Environment= of the unit: defaults, which its EnvironmentFile= (env_files) override, as in systemd."]))
+        spec.constants.append(
+            (
+                "ENVIRONMENT",
+                _dict_source(env),
+                ["Environment= of the unit: defaults, which its EnvironmentFile= (env_files) override, as in systemd."],
+            )
+        )
     lines: list[str] = []
     uses = False
     for key in ("ExecStartPre", "ExecStart"):

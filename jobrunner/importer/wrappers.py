@@ -26,8 +26,16 @@ _OPERATORS = ";&|()<>\n"
 _GLOB = "*?["
 _REDIRECT = re.compile(r"^(?P<head>.*?)[ \t]+>>[ \t]*(?P<file>[^ \t;&|<>()'\"`\\]+)[ \t]+2>&1[ \t]*$", re.S)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)([smhd]?)$")
-_IO_CLASSES = {"0": None, "none": None, "1": "realtime", "realtime": "realtime", "2": "best-effort",
-               "best-effort": "best-effort", "3": "idle", "idle": "idle"}
+_IO_CLASSES = {
+    "0": None,
+    "none": None,
+    "1": "realtime",
+    "realtime": "realtime",
+    "2": "best-effort",
+    "best-effort": "best-effort",
+    "3": "idle",
+    "idle": "idle",
+}
 
 
 @dataclass(frozen=True)
@@ -344,12 +352,21 @@ def unwrap(command: str, *, home: str | None = None) -> Unwrapped:
         return result
     text = head
     while words and words[0].value is not None:
-        program = words[0].value.rsplit("/", 1)[-1] if words[0].value.startswith(("/usr/bin/", "/bin/")) else words[0].value
+        program = (
+            words[0].value.rsplit("/", 1)[-1] if words[0].value.startswith(("/usr/bin/", "/bin/")) else words[0].value
+        )
         parse = _WRAPPERS.get(program)
         if parse is None or program in result.taken:
             break
-        trial = Unwrapped(text, lock=result.lock, timeout=result.timeout, kill_grace=result.kill_grace,
-                          service=dict(result.service), notes=list(result.notes), taken=list(result.taken))
+        trial = Unwrapped(
+            text,
+            lock=result.lock,
+            timeout=result.timeout,
+            kill_grace=result.kill_grace,
+            service=dict(result.service),
+            notes=list(result.notes),
+            taken=list(result.taken),
+        )
         found = parse(words, text, trial) if program == "flock" else parse(words, trial)  # type: ignore[operator]
         if found is None:
             break

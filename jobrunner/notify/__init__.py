@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..run import Run
@@ -49,8 +50,14 @@ def deliver(title: str, body: str, *, tags: tuple[str, ...] = (), kind: str = "f
     notify_type = {"recovery": apprise.NotifyType.SUCCESS, "test": apprise.NotifyType.INFO}.get(
         kind, apprise.NotifyType.FAILURE
     )
-    return send(notifier, title=title, body=body, tags=tuple(tags), notify_type=notify_type,
-                budget=budget if budget is not None else budget_seconds())
+    return send(
+        notifier,
+        title=title,
+        body=body,
+        tags=tuple(tags),
+        notify_type=notify_type,
+        budget=budget if budget is not None else budget_seconds(),
+    )
 
 
 @dataclass
@@ -64,8 +71,14 @@ class Notice:
 
 
 def notify_throttled(
-    state: JobState | None, *, outcome: str, run_id: str, tags: tuple[str, ...],
-    message: Callable[[Decision], tuple[str, str]], budget: float | None = None, now: float | None = None,
+    state: JobState | None,
+    *,
+    outcome: str,
+    run_id: str,
+    tags: tuple[str, ...],
+    message: Callable[[Decision], tuple[str, str]],
+    budget: float | None = None,
+    now: float | None = None,
 ) -> Notice:
     """Throttle, deliver, and say what to record: the one path of the runner and ``jobrunner alert``.
 
@@ -141,13 +154,23 @@ class NotifyHook:
         def message(decision: Decision) -> tuple[str, str]:
             memory = state.to_dict()  # what the message shows (notify/message.py reads the plain record)
             if decision.kind == "recovery":
-                return recovery_message(job=job, host=host, run_id=run.run_id, result=result, state=memory,
-                                        suppressed=decision.suppressed)
-            return failure_message(job=job, host=host, run_id=run.run_id, result=result, error=run.error, tail=lines,
-                                   state=memory, suppressed=decision.suppressed)
+                return recovery_message(
+                    job=job, host=host, run_id=run.run_id, result=result, state=memory, suppressed=decision.suppressed
+                )
+            return failure_message(
+                job=job,
+                host=host,
+                run_id=run.run_id,
+                result=result,
+                error=run.error,
+                tail=lines,
+                state=memory,
+                suppressed=decision.suppressed,
+            )
 
-        notice = notify_throttled(state, outcome=result.outcome, run_id=run.run_id, tags=tuple(job.notify),
-                                  message=message, budget=budget)
+        notice = notify_throttled(
+            state, outcome=result.outcome, run_id=run.run_id, tags=tuple(job.notify), message=message, budget=budget
+        )
         record = notice.record
         if record is None:
             return
@@ -157,11 +180,13 @@ class NotifyHook:
         if delivery is None:
             log.info("notify.held", reason="JOBRUNNER_NOTIFY_REPEAT", suppressed=notice.decision.suppressed + 1)
         elif delivery.delivered:
-            log.info("notify.sent", kind=notice.decision.kind, services=delivery.matched,
-                     seconds=round(delivery.seconds, 3))
+            log.info(
+                "notify.sent", kind=notice.decision.kind, services=delivery.matched, seconds=round(delivery.seconds, 3)
+            )
         else:
-            log.error("notify.failed", kind=notice.decision.kind, error=delivery.detail,
-                      seconds=round(delivery.seconds, 3))
+            log.error(
+                "notify.failed", kind=notice.decision.kind, error=delivery.detail, seconds=round(delivery.seconds, 3)
+            )
 
     def _skipping(self, run: Run, text: str) -> None:
         """A job kept from running: at most once per ``$JOBRUNNER_NOTIFY_REPEAT`` (``skip_notified``)."""
@@ -170,7 +195,7 @@ class NotifyHook:
         now = time.time()
         try:
             window = repeat_window()
-        except Exception:  # noqa: BLE001 - a bad setting is reported by the failure path; use the default
+        except Exception:
             window = 6 * 3600.0
         last = run.state.skip_notified
         if last and now - float(last) < window:
@@ -180,7 +205,7 @@ class NotifyHook:
 
             title, body = skipping_message(run.job, os.uname().nodename, text, run.run_id)
             delivery = deliver(title, body, tags=tuple(run.job.notify), kind="failure")
-        except Exception as exc:  # noqa: BLE001 - a notification never changes the outcome
+        except Exception as exc:
             run.log.error("notify.failed", kind="skipping", error=f"{type(exc).__name__}: {exc}")
             return
         if delivery.delivered:
@@ -222,11 +247,14 @@ class PingHook:
         deadline = self.budget.start()
         path = ping.finish_path(result.outcome, result.exit_code)
         rid = ping.rid(run.run_id)
-        summary = f"{result.outcome} exit={result.exit_code} duration={result.duration_s:.1f}s attempts={result.attempts}"
+        summary = (
+            f"{result.outcome} exit={result.exit_code} duration={result.duration_s:.1f}s attempts={result.attempts}"
+        )
         text = "\n".join([*tail_lines(run.tail), summary])
         view = self._replay(run, deadline)
-        ok, detail, limit = ping.send_ping(f"{self.base}{path}?rid={rid}", body=ping.cut(text, ping.body_limit(view)),
-                                           deadline=deadline)
+        ok, detail, limit = ping.send_ping(
+            f"{self.base}{path}?rid={rid}", body=ping.cut(text, ping.body_limit(view)), deadline=deadline
+        )
         memory = run.state.ping
         if ok:
             if limit:

@@ -19,7 +19,8 @@ import contextlib
 import logging
 import os
 import re
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..redact import default_redactor

@@ -4,7 +4,8 @@ everything needed to act without logging in first. Every string passes the redac
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .._logging import format_tail_line
 from ..redact import default_redactor
@@ -43,7 +44,14 @@ def _when(ts: Any) -> str:
 
 
 def failure_message(
-    *, job: Any, host: str, run_id: str, result: Any, error: str | None, tail: list[str], state: dict[str, Any],
+    *,
+    job: Any,
+    host: str,
+    run_id: str,
+    result: Any,
+    error: str | None,
+    tail: list[str],
+    state: dict[str, Any],
     suppressed: int,
 ) -> tuple[str, str]:
     """Title and body for a failed, timed-out or terminated run."""
@@ -59,7 +67,9 @@ def failure_message(
         lines.append(f"error:     {error}")
     streak = int(state.get("consecutive_failures", 0) or 0)
     if streak > 1:
-        lines.append(f"failing:   {streak} runs in a row; last success {_when(state['last_success']) if state.get('last_success') else 'never'}")
+        lines.append(
+            f"failing:   {streak} runs in a row; last success {_when(state['last_success']) if state.get('last_success') else 'never'}"
+        )
     if suppressed:
         lines.append(f"held back: {suppressed} earlier failure(s) were not notified (JOBRUNNER_NOTIFY_REPEAT)")
     lines += [f"run_id:    {run_id}", f"unit:      {job.unit}.service (journalctl _SYSTEMD_INVOCATION_ID={run_id})"]
@@ -68,7 +78,9 @@ def failure_message(
     return _redact(title, "\n".join(lines))
 
 
-def recovery_message(*, job: Any, host: str, run_id: str, result: Any, state: dict[str, Any], suppressed: int) -> tuple[str, str]:
+def recovery_message(
+    *, job: Any, host: str, run_id: str, result: Any, state: dict[str, Any], suppressed: int
+) -> tuple[str, str]:
     """Title and body for the first success after notified failures."""
     title = f"{_ICON['recovery']} {job.name} recovered on {host}"
     failures = state.get("notify", {}).get("streak_failures")

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..redact import default_redactor
 
@@ -98,11 +99,15 @@ def replay(state: dict[str, Any], base: str, *, deadline: float, log: Any) -> No
         if left:  # keep the order: once one fails, the rest wait too
             left.append(item)
             continue
-        note = f"[late: queued at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(item.get('queued', 0)))}" \
-               f" by run {item.get('rid')}, replayed at {time.strftime('%H:%M:%S')}]\n"
+        note = (
+            f"[late: queued at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(item.get('queued', 0)))}"
+            f" by run {item.get('rid')}, replayed at {time.strftime('%H:%M:%S')}]\n"
+        )
         body = note.encode() + str(item.get("body", "")).encode("utf-8", "replace")
         url = f"{base}{item.get('path', '')}?rid={item.get('rid', '')}"
-        ok, detail, limit = send_ping(url, body=_cut(body, int(memory.get("body_limit") or DEFAULT_BODY_LIMIT)), deadline=deadline)
+        ok, detail, limit = send_ping(
+            url, body=_cut(body, int(memory.get("body_limit") or DEFAULT_BODY_LIMIT)), deadline=deadline
+        )
         if ok:
             log.info("ping.replayed", path=item.get("path") or "/", rid=item.get("rid"))
             if limit:

@@ -73,7 +73,11 @@ def send(notifier: Any, *, title: str, body: str, tags: tuple[str, ...], notify_
     def call() -> None:
         try:
             outcome["result"] = notifier.notify(
-                body=body, title=title, notify_type=notify_type, tag=tag, body_format=apprise.NotifyFormat.TEXT,
+                body=body,
+                title=title,
+                notify_type=notify_type,
+                tag=tag,
+                body_format=apprise.NotifyFormat.TEXT,
                 timeout=budget,
             )
         except Exception as exc:  # reported, never raised into the run

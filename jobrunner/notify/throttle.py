@@ -13,8 +13,9 @@ A failure whose notification could not be delivered is not handled, so the alert
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..timespan import parse_timespan
@@ -23,7 +24,13 @@ if TYPE_CHECKING:
     from ..state import JobState
 
 __all__ = [
-    "FAILED", "Decision", "count_streak", "decide", "record_delivered", "record_held", "record_undelivered",
+    "FAILED",
+    "Decision",
+    "count_streak",
+    "decide",
+    "record_delivered",
+    "record_held",
+    "record_undelivered",
     "repeat_window",
 ]
 

@@ -18,7 +18,7 @@ import datetime as _dt
 import os
 import shutil
 import subprocess
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from ..errors import ConfigError
 
@@ -144,7 +144,7 @@ def normalize(spec: str) -> str:
 
 
 def _to_datetime(text: str) -> _dt.datetime:
-    return _dt.datetime.strptime(text, _FORMAT).replace(tzinfo=_dt.timezone.utc)
+    return _dt.datetime.strptime(text, _FORMAT).replace(tzinfo=_dt.UTC)
 
 
 def calendar_iterations(

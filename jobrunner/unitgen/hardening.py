@@ -36,7 +36,7 @@ these directives (see ``render.py``).
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = ["LEVELS", "THRESHOLDS", "hardening_directives", "under_home"]
 

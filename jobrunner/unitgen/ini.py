@@ -8,7 +8,8 @@ of ``(key, value)`` so rendering is deterministic and overrides are exact.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 __all__ = ["GENERATED_MARK", "Unit", "parse_unit", "unit_value"]
 

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..declaration import Job
 from ..errors import ConfigError
@@ -415,7 +416,10 @@ def select_jobs(package: str, names: Sequence[str] = ()) -> tuple[list[Job], lis
 
 
 def render_all(
-    package: str | None = None, names: Sequence[str] = (), *, python: str = DEFAULT_PYTHON,
+    package: str | None = None,
+    names: Sequence[str] = (),
+    *,
+    python: str = DEFAULT_PYTHON,
     metrics_dir: str | None = None,
 ) -> dict[str, str]:
     """Render every job of ``package`` (default ``$JOBRUNNER_PACKAGE`` or ``jobs``), or the

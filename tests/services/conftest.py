@@ -24,9 +24,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -79,8 +79,9 @@ class Procs:
 
     def start(self, argv: list[str], *, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.out", "wb")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
         log.close()
         self.started.append(proc)
         return proc
@@ -133,8 +134,13 @@ class S3:
 
     def ls(self, path: str) -> dict[str, int]:
         """``{relative path: size}`` of the objects under ``remote:path`` (rclone lsjson)."""
-        out = subprocess.run(["rclone", "lsjson", "-R", "--files-only", f"{self.remote}:{path}"],
-                             env=service_env(**self.rclone_env()), capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["rclone", "lsjson", "-R", "--files-only", f"{self.remote}:{path}"],
+            env=service_env(**self.rclone_env()),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return {item["Path"]: item["Size"] for item in json.loads(out.stdout)}
 
 
@@ -142,11 +148,16 @@ class S3:
 def moto(procs: Procs) -> S3:
     need("moto_server", "rclone")
     port = free_port()
-    proc = procs.start([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], name="moto",
-                       env=service_env())
+    proc = procs.start(
+        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], name="moto", env=service_env()
+    )
     wait_port(port, proc)
-    return S3(endpoint=f"http://127.0.0.1:{port}", remote="media", access_key="AKIATESTMEDIA",
-              secret_key="s3cr3t-Media-Key-9f2c1b")
+    return S3(
+        endpoint=f"http://127.0.0.1:{port}",
+        remote="media",
+        access_key="AKIATESTMEDIA",
+        secret_key="s3cr3t-Media-Key-9f2c1b",
+    )
 
 
 # ---------------------------------------------------------------------------------- ACME
@@ -168,21 +179,23 @@ class Acme:
 
     def certbot_args(self) -> str:
         """What CERTBOT_ARGS carries in the tests: certbot's own dirs and the test CA."""
-        return (f"--config-dir {self.config_dir} --work-dir {self.work_dir} --logs-dir {self.logs_dir}")
+        return f"--config-dir {self.config_dir} --work-dir {self.work_dir} --logs-dir {self.logs_dir}"
 
     def env(self) -> dict[str, str]:
         return {"REQUESTS_CA_BUNDLE": str(self.ca)}
 
     def cert_serial(self) -> str:
         cert = self.config_dir / "live" / self.domain / "cert.pem"
-        out = subprocess.run(["openssl", "x509", "-noout", "-serial", "-in", str(cert)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["openssl", "x509", "-noout", "-serial", "-in", str(cert)], capture_output=True, text=True, check=True
+        )
         return out.stdout.strip()
 
 
 @dataclass
 class AcmeServer:
     """A running pebble: its directory URL and the CA that signed its HTTPS certificate."""
+
     dir_url: str
     ca: Path
 
@@ -198,45 +211,117 @@ def acme_server(procs: Procs, tmp_path: Path) -> AcmeServer:
     need("pebble", "openssl")
     ca_dir = tmp_path / "acme-ca"
     ca_dir.mkdir()
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-             "-days", "2", "-subj", "/CN=jobrunner test CA", cwd=ca_dir)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "srv.csr",
-             "-subj", "/CN=localhost", cwd=ca_dir)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=jobrunner test CA",
+        cwd=ca_dir,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=localhost",
+        cwd=ca_dir,
+    )
     (ca_dir / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "cert.pem", "-days", "2", "-extfile", "ext.cnf", cwd=ca_dir)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        cwd=ca_dir,
+    )
     port, mgmt = free_port(), free_port()
-    config = {"pebble": {
-        "listenAddress": f"127.0.0.1:{port}", "managementListenAddress": f"127.0.0.1:{mgmt}",
-        "certificate": str(ca_dir / "cert.pem"), "privateKey": str(ca_dir / "key.pem"),
-        "httpPort": free_port(), "tlsPort": free_port(), "ocspResponderURL": "",
-        "externalAccountBindingRequired": False,
-    }}
+    config = {
+        "pebble": {
+            "listenAddress": f"127.0.0.1:{port}",
+            "managementListenAddress": f"127.0.0.1:{mgmt}",
+            "certificate": str(ca_dir / "cert.pem"),
+            "privateKey": str(ca_dir / "key.pem"),
+            "httpPort": free_port(),
+            "tlsPort": free_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+    }
     (ca_dir / "pebble.json").write_text(json.dumps(config))
-    proc = procs.start(["pebble", "-config", str(ca_dir / "pebble.json")], name="pebble",
-                       env=service_env(PEBBLE_VA_ALWAYS_VALID="1", PEBBLE_VA_NOSLEEP="1",
-                                       PEBBLE_WFE_NONCEREJECT="0"))
+    proc = procs.start(
+        ["pebble", "-config", str(ca_dir / "pebble.json")],
+        name="pebble",
+        env=service_env(PEBBLE_VA_ALWAYS_VALID="1", PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0"),
+    )
     wait_port(port, proc)
     return AcmeServer(dir_url=f"https://127.0.0.1:{port}/dir", ca=ca_dir / "ca.pem")
 
 
 def certonly_argv(dir_url: str, http_port: int, domain: str) -> list[str]:
     """certbot obtaining DOMAIN from the ACME server (standalone, on 127.0.0.1:HTTP_PORT)."""
-    return ["certbot", "certonly", "--non-interactive", "--agree-tos", "--register-unsafely-without-email",
-            "--server", dir_url, "--standalone", "--http-01-address", "127.0.0.1",
-            "--http-01-port", str(http_port), "-d", domain]
+    return [
+        "certbot",
+        "certonly",
+        "--non-interactive",
+        "--agree-tos",
+        "--register-unsafely-without-email",
+        "--server",
+        dir_url,
+        "--standalone",
+        "--http-01-address",
+        "127.0.0.1",
+        "--http-01-port",
+        str(http_port),
+        "-d",
+        domain,
+    ]
 
 
 @pytest.fixture
 def pebble(acme_server: AcmeServer, tmp_path: Path) -> Acme:
     """pebble plus one certificate that real certbot obtained from it, in the test's own dirs."""
     need("certbot")
-    acme = Acme(dir_url=acme_server.dir_url, ca=acme_server.ca,
-                config_dir=tmp_path / "le" / "config", work_dir=tmp_path / "le" / "work",
-                logs_dir=tmp_path / "le" / "logs", http_port=free_port(), domain="blog.example.test")
+    acme = Acme(
+        dir_url=acme_server.dir_url,
+        ca=acme_server.ca,
+        config_dir=tmp_path / "le" / "config",
+        work_dir=tmp_path / "le" / "work",
+        logs_dir=tmp_path / "le" / "logs",
+        http_port=free_port(),
+        domain="blog.example.test",
+    )
     obtain = subprocess.run(
         [*certonly_argv(acme.dir_url, acme.http_port, acme.domain), *acme.certbot_args().split()],
-        env=service_env(**acme.env()), capture_output=True, text=True, timeout=120)
+        env=service_env(**acme.env()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert obtain.returncode == 0, obtain.stdout + obtain.stderr
     return acme
 
@@ -328,14 +413,18 @@ echo '</urlset>';
 
 def _urlset(locs: list[str]) -> str:
     body = "".join(f"<url><loc>{loc}</loc></url>" for loc in locs)
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{body}</urlset>\n')
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{body}</urlset>\n'
+    )
 
 
 def _index(locs: list[str]) -> str:
     body = "".join(f"<sitemap><loc>{loc}</loc></sitemap>" for loc in locs)
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            f'<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{body}</sitemapindex>\n')
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{body}</sitemapindex>\n'
+    )
 
 
 @pytest.fixture
@@ -347,21 +436,23 @@ def web(procs: Procs, tmp_path: Path) -> Web:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     www = d / "www"
-    (www / "index.php").write_text("<?php echo \"home\\n\";\n")
+    (www / "index.php").write_text('<?php echo "home\\n";\n')
     (www / "page.php").write_text(_PAGE)
     (www / "wp-sitemap-posts-post-1.php").write_text(_POSTS.replace("{port}", str(port)))
     pages = [f"{base}/page.php?page={i}" for i in range(1, 7)]
     (www / "wp-sitemap-pages-1.xml").write_text(_urlset([f"{base}/", *pages]))
-    (www / "wp-sitemap.xml").write_text(_index([f"{base}/wp-sitemap-posts-post-1.php",
-                                                f"{base}/wp-sitemap-pages-1.xml"]))
+    (www / "wp-sitemap.xml").write_text(
+        _index([f"{base}/wp-sitemap-posts-post-1.php", f"{base}/wp-sitemap-pages-1.xml"])
+    )
     (d / "fpm.conf").write_text(_FPM.format(d=d))
     (d / "nginx.conf").write_text(_NGINX.format(d=d, port=port))
     fpm = procs.start(["php-fpm8.2", "-F", "-R", "-y", str(d / "fpm.conf")], name="php-fpm")
     wait_path(d / "fpm.sock")
     nginx = procs.start(["nginx", "-c", str(d / "nginx.conf"), "-p", str(d), "-g", "daemon off;"], name="nginx")
     wait_port(port, nginx)
-    return Web(base=base, root=www, access_log=d / "access.log", fpm_socket=d / "fpm.sock",
-               fpm_pid=d / "fpm.pid", fpm_proc=fpm)
+    return Web(
+        base=base, root=www, access_log=d / "access.log", fpm_socket=d / "fpm.sock", fpm_pid=d / "fpm.pid", fpm_proc=fpm
+    )
 
 
 @pytest.fixture
@@ -386,8 +477,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("mounting a tmpfs needs root")
     mnt = tmp_path / "vol"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=64,mode=0755", "jr-test", str(mnt)],
-                   check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=64,mode=0755", "jr-test", str(mnt)], check=True)
     try:
         yield mnt
     finally:

@@ -11,7 +11,7 @@ from .conftest import Acme
 def _reload_script(tmp_path: Path) -> tuple[str, Path]:
     record = tmp_path / "reloads.txt"
     script = tmp_path / "reload.sh"
-    script.write_text(f"#!/bin/sh\necho reloaded \"$@\" >> {shlex.quote(str(record))}\n")
+    script.write_text(f'#!/bin/sh\necho reloaded "$@" >> {shlex.quote(str(record))}\n')
     script.chmod(0o755)
     return f"{script} nginx", record
 
@@ -36,8 +36,12 @@ def test_renewed_means_exactly_one_reload(launcher, pebble: Acme, tmp_path: Path
     """--force-renewal via CERTBOT_EXTRA_ARGS: a new certificate from the CA, and the reload ran exactly once."""
     reload_cmd, record = _reload_script(tmp_path)
     before = pebble.cert_serial()
-    run = launcher.run("run", "jobs.certbot_renew",
-                       env=_env(launcher, pebble, reload_cmd, CERTBOT_EXTRA_ARGS="--force-renewal"), timeout=120)
+    run = launcher.run(
+        "run",
+        "jobs.certbot_renew",
+        env=_env(launcher, pebble, reload_cmd, CERTBOT_EXTRA_ARGS="--force-renewal"),
+        timeout=120,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert pebble.cert_serial() != before
     renewed = run.event("certbot.renewed")
@@ -51,8 +55,12 @@ def test_renewed_means_exactly_one_reload(launcher, pebble: Acme, tmp_path: Path
 
 def test_failed_reload_fails_the_run(launcher, pebble: Acme, tmp_path: Path):
     """A renewal whose reload command fails is a failure (the new certificate is not being served)."""
-    run = launcher.run("run", "jobs.certbot_renew",
-                       env=_env(launcher, pebble, "false", CERTBOT_EXTRA_ARGS="--force-renewal"), timeout=120)
+    run = launcher.run(
+        "run",
+        "jobs.certbot_renew",
+        env=_env(launcher, pebble, "false", CERTBOT_EXTRA_ARGS="--force-renewal"),
+        timeout=120,
+    )
     assert run.returncode == 1
     assert "certbot.renewed" in run.names()
     assert run.event("job.failed")["exception"]["type"] == "CommandFailed"

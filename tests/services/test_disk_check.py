@@ -39,8 +39,11 @@ def test_warning_threshold_also_fails(launcher, tmpfs: Path):
     run = launcher.run("run", "jobs.disk_check", env=launcher.env(DISK_CHECK_PATHS=str(tmpfs)))
     assert run.returncode == 1
     assert "WARNING" in str(run.event("job.failed")) and "CRITICAL" not in str(run.event("job.failed"))
-    ok = launcher.run("run", "jobs.disk_check",
-                      env=launcher.env(DISK_CHECK_PATHS=str(tmpfs), DISK_WARN_PERCENT="95", DISK_CRIT_PERCENT="99"))
+    ok = launcher.run(
+        "run",
+        "jobs.disk_check",
+        env=launcher.env(DISK_CHECK_PATHS=str(tmpfs), DISK_WARN_PERCENT="95", DISK_CRIT_PERCENT="99"),
+    )
     assert ok.returncode == 0
 
 

@@ -17,8 +17,9 @@ def _uploads(tmp_path: Path) -> Path:
 
 
 def _env(launcher, s3: S3, wp: Path, **extra: str) -> dict[str, str]:
-    return launcher.env(WP_PATH=str(wp), MEDIA_SYNC_DEST=f"{s3.remote}:media-bucket/uploads",
-                        **s3.rclone_env(), **extra)
+    return launcher.env(
+        WP_PATH=str(wp), MEDIA_SYNC_DEST=f"{s3.remote}:media-bucket/uploads", **s3.rclone_env(), **extra
+    )
 
 
 def test_copy_uploads_then_nothing_to_do_and_deletes_kept(launcher, moto: S3, tmp_path: Path):
@@ -73,8 +74,9 @@ def test_sync_refuses_an_empty_source(launcher, moto: S3, tmp_path: Path):
 def test_aws_ca_bundle_error_is_one_clear_line(launcher, moto: S3, tmp_path: Path):
     """AWS_CA_BUNDLE pointing at a missing file: exit 1 and a job.failed naming the variable and the fix."""
     wp = _uploads(tmp_path)
-    run = launcher.run("run", "jobs.media_sync",
-                       env=_env(launcher, moto, wp, AWS_CA_BUNDLE=str(tmp_path / "missing-ca.pem")))
+    run = launcher.run(
+        "run", "jobs.media_sync", env=_env(launcher, moto, wp, AWS_CA_BUNDLE=str(tmp_path / "missing-ca.pem"))
+    )
     assert run.returncode == 1
     message = run.event("job.failed")["exception"]["message"]
     assert "\n" not in message
@@ -87,6 +89,7 @@ def test_missing_destination_is_a_config_error(launcher, tmp_path: Path):
     """No MEDIA_SYNC_DEST: exit 78 before anything runs; a bad mode too."""
     wp = _uploads(tmp_path)
     assert launcher.run("run", "jobs.media_sync", env=launcher.env(WP_PATH=str(wp))).returncode == 78
-    bad = launcher.run("run", "jobs.media_sync",
-                       env=launcher.env(WP_PATH=str(wp), MEDIA_SYNC_DEST="s3:b", MEDIA_SYNC_MODE="move"))
+    bad = launcher.run(
+        "run", "jobs.media_sync", env=launcher.env(WP_PATH=str(wp), MEDIA_SYNC_DEST="s3:b", MEDIA_SYNC_MODE="move")
+    )
     assert bad.returncode == 78

@@ -34,8 +34,9 @@ def units(installed_sandbox):
         unit = job.replace("_", "-")
         sb.systemctl("stop", f"{unit}.timer")  # none may fire amid other tests
         sb.pin(f"{unit}.service", reload=False)
-    sb.write_unit(PROBE, "[Service]\nExecStart=/bin/sleep infinity\n"
-                         f"ExecReload=/bin/sh -c 'echo reloaded >> {RELOADS}'\n")
+    sb.write_unit(
+        PROBE, f"[Service]\nExecStart=/bin/sleep infinity\nExecReload=/bin/sh -c 'echo reloaded >> {RELOADS}'\n"
+    )
     sb.systemctl("start", PROBE)
     yield sb
     sb.systemctl("stop", PROBE, check=False)
@@ -48,8 +49,10 @@ def _env_file(sb, path: str, values: dict[str, str]) -> None:
 
 
 def _summary(events: list[dict]) -> str:
-    return json.dumps([{k: v for k, v in e.items() if k not in ("ts", "run_id", "job", "host", "pid")}
-                       for e in events[-12:]], indent=1)
+    return json.dumps(
+        [{k: v for k, v in e.items() if k not in ("ts", "run_id", "job", "host", "pid")} for e in events[-12:]],
+        indent=1,
+    )
 
 
 def test_media_sync_unit_uploads_as_www_data(units, moto: S3):
@@ -58,10 +61,15 @@ def test_media_sync_unit_uploads_as_www_data(units, moto: S3):
     sb = units
     site = "/var/www/media-e2e"
     month = f"{site}/wp-content/uploads/2026/11"
-    sb.run(f"mkdir -p {month} && head -c 6000 /dev/urandom > {month}/cat.jpg && "
-           f"printf '%%PDF-1.4' > {month}/doc.pdf && chown -R www-data:www-data {site}")
-    _env_file(sb, "/etc/default/media-sync", {
-        "WP_PATH": site, "MEDIA_SYNC_DEST": f"{moto.remote}:media-bucket/uploads", **moto.rclone_env()})
+    sb.run(
+        f"mkdir -p {month} && head -c 6000 /dev/urandom > {month}/cat.jpg && "
+        f"printf '%%PDF-1.4' > {month}/doc.pdf && chown -R www-data:www-data {site}"
+    )
+    _env_file(
+        sb,
+        "/etc/default/media-sync",
+        {"WP_PATH": site, "MEDIA_SYNC_DEST": f"{moto.remote}:media-bucket/uploads", **moto.rclone_env()},
+    )
     try:
         st = sb.start_oneshot("media-sync.service")
         events = sb.job_events(st["InvocationID"], "media-sync.service")
@@ -114,10 +122,14 @@ def test_certbot_renew_unit_renews_keeps_key_group_and_reloads_once(units, acme_
     sb = units
     ca = "/etc/jobrunner/acme-test-ca.pem"
     sb.run(["sh", "-c", f"mkdir -p /etc/jobrunner && cat > {ca}"], input=acme_server.ca.read_text())
-    obtain = sb.run(["env", f"REQUESTS_CA_BUNDLE={ca}", *certonly_argv(acme_server.dir_url, free_port(), DOMAIN)],
-                    check=False, timeout=120)
-    assert obtain.returncode == 0, obtain.stdout + obtain.stderr + sb.run(
-        "tail -n 60 /var/log/letsencrypt/letsencrypt.log", check=False).stdout
+    obtain = sb.run(
+        ["env", f"REQUESTS_CA_BUNDLE={ca}", *certonly_argv(acme_server.dir_url, free_port(), DOMAIN)],
+        check=False,
+        timeout=120,
+    )
+    assert obtain.returncode == 0, (
+        obtain.stdout + obtain.stderr + sb.run("tail -n 60 /var/log/letsencrypt/letsencrypt.log", check=False).stdout
+    )
     # the key readable by a service's group (the case where certbot must chown the new key)
     sb.run(f"chgrp www-data {LIVE}/privkey.pem && chmod 0640 {LIVE}/privkey.pem")
     settings = {"REQUESTS_CA_BUNDLE": ca, "RELOAD_COMMAND": f"systemctl reload {PROBE}"}
@@ -140,5 +152,7 @@ def test_certbot_renew_unit_renews_keeps_key_group_and_reloads_once(units, acme_
         assert sb.run(["stat", "-L", "-c", "%G %a", f"{LIVE}/privkey.pem"]).stdout.split() == ["www-data", "640"]
         assert _reloads(sb) == 1
     finally:
-        sb.run(f"rm -rf /etc/letsencrypt /var/lib/letsencrypt /var/log/letsencrypt {ca} "
-               "/etc/default/certbot-renew", check=False)
+        sb.run(
+            f"rm -rf /etc/letsencrypt /var/lib/letsencrypt /var/log/letsencrypt {ca} /etc/default/certbot-renew",
+            check=False,
+        )

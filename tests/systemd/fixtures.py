@@ -46,7 +46,7 @@ def _install_signal_handlers(sb: Sandbox) -> list[tuple[int, object]]:
     """Tear the sandbox down on SIGTERM/SIGHUP too (atexit does not run on signals)."""
     installed = []
 
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         try:
             sb.shutdown()
         finally:
@@ -96,5 +96,4 @@ def installed_sandbox(sandbox: Sandbox) -> Sandbox:
 
 def pytest_terminal_summary(terminalreporter):
     if _TIMINGS:
-        terminalreporter.write_line(
-            "systemd sandbox: " + ", ".join(f"{k} {v:.1f}s" for k, v in _TIMINGS.items()))
+        terminalreporter.write_line("systemd sandbox: " + ", ".join(f"{k} {v:.1f}s" for k, v in _TIMINGS.items()))

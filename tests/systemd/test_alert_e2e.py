@@ -24,7 +24,7 @@ TESTS = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 
-JOBS = '''
+JOBS = """
 import os, signal
 from jobrunner import job
 
@@ -37,7 +37,7 @@ def jr_alert_kill(ctx):
 def jr_alert_fail(ctx):
     ctx.log.info("about.to.fail", marker="fail-marker-3321")
     raise RuntimeError("planned failure")
-'''
+"""
 PKG_DIR = "/usr/local/lib/jr-alert-test"
 
 
@@ -51,16 +51,21 @@ def alert_units(installed_sandbox, tmp_path_factory):
     out = src / "units"
     render = subprocess.run(
         [sys.executable, "-m", "jobrunner", "units", "render", "--package", "alertjobs", "--out", str(out)],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": f"{src}:{TESTS.parent}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": f"{src}:{TESTS.parent}"},
     )
     assert render.returncode == 0, render.stderr
     sb.write_file(f"{PKG_DIR}/alertjobs/__init__.py", JOBS)
     for path in out.rglob("*"):
         if path.is_file() and path.suffix in (".service", ".timer") and not path.name.endswith(".timer"):
             sb.write_file(f"/etc/systemd/system/{path.name}", path.read_text())
-    sb.write_file("/etc/jobrunner/jobrunner.env",
-                  f"JOBRUNNER_PATH={PKG_DIR}\nJOBRUNNER_NOTIFY_URLS=json://127.0.0.1:{receiver.port}/hook\n"
-                  "JOBRUNNER_NOTIFY_TIMEOUT=5s\n")
+    sb.write_file(
+        "/etc/jobrunner/jobrunner.env",
+        f"JOBRUNNER_PATH={PKG_DIR}\nJOBRUNNER_NOTIFY_URLS=json://127.0.0.1:{receiver.port}/hook\n"
+        "JOBRUNNER_NOTIFY_TIMEOUT=5s\n",
+    )
     for unit in ("jr-alert-kill.service", "jr-alert-fail.service"):
         sb.pin(unit, reload=False)
     sb.daemon_reload()

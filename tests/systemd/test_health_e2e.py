@@ -11,7 +11,6 @@ import json
 import time
 
 import pytest
-
 from sandbox import Sandbox
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
@@ -43,8 +42,12 @@ TEXTFILES = "/var/lib/jrhealth-textfiles"
 
 
 def health(sb: Sandbox, *args: str) -> tuple[int, str]:
-    proc = sb.run([sb.installed.python, "-m", "jobrunner", "health", "--package", PACKAGE, *args],
-                  check=False, env=ENV, timeout=60)
+    proc = sb.run(
+        [sb.installed.python, "-m", "jobrunner", "health", "--package", PACKAGE, *args],
+        check=False,
+        env=ENV,
+        timeout=60,
+    )
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.returncode, proc.stdout
 
@@ -54,16 +57,34 @@ def jobs_installed(installed_sandbox: Sandbox) -> Sandbox:
     sb = installed_sandbox
     probe = sb.run([sb.installed.python, "-c", "import jobrunner.unitgen.calendar"], check=False)
     if probe.returncode != 0:
-        pytest.fail("the installed wheel lacks jobrunner.unitgen (pyproject.toml [tool.setuptools] packages must "
-                    "list it; health needs it for schedules, units render/install for everything)", pytrace=False)
+        pytest.fail(
+            "the installed wheel lacks jobrunner.unitgen (pyproject.toml [tool.setuptools] packages must "
+            "list it; health needs it for schedules, units render/install for everything)",
+            pytrace=False,
+        )
     sb.write_file(f"{ROOT}/{PACKAGE}/__init__.py", "")
     sb.write_file(f"{ROOT}/{PACKAGE}/health_jobs.py", JOBS)
     sb.write_file("/etc/jobrunner/jobrunner.env", f"JOBRUNNER_PATH={ROOT}\n")
     py = sb.installed.python
     sb.run(["mkdir", "-p", TEXTFILES])
-    sb.run([py, "-m", "jobrunner", "units", "render", "--out", f"{ROOT}/units", "--package", PACKAGE,
-            "--metrics-dir", TEXTFILES, *INSTALLED],
-           env=ENV, timeout=120)
+    sb.run(
+        [
+            py,
+            "-m",
+            "jobrunner",
+            "units",
+            "render",
+            "--out",
+            f"{ROOT}/units",
+            "--package",
+            PACKAGE,
+            "--metrics-dir",
+            TEXTFILES,
+            *INSTALLED,
+        ],
+        env=ENV,
+        timeout=120,
+    )
     sb.run([py, "-m", "jobrunner", "units", "install", "--dir", f"{ROOT}/units"], env=ENV, timeout=120)
     for name in INSTALLED:
         unit = name.replace("_", "-")
@@ -177,8 +198,10 @@ def test_unknown_job_name_is_unknown(jobs_installed: Sandbox):
 def test_failure_the_runner_could_not_record(jobs_installed: Sandbox):
     """A run killed by SIGKILL leaves the runner's state at success; the service's Result makes it WARNING."""
     sb = jobs_installed
-    sb.write_file("/etc/systemd/system/jrh-fresh.service.d/zz-kill.conf",
-                  "[Service]\nExecStart=\nExecStart=/bin/sh -c 'kill -KILL $$$$'\n")
+    sb.write_file(
+        "/etc/systemd/system/jrh-fresh.service.d/zz-kill.conf",
+        "[Service]\nExecStart=\nExecStart=/bin/sh -c 'kill -KILL $$$$'\n",
+    )
     sb.daemon_reload()
     try:
         sb.systemctl("start", "jrh-fresh.service", check=False, timeout=60)

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from ..debian_packages import CRON_D, crontab5_examples, debian  # noqa: F401 - fixture
+from ..debian_packages import CRON_D, crontab5_examples, debian
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 
@@ -25,7 +25,7 @@ DEBIAN_LINES = ("e2fsprogs", "mdadm", "ntpsec")
 
 
 @pytest.fixture(scope="module")
-def imported(installed_sandbox, debian):  # noqa: F811
+def imported(installed_sandbox, debian):
     sb = installed_sandbox
     example, _ = crontab5_examples(debian)
     sb.write_file("/root/import/root", example)  # root's crontab: its jobs are root_1 … root_6
@@ -37,8 +37,10 @@ def imported(installed_sandbox, debian):  # noqa: F811
     sb.write_file("/etc/jobrunner/jobrunner.env", f"JOBRUNNER_PATH={JOBS}\n")
     out = f"{JOBS}/{PACKAGE}"
     sb.run(["rm", "-rf", out, "/root/imported-units"])
-    sb.run([PY, "-m", "jobrunner", "import", "crontab", "--user", "root", "--out", out, "--strict", "/root/import/root"],
-           env=ENV)
+    sb.run(
+        [PY, "-m", "jobrunner", "import", "crontab", "--user", "root", "--out", out, "--strict", "/root/import/root"],
+        env=ENV,
+    )
     files = [f"/root/import/{debian.file(p, CRON_D[p]).name}" for p in DEBIAN_LINES]
     sb.run([PY, "-m", "jobrunner", "import", "crontab", "--out", out, "--strict", *files], env=ENV)
     units = {}

@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from sandbox import Sandbox, SandboxCommandError, cleanup_stale, mounts_under
 
 pytestmark = pytest.mark.systemd
@@ -34,8 +33,15 @@ def test_booted_and_isolated(sandbox: Sandbox):
     assert os.readlink(f"/proc/{sandbox.pid1}/ns/pid") != os.readlink("/proc/self/ns/pid")
     # A clean environment: nothing of the caller's leaks in.
     env = dict(line.split("=", 1) for line in sandbox.run(["env"]).stdout.splitlines() if "=" in line)
-    for var in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "PIP_FIND_LINKS", "PYTHONDONTWRITEBYTECODE",
-                "VIRTUAL_ENV", "PYTEST_CURRENT_TEST"):
+    for var in (
+        "AWS_CA_BUNDLE",
+        "REQUESTS_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "PIP_FIND_LINKS",
+        "PYTHONDONTWRITEBYTECODE",
+        "VIRTUAL_ENV",
+        "PYTEST_CURRENT_TEST",
+    ):
         assert var not in env
     assert env["PATH"].startswith("/usr/local/sbin:")
     # check=True raises with the output in the message; check=False returns the code.
@@ -59,8 +65,9 @@ def test_files_and_isolation_from_host(sandbox: Sandbox):
     assert Path(sandbox.root, f"etc/jobrunner-marker-{token}").exists()
     assert not Path(f"/etc/jobrunner-marker-{token}").exists()
     # writes made inside never reach the host
-    sandbox.run(f"echo x > /root/m-{token}; echo x > /usr/local/m-{token}; echo x > /var/tmp/m-{token};"
-                f" echo x > /tmp/m-{token}")
+    sandbox.run(
+        f"echo x > /root/m-{token}; echo x > /usr/local/m-{token}; echo x > /var/tmp/m-{token}; echo x > /tmp/m-{token}"
+    )
     for p in (f"/root/m-{token}", f"/usr/local/m-{token}", f"/var/tmp/m-{token}", f"/tmp/m-{token}"):
         assert not Path(p).exists(), p
         assert sandbox.read_file(p) == "x\n"
@@ -154,8 +161,7 @@ def test_timer_fires_its_service(sandbox: Sandbox):
     t_start = int(sandbox.show(f"{stem}.timer", "ActiveEnterTimestampMonotonic")["ActiveEnterTimestampMonotonic"])
 
     def fired():
-        st = sandbox.show(f"{stem}.service", "Result", "ActiveState", "InvocationID",
-                          "ExecMainStartTimestampMonotonic")
+        st = sandbox.show(f"{stem}.service", "Result", "ActiveState", "InvocationID", "ExecMainStartTimestampMonotonic")
         return st if st["InvocationID"] and st["ActiveState"] == "inactive" else None
 
     st = sandbox.wait_for(fired, timeout=20, message="timer did not fire its service")
@@ -163,8 +169,10 @@ def test_timer_fires_its_service(sandbox: Sandbox):
     delay = (int(st["ExecMainStartTimestampMonotonic"]) - t_start) / 1e6
     assert 0.9 <= delay < 5, delay
     # (matched by unit, not invocation: see the note in the journald test)
-    recs = sandbox.wait_for(lambda: [r for r in sandbox.journal_json(unit=f"{stem}.service")
-                                     if r.get("MESSAGE") == f"timer-fired {token}"], timeout=10)
+    recs = sandbox.wait_for(
+        lambda: [r for r in sandbox.journal_json(unit=f"{stem}.service") if r.get("MESSAGE") == f"timer-fired {token}"],
+        timeout=10,
+    )
     assert recs[0]["_SYSTEMD_UNIT"] == f"{stem}.service"
     assert sandbox.show(f"{stem}.timer", "LastTriggerUSec")["LastTriggerUSec"] not in ("", "n/a")
 
@@ -176,19 +184,23 @@ def test_journald_priority_prefix_and_invocation_id(sandbox: Sandbox):
     stem = sandbox.unit_name("jr-d")
     token = uuid.uuid4().hex
     script = f"/usr/local/lib/jobrunner-tests/{stem}.sh"
-    sandbox.write_file(script, (
-        "#!/bin/sh\n"
-        f'echo "<3>boom {token}"\n'
-        f'echo "plain {token}"\n'
-        f'echo "<7>debug {token}"\n'
-        'echo "inv=$INVOCATION_ID"\n'
-        'echo "stream=$JOURNAL_STREAM"\n'
-        # journald resolves _SYSTEMD_INVOCATION_ID when it reads a stream's *first* line, from
-        # /run/systemd/units/invocation:UNIT; if the service is already gone by then (a process
-        # that prints once and exits, on a busy machine) the field is missing from all its lines.
-        # Staying alive a moment makes the match below deterministic.
-        "sleep 1\n"
-    ), mode=0o755)
+    sandbox.write_file(
+        script,
+        (
+            "#!/bin/sh\n"
+            f'echo "<3>boom {token}"\n'
+            f'echo "plain {token}"\n'
+            f'echo "<7>debug {token}"\n'
+            'echo "inv=$INVOCATION_ID"\n'
+            'echo "stream=$JOURNAL_STREAM"\n'
+            # journald resolves _SYSTEMD_INVOCATION_ID when it reads a stream's *first* line, from
+            # /run/systemd/units/invocation:UNIT; if the service is already gone by then (a process
+            # that prints once and exits, on a busy machine) the field is missing from all its lines.
+            # Staying alive a moment makes the match below deterministic.
+            "sleep 1\n"
+        ),
+        mode=0o755,
+    )
     unit = f"{stem}.service"
     sandbox.write_unit(unit, oneshot(script))
     sandbox.systemctl("start", unit)
@@ -227,27 +239,43 @@ def test_hardened_unit_as_www_data(sandbox: Sandbox):
     token = uuid.uuid4().hex
     sandbox.run(f"echo {token} > /tmp/host-visible-{token}")  # the system's /tmp, not the unit's
     script = f"/usr/local/lib/jobrunner-tests/{stem}.sh"
-    sandbox.write_file(script, (
-        "#!/bin/sh\n"
-        "id -un\n"
-        f"test -e /tmp/host-visible-{token} && echo tmp=shared || echo tmp=private\n"
-        "touch /etc/x 2>/dev/null && echo etc=rw || echo etc=ro\n"
-        "touch /opt/x 2>/dev/null && echo opt=rw || echo opt=ro\n"
-        "ls /root >/dev/null 2>&1 && echo home=visible || echo home=hidden\n"
-        "touch \"$STATE_DIRECTORY/ok\" && echo state=rw\n"
-    ), mode=0o755)
+    sandbox.write_file(
+        script,
+        (
+            "#!/bin/sh\n"
+            "id -un\n"
+            f"test -e /tmp/host-visible-{token} && echo tmp=shared || echo tmp=private\n"
+            "touch /etc/x 2>/dev/null && echo etc=rw || echo etc=ro\n"
+            "touch /opt/x 2>/dev/null && echo opt=rw || echo opt=ro\n"
+            "ls /root >/dev/null 2>&1 && echo home=visible || echo home=hidden\n"
+            'touch "$STATE_DIRECTORY/ok" && echo state=rw\n'
+        ),
+        mode=0o755,
+    )
     unit = f"{stem}.service"
-    sandbox.write_unit(unit, oneshot(script, (
-        "User=www-data\nProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\nNoNewPrivileges=yes\n"
-        f"StateDirectory={stem}\n"
-    )))
+    sandbox.write_unit(
+        unit,
+        oneshot(
+            script,
+            (
+                "User=www-data\nProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\nNoNewPrivileges=yes\n"
+                f"StateDirectory={stem}\n"
+            ),
+        ),
+    )
     sandbox.systemctl("start", unit)
     st = sandbox.show(unit, "Result", "InvocationID")
     assert st["Result"] == "success"
-    msgs = [r["MESSAGE"] for r in sandbox.wait_for(
-        lambda: (lambda rs: rs if any(r.get("MESSAGE", "").startswith("state=") for r in rs) else None)(
-            sandbox.journal_json(unit=unit)), timeout=10)
-        if r.get("_SYSTEMD_UNIT") == unit]
+    msgs = [
+        r["MESSAGE"]
+        for r in sandbox.wait_for(
+            lambda: (lambda rs: rs if any(r.get("MESSAGE", "").startswith("state=") for r in rs) else None)(
+                sandbox.journal_json(unit=unit)
+            ),
+            timeout=10,
+        )
+        if r.get("_SYSTEMD_UNIT") == unit
+    ]
     assert msgs[:6] == ["www-data", "tmp=private", "etc=ro", "opt=ro", "home=hidden", "state=rw"], msgs
     exposure = sandbox.run(["systemd-analyze", "security", "--no-pager", unit], check=False)
     assert re.search(r"Overall exposure level for .*: \d+\.\d", exposure.stdout), exposure.stdout[-500:]
@@ -257,13 +285,19 @@ def test_on_failure_template(sandbox: Sandbox):
     stem = sandbox.unit_name("jr-f")
     handler = f"{stem}-alert@.service"
     sandbox.write_unit(handler, oneshot("/bin/echo alert-for %i"), reload=False)
-    sandbox.write_unit(f"{stem}.service", (
-        f"[Unit]\nOnFailure={stem}-alert@%n.service\n\n[Service]\nType=oneshot\nExecStart=/bin/false\n"))
+    sandbox.write_unit(
+        f"{stem}.service",
+        (f"[Unit]\nOnFailure={stem}-alert@%n.service\n\n[Service]\nType=oneshot\nExecStart=/bin/false\n"),
+    )
     inst = f"{stem}-alert@{stem}.service.service"
     sandbox.pin(inst)  # else the instance is unloaded as soon as it succeeded
     sandbox.systemctl("start", f"{stem}.service", check=False)
-    st = sandbox.wait_for(lambda: (lambda s: s if s["InvocationID"] and s["ActiveState"] == "inactive" else None)(
-        sandbox.show(inst, "InvocationID", "ActiveState", "Result")), timeout=15)
+    st = sandbox.wait_for(
+        lambda: (lambda s: s if s["InvocationID"] and s["ActiveState"] == "inactive" else None)(
+            sandbox.show(inst, "InvocationID", "ActiveState", "Result")
+        ),
+        timeout=15,
+    )
     assert st["Result"] == "success"
     sandbox.systemctl("reset-failed", f"{stem}.service", check=False)
 
@@ -324,12 +358,19 @@ def test_install_project(installed_sandbox: Sandbox):
     assert re.search(r"^home = /usr/bin$", cfg, re.M), cfg  # Debian's python3
     mine = [line for line in inst.freeze if re.match(r"(-e\s+)?jobrunner\b", line, re.I)]
     assert len(mine) == 1 and not mine[0].startswith("-e"), inst.freeze  # a wheel, not editable
-    info = sb.run([py, "-c", (
-        "import importlib.metadata as m, json, pathlib, jobrunner._version as v\n"
-        "d = m.distribution('jobrunner')\n"
-        "files = [str(d.locate_file(f)) for f in d.files]\n"
-        "print(json.dumps({'version': d.version, 'v': v.__version__, 'file': v.__file__,\n"
-        "  'direct_url': d.read_text('direct_url.json'), 'files': files}))\n")])
+    info = sb.run(
+        [
+            py,
+            "-c",
+            (
+                "import importlib.metadata as m, json, pathlib, jobrunner._version as v\n"
+                "d = m.distribution('jobrunner')\n"
+                "files = [str(d.locate_file(f)) for f in d.files]\n"
+                "print(json.dumps({'version': d.version, 'v': v.__version__, 'file': v.__file__,\n"
+                "  'direct_url': d.read_text('direct_url.json'), 'files': files}))\n"
+            ),
+        ]
+    )
 
     data = json.loads(info.stdout)
     assert data["version"] == data["v"] == inst.version
@@ -338,17 +379,22 @@ def test_install_project(installed_sandbox: Sandbox):
     py_files = [f for f in data["files"] if f.endswith(".py") and "/jobrunner/" in f]
     pyc_files = {f for f in data["files"] if f.endswith(".pyc")}
     assert py_files
-    missing = [f for f in py_files
-               if not any(p.startswith(os.path.join(os.path.dirname(f), "__pycache__", Path(f).stem + "."))
-                          for p in pyc_files)]
+    missing = [
+        f
+        for f in py_files
+        if not any(p.startswith(os.path.join(os.path.dirname(f), "__pycache__", Path(f).stem + ".")) for p in pyc_files)
+    ]
     assert not missing, f"not byte-compiled at install: {missing}"
     assert sb.exists(f"{inst.venv}/bin/jobrunner")
     # It runs from a hardened unit: read-only /opt, private /tmp, no /root, unprivileged user.
     stem = sb.unit_name("jr-install")
-    sb.write_unit(f"{stem}.service", oneshot(
-        f"{py} -c 'import jobrunner, jobrunner._version as v; print(\"imported\", v.__version__)'",
-        "User=www-data\nProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\nNoNewPrivileges=yes\n"
-))
+    sb.write_unit(
+        f"{stem}.service",
+        oneshot(
+            f"{py} -c 'import jobrunner, jobrunner._version as v; print(\"imported\", v.__version__)'",
+            "User=www-data\nProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\nNoNewPrivileges=yes\n",
+        ),
+    )
     sb.systemctl("start", f"{stem}.service", check=False)
     st = sb.show(f"{stem}.service", "Result", "InvocationID")
     msgs = [r.get("MESSAGE") for r in sb.journal_json(unit=f"{stem}.service")]

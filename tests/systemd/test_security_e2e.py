@@ -57,8 +57,10 @@ def sec(installed_sandbox):
     receiver = HttpReceiver()
     for name, text in MODULES.items():
         sb.write_file(f"{JOBS_DIR}/{name}", textwrap.dedent(text))
-    env_text = (f"JOBRUNNER_PATH=/etc/jobrunner/jobs\nJOBRUNNER_NOTIFY_URLS=json://127.0.0.1:{receiver.port}/hook\n"
-                "JOBRUNNER_NOTIFY_TIMEOUT=5s\n")
+    env_text = (
+        f"JOBRUNNER_PATH=/etc/jobrunner/jobs\nJOBRUNNER_NOTIFY_URLS=json://127.0.0.1:{receiver.port}/hook\n"
+        "JOBRUNNER_NOTIFY_TIMEOUT=5s\n"
+    )
     sb.write_file("/etc/jobrunner/jobrunner.env", env_text, mode=0o600)
     env = {"JOBRUNNER_PATH": "/etc/jobrunner/jobs"}
     sb.run([PY, "-m", "jobrunner", "units", "render", "--out", "/root/sec-units", "--package", "secjobs"], env=env)
@@ -86,15 +88,21 @@ def _fail_and_wait_for_alert(sb, unit: str) -> str:
 
 
 def _alert_by_hand(sb, unit: str):
-    return sb.run(f"set -a; . /etc/jobrunner/jobrunner.env; {PY} -m jobrunner alert {unit}", check=False,
-                  env={"JOBRUNNER_STATE_DIR": STATE}, timeout=60)
+    return sb.run(
+        f"set -a; . /etc/jobrunner/jobrunner.env; {PY} -m jobrunner alert {unit}",
+        check=False,
+        env={"JOBRUNNER_STATE_DIR": STATE},
+        timeout=60,
+    )
 
 
 def test_non_root_jobs_lock_file_is_made_by_tmpfiles_and_private(sec):
     """The lock directory is root's (0755) and tmpfiles made www-data's job its own 0600 lock
     file: the job runs under its unit and takes it; nobody else can even open it."""
     sb, _ = sec
-    mode = sb.run(["stat", "-c", "%a %U", "/run/lock/jobrunner", "/run/lock/jobrunner/jr_sec_www.lock"]).stdout.split("\n")
+    mode = sb.run(["stat", "-c", "%a %U", "/run/lock/jobrunner", "/run/lock/jobrunner/jr_sec_www.lock"]).stdout.split(
+        "\n"
+    )
     assert mode[0] == "755 root" and mode[1] == "600 www-data"
     sb.start_oneshot("jr-sec-root.service", timeout=60)
     mode = sb.run(["stat", "-c", "%a %U", "/run/lock/jobrunner/jr_sec_root.lock"]).stdout.strip()
@@ -117,8 +125,10 @@ def test_alert_never_takes_a_path_from_the_job_users_state(sec):
     assert state["notify"]["failure_notified"] is True  # the alert handler recorded its report
     # Not yet handled, so the handler (throttled: it reported minutes ago) records a hold.
     state.update(job="../jr_sec_root", notified_run_id="not-this-one")
-    sb.run([*AS_WWW, "sh", "-c", f"cat > {own}/state.json.new && mv {own}/state.json.new {own}/state.json"],
-           input=json.dumps(state))
+    sb.run(
+        [*AS_WWW, "sh", "-c", f"cat > {own}/state.json.new && mv {own}/state.json.new {own}/state.json"],
+        input=json.dumps(state),
+    )
     sb.run([*AS_WWW, "sh", "-c", f"rm -f {own}/.state.lock && ln -s /etc/jr-sec-planted {own}/.state.lock"])
     alert = _alert_by_hand(sb, "jr-sec-www.service")
     assert alert.returncode == 0, alert.stdout + alert.stderr
@@ -138,8 +148,10 @@ def test_alert_is_not_silenced_by_another_jobs_state(sec):
     own = f"{STATE}/jr_sec_www"
     state = json.loads(sb.read_file(f"{own}/state.json"))
     state.update(notified_run_id=invocation, last_run_id=invocation, job="jr_sec_broken")
-    sb.run([*AS_WWW, "sh", "-c", f"cat > {own}/state.json.new && mv {own}/state.json.new {own}/state.json"],
-           input=json.dumps(state))
+    sb.run(
+        [*AS_WWW, "sh", "-c", f"cat > {own}/state.json.new && mv {own}/state.json.new {own}/state.json"],
+        input=json.dumps(state),
+    )
     before = len(receiver.requests)
     alert = _alert_by_hand(sb, "jr-sec-broken.service")
     assert alert.returncode == 0, alert.stdout + alert.stderr

@@ -102,8 +102,13 @@ def test_timer_fires_the_hardened_job(units):
     sb.daemon_reload()
     sb.systemctl("restart", "e2e-ok.timer")
     state = sb.wait_for(
-        lambda: (st := sb.show("e2e-ok.service", "Result", "InvocationID", "ActiveState", "ExecMainStatus"))
-        .get("InvocationID") and st.get("ActiveState") == "inactive" and st,
+        lambda: (
+            (st := sb.show("e2e-ok.service", "Result", "InvocationID", "ActiveState", "ExecMainStatus")).get(
+                "InvocationID"
+            )
+            and st.get("ActiveState") == "inactive"
+            and st
+        ),
         timeout=60,
     )
     assert state["Result"] == "success" and state["ExecMainStatus"] == "0"
@@ -127,8 +132,18 @@ def test_lock_busy_run_is_a_success_for_systemd(units):
     sb = units
     # A holder started by hand (as a transient unit), with the lock dir the unit uses.
     holder = sb.run(
-        ["systemd-run", "--unit=e2e-holder", "--collect", "--setenv=JOBRUNNER_PATH=/etc/jobrunner/jobs",
-         "--setenv=JOBRUNNER_LOCK_DIR=/run/lock/jobrunner", PY, "-m", "jobrunner", "run", "e2ejobs.sleeper"],
+        [
+            "systemd-run",
+            "--unit=e2e-holder",
+            "--collect",
+            "--setenv=JOBRUNNER_PATH=/etc/jobrunner/jobs",
+            "--setenv=JOBRUNNER_LOCK_DIR=/run/lock/jobrunner",
+            PY,
+            "-m",
+            "jobrunner",
+            "run",
+            "e2ejobs.sleeper",
+        ],
         check=False,
     )
     assert holder.returncode == 0, holder.stderr

@@ -75,8 +75,12 @@ class WpEnv:
         self.tmpdir.mkdir()
         self.env_file = tmp_path / "wp.env"
         self.key_file = tmp_path / "keys" / "backup.key"  # made by the first backup, 0600
-        self.settings = {"WP_PATH": str(wp_path), "BACKUP_DIR": str(self.backup_dir), "WP_SITE": "testsite",
-                         "BACKUP_HMAC_KEY_FILE": str(self.key_file)}
+        self.settings = {
+            "WP_PATH": str(wp_path),
+            "BACKUP_DIR": str(self.backup_dir),
+            "WP_SITE": "testsite",
+            "BACKUP_HMAC_KEY_FILE": str(self.key_file),
+        }
         self.path = os.environ.get("PATH", "/usr/bin:/bin")
         self.path = ":".join(p for p in self.path.split(":") if not Path(p, "wp").exists())
 
@@ -84,14 +88,20 @@ class WpEnv:
         self.env_file.write_text("".join(f"{k}={json.dumps(v)}\n" for k, v in {**self.settings, **settings}.items()))
         self.env_file.chmod(0o600)  # whatever the umask a test runs under (the runner refuses o+w)
         env = self.launcher.env(PATH=self.path, TMPDIR=str(self.tmpdir))
-        result = self.launcher.run("run", f"jobs.{module}", "--env-file", str(self.env_file), *args, env=env, timeout=timeout)
+        result = self.launcher.run(
+            "run", f"jobs.{module}", "--env-file", str(self.env_file), *args, env=env, timeout=timeout
+        )
         leaked = [str(p) for p in self.tmpdir.iterdir()]
         assert not leaked, f"temporary files left behind: {leaked}"
         assert stack.DB_PASSWORD not in result.stdout + result.stderr, "the DB password reached the output"
         return result
 
     def sets(self) -> list[Path]:
-        return sorted(p for p in self.backup_dir.iterdir() if not p.name.startswith(".")) if self.backup_dir.exists() else []
+        return (
+            sorted(p for p in self.backup_dir.iterdir() if not p.name.startswith("."))
+            if self.backup_dir.exists()
+            else []
+        )
 
 
 @pytest.fixture

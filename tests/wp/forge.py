@@ -22,15 +22,21 @@ import os
 import subprocess
 import sys
 import tarfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 
-_TYPES = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE,
-          "hardlink": tarfile.LNKTYPE, "chr": tarfile.CHRTYPE, "fifo": tarfile.FIFOTYPE}
+_TYPES = {
+    "file": tarfile.REGTYPE,
+    "dir": tarfile.DIRTYPE,
+    "symlink": tarfile.SYMTYPE,
+    "hardlink": tarfile.LNKTYPE,
+    "chr": tarfile.CHRTYPE,
+    "fifo": tarfile.FIFOTYPE,
+}
 
 
 def set_name(site: str, kind: str, created: datetime) -> str:
-    stamp = created.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = created.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{site}-{stamp}" if kind == "full" else f"{site}-{kind}-{stamp}"
 
 
@@ -55,8 +61,16 @@ def _zstd(data: bytes) -> bytes:
     return subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True, check=True).stdout
 
 
-def forge(out: Path, *, site: str, kind: str, created: datetime, sql: str, members: list[dict] | None = None,
-          verified: bool = True) -> Path:
+def forge(
+    out: Path,
+    *,
+    site: str,
+    kind: str,
+    created: datetime,
+    sql: str,
+    members: list[dict] | None = None,
+    verified: bool = True,
+) -> Path:
     """A set directory ``out/<name>`` whose manifest agrees with its files."""
     set_dir = out / set_name(site, kind, created)
     set_dir.mkdir(mode=0o755)
@@ -67,8 +81,17 @@ def forge(out: Path, *, site: str, kind: str, created: datetime, sql: str, membe
     for name, data in files.items():
         (set_dir / name).write_bytes(data)
         listed[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    manifest = {"format": 1, "site": site, "kind": kind, "created": created.isoformat(timespec="seconds"),
-                "host": "forged", "run_id": "0" * 32, "verified": verified, "files": listed, "tables": 0}
+    manifest = {
+        "format": 1,
+        "site": site,
+        "kind": kind,
+        "created": created.isoformat(timespec="seconds"),
+        "host": "forged",
+        "run_id": "0" * 32,
+        "verified": verified,
+        "files": listed,
+        "tables": 0,
+    }
     (set_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return set_dir
 
@@ -95,9 +118,11 @@ def sign(set_dir: Path, key_file: Path) -> None:
         os.write(fd, os.urandom(32).hex().encode() + b"\n")
         os.close(fd)
     key = key_file.read_bytes().strip()
-    record = {"alg": "hmac-sha256",
-              "key_id": hashlib.sha256(b"jobrunner backup key id\0" + key).hexdigest()[:16],
-              "mac": hmac.new(key, (set_dir / "manifest.json").read_bytes(), hashlib.sha256).hexdigest()}
+    record = {
+        "alg": "hmac-sha256",
+        "key_id": hashlib.sha256(b"jobrunner backup key id\0" + key).hexdigest()[:16],
+        "mac": hmac.new(key, (set_dir / "manifest.json").read_bytes(), hashlib.sha256).hexdigest(),
+    }
     path = set_dir / "manifest.hmac"
     path.write_text(json.dumps(record, sort_keys=True) + "\n")
     os.chmod(path, 0o600)
@@ -106,8 +131,15 @@ def sign(set_dir: Path, key_file: Path) -> None:
 def main(spec_file: str) -> None:
     spec = json.loads(Path(spec_file).read_text())
     created = datetime.fromisoformat(spec["created"])
-    set_dir = forge(Path(spec["out"]), site=spec["site"], kind=spec["kind"], created=created, sql=spec["sql"],
-                    members=spec.get("members"), verified=spec.get("verified", True))
+    set_dir = forge(
+        Path(spec["out"]),
+        site=spec["site"],
+        kind=spec["kind"],
+        created=created,
+        sql=spec["sql"],
+        members=spec.get("members"),
+        verified=spec.get("verified", True),
+    )
     if spec.get("sign_with"):
         sign(set_dir, Path(spec["sign_with"]))
     print(set_dir)

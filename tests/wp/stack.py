@@ -77,30 +77,54 @@ class MariaDB:
     def datadir(self) -> Path:
         return self.base / "data"
 
-    def start(self) -> "MariaDB":
+    def start(self) -> MariaDB:
         self.base.mkdir(parents=True, exist_ok=True)
         if not (self.datadir / "mysql").exists():
             subprocess.run(
-                ["mariadb-install-db", "--no-defaults", f"--datadir={self.datadir}", "--user=root",
-                 "--auth-root-authentication-method=normal", "--skip-test-db"],
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                [
+                    "mariadb-install-db",
+                    "--no-defaults",
+                    f"--datadir={self.datadir}",
+                    "--user=root",
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
             )
         self.port = self.port or free_port()
         mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
         self.proc = subprocess.Popen(
-            [mariadbd, "--no-defaults", f"--datadir={self.datadir}", f"--socket={self.socket}",
-             f"--port={self.port}", "--bind-address=127.0.0.1", "--user=root",
-             f"--pid-file={self.base / 'mysqld.pid'}", f"--log-error={self.base / 'error.log'}",
-             "--skip-log-bin", "--innodb-buffer-pool-size=256M", "--innodb-flush-log-at-trx-commit=2",
-             "--innodb-doublewrite=0", "--max-allowed-packet=64M"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                mariadbd,
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                f"--socket={self.socket}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                f"--pid-file={self.base / 'mysqld.pid'}",
+                f"--log-error={self.base / 'error.log'}",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=256M",
+                "--innodb-flush-log-at-trx-commit=2",
+                "--innodb-doublewrite=0",
+                "--max-allowed-packet=64M",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         end = time.monotonic() + 60
         while time.monotonic() < end:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mariadbd exited: {(self.base / 'error.log').read_text()[-2000:]}")
-            ok = subprocess.run(["mariadb-admin", "--no-defaults", f"--socket={self.socket}", "-uroot", "ping"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ok = subprocess.run(
+                ["mariadb-admin", "--no-defaults", f"--socket={self.socket}", "-uroot", "ping"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             if ok.returncode == 0:
                 return self
             time.sleep(0.1)
@@ -144,8 +168,9 @@ class MariaDB:
 
 def copy_wordpress(dest: Path) -> None:
     """Copy Debian's WordPress files (symlinks resolved, no translations) into ``dest``."""
-    shutil.copytree(WP_SOURCE, dest, symlinks=False,
-                    ignore=lambda d, names: ["languages"] if d.endswith("wp-content") else [])
+    shutil.copytree(
+        WP_SOURCE, dest, symlinks=False, ignore=lambda d, names: ["languages"] if d.endswith("wp-content") else []
+    )
     (dest / "wp-config.php").unlink()
 
 
@@ -170,8 +195,12 @@ def write_wp_config(site: Path, db_host: str, db_name: str = DB_NAME, prefix: st
 
 
 def php(site: Path, code: str, *args: str) -> str:
-    proc = subprocess.run(["php", "-d", "display_errors=stderr", "-r", code, "--", str(site), *args],
-                          capture_output=True, text=True, cwd=site)
+    proc = subprocess.run(
+        ["php", "-d", "display_errors=stderr", "-r", code, "--", str(site), *args],
+        capture_output=True,
+        text=True,
+        cwd=site,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"php failed ({proc.returncode}): {proc.stderr[-2000:]} {proc.stdout[-500:]}")
     return proc.stdout
@@ -184,9 +213,12 @@ def install_site(site: Path, db_host: str, posts: int = 3, upload_bytes: int = 2
     """Copy WordPress, configure it, run the installer, add posts, uploads and test mu-plugin."""
     copy_wordpress(site)
     write_wp_config(site, db_host)
-    php(site, "define('WP_INSTALLING', true); $_SERVER['HTTP_HOST']='localhost';"
-              "require $argv[1] . '/wp-load.php'; require_once ABSPATH . 'wp-admin/includes/upgrade.php';"
-              "wp_install('jobrunner test', 'admin', 'admin@example.com', true, '', 'admin-pw');")
+    php(
+        site,
+        "define('WP_INSTALLING', true); $_SERVER['HTTP_HOST']='localhost';"
+        "require $argv[1] . '/wp-load.php'; require_once ABSPATH . 'wp-admin/includes/upgrade.php';"
+        "wp_install('jobrunner test', 'admin', 'admin@example.com', true, '', 'admin-pw');",
+    )
     add_posts(site, [f"Post {i}" for i in range(posts)])
     uploads = site / "wp-content" / "uploads" / "2024" / "01"
     uploads.mkdir(parents=True, exist_ok=True)
@@ -198,12 +230,19 @@ def install_site(site: Path, db_host: str, posts: int = 3, upload_bytes: int = 2
 
 
 def add_posts(site: Path, titles: list[str]) -> None:
-    php(site, _BOOT + "foreach (array_slice($argv, 2) as $t) { wp_insert_post(['post_title'=>$t,"
-                      "'post_content'=>'Body of '.$t,'post_status'=>'publish']); }", *titles)
+    php(
+        site,
+        _BOOT + "foreach (array_slice($argv, 2) as $t) { wp_insert_post(['post_title'=>$t,"
+        "'post_content'=>'Body of '.$t,'post_status'=>'publish']); }",
+        *titles,
+    )
 
 
 def post_titles(site: Path) -> list[str]:
-    out = php(site, _BOOT + "foreach (get_posts(['numberposts'=>-1,'post_status'=>'any']) as $p) echo $p->post_title, \"\\n\";")
+    out = php(
+        site,
+        _BOOT + "foreach (get_posts(['numberposts'=>-1,'post_status'=>'any']) as $p) echo $p->post_title, \"\\n\";",
+    )
     return sorted(line for line in out.splitlines() if line)
 
 
@@ -211,7 +250,8 @@ def clone_site(db: MariaDB, source: Path, dest: Path, db_name: str, db_host: str
     """A copy of ``source`` (files and database) under another database name and DB_HOST."""
     shutil.copytree(source, dest, symlinks=True)
     db.create_wp_database(db_name)
-    dump = subprocess.run(["mysqldump", "--no-defaults", f"--socket={db.socket}", "-uroot", DB_NAME],
-                          check=True, capture_output=True).stdout
+    dump = subprocess.run(
+        ["mysqldump", "--no-defaults", f"--socket={db.socket}", "-uroot", DB_NAME], check=True, capture_output=True
+    ).stdout
     subprocess.run(db.client(db_name), input=dump, check=True)
     write_wp_config(dest, db_host, db_name=db_name)

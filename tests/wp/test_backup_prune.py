@@ -6,7 +6,7 @@ import fcntl
 import json
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,9 @@ def backups(launcher, tmp_path) -> WpEnv:
     return env
 
 
-def make_set(root: Path, when: datetime, *, kind: str = "full", verified: bool | None = True, site: str = "testsite") -> Path:
+def make_set(
+    root: Path, when: datetime, *, kind: str = "full", verified: bool | None = True, site: str = "testsite"
+) -> Path:
     stamp = when.strftime("%Y%m%dT%H%M%SZ")
     path = root / (f"{site}-{stamp}" if kind == "full" else f"{site}-{kind}-{stamp}")
     path.mkdir()
@@ -35,11 +37,11 @@ def make_set(root: Path, when: datetime, *, kind: str = "full", verified: bool |
 
 
 def day(d: str) -> datetime:
-    return datetime.strptime(d, "%Y-%m-%d").replace(hour=2, minute=15, tzinfo=timezone.utc)
+    return datetime.strptime(d, "%Y-%m-%d").replace(hour=2, minute=15, tzinfo=UTC)
 
 
 def names(env: WpEnv) -> list[str]:
-    return [p.name[len("testsite-"):][:8] for p in env.sets()]
+    return [p.name[len("testsite-") :][:8] for p in env.sets()]
 
 
 def test_keeps_daily_weekly_monthly(backups):
@@ -50,9 +52,17 @@ def test_keeps_daily_weekly_monthly(backups):
     run = backups.run("backup_prune")
     assert run.returncode == 0, run.stdout[-2000:]
     assert names(backups) == [
-        "20240131", "20240229",                      # monthly (Jan, Feb; Mar and Apr kept anyway)
-        "20240324", "20240331",                      # weekly (weeks 12, 13; 14 and 15 are daily)
-        "20240403", "20240404", "20240405", "20240406", "20240407", "20240408", "20240409",  # daily
+        "20240131",
+        "20240229",  # monthly (Jan, Feb; Mar and Apr kept anyway)
+        "20240324",
+        "20240331",  # weekly (weeks 12, 13; 14 and 15 are daily)
+        "20240403",
+        "20240404",
+        "20240405",
+        "20240406",
+        "20240407",
+        "20240408",
+        "20240409",  # daily
     ]
     deleted = [e for e in run.events if e["event"] == "prune.deleted"]
     assert len(deleted) == 89 and all(e["reason"] == "outside the daily/weekly/monthly retention" for e in deleted)
@@ -86,7 +96,9 @@ def test_unverified_newest_set_stops_all_deletion(backups):
     assert run.returncode == 0
     assert len(backups.sets()) == 21
     refused = run.event("prune.refused")
-    assert refused["level"] == "error" and "unverified" in refused["reason"] and "restored 3 tables" in refused["reason"]
+    assert (
+        refused["level"] == "error" and "unverified" in refused["reason"] and "restored 3 tables" in refused["reason"]
+    )
 
 
 def test_failed_writer_run_stops_deletion(backups):
@@ -106,8 +118,7 @@ def test_groups_are_pruned_separately(backups):
     """A failed database-only set blocks pruning of db sets, not of full sets."""
     for i in range(4):
         make_set(backups.backup_dir, day("2024-05-01") + timedelta(days=i))
-        make_set(backups.backup_dir, day("2024-05-01") + timedelta(days=i, minutes=15), kind="db",
-                 verified=(i != 3))
+        make_set(backups.backup_dir, day("2024-05-01") + timedelta(days=i, minutes=15), kind="db", verified=(i != 3))
     run = backups.run("backup_prune", KEEP_DAILY="1", KEEP_WEEKLY="0", KEEP_MONTHLY="0")
     assert run.returncode == 0
     left = [p.name for p in backups.sets()]
@@ -161,8 +172,7 @@ def test_prune_waits_for_a_backup_holding_the_shared_lock(backups):
     fd = os.open(backups.launcher.lock_dir / "wp-backups.lock", os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_SH)
     try:
-        backups.env_file.write_text(
-            f"BACKUP_DIR={backups.backup_dir}\nKEEP_DAILY=1\nKEEP_WEEKLY=0\nKEEP_MONTHLY=0\n")
+        backups.env_file.write_text(f"BACKUP_DIR={backups.backup_dir}\nKEEP_DAILY=1\nKEEP_WEEKLY=0\nKEEP_MONTHLY=0\n")
         proc = backups.launcher.start("run", "jobs.backup_prune", "--env-file", str(backups.env_file))
         time.sleep(1.5)
         assert proc.poll() is None and len(backups.sets()) == 3

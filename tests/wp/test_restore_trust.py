@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -61,8 +61,15 @@ def forge_as(user: User, shared: Path, out: Path, **spec) -> Path:
     spec_file = shared / f"spec-{time.monotonic_ns()}.json"
     spec_file.write_text(json.dumps({"out": str(out), "site": "testsite", **spec}))
     spec_file.chmod(0o644)
-    done = as_user(user, [sys.executable if sys.executable.startswith("/usr/") else "/usr/bin/python3",
-                          str(shared / "forge.py"), str(spec_file)], cwd=str(shared))
+    done = as_user(
+        user,
+        [
+            sys.executable if sys.executable.startswith("/usr/") else "/usr/bin/python3",
+            str(shared / "forge.py"),
+            str(spec_file),
+        ],
+        cwd=str(shared),
+    )
     return Path(done.stdout.strip())
 
 
@@ -74,11 +81,11 @@ def fetch_back(set_dir: Path, backup_dir: Path) -> Path:
 
 
 def iso(when: datetime) -> str:
-    return when.astimezone(timezone.utc).replace(microsecond=0).isoformat()
+    return when.astimezone(UTC).replace(microsecond=0).isoformat()
 
 
 def an_hour_ago() -> str:
-    return iso(datetime.now(timezone.utc) - timedelta(hours=1))
+    return iso(datetime.now(UTC) - timedelta(hours=1))
 
 
 def failure(run) -> str:
@@ -108,12 +115,28 @@ def test_latest_passes_over_planted_and_future_dated_sets(site_env, site, shared
     [genuine] = site_env.sets()
     pwned = shared / "pwned"
     out = user_dir(shared, www_data)
-    members = [{"name": "./wp-config.php", "data": (site / "wp-config.php").read_text()},
-               {"name": "./index.php", "data": "<?php echo 'defaced';"}]
-    planted = forge_as(www_data, shared, out, kind="full", created="2099-12-31T00:00:00+00:00",
-                       sql=f"\\! id > {pwned}\n", members=members)
-    future = forge_as(www_data, shared, out, kind="full", created="2098-12-31T00:00:00+00:00",
-                      sql=f"\\! id > {pwned}\n", members=members)
+    members = [
+        {"name": "./wp-config.php", "data": (site / "wp-config.php").read_text()},
+        {"name": "./index.php", "data": "<?php echo 'defaced';"},
+    ]
+    planted = forge_as(
+        www_data,
+        shared,
+        out,
+        kind="full",
+        created="2099-12-31T00:00:00+00:00",
+        sql=f"\\! id > {pwned}\n",
+        members=members,
+    )
+    future = forge_as(
+        www_data,
+        shared,
+        out,
+        kind="full",
+        created="2098-12-31T00:00:00+00:00",
+        sql=f"\\! id > {pwned}\n",
+        members=members,
+    )
     fetch_back(planted, site_env.backup_dir)
     forge.sign(fetch_back(future, site_env.backup_dir), site_env.key_file)
 
@@ -142,10 +165,19 @@ def test_a_tampered_set_is_refused_and_nothing_changes(site_env, site, wp_stack,
     for path in [copy, *copy.iterdir()]:
         os.chown(path, attacker.uid, attacker.gid)
     evil = f"\\! id > {pwned}\nDROP TABLE {stack.TABLE_PREFIX}posts;\n"
-    as_user(attacker, ["/usr/bin/python3", "-c",
-                       "import sys; sys.path.insert(0, sys.argv[1]); import forge; from pathlib import Path; "
-                       "forge.rewrite(Path(sys.argv[2]), 'db.sql.zst', forge.compress(sys.argv[3].encode()))",
-                       str(shared), str(copy), evil], cwd=str(shared))
+    as_user(
+        attacker,
+        [
+            "/usr/bin/python3",
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); import forge; from pathlib import Path; "
+            "forge.rewrite(Path(sys.argv[2]), 'db.sql.zst', forge.compress(sys.argv[3].encode()))",
+            str(shared),
+            str(copy),
+            evil,
+        ],
+        cwd=str(shared),
+    )
     shutil.rmtree(genuine)
     fetch_back(copy, site_env.backup_dir)
     stack.add_posts(site, ["Must survive"])
@@ -190,8 +222,7 @@ def test_client_commands_in_a_dump_are_refused(site_env, site, shared, attacker)
     assert site_env.run("wp_db_export").returncode == 0  # a machine with backups (and so a key)
     pwned = shared / "pwned"
     out = user_dir(shared, attacker)
-    forged = forge_as(attacker, shared, out, kind="db", created=an_hour_ago(),
-                      sql=f"\\! id > {pwned}\nSELECT 1;\n")
+    forged = forge_as(attacker, shared, out, kind="db", created=an_hour_ago(), sql=f"\\! id > {pwned}\nSELECT 1;\n")
     forge.sign(fetch_back(forged, site_env.backup_dir), site_env.key_file)
     run = site_env.run("wp_restore", RESTORE_SET=forged.name)
     assert not pwned.exists(), f"the dump's client command ran as root: {pwned.read_text()}"
@@ -208,18 +239,37 @@ class OwnMariaDB:
         self.socket = base / "mysqld.sock"
         self.proc = None
 
-    def start(self) -> "OwnMariaDB":
-        as_user(self.user, ["mariadb-install-db", "--no-defaults", f"--datadir={self.base / 'data'}",
-                            "--auth-root-authentication-method=normal", "--skip-test-db"], timeout=120)
+    def start(self) -> OwnMariaDB:
+        as_user(
+            self.user,
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={self.base / 'data'}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            timeout=120,
+        )
         mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
-        self.proc = start_as_user(self.user, [mariadbd, "--no-defaults", f"--datadir={self.base / 'data'}",
-                                              f"--socket={self.socket}", "--skip-networking",
-                                              f"--pid-file={self.base / 'mysqld.pid'}", "--skip-log-bin",
-                                              "--innodb-buffer-pool-size=32M"])
+        self.proc = start_as_user(
+            self.user,
+            [
+                mariadbd,
+                "--no-defaults",
+                f"--datadir={self.base / 'data'}",
+                f"--socket={self.socket}",
+                "--skip-networking",
+                f"--pid-file={self.base / 'mysqld.pid'}",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=32M",
+            ],
+        )
         end = time.monotonic() + 60
         while time.monotonic() < end:
-            ping = subprocess.run(["mariadb-admin", "--no-defaults", f"--socket={self.socket}", "-uroot", "ping"],
-                                  capture_output=True)
+            ping = subprocess.run(
+                ["mariadb-admin", "--no-defaults", f"--socket={self.socket}", "-uroot", "ping"], capture_output=True
+            )
             if ping.returncode == 0:
                 return self
             assert self.proc.poll() is None, self.proc.stderr.read()
@@ -246,11 +296,22 @@ def test_a_restored_db_name_is_never_a_mysql_option(site_env, site, wp_stack, sh
     try:
         db_name = stack.php_quote("--execute=\\! id > " + str(pwned))
         db_host = stack.php_quote(f"localhost:{own.socket}")
-        wp_config = (f"<?php\ndefine('DB_NAME', {db_name});\ndefine('DB_USER', 'root');\n"
-                     f"define('DB_PASSWORD', '');\ndefine('DB_HOST', {db_host});\n$table_prefix = 'wp_';\n")
-        forged = forge_as(www_data, shared, out, kind="full", created=an_hour_ago(), sql="SELECT 1;\n",
-                          members=[{"name": "./wp-config.php", "data": wp_config},
-                                   {"name": "./index.php", "data": "<?php // forged"}])
+        wp_config = (
+            f"<?php\ndefine('DB_NAME', {db_name});\ndefine('DB_USER', 'root');\n"
+            f"define('DB_PASSWORD', '');\ndefine('DB_HOST', {db_host});\n$table_prefix = 'wp_';\n"
+        )
+        forged = forge_as(
+            www_data,
+            shared,
+            out,
+            kind="full",
+            created=an_hour_ago(),
+            sql="SELECT 1;\n",
+            members=[
+                {"name": "./wp-config.php", "data": wp_config},
+                {"name": "./index.php", "data": "<?php // forged"},
+            ],
+        )
         forge.sign(fetch_back(forged, site_env.backup_dir), site_env.key_file)
         before = (site / "wp-config.php").read_text()
         run = site_env.run("wp_restore", RESTORE_SET=forged.name)
@@ -298,16 +359,21 @@ def test_restored_files_belong_to_the_site_user_not_to_the_archive(site_env, sit
     bit, no device or fifo, the site root keeps its owner."""
     a = attacker.uid
     root_before = site.stat()
-    run = _restore_forged(site_env, shared, attacker, [
-        {"name": ".", "type": "dir", "mode": 0o777, "uid": a, "gid": a},
-        {"name": "./wp-config.php", "data": (site / "wp-config.php").read_text(), "mode": 0o666, "uid": a},
-        {"name": "./index.php", "data": "<?php // restored", "mode": 0o777, "uid": a},
-        {"name": "./evil", "data": "#!/bin/sh\nid\n", "mode": 0o4755, "uid": 0, "gid": 0},
-        {"name": "./wp-content", "type": "dir", "mode": 0o2777, "uid": a},
-        {"name": "./wp-content/sgid", "data": "x", "mode": 0o2755, "uid": 0, "gid": 0},
-        {"name": "./null", "type": "chr", "major": 1, "minor": 3, "mode": 0o666},
-        {"name": "./fifo", "type": "fifo", "mode": 0o666},
-    ])
+    run = _restore_forged(
+        site_env,
+        shared,
+        attacker,
+        [
+            {"name": ".", "type": "dir", "mode": 0o777, "uid": a, "gid": a},
+            {"name": "./wp-config.php", "data": (site / "wp-config.php").read_text(), "mode": 0o666, "uid": a},
+            {"name": "./index.php", "data": "<?php // restored", "mode": 0o777, "uid": a},
+            {"name": "./evil", "data": "#!/bin/sh\nid\n", "mode": 0o4755, "uid": 0, "gid": 0},
+            {"name": "./wp-content", "type": "dir", "mode": 0o2777, "uid": a},
+            {"name": "./wp-content/sgid", "data": "x", "mode": 0o2755, "uid": 0, "gid": 0},
+            {"name": "./null", "type": "chr", "major": 1, "minor": 3, "mode": 0o666},
+            {"name": "./fifo", "type": "fifo", "mode": 0o666},
+        ],
+    )
     found = tree(site)
     assert not [n for n, st in found.items() if st.st_mode & (stat.S_ISUID | stat.S_ISGID)], "setuid/setgid restored"
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr
@@ -317,8 +383,13 @@ def test_restored_files_belong_to_the_site_user_not_to_the_archive(site_env, sit
     for name, st in found.items():
         assert (st.st_uid, st.st_gid) == (www_data.uid, www_data.gid), name
     modes = {name: stat.S_IMODE(st.st_mode) for name, st in found.items()}
-    assert modes == {"evil": 0o644, "index.php": 0o644, "wp-config.php": 0o640, "wp-content": 0o755,
-                     "wp-content/sgid": 0o644}
+    assert modes == {
+        "evil": 0o644,
+        "index.php": 0o644,
+        "wp-config.php": 0o640,
+        "wp-content": 0o755,
+        "wp-content/sgid": 0o644,
+    }
     skipped = run.event("restore.members_skipped")["members"]
     for name in ("./null", "./fifo"):
         assert any(s.startswith(f"{name} (") for s in skipped), (name, skipped)
@@ -331,20 +402,25 @@ def test_links_and_names_never_leave_the_site(site_env, site, shared, attacker, 
     out of the site with a file "under" it: all skipped and listed, nothing written through a
     symlink; links inside the site are restored as links, owned by WP_USER."""
     canary, secret = _canary(shared)
-    run = _restore_forged(site_env, shared, attacker, [
-        {"name": "./wp-config.php", "data": (site / "wp-config.php").read_text()},
-        {"name": "./index.php", "data": "<?php // restored"},
-        {"name": "./secret", "type": "hardlink", "link": str(secret)},
-        {"name": "./up", "type": "hardlink", "link": "../escape"},
-        {"name": "../escape", "data": "outside"},
-        {"name": str(canary / "abs"), "data": "absolute"},
-        {"name": "./abs-link", "type": "symlink", "link": "/etc/shadow"},
-        {"name": "./wp-content/up-link", "type": "symlink", "link": "../../escape"},
-        {"name": "./out", "type": "symlink", "link": str(canary)},
-        {"name": "./out/planted", "data": "through the symlink"},
-        {"name": "./inside", "type": "symlink", "link": "index.php"},
-        {"name": "./wp-content/copy", "type": "hardlink", "link": "./index.php"},
-    ])
+    run = _restore_forged(
+        site_env,
+        shared,
+        attacker,
+        [
+            {"name": "./wp-config.php", "data": (site / "wp-config.php").read_text()},
+            {"name": "./index.php", "data": "<?php // restored"},
+            {"name": "./secret", "type": "hardlink", "link": str(secret)},
+            {"name": "./up", "type": "hardlink", "link": "../escape"},
+            {"name": "../escape", "data": "outside"},
+            {"name": str(canary / "abs"), "data": "absolute"},
+            {"name": "./abs-link", "type": "symlink", "link": "/etc/shadow"},
+            {"name": "./wp-content/up-link", "type": "symlink", "link": "../../escape"},
+            {"name": "./out", "type": "symlink", "link": str(canary)},
+            {"name": "./out/planted", "data": "through the symlink"},
+            {"name": "./inside", "type": "symlink", "link": "index.php"},
+            {"name": "./wp-content/copy", "type": "hardlink", "link": "./index.php"},
+        ],
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr
     found = tree(site)
     found.pop(".")
@@ -355,8 +431,16 @@ def test_links_and_names_never_leave_the_site(site_env, site, shared, attacker, 
     _canary_untouched(canary, secret)
     assert not (site.parent / "escape").exists()
     skipped = run.event("restore.members_skipped")["members"]
-    for name in ("./secret", "./up", "../escape", str(canary / "abs"), "./abs-link", "./wp-content/up-link", "./out",
-                 "./out/planted"):
+    for name in (
+        "./secret",
+        "./up",
+        "../escape",
+        str(canary / "abs"),
+        "./abs-link",
+        "./wp-content/up-link",
+        "./out",
+        "./out/planted",
+    ):
         assert any(s.startswith(f"{name} (") for s in skipped), (name, skipped)
 
 
@@ -377,20 +461,39 @@ def test_a_backup_dir_others_can_write_is_refused(site_env, site, shared, attack
     victim.mkdir(mode=0o700)
     (victim / "keep").write_text("root's")
     now = int(time.time())
-    as_user(attacker, ["/usr/bin/python3", "-c",
-                       "import os, sys, time\n"
-                       "for t in range(int(sys.argv[3]) - 5, int(sys.argv[3]) + 300):\n"
-                       "    stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(t))\n"
-                       "    os.symlink(sys.argv[2], os.path.join(sys.argv[1], f'.testsite-{stamp}.partial'))\n"
-                       "    os.symlink(sys.argv[2], os.path.join(sys.argv[1], f'.testsite-db-{stamp}.partial'))\n",
-                       str(backups), str(victim), str(now)])
+    as_user(
+        attacker,
+        [
+            "/usr/bin/python3",
+            "-c",
+            "import os, sys, time\n"
+            "for t in range(int(sys.argv[3]) - 5, int(sys.argv[3]) + 300):\n"
+            "    stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(t))\n"
+            "    os.symlink(sys.argv[2], os.path.join(sys.argv[1], f'.testsite-{stamp}.partial'))\n"
+            "    os.symlink(sys.argv[2], os.path.join(sys.argv[1], f'.testsite-db-{stamp}.partial'))\n",
+            str(backups),
+            str(victim),
+            str(now),
+        ],
+    )
     pwned = shared / "pwned"
-    forge_as(attacker, shared, backups, kind="full", created="2099-12-31T00:00:00+00:00", sql=f"\\! id > {pwned}\n",
-             members=[{"name": "./wp-config.php", "data": (site / "wp-config.php").read_text()}])
+    forge_as(
+        attacker,
+        shared,
+        backups,
+        kind="full",
+        created="2099-12-31T00:00:00+00:00",
+        sql=f"\\! id > {pwned}\n",
+        members=[{"name": "./wp-config.php", "data": (site / "wp-config.php").read_text()}],
+    )
     planted = sorted(p.name for p in backups.iterdir())
 
-    for module, extra in (("wp_backup", {}), ("wp_db_export", {}), ("backup_prune", {}),
-                          ("wp_restore", {"RESTORE_SET": "latest"})):
+    for module, extra in (
+        ("wp_backup", {}),
+        ("wp_db_export", {}),
+        ("backup_prune", {}),
+        ("wp_restore", {"RESTORE_SET": "latest"}),
+    ):
         run = site_env.run(module, BACKUP_DIR=str(backups), **extra)
         assert run.returncode == 78, (module, run.stdout[-3000:] + run.stderr)
         assert f"BACKUP_DIR={str(backups)!r}" in failure(run) and "writable by others" in failure(run), module
@@ -418,7 +521,11 @@ def test_backups_and_the_key_are_private_whatever_the_umask(wp_env, shared, atta
 
     assert (mode(backups), mode(set_dir), mode(key.parent), mode(key)) == (0o750, 0o700, 0o700, 0o600)
     assert {p.name: mode(p) for p in set_dir.iterdir()} == {
-        "db.sql.zst": 0o600, "files.tar.zst": 0o600, "manifest.json": 0o600, "manifest.hmac": 0o600}
+        "db.sql.zst": 0o600,
+        "files.tar.zst": 0o600,
+        "manifest.json": 0o600,
+        "manifest.hmac": 0o600,
+    }
     for argv in (["ls", str(backups)], ["touch", str(backups / "planted")], ["cat", str(key)]):
         assert as_user(attacker, argv, check=False).returncode != 0, argv
 
@@ -437,8 +544,11 @@ def test_the_key_file_must_be_roots_and_private(wp_env, tmp_path, attacker):
     os.chown(theirs, attacker.uid, attacker.gid)
     link = keys / "link.key"
     link.symlink_to(theirs)
-    for path, why in ((readable, "readable or writable by group or others"), (theirs, f"owned by {attacker.name}"),
-                      (link, "a symlink")):
+    for path, why in (
+        (readable, "readable or writable by group or others"),
+        (theirs, f"owned by {attacker.name}"),
+        (link, "a symlink"),
+    ):
         run = wp_env.run("wp_backup", BACKUP_HMAC_KEY_FILE=str(path))
         assert run.returncode == 78, run.stdout[-3000:]
         assert why in failure(run) and str(path) in failure(run)
@@ -455,7 +565,11 @@ def test_a_set_made_before_signing_needs_root_to_vouch_for_it(site_env, site):
     assert refused.returncode == 78
     assert "no authenticated, verified set" in failure(refused)
     assert "jobs._backupsets sign" in refused.event("restore.set_skipped")["reason"]
-    signed = subprocess.run([sys.executable, "-m", "jobs._backupsets", "sign", str(old)], capture_output=True, text=True,
-                            env=clean_env(PYTHONPATH=str(REPO), BACKUP_HMAC_KEY_FILE=str(site_env.key_file)))
+    signed = subprocess.run(
+        [sys.executable, "-m", "jobs._backupsets", "sign", str(old)],
+        capture_output=True,
+        text=True,
+        env=clean_env(PYTHONPATH=str(REPO), BACKUP_HMAC_KEY_FILE=str(site_env.key_file)),
+    )
     assert signed.returncode == 0, signed.stderr
     assert site_env.run("wp_restore", RESTORE_SET="latest").returncode == 0

@@ -18,14 +18,21 @@ def test_full_backup_writes_a_verified_set(wp_env, wp_stack):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr
     [set_dir] = wp_env.sets()
     assert set_dir.name.startswith("testsite-")
-    assert sorted(p.name for p in set_dir.iterdir()) == ["db.sql.zst", "files.tar.zst", "manifest.hmac", "manifest.json"]
+    assert sorted(p.name for p in set_dir.iterdir()) == [
+        "db.sql.zst",
+        "files.tar.zst",
+        "manifest.hmac",
+        "manifest.json",
+    ]
     manifest = json.loads((set_dir / "manifest.json").read_text())
     assert manifest["verified"] is True and manifest["tables"] == 12 and manifest["kind"] == "full"
     assert manifest["table_prefix"] == stack.TABLE_PREFIX
     for name, meta in manifest["files"].items():
         out = subprocess.run(["sha256sum", str(set_dir / name)], capture_output=True, text=True).stdout
         assert out.split()[0] == meta["sha256"]
-    listing = subprocess.run(f"zstd -dc {set_dir}/files.tar.zst | tar -t", shell=True, capture_output=True, text=True).stdout
+    listing = subprocess.run(
+        f"zstd -dc {set_dir}/files.tar.zst | tar -t", shell=True, capture_output=True, text=True
+    ).stdout
     assert "./wp-content/uploads/2024/01/photo-0.jpg" in listing.splitlines()
     dump = subprocess.run(["zstd", "-dc", str(set_dir / "db.sql.zst")], capture_output=True, text=True).stdout
     assert "CREATE TABLE `jrt_posts`" in dump and "Post 1" in dump

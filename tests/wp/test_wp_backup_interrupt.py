@@ -227,7 +227,8 @@ def test_sigterm_mid_verify_drops_the_scratch_database(site_env, site, wp_stack)
     # seen (and stopped) reliably.
     wp_stack.db.sql(
         f"INSERT INTO {stack.TABLE_PREFIX}postmeta (post_id, meta_key, meta_value) "
-        "SELECT 1, CONCAT('bulk_', seq), REPEAT(MD5(seq), 16) FROM seq_1_to_50000", database
+        "SELECT 1, CONCAT('bulk_', seq), REPEAT(MD5(seq), 16) FROM seq_1_to_50000",
+        database,
     )
     proc = _start_backup(site_env)
     loader: list[int] = []
@@ -241,8 +242,8 @@ def test_sigterm_mid_verify_drops_the_scratch_database(site_env, site, wp_stack)
                 return True
         return proc.poll() is not None
 
-    assert wait_for(loading, 120, interval=0.002) and loader, (
-        "the verify load was never seen running: " + (site_env.launcher.finish(proc).stdout[-3000:] if proc.poll() is not None else "")
+    assert wait_for(loading, 120, interval=0.002) and loader, "the verify load was never seen running: " + (
+        site_env.launcher.finish(proc).stdout[-3000:] if proc.poll() is not None else ""
     )
     scratch = [d for d in wp_stack.db.sql("SHOW DATABASES").split() if d.startswith(f"{database}_verify_")]
     assert len(scratch) == 1, scratch

@@ -12,8 +12,11 @@ pytestmark = pytest.mark.slow
 
 
 def _damage(site):
-    stack.php(site, "$_SERVER['HTTP_HOST']='localhost'; require $argv[1] . '/wp-load.php';"
-                    "foreach (get_posts(['numberposts'=>-1]) as $p) if ($p->post_title === 'Post 1') wp_delete_post($p->ID, true);")
+    stack.php(
+        site,
+        "$_SERVER['HTTP_HOST']='localhost'; require $argv[1] . '/wp-load.php';"
+        "foreach (get_posts(['numberposts'=>-1]) as $p) if ($p->post_title === 'Post 1') wp_delete_post($p->ID, true);",
+    )
     stack.add_posts(site, ["Written after the backup"])
     uploads = site / "wp-content" / "uploads" / "2024" / "01"
     (uploads / "photo-1.jpg").unlink()

@@ -15,8 +15,11 @@ pytestmark = pytest.mark.slow
 
 
 def _schedule_event(site):
-    stack.php(site, "$_SERVER['HTTP_HOST']='localhost'; require $argv[1] . '/wp-load.php';"
-                    "wp_schedule_single_event(time() - 60, 'jr_test_event');")
+    stack.php(
+        site,
+        "$_SERVER['HTTP_HOST']='localhost'; require $argv[1] . '/wp-load.php';"
+        "wp_schedule_single_event(time() - 60, 'jr_test_event');",
+    )
 
 
 def test_wp_cron_runs_due_events_with_php(site_env, site):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -22,30 +23,46 @@ UNITS = ("wp-backup", "wp-cron", "wp-db-export", "wp-db-optimize", "wp-cache-flu
 
 
 @pytest.fixture(scope="module")
-def wp_sandbox(installed_sandbox):  # noqa: F811
+def wp_sandbox(installed_sandbox):
     if stack.missing_tools():
         pytest.skip(f"WordPress stack not installed: {stack.missing_tools()}")
     sb = installed_sandbox
     sb.systemctl("start", "mariadb.service", timeout=120)
     pw = stack.MariaDB.quote(stack.DB_PASSWORD)
-    sb.run(["mariadb", "-e",
+    sb.run(
+        [
+            "mariadb",
+            "-e",
             f"CREATE DATABASE IF NOT EXISTS wordpress; CREATE USER IF NOT EXISTS '{stack.DB_USER}'@'localhost' IDENTIFIED BY {pw};"
             f"GRANT ALL ON wordpress.* TO '{stack.DB_USER}'@'localhost';"
-            f"GRANT ALL ON `wordpress\\_verify\\_%`.* TO '{stack.DB_USER}'@'localhost';"])
-    sb.run(f"rm -rf {SITE} && mkdir -p /var/www && cp -rL /usr/share/wordpress {SITE} && "
-           f"rm -rf {SITE}/wp-content/languages {SITE}/wp-config.php")
+            f"GRANT ALL ON `wordpress\\_verify\\_%`.* TO '{stack.DB_USER}'@'localhost';",
+        ]
+    )
+    sb.run(
+        f"rm -rf {SITE} && mkdir -p /var/www && cp -rL /usr/share/wordpress {SITE} && "
+        f"rm -rf {SITE}/wp-content/languages {SITE}/wp-config.php"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         stack.write_wp_config(Path(tmp), "localhost")
         config = (Path(tmp) / "wp-config.php").read_text()
     # written through the container (sb.write_file writes the overlay's upper layer from outside,
     # which does not mix with directories just made inside)
     sb.run(["sh", "-c", f"umask 027 && cat > {SITE}/wp-config.php"], input=config)
-    sb.run(["sh", "-c", f"mkdir -p {SITE}/wp-content/mu-plugins && cat > {SITE}/wp-content/mu-plugins/jobrunner-test.php"],
-           input=stack.MU_PLUGIN)
-    sb.run(["php", "-r", "define('WP_INSTALLING', true); $_SERVER['HTTP_HOST']='localhost';"
+    sb.run(
+        ["sh", "-c", f"mkdir -p {SITE}/wp-content/mu-plugins && cat > {SITE}/wp-content/mu-plugins/jobrunner-test.php"],
+        input=stack.MU_PLUGIN,
+    )
+    sb.run(
+        [
+            "php",
+            "-r",
+            "define('WP_INSTALLING', true); $_SERVER['HTTP_HOST']='localhost';"
             "require '/var/www/html/wp-load.php'; require_once ABSPATH . 'wp-admin/includes/upgrade.php';"
             "wp_install('e2e', 'admin', 'admin@example.com', true, '', 'admin-pw');"
-            "wp_schedule_single_event(time() - 60, 'jr_test_event');"], timeout=120)
+            "wp_schedule_single_event(time() - 60, 'jr_test_event');",
+        ],
+        timeout=120,
+    )
     sb.run(f"chown -R www-data:www-data {SITE} && chmod 755 {SITE} && mkdir -p /mnt/backups")
     sb.write_file("/etc/jobrunner/jobrunner.env", f"WP_PATH={SITE}\nWP_SITE=e2e\nBACKUP_DIR=/mnt/backups\n")
     sb.run(["jobrunner", "units", "render", "--out", "/root/wp-units", *(u.replace("-", "_") for u in UNITS)])
@@ -95,10 +112,17 @@ def test_other_wp_units_succeed_in_their_sandbox(wp_sandbox, unit):
     assert [e["outcome"] for e in events if e["event"] == "job.finished"] == ["success"]
 
 
-
 def _blogname(sb) -> str:
-    return sb.run(["mariadb", "-N", "-B", "wordpress", "-e",
-                   f"SELECT option_value FROM {stack.TABLE_PREFIX}options WHERE option_name = 'blogname'"]).stdout.strip()
+    return sb.run(
+        [
+            "mariadb",
+            "-N",
+            "-B",
+            "wordpress",
+            "-e",
+            f"SELECT option_value FROM {stack.TABLE_PREFIX}options WHERE option_name = 'blogname'",
+        ]
+    ).stdout.strip()
 
 
 def test_wp_restore_unit_brings_back_files_and_database(wp_sandbox):
@@ -108,7 +132,14 @@ def test_wp_restore_unit_brings_back_files_and_database(wp_sandbox):
     sb = wp_sandbox
     assert sb.start_oneshot("wp-backup.service", timeout=300)["Result"] == "success"
     assert _blogname(sb) == "e2e"
-    sb.run(["mariadb", "wordpress", "-e", f"UPDATE {stack.TABLE_PREFIX}options SET option_value = 'defaced' WHERE option_name = 'blogname'"])
+    sb.run(
+        [
+            "mariadb",
+            "wordpress",
+            "-e",
+            f"UPDATE {stack.TABLE_PREFIX}options SET option_value = 'defaced' WHERE option_name = 'blogname'",
+        ]
+    )
     sb.run(f"rm {SITE}/wp-content/mu-plugins/jobrunner-test.php && echo '<?php // dropped' > {SITE}/stray.php")
     sb.write_file("/etc/default/wp-restore", "RESTORE_SET=latest\n")
     try:
@@ -137,12 +168,21 @@ FORGE_IN = "/var/tmp/jr_forge.py"
 
 def _forge(sb, **spec) -> str:
     """forge.py run as www-data in the sandbox; the set is then copied into /mnt/backups."""
-    sb.run(["sh", "-c", f"cat > {FORGE_IN} && chmod 644 {FORGE_IN} && install -d -o www-data -m 755 /var/tmp/jr-www"],
-           input=(Path(__file__).with_name("forge.py")).read_text())
+    sb.run(
+        ["sh", "-c", f"cat > {FORGE_IN} && chmod 644 {FORGE_IN} && install -d -o www-data -m 755 /var/tmp/jr-www"],
+        input=(Path(__file__).with_name("forge.py")).read_text(),
+    )
     spec = {"out": "/var/tmp/jr-www", "site": "e2e", **spec}
-    sb.run(["sh", "-c", "f=$(mktemp /var/tmp/jr-spec-XXXXXX) && cat > $f && chmod 644 $f && "
-                        "setpriv --reuid=www-data --regid=www-data --init-groups python3 /var/tmp/jr_forge.py $f "
-                        "> /var/tmp/jr-forged && rm $f"], input=json.dumps(spec))
+    sb.run(
+        [
+            "sh",
+            "-c",
+            "f=$(mktemp /var/tmp/jr-spec-XXXXXX) && cat > $f && chmod 644 $f && "
+            "setpriv --reuid=www-data --regid=www-data --init-groups python3 /var/tmp/jr_forge.py $f "
+            "> /var/tmp/jr-forged && rm $f",
+        ],
+        input=json.dumps(spec),
+    )
     made = sb.run(["cat", "/var/tmp/jr-forged"]).stdout.strip()
     name = made.rsplit("/", 1)[1]
     sb.run(["cp", "-r", made, f"/mnt/backups/{name}"])
@@ -171,7 +211,7 @@ def _failure(events: list[dict]) -> str:
 def _an_hour_ago() -> str:
     from datetime import datetime, timedelta, timezone
 
-    return (datetime.now(timezone.utc) - timedelta(hours=1)).replace(microsecond=0).isoformat()
+    return (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0).isoformat()
 
 
 @pytest.fixture
@@ -182,8 +222,10 @@ def forged_sets(wp_sandbox):
     before = set(sb.run("ls /mnt/backups").stdout.split())
     yield sb
     after = set(sb.run("ls /mnt/backups").stdout.split())
-    sb.run(["rm", "-rf", *[f"/mnt/backups/{n}" for n in after - before], "/var/tmp/jr-www", "/var/tmp/jr-forged",
-            PWNED], check=False)
+    sb.run(
+        ["rm", "-rf", *[f"/mnt/backups/{n}" for n in after - before], "/var/tmp/jr-www", "/var/tmp/jr-forged", PWNED],
+        check=False,
+    )
 
 
 def test_wp_restore_unit_takes_only_sets_it_made(forged_sets):
@@ -205,8 +247,14 @@ def test_wp_restore_unit_takes_only_sets_it_made(forged_sets):
     assert skipped[planted].startswith("no manifest.hmac") and skipped[future].startswith("dated in the future")
     assert "defaced" not in sb.read_file(f"{SITE}/index.php")
 
-    sb.run(["mariadb", "wordpress", "-e", f"UPDATE {stack.TABLE_PREFIX}options SET option_value = 'changed since' "
-                                          "WHERE option_name = 'blogname'"])
+    sb.run(
+        [
+            "mariadb",
+            "wordpress",
+            "-e",
+            f"UPDATE {stack.TABLE_PREFIX}options SET option_value = 'changed since' WHERE option_name = 'blogname'",
+        ]
+    )
     try:
         st, events = _restore(sb, planted)
         assert not sb.exists(PWNED), sb.read_file(PWNED)
@@ -215,8 +263,14 @@ def test_wp_restore_unit_takes_only_sets_it_made(forged_sets):
         assert _blogname(sb) == "changed since"
         assert "defaced" not in sb.read_file(f"{SITE}/index.php")
     finally:
-        sb.run(["mariadb", "wordpress", "-e", f"UPDATE {stack.TABLE_PREFIX}options SET option_value = 'e2e' "
-                                              "WHERE option_name = 'blogname'"])
+        sb.run(
+            [
+                "mariadb",
+                "wordpress",
+                "-e",
+                f"UPDATE {stack.TABLE_PREFIX}options SET option_value = 'e2e' WHERE option_name = 'blogname'",
+            ]
+        )
 
 
 def test_wp_restore_unit_runs_no_client_command_and_no_option_from_a_set(forged_sets):
@@ -233,10 +287,17 @@ def test_wp_restore_unit_runs_no_client_command_and_no_option_from_a_set(forged_
     assert any("Not allowed in the sandbox mode" in e.get("line", "") for e in events)
 
     bad_name = stack.php_quote("--execute=\\! id > " + PWNED)
-    config = (f"<?php\ndefine('DB_NAME', {bad_name});\ndefine('DB_USER', 'root');\ndefine('DB_PASSWORD', '');\n"
-              "define('DB_HOST', 'localhost');\n$table_prefix = 'wp_';\n")
-    option = _forge(sb, kind="full", created=_an_hour_ago(), sql="SELECT 1;\n",
-                    members=[{"name": "./wp-config.php", "data": config}, {"name": "./index.php", "data": "<?php // forged"}])
+    config = (
+        f"<?php\ndefine('DB_NAME', {bad_name});\ndefine('DB_USER', 'root');\ndefine('DB_PASSWORD', '');\n"
+        "define('DB_HOST', 'localhost');\n$table_prefix = 'wp_';\n"
+    )
+    option = _forge(
+        sb,
+        kind="full",
+        created=_an_hour_ago(),
+        sql="SELECT 1;\n",
+        members=[{"name": "./wp-config.php", "data": config}, {"name": "./index.php", "data": "<?php // forged"}],
+    )
     _sign(sb, option)
     st, events = _restore(sb, option)
     assert not sb.exists(PWNED), sb.read_file(PWNED)
@@ -254,16 +315,22 @@ def test_wp_restore_unit_gives_the_files_to_www_data_not_to_the_archive(forged_s
     sb = forged_sets
     config = sb.read_file(f"{SITE}/wp-config.php")
     nobody = 65534
-    name = _forge(sb, kind="full", created=_an_hour_ago(), sql="SELECT 1;\n", members=[
-        {"name": ".", "type": "dir", "mode": 0o777, "uid": nobody, "gid": nobody},
-        {"name": "./wp-config.php", "data": config, "mode": 0o666, "uid": nobody},
-        {"name": "./index.php", "data": "<?php // restored", "mode": 0o777, "uid": nobody},
-        {"name": "./evil", "data": "#!/bin/sh\nid\n", "mode": 0o4755, "uid": 0, "gid": 0},
-        {"name": "./wp-content", "type": "dir", "mode": 0o2777, "uid": nobody},
-        {"name": "./wp-content/sgid", "data": "x", "mode": 0o2755, "uid": 0, "gid": 0},
-        {"name": "./null", "type": "chr", "major": 1, "minor": 3, "mode": 0o666},
-        {"name": "./fifo", "type": "fifo", "mode": 0o666},
-    ])
+    name = _forge(
+        sb,
+        kind="full",
+        created=_an_hour_ago(),
+        sql="SELECT 1;\n",
+        members=[
+            {"name": ".", "type": "dir", "mode": 0o777, "uid": nobody, "gid": nobody},
+            {"name": "./wp-config.php", "data": config, "mode": 0o666, "uid": nobody},
+            {"name": "./index.php", "data": "<?php // restored", "mode": 0o777, "uid": nobody},
+            {"name": "./evil", "data": "#!/bin/sh\nid\n", "mode": 0o4755, "uid": 0, "gid": 0},
+            {"name": "./wp-content", "type": "dir", "mode": 0o2777, "uid": nobody},
+            {"name": "./wp-content/sgid", "data": "x", "mode": 0o2755, "uid": 0, "gid": 0},
+            {"name": "./null", "type": "chr", "major": 1, "minor": 3, "mode": 0o666},
+            {"name": "./fifo", "type": "fifo", "mode": 0o666},
+        ],
+    )
     _sign(sb, name)
     try:
         st, events = _restore(sb, name)
@@ -272,8 +339,13 @@ def test_wp_restore_unit_gives_the_files_to_www_data_not_to_the_archive(forged_s
         assert not sb.run(f"find {SITE} -type c -o -type b -o -type p", check=False).stdout.strip()
         assert not sb.run(f"find {SITE} -mindepth 1 ! -user www-data -o -mindepth 1 ! -group www-data").stdout.strip()
         listing = sb.run(f"cd {SITE} && stat -c '%n %a' evil index.php wp-config.php wp-content wp-content/sgid").stdout
-        assert listing.split("\n")[:5] == ["evil 644", "index.php 644", "wp-config.php 640", "wp-content 755",
-                                           "wp-content/sgid 644"]
+        assert listing.split("\n")[:5] == [
+            "evil 644",
+            "index.php 644",
+            "wp-config.php 640",
+            "wp-content 755",
+            "wp-content/sgid 644",
+        ]
         assert sb.run(["stat", "-c", "%a %U", SITE]).stdout.split() == ["755", "www-data"]
     finally:
         st, events = _restore(sb, "latest")

@@ -48,11 +48,10 @@ def cannot_run_reason() -> str | None:
     return None
 
 
-
 class Lifecycle:
     """Mixed into Sandbox (core.py), whose __init__ sets the attributes used here."""
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         self.boot()
         return self
 
@@ -63,7 +62,7 @@ class Lifecycle:
     def booted(self) -> bool:
         return self.pid1 is not None and _alive(self.pid1, self._pid1_start)
 
-    def boot(self, timeout: float = 60) -> "Sandbox":
+    def boot(self, timeout: float = 60) -> Sandbox:
         if self.base is not None:
             raise SandboxError("boot() called twice")
         reason = cannot_run_reason()
@@ -98,13 +97,16 @@ class Lifecycle:
 
     def _prepare_root(self) -> None:
         unit_dir = "/etc/systemd/system"
-        self.write_file(f"{unit_dir}/{TARGET}", (
-            "[Unit]\n"
-            "Description=jobrunner test sandbox\n"
-            "Requires=basic.target\n"
-            "After=basic.target\n"
-            "AllowIsolate=yes\n"
-        ))
+        self.write_file(
+            f"{unit_dir}/{TARGET}",
+            (
+                "[Unit]\n"
+                "Description=jobrunner test sandbox\n"
+                "Requires=basic.target\n"
+                "After=basic.target\n"
+                "AllowIsolate=yes\n"
+            ),
+        )
         for unit in NOISY_UNITS:
             host = self.host_path(f"{unit_dir}/{unit}")
             with contextlib.suppress(FileNotFoundError):
@@ -118,8 +120,16 @@ class Lifecycle:
         # nspawn refuses machine names that end (or start) with "-"; mkdtemp suffixes may.
         self.machine = self.machine or os.path.basename(self.base).replace("_", "-")[:64].strip("-")
         argv = [
-            "systemd-nspawn", "-q", "-D", self.root, "-M", self.machine,
-            "--register=no", "--link-journal=no", "--keep-unit", "--console=read-only",
+            "systemd-nspawn",
+            "-q",
+            "-D",
+            self.root,
+            "-M",
+            self.machine,
+            "--register=no",
+            "--link-journal=no",
+            "--keep-unit",
+            "--console=read-only",
         ]
         if self.private_network:
             argv.append("--private-network")
@@ -128,8 +138,13 @@ class Lifecycle:
         self._console = open(console, "wb")
         env = {"PATH": CLEAN_ENV["PATH"], "LANG": "C.UTF-8", "SYSTEMD_COLORS": "0"}
         self._nspawn = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self._console, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True, close_fds=True,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._console,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
         )
         self._nspawn_start = _pid_start_time(self._nspawn.pid)
         self._write_state()
@@ -141,7 +156,9 @@ class Lifecycle:
         with contextlib.suppress(OSError):
             for task in os.listdir(f"/proc/{self._nspawn.pid}/task"):
                 with contextlib.suppress(OSError):
-                    children += [int(x) for x in Path(f"/proc/{self._nspawn.pid}/task/{task}/children").read_text().split()]
+                    children += [
+                        int(x) for x in Path(f"/proc/{self._nspawn.pid}/task/{task}/children").read_text().split()
+                    ]
         for pid in children:
             try:
                 if os.readlink(f"/proc/{pid}/ns/pid") == my_pidns:
@@ -157,8 +174,9 @@ class Lifecycle:
         assert self._nspawn
         while True:
             if self._nspawn.poll() is not None:
-                raise SandboxError(f"systemd-nspawn exited with {self._nspawn.returncode} during boot:\n"
-                                   + self.console_log()[-3000:])
+                raise SandboxError(
+                    f"systemd-nspawn exited with {self._nspawn.returncode} during boot:\n" + self.console_log()[-3000:]
+                )
             if self.pid1 is None:
                 self.pid1 = self._find_pid1()
                 if self.pid1:

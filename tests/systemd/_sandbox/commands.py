@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from .common import CLEAN_ENV, SandboxError
 from .host import _finish
@@ -19,9 +20,16 @@ class Commands:
             raise SandboxError("sandbox is not running")
         return ["nsenter", "-t", str(self.pid1), "-a"]
 
-    def run(self, argv: Sequence[str] | str, check: bool = True, timeout: float = 60, *,
-            input: str | bytes | None = None, env: Mapping[str, str] | None = None,
-            text: bool = True) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        argv: Sequence[str] | str,
+        check: bool = True,
+        timeout: float = 60,
+        *,
+        input: str | bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        text: bool = True,
+    ) -> subprocess.CompletedProcess:
         """Run ARGV inside the sandbox (all its namespaces, root /) with a clean environment.
 
         A str is run with ``sh -c``.  On timeout the whole process group is killed (the
@@ -36,14 +44,25 @@ class Commands:
         if input is not None and text and isinstance(input, bytes):
             input = input.decode()
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text, env=full_env,
-            start_new_session=True, umask=0o022, cwd="/",
+            cmd,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=text,
+            env=full_env,
+            start_new_session=True,
+            umask=0o022,
+            cwd="/",
         )
         return _finish(proc, argv, check=check, timeout=timeout, input=input)
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.2,
-                 message: str | Callable[[], str] | None = None) -> Any:
+    def wait_for(
+        self,
+        predicate: Callable[[], Any],
+        timeout: float = 30,
+        interval: float = 0.2,
+        message: str | Callable[[], str] | None = None,
+    ) -> Any:
         """Poll PREDICATE until it returns something truthy; return that.  TimeoutError otherwise
         (MESSAGE, or what it returns when callable, is the error text)."""
         deadline = time.monotonic() + timeout

@@ -17,9 +17,15 @@ from .units import Units
 class Sandbox(Lifecycle, Commands, Units, Files, Install):
     """One booted throwaway systemd.  Use as a context manager or call boot()/shutdown()."""
 
-    def __init__(self, parent: str = DEFAULT_PARENT, *, machine: str | None = None,
-                 private_network: bool = False, cache_dir: str = DEFAULT_CACHE,
-                 poweroff_timeout: float = 30) -> None:
+    def __init__(
+        self,
+        parent: str = DEFAULT_PARENT,
+        *,
+        machine: str | None = None,
+        private_network: bool = False,
+        cache_dir: str = DEFAULT_CACHE,
+        poweroff_timeout: float = 30,
+    ) -> None:
         self.parent = parent
         self.machine = machine
         self.private_network = private_network

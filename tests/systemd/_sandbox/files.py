@@ -82,8 +82,18 @@ class Files:
                 os.close(fd)
             os.replace(tmp, host)
         else:
-            self.run(["sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1" && chmod "$2" "$1"',
-                      "sh", resolved, format(mode, "o")], input=data, text=False)
+            self.run(
+                [
+                    "sh",
+                    "-c",
+                    'mkdir -p -- "$(dirname -- "$1")" && cat > "$1" && chmod "$2" "$1"',
+                    "sh",
+                    resolved,
+                    format(mode, "o"),
+                ],
+                input=data,
+                text=False,
+            )
 
     def read_file(self, path: str) -> str:
         resolved = self.resolve(path)

@@ -8,23 +8,35 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from .common import SandboxCommandError
 
 
-def _run_host(argv: Sequence[str], *, check: bool = True, timeout: float = 60,
-              env: Mapping[str, str] | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:
+def _run_host(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = 60,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> subprocess.CompletedProcess:
     proc = subprocess.Popen(
-        list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+        list(argv),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        start_new_session=True,
     )
     return _finish(proc, argv, check=check, timeout=timeout)
 
 
-def _finish(proc: subprocess.Popen, argv: Sequence[str], *, check: bool, timeout: float,
-            input: str | bytes | None = None) -> subprocess.CompletedProcess:
+def _finish(
+    proc: subprocess.Popen, argv: Sequence[str], *, check: bool, timeout: float, input: str | bytes | None = None
+) -> subprocess.CompletedProcess:
     """Wait for PROC (its whole process group is killed on timeout); raise on failure if CHECK."""
     try:
         out, err = proc.communicate(input=input, timeout=timeout)
@@ -85,6 +97,7 @@ def _kill(pid: int | None, start_time: int | None, sig: int = signal.SIGKILL) ->
     if pid and _alive(pid, start_time):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
+
 
 def _makedirs(path: str, mode: int = 0o755) -> None:
     """os.makedirs, but new directories get MODE whatever the caller's umask (CI may run 077)."""

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .common import HOST_PYTHON, InstallResult, SandboxError
 from .host import _makedirs
@@ -17,9 +17,15 @@ from .wheels import _build_project_wheel, _dependency_wheelhouse
 class Install:
     """Mixed into Sandbox (core.py)."""
 
-    def install_project(self, checkout_dir: str | os.PathLike, venv: str = "/opt/jobrunner",
-                        extras: Sequence[str] = (), link_bin: str | None = "/usr/local/bin/jobrunner",
-                        with_pip: bool = True, timeout: float = 600) -> InstallResult:
+    def install_project(
+        self,
+        checkout_dir: str | os.PathLike,
+        venv: str = "/opt/jobrunner",
+        extras: Sequence[str] = (),
+        link_bin: str | None = "/usr/local/bin/jobrunner",
+        with_pip: bool = True,
+        timeout: float = 600,
+    ) -> InstallResult:
         """Install the checkout as a user would: a venv on Debian's python3, the project as a
         normal (non-editable) wheel, byte-compiled at install time (read-only /opt later).
 
@@ -44,8 +50,12 @@ class Install:
                 os.chmod(os.path.join(host_wh, whl.name), 0o644)
         finally:
             shutil.rmtree(project_wheel.parent, ignore_errors=True)
-        pip_env = {"PIP_CONFIG_FILE": "/dev/null", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-                   "PIP_NO_CACHE_DIR": "1", "PIP_NO_INPUT": "1"}
+        pip_env = {
+            "PIP_CONFIG_FILE": "/dev/null",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "PIP_NO_CACHE_DIR": "1",
+            "PIP_NO_INPUT": "1",
+        }
         req = f"{wh_inside}/{project_wheel.name}"
         if extras:
             req = f"jobrunner[{','.join(extras)}] @ file://{req}"
@@ -58,17 +68,24 @@ class Install:
             self.run([HOST_PYTHON, "-m", "venv", "--clear", "--without-pip", venv], timeout=timeout)
             self.run([f"{venv}/bin/python", f"{pip_whl}/pip", *install, pip_whl, req], env=pip_env, timeout=timeout)
         else:
-            self.run([HOST_PYTHON, "-m", "venv", "--clear", *([] if with_pip else ["--without-pip"]), venv],
-                     timeout=timeout)
+            self.run(
+                [HOST_PYTHON, "-m", "venv", "--clear", *([] if with_pip else ["--without-pip"]), venv], timeout=timeout
+            )
             pip = [f"{venv}/bin/python", "-m", "pip"] if with_pip else [f"{venv}/bin/python", f"{pip_whl}/pip"]
             self.run([*pip, *install, req], env=pip_env, timeout=timeout)
         if link_bin:
             self.run(["ln", "-sfn", f"{venv}/bin/jobrunner", link_bin])
         freeze = self.run(
-            [f"{venv}/bin/python", *(["-m", "pip"] if with_pip else [f"{pip_whl}/pip"]), "freeze", "--all"],
-            env=pip_env).stdout.splitlines()
+            [f"{venv}/bin/python", *(["-m", "pip"] if with_pip else [f"{pip_whl}/pip"]), "freeze", "--all"], env=pip_env
+        ).stdout.splitlines()
         version = project_wheel.name.split("-")[1]
-        self.installed = InstallResult(venv=venv, python=f"{venv}/bin/python", wheel=project_wheel.name,
-                                       version=version, wheelhouse=wh_inside, freeze=freeze,
-                                       seconds=time.monotonic() - t0)
+        self.installed = InstallResult(
+            venv=venv,
+            python=f"{venv}/bin/python",
+            wheel=project_wheel.name,
+            version=version,
+            wheelhouse=wh_inside,
+            freeze=freeze,
+            seconds=time.monotonic() - t0,
+        )
         return self.installed

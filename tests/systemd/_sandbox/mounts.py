@@ -20,8 +20,8 @@ def _unescape_mountinfo(s: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as \ooo
     out, i = [], 0
     while i < len(s):
-        if s[i] == "\\" and i + 4 <= len(s) and s[i + 1:i + 4].isdigit():
-            out.append(chr(int(s[i + 1:i + 4], 8)))
+        if s[i] == "\\" and i + 4 <= len(s) and s[i + 1 : i + 4].isdigit():
+            out.append(chr(int(s[i + 1 : i + 4], 8)))
             i += 4
         else:
             out.append(s[i])
@@ -60,11 +60,13 @@ def mount_overlay(base: str, root: str) -> None:
         os.mkdir(d)
         os.chmod(d, 0o755)  # upper's root becomes the container's / : must be 0755 whatever the umask
     os.mkdir(root)
-    _run_host(["mount", "-t", "overlay", "jobrunner-sandbox",
-               "-o", f"lowerdir=/,upperdir={upper},workdir={work}", root])
+    _run_host(
+        ["mount", "-t", "overlay", "jobrunner-sandbox", "-o", f"lowerdir=/,upperdir={upper},workdir={work}", root]
+    )
     # Sanity: the overlay must show the host's root filesystem.
-    if not os.path.exists(os.path.join(root, "usr/lib/os-release")) and \
-            not os.path.exists(os.path.join(root, "etc/os-release")):
+    if not os.path.exists(os.path.join(root, "usr/lib/os-release")) and not os.path.exists(
+        os.path.join(root, "etc/os-release")
+    ):
         raise SandboxError(f"overlay at {root} does not look like /")
 
 
@@ -86,6 +88,7 @@ def _umount_tree(base: str, timeout: float = 10) -> None:
                 raise SandboxError(f"could not unmount {mounts_under(base)}")
             return
         time.sleep(0.2)
+
 
 def _remove_base(base: str) -> None:
     """rm -rf BASE, but only once nothing below it is mounted any more."""

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import subprocess
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from .common import TARGET, SandboxCommandError
 from .host import _makedirs
@@ -35,8 +35,14 @@ class Units:
                 result[k] = v
         return result
 
-    def journal_json(self, unit: str | None = None, invocation: str | None = None,
-                     extra_args: Iterable[str] = (), *, sync: bool = True) -> list[dict]:
+    def journal_json(
+        self,
+        unit: str | None = None,
+        invocation: str | None = None,
+        extra_args: Iterable[str] = (),
+        *,
+        sync: bool = True,
+    ) -> list[dict]:
         """``journalctl -o json`` records, oldest first.
 
         ``invocation`` matches the service's own output (_SYSTEMD_INVOCATION_ID=) and PID 1's
@@ -74,8 +80,7 @@ class Units:
         events = []
         for rec in self.journal_json(unit=unit, invocation=invocation):
             message = rec.get("MESSAGE", "")
-            if rec.get("_SYSTEMD_INVOCATION_ID") == invocation and isinstance(message, str) \
-                    and message.startswith("{"):
+            if rec.get("_SYSTEMD_INVOCATION_ID") == invocation and isinstance(message, str) and message.startswith("{"):
                 event = json.loads(message)
                 event["_PRIORITY"] = rec.get("PRIORITY")
                 events.append(event)
@@ -88,17 +93,27 @@ class Units:
         self.systemctl("start", unit, check=False, timeout=timeout)
         return self.wait_unit_inactive(unit, timeout=timeout)
 
-    def wait_unit_inactive(self, unit: str, timeout: float = 30,
-                           states: Sequence[str] = ("inactive", "failed")) -> dict[str, str]:
+    def wait_unit_inactive(
+        self, unit: str, timeout: float = 30, states: Sequence[str] = ("inactive", "failed")
+    ) -> dict[str, str]:
         """Wait until UNIT has no queued job and its ActiveState is in STATES; return its state.
 
         Meant for Type=oneshot services started with ``systemctl start --no-block`` or by a
         timer.  A unit that was never started is returned at once (it is inactive), and so
         is one systemd already garbage-collected: pin() units whose result you want to read.
         """
-        props = ("ActiveState", "SubState", "Result", "InvocationID", "ExecMainStatus",
-                 "ExecMainCode", "ExecMainPID", "ExecMainStartTimestampMonotonic",
-                 "ExecMainExitTimestampMonotonic", "NRestarts")
+        props = (
+            "ActiveState",
+            "SubState",
+            "Result",
+            "InvocationID",
+            "ExecMainStatus",
+            "ExecMainCode",
+            "ExecMainPID",
+            "ExecMainStartTimestampMonotonic",
+            "ExecMainExitTimestampMonotonic",
+            "NRestarts",
+        )
 
         def done() -> dict[str, str] | None:
             st = self.show(unit, *props)
@@ -107,8 +122,9 @@ class Units:
                 return st
             return None
 
-        return self.wait_for(done, timeout, message=lambda: f"{unit} did not finish within {timeout}s: "
-                                                           f"{self.show(unit, *props)}")
+        return self.wait_for(
+            done, timeout, message=lambda: f"{unit} did not finish within {timeout}s: {self.show(unit, *props)}"
+        )
 
     def unit_name(self, prefix: str = "jr-test") -> str:
         """A fresh unit-name stem, unique in this sandbox (tests share one booted system)."""
@@ -135,9 +151,9 @@ class Units:
         """
         if "@" in unit:
             prefix, rest = unit.split("@", 1)
-            target = f"/etc/systemd/system/{prefix}@{rest[rest.rindex('.'):]}"
+            target = f"/etc/systemd/system/{prefix}@{rest[rest.rindex('.') :]}"
             if not self.exists(target):
-                target = f"/usr/lib/systemd/system/{prefix}@{rest[rest.rindex('.'):]}"
+                target = f"/usr/lib/systemd/system/{prefix}@{rest[rest.rindex('.') :]}"
         else:
             target = f"/etc/systemd/system/{unit}"
             if not self.exists(target):

@@ -11,8 +11,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .common import HOST_PYTHON, SandboxError
 from .host import _run_host
@@ -31,7 +31,9 @@ def _pip_env(keep_user_config: bool) -> dict[str, str]:
 
 
 def _python_tag() -> str:
-    return _run_host([HOST_PYTHON, "-c", "import sys, platform; print(sys.version.split()[0], platform.machine())"]).stdout.strip()
+    return _run_host(
+        [HOST_PYTHON, "-c", "import sys, platform; print(sys.version.split()[0], platform.machine())"]
+    ).stdout.strip()
 
 
 @contextlib.contextmanager
@@ -87,8 +89,7 @@ def _dependency_wheelhouse(checkout: Path, cache_dir: str, extras: Sequence[str]
         pip = _builder_pip(cache_dir)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=wh.parent))
         try:
-            _run_host([pip, "wheel", "--wheel-dir", str(tmp), *reqs],
-                      env=_pip_env(keep_user_config=True), timeout=900)
+            _run_host([pip, "wheel", "--wheel-dir", str(tmp), *reqs], env=_pip_env(keep_user_config=True), timeout=900)
             (tmp / "requirements.txt").write_text("\n".join(reqs) + "\n")
             (tmp / ".complete").write_text("ok\n")
             os.chmod(tmp, 0o755)
@@ -100,8 +101,22 @@ def _dependency_wheelhouse(checkout: Path, cache_dir: str, extras: Sequence[str]
 
 
 _COPY_IGNORE = shutil.ignore_patterns(
-    ".git", "__pycache__", "*.pyc", "build", "dist", "*.egg-info", ".venv", "venv", ".tox", ".nox",
-    ".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache", "node_modules", "backups",
+    ".git",
+    "__pycache__",
+    "*.pyc",
+    "build",
+    "dist",
+    "*.egg-info",
+    ".venv",
+    "venv",
+    ".tox",
+    ".nox",
+    ".pytest_cache",
+    ".hypothesis",
+    ".mypy_cache",
+    ".ruff_cache",
+    "node_modules",
+    "backups",
 )
 
 
@@ -113,8 +128,21 @@ def _build_project_wheel(checkout: Path, deps: Path, cache_dir: str) -> Path:
     try:
         shutil.copytree(checkout, src, ignore=_COPY_IGNORE, symlinks=True)
         out.mkdir()
-        _run_host([_builder_pip(cache_dir), "wheel", "--no-deps", "--no-index", "--find-links", str(deps),
-                   "--wheel-dir", str(out), str(src)], env=_pip_env(keep_user_config=False), timeout=600)
+        _run_host(
+            [
+                _builder_pip(cache_dir),
+                "wheel",
+                "--no-deps",
+                "--no-index",
+                "--find-links",
+                str(deps),
+                "--wheel-dir",
+                str(out),
+                str(src),
+            ],
+            env=_pip_env(keep_user_config=False),
+            timeout=600,
+        )
         wheels = list(out.glob("*.whl"))
         if len(wheels) != 1:
             raise SandboxError(f"expected one wheel, got {wheels}")
