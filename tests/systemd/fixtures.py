@@ -18,18 +18,20 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import pytest
 
+from .sandbox import Sandbox, cannot_run_reason, mounts_under
+
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # works under --import-mode=importlib too
-    sys.path.insert(0, str(HERE))
-
-from sandbox import Sandbox, cannot_run_reason, mounts_under  # noqa: E402
-
 REPO_ROOT = HERE.parents[1]
 _TIMINGS: dict[str, float] = {}
+# A signal disposition, as signal.signal() takes and returns it (typeshed's signal._HANDLER).
+_Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
 def _require() -> None:
@@ -42,11 +44,11 @@ def _require() -> None:
     pytest.skip(reason)
 
 
-def _install_signal_handlers(sb: Sandbox) -> list[tuple[int, object]]:
+def _install_signal_handlers(sb: Sandbox) -> list[tuple[signal.Signals, _Handler]]:
     """Tear the sandbox down on SIGTERM/SIGHUP too (atexit does not run on signals)."""
-    installed = []
+    installed: list[tuple[signal.Signals, _Handler]] = []
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> None:
         try:
             sb.shutdown()
         finally:
@@ -89,8 +91,7 @@ def sandbox():
 @pytest.fixture(scope="session")
 def installed_sandbox(sandbox: Sandbox) -> Sandbox:
     if sandbox.installed is None:
-        sandbox.install_project(REPO_ROOT)
-        _TIMINGS["install_project"] = sandbox.installed.seconds  # type: ignore[union-attr]
+        _TIMINGS["install_project"] = sandbox.install_project(REPO_ROOT).seconds
     return sandbox
 
 

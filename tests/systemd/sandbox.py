@@ -14,9 +14,10 @@ How it works (see README.md in this directory):
   removes BASE.  A later ``boot()`` reaps leftovers of crashed runs (unlocked BASE dirs).
 
 This module is the façade: the code lives in the ``_sandbox`` package next to it, one module
-per concern (its __init__ lists them).  Import from here: ``from sandbox import Sandbox`` with
-this directory on sys.path (fixtures.py puts it there), or ``from tests.systemd.sandbox import
-Sandbox``.  Run it for the CLI: ``python3 tests/systemd/sandbox.py cleanup|shell``.
+per concern (its __init__ lists them).  Import from here, as a module of the tests package:
+``from .sandbox import Sandbox`` in tests/systemd (fixtures.py does), or ``from tests.systemd.sandbox
+import Sandbox`` - one module, so one SandboxCommandError class, and the one mypy checks.  Run it
+for the CLI: ``python3 tests/systemd/sandbox.py cleanup|shell``.
 
 Only the standard library is used, so this runs under any Python >= 3.9 (install_project needs
 tomllib: >= 3.11).
@@ -25,13 +26,33 @@ tomllib: >= 3.11).
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-if __package__:  # imported as tests.systemd.sandbox
-    from ._sandbox import *  # noqa: F403
-    from ._sandbox import _main
+# The type checker knows this module only as tests.systemd.sandbox: the first branch.
+if TYPE_CHECKING or __package__:  # imported as tests.systemd.sandbox
+    from ._sandbox import (
+        InstallResult,
+        Sandbox,
+        SandboxCommandError,
+        SandboxError,
+        _main,
+        cannot_run_reason,
+        cleanup_stale,
+        leftover_mounts,
+        mounts_under,
+    )
 else:  # imported as `sandbox` (this directory on sys.path), or run as a script
-    from _sandbox import *  # noqa: F403
-    from _sandbox import _main
+    from _sandbox import (
+        InstallResult,
+        Sandbox,
+        SandboxCommandError,
+        SandboxError,
+        _main,
+        cannot_run_reason,
+        cleanup_stale,
+        leftover_mounts,
+        mounts_under,
+    )
 
 __all__ = [
     "Sandbox",

@@ -11,7 +11,8 @@ import json
 import time
 
 import pytest
-from sandbox import Sandbox
+
+from .sandbox import Sandbox
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 
@@ -41,9 +42,15 @@ INSTALLED = ("jrh_fresh", "jrh_stopped", "jrh_stale")
 TEXTFILES = "/var/lib/jrhealth-textfiles"
 
 
+def installed_python(sb: Sandbox) -> str:
+    """The python of the venv installed_sandbox installed."""
+    assert sb.installed is not None
+    return sb.installed.python
+
+
 def health(sb: Sandbox, *args: str) -> tuple[int, str]:
     proc = sb.run(
-        [sb.installed.python, "-m", "jobrunner", "health", "--package", PACKAGE, *args],
+        [installed_python(sb), "-m", "jobrunner", "health", "--package", PACKAGE, *args],
         check=False,
         env=ENV,
         timeout=60,
@@ -55,7 +62,7 @@ def health(sb: Sandbox, *args: str) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def jobs_installed(installed_sandbox: Sandbox) -> Sandbox:
     sb = installed_sandbox
-    probe = sb.run([sb.installed.python, "-c", "import jobrunner.unitgen.calendar"], check=False)
+    probe = sb.run([installed_python(sb), "-c", "import jobrunner.unitgen.calendar"], check=False)
     if probe.returncode != 0:
         pytest.fail(
             "the installed wheel lacks jobrunner.unitgen (pyproject.toml [tool.setuptools] packages must "
@@ -65,7 +72,7 @@ def jobs_installed(installed_sandbox: Sandbox) -> Sandbox:
     sb.write_file(f"{ROOT}/{PACKAGE}/__init__.py", "")
     sb.write_file(f"{ROOT}/{PACKAGE}/health_jobs.py", JOBS)
     sb.write_file("/etc/jobrunner/jobrunner.env", f"JOBRUNNER_PATH={ROOT}\n")
-    py = sb.installed.python
+    py = installed_python(sb)
     sb.run(["mkdir", "-p", TEXTFILES])
     sb.run(
         [

@@ -10,7 +10,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from sandbox import Sandbox
+
+from .sandbox import Sandbox
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 

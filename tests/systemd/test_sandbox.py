@@ -10,7 +10,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sandbox import Sandbox, SandboxCommandError, cleanup_stale, mounts_under
+
+from .sandbox import Sandbox, SandboxCommandError, cleanup_stale, mounts_under
 
 pytestmark = pytest.mark.systemd
 
@@ -60,6 +61,7 @@ def test_files_and_isolation_from_host(sandbox: Sandbox):
     token = uuid.uuid4().hex
     # write_file on the overlay: visible inside, present in R, absent on the host
     sandbox.write_file(f"/etc/jobrunner-marker-{token}", "inside\n", mode=0o600)
+    assert sandbox.root is not None  # booted: R is mounted
     assert sandbox.run(["cat", f"/etc/jobrunner-marker-{token}"]).stdout == "inside\n"
     assert sandbox.run(["stat", "-c", "%a", f"/etc/jobrunner-marker-{token}"]).stdout.strip() == "600"
     assert Path(sandbox.root, f"etc/jobrunner-marker-{token}").exists()

@@ -1,6 +1,7 @@
 """The implementation of sandbox.py (its façade, one directory up), split by concern:
 
 common    constants, SandboxError, SandboxCommandError, InstallResult
+base      SandboxBase: the state and the cross-mixin methods every mixin may use, declared once
 host      host processes: run with a timeout that kills the process group, pids vs. pid reuse
 mounts    the overlay of / and its teardown; reaping crashed runs (cleanup_stale)
 boot      prerequisites, booting nspawn, waiting until running, shutdown (mixin Lifecycle)

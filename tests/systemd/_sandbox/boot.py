@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .base import SandboxBase
 from .common import CLEAN_ENV, NOISY_UNITS, PREFIX, TARGET, SandboxError
 from .host import _alive, _kill, _pid_start_time, _wait_dead
 from .mounts import _remove_base, _umount_tree, cleanup_stale, mount_overlay
 
 if TYPE_CHECKING:
-    from .core import Sandbox
+    from typing import Self  # Python >= 3.11; only the type checker imports it
 
 
 def cannot_run_reason() -> str | None:
@@ -48,10 +49,10 @@ def cannot_run_reason() -> str | None:
     return None
 
 
-class Lifecycle:
+class Lifecycle(SandboxBase):
     """Mixed into Sandbox (core.py), whose __init__ sets the attributes used here."""
 
-    def __enter__(self) -> Sandbox:
+    def __enter__(self) -> Self:
         self.boot()
         return self
 
@@ -62,7 +63,7 @@ class Lifecycle:
     def booted(self) -> bool:
         return self.pid1 is not None and _alive(self.pid1, self._pid1_start)
 
-    def boot(self, timeout: float = 60) -> Sandbox:
+    def boot(self, timeout: float = 60) -> Self:
         if self.base is not None:
             raise SandboxError("boot() called twice")
         reason = cannot_run_reason()

@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .base import SandboxBase
 from .common import CLEAN_ENV, SandboxError
 from .host import _finish
 
 
-class Commands:
+class Commands(SandboxBase):
     """Mixed into Sandbox (core.py)."""
 
     def _nsenter(self) -> list[str]:

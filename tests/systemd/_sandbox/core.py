@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
-from typing import Any
 
 from .boot import Lifecycle
 from .commands import Commands
-from .common import DEFAULT_CACHE, DEFAULT_PARENT, InstallResult
+from .common import DEFAULT_CACHE, DEFAULT_PARENT
 from .files import Files
 from .install import Install
 from .units import Units
@@ -31,17 +29,18 @@ class Sandbox(Lifecycle, Commands, Units, Files, Install):
         self.private_network = private_network
         self.cache_dir = cache_dir
         self.poweroff_timeout = poweroff_timeout
-        self.base: str | None = None
-        self.root: str | None = None  # R: the overlay mount point (host path)
-        self.pid1: int | None = None  # the container's PID 1, as seen from the host
-        self.boot_seconds: float | None = None
-        self.console_tail: str = ""
-        self.installed: InstallResult | None = None
-        self._pid1_start: int | None = None
-        self._nspawn: subprocess.Popen | None = None
-        self._nspawn_start: int | None = None
-        self._lock_fd: int | None = None
-        self._console: Any = None
+        # The types of these attributes are declared in base.py (SandboxBase).
+        self.base = None
+        self.root = None  # R: the overlay mount point (host path)
+        self.pid1 = None  # the container's PID 1, as seen from the host
+        self.boot_seconds = None
+        self.console_tail = ""
+        self.installed = None
+        self._pid1_start = None
+        self._nspawn = None
+        self._nspawn_start = None
+        self._lock_fd = None
+        self._console = None
         self._counter = 0
         self._closed = False
         self._shutdown_lock = threading.Lock()

@@ -7,12 +7,13 @@ import os
 import posixpath
 from pathlib import Path
 
+from .base import SandboxBase
 from .common import SandboxError
 from .host import _makedirs
 from .mounts import _mount_points
 
 
-class Files:
+class Files(SandboxBase):
     """Mixed into Sandbox (core.py)."""
 
     def _inside_mounts(self) -> list[str]:
@@ -57,12 +58,17 @@ class Files:
                 best = mp
         return best == "/"
 
+    def _host(self, resolved: str) -> str:
+        """The host path of RESOLVED, a container path on the overlay root (see resolve())."""
+        assert self.root
+        return self.root + resolved
+
     def host_path(self, path: str) -> str:
         """The host path of container path PATH (must be on the overlay root)."""
         resolved = self.resolve(path)
         if not self._on_overlay(resolved):
             raise SandboxError(f"{path} is on a mount private to the container; use run()")
-        return self.root + resolved  # type: ignore[operator]
+        return self._host(resolved)
 
     def write_file(self, path: str, text: str | bytes, mode: int = 0o644) -> None:
         """Create/replace PATH inside the sandbox (parents created).  Paths on the overlay are
@@ -71,7 +77,7 @@ class Files:
         data = text.encode() if isinstance(text, str) else text
         resolved = self.resolve(path)
         if self._on_overlay(resolved):
-            host = self.root + resolved  # type: ignore[operator]
+            host = self._host(resolved)
             _makedirs(os.path.dirname(host))
             tmp = f"{host}.jrtmp{os.getpid()}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
@@ -98,11 +104,11 @@ class Files:
     def read_file(self, path: str) -> str:
         resolved = self.resolve(path)
         if self._on_overlay(resolved):
-            return Path(self.root + resolved).read_text()  # type: ignore[operator]
+            return Path(self._host(resolved)).read_text()
         return self.run(["cat", "--", resolved]).stdout
 
     def exists(self, path: str) -> bool:
         resolved = self.resolve(path)
         if self._on_overlay(resolved):
-            return os.path.lexists(self.root + resolved)  # type: ignore[operator]
+            return os.path.lexists(self._host(resolved))
         return self.run(["test", "-e", resolved], check=False).returncode == 0

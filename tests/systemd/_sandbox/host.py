@@ -40,10 +40,10 @@ def _finish(
     """Wait for PROC (its whole process group is killed on timeout); raise on failure if CHECK."""
     try:
         out, err = proc.communicate(input=input, timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as expired:
         _killpg(proc.pid)
         out, err = proc.communicate()
-        raise SandboxCommandError(-9, list(argv), out, (err or "") + f"\n[timed out after {timeout}s]")
+        raise SandboxCommandError(-9, list(argv), out, (err or "") + f"\n[timed out after {timeout}s]") from expired
     cp = subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
     if check and proc.returncode != 0:
         raise SandboxCommandError(proc.returncode, list(argv), out, err)

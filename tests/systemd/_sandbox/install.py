@@ -9,12 +9,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .base import SandboxBase
 from .common import HOST_PYTHON, InstallResult, SandboxError
 from .host import _makedirs
 from .wheels import _build_project_wheel, _dependency_wheelhouse
 
 
-class Install:
+class Install(SandboxBase):
     """Mixed into Sandbox (core.py)."""
 
     def install_project(

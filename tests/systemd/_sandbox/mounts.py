@@ -104,7 +104,7 @@ def cleanup_stale(parent: str = DEFAULT_PARENT, grace: float = 120) -> list[str]
     holds the flock for the sandbox's whole life, and a directory younger than GRACE seconds
     without a state file is being created right now and is left alone.
     """
-    reaped = []
+    reaped: list[str] = []
     try:
         names = os.listdir(parent)
     except FileNotFoundError:

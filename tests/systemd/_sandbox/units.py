@@ -9,11 +9,12 @@ import os
 import subprocess
 from collections.abc import Iterable, Sequence
 
+from .base import SandboxBase
 from .common import TARGET, SandboxCommandError
 from .host import _makedirs
 
 
-class Units:
+class Units(SandboxBase):
     """Mixed into Sandbox (core.py); runs everything through ``self.run``."""
 
     def systemctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
