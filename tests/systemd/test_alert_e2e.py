@@ -84,10 +84,11 @@ def _run_and_wait(sb, unit: str) -> dict:
     state = sb.start_oneshot(unit, timeout=60)
     try:
         sb.wait_for(lambda: _alert_finished(sb, unit), timeout=30)
-    except TimeoutError:
+    except TimeoutError as timeout:
         alert = f"alert-failure@{unit}.service"
         log = sb.run(["journalctl", "--no-pager", "-n", "40", "-u", alert, "-u", unit], check=False).stdout
-        raise AssertionError(f"{alert} did not report:\n{sb.systemctl('status', alert, check=False).stdout}\n{log}")
+        status = sb.systemctl("status", alert, check=False).stdout
+        raise AssertionError(f"{alert} did not report:\n{status}\n{log}") from timeout
     time.sleep(1.0)  # anything late would arrive now
     return state
 
