@@ -6,6 +6,7 @@ file stays around a minute on a 2-core machine) and never waits without a timeou
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -49,7 +50,7 @@ def _ledger(path: Path) -> list[tuple[str, int, int]]:
     return [(kind, int(pid), ns) for kind, pid, ns in ledger_entries(path)]
 
 
-def test_launch_storm_with_random_sigkills_never_overlaps(launcher, tmp_path):
+def test_launch_storm_with_random_sigkills_never_overlaps(launcher, tmp_path: Path) -> None:
     """WAVES×20 launches of a locked job; in random waves the holder is SIGKILLed mid-section.
 
     Each ``in`` must follow the previous holder's ``out``, or, for a killed holder (``in``
@@ -70,13 +71,14 @@ def test_launch_storm_with_random_sigkills_never_overlaps(launcher, tmp_path):
             procs[proc.pid] = proc
         if kill:
 
-            def holder_in() -> int | None:
+            def holder_in(before: set[int] = before) -> int | None:
                 new = [pid for kind, pid, _ in _ledger(ledger) if kind == "in" and pid not in before]
                 return new[0] if new else None
 
             assert wait_for(lambda: holder_in() is not None, 30), f"wave {wave}: nobody got the lock"
             time.sleep(rng.uniform(0.0, 0.4))
             victim = holder_in()
+            assert victim is not None
             assert victim in procs
             os.kill(victim, signal.SIGKILL)
             procs[victim].wait(timeout=30)
@@ -91,7 +93,7 @@ def test_launch_storm_with_random_sigkills_never_overlaps(launcher, tmp_path):
     assert set(killed) == set(reaped), (killed, reaped)
     # Sections ordered by entry; each one must end (out, or reap bound) before the next begins.
     ins.sort(key=lambda r: r[2])
-    for (_, pid, _), (_, nxt, nxt_in) in zip(ins, ins[1:]):
+    for (_, pid, _), (_, nxt, nxt_in) in itertools.pairwise(ins):
         end = outs.get(pid, reaped.get(pid))
         assert end is not None and nxt_in > end, f"run {nxt} entered at {nxt_in} before {pid} left ({end})"
     assert set(codes) <= {0, 75, -signal.SIGKILL}, sorted(set(codes))
@@ -196,15 +198,15 @@ def test_sigterm_at_each_phase(launcher, tmp_path, phase):
         assert wait_for(lambda: _count(tmp_path / "after" / "marks", "attempt 1") == 1, 30)
         env = _phase_env(launcher, tmp_path, WAIT="60s")
         proc = launcher.start("phases", env=env)
-        code, events = _terminate_when(launcher, proc, lambda l: l.has("lock.waiting"))
+        code, events = _terminate_when(launcher, proc, lambda lines: lines.has("lock.waiting"))
         expected_cleanups = 0  # the job never started: nothing was registered
     elif phase == "mid_job":
         proc = launcher.start("phases", env=_phase_env(launcher, tmp_path, MID_JOB="1"))
-        code, events = _terminate_when(launcher, proc, lambda l: len(_pids(tmp_path / "pids")) >= 2)
+        code, events = _terminate_when(launcher, proc, lambda lines: len(_pids(tmp_path / "pids")) >= 2)
         expected_cleanups = 1
     else:
         proc = launcher.start("phases", env=_phase_env(launcher, tmp_path, RETRY="1"))
-        code, events = _terminate_when(launcher, proc, lambda l: l.has("job.retry"))
+        code, events = _terminate_when(launcher, proc, lambda lines: lines.has("job.retry"))
         expected_cleanups = 1
     assert code == 143, events
     names = [e["event"] for e in events]
@@ -212,7 +214,7 @@ def test_sigterm_at_each_phase(launcher, tmp_path, phase):
     assert "job.terminated" in names
     assert _count(tmp_path / "cleanups", "cleanup") == expected_cleanups
     for pid in _pids(tmp_path / "pids"):
-        assert wait_for(lambda: not pid_alive(pid), 10), f"orphan {pid} survived ({phase})"
+        assert wait_for(lambda pid=pid: not pid_alive(pid), 10), f"orphan {pid} survived ({phase})"
     if holder is not None:
         assert launcher.finish(holder).returncode == 0
     _assert_lock_free(launcher, tmp_path)
@@ -224,7 +226,7 @@ def test_sigterm_during_cleanup_is_deferred(launcher, tmp_path):
     launcher.write_job("phases", PHASES_JOB)
     (tmp_path / "after").mkdir()
     proc = launcher.start("phases", env=_phase_env(launcher, tmp_path, SLOW_CLEANUP="1"))
-    code, events = _terminate_when(launcher, proc, lambda l: _count(tmp_path / "marks", "cleanup-started") == 1)
+    code, events = _terminate_when(launcher, proc, lambda lines: _count(tmp_path / "marks", "cleanup-started") == 1)
     finished = events[-1]
     assert finished["event"] == "job.finished", events
     assert (code, finished["outcome"]) == (0, "success")
@@ -232,7 +234,7 @@ def test_sigterm_during_cleanup_is_deferred(launcher, tmp_path):
     assert deferred and deferred[0]["signals"] == ["SIGTERM"]
     assert _count(tmp_path / "cleanups", "cleanup") == 1
     for pid in _pids(tmp_path / "pids"):
-        assert wait_for(lambda: not pid_alive(pid), 10), f"orphan {pid}"
+        assert wait_for(lambda pid=pid: not pid_alive(pid), 10), f"orphan {pid}"
     _assert_lock_free(launcher, tmp_path)
 
 
