@@ -161,18 +161,19 @@ def test_bad_job_name_is_config_error():
         job(name="bad name")(nightly_backup)
 
 
+# The values are wrong on purpose, types included: the run-time validation is under test.
 @pytest.mark.parametrize(
     ("build", "field"),
     [
         (lambda: Lock(wait="abc"), "lock wait"),
-        (lambda: Lock(shared="yes"), "lock shared"),
-        (lambda: Lock(busy="x"), "lock busy"),
+        (lambda: Lock(shared="yes"), "lock shared"),  # type: ignore[arg-type]
+        (lambda: Lock(busy="x"), "lock busy"),  # type: ignore[arg-type]
         (lambda: Lock(name="a b"), "lock name"),
         (lambda: Retry(attempts=0), "retry attempts"),
         (lambda: Retry(attempts=True), "retry attempts"),
         (lambda: Retry(on=(KeyboardInterrupt,)), "retry on"),
         (lambda: Retry(on=()), "retry on"),
-        (lambda: Retry(backoff="linear"), "retry backoff"),
+        (lambda: Retry(backoff="linear"), "retry backoff"),  # type: ignore[arg-type]
         (lambda: Retry(delay="x"), "retry delay"),
     ],
 )
@@ -197,14 +198,14 @@ def test_every_hardening_level_is_accepted(level):
     assert job(hardening=level)(nightly_backup).hardening == level
 
 
-def test_job_is_frozen():
+def test_job_is_frozen() -> None:
     """A Job cannot be changed after it is declared."""
     declared = job(timeout="1h")(nightly_backup)
     with pytest.raises(dataclasses.FrozenInstanceError):
         declared.timeout = 5.0  # type: ignore[misc]
 
 
-def test_lock_and_retry_are_frozen():
+def test_lock_and_retry_are_frozen() -> None:
     """Lock and Retry values cannot be changed after they are built."""
     with pytest.raises(dataclasses.FrozenInstanceError):
         Lock().shared = True  # type: ignore[misc]

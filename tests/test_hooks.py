@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -87,7 +88,9 @@ def test_a_failing_hook_is_logged_and_changes_nothing(launcher, tmp_path):
     assert launcher.state("ok")["last_outcome"] == "success"
 
 
-def test_what_hooks_record_goes_into_one_write_per_stage(tmp_path, monkeypatch, receiver, pinger):
+def test_what_hooks_record_goes_into_one_write_per_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: HttpReceiver, pinger: HttpReceiver
+) -> None:
     """A failed run with a notification and pings configured writes state.json twice: at the
     start and at the finish, which carries the throttle's and the ping's memory."""
     from jobrunner import job

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -133,7 +134,7 @@ def test_apply_folds_several_changes_into_one_write(tmp_path):
     assert store.load() == written
 
 
-def test_try_apply_reports_instead_of_raising(tmp_path):
+def test_try_apply_reports_instead_of_raising(tmp_path: Path) -> None:
     """A state that cannot be written is reported (the run goes on), and nothing is returned."""
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")

@@ -59,6 +59,8 @@ def exporter(tmp_path: Path) -> Iterator[Exporter]:
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
+    stderr = proc.stderr
+    assert stderr is not None  # stderr=PIPE
     exp = Exporter(port, directory)
     try:
 
@@ -69,7 +71,7 @@ def exporter(tmp_path: Path) -> Iterator[Exporter]:
             except OSError:
                 return proc.poll() is not None  # died: stop waiting, fail below
 
-        assert wait_for(up, timeout=20, interval=0.1) and proc.poll() is None, proc.stderr.read().decode()
+        assert wait_for(up, timeout=20, interval=0.1) and proc.poll() is None, stderr.read().decode()
         yield exp
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -80,7 +82,7 @@ def exporter(tmp_path: Path) -> Iterator[Exporter]:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 continue
-        proc.stderr.close()
+        stderr.close()
 
 
 def test_scraped_series_match_real_runs(launcher, exporter):

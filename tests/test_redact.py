@@ -59,7 +59,7 @@ def test_blank_values_are_ignored(blank):
     assert redactor.redact("a b *** c") == "a b *** c"
 
 
-def test_non_strings_are_not_registered():
+def test_non_strings_are_not_registered() -> None:
     """Registering a non-string value is ignored rather than failing."""
     redactor = Redactor()
     redactor.add(12345678)  # type: ignore[arg-type]

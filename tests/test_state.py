@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from typing import Any
 
 import pytest
 
@@ -216,16 +217,16 @@ def test_concurrent_updates_from_threads_lose_nothing(tmp_path):
     assert StateStore("counter", store_root).read()["count"] == 160
 
 
-def test_record_start_marks_running():
+def test_record_start_marks_running() -> None:
     """record_start records the running run's id, pid and start time."""
-    state: dict = {}
+    state: dict[str, Any] = {}
     record_start(state, run_id="abc", pid=42, now=500.0)
     assert state == {"running": {"run_id": "abc", "pid": 42, "since": 500.0}, "last_start": 500.0}
 
 
-def test_record_finish_success_fields():
+def test_record_finish_success_fields() -> None:
     """A success records outcome, exit code, duration, attempts, last_success and clears running."""
-    state: dict = {}
+    state: dict[str, Any] = {}
     record_start(state, run_id="r", pid=1, now=990.0)
     _finish(state, "success", duration=10.0, now=1000.0)
     assert "running" not in state
@@ -237,17 +238,17 @@ def test_record_finish_success_fields():
     assert state["runs"] == {"success": 1}
 
 
-def test_record_finish_keeps_another_runs_running_marker():
+def test_record_finish_keeps_another_runs_running_marker() -> None:
     """Finishing run A does not erase the running marker of a different run B."""
-    state: dict = {}
+    state: dict[str, Any] = {}
     record_start(state, run_id="B", pid=2, now=1.0)
     _finish(state, "failure", run_id="A")
     assert state["running"]["run_id"] == "B"
 
 
-def test_consecutive_failures_count_and_reset():
+def test_consecutive_failures_count_and_reset() -> None:
     """consecutive_failures grows with each failure or timeout and resets to 0 on success."""
-    state: dict = {}
+    state: dict[str, Any] = {}
     _finish(state, "failure", error="OSError: disk full")
     _finish(state, "timeout")
     _finish(state, "failure", error="OSError: again")
@@ -261,26 +262,26 @@ def test_consecutive_failures_count_and_reset():
     assert state["consecutive_failures"] == 1
 
 
-def test_durations_are_capped():
+def test_durations_are_capped() -> None:
     """Only the last KEEP_DURATIONS (10) durations are kept, newest last."""
-    state: dict = {}
+    state: dict[str, Any] = {}
     for i in range(15):
         _finish(state, "success", duration=float(i))
     assert KEEP_DURATIONS == 10
     assert state["durations_s"] == [float(i) for i in range(5, 15)]
 
 
-def test_runs_count_per_outcome():
+def test_runs_count_per_outcome() -> None:
     """runs counts each outcome separately."""
-    state: dict = {}
+    state: dict[str, Any] = {}
     for outcome in ("success", "failure", "success", "skipped", "timeout", "skipped", "terminated"):
         _finish(state, outcome)
     assert state["runs"] == {"success": 2, "failure": 1, "skipped": 2, "timeout": 1, "terminated": 1}
 
 
-def test_skipped_only_counts():
+def test_skipped_only_counts() -> None:
     """A skipped run bumps runs.skipped and last_skipped and touches no result field."""
-    state: dict = {}
+    state: dict[str, Any] = {}
     _finish(state, "failure", error="boom", now=100.0)
     before = {k: v for k, v in state.items() if k != "runs"}
     _finish(state, "skipped", now=200.0)

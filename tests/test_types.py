@@ -206,7 +206,7 @@ def test_every_shipped_job_is_typed(path: Path):
     assert functions, f"{path.name} declares no job"
     for fn in functions:
         (arg,) = fn.args.args
-        assert ast.unparse(arg.annotation) == "JobContext", fn.name
+        assert arg.annotation is not None and ast.unparse(arg.annotation) == "JobContext", fn.name
         assert fn.returns is not None and ast.unparse(fn.returns) == "None", fn.name
 
 

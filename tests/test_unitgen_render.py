@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from jobrunner.errors import ConfigError
@@ -40,7 +42,7 @@ def home_reader(ctx):
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
     root = tmp_path_factory.mktemp("jobs")
     package = job_package(root, {"backup": BACKUP})
     mp = pytest.MonkeyPatch()

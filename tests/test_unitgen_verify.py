@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ GOAL = {"strict": (1.5, 2.0), "standard": (4.0, 4.0), "basic": (8.0, 8.0)}
 
 
 @pytest.fixture(scope="module")
-def units_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def units_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("jobs")
     package = job_package(root, {"matrix": "\n".join(MATRIX)})
     mp = pytest.MonkeyPatch()
