@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,7 +129,8 @@ def systemd_cron_generator(packages: DebianPackages, crontab: Path, out: Path) -
     crontab: its own code, loaded from the package, parses the file and writes its units
     into ``out``; returns ``{timer name: {key: [values]}}`` of the ``[Timer]`` sections."""
     script = packages.file("systemd-cron", "lib/systemd/system-generators/systemd-crontab-generator")
-    module = types.ModuleType("systemd_crontab_generator")
+    # Any: the generator's globals, set and called below, are not known to the type checker.
+    module: Any = types.ModuleType("systemd_crontab_generator")
     module.__file__ = str(script)
     import warnings
 
