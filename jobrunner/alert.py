@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .notify.throttle import Decision
     from .state import JobState
 
@@ -123,7 +125,7 @@ def journal_tail(unit: str, invocation: str, lines: int = 50) -> tuple[list[str]
     return formatted, ""
 
 
-def _format(message: str, format_tail_line: Any) -> str:
+def _format(message: str, format_tail_line: Callable[[dict[str, Any]], str]) -> str:
     if message.startswith("{"):
         try:
             event = json.loads(message)
@@ -211,7 +213,7 @@ def _message(
     tail: list[str],
     state: JobState | None,
     job: str | None = None,
-):
+) -> tuple[str, str]:
     from .redact import default_redactor
 
     reason = _reason(props) if props else "state unknown"

@@ -23,6 +23,11 @@ one line, fit to print after ``jobrunner: ``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Self
+
 __all__ = [
     "EXIT_CONFIG",
     "EXIT_FAILURE",
@@ -62,7 +67,7 @@ class JobrunnerError(Exception):
     def __str__(self) -> str:
         return self.message
 
-    def __reduce__(self):  # pickles cleanly across processes
+    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:  # pickles cleanly across processes
         return (type(self), (self.message,))
 
 
@@ -87,7 +92,7 @@ class LockBusy(JobrunnerError):
         super().__init__(message)
         self.path = path
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:
         return (type(self), (self.message, self.path))
 
 
@@ -114,7 +119,7 @@ class CommandFailed(JobrunnerError):
         self.returncode = returncode
         self.tail = tuple(tail)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:
         return (type(self), (self.argv0, self.returncode, self.tail))
 
 
@@ -135,7 +140,7 @@ class JobTimeout(Interrupt):
         super().__init__(f"timeout of {seconds:g}s expired")
         self.seconds = seconds
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:
         return (type(self), (self.seconds,))
 
 
@@ -149,7 +154,7 @@ class LockLost(Interrupt):
         super().__init__(reason)
         self.reason = reason
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:
         return (type(self), (self.reason,))
 
 
@@ -165,5 +170,5 @@ class Terminated(Interrupt):
         self.signum = signum
         self.exit_code = 128 + signum
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:
         return (type(self), (self.signum,))

@@ -11,9 +11,13 @@ import importlib
 import os
 import re
 import sys
+from typing import TYPE_CHECKING
 
 from .declaration import Job
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 __all__ = ["DEFAULT_PACKAGE", "PACKAGE_ENV", "default_package", "discover", "load_job", "jobs_in"]
 
@@ -39,7 +43,7 @@ def _add_search_path() -> None:
         sys.path.append(os.getcwd())
 
 
-def _import(module: str):
+def _import(module: str) -> ModuleType:
     if not _MODULE.match(module):
         raise ConfigError(f"{module!r} is not a module path (e.g. jobs.wp_backup)")
     _add_search_path()
@@ -59,7 +63,7 @@ def _import(module: str):
         raise ConfigError(f"module {module!r} failed to import: {type(exc).__name__}: {exc}") from None
 
 
-def jobs_in(module_obj) -> list[Job]:
+def jobs_in(module_obj: ModuleType) -> list[Job]:
     """The jobs a module declares, in definition order."""
     return [value for value in vars(module_obj).values() if isinstance(value, Job)]
 

@@ -119,9 +119,9 @@ def _desired(source: Path, env: str | None) -> tuple[dict[str, str], list[str]]:
             unit = path.name[: -len(".service")]
             wanted[f"/{UNIT_DIR}/{unit}.service.d/{env}.conf"] = env_dropin(text, unit, env)
     for rel, target in _SHARED.items():
-        text = _read(source / rel)
-        if text is not None and text.startswith(GENERATED_MARK):
-            wanted[f"/{target}"] = text
+        shared = _read(source / rel)
+        if shared is not None and shared.startswith(GENERATED_MARK):
+            wanted[f"/{target}"] = shared
     if not wanted:
         raise ConfigError(f"{source}: no rendered units in it (run 'jobrunner units render' first)")
     return wanted, timers
