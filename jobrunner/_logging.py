@@ -33,11 +33,25 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
 from .redact import Redactor
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from structlog.typing import EventDict, WrappedLogger
+
+    class _LineBuffered(Protocol):
+        """A text stream whose line buffering can be switched (``io.TextIOWrapper``)."""
+
+        @property
+        def line_buffering(self) -> int: ...  # typeshed's TextIO says int; TextIOWrapper's is a bool
+
+        def reconfigure(self, *, line_buffering: int) -> object: ...
+
 
 __all__ = ["LineSink", "OutputCapture", "capture_output", "configure_logging", "exception_dict", "format_tail_line"]
 
@@ -61,7 +75,7 @@ def exception_dict(exc: BaseException, depth: int = 0) -> dict[str, Any]:
     return data
 
 
-def _add_exception(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _add_exception(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
     exc_info = event_dict.pop("exc_info", None)
     if exc_info:
         if exc_info is True:
@@ -79,7 +93,7 @@ class _Head:
     def __init__(self, static: dict[str, Any]) -> None:
         self.static = static
 
-    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> dict[str, Any]:
         head = {
             "ts": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             "level": "warning" if method == "warn" else ("error" if method == "exception" else method),
@@ -205,7 +219,7 @@ class OutputCapture:
         self.draining = False
         self.closed = False
         self._sink_fd: int | None = None
-        self._buffering: list[tuple[Any, bool]] = []
+        self._buffering: list[tuple[_LineBuffered, int]] = []
 
     def start(self) -> OutputCapture:
         from .process import MAX_LINE, _LineReader
@@ -425,13 +439,14 @@ class _Render:
         self.sink = sink
         self.console = console
 
-    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> tuple[tuple[str], dict[str, Any]]:
-        self.sink.tail.append(event_dict)
-        priority = PRIORITY.get(event_dict.get("level", "info"), 6)
-        json_line = _dumps(event_dict)
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> tuple[tuple[str], dict[str, Any]]:
+        event = cast("dict[str, Any]", event_dict)  # built as a dict by _Head, earlier in the chain
+        self.sink.tail.append(event)
+        priority = PRIORITY.get(event.get("level", "info"), 6)
+        json_line = _dumps(event)
         if self.console is None:
             return (json_line,), {"priority": priority}
-        return (self.console(logger, method, dict(event_dict)),), {"priority": priority, "json_line": json_line}
+        return (self.console(logger, method, dict(event)),), {"priority": priority, "json_line": json_line}
 
 
 class _StdlibBridge(logging.Handler):

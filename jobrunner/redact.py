@@ -32,8 +32,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from structlog.typing import WrappedLogger
+
+_EventDict = TypeVar("_EventDict", bound=MutableMapping[str, Any])
 
 __all__ = ["MASK", "LineStream", "Redactor", "default_redactor", "mask_argv", "secret_env_name"]
 
@@ -202,7 +207,7 @@ class Redactor:
     def add(self, *values: str) -> None:
         """Register secret values: 8 characters or more are masked anywhere, shorter ones as whole
         tokens; a multi-line value also line by line."""
-        fresh = set()
+        fresh: set[str] = set()
         for value in values:
             if isinstance(value, str):
                 fresh.update(p for p in _pieces(value) if p.strip() and p.strip("*"))
@@ -281,7 +286,7 @@ class Redactor:
             self._edges = (ends, starts)
         return self._edges
 
-    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: _EventDict) -> _EventDict:
         """A structlog processor (the schema's own keys are written by jobrunner, not redacted)."""
         for key, value in event_dict.items():
             if key in _OWN_KEYS:
