@@ -11,10 +11,15 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .errors import Interrupt, JobTimeout, Terminated
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+    from .process import ProcessGroups
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -79,7 +84,7 @@ class Signals:
 class Watchdog:
     """Last resort: if the main thread is still busy at ``at``, kill children and exit."""
 
-    def __init__(self, log: Any, groups: Any) -> None:
+    def __init__(self, log: FilteringBoundLogger, groups: ProcessGroups) -> None:
         self.at: float | None = None
         self.log = log
         self.groups = groups

@@ -30,9 +30,12 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import CommandFailed
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
 
 __all__ = ["Completed", "ProcessGroups", "run_command"]
 
@@ -54,7 +57,7 @@ class Completed:
 
 def _members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of a process group, read from /proc."""
-    found = []
+    found: list[int] = []
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -150,7 +153,8 @@ def _become_subreaper() -> bool:
         import ctypes  # ~2 ms: paid by runs that start a command, not by every timer tick
 
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        status: int = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # restype c_int: an int
+        return status == 0
     except (OSError, AttributeError):
         return False
 
@@ -331,7 +335,7 @@ class _LineReader:
 def run_command(
     argv: Sequence[str | os.PathLike[str]],
     *,
-    log: Any,
+    log: FilteringBoundLogger,
     groups: ProcessGroups,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
@@ -409,7 +413,7 @@ def run_command(
 
 def _pump(
     proc: subprocess.Popen[bytes],
-    log: Any,
+    log: FilteringBoundLogger,
     name: str,
     last: deque[str],
     captured: list[str] | None,

@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import redis
@@ -40,6 +40,9 @@ from redis.retry import Retry as _RedisRetry
 
 from .errors import ConfigError, JobrunnerError, LockBusy
 from .redact import default_redactor
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
 
 __all__ = ["RedisLease", "RedisUnavailable", "acquire_redis_lock", "lease_timing", "redis_url"]
 
@@ -112,8 +115,9 @@ class _FencedLock(_RedisPyLock):
         return redis.call('incr', KEYS[2])
     """
 
-    def __init__(self, client: Any, name: str, fence_key: str, **kwargs: Any) -> None:
-        super().__init__(client, name, **kwargs)
+    def __init__(self, client: Any, name: str, fence_key: str, *, timeout: float, **kwargs: Any) -> None:
+        super().__init__(client, name, timeout=timeout, **kwargs)
+        self.ttl = timeout  # the base class's ``timeout`` may be None; a lease always has one
         self.fence_key = fence_key
         self.fencing_token: int | None = None
         self.refusal: str | None = None
@@ -132,19 +136,19 @@ class _FencedLock(_RedisPyLock):
             return True
         # uptime_in_seconds is a difference of whole wall-clock seconds: it may be up to 1 s
         # ahead of the real uptime, hence the extra second.
-        if uptime >= math.ceil(self.timeout) + 1:
+        if uptime >= math.ceil(self.ttl) + 1:
             self._settled = True
             return True
-        self.refusal = f"Redis restarted {uptime}s ago and may have forgotten a lease; no lease before it has been up {self.timeout:g}s (the ttl)"
+        self.refusal = f"Redis restarted {uptime}s ago and may have forgotten a lease; no lease before it has been up {self.ttl:g}s (the ttl)"
         return False
 
-    def do_acquire(self, token: str) -> bool:
+    def do_acquire(self, token: str | bytes) -> bool:
         if not self._restart_guard():
             return False
         self.refusal = None
         sent = time.monotonic()
         fence = self._acquire_script(
-            keys=[self.name, self.fence_key], args=[token, int(self.timeout * 1000)], client=self.redis
+            keys=[self.name, self.fence_key], args=[token, int(self.ttl * 1000)], client=self.redis
         )
         if fence is None:
             return False
@@ -170,7 +174,14 @@ class RedisLease:
     """
 
     def __init__(
-        self, lock: _FencedLock, *, key: str, ttl: float, url: str, log: Any, on_lost: Callable[[str], None]
+        self,
+        lock: _FencedLock,
+        *,
+        key: str,
+        ttl: float,
+        url: str,
+        log: FilteringBoundLogger,
+        on_lost: Callable[[str], None],
     ) -> None:
         self._lock = lock
         self.key = key
@@ -323,7 +334,7 @@ def _holder_identity(run_id: str | None) -> str:
 
 
 def acquire_redis_lock(
-    job: Any, spec: Any, log: Any, on_lost: Callable[[str], None], *, run_id: str | None = None
+    job: Any, spec: Any, log: FilteringBoundLogger, on_lost: Callable[[str], None], *, run_id: str | None = None
 ) -> RedisLease:
     """Take the job's Redis lease or raise ``LockBusy`` / ``RedisUnavailable`` / ``ConfigError``.
 

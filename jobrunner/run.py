@@ -18,6 +18,8 @@ from . import errors
 from .state import JobState
 
 if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
     from ._interrupts import Signals
     from .context import Context
     from .declaration import Job
@@ -57,7 +59,7 @@ class Run:
     job: Job
     options: RunOptions
     ctx: Context
-    log: Any
+    log: FilteringBoundLogger
     store: StateStore
     sigs: Signals
     sink: Any  # the log sink: its ``tail`` is the last log lines, for notifications and pings

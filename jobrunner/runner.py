@@ -30,7 +30,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -46,6 +46,13 @@ from .redact import default_redactor
 from .run import Run, RunOptions, RunResult
 from .state import LOCK_WAIT_S as STATE_LOCK_WAIT_S
 from .state import JobState, StateStore, default_state_dir
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from structlog.typing import FilteringBoundLogger
+
+    from .types import HeldLock
 
 __all__ = ["RunOptions", "RunResult", "run_job"]
 
@@ -186,7 +193,7 @@ def _start(run: Run) -> None:
     run.paused_s += run.store.lock_waited
 
 
-def _call(job: Job, ctx: Context, log: Any) -> int:
+def _call(job: Job, ctx: Context, log: FilteringBoundLogger) -> int:
     retry = job.retry
     if retry is None or retry.attempts <= 1:
         job(ctx)
@@ -222,7 +229,7 @@ def _call(job: Job, ctx: Context, log: Any) -> int:
     return ctx.attempt
 
 
-def _acquire_lock(run: Run):
+def _acquire_lock(run: Run) -> HeldLock | None:
     job, log, sigs = run.job, run.log, run.sigs
     if job.lock is None or run.options.dry_run:
         return None
@@ -249,7 +256,7 @@ def _acquire_lock(run: Run):
     return lock
 
 
-def _busy_holder(exc: LockBusy, log: Any, fail: bool, policy: str) -> dict[str, Any] | None:
+def _busy_holder(exc: LockBusy, log: FilteringBoundLogger, fail: bool, policy: str) -> dict[str, Any] | None:
     """Log ``lock.busy`` with who holds the lock (from ``/proc/locks``): info for a run of the
     same user or root (the usual overlap), a warning for another user's hold, which should
     not be possible (docs/security.md) and is never silent."""
@@ -264,7 +271,7 @@ def _busy_holder(exc: LockBusy, log: Any, fail: bool, policy: str) -> dict[str, 
     return holder
 
 
-def _run_cleanups(ctx: Context, log: Any, sigs: Signals, job: Job) -> None:
+def _run_cleanups(ctx: Context, log: FilteringBoundLogger, sigs: Signals, job: Job) -> None:
     for fn, args, kwargs in ctx._pop_cleanups():
         name = getattr(fn, "__qualname__", repr(fn))
         sigs.mode = "cleanup"
@@ -281,7 +288,7 @@ def _run_cleanups(ctx: Context, log: Any, sigs: Signals, job: Job) -> None:
             sigs.mode = "stopping"
 
 
-def _kill_leftovers(ctx: Context, log: Any, job: Job) -> None:
+def _kill_leftovers(ctx: Context, log: FilteringBoundLogger, job: Job) -> None:
     for pgid in ctx.groups.kill_all(job.kill_grace):
         log.warning("proc.killed", pgid=pgid)
 
@@ -339,7 +346,7 @@ def _finish(run: Run) -> None:
     )
 
 
-def _record(run: Run, change, *, wait: float = STATE_LOCK_WAIT_S) -> None:
+def _record(run: Run, change: Callable[[JobState], None], *, wait: float = STATE_LOCK_WAIT_S) -> None:
     """One state write: ``change`` and what the hooks contributed since the last write."""
     store = run.store
     written = store.try_apply(
