@@ -93,7 +93,7 @@ def expected_interval(
     times = calendar_iterations(schedule, ITERATIONS + 1, base=base)
     if len(times) < 2:
         return None
-    gap = max((b - a).total_seconds() for a, b in zip(times, times[1:]))
+    gap = max((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False))
     return gap + (jitter or 0.0)
 
 
@@ -198,17 +198,20 @@ def _judge(
     service = units.get(f"{job.unit}.service") if units is not None else None
     if not h.facts["systemd"]:
         h.notes.append(NO_SYSTEMD)
-    timer_since = None
+    timer_since: float | None = None
     if timer is not None:
+        last_trigger = timestamp(timer.get("LastTriggerUSec"))
+        next_elapse = timestamp(timer.get("NextElapseUSecRealtime"))
+        active_since = timestamp(timer.get("ActiveEnterTimestamp"))
         h.facts["timer"] = timer_facts = {
             "unit": f"{job.unit}.timer",
             "load_state": timer.get("LoadState"),
             "active_state": timer.get("ActiveState"),
             "sub_state": timer.get("SubState"),
             "result": timer.get("Result"),
-            "last_trigger": timestamp(timer.get("LastTriggerUSec")),
-            "next_elapse": timestamp(timer.get("NextElapseUSecRealtime")),
-            "active_since": timestamp(timer.get("ActiveEnterTimestamp")),
+            "last_trigger": last_trigger,
+            "next_elapse": next_elapse,
+            "active_since": active_since,
             "calendar": timer_calendars(timer.get("TimersCalendar")),
             "randomized_delay_s": _seconds(timer.get("RandomizedDelayUSec")),
         }
@@ -219,11 +222,11 @@ def _judge(
         elif timer_facts["active_state"] != "active":
             h.find(CRITICAL, f"{job.unit}.timer is {timer_facts['active_state']} ({timer_facts['sub_state']})")
         else:
-            timer_since = timer_facts["active_since"]
-            if timer_facts["next_elapse"]:
-                h.notes.append(f"next in {format_age(timer_facts['next_elapse'] - now)}")
-            if timer_facts["last_trigger"]:
-                h.notes.append(f"triggered {format_age(now - timer_facts['last_trigger'])} ago")
+            timer_since = active_since
+            if next_elapse:
+                h.notes.append(f"next in {format_age(next_elapse - now)}")
+            if last_trigger:
+                h.notes.append(f"triggered {format_age(now - last_trigger)} ago")
     if service is not None:
         h.facts["service"] = service_facts = {
             "unit": f"{job.unit}.service",

@@ -8,10 +8,13 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, NoReturn
 
 from ..health import NAMES, OK, SEVERITY, UNKNOWN, JobHealth, check_jobs, overall
 from . import add_package_option
+
+if TYPE_CHECKING:
+    from ..declaration import Job
 
 __all__ = ["HELP", "configure", "main", "render_json", "render_text", "select"]
 
@@ -24,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     class HealthUsageError(UsageError):
         exit_code = UNKNOWN  # a Nagios plugin reports its own misuse as UNKNOWN
 
-    def error(message: str):
+    def error(message: str) -> NoReturn:
         raise HealthUsageError(f"{message} (see 'jobrunner health --help')")
 
     parser.error = error  # type: ignore[method-assign]
@@ -47,11 +50,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", default=None, help="state directory (default: $JOBRUNNER_STATE_DIR)")
 
 
-def select(all_jobs: Sequence[Any], wanted: Sequence[str], package: str) -> list[Any]:
+def select(all_jobs: Sequence[Job], wanted: Sequence[str], package: str) -> list[Job]:
     """The jobs named on the command line (by name, unit or MODULE:NAME); ``LookupError`` for others."""
     if not wanted:
         return list(all_jobs)
-    chosen = []
+    chosen: list[Job] = []
     for name in wanted:
         found = [j for j in all_jobs if name in (j.name, j.unit, j.ref)]
         if not found:

@@ -11,10 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING, TypedDict
 
 from ..errors import UsageError
 from ..timespan import format_timespan
 from . import add_package_option
+
+if TYPE_CHECKING:
+    from ..declaration import Job
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -34,7 +38,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-next", action="store_true", help="skip computing the next elapse")
 
 
-def _lock_text(job) -> str:
+class _Row(TypedDict):
+    """One job as ``--json`` prints it."""
+
+    job: str
+    unit: str
+    schedule: list[str]
+    next: str | None
+    lock: str
+    timeout: str | None
+    user: str
+    description: str
+
+
+def _lock_text(job: Job) -> str:
     if job.lock is None:
         return "-"
     text = "shared" if job.lock.shared else "exclusive"
@@ -60,19 +77,19 @@ def _package(args: argparse.Namespace) -> str:
     """``--package``, or the older positional PACKAGE; both, when they differ, is a usage error."""
     from ..loader import default_package
 
-    if args.old_package is None:
-        return args.package
-    if args.package not in (args.old_package, default_package()):
-        raise UsageError(
-            f"two packages given: {args.old_package!r} and --package {args.package!r} (see 'jobrunner list --help')"
-        )
-    return args.old_package
+    package: str = args.package
+    old_package: str | None = args.old_package
+    if old_package is None:
+        return package
+    if package not in (old_package, default_package()):
+        raise UsageError(f"two packages given: {old_package!r} and --package {package!r} (see 'jobrunner list --help')")
+    return old_package
 
 
 def main(args: argparse.Namespace) -> int:
     from ..loader import discover
 
-    rows = []
+    rows: list[_Row] = []
     for job in discover(_package(args)):
         rows.append(
             {
@@ -95,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
         (r["job"], " ; ".join(r["schedule"]) or "(manual)", r["next"] or "-", r["lock"], r["timeout"] or "-", r["user"])
         for r in rows
     ]
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table)]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=True)]
     for line in (headers, *table):
-        sys.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() + "\n")
+        sys.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n")
     return 0

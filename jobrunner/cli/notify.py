@@ -36,7 +36,8 @@ def main(args: argparse.Namespace) -> int:
     services = list(notifier.find(args.tag)) if args.tag else list(notifier)
     for service in services:
         tags = ",".join(sorted(str(t) for t in service.tags)) or "-"
-        print(f"{tags:<12} {service.url(privacy=True)}")
+        shown = service.url(privacy=True)  # type: ignore[no-untyped-call]  # apprise's URLBase.url is unannotated
+        print(f"{tags:<12} {shown}")
     if args.action == "check":
         return EXIT_OK
     if not services:

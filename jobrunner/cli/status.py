@@ -116,9 +116,10 @@ def _table(rows: list[dict[str, Any]], now: float) -> str:
                 str(r["consecutive_failures"]),
             )
         )
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table)]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=True)]
     return "".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in (headers, *table)
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n"
+        for line in (headers, *table)
     )
 
 

@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["NotifyHook", "Notice", "PingHook", "deliver", "notify_hooks", "notify_throttled"]
 
 
-def deliver(title: str, body: str, *, tags: tuple[str, ...] = (), kind: str = "failure", budget: float | None = None):
+def deliver(
+    title: str, body: str, *, tags: tuple[str, ...] = (), kind: str = "failure", budget: float | None = None
+) -> Delivery:
     """Load the configured URLs and send, bounded; ``ConfigError`` for bad configuration."""
     import apprise
 
@@ -175,7 +177,12 @@ class NotifyHook:
         if record is None:
             return
         failed = result.outcome in FAILED
-        run.contribute(lambda s: (count_streak(s, failed), record(s)))
+
+        def change(s: JobState) -> None:
+            count_streak(s, failed)
+            record(s)
+
+        run.contribute(change)
         delivery = notice.delivery
         if delivery is None:
             log.info("notify.held", reason="JOBRUNNER_NOTIFY_REPEAT", suppressed=notice.decision.suppressed + 1)
