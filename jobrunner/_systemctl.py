@@ -50,7 +50,7 @@ def show_units(units: Sequence[str], properties: Sequence[str]) -> dict[str, dic
         raise SystemctlError(f"systemctl show answered {len(blocks)} units for {len(units)} asked")
     # Blocks come in the order asked; a unit that is an alias reports its real Id, so key by
     # the name we asked for.
-    return {unit: block for unit, block in zip(units, blocks)}
+    return {unit: block for unit, block in zip(units, blocks, strict=True)}
 
 
 def _blocks(text: str) -> list[dict[str, str]]:

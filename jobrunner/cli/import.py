@@ -100,7 +100,7 @@ def _check(result: ImportResult, args: argparse.Namespace) -> int:
     entries = [e for tab in result.crontabs for e in tab.entries]
     mismatched = 0
     print(f"cron vs systemd, {start:%Y-%m-%d %H:%M} UTC + {args.days} days, local time {zone.key}")
-    for spec, entry in zip(result.specs, entries):
+    for spec, entry in zip(result.specs, entries, strict=True):  # one spec per crontab line
         label = f"{entry.path}:{entry.lineno} ({spec.name}): {entry.line.strip()}"
         if entry.schedule.reboot:
             print(f"\n{label}\n  @reboot: no calendar, runs at boot (nothing to compare)")

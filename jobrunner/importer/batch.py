@@ -75,7 +75,7 @@ def import_crontabs(
             )
         entries.extend((tab, e) for e in tab.entries)
     names = unique_names([_base(tab.path, user) for tab, _ in entries])
-    for (tab, entry), name in zip(entries, names):
+    for (_tab, entry), name in zip(entries, names, strict=True):
         spec = spec_from_entry(entry, name)
         result.specs.append(spec)
         result.warnings.extend(f"{spec.where}: {w}" for w in spec.warnings)
@@ -90,7 +90,7 @@ def import_units(paths: Sequence[str]) -> ImportResult:
     pairs, problems = find_pairs(paths)
     result.problems.extend(problems)
     names = unique_names([pair_name(p) for p in pairs])
-    for pair, name in zip(pairs, names):
+    for pair, name in zip(pairs, names, strict=True):
         try:
             spec, trouble = spec_from_pair(pair, name)
         except (OSError, ValueError) as exc:

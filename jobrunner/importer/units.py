@@ -492,7 +492,7 @@ def spec_from_pair(pair: UnitPair, name: str) -> tuple[JobSpec | None, list[Prob
     if env or uses:
         env_name = "env"
         spec.body.append("env = {**ENVIRONMENT, **ctx.env}" if env else "env = dict(ctx.env)")
-    spec.body.extend(lines if env_name else [l.replace(", env=env", "") for l in lines])
+    spec.body.extend(lines if env_name else [line.replace(", env=env", "") for line in lines])
     if not lines:
         return None, [Problem(str(service.path), service.line_of(svc, "ExecStart"), "no ExecStart= that can be run")]
     return spec, []
