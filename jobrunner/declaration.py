@@ -155,6 +155,7 @@ class Job:
     jitter: float | None = None
     fixed_jitter: bool = False
     accuracy: float | None = None
+    on_boot: float | None = None
     lock: Lock | None = None
     timeout: float | None = None
     retry: Retry | None = None
@@ -211,6 +212,7 @@ def job(
     jitter: Span | None = ...,
     fixed_jitter: bool = ...,
     accuracy: Span | None = ...,
+    on_boot: Span | None = ...,
     lock: bool | str | Lock | None = ...,
     timeout: Span | None = ...,
     retry: Retry | int | None = ...,
@@ -244,6 +246,7 @@ def job(
     jitter: Span | None = None,
     fixed_jitter: bool = False,
     accuracy: Span | None = None,
+    on_boot: Span | None = None,
     lock: bool | str | Lock | None = None,
     timeout: Span | None = None,
     retry: Retry | int | None = None,
@@ -281,6 +284,9 @@ def job(
     - ``jitter``: a random delay up to this span (``RandomizedDelaySec=``);
       ``fixed_jitter``: the same delay on every run of a host (``FixedRandomDelay=``).
     - ``accuracy``: how late systemd may start it to batch wake-ups (``AccuracySec=``).
+    - ``on_boot``: also run once this span after boot (``OnBootSec=``; ``"0"`` is at once),
+      cron's ``@reboot``; with or without a ``schedule``. The timer also fires when it is
+      first started after that moment (``units install``), as systemd does.
 
     How a run behaves:
 
@@ -367,7 +373,7 @@ def _build(fn: Callable[..., Any], settings: dict[str, Any], unknown: dict[str, 
 
 
 def _check(key: str, value: Any, name: str) -> Any:
-    if key in ("jitter", "accuracy", "timeout"):
+    if key in ("jitter", "accuracy", "timeout", "on_boot"):
         seconds = _span(value)
         if key == "timeout" and seconds == 0:
             raise ValueError("must be more than 0 (or None for no timeout)")

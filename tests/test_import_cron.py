@@ -436,13 +436,15 @@ def test_user_crontab_with_a_user_field_or_a_sixth_time_field(tmp_path):
     assert "def root_crontab(ctx: JobContext)" in proc.stdout  # the good line, printed
 
 
-def test_reboot_is_started_by_multi_user_target(tmp_path):
+def test_reboot_is_a_boot_timer(tmp_path):
+    """@reboot becomes on_boot="0": a timer with OnBootSec=0 (enabled by units install like any
+    other), no OnCalendar=, and the unit verifies."""
     crontab = tmp_path / "boot"
     crontab.write_text("@reboot root /bin/echo booted\n")
     out = tmp_path / "bootjobs"
     assert jobrunner("import", "crontab", str(crontab), "--out", str(out)).returncode == 0
     job = load(out, "boot").boot
-    assert job.schedule == () and job.systemd == {"Install": {"WantedBy": "multi-user.target"}}
+    assert job.schedule == () and job.on_boot == 0
     units = tmp_path / "units"
     assert (
         jobrunner(
@@ -450,8 +452,8 @@ def test_reboot_is_started_by_multi_user_target(tmp_path):
         ).returncode
         == 0
     )
-    assert "[Install]\nWantedBy=multi-user.target" in (units / "boot.service").read_text()
-    assert not (units / "boot.timer").exists()
+    timer = (units / "boot.timer").read_text()
+    assert "OnBootSec=0" in timer and "OnCalendar" not in timer and "WantedBy=timers.target" in timer
     assert jobrunner("units", "verify", "--dir", str(units)).returncode == 0
 
 

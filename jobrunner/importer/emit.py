@@ -268,10 +268,8 @@ def spec_from_entry(entry: Entry, name: str, *, command_name: str = "jobrunner i
     lines = to_oncalendar(sched)
     spec.schedule = lines
     if sched.reboot:
-        spec.notes.append(
-            "@reboot: cron ran this once, when it started at boot. Here multi-user.target starts the "
-            "unit at boot (the [Install] section below); 'jobrunner units install' enables timers "
-            f"only, so enable it once: systemctl enable {name.replace('_', '-')}.service"
+        spec.set(
+            "on_boot", "0", "was: @reboot (OnBootSec=0: once at boot; also once when the timer is first installed)"
         )
     elif len(lines) > 1:
         spec.set("schedule", lines, "cron runs it when either day field matches: one line for each")
@@ -330,10 +328,8 @@ def spec_from_entry(entry: Entry, name: str, *, command_name: str = "jobrunner i
     overrides: dict[str, dict[str, Any]] = {}
     if unwrapped.service:
         overrides["Service"] = dict(unwrapped.service)
-    if sched.reboot:
-        overrides["Install"] = {"WantedBy": "multi-user.target"}
     if overrides:
-        spec.set("systemd", overrides, "was: nice/ionice" if unwrapped.service and not sched.reboot else "")
+        spec.set("systemd", overrides, "was: nice/ionice")
 
     # The body.
     spec.constants.append(("COMMAND", literal(command), ["The command, unchanged: cron ran it with ENV['SHELL'] -c."]))

@@ -1,6 +1,6 @@
 """Render a job declaration into its systemd units, plus the shared files around them.
 
-Per job: ``<unit>.service`` (and ``<unit>.timer`` when it has a schedule). Once:
+Per job: ``<unit>.service`` (and ``<unit>.timer`` when it has a schedule or ``on_boot``). Once:
 ``alert-failure@.service``, ``tmpfiles.d/jobrunner.conf`` (the lock directory, log files)
 and, when a job has ``log_file``, ``logrotate.d/jobrunner``. Output is deterministic: stable
 order, no timestamps, no host facts; ``render_all()`` twice gives identical text.
@@ -204,13 +204,16 @@ def render_service(job: Job, options: RenderOptions = RenderOptions()) -> str:
 
 
 def render_timer(job: Job) -> str:
-    """The text of ``<unit>.timer`` for a job with a schedule."""
-    if not job.schedule:
+    """The text of ``<unit>.timer`` for a job with a schedule or ``on_boot``."""
+    if not job.schedule and job.on_boot is None:
         raise ConfigError(f"job {job.ref}: has no schedule, so no timer")
     unit = Unit(_header(job, "Timer"))
     unit.add("Unit", "Description", _esc(f"Schedule of jobrunner job {job.name}"))
     unit.extend("Timer", "OnCalendar", job.schedule)
-    unit.add("Timer", "Persistent", job.persistent)
+    if job.on_boot is not None:
+        unit.add("Timer", "OnBootSec", _span(job.on_boot))
+    if job.schedule:
+        unit.add("Timer", "Persistent", job.persistent)
     if job.jitter:
         unit.add("Timer", "RandomizedDelaySec", _span(job.jitter))
         unit.add("Timer", "FixedRandomDelay", job.fixed_jitter)
@@ -386,7 +389,7 @@ def render_jobs(
     files: dict[str, str] = {ALERT_UNIT: render_alert(options)}
     for job in jobs:
         files[f"{job.unit}.service"] = render_service(job, options)
-        if job.schedule:
+        if job.schedule or job.on_boot is not None:
             files[f"{job.unit}.timer"] = render_timer(job)
     files[TMPFILES_FILE] = render_tmpfiles(shared)
     logrotate = render_logrotate(shared)
