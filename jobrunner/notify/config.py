@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ..hooks import DEFAULT_APPRISE_CONFIG, notify_configured
 from ..redact import default_redactor
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_CONFIG", "config_path", "env_urls", "load", "sources_present"]
 
-DEFAULT_CONFIG = "/etc/jobrunner/apprise.yml"
+DEFAULT_CONFIG = DEFAULT_APPRISE_CONFIG
 MAX_CONFIG = 1024 * 1024  # an Apprise config is a few lines; a bigger "file" is a mistake
 _TAGGED = re.compile(r"^(?P<tag>[A-Za-z0-9_-]+)=(?P<url>[A-Za-z][A-Za-z0-9+.-]*://.*)$")
 
@@ -57,8 +58,9 @@ def env_urls(env: Mapping[str, str] | None = None) -> list[tuple[tuple[str, ...]
 
 
 def sources_present(env: Mapping[str, str] | None = None) -> bool:
-    """Whether any notification URL source is configured (cheap: no apprise import)."""
-    return bool(env_urls(env)) or config_path(env) is not None
+    """Whether any notification URL source is configured (cheap: no apprise import). The
+    decision is the hooks' (``jobrunner.hooks.notify_configured``), made in one place."""
+    return notify_configured(env)
 
 
 class _Capture(logging.Handler):
