@@ -164,6 +164,8 @@ def render_service(job: Job, options: RenderOptions = RenderOptions()) -> str:
         unit.add("Unit", "After", "network-online.target")
     s = "Service"
     unit.add(s, "Type", "oneshot")
+    # ctx.progress() reports its step to `systemctl status` with sd_notify STATUS= (jobrunner.sdnotify).
+    unit.add(s, "NotifyAccess", "main")
     if job.user:
         unit.add(s, "User", job.user)
     if job.group:
