@@ -14,6 +14,8 @@ never changes the run's outcome or exit code.
 ``load_hooks`` is the one place that decides what is configured, from the environment, and
 imports a hook's module only then, so an unconfigured timer tick imports none of them:
 
+- history: always, unless ``$JOBRUNNER_HISTORY=off`` (``jobrunner.history``: one line
+  appended to the job's ``history.jsonl``, standard library only);
 - metrics: ``$JOBRUNNER_METRICS_DIR`` is an existing directory (``jobrunner.metrics``);
 - notifications: ``$JOBRUNNER_NOTIFY_URLS``, ``$JOBRUNNER_NOTIFY_CONFIG`` or the default
   Apprise config file ``/etc/jobrunner/apprise.yml`` (``jobrunner.notify``);
@@ -62,6 +64,10 @@ def load_hooks(job: Any, options: RunOptions, env: Mapping[str, str] | None = No
     if options.dry_run:
         return []
     hooks: list[Hook] = []
+    if env.get("JOBRUNNER_HISTORY", "").strip().lower() not in ("off", "0", "no", "false"):
+        from .history import HistoryHook
+
+        hooks.append(HistoryHook(env))
     metrics_dir = env.get("JOBRUNNER_METRICS_DIR")
     # Units point at node_exporter's textfile directory; on a host without node_exporter it
     # does not exist, and that is not worth an error on every run.

@@ -76,6 +76,7 @@ def test_every_command_lives_in_the_cli_package():
         "exec",
         "list",
         "status",
+        "history",
         "health",
         "alert",
         "notify",

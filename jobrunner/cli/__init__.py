@@ -43,6 +43,7 @@ COMMANDS: dict[str, CommandInfo] = {
     "exec": CommandInfo("jobrunner.cli.exec", "wrap a command with the lock, logs, deadline and exit codes"),
     "list": CommandInfo("jobrunner.cli.list", "list the jobs of a package and their schedules"),
     "status": CommandInfo("jobrunner.cli.status", "show the recorded state of jobs"),
+    "history": CommandInfo("jobrunner.cli.history", "past runs, newest first: log commands, p50/p95, failure streaks"),
     "health": CommandInfo("jobrunner.cli.health", "check timers, results and staleness (Nagios exit codes)"),
     "alert": CommandInfo("jobrunner.cli.alert", "notify about a failed unit (what alert-failure@.service runs)"),
     "notify": CommandInfo("jobrunner.cli.notify", "notification tools: notify test [--tag T]"),

@@ -1,0 +1,130 @@
+"""``jobrunner history [JOB…] [--since SPAN|DATE] [--outcome O] [--limit N] [--json]``: past runs.
+
+One line per run, newest first, with the command that shows its log
+(``journalctl _SYSTEMD_INVOCATION_ID=…``), then per job its p50/p95 duration and its current
+failure streak. Reads each job's ``history.jsonl`` in the state directory (``--state-dir``,
+else ``$JOBRUNNER_STATE_DIR``, else the default; see ``jobrunner.history``). ``--json``: one
+JSON object per run and line, then one ``{"summary": …}`` line per job.
+
+Lines of a history file that are not records are skipped and counted on stderr, never a
+crash. A JOB with no history is a configuration error (exit 78), as an unknown job is
+everywhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+__all__ = ["HELP", "configure", "main", "parse_since"]
+
+HELP = "past runs, newest first: log commands, p50/p95, failure streaks"
+
+OUTCOMES = ("success", "failure", "timeout", "terminated", "skipped", "failed")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("jobs", nargs="*", metavar="JOB", help="jobs (default: all with a history)")
+    parser.add_argument("--since", metavar="SPAN|DATE", help="runs started since: a span ago (2h, 7d) or a date")
+    parser.add_argument(
+        "--outcome", choices=OUTCOMES, help="runs of this outcome ('failed': every outcome but success and skipped)"
+    )
+    parser.add_argument("--limit", type=int, default=50, metavar="N", help="at most N runs (default 50; 0: all)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per run, then per job a summary")
+    parser.add_argument("--state-dir", default=None, help="state directory (default: $JOBRUNNER_STATE_DIR)")
+
+
+def parse_since(value: str, now: float) -> float:
+    """Epoch seconds of ``--since``: a systemd span ago (``2h``, ``7d``) or an ISO date/time."""
+    import datetime as dt
+
+    from ..errors import UsageError
+    from ..timespan import parse_timespan
+
+    text = value.strip()
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        if when.tzinfo is None:
+            when = when.astimezone()  # local time, as journalctl --since
+        return when.timestamp()
+    try:
+        return now - parse_timespan(text)
+    except ValueError:
+        raise UsageError(f"--since {value!r} is neither a span (2h, 7d) nor a date (2026-11-30T08:00)") from None
+
+
+def _matches(outcome: str, wanted: str | None) -> bool:
+    if wanted is None:
+        return True
+    if wanted == "failed":
+        return outcome not in ("success", "skipped")
+    return outcome == wanted
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}s" if value < 60 else f"{int(value // 60)}m{int(value % 60):02d}s"
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError, UsageError
+    from ..history import STATS_WINDOW, read_history, recorded_jobs, summary
+    from ..state import default_state_dir
+
+    if args.limit < 0:
+        raise UsageError("--limit must be 0 or more")
+    root = args.state_dir or default_state_dir()
+    now = time.time()
+    since = parse_since(args.since, now) if args.since else None
+    names = list(dict.fromkeys(args.jobs)) or recorded_jobs(root)
+    runs: list[Any] = []
+    summaries: list[dict[str, Any]] = []
+    for name in names:
+        # The summary needs the last STATS_WINDOW runs; a filter or --since needs more.
+        whole = args.outcome is not None or since is not None or args.limit == 0
+        read = read_history(root, name, last=None if whole else max(args.limit, STATS_WINDOW))
+        if args.jobs and not read.records and read.error is None and not read.skipped:
+            raise ConfigError(f"no history for job {name!r} under {root}")
+        if read.error:
+            print(f"jobrunner: history of {name} is unreadable: {read.error}", file=sys.stderr)
+        if read.skipped:
+            print(f"jobrunner: history of {name}: {read.skipped} malformed line(s) skipped", file=sys.stderr)
+        summaries.append({"job": name, **summary(read.records), "skipped_lines": read.skipped})
+        runs.extend(
+            r for r in read.records if _matches(r.outcome, args.outcome) and (since is None or r.start >= since)
+        )
+    runs.sort(key=lambda r: r.start, reverse=True)
+    if args.limit:
+        runs = runs[: args.limit]
+    if args.json:
+        lines = [json.dumps({**r.to_dict(), "log": r.log_command}) for r in runs]
+        lines += [json.dumps({"summary": s}) for s in summaries]
+        sys.stdout.write("".join(line + "\n" for line in lines))
+        return 0
+    if not runs and not summaries:
+        sys.stdout.write(f"no run recorded yet (state directory {root})\n")
+        return 0
+    out = []
+    for r in runs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.start))
+        error = f"  {r.error[:120]}" if r.error else ""
+        out.append(
+            f"{when}  {r.job}  {r.outcome} (exit {r.exit_code})  {_seconds(r.duration_s)}  {r.log_command}{error}\n"
+        )
+    if summaries:
+        out.append("\n")
+        width = max(len(s["job"]) for s in summaries)
+        for s in summaries:
+            out.append(
+                f"{s['job']:<{width}}  runs {s['runs']}  p50 {_seconds(s['p50_s'])}  p95 {_seconds(s['p95_s'])}"
+                f"  failure streak {s['failure_streak']}\n"
+            )
+    sys.stdout.write("".join(out))
+    return 0
