@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only: no import of the declaration
     from structlog.typing import FilteringBoundLogger
 
     from .declaration import Job
+    from .progress import Reporter, Step
     from .redact import Redactor
     from .types import HeldLock, JobContext, Span
 
@@ -39,6 +40,8 @@ class Context:
     - ``ctx.dry_run``, ``ctx.run_id``, ``ctx.attempt``, ``ctx.options``, ``ctx.state_dir``,
       ``ctx.remaining()`` (seconds left before the deadline, or ``None``); ``ctx.job`` (the
       declaration, for the runtime).
+    - ``ctx.progress(name, total=, unit=)``: a step of a long run (``with ... as p: p.advance(n)``),
+      shown live on a terminal, in ``systemctl status`` and, every 30 s, in the log.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class Context:
         self._cleanups: list[tuple[Callable[..., object], tuple[Any, ...], dict[str, Any]]] = []
         self.groups = ProcessGroups()
         self.lock: HeldLock | None = None  # set by the runner; a Redis lease has ``.fencing_token``
+        self._progress: Reporter | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -164,6 +168,16 @@ class Context:
         self.cleanup(lock.release)
         self.log.info("lock.acquired", path=path, shared=shared)
         return lock
+
+    def progress(self, name: str, *, total: float | None = None, unit: str = "") -> Step:
+        """A step of a long run, as a context manager: ``with ctx.progress("files", total=n,
+        unit="B") as p: p.advance(k)``. Steps nest or follow one another; ``total=None`` shows
+        what is done and the rate. See ``jobrunner.progress``."""
+        if self._progress is None:
+            from .progress import reporter_for
+
+            self._progress = reporter_for(self.log, self.groups)
+        return self._progress.step(name, total, unit)
 
     def _pop_cleanups(self) -> list[tuple[Callable[..., object], tuple[Any, ...], dict[str, Any]]]:
         cleanups, self._cleanups = self._cleanups[::-1], []

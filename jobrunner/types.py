@@ -9,10 +9,12 @@
 - ``JobContext``: what a job function receives and may use (``ctx.log``, ``ctx.env``,
   ``ctx.run``, ``ctx.sh``, ``ctx.cleanup``, ``ctx.secret``, ``ctx.lock``, ``ctx.hold_lock``,
   ``ctx.dry_run``, ``ctx.run_id``, ``ctx.attempt``, ``ctx.remaining()``, ``ctx.options``,
-  ``ctx.state_dir``). The runtime's ``jobrunner.context.Context`` satisfies it; a test can
+  ``ctx.state_dir``, ``ctx.progress``). The runtime's ``jobrunner.context.Context`` satisfies it; a test can
   hand a job any object that does.
 - ``HeldLock``: a lock a run holds, ``ctx.lock`` (the job's declared lock) or what
   ``ctx.hold_lock`` returns: the file lock and the Redis lease both satisfy it.
+- ``ProgressStep``: what ``ctx.progress(...)`` returns (``advance``, ``update``, ``follow_io``,
+  ``follow_commands``, ``follow_file``).
 - ``JobFunction``: what ``@job`` decorates; ``Completed``: what ``ctx.run`` returns.
 
 Only ``typing`` is imported here, so a job module pays nothing for its annotations.
@@ -25,11 +27,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, ParamSpec, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover
+    from types import TracebackType
+
     from structlog.typing import FilteringBoundLogger
 
     from .process import Completed
 
-__all__ = ["Completed", "HeldLock", "JobContext", "JobFunction", "Span"]
+__all__ = ["Completed", "HeldLock", "JobContext", "JobFunction", "ProgressStep", "Span"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -62,6 +66,37 @@ class HeldLock(Protocol):
     def release(self) -> None:
         """Let go of the lock; safe to call twice. The runner releases it at the end anyway."""
         ...
+
+
+@runtime_checkable
+class ProgressStep(Protocol):
+    """A step of a long run, what ``ctx.progress(...)`` returns; use it with ``with``."""
+
+    def advance(self, n: float = 1) -> None:
+        """Count ``n`` more units done (cheap: call it per block or per item)."""
+        ...
+
+    def update(self, done: float, total: float | None = None) -> None:
+        """Set what is done (and the total, once known)."""
+        ...
+
+    def follow_io(self, pid: int, field: str = "rchar") -> None:
+        """Count what process ``pid`` reads (``rchar``) or writes (``wchar``), from ``/proc/<pid>/io``."""
+        ...
+
+    def follow_commands(self, field: str = "rchar") -> None:
+        """Count what the commands ``ctx.run``/``ctx.sh`` start from now on read (or write: ``wchar``)."""
+        ...
+
+    def follow_file(self, path: str | os.PathLike[str]) -> None:
+        """Count the size of a file being written."""
+        ...
+
+    def __enter__(self) -> ProgressStep: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
 
 @runtime_checkable
@@ -155,6 +190,12 @@ class JobContext(Protocol):
     def hold_lock(self, name: str, *, shared: bool = False, wait: Span | None = None) -> HeldLock:
         """Take the file lock ``name`` (as ``Lock(name=...)`` would) for the rest of the run: it
         is released with the cleanups. Waits up to ``wait``, then raises ``LockBusy``."""
+        ...
+
+    def progress(self, name: str, *, total: float | None = None, unit: str = "") -> ProgressStep:
+        """A step of a long run: ``with ctx.progress("files", total=n, unit="B") as p:
+        p.advance(k)``, shown live on a terminal, as ``systemctl status``'s status text under
+        systemd, and as a ``progress`` log event every 30 s and at the step's end."""
         ...
 
 

@@ -1,0 +1,66 @@
+"""The live progress line on a terminal (imported only when the log's stdout is a TTY).
+
+One line, redrawn in place (``\\r``, erase to end of line) and erased when the step ends.
+Log lines written meanwhile erase it first and redraw it after them, under the sink's lock,
+so the two never share a line.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["LiveLine"]
+
+_ERASE = b"\r\x1b[K"
+
+
+class LiveLine:
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.text = ""
+        self.shown = False
+        self._emit = sink._emit
+        sink._emit = self._log_line  # on the instance: only this run's sink, only while it lives
+
+    def _write(self, data: bytes) -> None:
+        fd = self.sink.fd
+        if fd is None or self.sink.stdout_lost:
+            return
+        try:
+            os.write(fd, data)
+        except OSError:
+            pass
+
+    def _log_line(self, line: str, priority: int, json_line: str | None) -> None:
+        if self.shown:
+            self._write(_ERASE)
+            self.shown = False
+        self._emit(line, priority, json_line)
+        if self.text:
+            self._show()
+
+    def _show(self) -> None:
+        try:
+            width = os.get_terminal_size(self.sink.fd).columns - 1
+        except (OSError, TypeError, ValueError):
+            width = 79
+        text = self.text if len(self.text) <= width else self.text[: max(width - 1, 0)] + "…"
+        self._write(_ERASE + text.encode("utf-8", "replace"))
+        self.shown = True
+
+    def draw(self, text: str) -> None:
+        if not self.sink.lock.acquire(timeout=0.5):
+            return
+        try:
+            self.text = text
+            self._show()
+        finally:
+            self.sink.lock.release()
+
+    def clear(self) -> None:
+        with self.sink.lock:
+            self.text = ""
+            if self.shown:
+                self._write(_ERASE)
+                self.shown = False
