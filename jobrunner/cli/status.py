@@ -7,6 +7,10 @@ Here its default is ``$JOBRUNNER_PACKAGE`` alone: without it, no package is adde
 works where no ``jobs`` package is installed). A table on a TTY (``--table`` forces it), otherwise
 one JSON object per job and line (``--json`` forces it), as ``jobrunner list`` does.
 
+``--html PATH`` writes the status page instead (``jobrunner.statuspage``): one self-contained
+HTML file, replaced atomically, of every job's last outcome, next run, recent durations, p95,
+failure streak, recent runs and the tail of its last failure.
+
 An unreadable state file is reported in its row (``error``), never as a traceback. A JOB with
 no state file and not in ``--package`` is a configuration error (exit 78, one line), as an
 unknown job is everywhere else.
@@ -50,6 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object per job (default when not a TTY)")
     out.add_argument("--table", action="store_true", help="a table (default on a TTY)")
+    out.add_argument("--html", metavar="PATH", help="write the status page (one HTML file, replaced atomically)")
 
 
 def _recorded(root: str) -> list[str]:
@@ -123,6 +128,22 @@ def _table(rows: list[dict[str, Any]], now: float) -> str:
     )
 
 
+def _html(path: str, root: str, names: list[str], package: str | None, *, one: bool) -> int:
+    from ..statuspage import collect, render, write_page
+
+    units: dict[str, str] = {}
+    if package:
+        from ..loader import discover
+
+        units = {j.name: j.unit for j in discover(package)}
+    from ..history import recorded_jobs
+
+    if not one:  # jobs with a history alone (their state unwritable, say) count too
+        names = sorted(set(names) | set(recorded_jobs(root)))
+    write_page(path, render(collect(root, names, units=units)))
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..state import default_state_dir
@@ -138,6 +159,8 @@ def main(args: argparse.Namespace) -> int:
             where = f" or in package {args.package!r}" if args.package else ""
             raise ConfigError(f"no job {args.job!r}: no state under {root}{where}")
         names = [args.job]
+    if args.html:
+        return _html(args.html, root, names, args.package, one=bool(args.job))
     rows = status_rows(root, names)
     as_json = args.json or (not args.table and not sys.stdout.isatty())
     if as_json:
