@@ -155,7 +155,7 @@ table.jobs td::before{content:attr(data-label);color:var(--mut);font-size:.85em}
 """
 
 _KNOWN = ("success", "failure", "timeout", "terminated", "skipped")
-_MARK = {"success": "\u2713", "skipped": "\u2013"}
+_MARK = {"success": "\u2713", "skipped": "\u2013", "never": "\u2013", "running": "\u25b6"}
 
 
 def _e(text: object) -> str:

@@ -284,3 +284,35 @@ def test_the_page_in_headless_chromium(tmp_path: Path, page: Path, nginx: str, o
     if origin == "nginx":
         log = (tmp_path / "nginx" / "access.log").read_text()
         assert '"GET /index.html HTTP/1.1" 200' in log
+
+
+def test_the_shipped_job_writes_the_page(tmp_path: Path):
+    """jobs.status_page, run as a job: the page (its own run on it at the next refresh), the
+    directory made 0755 for the web server, the run recorded in its history."""
+    state = tmp_path / "state"
+    seed(state, {"disk_check": ["success", "failure"]})
+    out = tmp_path / "out"
+    out.mkdir(mode=0o750)
+    env = clean_env(
+        PYTHONPATH=str(REPO),
+        JOBRUNNER_STATE_DIR=str(state),
+        JOBRUNNER_LOCK_DIR=str(tmp_path / "locks"),
+        STATUS_PAGE_DIR=str(out),
+        STATUS_PAGE_PACKAGE="jobs",
+    )
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-m", "jobrunner", "run", "jobs.status_page"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    found = rows((out / "index.html").read_text())
+    assert "failure" in found["disk_check"] and "\u25b6 running" in found["status_page"]  # itself, writing
+    assert "never ran" in found["wp_backup"]  # declared in the package, no run yet
