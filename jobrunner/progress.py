@@ -79,7 +79,8 @@ class Step:
         self.done += n
 
     def update(self, done: float, total: float | None = None) -> None:
-        """Set what is done (and the total, when it becomes known)."""
+        """Set what is done (and the total, when it becomes known); stops following."""
+        self._follow = None
         self.done = done
         if total is not None:
             self.total = total
@@ -101,20 +102,21 @@ class Step:
 
         self.follow(read)
 
-    def follow_commands(self, field: str = "rchar") -> None:
-        """Count the bytes the commands ``ctx.run``/``ctx.sh`` start from now on read (``rchar``)
-        or write (``wchar``), from ``/proc/<pid>/io`` of each command (not of its children)."""
+    def follow_commands(self, field: str = "rchar", command: str | None = None) -> None:
+        """Count the bytes the commands ``ctx.run``/``ctx.sh`` start read (``rchar``) or write
+        (``wchar``), from ``/proc/<pid>/io``: of each command itself or, with ``command`` (a
+        program name: ``"tar"``), of every process of that name in their process groups (a
+        pipeline's stage in ``ctx.sh``). Processes that ended keep their last count."""
         groups = self.reporter.groups
         if groups is None:
             return
-        base = {pid: _proc_io(f"/proc/{pid}/io", field) or 0 for pid in list(groups.pgids)}
+        name = command.encode()[:15] if command else None
         seen: dict[int, int] = {}
+        base = {pid: value for pid, value in _group_io(set(groups.pgids), field, name).items()}
 
         def read() -> float | None:
-            for pid in list(groups.pgids):
-                value = _proc_io(f"/proc/{pid}/io", field)
-                if value is not None:
-                    seen[pid] = value - base.get(pid, 0)
+            for pid, value in _group_io(set(groups.pgids), field, name).items():
+                seen[pid] = value - base.get(pid, 0)
             return sum(seen.values())
 
         self.follow(read)
@@ -197,6 +199,36 @@ class Step:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.reporter._exit(self, failed=exc_type is not None)
+
+
+def _group_io(pgids: set[int], field: str, name: bytes | None) -> dict[int, int]:
+    """pid -> ``field`` of /proc/<pid>/io: the group leaders, or the processes called ``name`` in the groups."""
+    if name is None:
+        pids = list(pgids)
+    else:
+        pids = []
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            return {}
+        for entry in entries:
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            comm = stat[stat.find(b"(") + 1 : stat.rfind(b")")]
+            rest = stat[stat.rfind(b")") + 2 :].split()
+            if comm == name and len(rest) > 2 and int(rest[2]) in pgids:
+                pids.append(int(entry))
+    found = {}
+    for pid in pids:
+        value = _proc_io(f"/proc/{pid}/io", field)
+        if value is not None:
+            found[pid] = value
+    return found
 
 
 def _proc_io(path: str, field: str) -> int | None:
@@ -290,9 +322,10 @@ class Reporter:
             self.tick()
 
     def _poll(self, step: Step) -> None:
-        if step._follow is not None:
-            value = step._follow()
-            if value is not None and value >= 0:
+        follow = step._follow
+        if follow is not None:
+            value = follow()
+            if value is not None and value >= 0 and step._follow is follow:
                 step.done = value
 
     def _run(self) -> None:

@@ -13,8 +13,8 @@
   hand a job any object that does.
 - ``HeldLock``: a lock a run holds, ``ctx.lock`` (the job's declared lock) or what
   ``ctx.hold_lock`` returns: the file lock and the Redis lease both satisfy it.
-- ``ProgressStep``: what ``ctx.progress(...)`` returns (``advance``, ``update``, ``follow_io``,
-  ``follow_commands``, ``follow_file``).
+- ``ProgressStep``: what ``ctx.progress(...)`` returns (``advance``, ``update``, ``follow``,
+  ``follow_io``, ``follow_commands``, ``follow_file``).
 - ``JobFunction``: what ``@job`` decorates; ``Completed``: what ``ctx.run`` returns.
 
 Only ``typing`` is imported here, so a job module pays nothing for its annotations.
@@ -84,8 +84,13 @@ class ProgressStep(Protocol):
         """Count what process ``pid`` reads (``rchar``) or writes (``wchar``), from ``/proc/<pid>/io``."""
         ...
 
-    def follow_commands(self, field: str = "rchar") -> None:
-        """Count what the commands ``ctx.run``/``ctx.sh`` start from now on read (or write: ``wchar``)."""
+    def follow_commands(self, field: str = "rchar", command: str | None = None) -> None:
+        """Count what the commands ``ctx.run``/``ctx.sh`` start read (or write: ``wchar``), from
+        ``/proc``: each command, or with ``command="tar"`` every ``tar`` in their process groups."""
+        ...
+
+    def follow(self, read: Callable[[], float | None]) -> None:
+        """Have ``done`` set from ``read()`` (``None``: no news) twice a second, off the job's thread."""
         ...
 
     def follow_file(self, path: str | os.PathLike[str]) -> None:

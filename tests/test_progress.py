@@ -121,6 +121,30 @@ def test_follow_file_and_follow_io_read_a_child_without_touching_its_bytes(tmp_p
         reader.wait(5)
 
 
+def test_follow_commands_counts_a_named_stage_of_a_pipeline():
+    """``follow_commands(command="cat")``: the reads of the ``cat`` inside a shell pipeline of
+    one of the run's process groups, found by name in /proc."""
+
+    class Groups:
+        pgids: set[int] = set()
+
+    rep, log, sent, clock = reporter(groups=Groups())
+    proc = subprocess.Popen(
+        ["sh", "-c", "(head -c 3000000 /dev/zero; sleep 1) | cat > /dev/null"], start_new_session=True
+    )
+    Groups.pgids.add(proc.pid)
+    try:
+        with rep.step("stage", total=3_000_000, unit="B") as p:
+            p.follow_commands(command="cat")
+            deadline = time.monotonic() + 5
+            while p.done < 3_000_000 and time.monotonic() < deadline:
+                time.sleep(0.05)
+                rep.tick()
+            assert 3_000_000 <= p.done < 3_100_000
+    finally:
+        proc.wait(5)
+
+
 def test_formats():
     assert format_amount(1536, "B") == "1.5 KiB" and format_amount(3 * 1024**3, "B") == "3.0 GiB"
     assert format_amount(1234, "URLs") == "1,234 URLs" and format_amount(12.5, "") == "12.5"
