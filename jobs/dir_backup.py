@@ -59,22 +59,27 @@ def dir_backup(ctx: JobContext) -> None:
     ctx.cleanup(_unlink_quietly, partial, dfd)
     with os.fdopen(fd, "w+b") as archive:
         # GNU tar exits 1 when a file changed while it was read: normal for a live /etc.
-        result = ctx.run(
-            [
-                "tar",
-                "--create",
-                "--gzip",
-                "--file",
-                "-",
-                "--ignore-failed-read",
-                "--warning=no-file-changed",
-                "-C",
-                str(source.parent),
-                source.name or ".",
-            ],
-            check=False,
-            stdout=archive,
-        )
+        size = _tree_bytes(source)
+        with ctx.progress("archive", total=size, unit="B") as p:
+            p.follow_commands(command="tar")  # tar's reads, from /proc: no byte passes through us
+            result = ctx.run(
+                [
+                    "tar",
+                    "--create",
+                    "--gzip",
+                    "--file",
+                    "-",
+                    "--ignore-failed-read",
+                    "--warning=no-file-changed",
+                    "-C",
+                    str(source.parent),
+                    source.name or ".",
+                ],
+                check=False,
+                stdout=archive,
+            )
+            if result.returncode == 0:  # all read: the last bytes came after /proc's last sample
+                p.update(size)
         if result.returncode not in (0, 1):
             raise RuntimeError(f"tar failed with status {result.returncode}")
         archive.flush()
@@ -93,6 +98,20 @@ def dir_backup(ctx: JobContext) -> None:
         os.unlink(old, dir_fd=dfd)
         _unlink_quietly(f"{old}.sha256", dfd)
         ctx.log.info("backup.pruned", path=str(dest / old), reason=f"more than {keep} archives")
+
+
+def _tree_bytes(root: Path) -> int:
+    """The bytes of the regular files under ``root`` (what tar reads: the progress total)."""
+    total = 0
+    for top, _dirs, names in os.walk(root):
+        for name in names:
+            try:
+                info = os.lstat(os.path.join(top, name))
+            except OSError:
+                continue
+            if info.st_mode & 0o170000 == 0o100000:
+                total += info.st_size
+    return total
 
 
 def _unlink_quietly(name: str, dir_fd: int) -> None:

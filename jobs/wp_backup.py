@@ -218,7 +218,16 @@ def write_files(ctx: JobContext, s: Settings, clients: Clients, out: Path, *, wi
         path.touch(mode=0o600, exist_ok=False)
     followers = [FileFollower(path) for path in outputs]
     try:
-        ctx.sh("\n".join(script))
+        if with_files:  # tar's reads, against the size of the tree (the dump runs alongside)
+            tree = _tree_bytes(s.wp_path)
+            with ctx.progress("files + dump", total=tree, unit="B") as p:
+                p.follow_commands(command="tar")
+                ctx.sh("\n".join(script))
+                p.update(tree)  # all read: the last bytes came after /proc's last sample
+        else:  # the compressed dump as it grows: its final size is not known beforehand
+            with ctx.progress("dump", unit="B") as p:
+                p.follow_file(dump)
+                ctx.sh("\n".join(script))
     except BaseException:
         for follower in followers:
             follower.abandon()
@@ -229,6 +238,22 @@ def write_files(ctx: JobContext, s: Settings, clients: Clients, out: Path, *, wi
             raise BackupError(f"{path}: {path.stat().st_size} bytes on disk, {files[path.name]['bytes']} read back")
     fsync_dir(out)
     return files
+
+
+def _tree_bytes(root: Path) -> int:
+    """The bytes of the regular files tar will read under ``root`` (for the progress total)."""
+    total = 0
+    for top, dirs, names in os.walk(root):
+        if top == str(root):
+            dirs[:] = [d for d in dirs if not d.startswith((".restore-", ".pre-restore-"))]
+        for name in names:
+            try:
+                info = os.lstat(os.path.join(top, name))
+            except OSError:
+                continue
+            if info.st_mode & 0o170000 == 0o100000:
+                total += info.st_size
+    return total
 
 
 def _fail_write(ctx: JobContext, s: Settings, partial: Path, exc: BaseException) -> None:
@@ -250,17 +275,22 @@ def verify(ctx: JobContext, set_dir: Path, manifest: dict[str, Any], clients: Cl
     problems = check_manifest(set_dir, manifest)
     if problems:
         raise BackupError("; ".join(problems))
-    for name in manifest["files"]:
-        path = shlex.quote(str(set_dir / name))
-        unzip = shlex.join(codec_for(name).decompress)
-        if name.startswith(FILES):
-            ctx.sh(f"{unzip} {path} | tar --list --file=- > /dev/null")
     dump = next(n for n in manifest["files"] if n.startswith(DUMP))
-    scratch = f"{clients.db.name}_verify_{secrets.token_hex(4)}"
-    ctx.cleanup(lambda: clients.query(f"DROP DATABASE IF EXISTS {sql_ident(scratch)}"))
-    clients.query(f"CREATE DATABASE {sql_ident(scratch)}")
-    mysql = shlex.join(clients.load_argv(scratch))
-    ctx.sh(f"{shlex.join(codec_for(dump).decompress)} {shlex.quote(str(set_dir / dump))} | {mysql}")
+    # The decompressors' reads, against the set's compressed bytes: the archive, then the dump.
+    compressed = sum(f["bytes"] for f in manifest["files"].values())
+    with ctx.progress("verify", total=compressed, unit="B") as p:
+        p.follow_commands(command=codec_for(dump).decompress[0])
+        for name in manifest["files"]:
+            path = shlex.quote(str(set_dir / name))
+            unzip = shlex.join(codec_for(name).decompress)
+            if name.startswith(FILES):
+                ctx.sh(f"{unzip} {path} | tar --list --file=- > /dev/null")
+        scratch = f"{clients.db.name}_verify_{secrets.token_hex(4)}"
+        ctx.cleanup(lambda: clients.query(f"DROP DATABASE IF EXISTS {sql_ident(scratch)}"))
+        clients.query(f"CREATE DATABASE {sql_ident(scratch)}")
+        mysql = shlex.join(clients.load_argv(scratch))
+        ctx.sh(f"{shlex.join(codec_for(dump).decompress)} {shlex.quote(str(set_dir / dump))} | {mysql}")
+        p.update(compressed)
     restored = clients.table_names(scratch)
     ctx.log.info("backup.restore_checked", scratch_db=scratch, tables=len(restored), expected=manifest["tables"])
     if restored != manifest["table_names"]:

@@ -201,7 +201,10 @@ def wp_cache_warm(ctx: JobContext) -> None:
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="warm")
     try:
-        results += list(pool.map(warm, urls))
+        with ctx.progress("urls", total=len(urls), unit="URLs") as p:
+            for fetched in pool.map(warm, urls):  # counted here, in order: one thread advances
+                results.append(fetched)
+                p.advance()
     finally:
         stop.set()  # on SIGTERM/timeout the queued URLs return at once as skipped
         pool.shutdown(wait=True, cancel_futures=True)
