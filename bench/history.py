@@ -125,7 +125,8 @@ def main() -> int:
             "PYTHONPATH": REPO,
         }
         argv = [sys.executable, "-m", "jobrunner", "jobs.noop"]
-        on, off = [], []
+        on: list[float] = []
+        off: list[float] = []
         for i in range(args.runs + 2):
             pair = [(on, env), (off, {**env, "JOBRUNNER_HISTORY": "off"})]
             for bucket, e in pair if i % 2 else reversed(pair):
