@@ -49,7 +49,8 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before listening on {port}")
+            program = proc.args if isinstance(proc.args, (str, bytes, os.PathLike)) else proc.args[0]
+            raise RuntimeError(f"{os.fsdecode(program)} exited with {proc.returncode} before listening on {port}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
         time.sleep(0.05)

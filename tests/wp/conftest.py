@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ class _Stack:
 
 
 @pytest.fixture
-def site(wp_stack, tmp_path) -> Path:
+def site(wp_stack, tmp_path) -> Iterator[Path]:
     """A private copy of the site (files + database ``wordpress_sN``), DB_HOST as a socket."""
     name = f"{stack.DB_NAME}_s{next(_counter)}"
     dest = tmp_path / "site"

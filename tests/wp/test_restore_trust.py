@@ -237,7 +237,7 @@ class OwnMariaDB:
     def __init__(self, user: User, base: Path) -> None:
         self.user, self.base = user, base
         self.socket = base / "mysqld.sock"
-        self.proc = None
+        self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> OwnMariaDB:
         as_user(
@@ -252,7 +252,7 @@ class OwnMariaDB:
             timeout=120,
         )
         mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
-        self.proc = start_as_user(
+        self.proc = proc = start_as_user(
             self.user,
             [
                 mariadbd,
@@ -265,6 +265,7 @@ class OwnMariaDB:
                 "--innodb-buffer-pool-size=32M",
             ],
         )
+        assert proc.stderr is not None  # start_as_user pipes it
         end = time.monotonic() + 60
         while time.monotonic() < end:
             ping = subprocess.run(
@@ -272,7 +273,7 @@ class OwnMariaDB:
             )
             if ping.returncode == 0:
                 return self
-            assert self.proc.poll() is None, self.proc.stderr.read()
+            assert proc.poll() is None, proc.stderr.read()
             time.sleep(0.2)
         raise AssertionError("the attacker's mariadbd did not start")
 
@@ -280,7 +281,8 @@ class OwnMariaDB:
         if self.proc is not None:
             stop_group(self.proc, grace=20)
             for pipe in (self.proc.stdout, self.proc.stderr):
-                pipe.close()
+                if pipe is not None:  # start_as_user pipes both
+                    pipe.close()
 
 
 def test_a_restored_db_name_is_never_a_mysql_option(site_env, site, wp_stack, shared, www_data):

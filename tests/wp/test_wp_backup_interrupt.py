@@ -97,9 +97,11 @@ class TableLock:
         self.proc = subprocess.Popen(
             db.client("--unbuffered", "-N", "-B"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
-        self.proc.stdin.write(f"LOCK TABLES `{database}`.`{table}` WRITE; SELECT 'locked';\n")
-        self.proc.stdin.flush()
-        assert self.proc.stdout.readline().strip() == "locked"
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both piped
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+        self.stdin.write(f"LOCK TABLES `{database}`.`{table}` WRITE; SELECT 'locked';\n")
+        self.stdin.flush()
+        assert self.stdout.readline().strip() == "locked"
 
     def waiters(self) -> int:
         """Sessions of the site's database user blocked behind the lock."""
@@ -112,8 +114,8 @@ class TableLock:
     def release(self) -> None:
         if self.proc.poll() is None:
             try:
-                self.proc.stdin.write("UNLOCK TABLES;\n")
-                self.proc.stdin.close()
+                self.stdin.write("UNLOCK TABLES;\n")
+                self.stdin.close()
             except OSError:
                 pass
             try:
@@ -121,7 +123,7 @@ class TableLock:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.proc.stdout.close()
+        self.stdout.close()
 
 
 @pytest.fixture
@@ -219,7 +221,7 @@ def test_sigkill_mid_write_leaves_only_a_hidden_partial_that_prune_removes_once_
     assert not partial.exists() and site_env.sets() == [good]
 
 
-def test_sigterm_mid_verify_drops_the_scratch_database(site_env, site, wp_stack):
+def test_sigterm_mid_verify_drops_the_scratch_database(site_env, site: Path, wp_stack) -> None:
     """Stopped while the dump is loaded into the scratch database ``<db>_verify_<random>``: the
     cleanup drops it (while the credentials file still exists), no set is published."""
     database = read_wp_config(site).name
