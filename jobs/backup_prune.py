@@ -103,7 +103,7 @@ def plan(sets: list[BackupSet], daily: int, weekly: int, monthly: int) -> dict[P
         keep[verified[-1].path].append("newest verified")
     rules = (
         ("daily", daily, lambda d: d.strftime("%Y-%m-%d")),
-        ("weekly", weekly, lambda d: "%d-W%02d" % d.isocalendar()[:2]),
+        ("weekly", weekly, lambda d: f"{d.isocalendar().year}-W{d.isocalendar().week:02d}"),
         ("monthly", monthly, lambda d: d.strftime("%Y-%m")),
     )
     for label, count, period in rules:
