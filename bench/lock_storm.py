@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import TypedDict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import job_env, run_once, verdict
@@ -46,7 +47,14 @@ STORM_JOB = """
 """
 
 
-def storm(argv: list[str], n: int, env: dict[str, str], cwd: str) -> dict[str, object]:
+class Storm(TypedDict):
+    wall: float  # the whole storm, seconds
+    walls: list[float]  # spawn-to-reap of each launch, seconds
+    cpus: list[float]  # user + sys of each launch, seconds
+    codes: list[int]  # exit codes
+
+
+def storm(argv: list[str], n: int, env: dict[str, str], cwd: str) -> Storm:
     """Start ``n`` copies at once; reap them as they end. Wall, per-launch walls, CPU, codes."""
     started: dict[int, float] = {}
     procs = []  # kept referenced: a dropped Popen may be reaped behind our back by subprocess
@@ -55,7 +63,9 @@ def storm(argv: list[str], n: int, env: dict[str, str], cwd: str) -> dict[str, o
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
         procs.append(proc)
         started[proc.pid] = time.perf_counter()
-    walls, cpus, codes = [], [], []
+    walls: list[float] = []
+    cpus: list[float] = []
+    codes: list[int] = []
     pending = set(started)
     deadline = time.monotonic() + 300
     while pending:

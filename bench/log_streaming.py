@@ -77,7 +77,12 @@ def main() -> int:
         out = os.path.join(tmp, "out")
         runner = [py, "-m", "jobrunner", "flood"]
         bare = [py, "-c", BARE, str(n), FMT, out]
-        a, b, ratios, la, lb, codes = [], [], [], set(), set(), set()
+        a: list[float] = []  # walls, jobrunner
+        b: list[float] = []  # walls, bare structlog
+        ratios: list[float] = []
+        la: set[int] = set()  # sink lines, jobrunner
+        lb: set[int] = set()  # sink lines, bare structlog
+        codes: set[int] = set()
         for _ in range(args.runs):
             wa, ca, na = timed(runner, env, tmp, out, True)
             wb, cb, nb = timed(bare, env, tmp, out, False)

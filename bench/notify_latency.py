@@ -26,9 +26,10 @@ from datetime import datetime
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(REPO, "tests"))
+sys.path.insert(0, REPO)
 from _harness import compare, job_env, verdict  # noqa: E402
-from test_notify_receivers import HttpReceiver  # noqa: E402
+
+from tests.test_notify_receivers import HttpReceiver  # noqa: E402
 
 FAILER = "from jobrunner import job\n@job\ndef benchfail(ctx):\n    raise RuntimeError('bench failure')\n"
 PROBE = (
@@ -43,7 +44,7 @@ def latency(runs: int, tmp: str) -> list[float]:
     env = job_env(tmp, {"benchfail": FAILER}, JOBRUNNER_NOTIFY_URLS=receiver.url(), JOBRUNNER_NOTIFY_REPEAT="0")
     out: list[float] = []
     try:
-        for i in range(runs):
+        for _ in range(runs):
             before = len(receiver.requests)
             proc = subprocess.run(
                 [sys.executable, "-m", "jobrunner", "benchfail"],
@@ -83,7 +84,7 @@ def main() -> int:
     med = statistics.median(lat)
     print(f"{'measure':<52} {'value':>10}")
     print(
-        f"{'failure -> received, median of %d (s)' % len(lat):<52} {med:>10.3f}   "
+        f"{f'failure -> received, median of {len(lat)} (s)':<52} {med:>10.3f}   "
         f"{'met' if med <= 1.5 else 'MISSED'} (target ≤ 1.5 s); min {min(lat):.3f} max {max(lat):.3f}"
     )
     print(f"{'noop success, notify configured (ms)':<52} {result['wall_a_ms']:>10.1f}")

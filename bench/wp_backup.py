@@ -42,8 +42,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "wp"))
-import stack  # noqa: E402
+sys.path.insert(0, str(REPO))
+from tests.wp import stack  # noqa: E402
 
 
 def parse_size(text: str) -> int:
