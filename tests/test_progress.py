@@ -121,7 +121,7 @@ def test_follow_file_and_follow_io_read_a_child_without_touching_its_bytes(tmp_p
         reader.wait(5)
 
 
-def test_follow_commands_counts_a_named_stage_of_a_pipeline():
+def test_follow_commands_counts_a_named_stage_of_a_pipeline() -> None:
     """``follow_commands(command="cat")``: the reads of the ``cat`` inside a shell pipeline of
     one of the run's process groups, found by name in /proc."""
 
