@@ -51,6 +51,7 @@ __all__ = [
     "failure_streak",
     "percentile",
     "read_history",
+    "record_of",
     "recorded_jobs",
     "summary",
 ]
@@ -300,27 +301,32 @@ class HistoryHook:
         return None
 
     def on_finish(self, run: Run) -> None:
-        result = run.result
-        tail: tuple[str, ...] = ()
-        if result.outcome not in _OUTCOMES_OK:
-            from ._logging import format_tail_line
-
-            # The log sink's events passed the redactor; cut to a bound.
-            events = [e for e in run.tail if e.get("event") != "job.finished"][-MAX_TAIL_LINES:]
-            tail = tuple(format_tail_line(e)[:MAX_TAIL_LINE] for e in events)
-        record = RunRecord(
-            job=run.job.name,
-            host=os.uname().nodename,
-            run_id=run.run_id,
-            start=run.started_wall,
-            duration_s=max(0.0, result.duration_s),
-            outcome=result.outcome,
-            exit_code=result.exit_code,
-            attempts=result.attempts,
-            error=" ".join(run.error.split())[:MAX_ERROR] if run.error else None,
-            tail=tail,
-        )
+        record = record_of(run)
         append(run.store.dir, record, max_runs=self.max_runs, max_age_s=self.max_age_s)
+
+
+def record_of(run: Run) -> RunRecord:
+    """The finish record of ``run`` (the history's line, the fleet stream's entry)."""
+    result = run.result
+    tail: tuple[str, ...] = ()
+    if result.outcome not in _OUTCOMES_OK:
+        from ._logging import format_tail_line
+
+        # The log sink's events passed the redactor; cut to a bound.
+        events = [e for e in run.tail if e.get("event") != "job.finished"][-MAX_TAIL_LINES:]
+        tail = tuple(format_tail_line(e)[:MAX_TAIL_LINE] for e in events)
+    return RunRecord(
+        job=run.job.name,
+        host=os.uname().nodename,
+        run_id=run.run_id,
+        start=run.started_wall,
+        duration_s=max(0.0, result.duration_s),
+        outcome=result.outcome,
+        exit_code=result.exit_code,
+        attempts=result.attempts,
+        error=" ".join(run.error.split())[:MAX_ERROR] if run.error else None,
+        tail=tail,
+    )
 
 
 # -- reading ---------------------------------------------------------------------------------

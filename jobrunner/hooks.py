@@ -15,7 +15,8 @@ never changes the run's outcome or exit code.
 imports a hook's module only then, so an unconfigured timer tick imports none of them:
 
 - history: always, unless ``$JOBRUNNER_HISTORY=off`` (``jobrunner.history``: one line
-  appended to the job's ``history.jsonl``, standard library only);
+  appended to the job's ``history.jsonl``, standard library only); with it, where
+  ``$JOBRUNNER_REDIS_URL`` is set, the fleet's stream (``jobrunner.fleet``);
 - metrics: ``$JOBRUNNER_METRICS_DIR`` is an existing directory (``jobrunner.metrics``);
 - notifications: ``$JOBRUNNER_NOTIFY_URLS``, ``$JOBRUNNER_NOTIFY_CONFIG`` or the default
   Apprise config file ``/etc/jobrunner/apprise.yml`` (``jobrunner.notify``);
@@ -68,6 +69,11 @@ def load_hooks(job: Any, options: RunOptions, env: Mapping[str, str] | None = No
         from .history import HistoryHook
 
         hooks.append(HistoryHook(env))
+        redis_url = env.get("JOBRUNNER_REDIS_URL", "").strip()
+        if redis_url:  # the fleet's shared history (imports redis, so only when configured)
+            from .fleet import FleetHook
+
+            hooks.append(FleetHook(redis_url, env))
     metrics_dir = env.get("JOBRUNNER_METRICS_DIR")
     # Units point at node_exporter's textfile directory; on a host without node_exporter it
     # does not exist, and that is not worth an error on every run.

@@ -6,6 +6,10 @@ failure streak. Reads each job's ``history.jsonl`` in the state directory (``--s
 else ``$JOBRUNNER_STATE_DIR``, else the default; see ``jobrunner.history``). ``--json``: one
 JSON object per run and line, then one ``{"summary": …}`` line per job.
 
+``--fleet`` reads the fleet's Redis stream (``$JOBRUNNER_REDIS_URL``, see ``jobrunner.fleet``)
+instead of this host's files: every host's runs, each line naming its host, summaries per
+host and job.
+
 Lines of a history file that are not records are skipped and counted on stderr, never a
 crash. A JOB with no history is a configuration error (exit 78), as an unknown job is
 everywhere else.
@@ -35,6 +39,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=50, metavar="N", help="at most N runs (default 50; 0: all)")
     parser.add_argument("--json", action="store_true", help="one JSON object per run, then per job a summary")
     parser.add_argument("--state-dir", default=None, help="state directory (default: $JOBRUNNER_STATE_DIR)")
+    parser.add_argument("--fleet", action="store_true", help="every host's runs, from the Redis stream")
 
 
 def parse_since(value: str, now: float) -> float:
@@ -73,6 +78,43 @@ def _seconds(value: float | None) -> str:
     return f"{value:.1f}s" if value < 60 else f"{int(value // 60)}m{int(value % 60):02d}s"
 
 
+def _label(summary: dict[str, Any]) -> str:
+    return f"{summary['host']} {summary['job']}" if "host" in summary else str(summary["job"])
+
+
+def _fleet(args: argparse.Namespace, names: list[str], since: float | None) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The runs and per host and job summaries from the fleet's stream."""
+    import os
+
+    from ..errors import ConfigError
+    from ..history import summary
+
+    url = os.environ.get("JOBRUNNER_REDIS_URL", "").strip()
+    if not url:
+        raise ConfigError("--fleet needs $JOBRUNNER_REDIS_URL (the fleet's Redis)")
+    from ..fleet import read_fleet
+
+    try:
+        records = read_fleet(url)
+    except Exception as exc:  # redis.RedisError: down, refused, wrong password
+        from ..redact import default_redactor
+
+        raise ConfigError(default_redactor().redact(f"the fleet's Redis is unavailable: {exc}")) from None
+    wanted = set(names)
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for r in records:
+        if not wanted or r.job in wanted:
+            groups.setdefault((r.host, r.job), []).append(r)
+    summaries = [{"host": h, "job": j, **summary(rs)} for (h, j), rs in sorted(groups.items())]
+    runs = [
+        r
+        for rs in groups.values()
+        for r in rs
+        if _matches(r.outcome, args.outcome) and (since is None or r.start >= since)
+    ]
+    return runs, summaries
+
+
 def main(args: argparse.Namespace) -> int:
     from ..errors import ConfigError, UsageError
     from ..history import STATS_WINDOW, read_history, recorded_jobs, summary
@@ -83,10 +125,12 @@ def main(args: argparse.Namespace) -> int:
     root = args.state_dir or default_state_dir()
     now = time.time()
     since = parse_since(args.since, now) if args.since else None
-    names = list(dict.fromkeys(args.jobs)) or recorded_jobs(root)
+    names = list(dict.fromkeys(args.jobs)) or ([] if args.fleet else recorded_jobs(root))
     runs: list[Any] = []
     summaries: list[dict[str, Any]] = []
-    for name in names:
+    if args.fleet:
+        runs, summaries = _fleet(args, names, since)
+    for name in [] if args.fleet else names:
         # The summary needs the last STATS_WINDOW runs; a filter or --since needs more.
         whole = args.outcome is not None or since is not None or args.limit == 0
         read = read_history(root, name, last=None if whole else max(args.limit, STATS_WINDOW))
@@ -115,15 +159,16 @@ def main(args: argparse.Namespace) -> int:
     for r in runs:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.start))
         error = f"  {r.error[:120]}" if r.error else ""
+        host = f"{r.host}  " if args.fleet else ""
         out.append(
-            f"{when}  {r.job}  {r.outcome} (exit {r.exit_code})  {_seconds(r.duration_s)}  {r.log_command}{error}\n"
+            f"{when}  {host}{r.job}  {r.outcome} (exit {r.exit_code})  {_seconds(r.duration_s)}  {r.log_command}{error}\n"
         )
     if summaries:
         out.append("\n")
-        width = max(len(s["job"]) for s in summaries)
+        width = max(len(_label(s)) for s in summaries)
         for s in summaries:
             out.append(
-                f"{s['job']:<{width}}  runs {s['runs']}  p50 {_seconds(s['p50_s'])}  p95 {_seconds(s['p95_s'])}"
+                f"{_label(s):<{width}}  runs {s['runs']}  p50 {_seconds(s['p50_s'])}  p95 {_seconds(s['p95_s'])}"
                 f"  failure streak {s['failure_streak']}\n"
             )
     sys.stdout.write("".join(out))

@@ -11,6 +11,9 @@ one JSON object per job and line (``--json`` forces it), as ``jobrunner list`` d
 HTML file, replaced atomically, of every job's last outcome, next run, recent durations, p95,
 failure streak, recent runs and the tail of its last failure.
 
+``--fleet`` shows hosts × jobs from the fleet's Redis stream (``$JOBRUNNER_REDIS_URL``, see
+``jobrunner.fleet``): each job's last outcome on each host (a table; JSON with ``--json``).
+
 An unreadable state file is reported in its row (``error``), never as a traceback. A JOB with
 no state file and not in ``--package`` is a configuration error (exit 78, one line), as an
 unknown job is everywhere else.
@@ -54,6 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object per job (default when not a TTY)")
     out.add_argument("--table", action="store_true", help="a table (default on a TTY)")
+    parser.add_argument("--fleet", action="store_true", help="hosts x jobs, from the fleet's Redis stream")
     out.add_argument("--html", metavar="PATH", help="write the status page (one HTML file, replaced atomically)")
 
 
@@ -144,9 +148,53 @@ def _html(path: str, root: str, names: list[str], package: str | None, *, one: b
     return 0
 
 
+def _fleet(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..fleet import matrix, read_fleet
+    from ..redact import default_redactor
+
+    url = os.environ.get("JOBRUNNER_REDIS_URL", "").strip()
+    if not url:
+        raise ConfigError("--fleet needs $JOBRUNNER_REDIS_URL (the fleet's Redis)")
+    try:
+        cells = matrix(read_fleet(url))
+    except Exception as exc:  # redis.RedisError: down, refused, wrong password
+        raise ConfigError(default_redactor().redact(f"the fleet's Redis is unavailable: {exc}")) from None
+    if args.job:
+        cells = {k: v for k, v in cells.items() if k[1] == args.job}
+    if args.json or (not args.table and not sys.stdout.isatty()):
+        sys.stdout.write("".join(json.dumps({"host": h, "job": j, **c}) + "\n" for (h, j), c in cells.items()))
+        return 0
+    hosts = sorted({h for h, _ in cells})
+    jobs = sorted({j for _, j in cells})
+    now = time.time()
+    table = [("JOB", *hosts)]
+    for job in jobs:
+        row = [job]
+        for host in hosts:
+            c = cells.get((host, job))
+            if c is None:
+                row.append("-")
+                continue
+            streak = f", {c['failure_streak']} failed" if c["failure_streak"] else ""
+            row.append(f"{c['last_outcome']} {_when(c['last_start'], now)}{streak}")
+        table.append(tuple(row))
+    if not jobs:
+        sys.stdout.write("no run published to the fleet's stream yet\n")
+        return 0
+    widths = [max(len(str(x)) for x in col) for col in zip(*table, strict=True)]
+    sys.stdout.write(
+        "".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n" for line in table)
+    )
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..state import default_state_dir
+
+    if args.fleet:
+        return _fleet(args)
 
     root = args.state_dir or default_state_dir()
     names = _recorded(root)
