@@ -73,25 +73,28 @@ def backup_prune(ctx: JobContext) -> None:
             continue
         groups[(found.site or "?", found.kind)].append(found)
     deleted = kept = 0
-    for (site, kind), sets in sorted(groups.items()):
-        refusal = _refusal(ctx, sets, kind)
-        if refusal:
-            ctx.log.error("prune.refused", site=site, kind=kind, reason=refusal, sets=len(sets))
-            kept += len(sets)
-            continue
-        keep = plan(sets, s.keep_daily, s.keep_weekly, s.keep_monthly)
-        for item in sets:
-            if item.path in keep:
-                kept += 1
-                ctx.log.debug("prune.kept", path=str(item.path), reason=", ".join(keep[item.path]))
+    with ctx.progress("sets", total=sum(len(sets) for sets in groups.values()), unit="sets") as p:
+        for (site, kind), sets in sorted(groups.items()):
+            refusal = _refusal(ctx, sets, kind)
+            if refusal:
+                ctx.log.error("prune.refused", site=site, kind=kind, reason=refusal, sets=len(sets))
+                kept += len(sets)
+                p.advance(len(sets))
                 continue
-            reason = _delete_reason(item)
-            if ctx.dry_run:
-                ctx.log.info("prune.would_delete", path=str(item.path), reason=reason)
-                continue
-            shutil.rmtree(item.path)
-            deleted += 1
-            ctx.log.info("prune.deleted", path=str(item.path), reason=reason)
+            keep = plan(sets, s.keep_daily, s.keep_weekly, s.keep_monthly)
+            for item in sets:
+                p.advance()
+                if item.path in keep:
+                    kept += 1
+                    ctx.log.debug("prune.kept", path=str(item.path), reason=", ".join(keep[item.path]))
+                    continue
+                reason = _delete_reason(item)
+                if ctx.dry_run:
+                    ctx.log.info("prune.would_delete", path=str(item.path), reason=reason)
+                    continue
+                shutil.rmtree(item.path)
+                deleted += 1
+                ctx.log.info("prune.deleted", path=str(item.path), reason=reason)
     ctx.log.info("prune.done", deleted=deleted, kept=kept)
 
 
