@@ -72,7 +72,7 @@ class Step:
         self.started = 0.0
         self.ended: float | None = None
         self.parent: Step | None = None
-        self._follow: Callable[[], float | None] | None = None
+        self._follow: Callable[[], float | tuple[float, float | None] | None] | None = None
 
     def advance(self, n: float = 1) -> None:
         """Count ``n`` more units done."""
@@ -85,8 +85,10 @@ class Step:
         if total is not None:
             self.total = total
 
-    def follow(self, read: Callable[[], float | None]) -> None:
-        """Have the ticker set ``done`` from ``read()`` (``None``: no news) twice a second."""
+    def follow(self, read: Callable[[], float | tuple[float, float | None] | None]) -> None:
+        """Have the ticker set ``done`` from ``read()`` twice a second: a count, ``(done,
+        total)`` (a total that grows as the work is found, e.g. rclone's stats), or ``None``
+        (no news)."""
         self._follow = read
 
     def follow_io(self, pid: int, field: str = "rchar") -> None:
@@ -183,8 +185,8 @@ class Step:
         pct = self.percent()
         return {
             "step": self.path,
-            "done": self.done,
-            "total": self.total,
+            "done": _whole(self.done),
+            "total": None if self.total is None else _whole(self.total),
             "unit": self.unit or None,
             "percent": None if pct is None else round(pct, 1),
             "rate": None if rate is None else round(rate, 1),
@@ -199,6 +201,11 @@ class Step:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.reporter._exit(self, failed=exc_type is not None)
+
+
+def _whole(value: float) -> float:
+    """``3.0`` as ``3`` in the log (counts from a tool's JSON arrive as floats)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _group_io(pgids: set[int], field: str, name: bytes | None) -> dict[int, int]:
@@ -325,7 +332,13 @@ class Reporter:
         follow = step._follow
         if follow is not None:
             value = follow()
-            if value is not None and value >= 0 and step._follow is follow:
+            if step._follow is not follow or value is None:
+                return
+            if isinstance(value, tuple):
+                value, total = value
+                if total is not None:
+                    step.total = total
+            if value >= 0:
                 step.done = value
 
     def _run(self) -> None:

@@ -89,8 +89,9 @@ class ProgressStep(Protocol):
         ``/proc``: each command, or with ``command="tar"`` every ``tar`` in their process groups."""
         ...
 
-    def follow(self, read: Callable[[], float | None]) -> None:
-        """Have ``done`` set from ``read()`` (``None``: no news) twice a second, off the job's thread."""
+    def follow(self, read: Callable[[], float | tuple[float, float | None] | None]) -> None:
+        """Have ``done`` (or ``(done, total)``) set from ``read()`` (``None``: no news) twice a
+        second, off the job's thread."""
         ...
 
     def follow_file(self, path: str | os.PathLike[str]) -> None:

@@ -145,6 +145,23 @@ def test_follow_commands_counts_a_named_stage_of_a_pipeline() -> None:
         proc.wait(5)
 
 
+def test_follow_may_report_a_growing_total_and_update_ends_following():
+    rep, log, sent, clock = reporter()
+    reads = iter([(10.0, 100.0), None, (50.0, 200.0)])
+    with rep.step("sync", unit="B") as p:
+        p.follow(lambda: next(reads))
+        clock.now += 1
+        rep.tick()
+        assert (p.done, p.total) == (10.0, 100.0)
+        rep.tick()  # None: no news
+        assert (p.done, p.total) == (10.0, 100.0)
+        rep.tick()
+        assert (p.done, p.total) == (50.0, 200.0)
+        p.update(200)
+    end = log.events[-1]
+    assert end["done"] == 200 and end["total"] == 200 and isinstance(end["total"], int)
+
+
 def test_formats():
     assert format_amount(1536, "B") == "1.5 KiB" and format_amount(3 * 1024**3, "B") == "3.0 GiB"
     assert format_amount(1234, "URLs") == "1,234 URLs" and format_amount(12.5, "") == "12.5"
