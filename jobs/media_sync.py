@@ -15,7 +15,8 @@ Settings, from the environment or ``/etc/default/media-sync`` (mode 0600: it hol
   ``_PROVIDER``, ``_ENDPOINT``, ``_REGION``, ``_ACCESS_KEY_ID``, ``_SECRET_ACCESS_KEY`` (or
   ``RCLONE_CONFIG=/path/rclone.conf``). Key values are registered as secrets: never logged.
 
-rclone writes its JSON log to a private file that the job reads afterwards: each error becomes
+rclone writes its JSON log to a private file, with its statistics every 2 s (read as they come:
+the run's progress, bytes against rclone's growing total). The job reads it afterwards: each error becomes
 a ``rclone.error`` event, the final statistics a ``media.synced`` event (transfers, deletes,
 checks, bytes, errors), and a failure one ``job.failed`` line that says what went wrong. The
 machine-wide ``AWS_CA_BUNDLE`` in particular makes rclone's S3 backend fail
@@ -69,6 +70,41 @@ def _read_log(path: str) -> tuple[list[dict[str, Any]], list[str]]:
     return records, plain
 
 
+class _StatsTail:
+    """rclone's latest statistics (``bytes``, ``totalBytes``: a total that grows as rclone
+    finds work) from the new lines of its JSON log, for ``ctx.progress``'s ``follow``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+
+    def __call__(self) -> tuple[float, float | None] | None:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except OSError:
+            return None
+        self.offset += len(data)
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        latest = None
+        for line in lines:
+            if b'"stats"' in line:
+                try:
+                    stats = json.loads(line).get("stats")
+                except ValueError:
+                    continue
+                if isinstance(stats, dict) and isinstance(stats.get("bytes"), (int, float)):
+                    total = stats.get("totalBytes")
+                    latest = (
+                        float(stats["bytes"]),
+                        float(total) if isinstance(total, (int, float)) and total else None,
+                    )
+        return latest
+
+
 def _explain(ctx: JobContext, reason: str) -> str:
     if "LoadCustomCABundleError" in reason and ctx.env.get("AWS_CA_BUNDLE"):
         return (
@@ -118,12 +154,14 @@ def media_sync(ctx: JobContext) -> None:
         "--log-file",
         logfile,
         "--stats",
-        "1h",
+        "2s",  # rclone's own counts, read back as they come for the progress line
         "--stats-log-level",
         "NOTICE",
         *extra,
     ]
-    result = ctx.run(argv, check=False)
+    with ctx.progress(mode, unit="B") as p:
+        p.follow(_StatsTail(logfile))
+        result = ctx.run(argv, check=False)
     if ctx.dry_run:
         return
     records, plain = _read_log(logfile)
