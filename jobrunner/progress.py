@@ -331,7 +331,10 @@ class Reporter:
     def _poll(self, step: Step) -> None:
         follow = step._follow
         if follow is not None:
-            value = follow()
+            try:
+                value = follow()
+            except Exception:  # a closed descriptor, a vanished file: no news, never an error
+                return
             if step._follow is not follow or value is None:
                 return
             if isinstance(value, tuple):
