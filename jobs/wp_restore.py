@@ -499,16 +499,22 @@ def unpack(ctx: JobContext, archive: Path, staging_fd: int, owner: tuple[int, in
             os.close(write_end)
 
     worker = threading.Thread(target=decompress, name=f"decompress {archive.name}", daemon=True)
-    worker.start()
+    size = os.fstat(archive_fd).st_size
     unpacker = Unpacker(staging_fd, owner)
-    try:
-        with os.fdopen(read_end, "rb") as stream:
-            _unpack_stream(stream, unpacker)
-            while stream.read(1 << 20):  # the tar's padding: let the decompressor finish
-                pass
-    finally:
-        worker.join()
-        os.close(archive_fd)
+    # The decompressor reads the archive through the descriptor it inherited: its offset,
+    # shared with ours, is how far it got (read from here, never a byte through us).
+    with ctx.progress("files", total=size, unit="B") as p:
+        p.follow(lambda: os.lseek(archive_fd, 0, os.SEEK_CUR))
+        worker.start()
+        try:
+            with os.fdopen(read_end, "rb") as stream:
+                _unpack_stream(stream, unpacker)
+                while stream.read(1 << 20):  # the tar's padding: let the decompressor finish
+                    pass
+        finally:
+            worker.join()
+            p.update(os.lseek(archive_fd, 0, os.SEEK_CUR))
+            os.close(archive_fd)
     if failed:
         raise failed[0]
     return unpacker.done
@@ -534,7 +540,11 @@ def restore_database(
     unzip = codec_for(dump.name).decompress
     dump_fd = os.open(dump, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        ctx.sh(f"{shlex.join(unzip)} | {shlex.join(mysql)}", stdin=dump_fd)
+        # how far the decompressor read: the offset of the descriptor it shares with us
+        with ctx.progress("database", total=os.fstat(dump_fd).st_size, unit="B") as p:
+            p.follow(lambda: os.lseek(dump_fd, 0, os.SEEK_CUR))
+            ctx.sh(f"{shlex.join(unzip)} | {shlex.join(mysql)}", stdin=dump_fd)
+            p.update(os.lseek(dump_fd, 0, os.SEEK_CUR))
     finally:
         os.close(dump_fd)
     tables = clients.table_names(database)
