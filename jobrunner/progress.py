@@ -3,8 +3,9 @@
 A ``Step`` only counts (``advance`` adds to an integer: nothing else on the job's path). A
 ticker thread, alive while a step is open, does the reporting:
 
-- under systemd (``$NOTIFY_SOCKET``): ``STATUS=`` with the step, its percentage and ETA, at
-  most every ``STATUS_EVERY`` seconds (``systemctl status``, ``systemctl show -p StatusText``);
+- under systemd (``$NOTIFY_SOCKET``): ``STATUS=`` with the step, its percentage and ETA, every
+  ``STATUS_EVERY`` seconds, sooner when a step starts or ends but never two datagrams within
+  ``STATUS_GAP`` (``systemctl status``, ``systemctl show -p StatusText``); cleared at the end;
 - the log: a ``progress`` event every ``LOG_EVERY`` seconds for the innermost step, and one at
   each step's end (``state``: ``done``/``failed``, ``duration_s``, ``rate``);
 - on a terminal: one live line, redrawn in place and cleared when the step ends
@@ -35,6 +36,7 @@ __all__ = ["Reporter", "Step", "format_amount", "format_duration"]
 
 LOG_EVERY = 30.0
 STATUS_EVERY = 2.0
+STATUS_GAP = 0.5  # a new or ended step shows sooner, but never two datagrams closer than this
 TICK = 0.5
 TTY_TICK = 0.2
 
@@ -276,9 +278,10 @@ class Reporter:
         self.lock = threading.RLock()
         self._use_thread = thread
         self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._clear_pending = False
         self._next_log = 0.0
         self._next_status = 0.0
+        self._last_sent = -STATUS_GAP
         self._last_status = ""
 
     def step(self, name: str, total: float | None = None, unit: str = "") -> Step:
@@ -290,9 +293,8 @@ class Reporter:
             step.parent = self.stack[-1] if self.stack else None
             self.stack.append(step)
             self._next_log = step.started + self.log_every
-            self._next_status = 0.0  # the new step shows at the next tick
+            self._soon()  # the new step shows at the next tick
             if self._use_thread and self._thread is None:
-                self._stop.clear()
                 self._thread = threading.Thread(target=self._run, name="jobrunner-progress", daemon=True)
                 self._thread.start()
         self.tick()
@@ -314,19 +316,24 @@ class Reporter:
                 "progress", state="failed" if failed else "done", duration_s=round(now - step.started, 3), **fields
             )
             self._next_log = now + self.log_every
-            thread = None
             if not self.stack:
-                thread, self._thread = self._thread, None
-                self._stop.set()
-                if self.notifier is not None and self._last_status:
-                    self.notifier.send("STATUS=")
-                    self._last_status = ""
+                # Clear the status: now, or at a tick once STATUS_GAP has passed (the ticker
+                # ends itself when nothing is open and nothing is left to send).
+                self._clear_pending = self.notifier is not None and bool(self._last_status)
             else:
-                self._next_status = 0.0
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(2.0)
-        if self.stack:
-            self.tick()
+                self._soon()
+        self.tick()
+
+    def flush(self) -> None:
+        """Send a pending clear of the status now (at the process's exit: once, whatever the gap)."""
+        with self.lock:
+            if self._clear_pending and not self.stack and self.notifier is not None:
+                self.notifier.send("STATUS=")
+                self._last_status, self._clear_pending = "", False
+
+    def _soon(self) -> None:
+        """Send the status at the next tick, if STATUS_GAP has passed since the last datagram."""
+        self._next_status = min(self._next_status, self._last_sent + STATUS_GAP)
 
     def _poll(self, step: Step) -> None:
         follow = step._follow
@@ -346,7 +353,12 @@ class Reporter:
 
     def _run(self) -> None:
         period = TTY_TICK if self.terminal is not None else TICK
-        while not self._stop.wait(period):
+        while True:
+            time.sleep(period)
+            with self.lock:
+                if not self.stack and not self._clear_pending:
+                    self._thread = None
+                    return
             try:
                 self.tick()
             except Exception:  # pragma: no cover - progress must never break a run
@@ -358,7 +370,12 @@ class Reporter:
             return  # pragma: no cover
         try:
             if not self.stack:
+                now = self.clock()
+                if self._clear_pending and self.notifier is not None and now >= self._last_sent + STATUS_GAP:
+                    self.notifier.send("STATUS=")
+                    self._last_status, self._last_sent, self._clear_pending = "", now, False
                 return
+            self._clear_pending = False  # a step is open again: its status replaces the last
             for step in self.stack:
                 self._poll(step)
             now = self.clock()
@@ -369,7 +386,7 @@ class Reporter:
                 self._next_status = now + self.status_every
                 text = top.describe(now)
                 if text != self._last_status:
-                    self._last_status = text
+                    self._last_status, self._last_sent = text, now
                     self.notifier.send(f"STATUS={text}")
             if now >= self._next_log:
                 self._next_log = now + self.log_every
@@ -383,7 +400,12 @@ def reporter_for(log: FilteringBoundLogger, groups: ProcessGroups | None = None)
     from .sdnotify import Notifier
 
     notifier = Notifier()
-    return Reporter(log, notifier=notifier if notifier.enabled else None, groups=groups, terminal=_terminal())
+    reporter = Reporter(log, notifier=notifier if notifier.enabled else None, groups=groups, terminal=_terminal())
+    if notifier.enabled:
+        import atexit
+
+        atexit.register(reporter.flush)
+    return reporter
 
 
 def _terminal() -> Any:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,6 +62,8 @@ def test_an_hour_long_step_logs_every_30s_and_its_end_with_duration_and_rate():
             clock.now += 0.25
             p.advance(250)
             rep.tick()
+    clock.now += 0.5
+    rep.tick()  # the status is cleared once STATUS_GAP has passed since the last datagram
     running = [e for e in log.events if e["state"] == "running"]
     assert 119 <= len(running) <= 120
     assert all(e["event"] == "progress" and e["step"] == "copy" for e in log.events)
@@ -130,12 +133,20 @@ def test_follow_commands_counts_a_named_stage_of_a_pipeline() -> None:
 
     rep, log, sent, clock = reporter(groups=Groups())
     proc = subprocess.Popen(
-        ["sh", "-c", "(head -c 3000000 /dev/zero; sleep 1) | cat > /dev/null"], start_new_session=True
+        ["sh", "-c", "(read go; head -c 3000000 /dev/zero; sleep 1) | cat > /dev/null"],
+        start_new_session=True,
+        stdin=subprocess.PIPE,
     )
+    assert proc.stdin is not None
     Groups.pgids.add(proc.pid)
     try:
         with rep.step("stage", total=3_000_000, unit="B") as p:
-            p.follow_commands(command="cat")
+            deadline = time.monotonic() + 5
+            while not _named("cat", proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            p.follow_commands(command="cat")  # counts from now: the pipeline waits for "go"
+            proc.stdin.write(b"go\n")
+            proc.stdin.close()
             deadline = time.monotonic() + 5
             while p.done < 3_000_000 and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -160,6 +171,29 @@ def test_follow_may_report_a_growing_total_and_update_ends_following():
         p.update(200)
     end = log.events[-1]
     assert end["done"] == 200 and end["total"] == 200 and isinstance(end["total"], int)
+
+
+def test_many_short_steps_never_flood_systemd():
+    """A step starting or ending shows at once, but datagrams stay STATUS_GAP apart."""
+    rep, log, sent, clock = reporter()
+    for _ in range(1000):  # 1000 steps of 10 ms: 10 s
+        with rep.step("item", total=1):
+            clock.now += 0.01
+            rep.tick()
+    assert len(sent.messages) <= 10 / 0.5 + 2
+    assert len([e for e in log.events if e["state"] == "done"]) == 1000  # each end is logged: keep steps coarse
+
+
+def _named(name: str, pgid: int) -> bool:
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_bytes() if entry.isdigit() else b""
+        except OSError:
+            continue
+        if stat and stat[stat.find(b"(") + 1 : stat.rfind(b")")] == name.encode():
+            if int(stat[stat.rfind(b")") + 2 :].split()[2]) == pgid:
+                return True
+    return False
 
 
 def test_formats():

@@ -75,6 +75,7 @@ def test_status_text_follows_the_steps_and_the_journal_keeps_their_ends(progress
     sb.wait_for(finished, timeout=90, interval=0.25)
     final = sb.show(unit, "Result", "ExecMainStatus", "InvocationID", "StatusText")
     assert final["Result"] == "success", final
+    assert final["StatusText"] == "", final  # cleared when the last step ended
     copying = [t for t in texts if re.match(r"backup > copy \d+% \(.* / 100\.0 MiB, .*ETA", t)]
     assert len(copying) >= 2, texts  # it changes while the step runs
     assert len({re.match(r"backup > copy (\d+)%", t).group(1) for t in copying}) >= 2  # type: ignore[union-attr]
