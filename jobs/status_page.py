@@ -19,6 +19,7 @@ so that the web server's user can read them; nginx::
 from __future__ import annotations
 
 import os
+import sys
 
 from jobrunner import JobContext, job
 
@@ -41,22 +42,8 @@ DEFAULT_DIR = "/var/www/jobrunner-status"
 )
 def status_page(ctx: JobContext) -> None:
     """Write the jobs' status page (one self-contained HTML file) for a web server."""
-    from jobrunner.state import default_state_dir
-    from jobrunner.statuspage import collect, render, write_page
-
     out_dir = ctx.env.get("STATUS_PAGE_DIR") or DEFAULT_DIR
-    root = os.path.dirname(ctx.state_dir) if ctx.state_dir else default_state_dir()
-    units: dict[str, str] = {}
-    names = None
-    package = (ctx.env.get("STATUS_PAGE_PACKAGE") or "").strip()
-    if package:
-        from jobrunner.history import recorded_jobs
-        from jobrunner.loader import discover
-
-        declared = discover(package)
-        units = {j.name: j.unit for j in declared}
-        names = sorted(set(units) | set(recorded_jobs(root)) | _state_jobs(root))
-    views = collect(root, names, units=units)
+    page = os.path.join(out_dir, "index.html")
     fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         info = os.fstat(fd)
@@ -64,14 +51,11 @@ def status_page(ctx: JobContext) -> None:
             os.fchmod(fd, 0o755)  # tmpfiles.d makes it 0750 root: the web server must enter
     finally:
         os.close(fd)
-    page = render(views)
-    write_page(os.path.join(out_dir, "index.html"), page)
-    failing = sorted(v.name for v in views if v.streak)
-    ctx.log.info("status_page.written", path=os.path.join(out_dir, "index.html"), jobs=len(views), failing=failing)
-
-
-def _state_jobs(root: str) -> set[str]:
-    try:
-        return {e for e in os.listdir(root) if os.path.lexists(os.path.join(root, e, "state.json"))}
-    except OSError:
-        return set()
+    # The command an admin would type: every job's state and history under the state root
+    # (this job's directory's parent), written atomically by `jobrunner status --html`.
+    argv = [sys.executable, "-m", "jobrunner", "status", "--html", page, "--state-dir", os.path.dirname(ctx.state_dir)]
+    package = (ctx.env.get("STATUS_PAGE_PACKAGE") or "").strip()
+    if package:
+        argv += ["--package", package]
+    ctx.run(argv)
+    ctx.log.info("status_page.written", path=page)
