@@ -109,7 +109,7 @@ class Step:
     def follow_commands(self, field: str = "rchar", command: str | None = None) -> None:
         """Count the bytes the commands ``ctx.run``/``ctx.sh`` start read (``rchar``) or write
         (``wchar``), from ``/proc/<pid>/io``: of each command itself or, with ``command`` (a
-        program name: ``"tar"``), of every process of that name in their process groups (a
+        program name: ``"tar"``), of every process of that name the commands started (a
         pipeline's stage in ``ctx.sh``). Processes that ended keep their last count."""
         groups = self.reporter.groups
         if groups is None:
@@ -211,33 +211,30 @@ def _whole(value: float) -> float:
 
 
 def _group_io(pgids: set[int], field: str, name: bytes | None) -> dict[int, int]:
-    """pid -> ``field`` of /proc/<pid>/io: the group leaders, or the processes called ``name`` in the groups."""
-    if name is None:
-        pids = list(pgids)
-    else:
-        pids = []
-        try:
-            entries = os.listdir("/proc")
-        except OSError:
-            return {}
-        for entry in entries:
-            if not entry.isdigit():
-                continue
+    """pid -> ``field`` of /proc/<pid>/io: the group leaders, or the processes called ``name``
+    among their descendants (found through /proc/<pid>/task/<tid>/children: no scan of /proc)."""
+    pids = list(pgids)
+    if name is not None:
+        found: list[int] = []
+        stack = list(pgids)
+        while stack:
+            pid = stack.pop()
             try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
+                with open(f"/proc/{pid}/comm", "rb") as f:
+                    if f.read().rstrip(b"\n") == name:
+                        found.append(pid)
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                        stack.extend(int(child) for child in f.read().split())
+            except (OSError, ValueError):
                 continue
-            comm = stat[stat.find(b"(") + 1 : stat.rfind(b")")]
-            rest = stat[stat.rfind(b")") + 2 :].split()
-            if comm == name and len(rest) > 2 and int(rest[2]) in pgids:
-                pids.append(int(entry))
-    found = {}
+        pids = found
+    values = {}
     for pid in pids:
         value = _proc_io(f"/proc/{pid}/io", field)
         if value is not None:
-            found[pid] = value
-    return found
+            values[pid] = value
+    return values
 
 
 def _proc_io(path: str, field: str) -> int | None:

@@ -86,7 +86,7 @@ class ProgressStep(Protocol):
 
     def follow_commands(self, field: str = "rchar", command: str | None = None) -> None:
         """Count what the commands ``ctx.run``/``ctx.sh`` start read (or write: ``wchar``), from
-        ``/proc``: each command, or with ``command="tar"`` every ``tar`` in their process groups."""
+        ``/proc``: each command, or with ``command="tar"`` every ``tar`` they started."""
         ...
 
     def follow(self, read: Callable[[], float | tuple[float, float | None] | None]) -> None:
