@@ -26,7 +26,7 @@ MODULES = {
 
         @job(hardening="strict", network=False, timeout="5m")
         def e2e_progress(ctx):
-            with ctx.progress("backup", total=2, unit="steps") as outer:
+            with ctx.progress("backup", total=3, unit="steps") as outer:
                 with ctx.progress("copy", total=100 * 1024 * 1024, unit="B") as p:
                     for _ in range(80):
                         p.advance(1280 * 1024)
@@ -36,6 +36,11 @@ MODULES = {
                     for _ in range(30):
                         p.advance()
                         time.sleep(0.1)
+                outer.advance()
+                # a command's own bytes, read from /proc inside the hardened unit
+                with ctx.progress("stream", total=30_000_000, unit="B") as p:
+                    p.follow_commands(command="cat")
+                    ctx.sh("for i in $(seq 30); do head -c 1000000 /dev/zero; sleep 0.1; done | cat > /dev/null")
                 outer.advance()
     """,
 }
@@ -80,13 +85,20 @@ def test_status_text_follows_the_steps_and_the_journal_keeps_their_ends(progress
     assert len(copying) >= 2, texts  # it changes while the step runs
     assert len({re.match(r"backup > copy (\d+)%", t).group(1) for t in copying}) >= 2  # type: ignore[union-attr]
     assert any(t.startswith("backup > verify (") for t in texts), texts
+    streamed = [int(m.group(1)) for t in texts if (m := re.match(r"backup > stream (\d+)% ", t))]
+    assert any(0 < pct < 100 for pct in streamed), texts  # cat's reads, seen from /proc mid-run
     assert status_lines and re.search(r'Status: "backup > copy \d+%', status_lines[0]), status_lines
     events = [e for e in sb.job_events(final["InvocationID"]) if e["event"] == "progress"]
     ends = [(e["step"], e["state"]) for e in events if e["state"] != "running"]
-    assert ends == [("backup > copy", "done"), ("backup > verify", "done"), ("backup", "done")]
+    assert ends == [
+        ("backup > copy", "done"),
+        ("backup > verify", "done"),
+        ("backup > stream", "done"),
+        ("backup", "done"),
+    ]
     copy = next(e for e in events if e["step"] == "backup > copy" and e["state"] == "done")
     assert 7 <= copy["duration_s"] <= 30 and copy["percent"] == 100.0 and copy["rate"] > 0
-    assert len(events) <= 3 + 1  # the ends, and at most one 30 s event: never a flood
+    assert len(events) <= 4 + 1  # the ends, and at most one 30 s event: never a flood
 
 
 def test_the_unit_with_notify_access_scores_within_its_threshold(progress_unit: Sandbox):
