@@ -14,7 +14,6 @@ umask. Standard library only.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import IO
 
@@ -54,6 +53,8 @@ def fsync_dir(directory: str | os.PathLike[str] | int) -> None:
 
 def sha256_file(source: str | os.PathLike[str] | IO[bytes]) -> str:
     """The SHA-256 of a file (a path, or an open binary file read from where it stands)."""
+    import hashlib  # not at import: it loads OpenSSL, and the run path writes files without hashing
+
     digest = hashlib.sha256()
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as handle:
