@@ -41,6 +41,20 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def jobrunner_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m jobrunner ARGS`` from the checkout, with a clean environment plus ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "jobrunner", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(PYTHONPATH=str(REPO), **env),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
 def stop_group(proc: subprocess.Popen, grace: float = 5) -> None:
     """SIGTERM a child's process group, then SIGKILL it if it has not ended within ``grace``."""
     for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -11,7 +11,7 @@ import pytest
 
 from jobrunner.cli import COMMANDS
 
-from .conftest import REPO, clean_env
+from .conftest import REPO, clean_env, jobrunner_cli
 
 # Run in a fresh interpreter: imports the command's module alone, checks its interface, and
 # prints what it found (a broken import or a wrong signature fails here, named).
@@ -89,22 +89,9 @@ def test_every_command_lives_in_the_cli_package():
         assert (REPO / "jobrunner" / "cli" / f"{name}.py").is_file()
 
 
-def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jobrunner", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(PYTHONPATH=str(REPO), **env),
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
 def test_help_lists_exactly_the_registry_and_imports_no_command():
     """`jobrunner --help` names every registered command with its help line, and no other."""
-    proc = _run("--help")
+    proc = jobrunner_cli("--help")
     assert proc.returncode == 0, proc.stderr
     table = proc.stdout.split("commands:\n", 1)[1].split("\n\n", 1)[0].splitlines()
     listed = {line.split(None, 1)[0]: line.split(None, 1)[1] for line in table}
@@ -129,7 +116,7 @@ def test_help_lists_exactly_the_registry_and_imports_no_command():
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_every_command_has_help(name):
     """`jobrunner COMMAND --help` exits 0 and says the command's HELP."""
-    proc = _run(name, "--help")
+    proc = jobrunner_cli(name, "--help")
     assert proc.returncode == 0, proc.stderr
     assert COMMANDS[name].help in " ".join(proc.stdout.split())
 
@@ -172,7 +159,7 @@ def test_package_is_one_option_with_one_default():
         "health": "mine",
         "status": "mine",
     }
-    render_help = _run("units", "render", "--help", JOBRUNNER_PACKAGE="mine").stdout
+    render_help = jobrunner_cli("units", "render", "--help", JOBRUNNER_PACKAGE="mine").stdout
     assert "--package NAME" in render_help and "$JOBRUNNER_PACKAGE" in render_help
 
 

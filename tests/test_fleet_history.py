@@ -19,7 +19,7 @@ import pytest
 from jobrunner import fleet
 from jobrunner.history import RunRecord
 
-from .conftest import REPO, Launcher, clean_env
+from .conftest import REPO, Launcher, clean_env, jobrunner_cli
 from .test_imports import PROBE
 from .test_redislock import RedisServer, free_port
 
@@ -33,19 +33,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
-
-
-def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jobrunner", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(PYTHONPATH=str(REPO), **env),
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def test_a_run_publishes_its_record_and_the_fleet_views_show_it(launcher: Launcher, redis_server: RedisServer):
@@ -62,7 +49,7 @@ def test_a_run_publishes_its_record_and_the_fleet_views_show_it(launcher: Launch
     assert mine["run_id"] == run.event("job.started")["run_id"] and mine["outcome"] == "success"
 
     env = {"JOBRUNNER_REDIS_URL": redis_server.url}
-    rows = [json.loads(x) for x in _cli("history", "--fleet", "--json", **env).stdout.splitlines()]
+    rows = [json.loads(x) for x in jobrunner_cli("history", "--fleet", "--json", **env).stdout.splitlines()]
     runs = [r for r in rows if "summary" not in r]
     assert [r["host"] for r in runs][:3] == ["web2"] * 3 and len(runs) == 4
     streaks = {
@@ -70,9 +57,9 @@ def test_a_run_publishes_its_record_and_the_fleet_views_show_it(launcher: Launch
     }
     assert streaks[("web2", "fl")] == 2 and streaks[(mine["host"], "fl")] == 0
 
-    cells = [json.loads(x) for x in _cli("status", "--fleet", "--json", **env).stdout.splitlines()]
+    cells = [json.loads(x) for x in jobrunner_cli("status", "--fleet", "--json", **env).stdout.splitlines()]
     assert {(c["host"], c["last_outcome"]) for c in cells} == {("web2", "failure"), (mine["host"], "success")}
-    table = _cli("status", "--fleet", "--table", **env).stdout.splitlines()
+    table = jobrunner_cli("status", "--fleet", "--table", **env).stdout.splitlines()
     assert table[0].split()[0] == "JOB" and "web2" in table[0] and mine["host"] in table[0]
     assert table[1].startswith("fl ") and "2 failed" in table[1]
 
@@ -122,6 +109,6 @@ def test_without_redis_nothing_new_is_imported(tmp_path: Path):
 
 
 def test_fleet_views_need_the_url_and_a_live_redis():
-    assert _cli("history", "--fleet").returncode == 78
-    down = _cli("status", "--fleet", JOBRUNNER_REDIS_URL=f"redis://:hunter2secret@127.0.0.1:{free_port()}/0")
+    assert jobrunner_cli("history", "--fleet").returncode == 78
+    down = jobrunner_cli("status", "--fleet", JOBRUNNER_REDIS_URL=f"redis://:hunter2secret@127.0.0.1:{free_port()}/0")
     assert down.returncode == 78 and "Traceback" not in down.stderr and "hunter2secret" not in down.stderr

@@ -18,7 +18,7 @@ import pytest
 from jobrunner import history
 from jobrunner.history import RunRecord, read_history
 
-from .conftest import REPO, Launcher, clean_env
+from .conftest import REPO, Launcher, clean_env, jobrunner_cli
 
 JOB = """
 import os
@@ -29,19 +29,6 @@ def flaky(ctx):
     if os.environ.get("FAIL"):
         raise RuntimeError("disk full on /srv/backup")
 """
-
-
-def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jobrunner", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(PYTHONPATH=str(REPO), **env),
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def _record(
@@ -175,7 +162,7 @@ def _seed(root: Path) -> None:
 
 def test_cli_history_lists_newest_first_with_the_log_command(tmp_path: Path):
     _seed(tmp_path)
-    proc = _cli("history", "--state-dir", str(tmp_path))
+    proc = jobrunner_cli("history", "--state-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     runs = [x for x in lines if "journalctl _SYSTEMD_INVOCATION_ID=" in x]
@@ -188,14 +175,14 @@ def test_cli_history_lists_newest_first_with_the_log_command(tmp_path: Path):
 def test_cli_history_filters_and_json(tmp_path: Path):
     _seed(tmp_path)
     root = str(tmp_path)
-    proc = _cli("history", "backup", "--outcome", "failure", "--json", "--state-dir", root)
+    proc = jobrunner_cli("history", "backup", "--outcome", "failure", "--json", "--state-dir", root)
     rows = [json.loads(x) for x in proc.stdout.splitlines()]
     runs = [r for r in rows if "summary" not in r]
     assert [r["outcome"] for r in runs] == ["failure", "failure"]
     assert runs[0]["log"] == f"journalctl _SYSTEMD_INVOCATION_ID={runs[0]['run_id']}"
     assert [r["summary"]["job"] for r in rows if "summary" in r] == ["backup"]
-    recent = _cli("history", "--since", "90min", "--json", "--state-dir", root)
+    recent = jobrunner_cli("history", "--since", "90min", "--json", "--state-dir", root)
     assert len([x for x in recent.stdout.splitlines() if '"summary"' not in x]) == 2
-    assert len(_cli("history", "--limit", "1", "--json", "--state-dir", root).stdout.splitlines()) == 3
-    assert _cli("history", "nosuch", "--state-dir", root).returncode == 78
-    assert _cli("history", "--since", "whenever", "--state-dir", root).returncode == 64
+    assert len(jobrunner_cli("history", "--limit", "1", "--json", "--state-dir", root).stdout.splitlines()) == 3
+    assert jobrunner_cli("history", "nosuch", "--state-dir", root).returncode == 78
+    assert jobrunner_cli("history", "--since", "whenever", "--state-dir", root).returncode == 64
