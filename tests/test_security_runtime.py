@@ -32,6 +32,32 @@ def sleeper(ctx):
 """
 
 
+HOURLY = """
+from jobrunner import job
+
+@job(schedule="hourly", lock=True)
+def hourly(ctx):
+    pass
+"""
+
+
+def _hold(path: Path) -> subprocess.Popen[bytes]:
+    """Another process holding an exclusive flock on ``path`` (flock(1), as a script would);
+    returned once it holds it. The caller stops it (stop_group)."""
+    holder = subprocess.Popen(["flock", "-x", str(path), "sleep", "60"], start_new_session=True)
+    assert wait_for(path.exists, timeout=10)
+    time.sleep(0.2)  # the file exists before flock(1) has locked it
+    return holder
+
+
+def _skipping_since(launcher, job: str, seconds_ago: float) -> None:
+    """Backdate the job's streak of skips (as if its lock had been held that long)."""
+    state_file = launcher.state_dir / job / "state.json"
+    state = json.loads(state_file.read_text())
+    state["skipped_since"] = time.time() - seconds_ago
+    state_file.write_text(json.dumps(state))
+
+
 def _env(launcher, **override: str) -> dict[str, str]:
     return {**launcher.env(), **override}
 
@@ -147,35 +173,21 @@ def test_skipping_past_the_schedule_is_a_warning_naming_the_holder(launcher, tmp
     holder's PID and user; once it has been skipping longer than its schedule allows it logs
     lock.skipping at warning, health says 'skipped since …, held by PID …', and the metrics
     carry the streak."""
-    launcher.write_job(
-        "hourly",
-        """
-        from jobrunner import job
-
-        @job(schedule="hourly", lock=True)
-        def hourly(ctx):
-            pass
-    """,
-    )
+    launcher.write_job("hourly", HOURLY)
     lock_dir = tmp_path / "locks"
     lock_dir.mkdir()
     metrics = tmp_path / "metrics"
     metrics.mkdir()
     env = _env(launcher, JOBRUNNER_LOCK_DIR=str(lock_dir), JOBRUNNER_METRICS_DIR=str(metrics))
-    holder = subprocess.Popen(["flock", "-x", str(lock_dir / "hourly.lock"), "sleep", "60"], start_new_session=True)
+    holder = _hold(lock_dir / "hourly.lock")
     try:
-        assert wait_for(lambda: (lock_dir / "hourly.lock").exists(), timeout=10)
-        time.sleep(0.2)
         first = launcher.run("run", "hourly", env=env)
         assert first.returncode == 75
         busy = first.event("lock.busy")
         assert busy["holder_pid"] == holder.pid and busy["holder_user"] == "root"
         assert "lock.skipping" not in first.names()
         # The streak began two hours ago: longer than an hourly schedule allows.
-        state_file = launcher.state_dir / "hourly" / "state.json"
-        state = json.loads(state_file.read_text())
-        state["skipped_since"] = time.time() - 7200
-        state_file.write_text(json.dumps(state))
+        _skipping_since(launcher, "hourly", 7200)
         second = launcher.run("run", "hourly", env=env)
         assert second.returncode == 75
         warning = second.event("lock.skipping")
@@ -201,10 +213,8 @@ def test_a_held_state_lock_does_not_hang_a_run(launcher, tmp_path):
     launcher.write_job("sleeper", SLEEPER.format(timeout="3s", sleep="0"))
     state_dir = launcher.state_dir / "sleeper"
     state_dir.mkdir(parents=True)
-    holder = subprocess.Popen(["flock", "-x", str(state_dir / ".state.lock"), "sleep", "60"], start_new_session=True)
+    holder = _hold(state_dir / ".state.lock")
     try:
-        assert wait_for(lambda: (state_dir / ".state.lock").exists(), timeout=10)
-        time.sleep(0.2)
         started = time.monotonic()
         run = launcher.run("run", "sleeper", timeout=60)
         took = time.monotonic() - started
@@ -311,29 +321,15 @@ def test_non_root_lock_fallback_refuses_a_directory_made_by_another_user(launche
 def test_skipping_too_long_notifies_once_per_window(launcher, receiver, tmp_path):
     """Finding 4: a job kept from running past what its schedule allows sends one notification
     naming the holder, then holds back within JOBRUNNER_NOTIFY_REPEAT (no flood every tick)."""
-    launcher.write_job(
-        "hourly",
-        """
-        from jobrunner import job
-
-        @job(schedule="hourly", lock=True)
-        def hourly(ctx):
-            pass
-    """,
-    )
+    launcher.write_job("hourly", HOURLY)
     lock_dir = tmp_path / "locks"
     lock_dir.mkdir()
     env = _env(launcher, JOBRUNNER_LOCK_DIR=str(lock_dir), JOBRUNNER_NOTIFY_URLS=receiver.url())
-    holder = subprocess.Popen(["flock", "-x", str(lock_dir / "hourly.lock"), "sleep", "60"], start_new_session=True)
+    holder = _hold(lock_dir / "hourly.lock")
     try:
-        assert wait_for(lambda: (lock_dir / "hourly.lock").exists(), timeout=10)
-        time.sleep(0.2)
         assert launcher.run("run", "hourly", env=env).returncode == 75
         assert receiver.requests == []  # one skip: the usual overlap, nothing to say
-        state_file = launcher.state_dir / "hourly" / "state.json"
-        state = json.loads(state_file.read_text())
-        state["skipped_since"] = time.time() - 7200
-        state_file.write_text(json.dumps(state))
+        _skipping_since(launcher, "hourly", 7200)
         for _ in range(3):
             assert launcher.run("run", "hourly", env=env).returncode == 75
     finally:
