@@ -101,16 +101,22 @@ def test_help_lists_exactly_the_registry_and_imports_no_command():
         "with contextlib.redirect_stdout(io.StringIO()): main(['--help'])\n"
         "print([n for n, i in COMMANDS.items() if i.module in sys.modules])"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
+    proc = _python(probe)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """``python -c CODE`` with the checkout importable and a clean environment."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=60,
         env=clean_env(PYTHONPATH=str(REPO)),
         cwd=REPO,
-        check=True,
-    ).stdout
-    assert out.strip() == "[]"
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))
@@ -132,15 +138,7 @@ def test_main_can_run_twice_in_one_process():
         "        except SystemExit as exc:\n            codes.append(exc.code)\n"
         "print(codes)"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(PYTHONPATH=str(REPO)),
-        cwd=REPO,
-        check=False,
-    )
+    proc = _python(probe)
     assert proc.stdout.strip() == "[0, 0, 0, 64]", proc.stderr
 
 
