@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal, Never, TypeAlias, overload
 
+from ._record import record
 from .errors import ConfigError
 from .timespan import parse_timespan
 from .types import JobContext, JobFunction, Span
@@ -38,7 +39,7 @@ def _span(value: Any, what: str = "", *, allow_none: bool = True) -> float | Non
         raise ValueError(f"{what}: {exc}" if what else str(exc)) from None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Lock:
     """How a job's runs exclude each other (flock(1) semantics).
 
@@ -88,7 +89,7 @@ class Lock:
             raise ValueError(f"lock unavailable={self.unavailable!r}: must be 'fail' or 'local'")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Retry:
     """Retry the job when it raises one of ``on``, never past its deadline.
 
@@ -137,7 +138,7 @@ def _paths(value: Any, what: str) -> tuple[str, ...]:
     return items
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Job:
     """A declared job: the function plus everything operational about it.
 

@@ -34,9 +34,10 @@ import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
+from ._record import record
 from .state import FILE_MODE, _flock_bounded, _is_regular
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ _STR_FIELDS = ("job", "host", "run_id", "outcome")
 _OUTCOMES_OK = ("success", "skipped")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunRecord:
     """One finished run. ``run_id`` is systemd's ``INVOCATION_ID`` when the run was a unit's."""
 
@@ -332,7 +333,7 @@ def record_of(run: Run) -> RunRecord:
 # -- reading ---------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class HistoryRead:
     """What was read of one job's history: its records, oldest first, and how many lines were
     skipped (not JSON, or not a record); ``error`` when the file itself is unreadable."""
@@ -409,10 +410,10 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 def failure_streak(records: Sequence[RunRecord]) -> int:
     """How many of the newest runs failed in a row (skips neither count nor break it)."""
     streak = 0
-    for record in reversed(records):
-        if record.outcome == "skipped":
+    for run in reversed(records):
+        if run.outcome == "skipped":
             continue
-        if not record.failed:
+        if not run.failed:
             break
         streak += 1
     return streak

@@ -29,9 +29,9 @@ import subprocess
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
+from ._record import record
 from .errors import CommandFailed
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 _CUT = " …[truncated]"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Completed:
     """What ``ctx.run`` returns: the exit status and, with ``capture=True``, stdout as text."""
 

@@ -11,10 +11,11 @@ write at the end of the run.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from . import errors
+from ._record import record
 from .state import JobState
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["Run", "RunOptions", "RunResult"]
 
 
-@dataclass
+@record
 class RunOptions:
     """How to run: what the command line and environment say."""
 
@@ -39,7 +40,7 @@ class RunOptions:
     passthrough_exit: bool = False  # ``jobrunner exec``: a failed command's status is ours
 
 
-@dataclass
+@record
 class RunResult:
     outcome: str
     exit_code: int
@@ -49,7 +50,7 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@record
 class Run:
     """A run in progress. ``state`` is the job's record as the run sees it: read at the start,
     and at the end the record as it will be written (this run folded in), which the ``on_finish``

@@ -29,9 +29,10 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from ._record import record
 from .errors import ConfigError
 from .files import atomic_write
 
@@ -132,7 +133,7 @@ _SCHEMA: dict[str, tuple[type, ...]] = {
 _COLLECTIONS = ("runs", "durations_s", "notify", "ping")
 
 
-@dataclass
+@record
 class JobState:
     """One job's ``state.json`` as attributes. ``None`` (or an empty collection) is "not
     recorded"; keys this version does not know ride along in ``extra`` and are written back.

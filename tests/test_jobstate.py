@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from jobrunner._record import field_names
 from jobrunner.errors import ConfigError
 from jobrunner.state import SCHEMA_VERSION, JobState, StateStore, record_finish
 
@@ -40,7 +40,7 @@ def test_every_schema_key_is_an_attribute():
     """The record's attributes are the file's keys (plus ``extra``, for the keys it does not know)."""
     from jobrunner.state import _SCHEMA
 
-    names = {f.name for f in dataclasses.fields(JobState)} - {"extra"}
+    names = set(field_names(JobState)) - {"extra"}
     assert names == set(_SCHEMA)
 
 

@@ -20,6 +20,7 @@ import structlog
 
 import jobrunner
 from jobrunner import HeldLock, JobContext
+from jobrunner._record import field_names
 from jobrunner.context import Context
 from jobrunner.declaration import Job, job
 from jobrunner.locks import FileLock
@@ -100,7 +101,7 @@ def _keywords() -> list[str]:
 
 def test_job_keywords_are_the_job_fields():
     """Every setting is an explicit keyword of job(), and every one is a field of Job."""
-    fields = set(Job.__dataclass_fields__) - {"func", "module", "description"}
+    fields = set(field_names(Job)) - {"func", "module", "description"}
     assert set(_keywords()) == fields
 
 

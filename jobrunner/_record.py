@@ -1,0 +1,143 @@
+"""``@record``: the part of ``@dataclass`` the runtime's records use, without its start-up cost.
+
+``dataclasses`` writes each class's ``__init__``, ``__repr__``, ``__eq__`` … as source and
+compiles it (``exec``) when the class is created: 0.3–1.7 ms a class, 7 ms for the nine
+records on the path of ``jobrunner run``, paid on every timer tick (``bench/startup.py``).
+``@record`` makes the same methods as closures over the field list, which costs microseconds,
+and accepts the same class bodies: annotated fields, defaults, ``dataclasses.field(default=,
+default_factory=, init=, repr=, compare=)``, ``frozen=True`` (assignment raises
+``dataclasses.FrozenInstanceError``) and ``__post_init__``. Type checkers read it as a
+dataclass (``typing.dataclass_transform``). What it does not do (``order=``, ``slots=``,
+``kw_only=``, ``InitVar``, inheritance of fields) no record needs; ``field_names(cls)`` stands
+for ``dataclasses.fields()``. Use ``dataclasses`` where a class needs more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import MISSING, Field, FrozenInstanceError, field
+from typing import Any, TypeVar, dataclass_transform, overload
+
+__all__ = ["field_names", "record"]
+
+T = TypeVar("T")
+
+
+class _Spec:
+    __slots__ = ("name", "default", "factory", "init", "repr", "compare")
+
+    def __init__(self, name: str, value: Any) -> None:
+        self.name = name
+        self.init = self.repr = self.compare = True
+        self.default: Any = MISSING
+        self.factory: Any = MISSING
+        if isinstance(value, Field):
+            self.default, self.factory = value.default, value.default_factory
+            self.init, self.repr, self.compare = value.init, value.repr, bool(value.compare)
+        else:
+            self.default = value
+
+
+def _specs(cls: type) -> list[_Spec]:
+    specs: list[_Spec] = []
+    for name, annotation in cls.__dict__.get("__annotations__", {}).items():
+        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+        if text.startswith(("ClassVar", "typing.ClassVar")):
+            continue
+        spec = _Spec(name, cls.__dict__.get(name, MISSING))
+        if spec.default is MISSING and spec.factory is MISSING and spec.init:
+            if any(s.default is not MISSING or s.factory is not MISSING for s in specs if s.init):
+                raise TypeError(f"{cls.__name__}: non-default argument {name!r} follows default argument")
+        if spec.default is MISSING and name in cls.__dict__:
+            delattr(cls, name)  # a field() without a default: no class attribute, as dataclasses does
+        elif spec.default is not MISSING:
+            setattr(cls, name, spec.default)
+        specs.append(spec)
+    return specs
+
+
+def _build(cls: type[T], frozen: bool) -> type[T]:
+    specs = _specs(cls)
+    init_names = [s.name for s in specs if s.init]
+    accepted = frozenset(init_names)
+    shown = [s.name for s in specs if s.repr]
+    compared = [s.name for s in specs if s.compare]
+    post_init = getattr(cls, "__post_init__", None)
+    assign = object.__setattr__
+    qualname = cls.__qualname__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if len(args) > len(init_names):
+            raise TypeError(f"{qualname}() takes {len(init_names)} positional arguments but {len(args)} were given")
+        values = dict(zip(init_names, args, strict=False))
+        for key, value in kwargs.items():
+            if key not in accepted:
+                raise TypeError(f"{qualname}() got an unexpected keyword argument {key!r}")
+            if key in values:
+                raise TypeError(f"{qualname}() got multiple values for argument {key!r}")
+            values[key] = value
+        for spec in specs:
+            if spec.init and spec.name in values:
+                value = values[spec.name]
+            elif spec.default is not MISSING:
+                value = spec.default
+            elif spec.factory is not MISSING:
+                value = spec.factory()
+            elif spec.init:
+                raise TypeError(f"{qualname}() missing required argument: {spec.name!r}")
+            else:
+                continue  # init=False and no default: set by __post_init__
+            assign(self, spec.name, value)
+        if post_init is not None:
+            self.__post_init__()
+
+    def __repr__(self: Any) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in shown)
+        return f"{qualname}({inner})"
+
+    def __eq__(self: Any, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in compared)
+
+    methods: dict[str, Callable[..., Any] | None] = {"__init__": __init__, "__repr__": __repr__, "__eq__": __eq__}
+    if frozen:
+
+        def __setattr__(self: Any, name: str, value: Any) -> None:
+            raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+        def __delattr__(self: Any, name: str) -> None:
+            raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+        def __hash__(self: Any) -> int:
+            return hash(tuple(getattr(self, n) for n in compared))
+
+        methods.update(__setattr__=__setattr__, __delattr__=__delattr__, __hash__=__hash__)
+    else:
+        methods["__hash__"] = None  # mutable and compared by value: unhashable, as dataclasses does
+    cls.__record_fields__ = tuple(s.name for s in specs)  # type: ignore[attr-defined]
+    for name, method in methods.items():
+        if method is not None:
+            method.__qualname__ = f"{qualname}.{name}"
+        setattr(cls, name, method)
+    return cls
+
+
+@overload
+def record(cls: type[T], /) -> type[T]: ...
+@overload
+def record(*, frozen: bool = False) -> Callable[[type[T]], type[T]]: ...
+
+
+@dataclass_transform(field_specifiers=(field,))
+def record(cls: type[T] | None = None, /, *, frozen: bool = False) -> type[T] | Callable[[type[T]], type[T]]:
+    """Make ``cls`` a record: like ``@dataclass`` / ``@dataclass(frozen=True)`` (see the module)."""
+    if cls is not None:
+        return _build(cls, frozen)
+    return lambda c: _build(c, frozen)
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """The names of a record's fields, in declaration order."""
+    names: tuple[str, ...] = cls.__dict__["__record_fields__"]
+    return names
