@@ -10,7 +10,9 @@ by ``jobrunner history --fleet`` and ``jobrunner status --fleet``.
 Publishing never changes a run's outcome (a hook's error is logged as ``fleet.publish_failed``)
 and never holds the run up for more than ``PUBLISH_BOUND_S``: the publish runs in a daemon
 thread the run waits for that long at most (socket timeouts inside it, no retries), so a Redis
-that is down, or a host that swallows packets, costs a run one second, not its deadline.
+that is down, or a host that swallows packets, costs a run one second, not its deadline. The
+client library is imported while the job runs (from ``on_start``), outside that bound: on a
+loaded machine its import alone could take the second and lose the record.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .history import RunRecord, record_of
@@ -26,7 +28,16 @@ from .history import RunRecord, record_of
 if TYPE_CHECKING:
     from .run import Run
 
-__all__ = ["PUBLISH_BOUND_S", "FleetHook", "publish", "read_fleet", "stream_name"]
+__all__ = [
+    "PUBLISH_BOUND_S",
+    "FleetHook",
+    "check_fleet",
+    "host_silence_limit",
+    "matrix",
+    "publish",
+    "read_fleet",
+    "stream_name",
+]
 
 PUBLISH_BOUND_S = 1.0
 DEFAULT_STREAM = "jobrunner:runs"
@@ -43,6 +54,10 @@ def _maxlen(env: Mapping[str, str]) -> int:
         return max(100, int(env.get("JOBRUNNER_FLEET_MAXLEN", "") or DEFAULT_MAXLEN))
     except ValueError:
         return DEFAULT_MAXLEN
+
+
+def _import_redis() -> None:
+    import redis  # noqa: F401
 
 
 def _client(url: str, timeout: float) -> Any:
@@ -76,10 +91,13 @@ class FleetHook:
         self.maxlen = _maxlen(env)
 
     def on_start(self, run: Run) -> None:
-        return None
+        # The client library loads while the job runs (its import is CPU work, ~0.1 s, not
+        # network: the publish bound is for a Redis that is down or silent, not for a busy CPU).
+        threading.Thread(target=_import_redis, name="jobrunner-fleet-import", daemon=True).start()
 
     def on_finish(self, run: Run) -> None:
         record = record_of(run)
+        _import_redis()  # done already, or finished here: outside the bound
         failure: list[BaseException] = []
 
         def work() -> None:
@@ -129,3 +147,114 @@ def matrix(records: list[RunRecord]) -> dict[tuple[str, str], dict[str, Any]]:
         ran = [r for r in runs if r.outcome != "skipped"] or runs
         out[key] = {"last_outcome": ran[-1].outcome, "last_start": ran[-1].start, **summary(runs)}
     return out
+
+
+# -- the fleet's health (``jobrunner health --fleet``) -------------------------------------------
+
+MIN_SILENCE_S = 900.0  # a host is never called silent sooner than this
+SILENCE_GAPS = 3.0  # ... nor before this many of its usual gaps between records passed
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def host_silence_limit(records: list[RunRecord], intervals: Mapping[str, float]) -> float | None:
+    """Seconds without any record (a skip counts: the host is alive) after which a host has
+    stopped reporting: twice the shortest declared interval of the jobs it ran (``intervals``,
+    job → seconds, from the declarations) plus ``MIN_SILENCE_S``; for a host whose jobs are not
+    declared here, ``SILENCE_GAPS`` × its median gap between records, at least
+    ``MIN_SILENCE_S``; None (no judgement) with fewer than three records."""
+    known = [intervals[r.job] for r in records if r.job in intervals]
+    if known:
+        return 2 * min(known) + MIN_SILENCE_S
+    starts = sorted(r.start for r in records)
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False) if b > a]
+    median = _median(gaps) if len(starts) >= 3 else None
+    return None if median is None else max(SILENCE_GAPS * median, MIN_SILENCE_S)
+
+
+def check_fleet(
+    records: list[RunRecord],
+    *,
+    now: float,
+    fail_threshold: int = 3,
+    intervals: Mapping[str, float] | None = None,
+    silent_after: float | None = None,
+    jobs: Sequence[str] = (),
+) -> list[Any]:
+    """The fleet's verdicts (``jobrunner.health.JobHealth``): one per job, over every host that
+    ran it, then one per host that stopped reporting (``host <name>``).
+
+    A job is WARNING when its last run failed on any host ("failing on 3 of 20 hosts: …"),
+    CRITICAL when a host's failure streak reaches ``fail_threshold``, and, where its interval is
+    known (``intervals``), WARNING/CRITICAL when no host has succeeded for one/two stale limits
+    (``jobrunner.health.stale_after``). A host is CRITICAL when its newest record is older than
+    ``silent_after`` (default ``host_silence_limit``). Facts name the last host to run each job
+    (a fleet singleton's current runner) and each host's last outcome."""
+    from .health import CRITICAL, OK, WARNING, JobHealth, format_age, stale_after
+    from .history import failure_streak
+
+    intervals = intervals or {}
+    by_job: dict[str, dict[str, list[RunRecord]]] = {}
+    by_host: dict[str, list[RunRecord]] = {}
+    for r in records:
+        by_job.setdefault(r.job, {}).setdefault(r.host, []).append(r)
+        by_host.setdefault(r.host, []).append(r)
+    results = []
+    for name in sorted(set(by_job) | set(jobs)):
+        if jobs and name not in jobs:
+            continue
+        hosts = by_job.get(name, {})
+        h = JobHealth(name, name.replace("_", "-"), facts={"hosts": {}})
+        if not hosts:
+            h.find(WARNING, "no run of it in the fleet's stream")
+            results.append(h)
+            continue
+        ran = [r for runs in hosts.values() for r in runs if r.outcome != "skipped"]
+        last = max(ran or [r for runs in hosts.values() for r in runs], key=lambda r: r.start)
+        h.facts["last_host"] = last.host
+        h.facts["last_start"] = last.start
+        failing = []
+        for host, runs in sorted(hosts.items()):
+            done = [r for r in runs if r.outcome != "skipped"]
+            streak = failure_streak(runs)
+            h.facts["hosts"][host] = {
+                "last_outcome": done[-1].outcome if done else runs[-1].outcome,
+                "last_start": (done or runs)[-1].start,
+                "failure_streak": streak,
+            }
+            if done and done[-1].failed:
+                failing.append((host, streak))
+        if failing:
+            worst_streak = max(s for _, s in failing)
+            names = ", ".join(f"{host} ({s} in a row)" if s > 1 else host for host, s in failing)
+            status = CRITICAL if worst_streak >= fail_threshold else WARNING
+            h.find(status, f"failing on {len(failing)} of {len(hosts)} hosts: {names}")
+        interval = intervals.get(name)
+        successes = [r.start + r.duration_s for r in ran if not r.failed]
+        if interval is not None:
+            limit = stale_after(interval, None, [r.duration_s for r in ran[-10:]])
+            newest = max(successes, default=None)
+            age = None if newest is None else now - newest
+            if age is None:
+                h.find(WARNING, "no host has succeeded in the stream's runs")
+            elif age > 2 * limit:
+                h.find(CRITICAL, f"no success on any host for {format_age(age)}")
+            elif age > limit:
+                h.find(WARNING, f"no success on any host for {format_age(age)}")
+        if h.status == OK:
+            h.notes.append(f"last ran on {last.host} {format_age(now - last.start)} ago: {last.outcome}")
+        results.append(h)
+    for host, runs in sorted(by_host.items()):
+        newest = max(r.start + r.duration_s for r in runs)
+        silence = silent_after if silent_after is not None else host_silence_limit(runs, intervals)
+        if silence is not None and now - newest > silence:
+            h = JobHealth(f"host {host}", "", facts={"host": host, "last_record": newest, "silent_after_s": silence})
+            h.find(CRITICAL, f"stopped reporting: last record {format_age(now - newest)} ago")
+            results.append(h)
+    return results

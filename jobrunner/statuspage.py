@@ -1,8 +1,9 @@
 """The status page: one self-contained HTML file of every job's recent runs (issue #16).
 
 ``collect(root)`` gathers, per job, its history (``jobrunner.history``), its state (a run in
-progress, a job that never ran) and, where systemd runs, its timer's next elapse (one
-``systemctl show`` for all timers); ``render(views)`` writes the page; ``write_page(path, html)``
+progress, a job that never ran) and, where systemd runs, its timer's next elapse and, for a
+run in progress, where it is (the service's status line, which ``ctx.progress`` keeps current;
+one ``systemctl show`` for all units); ``render(views)`` writes the page; ``write_page(path, html)``
 replaces the file atomically (temp file and rename in the same directory, 0644), so a web
 server never serves half a page.
 
@@ -21,10 +22,11 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .history import STATS_WINDOW, RunRecord, failure_streak, percentile, read_history, recorded_jobs
 
-__all__ = ["JobView", "collect", "render", "write_page"]
+__all__ = ["JobView", "collect", "render", "render_fleet", "write_page"]
 
 SPARK_RUNS = 30  # runs in a sparkline
 RECENT_RUNS = 10  # runs listed per job
@@ -44,6 +46,7 @@ class JobView:
     state_when: float | None = None
     error: str | None = None  # the history or state could not be read
     skipped_lines: int = 0
+    step: str | None = None  # a running unit's status line (its progress), from systemd
 
     @property
     def last(self) -> RunRecord | None:
@@ -110,15 +113,20 @@ def _next_runs(views: list[JobView], units: Mapping[str, str], systemd: bool | N
 
     if not views or not (systemd_running() if systemd is None else systemd):
         return
-    timers = {v.name: f"{units.get(v.name) or v.name.replace('_', '-')}.timer" for v in views}
+    unit = {v.name: units.get(v.name) or v.name.replace("_", "-") for v in views}
+    names = [f"{unit[v.name]}.{kind}" for v in views for kind in ("timer", "service")]
     try:
-        shown = show_units(list(timers.values()), ["LoadState", "ActiveState", "NextElapseUSecRealtime"])
+        shown = show_units(names, ["LoadState", "ActiveState", "NextElapseUSecRealtime", "StatusText"])
     except SystemctlError:
         return
     for view in views:
-        props = shown.get(timers[view.name], {})
+        props = shown.get(f"{unit[view.name]}.timer", {})
         if props.get("LoadState") == "loaded" and props.get("ActiveState") == "active":
             view.next_run = timestamp(props.get("NextElapseUSecRealtime"))
+        service = shown.get(f"{unit[view.name]}.service", {})
+        # A run in progress says where it is (ctx.progress's STATUS=, as `systemctl status` shows it).
+        if service.get("ActiveState") in ("activating", "active", "reloading") and service.get("StatusText"):
+            view.step = service["StatusText"]
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -137,7 +145,7 @@ th{font-size:.85em;color:var(--mut);font-weight:600}
 .o-success{color:var(--ok)}.o-skipped,.o-never,.o-running{color:var(--warn)}
 .o-failure,.o-timeout,.o-terminated,.o-other{color:var(--bad)}
 .spark{display:block}.spark .ok{fill:var(--ok)}.spark .bad{fill:var(--bad)}.spark .skip{fill:var(--mut)}
-.streak{color:var(--bad);font-weight:600}
+.streak{color:var(--bad);font-weight:600}.step{color:var(--mut);font-size:.9em}
 details{border-bottom:1px solid var(--line);padding:.4em 0}
 summary{cursor:pointer;font-weight:600}
 ul.runs{list-style:none;padding:0;margin:.4em 0}
@@ -146,6 +154,7 @@ code,pre{font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 code{overflow-wrap:anywhere}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;background:rgba(127,127,127,.12);padding:.6em;margin:.4em 0}
 .err{color:var(--bad)}
+.wide{overflow-x:auto}
 @media (max-width:640px){
 table.jobs thead{display:none}
 table.jobs tr{display:block;border-bottom:2px solid var(--line);padding:.4em 0}
@@ -233,8 +242,10 @@ def _anchor(name: str) -> str:
 
 def _row(view: JobView, now: float) -> str:
     last = view.last
-    if view.running_since is not None:
+    if view.running_since is not None or view.step:
         status = _outcome("running", "running")
+        if view.step:
+            status += f' <span class="step">{_e(view.step)}</span>'
         when = _time(view.running_since, now)
     elif last is not None:
         status = _outcome(last.outcome)
@@ -319,3 +330,67 @@ def write_page(path: str, page: str) -> None:
     from .files import atomic_write
 
     atomic_write(path, page.encode(), PAGE_MODE)
+
+
+def render_fleet(
+    records: Sequence[RunRecord], verdicts: Sequence[Any] = (), *, now: float | None = None, title: str = "fleet"
+) -> str:
+    """The fleet's page: jobs × hosts from the fleet's stream (``jobrunner.fleet``), each cell
+    the host's last outcome, when, and its failure streak; then the hosts, with those that
+    stopped reporting marked (``verdicts``: ``jobrunner.fleet.check_fleet``'s)."""
+    from .health import NAMES, OK
+
+    now = time.time() if now is None else now
+    cells: dict[tuple[str, str], list[RunRecord]] = {}
+    for r in records:
+        cells.setdefault((r.job, r.host), []).append(r)
+    jobs = sorted({j for j, _ in cells})
+    hosts = sorted({h for _, h in cells})
+    silent = {v.facts.get("host") for v in verdicts if v.job.startswith("host ") and v.status != OK}
+    judged = {v.job: v for v in verdicts if not v.job.startswith("host ")}
+    rows = []
+    for job in jobs:
+        verdict = judged.get(job)
+        state = NAMES[verdict.status] if verdict is not None else "-"
+        reason = "; ".join(verdict.reasons) if verdict is not None and verdict.reasons else ""
+        label = f'<span class="o o-{"success" if state == "OK" else "failure"}">{_e(state)}</span>'
+        head = (
+            f'<td data-label="Job">{_e(job)}<br>{label}{f" <span class=err>{_e(reason)}</span>" if reason else ""}</td>'
+        )
+        parts = [head]
+        for host in hosts:
+            runs = cells.get((job, host))
+            if not runs:
+                parts.append(f'<td data-label="{_e(host)}"><span class="o o-never">\u2013 not run</span></td>')
+                continue
+            done = [r for r in runs if r.outcome != "skipped"] or runs
+            streak = failure_streak(runs)
+            extra = f' <span class="streak">{streak} failed</span>' if streak else ""
+            parts.append(
+                f'<td data-label="{_e(host)}">{_outcome(done[-1].outcome)} {_time(done[-1].start, now)}{extra}</td>'
+            )
+        rows.append("<tr>" + "".join(parts) + "</tr>")
+    headers = "<th>Job</th>" + "".join(f"<th>{_e(h)}</th>" for h in hosts)
+    host_items = []
+    for host in hosts:
+        newest = max(r.start + r.duration_s for r in records if r.host == host)
+        mark = ' <span class="err">stopped reporting</span>' if host in silent else ""
+        host_items.append(f"<li>{_e(host)}: last record {_time(newest, now)}{mark}</li>")
+    failing = sum(1 for v in judged.values() if v.status != OK)
+    summary = (
+        f"{len(jobs)} jobs on {len(hosts)} hosts, {failing} not OK, {len(silent)} host(s) stopped reporting"
+        if jobs
+        else "no run published to the fleet's stream yet"
+    )
+    return (
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>jobrunner status: {_e(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>jobrunner status: {_e(title)}</h1>"
+        f'<p class="meta">{_e(summary)}. Generated {_e(_stamp(now))}.</p>'
+        f'<div class="wide"><table class="jobs fleet"><thead><tr>{headers}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+        f'<h2>Hosts</h2><ul class="runs">{"".join(host_items)}</ul>'
+        "</body></html>\n"
+    )

@@ -112,3 +112,116 @@ def test_fleet_views_need_the_url_and_a_live_redis():
     assert jobrunner_cli("history", "--fleet").returncode == 78
     down = jobrunner_cli("status", "--fleet", JOBRUNNER_REDIS_URL=f"redis://:hunter2secret@127.0.0.1:{free_port()}/0")
     assert down.returncode == 78 and "Traceback" not in down.stderr and "hunter2secret" not in down.stderr
+
+
+HOSTS = ("web1", "web2", "web3", "web4", "web5")
+FLEET_JOB = """
+import os, time
+from jobrunner import job
+
+@job
+def site_sync(ctx):
+    time.sleep(float(os.environ.get("SLEEP", "0")))
+    if os.environ.get("FAIL"):
+        raise RuntimeError("rsync: connection refused")
+    ctx.log.info("site_sync.done")
+"""
+
+
+def _on_host(launcher: Launcher, host: str, env: dict[str, str], **extra: str) -> subprocess.Popen[str]:
+    """``jobrunner run site_sync`` as host HOST would: its own UTS namespace (hostname HOST,
+    which the runner records as the run's host), its own state and lock directories."""
+    env = {**env, "JOBRUNNER_STATE_DIR": str(launcher.tmp / host / "state"), **extra}
+    env["JOBRUNNER_LOCK_DIR"] = str(launcher.tmp / host / "locks")
+    argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host]
+    proc = subprocess.Popen(
+        [*argv, sys.executable, "-m", "jobrunner", "run", "site_sync"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=launcher.tmp,
+        start_new_session=True,
+    )
+    launcher.procs.append(proc)
+    return proc
+
+
+def _run_on(launcher: Launcher, host: str, env: dict[str, str], **extra: str) -> subprocess.CompletedProcess[str]:
+    proc = _on_host(launcher, host, env, **extra)
+    out, err = proc.communicate(timeout=60)
+    assert "fleet.publish_failed" not in out, out
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.slow
+def test_five_hosts_one_silent_one_failing_and_redis_down_mid_run(launcher: Launcher, redis_server: RedisServer):
+    """Five hosts (real runs, each in its own UTS namespace, so each records its own hostname)
+    publish to a real redis-server. web5 runs once and then stops reporting; web2 fails once,
+    web4 three times in a row. `health --fleet` says which job fails on which hosts (CRITICAL
+    for web4's streak), and that web5 stopped reporting; `status --fleet` shows hosts × jobs,
+    and its page marks web5. Then Redis dies during a run on web1: the run still succeeds,
+    held up at most the publish bound, and the fleet views fail in one line."""
+    launcher.write_job("site_sync", FLEET_JOB)
+    env = launcher.env(JOBRUNNER_REDIS_URL=redis_server.url)
+    assert _run_on(launcher, "web5", env).returncode == 0
+    time.sleep(5)  # web5 goes quiet
+    for host in HOSTS[:4]:
+        fail = {"FAIL": "1"} if host in ("web2", "web4") else {}
+        assert _run_on(launcher, host, env, **fail).returncode == (1 if fail else 0)
+        if host == "web1":
+            web1_done = time.monotonic()
+    for _ in range(2):
+        assert _run_on(launcher, "web4", env, FAIL="1").returncode == 1
+    cli_env = {"JOBRUNNER_REDIS_URL": redis_server.url}
+    # A limit between web1's silence (the oldest of the four) and web5's (5 s longer), however
+    # slow this machine ran the runs above.
+    silent_after = f"{time.monotonic() - web1_done + 2.5:.1f}s"
+
+    health = jobrunner_cli("health", "--fleet", "--silent-after", silent_after, "--json", **cli_env)
+    doc = json.loads(health.stdout)
+    assert health.returncode == 2 and doc["status"] == "CRITICAL", health.stdout
+    rows = {r["job"]: r for r in doc["jobs"]}
+    sync = rows["site_sync"]
+    assert sync["status"] == "CRITICAL"
+    assert sync["reasons"] == ["failing on 2 of 5 hosts: web2, web4 (3 in a row)"], sync
+    assert sync["last_host"] == "web4" and sync["hosts"]["web5"]["last_outcome"] == "success"
+    assert rows["host web5"]["status"] == "CRITICAL" and "stopped reporting" in rows["host web5"]["reasons"][0]
+    assert not any(name.startswith("host web") and name != "host web5" for name in rows)
+    text = jobrunner_cli("health", "--fleet", **cli_env).stdout.splitlines()
+    assert text[0].startswith("CRITICAL: site_sync: failing on 2 of 5 hosts") and "jobs=1" in text[0]
+    # the default limit is wider than seconds of silence (at least 15 min): web5 is not called out
+    quiet = json.loads(jobrunner_cli("health", "--fleet", "--json", **cli_env).stdout)
+    assert [r["job"] for r in quiet["jobs"]] == ["site_sync"]
+
+    cells = [json.loads(x) for x in jobrunner_cli("status", "--fleet", "--json", **cli_env).stdout.splitlines()]
+    assert {c["host"]: c["last_outcome"] for c in cells} == {
+        "web1": "success",
+        "web2": "failure",
+        "web3": "success",
+        "web4": "failure",
+        "web5": "success",
+    }
+    page = launcher.tmp / "fleet.html"
+    assert jobrunner_cli("status", "--fleet", "--html", str(page), **cli_env).returncode == 0
+    html_text = page.read_text()
+    assert all(f"<th>{h}</th>" in html_text for h in HOSTS)
+    assert '<span class="err">stopped reporting</span>' not in html_text  # the page's limit is the default
+    assert "3 failed" in html_text and "failing on 2 of 5 hosts" in html_text
+
+    began = time.monotonic()
+    slow = _on_host(launcher, "web1", env, SLEEP="2")
+    time.sleep(1.0)
+    redis_server.kill()  # mid-run: the job is sleeping
+    out, err = slow.communicate(timeout=60)
+    held = time.monotonic() - began
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    assert slow.returncode == 0 and "fleet.publish_failed" in names, (out, err)
+    assert [e for e in events if e["event"] == "job.finished"][0]["outcome"] == "success"
+    assert held < 2 + fleet.PUBLISH_BOUND_S + 3.0, held
+    assert len((launcher.tmp / "web1" / "state" / "site_sync" / "history.jsonl").read_text().splitlines()) == 2
+    down = jobrunner_cli("health", "--fleet", **cli_env)
+    assert down.returncode == 3 and down.stdout.startswith("UNKNOWN: the fleet's Redis is unavailable")
+    assert len(down.stdout.splitlines()) == 1 and "Traceback" not in down.stderr

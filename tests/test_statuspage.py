@@ -316,3 +316,46 @@ def test_the_shipped_job_writes_the_page(tmp_path: Path):
     found = rows((out / "index.html").read_text())
     assert "failure" in found["disk_check"] and "\u25b6 running" in found["status_page"]  # itself, writing
     assert "never ran" in found["wp_backup"]  # declared in the package, no run yet
+
+
+def test_the_fleet_page_in_headless_chromium(tmp_path: Path):
+    """The fleet's page (`status --fleet --html`) for 20 hosts, read from `file://` by
+    Chromium: every host's column and each cell's outcome text, the failing hosts named, a host
+    that stopped reporting marked, no console error, and no horizontal scroll of the page at
+    390 or 1280 px (the wide table scrolls inside its box, or becomes cards on a phone)."""
+    import html as html_module
+
+    from jobrunner.fleet import check_fleet
+    from jobrunner.statuspage import render_fleet, write_page
+
+    now = time.time()
+    hosts = [f"web{i:02d}.example.net" for i in range(1, 21)]
+    records = []
+    for n, host in enumerate(hosts):
+        for k, job in enumerate(("wp_backup", "wp_cron", "disk_check")):
+            failed = job == "wp_backup" and n in (3, 7, 11)
+            start = now - (7200 if host == hosts[-1] else 60) - k
+            records.append(
+                RunRecord(
+                    job, host, f"{n:02d}{k:030d}", start, 3.0, "failure" if failed else "success", 1 if failed else 0, 1
+                )
+            )
+    verdicts = check_fleet(records, now=now, silent_after=3600)
+    out = tmp_path / "www"
+    out.mkdir()
+    write_page(str(out / "fleet.html"), render_fleet(records, verdicts, now=now))
+    text = (out / "fleet.html").read_text()
+    (out / "probe.html").write_text(text.replace("</body>", PROBE + "</body>"))
+    dom = browse(tmp_path, (out / "fleet.html").as_uri(), "--dump-dom")
+    assert dom.returncode == 0 and console_errors(dom.stderr) == [], dom.stderr[-2000:]
+    page = html_module.unescape(dom.stdout)
+    assert all(f"<th>{h}</th>" in page for h in hosts)
+    assert page.count('data-label="web04.example.net"><span class="o o-failure">✗ failure') == 1
+    assert "failing on 3 of 20 hosts: web04.example.net, web08.example.net, web12.example.net" in page
+    assert f"{hosts[-1]}: last record" in page and page.count('<span class="err">stopped reporting</span>') == 1
+    for width in (390, 1280):
+        probe = browse(tmp_path, (out / "probe.html").as_uri(), "--dump-dom", "--virtual-time-budget=2000", width=width)
+        widths = re.search(r'data-widths="([^"]+)"', probe.stdout)
+        assert widths, probe.stdout[-500:]
+        scroll, client, _ = json.loads(html_module.unescape(widths.group(1)))
+        assert scroll <= client, f"horizontal scroll at {width}px: {scroll} > {client}"

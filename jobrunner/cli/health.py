@@ -48,6 +48,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="consecutive failures that make a job CRITICAL (default: 3)",
     )
     parser.add_argument("--state-dir", default=None, help="state directory (default: $JOBRUNNER_STATE_DIR)")
+    parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="judge every host's runs, from the fleet's Redis stream ($JOBRUNNER_REDIS_URL)",
+    )
+    parser.add_argument(
+        "--silent-after",
+        default=None,
+        metavar="SPAN",
+        help="with --fleet: a host with no record for SPAN has stopped reporting "
+        "(default: twice its most frequent job's interval + 15min)",
+    )
 
 
 def select(all_jobs: Sequence[Job], wanted: Sequence[str], package: str) -> list[Job]:
@@ -97,25 +109,79 @@ def render_json(results: Sequence[JobHealth], now: float) -> str:
     return json.dumps(doc, indent=1, default=str) + "\n"
 
 
+def _span(option: str, value: str | None) -> float | None:
+    from ..errors import JobrunnerError
+    from ..timespan import parse_timespan
+
+    if value is None:
+        return None
+    try:
+        return parse_timespan(value)
+    except (ValueError, JobrunnerError) as exc:
+        raise LookupError(f"{option} {value!r}: {exc}") from None
+
+
+def _fleet(args: argparse.Namespace, now: float) -> list[JobHealth]:
+    """The fleet's verdicts: the stream's records, judged with the intervals of the jobs this
+    host declares (``--package``; a fleet's hosts share their jobs), where it declares any."""
+    import os
+
+    from ..errors import ConfigError
+    from ..fleet import check_fleet, read_fleet
+    from ..health import expected_interval
+    from ..redact import default_redactor
+
+    url = os.environ.get("JOBRUNNER_REDIS_URL", "").strip()
+    if not url:
+        raise ConfigError("--fleet needs $JOBRUNNER_REDIS_URL (the fleet's Redis)")
+    intervals: dict[str, float] = {}
+    try:
+        from ..loader import discover
+
+        declared = discover(args.package)
+    except Exception:  # no package here: the stream alone is judged
+        declared = []
+    for job in declared:
+        if job.schedule:
+            try:
+                interval = expected_interval(job.schedule, job.jitter)
+            except Exception:  # systemd-analyze missing or refusing: no staleness for it
+                continue
+            if interval is not None:
+                intervals[job.name] = interval
+    try:
+        records = read_fleet(url)
+    except Exception as exc:  # redis.RedisError: down, refused, wrong password
+        raise ConfigError(default_redactor().redact(f"the fleet's Redis is unavailable: {exc}")) from None
+    return check_fleet(
+        records,
+        now=now,
+        fail_threshold=args.fail_threshold,
+        intervals=intervals,
+        silent_after=_span("--silent-after", args.silent_after),
+        jobs=args.jobs,
+    )
+
+
 def main(args: argparse.Namespace) -> int:
     from ..errors import JobrunnerError
 
     try:
-        grace = None
-        if args.grace is not None:
-            from ..timespan import parse_timespan
-
-            try:
-                grace = parse_timespan(args.grace)
-            except (ValueError, JobrunnerError) as exc:
-                raise LookupError(f"--grace {args.grace!r}: {exc}") from None
+        grace = _span("--grace", args.grace)
         if args.fail_threshold < 1:
             raise LookupError("--fail-threshold must be at least 1")
-        from ..loader import discover
-
-        jobs = select(discover(args.package), args.jobs, args.package)
         now = time.time()
-        results = check_jobs(jobs, now=now, grace=grace, fail_threshold=args.fail_threshold, state_root=args.state_dir)
+        if args.fleet:
+            results = _fleet(args, now)
+        else:
+            if args.silent_after is not None:
+                raise LookupError("--silent-after goes with --fleet")
+            from ..loader import discover
+
+            jobs = select(discover(args.package), args.jobs, args.package)
+            results = check_jobs(
+                jobs, now=now, grace=grace, fail_threshold=args.fail_threshold, state_root=args.state_dir
+            )
     except (LookupError, JobrunnerError) as exc:
         message = " ".join(str(exc).split())
         if args.json:

@@ -12,7 +12,8 @@ HTML file, replaced atomically, of every job's last outcome, next run, recent du
 failure streak, recent runs and the tail of its last failure.
 
 ``--fleet`` shows hosts × jobs from the fleet's Redis stream (``$JOBRUNNER_REDIS_URL``, see
-``jobrunner.fleet``): each job's last outcome on each host (a table; JSON with ``--json``).
+``jobrunner.fleet``): each job's last outcome on each host (a table; JSON with ``--json``;
+the fleet's page with ``--html PATH``, hosts that stopped reporting marked).
 
 An unreadable state file is reported in its row (``error``), never as a traceback. A JOB with
 no state file and not in ``--package`` is a configuration error (exit 78, one line), as an
@@ -157,11 +158,19 @@ def _fleet(args: argparse.Namespace) -> int:
     if not url:
         raise ConfigError("--fleet needs $JOBRUNNER_REDIS_URL (the fleet's Redis)")
     try:
-        cells = matrix(read_fleet(url))
+        records = read_fleet(url)
     except Exception as exc:  # redis.RedisError: down, refused, wrong password
         raise ConfigError(default_redactor().redact(f"the fleet's Redis is unavailable: {exc}")) from None
     if args.job:
-        cells = {k: v for k, v in cells.items() if k[1] == args.job}
+        records = [r for r in records if r.job == args.job]
+    if args.html:
+        from ..fleet import check_fleet
+        from ..statuspage import render_fleet, write_page
+
+        now = time.time()
+        write_page(args.html, render_fleet(records, check_fleet(records, now=now), now=now))
+        return 0
+    cells = matrix(records)
     if args.json or (not args.table and not sys.stdout.isatty()):
         sys.stdout.write("".join(json.dumps({"host": h, "job": j, **c}) + "\n" for (h, j), c in cells.items()))
         return 0
