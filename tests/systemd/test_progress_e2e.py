@@ -67,6 +67,8 @@ def test_status_text_follows_the_steps_and_the_journal_keeps_their_ends(progress
     sb.systemctl("start", "--no-block", unit)
     texts: list[str] = []
     status_lines: list[str] = []
+    pages: list[str] = []
+    env = {"JOBRUNNER_PATH": "/etc/jobrunner/jobs"}
 
     def finished() -> bool:
         state = sb.show(unit, "StatusText", "ActiveState", "InvocationID")
@@ -75,6 +77,9 @@ def test_status_text_follows_the_steps_and_the_journal_keeps_their_ends(progress
             texts.append(text)
             if len(status_lines) < 1 and "copy" in text:
                 status_lines.append(sb.systemctl("status", unit, check=False).stdout)
+                # the status page, written now, shows the run and its step
+                sb.run([PY, "-m", "jobrunner", "status", "--html", "/root/page.html", "e2e_progress"], env=env)
+                pages.append(sb.read_file("/root/page.html"))
         return bool(state.get("InvocationID")) and state.get("ActiveState") in ("inactive", "failed")
 
     sb.wait_for(finished, timeout=90, interval=0.25)
@@ -88,6 +93,7 @@ def test_status_text_follows_the_steps_and_the_journal_keeps_their_ends(progress
     streamed = [int(m.group(1)) for t in texts if (m := re.match(r"backup > stream (\d+)% ", t))]
     assert any(0 < pct < 100 for pct in streamed), texts  # cat's reads, seen from /proc mid-run
     assert status_lines and re.search(r'Status: "backup > copy \d+%', status_lines[0]), status_lines
+    assert pages and re.search(r'running</span> <span class="step">backup &gt; copy \d+%', pages[0]), pages
     events = [e for e in sb.job_events(final["InvocationID"]) if e["event"] == "progress"]
     ends = [(e["step"], e["state"]) for e in events if e["state"] != "running"]
     assert ends == [
