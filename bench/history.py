@@ -3,10 +3,12 @@
 
     python bench/history.py [--runs N]
 
-- the history query: ``jobrunner history`` (default limit, and ``--limit 0``: everything) over
-  100,000 recorded runs (100 jobs × 1,000, the default bound), in process (target ≤ 0.2 s);
+- the history query: ``jobrunner history`` (default limit; ``--since``, ``--outcome``; and
+  ``--limit 0``: everything, reported) over 100,000 recorded runs (100 jobs × 1,000, the
+  default bound), in process (target ≤ 0.2 s);
 - the status page for 200 jobs × 100 runs: collect + render time (target ≤ 1 s) and size
-  (target ≤ 1 MB);
+  (target ≤ 1 MB); the fleet's page for 200 jobs × 20 hosts (10,000 records, the stream's
+  default cap), verdicts + render (same targets);
 - the added cost per run of recording history: ``python -m jobrunner jobs.noop`` with and
   without (``JOBRUNNER_HISTORY=off``), alternated, as a share of the startup figure (target
   ≤ 5 %); and the hook's own append into a full (1,000-record) file, timed in process.
@@ -96,9 +98,13 @@ def main() -> int:
         q_default = timed(lambda: query(root), 5)
         q_all = timed(lambda: query(root, "--limit", "0", "--json"), 3)
         q_fail = timed(lambda: query(root, "--outcome", "failure", "--since", "1d"), 3)
+        q_failed = timed(lambda: query(root, "--outcome", "failed"), 3)
+        q_since = timed(lambda: query(root, "--since", "2h"), 3)
         out.append(line("history query (default: newest 50)", q_default, "s", 0.2))
+        out.append(line("history --outcome failure --since 1d", q_fail, "s", 0.2))
+        out.append(line("history --since 2h", q_since, "s", 0.2))
+        out.append(line("history --outcome failed (all time)", q_failed, "s", 0.2))
         out.append(f"{'history --limit 0 --json (all 100,000)':<44} {q_all:.3f}s  (reported)")
-        out.append(f"{'history --outcome failure --since 1d':<44} {q_fail:.3f}s  (reported)")
 
         page_root = os.path.join(tmp, "page")
         seed(page_root, 200, 100)
@@ -110,6 +116,34 @@ def main() -> int:
         page_bytes = len(page().encode())
         out.append(line("status page, 200 jobs (collect + render)", page_s, "s", 1.0))
         out.append(line("status page size, 200 jobs", page_bytes / 1e6, " MB", 1.0))
+
+        # The fleet's page: 200 jobs × 20 hosts, the stream at its default cap (10,000 records).
+        now = time.time()
+        fleet_records = [
+            RunRecord(
+                f"job_{j:03d}",
+                f"web{h:02d}.example.net",
+                os.urandom(16).hex(),
+                now - 300 * k - j,
+                2.0,
+                "failure" if (j + h + k) % 17 == 0 else "success",
+                0,
+                1,
+            )
+            for k in range(2, -1, -1)
+            for j in range(200)
+            for h in range(20)
+        ][-10000:]
+
+        def fleet_page() -> str:
+            from jobrunner.fleet import check_fleet
+
+            return statuspage.render_fleet(fleet_records, check_fleet(fleet_records, now=now), now=now)
+
+        fleet_s = timed(fleet_page, 3)
+        fleet_bytes = len(fleet_page().encode())
+        out.append(line("fleet page, 200 jobs × 20 hosts (judge + render)", fleet_s, "s", 1.0))
+        out.append(line("fleet page size, 200 jobs × 20 hosts", fleet_bytes / 1e6, " MB", 1.0))
 
         # The hook's own work: one append into a full file (1,000 records), in process.
         full = os.path.join(tmp, "one")

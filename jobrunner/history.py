@@ -33,7 +33,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,7 @@ __all__ = [
     "RunRecord",
     "append",
     "failure_streak",
+    "outcome_matches",
     "percentile",
     "read_history",
     "record_of",
@@ -69,6 +70,7 @@ _SLACK = 1.25
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _STR_FIELDS = ("job", "host", "run_id", "outcome")
 _OUTCOMES_OK = ("success", "skipped")
+_OK_SUCCESS, _OK_SKIPPED = b'"outcome":"success"', b'"outcome":"skipped"'
 
 
 @record(frozen=True)
@@ -118,41 +120,45 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: Any) -> RunRecord:
-        """The record in ``data``; ``ValueError`` for anything of the wrong shape."""
-        if not isinstance(data, dict):
+        """The record in ``data``; ``ValueError`` for anything of the wrong shape. (Unrolled:
+        a history query checks thousands of lines.)"""
+        if type(data) is not dict:
             raise ValueError("not an object")
-        for key in _STR_FIELDS:
-            if not isinstance(data.get(key), str) or not data[key] or len(data[key]) > 200:
+        get: Callable[..., Any] = data.get
+        strings = (get("job"), get("host"), get("run_id"), get("outcome"))
+        for key, value in zip(_STR_FIELDS, strings, strict=True):
+            if type(value) is not str or not value or len(value) > 200:
                 raise ValueError(f"{key} is not a short string")
-        nums = []
-        for key in ("start", "duration_s"):
-            value = data.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        start, duration = get("start"), get("duration_s")
+        for key, value in (("start", start), ("duration_s", duration)):
+            if (type(value) is not float and type(value) is not int) or not math.isfinite(value):
                 raise ValueError(f"{key} is not a number")
-            nums.append(float(value))
-        ints = []
-        for key in ("exit_code", "attempts"):
-            value = data.get(key, 0)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{key} is not a whole number")
-            ints.append(value)
-        error = data.get("error")
-        if error is not None and not isinstance(error, str):
+        exit_code, attempts = get("exit_code", 0), get("attempts", 0)
+        if type(exit_code) is not int:
+            raise ValueError("exit_code is not a whole number")
+        if type(attempts) is not int:
+            raise ValueError("attempts is not a whole number")
+        error = get("error")
+        if error is not None and type(error) is not str:
             raise ValueError("error is not a string")
-        tail = data.get("tail", [])
-        if not isinstance(tail, list) or not all(isinstance(x, str) for x in tail):
+        tail = get("tail")
+        if tail is None:
+            lines: tuple[str, ...] = ()
+        elif type(tail) is not list or not all(type(x) is str for x in tail):
             raise ValueError("tail is not a list of strings")
+        else:
+            lines = tuple(x[:MAX_TAIL_LINE] for x in tail[-MAX_TAIL_LINES:])
         return cls(
-            job=data["job"],
-            host=data["host"],
-            run_id=data["run_id"],
-            start=nums[0],
-            duration_s=max(0.0, nums[1]),
-            outcome=data["outcome"],
-            exit_code=ints[0],
-            attempts=ints[1],
+            job=strings[0],
+            host=strings[1],
+            run_id=strings[2],
+            start=float(start),
+            duration_s=max(0.0, float(duration)),
+            outcome=strings[3],
+            exit_code=exit_code,
+            attempts=attempts,
             error=error[:MAX_ERROR] if error else None,
-            tail=tuple(x[:MAX_TAIL_LINE] for x in tail[-MAX_TAIL_LINES:]),
+            tail=lines,
         )
 
 
@@ -344,10 +350,35 @@ class HistoryRead:
     error: str | None = None
 
 
-def read_history(root: str, job: str, *, last: int | None = None, since: float | None = None) -> HistoryRead:
+def outcome_matches(outcome: str, wanted: str | None) -> bool:
+    """``wanted`` is an outcome, ``failed`` (any but success and skipped) or None (any)."""
+    if wanted is None:
+        return True
+    if wanted == "failed":
+        return outcome not in _OUTCOMES_OK
+    return outcome == wanted
+
+
+def _may_match(raw: bytes, wanted: str | None) -> bool:
+    """Whether a line can hold a record of outcome ``wanted``, without parsing it. The writer
+    writes ``"outcome":"…"`` compactly; inside a string value the quotes would be escaped, so a
+    line without the bytes holds no such record (one with them is parsed and checked)."""
+    if wanted is None:
+        return True
+    if wanted == "failed":
+        return _OK_SUCCESS not in raw and _OK_SKIPPED not in raw
+    return b'"outcome":"' + wanted.encode() + b'"' in raw
+
+
+def read_history(
+    root: str, job: str, *, last: int | None = None, since: float | None = None, outcome: str | None = None
+) -> HistoryRead:
     """The history of ``job`` under the state root ``root``: at most its ``last`` newest
-    records, those started at or after ``since``. Parses from the newest line back, so a
-    query for the last few runs of a long history reads them alone."""
+    records, those started at or after ``since``, of ``outcome`` (``outcome_matches``).
+    Parses from the newest line back, so a query for the last few runs of a long history
+    reads them alone, one since a date stops at the first older record, and one for an
+    outcome parses only the lines that can hold it (malformed lines are counted among the
+    lines parsed)."""
     out = HistoryRead(job)
     if not job or "/" in job or job in (".", ".."):
         out.error = "not a job name"
@@ -368,10 +399,10 @@ def read_history(root: str, job: str, *, last: int | None = None, since: float |
         out.error = exc.strerror or str(exc)
         return out
     records: list[RunRecord] = []
-    for raw in reversed(data.split(b"\n")):
+    for raw in _newest_first(data, last if outcome is None else None):
         if last is not None and len(records) >= last:
             break
-        if not raw.strip():
+        if not raw.strip() or not _may_match(raw, outcome):
             continue
         try:
             record = RunRecord.from_dict(json.loads(raw))
@@ -383,10 +414,24 @@ def read_history(root: str, job: str, *, last: int | None = None, since: float |
             continue
         if since is not None and record.start < since:
             break  # appended in order: everything before is older
+        if outcome is not None and not outcome_matches(record.outcome, outcome):
+            continue
         records.append(record)
     records.reverse()
     out.records = records
     return out
+
+
+def _newest_first(data: bytes, wanted: int | None) -> Iterable[bytes]:
+    """The lines of ``data``, newest (last) first; with ``wanted``, the newest ``wanted`` are
+    split off alone first (a query for the last 100 of 1,000 does not split the rest unless
+    malformed lines make it read further)."""
+    if wanted is None:
+        yield from reversed(data.split(b"\n"))
+        return
+    parts = data.rsplit(b"\n", wanted + 1)
+    yield from reversed(parts[1:])
+    yield from reversed(parts[0].split(b"\n"))
 
 
 def recorded_jobs(root: str) -> list[str]:

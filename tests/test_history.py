@@ -131,6 +131,35 @@ def test_reader_skips_and_counts_malformed_lines(tmp_path: Path):
     assert len(read.records) == 2 and read.skipped == len(junk)
 
 
+def test_filtered_reads_return_what_a_full_read_would(tmp_path: Path):
+    """The filters pushed into the read (the newest N split off alone, --since stopping at the
+    first older record, --outcome parsing only lines that can hold it) return exactly the
+    records a full read then filtered would, malformed lines among them or not."""
+    job_dir = tmp_path / "j"
+    job_dir.mkdir()
+    outcomes = ["success", "failure", "skipped", "timeout", "success", "failure", "success", "terminated"]
+    lines = []
+    for i, outcome in enumerate(outcomes * 5):
+        lines.append(json.dumps(_record(outcome=outcome, start=1000.0 + i).to_dict(), separators=(",", ":")))
+        if i % 7 == 3:
+            lines.append("not json")
+    # an error text quoting an outcome is escaped, so it cannot fool the byte check
+    tricky = {**_record(outcome="failure", start=2000.0).to_dict(), "error": '"outcome":"success"'}
+    lines.append(json.dumps(tricky, separators=(",", ":")))
+    (job_dir / "history.jsonl").write_text("\n".join(lines) + "\n")
+    full = read_history(str(tmp_path), "j").records
+    assert len(full) == 41
+    for last in (1, 3, 10, 40, 41, 100):
+        assert read_history(str(tmp_path), "j", last=last).records == full[-last:]
+    for wanted in ("failure", "failed", "success", "skipped", "timeout"):
+        picked = [r for r in full if history.outcome_matches(r.outcome, wanted)]
+        assert read_history(str(tmp_path), "j", outcome=wanted).records == picked
+        assert read_history(str(tmp_path), "j", outcome=wanted, last=2).records == picked[-2:]
+        assert read_history(str(tmp_path), "j", outcome=wanted, since=1020.0).records == [
+            r for r in picked if r.start >= 1020.0
+        ]
+
+
 def test_reader_refuses_a_fifo_and_a_symlinked_directory(tmp_path: Path):
     (tmp_path / "f").mkdir()
     os.mkfifo(tmp_path / "f" / "history.jsonl")

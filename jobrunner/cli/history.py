@@ -64,14 +64,6 @@ def parse_since(value: str, now: float) -> float:
         raise UsageError(f"--since {value!r} is neither a span (2h, 7d) nor a date (2026-11-30T08:00)") from None
 
 
-def _matches(outcome: str, wanted: str | None) -> bool:
-    if wanted is None:
-        return True
-    if wanted == "failed":
-        return outcome not in ("success", "skipped")
-    return outcome == wanted
-
-
 def _seconds(value: float | None) -> str:
     if value is None:
         return "-"
@@ -87,7 +79,7 @@ def _fleet(args: argparse.Namespace, names: list[str], since: float | None) -> t
     import os
 
     from ..errors import ConfigError
-    from ..history import summary
+    from ..history import outcome_matches, summary
 
     url = os.environ.get("JOBRUNNER_REDIS_URL", "").strip()
     if not url:
@@ -110,14 +102,14 @@ def _fleet(args: argparse.Namespace, names: list[str], since: float | None) -> t
         r
         for rs in groups.values()
         for r in rs
-        if _matches(r.outcome, args.outcome) and (since is None or r.start >= since)
+        if outcome_matches(r.outcome, args.outcome) and (since is None or r.start >= since)
     ]
     return runs, summaries
 
 
 def main(args: argparse.Namespace) -> int:
     from ..errors import ConfigError, UsageError
-    from ..history import STATS_WINDOW, read_history, recorded_jobs, summary
+    from ..history import STATS_WINDOW, outcome_matches, read_history, recorded_jobs, summary
     from ..state import default_state_dir
 
     if args.limit < 0:
@@ -131,9 +123,16 @@ def main(args: argparse.Namespace) -> int:
     if args.fleet:
         runs, summaries = _fleet(args, names, since)
     for name in [] if args.fleet else names:
-        # The summary needs the last STATS_WINDOW runs; a filter or --since needs more.
-        whole = args.outcome is not None or since is not None or args.limit == 0
-        read = read_history(root, name, last=None if whole else max(args.limit, STATS_WINDOW))
+        # The summary needs the last STATS_WINDOW runs; the runs shown, the last --limit, or
+        # all since --since of --outcome: the filters are pushed into the read, so a query
+        # parses only the lines it may show.
+        read = read_history(root, name, last=max(args.limit, STATS_WINDOW) if args.limit else None)
+        if args.outcome is not None or since is not None:
+            shown = read_history(root, name, last=args.limit or None, since=since, outcome=args.outcome).records
+            if args.limit == 0 and since is None:  # everything was read already: no second pass
+                shown = [r for r in read.records if outcome_matches(r.outcome, args.outcome)]
+        else:
+            shown = read.records
         if args.jobs and not read.records and read.error is None and not read.skipped:
             raise ConfigError(f"no history for job {name!r} under {root}")
         if read.error:
@@ -141,9 +140,7 @@ def main(args: argparse.Namespace) -> int:
         if read.skipped:
             print(f"jobrunner: history of {name}: {read.skipped} malformed line(s) skipped", file=sys.stderr)
         summaries.append({"job": name, **summary(read.records), "skipped_lines": read.skipped})
-        runs.extend(
-            r for r in read.records if _matches(r.outcome, args.outcome) and (since is None or r.start >= since)
-        )
+        runs.extend(shown)
     runs.sort(key=lambda r: r.start, reverse=True)
     if args.limit:
         runs = runs[: args.limit]
