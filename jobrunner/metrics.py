@@ -5,7 +5,9 @@ by ``jobrunner.hooks.load_hooks``) calls :func:`write_job_metrics`, which replac
 then rename; mode 0644), so node_exporter's textfile collector never reads half a file. The
 values come from the job's state (the whole history, this run folded in), not from this run alone.
 
-Series (labels ``job`` and ``host`` on all of them)::
+Series (labels ``job_name`` and ``host`` on all of them: not ``job``, which Prometheus owns; a
+default scrape of node_exporter would rename it ``exported_job`` and set ``job="node"``, as
+kube-state-metrics found, whose label for a Job's name is ``job_name`` too)::
 
     jobrunner_last_start_timestamp_seconds      gauge   start of the last (non-skipped) run
     jobrunner_last_finish_timestamp_seconds     gauge   its end
@@ -20,6 +22,15 @@ Series (labels ``job`` and ``host`` on all of them)::
     jobrunner_consecutive_skips                 gauge   skips since the last run that ran
     jobrunner_expected_interval_seconds         gauge   longest gap between elapses + jitter
                                                         (scheduled jobs only; for alert rules)
+    jobrunner_stale_after_seconds               gauge   no success for this long: stale, the limit
+                                                        ``jobrunner health`` warns at (scheduled jobs only)
+    jobrunner_timeout_seconds                   gauge   the job's ``timeout`` (jobs that have one)
+    jobrunner_running_since_timestamp_seconds   gauge   when the run in progress started (the start its
+                                                        timeout counts from); 0 = none running
+
+The hook writes the file twice per run that runs: at the start (``running_since`` set, so a
+run that hangs or is killed before it can record its end stays visible) and at the finish.
+A skipped run writes it once, from the state, where the holder's run is in progress.
 
 Imported only when ``JOBRUNNER_METRICS_DIR`` is set: stdlib only at import time.
 """
@@ -32,8 +43,9 @@ from typing import Any
 
 from .state import JobState, atomic_write
 
-__all__ = ["OUTCOMES", "MetricsHook", "render_job_metrics", "write_job_metrics"]
+__all__ = ["JOB_LABEL", "OUTCOMES", "MetricsHook", "render_job_metrics", "write_job_metrics"]
 
+JOB_LABEL = "job_name"  # the job's name; "job" is the scrape job's (see the module's docstring)
 OUTCOMES = ("success", "failure", "timeout", "terminated", "skipped")
 
 _HELP = {
@@ -54,6 +66,15 @@ _HELP = {
     "jobrunner_expected_interval_seconds": (
         "gauge",
         "Longest gap between the schedule's elapses plus jitter: a success is due within it.",
+    ),
+    "jobrunner_stale_after_seconds": (
+        "gauge",
+        "Seconds without a success after which the job is stale: interval, grace and the longest recent run.",
+    ),
+    "jobrunner_timeout_seconds": ("gauge", "The job's timeout: a run is stopped this long after its start."),
+    "jobrunner_running_since_timestamp_seconds": (
+        "gauge",
+        "Start of the run in progress, from which its timeout counts (Unix time); 0 if none.",
     ),
 }
 
@@ -91,11 +112,14 @@ def render_job_metrics(
     host: str,
     result: Any = None,
     expected_interval_s: float | None = None,
+    timeout_s: float | None = None,
+    running_since: float | None = None,
 ) -> str:
-    """The text of ``<job>.prom``. ``result`` (a ``RunResult``) fills in what the state lacks."""
+    """The text of ``<job>.prom``. ``result`` (a ``RunResult``) fills in what the state lacks;
+    ``running_since`` overrides the state's run in progress (``state.running``)."""
     if not isinstance(state, JobState):
         state = JobState.from_dict(dict(state))
-    base = {"job": job_name, "host": host}
+    base = {JOB_LABEL: job_name, "host": host}
     has_result = result is not None and getattr(result, "outcome", "skipped") != "skipped"
     last_outcome = state.last_outcome or (result.outcome if has_result else None)
     duration = state.last_duration_s if state.last_duration_s is not None else result.duration_s if has_result else None
@@ -125,7 +149,16 @@ def render_job_metrics(
     samples["jobrunner_skipping_since_timestamp_seconds"].append((plain, _num(state.skipped_since)))
     samples["jobrunner_consecutive_skips"].append((plain, _num(state.consecutive_skips)))
     if expected_interval_s:
+        from .health import stale_after
+
         samples["jobrunner_expected_interval_seconds"].append((plain, float(expected_interval_s)))
+        limit = stale_after(float(expected_interval_s), None, state.durations_s)
+        samples["jobrunner_stale_after_seconds"].append((plain, limit))
+    if timeout_s:
+        samples["jobrunner_timeout_seconds"].append((plain, float(timeout_s)))
+    if running_since is None:
+        running_since = _num((state.running or {}).get("since"))
+    samples["jobrunner_running_since_timestamp_seconds"].append((plain, running_since))
 
     lines: list[str] = []
     for name, found in samples.items():
@@ -157,10 +190,29 @@ def _expected_interval(job: Any) -> float | None:
         return None
 
 
-def write_job_metrics(job: Any, state: JobState | Mapping[str, Any], result: Any, directory: str) -> str:
+_UNSET: Any = object()
+
+
+def write_job_metrics(
+    job: Any,
+    state: JobState | Mapping[str, Any],
+    result: Any,
+    directory: str,
+    *,
+    running_since: float | None = None,
+    expected_interval_s: float | None = _UNSET,
+) -> str:
     """Write ``<directory>/<job>.prom`` atomically (mode 0644); return its path."""
+    if expected_interval_s is _UNSET:
+        expected_interval_s = _expected_interval(job)
     text = render_job_metrics(
-        job.name, state, host=os.uname().nodename, result=result, expected_interval_s=_expected_interval(job)
+        job.name,
+        state,
+        host=os.uname().nodename,
+        result=result,
+        expected_interval_s=expected_interval_s,
+        timeout_s=getattr(job, "timeout", None),
+        running_since=running_since,
     )
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"{job.name}.prom")
@@ -169,16 +221,27 @@ def write_job_metrics(job: Any, state: JobState | Mapping[str, Any], result: Any
 
 
 class MetricsHook:
-    """Rewrites ``<job>.prom`` at the end of every run, from the state as it will be written."""
+    """Writes ``<job>.prom`` at the start of a run (the run in progress, from when its timeout
+    counts) and rewrites it at the end of every run, from the state as it will be written."""
 
     name = "metrics"
     failure_event = "metrics.write_failed"
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
+        self._interval: Any = _UNSET  # systemd-analyze once per run, not once per write
+
+    def _expected(self, job: Any) -> float | None:
+        if self._interval is _UNSET:
+            self._interval = _expected_interval(job)
+        result: float | None = self._interval
+        return result
 
     def on_start(self, run: Any) -> None:
-        pass
+        since = run.started_wall + run.paused_s  # the deadline is this plus the timeout
+        write_job_metrics(
+            run.job, run.state, None, self.directory, running_since=since, expected_interval_s=self._expected(run.job)
+        )
 
     def on_finish(self, run: Any) -> None:
-        write_job_metrics(run.job, run.state, run.result, self.directory)
+        write_job_metrics(run.job, run.state, run.result, self.directory, expected_interval_s=self._expected(run.job))

@@ -81,7 +81,7 @@ def test_render_all_outcomes_help_and_type():
     samples = parse(text)
     for outcome in OUTCOMES:
         expected = {"success": 3, "skipped": 1}.get(outcome, 0)
-        assert value(samples, "jobrunner_runs_total", outcome=outcome, job="wp_backup", host="h1") == expected
+        assert value(samples, "jobrunner_runs_total", outcome=outcome, job_name="wp_backup", host="h1") == expected
     assert value(samples, "jobrunner_last_outcome", outcome="success") == 1
     assert value(samples, "jobrunner_last_outcome", outcome="failure") == 0
     assert value(samples, "jobrunner_last_duration_seconds") == 2.5
@@ -171,3 +171,72 @@ def test_missing_metrics_directory_is_skipped_quietly(launcher, tmp_path):
     assert run.returncode == 0
     assert "metrics.write_failed" not in run.names()
     assert not (tmp_path / "absent").exists()
+
+
+def test_the_job_label_is_job_name_never_job():
+    """``job`` is the scrape job's label in Prometheus: a default scrape would rename ours to
+    ``exported_job``. Every sample names the job in ``job_name``, and none has a ``job`` label."""
+    text = render_job_metrics("wp_backup", {"runs": {"failure": 1}}, host="h1", expected_interval_s=60, timeout_s=5)
+    samples = parse(text)
+    assert samples
+    for _name, labels in samples:
+        keys = dict(labels)
+        assert keys["job_name"] == "wp_backup" and keys["host"] == "h1" and "job" not in keys, labels
+
+
+def test_limits_for_alert_rules_come_from_the_job():
+    """stale_after is health's warning limit (interval + grace + the longest recent run); the
+    timeout is the job's; running_since comes from the state's run in progress, or the caller."""
+    state = {"durations_s": [12.0, 700.0, 30.0], "running": {"run_id": "r", "pid": 1, "since": 1234.5}}
+    samples = parse(render_job_metrics("j", state, host="h", expected_interval_s=3600, timeout_s=900))
+    assert value(samples, "jobrunner_stale_after_seconds") == 3600 + 360 + 700  # grace: max(10%, 5 min)
+    assert value(samples, "jobrunner_timeout_seconds") == 900
+    assert value(samples, "jobrunner_running_since_timestamp_seconds") == 1234.5
+    daily = parse(render_job_metrics("j", {}, host="h", expected_interval_s=86400, running_since=99.0))
+    assert value(daily, "jobrunner_stale_after_seconds") == 86400 + 8640
+    assert value(daily, "jobrunner_running_since_timestamp_seconds") == 99
+    # a manual job without timeout: no limits, and nothing running
+    manual = render_job_metrics("j", {}, host="h")
+    assert "jobrunner_stale_after_seconds" not in manual and "jobrunner_timeout_seconds" not in manual
+    assert value(parse(manual), "jobrunner_running_since_timestamp_seconds") == 0
+
+
+def test_a_run_in_progress_is_in_the_textfile(launcher, tmp_path):
+    """The file is written at the start of a run (running_since: the start its timeout counts
+    from, the timeout), by a run skipped meanwhile (the holder's start, from the state), and at
+    the end (running_since 0)."""
+    metrics = tmp_path / "textfiles"
+    metrics.mkdir()
+    launcher.write_job(
+        "tjobs",
+        """
+        import time
+        from jobrunner import job
+
+        @job(lock=True, timeout="2min")
+        def held(ctx):
+            time.sleep(float(ctx.env.get("HOLD", "0")))
+        """,
+    )
+    env = launcher.env(JOBRUNNER_METRICS_DIR=str(metrics))
+    before = time.time()
+    holder = launcher.start("run", "tjobs:held", env=launcher.env(JOBRUNNER_METRICS_DIR=str(metrics), HOLD="30"))
+    try:
+        state_file = launcher.state_dir / "held" / "state.json"
+        assert wait_for(lambda: state_file.exists() and "running" in launcher.state("held"), timeout=20)
+        running = parse((metrics / "held.prom").read_text())
+        since = value(running, "jobrunner_running_since_timestamp_seconds")
+        assert before - 5 < since <= launcher.state("held")["running"]["since"] + 0.001
+        assert value(running, "jobrunner_timeout_seconds") == 120
+        assert value(running, "jobrunner_runs_total", outcome="success") == 0  # nothing finished yet
+        assert launcher.run("run", "tjobs:held", env=env).returncode == 75  # skipped: the holder runs
+        skipped = parse((metrics / "held.prom").read_text())
+        assert value(skipped, "jobrunner_runs_total", outcome="skipped") == 1
+        recorded = launcher.state("held")["running"]["since"]
+        assert value(skipped, "jobrunner_running_since_timestamp_seconds") == recorded
+    finally:
+        holder.terminate()
+        launcher.finish(holder)
+    done = parse((metrics / "held.prom").read_text())
+    assert value(done, "jobrunner_running_since_timestamp_seconds") == 0
+    assert value(done, "jobrunner_runs_total", outcome="terminated") == 1

@@ -197,7 +197,7 @@ def test_skipping_past_the_schedule_is_a_warning_naming_the_holder(launcher, tmp
         assert health.returncode in (1, 2), health.stdout
         assert "skipped since" in health.stdout and f"held by PID {holder.pid} (user root)" in health.stdout
         prom = (metrics / "hourly.prom").read_text()
-        assert "jobrunner_consecutive_skips{" in prom and 'jobrunner_consecutive_skips{job="hourly"' in prom
+        assert "jobrunner_consecutive_skips{" in prom and 'jobrunner_consecutive_skips{job_name="hourly"' in prom
         since = [line for line in prom.splitlines() if line.startswith("jobrunner_skipping_since_timestamp_seconds{")]
         assert since and float(since[0].split()[-1]) > 0
     finally:

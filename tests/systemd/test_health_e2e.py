@@ -124,8 +124,8 @@ def test_sandboxed_unit_writes_its_metrics(jobs_installed: Sandbox):
     """Under the units' hardening the runner still writes <job>.prom, 0644, expected interval included."""
     sb = jobs_installed
     text = sb.read_file(f"{TEXTFILES}/jrh_fresh.prom")
-    assert 'jobrunner_runs_total{job="jrh_fresh",host="' in text
-    assert 'jobrunner_expected_interval_seconds{job="jrh_fresh",' in text and text.count(" 3600\n") >= 1
+    assert 'jobrunner_runs_total{job_name="jrh_fresh",host="' in text
+    assert 'jobrunner_expected_interval_seconds{job_name="jrh_fresh",' in text and text.count(" 3600\n") >= 1
     assert sb.run(["stat", "-c", "%a", f"{TEXTFILES}/jrh_fresh.prom"]).stdout.strip() == "644"
 
 
