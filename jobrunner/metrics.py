@@ -32,6 +32,9 @@ The hook writes the file twice per run that runs: at the start (``running_since`
 run that hangs or is killed before it can record its end stays visible) and at the finish.
 A skipped run writes it once, from the state, where the holder's run is in progress.
 
+The alert rules that read these series ship in ``monitoring/prometheus/jobrunner.rules.yml``
+(docs/prometheus.md).
+
 Imported only when ``JOBRUNNER_METRICS_DIR`` is set: stdlib only at import time.
 """
 
