@@ -83,6 +83,9 @@ def _alerts(prom: Prometheus, name: str, state: str) -> dict[tuple[str, str], di
 
 
 def test_prometheus_sees_the_jobs_and_the_shipped_alerts_fire(launcher, exporter, prometheus_bin, tmp_path):
+    """A default scrape keeps the job's name (job_name) and the state's values; the shipped
+    alerts fire for a stale job, a failing one, an overrunning run and a stale textfile, each
+    for that job only, and see a textfile node_exporter cannot read."""
     launcher.write_job("ejobs", JOBS)
     textfiles = exporter.directory
     env = launcher.env(JOBRUNNER_METRICS_DIR=str(textfiles))
