@@ -9,7 +9,9 @@ that has its final name is whole. ``BACKUP_DIR`` (made 0750 when missing) and ev
 above it must be root's and not writable by others, or the run stops with exit 78: nobody
 else can plant a name in it, swap a set or add one. Sets are 0700, their files 0600,
 whatever the umask. The write phase runs the archive and
-the dump side by side (``tar | zstd -T0 -3`` and ``mysqldump --single-transaction | zstd``);
+the dump side by side: the archive is written by ``jobs._archive`` (media stored as raw
+frames, copied by the kernel; directories, links and text through one ``zstd -T0 -3``), the
+dump by ``mysqldump --single-transaction | zstd``;
 the verify phase reads the archive back (``tar -t``), re-checks every checksum and loads the
 dump into a scratch database ``<db>_verify_<random>``, dropped at the end, whose table count
 must equal the source's. A set that fails verification is kept, marked ``"verified": false``,
@@ -30,7 +32,9 @@ import secrets
 import shlex
 import shutil
 import socket
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,8 +69,6 @@ from jobs._wp import (
 
 FILES = "files.tar"
 DUMP = "db.sql"
-# WordPress's own trees restored by wp_restore are never part of a backup.
-_EXCLUDES = ("./.restore-*", "./.pre-restore-*")
 
 
 # Root, but the strict sandbox drops every capability: reading a wp-config.php that is 0640
@@ -149,7 +151,9 @@ def backup_set(ctx: JobContext, s: Settings, clients: Clients, *, kind: str, key
     try:
         manifest["table_names"] = clients.table_names(clients.db.name)
         manifest["tables"] = len(manifest["table_names"])
-        manifest["files"] = write_files(ctx, s, clients, partial, with_files=(kind == "full"))
+        manifest["files"], archive = write_files(ctx, s, clients, partial, with_files=(kind == "full"))
+        if archive:
+            manifest["archive"] = archive
     except (CommandFailed, OSError) as exc:
         _fail_write(ctx, s, partial, exc)
     manifest["write_s"] = round(time.monotonic() - started, 3)
@@ -183,14 +187,12 @@ def backup_set(ctx: JobContext, s: Settings, clients: Clients, *, kind: str, key
     return final
 
 
-def write_files(ctx: JobContext, s: Settings, clients: Clients, out: Path, *, with_files: bool) -> dict[str, Any]:
-    """Archive and dump side by side (one shell, two pipelines); fsync and checksum each file."""
+def write_files(
+    ctx: JobContext, s: Settings, clients: Clients, out: Path, *, with_files: bool
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Archive and dump side by side; fsync and checksum each file. Returns the files'
+    ``{"bytes", "sha256"}`` and what went into the archive (``jobs._archive``; None without)."""
     codec = CODECS[s.compress]
-    zip_cmd = shlex.join(codec.compress)
-
-    def into(path: Path) -> str:  # appended to a file made (and followed) beforehand
-        return f">> {shlex.quote(str(path))}"
-
     dump = out / (DUMP + codec.ext)
     if s.wp_cli:
         dump_cmd = shlex.join(
@@ -198,36 +200,32 @@ def write_files(ctx: JobContext, s: Settings, clients: Clients, out: Path, *, wi
         )
     else:
         dump_cmd = shlex.join(clients.dump_argv())
-    # Each pipeline's status is checked on its own; GNU tar's 1 ("file changed as we read
-    # it", routine on a live site) is accepted, 2 is not.
-    script = [f"{{ {dump_cmd} | {zip_cmd} {into(dump)}; }} & dump_pid=$!"]
+    # appended to a file made (and followed) beforehand
+    dump_script = f"{dump_cmd} | {shlex.join(codec.compress)} >> {shlex.quote(str(dump))}"
     outputs = [dump]
     if with_files:
-        archive = out / (FILES + codec.ext)
-        excludes = " ".join(f"--exclude={shlex.quote(p)}" for p in _EXCLUDES)
-        script.append(
-            f"set +o pipefail; tar --create --file=- --warning=no-file-changed {excludes} "
-            f"-C {shlex.quote(str(s.wp_path))} . | {zip_cmd} {into(archive)}; "
-            'st=("${PIPESTATUS[@]}"); set -o pipefail; '
-            '[ "${st[0]}" -le 1 ] || { echo "tar failed with status ${st[0]}" >&2; exit 2; }; '
-            '[ "${st[1]}" -eq 0 ] || { echo "compression failed with status ${st[1]}" >&2; exit 2; }'
-        )
-        outputs.insert(0, archive)
-    script.append('wait "$dump_pid" || { echo "database dump failed" >&2; exit 3; }')
+        outputs.insert(0, out / (FILES + codec.ext))
     for path in outputs:
         path.touch(mode=0o600, exist_ok=False)
     followers = [FileFollower(path) for path in outputs]
+    summary = None
     try:
-        if with_files:  # tar's reads, against the size of the tree (the dump runs alongside)
+        if with_files:  # the archive in this thread, the dump beside it
+            from jobs._archive import ArchiveWriter
+
+            writer = ArchiveWriter(ctx, s.wp_path, outputs[0], codec.name, codec.compress)
+            dumper = _Background("dump", lambda: ctx.sh(dump_script))
             tree = _tree_bytes(s.wp_path)
             with ctx.progress("files + dump", total=tree, unit="B") as p:
-                p.follow_commands(command="tar")
-                ctx.sh("\n".join(script))
-                p.update(tree)  # all read: the last bytes came after /proc's last sample
+                p.follow(lambda: writer.read)
+                dumper.start()
+                summary = writer.write(check=dumper.check)
+                dumper.wait()
+                p.update(tree)
         else:  # the compressed dump as it grows: its final size is not known beforehand
             with ctx.progress("dump", unit="B") as p:
                 p.follow_file(dump)
-                ctx.sh("\n".join(script))
+                ctx.sh(dump_script)
     except BaseException:
         for follower in followers:
             follower.abandon()
@@ -237,7 +235,42 @@ def write_files(ctx: JobContext, s: Settings, clients: Clients, out: Path, *, wi
         if files[path.name]["bytes"] != path.stat().st_size:
             raise BackupError(f"{path}: {path.stat().st_size} bytes on disk, {files[path.name]['bytes']} read back")
     fsync_dir(out)
-    return files
+    if summary is None:
+        return files, None
+    if summary.changed or summary.vanished:  # as tar's "file changed as we read it": routine on a live site
+        ctx.log.warning(
+            "backup.files_changed",
+            changed=len(summary.changed),
+            vanished=len(summary.vanished),
+            files=(summary.changed + summary.vanished)[:20],
+        )
+    record = summary.record()
+    ctx.log.info("backup.archive", **record)
+    return files, record
+
+
+class _Background(threading.Thread):
+    """A command run beside the job's thread; ``check()`` raises its failure once it failed."""
+
+    def __init__(self, name: str, fn: Callable[[], object]) -> None:
+        super().__init__(name=name, daemon=True)
+        self.fn = fn
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.fn()
+        except BaseException as exc:
+            self.error = exc
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def wait(self) -> None:
+        while self.is_alive():
+            self.join(0.2)
+        self.check()
 
 
 def _tree_bytes(root: Path) -> int:

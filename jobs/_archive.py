@@ -1,0 +1,579 @@
+"""The files archive of a full backup set: a tar of the site that stores what does not compress.
+
+``files.tar.zst`` (or ``.gz``) stays one compressed tar for every reader (``zstd -dc | tar -x``,
+restore's own unpacker, ``tar -t`` in verification): it is a concatenation of zstd frames (gzip
+members), which every decompressor reads as one stream. What changed is who makes them:
+
+- files of 16 KiB or more of already-compressed types (JPEG, PNG, MP4, zip, fonts, …;
+  ``STORED``, by extension), and of 64 KiB or more of a type not known as text (``TEXT``)
+  whose first 64 KiB zlib level 1 leaves above 95 %, are written by this module as frames of
+  *raw* blocks (zstd's ``Raw_Block``, deflate's stored blocks): the file's bytes are copied
+  by the kernel (``copy_file_range``; for gzip read through this process for the CRC), no
+  compressor reads them;
+- everything else (directories, links, PHP, text, types that compress) is one tar stream
+  through one ``zstd -T0 -3`` (``gzip -6``), as before, into a temporary file that is appended
+  once the stored members are written (the two run side by side);
+- hard links and the end-of-archive blocks come last.
+
+So a JPEG costs what copying it costs, and the compressor's CPU goes to what shrinks. The
+order of members differs from GNU tar's (stored files before their directories' entries):
+restore's unpacker and tar both create missing parent directories.
+
+The tree is read as GNU tar reads it, never through a link www-data could plant: each
+directory is opened ``O_NOFOLLOW`` relative to its parent's descriptor, each file
+``O_NOFOLLOW | O_NONBLOCK`` relative to its directory and checked to be a regular file after
+opening; a symlink is archived as a symlink. A file removed while the walk runs is left out,
+one that changed while read is archived as read (its size at opening, short reads padded with
+zeros), both counted in the summary like tar's warnings.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import pwd
+import queue
+import re
+import stat
+import tarfile
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jobrunner import JobContext
+
+# Types that are compressed already: compressing them again costs CPU and saves nothing.
+STORED = frozenset(
+    """jpg jpeg jpe jfif png apng gif webp avif heic heif jxl mp4 m4v mov webm mkv 3gp flv
+    mp3 m4a aac ogg oga ogv opus flac wma wmv zip gz tgz bz2 tbz2 xz txz zst lz lz4 lzma 7z
+    rar jar war apk docx xlsx pptx odt ods odp epub woff woff2""".split()
+)
+# Text the sample would find compressible anyway: not sampled.
+TEXT = frozenset(
+    "php inc js mjs css scss less html htm json xml svg sql txt md po pot map csv tsv ini yml yaml".split()
+)
+SAMPLE_BYTES = 64 << 10
+STORE_MIN = 16 << 10  # smaller files cost the compressor little, and a stored member ~120 bytes more
+STORE_RATIO = 0.95  # an unknown type is stored when zlib -1 leaves more than this of its head
+EXCLUDED_TOP = (".restore-", ".pre-restore-")  # wp_restore's own directories in the site
+
+_BLOCK = 512
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_NO_KERNEL_COPY = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM)
+_SMALL = 1 << 20  # files up to this size go to the compressor in one write with their header
+
+
+@cache
+def _uname(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+@cache
+def _gname(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return ""
+
+
+def header(name: str, st: os.stat_result, kind: bytes, *, size: int = 0, linkname: str = "") -> bytes:
+    """A GNU tar header (with its long-name records) for ``name``, as GNU tar writes it."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = st.st_mode & 0o7777
+    info.uid, info.gid = st.st_uid, st.st_gid
+    info.uname, info.gname = _uname(st.st_uid), _gname(st.st_gid)
+    info.mtime = int(st.st_mtime)
+    info.size = size
+    info.linkname = linkname
+    if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+
+
+def classify(name: str, fd: int, size: int) -> tuple[bool, bool]:
+    """``(stored, sampled)`` for a regular file: stored by its extension, else (64 KiB or more
+    of an unknown type) when zlib level 1 leaves more than 95 % of its first 64 KiB."""
+    base = name.rpartition("/")[2]
+    ext = base.rpartition(".")[2].lower() if "." in base else ""
+    if size < STORE_MIN:
+        return False, False
+    if ext in STORED:
+        return True, False
+    if ext in TEXT or size < SAMPLE_BYTES:
+        return False, False
+    head = os.pread(fd, SAMPLE_BYTES, 0)
+    return len(head) >= SAMPLE_BYTES // 2 and len(zlib.compress(head, 1)) > STORE_RATIO * len(head), True
+
+
+# --- stored frames --------------------------------------------------------------------------
+
+
+class _Copier:
+    """Copies bytes between descriptors in the kernel (``copy_file_range``), falling back to
+    reads and writes where the filesystem cannot. Returns what was copied (short at EOF)."""
+
+    def __init__(self) -> None:
+        self.kernel = True
+
+    def copy(self, src: int, dst: int, count: int) -> int:
+        done = 0
+        while done < count:
+            if self.kernel:
+                try:
+                    n = os.copy_file_range(src, dst, count - done)
+                except OSError as exc:
+                    if exc.errno not in _NO_KERNEL_COPY:
+                        raise
+                    self.kernel = False
+                    continue
+            else:
+                data = os.read(src, min(count - done, 1 << 20))
+                n = len(data)
+                _write_all(dst, data)
+            if n == 0:
+                break
+            done += n
+        return done
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class StoredFrames:
+    """Writes members as frames the decompressor copies through, the file's bytes never passing
+    a compressor: zstd frames of raw blocks (the header's and the padding's runs of zeros as
+    RLE blocks; frame content size given, no checksum: the manifest's SHA-256 covers the file),
+    or gzip members whose header and padding are deflated and whose data are stored blocks."""
+
+    def __init__(self, codec: str, out: int) -> None:
+        if codec not in ("zstd", "gzip"):
+            raise ValueError(f"{codec}: no stored frames")
+        self.codec = codec
+        self.out = out
+        self.copier = _Copier()
+
+    def member(self, head: bytes, src: int | None, size: int) -> int:
+        """One frame: ``head`` (tar header bytes), ``size`` bytes of ``src`` (zeros past its
+        end), the tar padding. Returns the bytes read from ``src``."""
+        pad = bytes(-size % _BLOCK)
+        if self.codec == "zstd":
+            return self._zstd(head, src, size, pad)
+        return self._gzip(head, src, size, pad)
+
+    def _data(self, pending: bytearray, src: int | None, size: int, most: int, block: Callable[[int], bytes]) -> int:
+        """``size`` bytes of ``src`` in blocks of at most ``most``, each after ``block(n)``;
+        ``pending`` is written first. Zeros past the end of ``src``. Returns the bytes read."""
+        read, short = 0, src is None
+        for at in range(0, size, most):
+            n = min(most, size - at)
+            pending += block(n)
+            got = 0
+            if not short:
+                assert src is not None
+                _write_all(self.out, pending)
+                pending.clear()
+                got = self.copier.copy(src, self.out, n)
+                read += got
+                short = got < n
+            pending += bytes(n - got)
+        return read
+
+    # zstd (RFC 8878): magic, descriptor 0xC0 (8-byte content size, not single-segment, no
+    # checksum, no dictionary), window 128 KiB (0x38), then blocks of at most 128 KiB whose
+    # 3-byte header is size << 3 | type << 1 | last (type 0: raw bytes; 1: RLE, one byte
+    # repeated size times).
+    _ZBLOCK = 128 << 10
+
+    @staticmethod
+    def _zstd_bytes(data: bytes) -> bytes:
+        """Raw and RLE blocks (never the last) for ``data``: runs of 16 zeros or more as RLE."""
+        out, at = bytearray(), 0
+        for run in re.finditer(rb"\0{16,}", data):
+            if run.start() > at:
+                out += ((run.start() - at) << 3).to_bytes(3, "little") + data[at : run.start()]
+            out += ((len(run.group()) << 3) | 2).to_bytes(3, "little") + b"\0"
+            at = run.end()
+        if at < len(data):
+            out += ((len(data) - at) << 3).to_bytes(3, "little") + data[at:]
+        return bytes(out)
+
+    def _zstd(self, head: bytes, src: int | None, size: int, pad: bytes) -> int:
+        pending = bytearray(b"\x28\xb5\x2f\xfd\xc0\x38")
+        pending += (len(head) + size + len(pad)).to_bytes(8, "little")
+        pending += self._zstd_bytes(head)
+        read = self._data(pending, src, size, self._ZBLOCK, lambda n: (n << 3).to_bytes(3, "little"))
+        pending += self._zstd_bytes(pad)
+        pending += (1).to_bytes(3, "little")  # the last block: raw, empty
+        _write_all(self.out, pending)
+        return read
+
+    # gzip (RFC 1952) around one deflate stream (RFC 1951): the header deflated and flushed to
+    # a byte boundary (Z_SYNC_FLUSH), the data as stored blocks (a byte 0, LEN, NLEN, bytes),
+    # the padding deflated as the final block, then CRC-32 and size. The data are read through
+    # this process (the CRC needs them), not copied by the kernel.
+    _GBLOCK = 0xFFFF
+
+    def _gzip(self, head: bytes, src: int | None, size: int, pad: bytes) -> int:
+        pending = bytearray(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff")
+        first = zlib.compressobj(6, zlib.DEFLATED, -15)
+        pending += first.compress(head) + first.flush(zlib.Z_SYNC_FLUSH)
+        crc, read, short = zlib.crc32(head), 0, src is None
+        for at in range(0, size, self._GBLOCK):
+            n = min(self._GBLOCK, size - at)
+            data = b"" if short else os.read(src, n)  # type: ignore[arg-type]
+            while not short and len(data) < n:
+                more = os.read(src, n - len(data))  # type: ignore[arg-type]
+                short = not more
+                data += more
+            read += len(data)
+            data += bytes(n - len(data))
+            crc = zlib.crc32(data, crc)
+            pending += b"\0" + n.to_bytes(2, "little") + (n ^ 0xFFFF).to_bytes(2, "little") + data
+            if len(pending) >= 1 << 20:
+                _write_all(self.out, pending)
+                pending.clear()
+        last = zlib.compressobj(6, zlib.DEFLATED, -15)
+        pending += last.compress(pad) + last.flush(zlib.Z_FINISH)
+        crc = zlib.crc32(pad, crc)
+        pending += crc.to_bytes(4, "little") + ((len(head) + size + len(pad)) & 0xFFFFFFFF).to_bytes(4, "little")
+        _write_all(self.out, pending)
+        return read
+
+
+# --- the writer -----------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    """What went into an archive (``manifest["archive"]``)."""
+
+    stored_files: int = 0
+    stored_bytes: int = 0
+    compressed_files: int = 0
+    compressed_bytes: int = 0  # of regular files' contents given to the compressor
+    other_members: int = 0  # directories, symlinks, hard links, devices, fifos
+    sampled: int = 0
+    changed: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "stored": {"files": self.stored_files, "bytes": self.stored_bytes},
+            "compressed": {"files": self.compressed_files, "bytes": self.compressed_bytes},
+            "other_members": self.other_members,
+            "sampled": self.sampled,
+            "changed": len(self.changed),
+            "vanished": len(self.vanished),
+        }
+
+
+@dataclass
+class _Item:
+    name: str
+    st: os.stat_result
+    kind: bytes
+    fd: int | None = None
+    linkname: str = ""
+
+
+_END = None
+
+
+class ArchiveWriter:
+    """Writes the tar of ``root`` into ``out`` (``files.tar.<ext>``, made empty beforehand)."""
+
+    def __init__(self, ctx: JobContext, root: Path, out: Path, codec: str, compress: tuple[str, ...]) -> None:
+        self.ctx = ctx
+        self.root = root
+        self.out = out
+        self.codec = codec
+        self.compress = compress
+        self.summary = Summary()
+        self._read = [0, 0]  # file bytes read so far by the stored and the compressed writer
+        self._error: BaseException | None = None
+        self._failed = threading.Event()
+        self._stored: queue.Queue[_Item | None] = queue.Queue(maxsize=32)
+        self._compressed: queue.Queue[_Item | None] = queue.Queue(maxsize=256)
+        self._links: list[bytes] = []
+        self._inodes: dict[tuple[int, int], str] = {}
+
+    @property
+    def read(self) -> int:
+        """File bytes read so far (for the progress line)."""
+        return sum(self._read)
+
+    # the threads: walk (the job's thread), stored (→ out), compressed (→ compressor → temp)
+
+    def write(self, check: Callable[[], None] = lambda: None) -> Summary:
+        """Walk, write, append; ``check`` is called between members (raises to stop)."""
+        tmp = self.out.with_name(f".{self.out.name}.compressed")
+        out_fd = os.open(self.out, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        tmp_fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        read_end, write_end = os.pipe()
+        # each thread gets descriptors of its own (sharing the offsets), closed when it ends
+        threads = [
+            self._thread("stored", self._write_stored, os.dup(out_fd)),
+            self._thread("compressor", self._run_compressor, read_end, os.dup(tmp_fd)),
+            self._thread("compressed", self._write_compressed, write_end),
+        ]
+        try:
+            for thread in threads:
+                thread.start()
+            self._walk(check)
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)
+                    self._raise_failure()
+            self._raise_failure()
+            os.lseek(tmp_fd, 0, os.SEEK_SET)
+            size = os.fstat(tmp_fd).st_size
+            if StoredFrames(self.codec, out_fd).copier.copy(tmp_fd, out_fd, size) != size:
+                raise OSError(errno.EIO, f"{tmp.name}: short copy")
+            tail = b"".join(self._links) + bytes(2 * _BLOCK)  # the hard links, the end of the archive
+            StoredFrames(self.codec, out_fd).member(tail, None, 0)
+        except BaseException:
+            self._failed.set()
+            self._drain()
+            raise
+        finally:
+            os.close(out_fd)
+            os.close(tmp_fd)
+            tmp.unlink(missing_ok=True)
+        return self.summary
+
+    def _thread(self, name: str, fn: Callable[..., None], *args: Any) -> threading.Thread:
+        def body() -> None:
+            try:
+                fn(*args)
+            except BaseException as exc:
+                if self._error is None or isinstance(self._error, BrokenPipeError):
+                    self._error = exc  # the compressor's own failure says more than the pipe's
+                self._failed.set()
+
+        return threading.Thread(target=body, name=f"archive {name}", daemon=True)
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._failed.is_set():
+            raise OSError(errno.EIO, "the archive writer stopped")
+
+    def _put(self, q: queue.Queue[_Item | None], item: _Item | None) -> None:
+        while True:
+            self._raise_failure()
+            try:
+                q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _drain(self) -> None:
+        """After a failure: close the descriptors still queued and let the writers end."""
+        for q in (self._stored, self._compressed):
+            while True:
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None and item.fd is not None:
+                    os.close(item.fd)
+            try:
+                q.put_nowait(_END)
+            except queue.Full:
+                pass
+
+    # --- walking --------------------------------------------------------------------------
+
+    def _walk(self, check: Callable[[], None]) -> None:
+        root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # WP_PATH may be a link (tar -C)
+        self._put(self._compressed, _Item(".", os.fstat(root_fd), tarfile.DIRTYPE))
+        stack = [(root_fd, "./", sorted(os.listdir(root_fd), reverse=True))]
+        try:
+            while stack:
+                dir_fd, prefix, names = stack[-1]
+                if not names:
+                    os.close(dir_fd)
+                    stack.pop()
+                    continue
+                check()
+                entry = names.pop()
+                if prefix == "./" and entry.startswith(EXCLUDED_TOP):
+                    continue
+                child = self._entry(dir_fd, entry, prefix + entry)
+                if child is not None:
+                    try:
+                        listing = sorted(os.listdir(child), reverse=True)
+                    except BaseException:
+                        os.close(child)
+                        raise
+                    stack.append((child, f"{prefix}{entry}/", listing))
+        finally:
+            for dir_fd, _, _ in stack:
+                os.close(dir_fd)
+        self._put(self._stored, _END)
+        self._put(self._compressed, _END)
+
+    def _entry(self, dir_fd: int, entry: str, name: str) -> int | None:
+        """Queue one entry; a directory's descriptor is returned (to walk it)."""
+        try:
+            st = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                fd = os.open(entry, _DIR, dir_fd=dir_fd)
+                self._put(self._compressed, _Item(name, os.fstat(fd), tarfile.DIRTYPE))
+                self.summary.other_members += 1
+                return fd
+            if stat.S_ISREG(st.st_mode):
+                self._file(dir_fd, entry, name)
+            elif stat.S_ISLNK(st.st_mode):
+                link = os.readlink(entry, dir_fd=dir_fd)
+                self._put(self._compressed, _Item(name, st, tarfile.SYMTYPE, linkname=link))
+                self.summary.other_members += 1
+            elif stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                kind = tarfile.FIFOTYPE if stat.S_ISFIFO(st.st_mode) else tarfile.CHRTYPE
+                if stat.S_ISBLK(st.st_mode):
+                    kind = tarfile.BLKTYPE
+                self._put(self._compressed, _Item(name, st, kind))
+                self.summary.other_members += 1
+            # sockets are left out, as tar does
+        except FileNotFoundError:
+            self.summary.vanished.append(name)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise OSError(exc.errno, f"{exc.strerror}: {name}") from None
+            self.summary.changed.append(name)  # replaced by a symlink or a file meanwhile: left out
+        return None
+
+    def _file(self, dir_fd: int, entry: str, name: str) -> None:
+        fd = os.open(entry, _FILE, dir_fd=dir_fd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.ELOOP, "not a regular file any more")
+            if st.st_nlink > 1:
+                first = self._inodes.setdefault((st.st_dev, st.st_ino), name)
+                if first != name:
+                    self._links.append(header(name, st, tarfile.LNKTYPE, linkname=first))
+                    self.summary.other_members += 1
+                    os.close(fd)
+                    return
+            stored, sampled = classify(name, fd, st.st_size)
+            self.summary.sampled += sampled
+            self._put(self._stored if stored else self._compressed, _Item(name, st, tarfile.REGTYPE, fd))
+        except BaseException:
+            os.close(fd)
+            raise
+
+    # --- writing --------------------------------------------------------------------------
+
+    def _items(self, q: queue.Queue[_Item | None]) -> Any:
+        while True:
+            item = q.get()
+            if item is None or self._failed.is_set():
+                if item is not None and item.fd is not None:
+                    os.close(item.fd)
+                return
+            yield item
+
+    def _changed(self, item: _Item, got: int) -> None:
+        assert item.fd is not None
+        after = os.fstat(item.fd)
+        if got != item.st.st_size or after.st_size != item.st.st_size or after.st_mtime_ns != item.st.st_mtime_ns:
+            self.summary.changed.append(item.name)
+
+    def _write_stored(self, out_fd: int) -> None:
+        try:
+            self._write_stored_into(out_fd)
+        finally:
+            os.close(out_fd)
+
+    def _write_stored_into(self, out_fd: int) -> None:
+        frames = StoredFrames(self.codec, out_fd)
+        for item in self._items(self._stored):
+            assert item.fd is not None
+            try:
+                size = item.st.st_size
+                got = frames.member(header(item.name, item.st, tarfile.REGTYPE, size=size), item.fd, size)
+                self._changed(item, got)
+                self._read[0] += size
+                self.summary.stored_files += 1
+                self.summary.stored_bytes += size
+            finally:
+                os.close(item.fd)
+
+    def _run_compressor(self, read_end: int, tmp_fd: int) -> None:
+        try:
+            self.ctx.run(list(self.compress), stdin=read_end, stdout=tmp_fd)
+        finally:
+            os.close(read_end)
+            os.close(tmp_fd)
+
+    def _write_compressed(self, pipe: int) -> None:
+        try:
+            for item in self._items(self._compressed):
+                if item.fd is None:
+                    _write_all(pipe, header(item.name, item.st, item.kind, linkname=item.linkname))
+                    continue
+                try:
+                    self._compressed_file(pipe, item)
+                finally:
+                    os.close(item.fd)
+        finally:
+            os.close(pipe)
+
+    _kernel_splice = True
+
+    def _splice(self, src: int, pipe: int, count: int) -> int:
+        """Up to ``count`` bytes of ``src`` into the pipe (by the kernel where it can)."""
+        if self._kernel_splice:
+            try:
+                return os.splice(src, pipe, count)
+            except OSError as exc:
+                if exc.errno not in _NO_KERNEL_COPY:
+                    raise
+                self._kernel_splice = False
+        data = os.read(src, count)
+        _write_all(pipe, data)
+        return len(data)
+
+    def _compressed_file(self, pipe: int, item: _Item) -> None:
+        assert item.fd is not None
+        size = item.st.st_size
+        head = header(item.name, item.st, tarfile.REGTYPE, size=size)
+        pad = bytes(-size % _BLOCK)
+        if size <= _SMALL:
+            data = b""
+            while len(data) < size:
+                more = os.read(item.fd, size - len(data))
+                if not more:
+                    break
+                data += more
+            got = len(data)
+            _write_all(pipe, head + data + bytes(size - got) + pad)
+        else:
+            _write_all(pipe, head)
+            got = 0
+            while got < size:
+                n = self._splice(item.fd, pipe, min(size - got, 1 << 20))
+                if n == 0:
+                    break
+                got += n
+            if got < size:
+                _write_all(pipe, bytes(size - got))
+            _write_all(pipe, pad)
+        self._changed(item, got)
+        self._read[1] += size
+        self.summary.compressed_files += 1
+        self.summary.compressed_bytes += size
