@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -190,6 +191,7 @@ def main() -> int:
         write_s = verify_s = job_wall = 0.0
         job_bytes = 0
         compressible_mib = 0.0
+        archive: dict[str, Any] = {}
 
         def best(name: str, value: tuple[float, int]) -> None:
             if name not in results or value[0] < results[name][0]:
@@ -261,6 +263,7 @@ def main() -> int:
                 return 1
             if r == 0 or done[-1]["write_s"] < write_s:
                 write_s, verify_s, job_wall = done[-1]["write_s"], done[-1]["verify_s"], wall
+                archive = next(e for e in events if e["event"] == "backup.archive")
             job_bytes = du(out / "job")
             results["wp_backup write"] = (write_s, job_bytes)
             shutil.rmtree(out)
@@ -273,6 +276,12 @@ def main() -> int:
         for name, (wall, size) in results.items():
             cpu = f"{CPU[name]:13.2f}" if name in CPU else f"{'':>13}"
             print(f"{name:<22} {wall:8.2f} {size / 2**20:11.1f} {cpu}")
+        print(
+            f"{'  of which archive':<22} {archive['archive_s']:8.2f} {'':>11}  "
+            f"({archive['stored']['bytes'] / 2**20:.0f} MiB stored in {archive['stored']['files']} files, "
+            f"{archive['compressed']['bytes'] / 2**20:.0f} MiB compressed in {archive['compressed']['files']})"
+        )
+        print(f"{'  and dump (beside it)':<22} {archive['dump_s']:8.2f}")
         print(f"{'wp_backup verify':<22} {verify_s:8.2f} {'':>11}  (tar -t, SHA-256, scratch DB load; separate)")
         print(f"{'wp_backup whole run':<22} {job_wall:8.2f} {'':>11}  (CLI start to exit)")
         seed = results["seed-style"]

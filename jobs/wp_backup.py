@@ -209,6 +209,7 @@ def write_files(
         path.touch(mode=0o600, exist_ok=False)
     followers = [FileFollower(path) for path in outputs]
     summary = None
+    archive_s = dump_s = 0.0
     try:
         if with_files:  # the archive in this thread, the dump beside it
             from jobs._archive import ArchiveWriter
@@ -218,9 +219,12 @@ def write_files(
             tree = _tree_bytes(s.wp_path)
             with ctx.progress("files + dump", total=tree, unit="B") as p:
                 p.follow(lambda: writer.read)
+                started = time.monotonic()
                 dumper.start()
                 summary = writer.write(check=dumper.check)
+                archive_s = time.monotonic() - started
                 dumper.wait()
+                dump_s = dumper.ended - started
                 p.update(tree)
         else:  # the compressed dump as it grows: its final size is not known beforehand
             with ctx.progress("dump", unit="B") as p:
@@ -245,7 +249,7 @@ def write_files(
             files=(summary.changed + summary.vanished)[:20],
         )
     record = summary.record()
-    ctx.log.info("backup.archive", **record)
+    ctx.log.info("backup.archive", **record, archive_s=round(archive_s, 3), dump_s=round(dump_s, 3))
     return files, record
 
 
@@ -256,12 +260,15 @@ class _Background(threading.Thread):
         super().__init__(name=name, daemon=True)
         self.fn = fn
         self.error: BaseException | None = None
+        self.ended = 0.0  # time.monotonic() when it ended
 
     def run(self) -> None:
         try:
             self.fn()
         except BaseException as exc:
             self.error = exc
+        finally:
+            self.ended = time.monotonic()
 
     def check(self) -> None:
         if self.error is not None:

@@ -170,3 +170,24 @@ def test_a_changed_byte_in_a_stored_member_is_refused(site_env, site):
     assert "manifest.hmac does not match manifest.json" in run.stdout + run.stderr
     assert "Must survive" in stack.post_titles(site)
     assert (site / MEDIA / "random.jpg").read_bytes() == b"current"
+
+
+def test_links_in_the_site_are_archived_as_links_never_read(site_env, site, tmp_path):
+    """Links www-data could plant (a .jpg and a directory pointing at root-only data) are
+    archived as links: the secret bytes are nowhere in the archive."""
+    secret_dir = tmp_path / "root-only"
+    secret_dir.mkdir(mode=0o700)
+    secret = secret_dir / "secret.jpg"
+    secret.write_bytes(b"ROOT-SECRET-" * 4000)  # big enough to be stored if it were read
+    secret.chmod(0o600)
+    uploads = site / "wp-content" / "uploads"
+    os.symlink(secret, uploads / "photo.jpg")
+    os.symlink(secret_dir, uploads / "dir")
+    run = site_env.run("wp_backup")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    [set_dir] = site_env.sets()
+    tar = subprocess.run(["zstd", "-dcq", str(set_dir / "files.tar.zst")], capture_output=True, check=True).stdout
+    assert b"ROOT-SECRET-" not in tar
+    listing = subprocess.run(["tar", "-tv"], input=tar, capture_output=True, check=True).stdout.decode()
+    assert f"./wp-content/uploads/photo.jpg -> {secret}" in listing
+    assert f"./wp-content/uploads/dir -> {secret_dir}" in listing
