@@ -15,6 +15,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -241,3 +242,25 @@ def pytest_make_collect_report(collector):
             f"{report.nodeid or collector.path}: skipped at collection in CI (JOBRUNNER_REQUIRE_ALL), "
             f"where everything must run: {reason}"
         )
+
+
+@pytest.fixture(scope="session")
+def healthchecks() -> Iterator[Any]:
+    """A real healthchecks server (v3.13, vendored in ../shared) for the session: tests/healthchecks_server.py."""
+    from .healthchecks_server import HealthchecksUnavailable, running
+
+    try:
+        context = running()
+        server = context.__enter__()
+    except HealthchecksUnavailable as exc:
+        pytest.skip(f"no healthchecks server: {exc}")
+    try:
+        yield server
+    finally:
+        context.__exit__(None, None, None)
+
+
+@pytest.fixture
+def hc_project(healthchecks: Any) -> Any:
+    """A project of its own on the session's healthchecks server (its own checks, API key, ping key)."""
+    return healthchecks.project()

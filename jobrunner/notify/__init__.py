@@ -103,22 +103,41 @@ def notify_throttled(
 
 
 class _Budget:
-    """``$JOBRUNNER_NOTIFY_TIMEOUT``, shared by the end of run's notification and finish ping:
-    its clock starts when the first of them does."""
+    """``$JOBRUNNER_NOTIFY_TIMEOUT``: the whole of a run's sending time, shared by the start
+    ping (and the replay of queued pings) at the start, and the notification and the finish
+    ping at the end. The start may use half of it; the end gets what the start left, its
+    clock starting when the first of the end's senders does. A black-holed server therefore
+    holds a run at most the budget in all, however the time falls."""
 
     def __init__(self) -> None:
+        self.total: float | None = None
+        self.spent = 0.0
         self.deadline: float | None = None
         self.failed = False  # a bad setting: reported once, by the first hook that asked
 
-    def start(self) -> float:
-        if self.deadline is None:
+    def _total(self) -> float:
+        if self.total is None:
             from .send import budget_seconds
 
             try:
-                self.deadline = time.monotonic() + budget_seconds()
+                self.total = budget_seconds()
             except Exception:
                 self.failed = True
                 raise
+        return self.total
+
+    def opening(self) -> float:
+        """The deadline of the start's sending: half the budget at most."""
+        total = self._total()
+        return time.monotonic() + max(0.0, min(total / 2, total - self.spent))
+
+    def spend(self, seconds: float) -> None:
+        self.spent += max(0.0, seconds)
+
+    def start(self) -> float:
+        """The deadline of the end's sending (fixed by its first caller): what the start left."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + max(0.0, self._total() - self.spent)
         return self.deadline
 
 
@@ -211,7 +230,8 @@ class NotifyHook:
             from ..skips import skipping_message
 
             title, body = skipping_message(run.job, os.uname().nodename, text, run.run_id)
-            delivery = deliver(title, body, tags=tuple(run.job.notify), kind="failure")
+            budget = self.budget.start() - time.monotonic()
+            delivery = deliver(title, body, tags=tuple(run.job.notify), kind="failure", budget=max(0.1, budget))
         except Exception as exc:
             run.log.error("notify.failed", kind="skipping", error=f"{type(exc).__name__}: {exc}")
             return
@@ -230,22 +250,34 @@ class PingHook:
 
     def __init__(self, base: str, budget: _Budget) -> None:
         self.base, self.budget = base, budget
+        self.rejected = False  # the server refused the URL: logged once, nothing more sent
 
     def on_start(self, run: Run) -> None:
         from . import ping
-        from .send import budget_seconds
 
         _remember_tags(run)
-        deadline = time.monotonic() + min(budget_seconds(), 5.0)
-        self._replay(run, deadline)
-        ok, detail, _ = ping.send_ping(f"{self.base}/start?rid={ping.rid(run.run_id)}", body=None, deadline=deadline)
-        if ok:
+        began = time.monotonic()
+        try:
+            deadline = self.budget.opening()
+            if not self._replay(run, deadline):
+                return
+            sent = ping.send_ping(
+                ping.build_url(self.base, "/start", ping.rid(run.run_id)), body=None, deadline=deadline
+            )
+        finally:
+            self.budget.spend(time.monotonic() - began)
+        if sent.ok:
             run.log.debug("ping.sent", path="/start")
+            if sent.limit and sent.limit != ping.body_limit(run.state.ping):
+                run.state.ping["body_limit"] = sent.limit  # the finish ping's body fits it
+                self._keep(run)
+        elif sent.rejected:
+            self._rejected(run, "/start", sent)
         else:  # a lost start ping is harmless: the finish ping is what healthchecks judges
-            run.log.warning("ping.failed", path="/start", error=detail)
+            run.log.warning("ping.failed", path="/start", error=sent.detail)
 
     def on_finish(self, run: Run) -> None:
-        if run.result.outcome == "skipped" or self.budget.failed:
+        if run.result.outcome == "skipped" or self.budget.failed or self.rejected:
             return
         from . import ping
         from .message import tail_lines
@@ -257,30 +289,42 @@ class PingHook:
         summary = (
             f"{result.outcome} exit={result.exit_code} duration={result.duration_s:.1f}s attempts={result.attempts}"
         )
-        text = "\n".join([*tail_lines(run.tail), summary])
-        view = self._replay(run, deadline)
-        ok, detail, limit = ping.send_ping(
-            f"{self.base}{path}?rid={rid}", body=ping.cut(text, ping.body_limit(view)), deadline=deadline
-        )
+        error = run.error if result.outcome != "success" else None
+        tail = tail_lines(run.tail)
+        if not self._replay(run, deadline):
+            return
+        view = {"ping": run.state.ping}
+        body = ping.body_text(error=error, tail=tail, summary=summary, limit=ping.body_limit(view))
+        sent = ping.send_ping(ping.build_url(self.base, path, rid), body=body, deadline=deadline)
         memory = run.state.ping
-        if ok:
-            if limit:
-                memory["body_limit"] = limit
+        if sent.ok:
+            if sent.limit:
+                memory["body_limit"] = sent.limit
             run.log.debug("ping.sent", path=path or "/")
+        elif sent.rejected:
+            self._rejected(run, path or "/", sent)
         else:
-            ping.enqueue(view, path=path, rid=rid, body=text)
-            run.log.warning("ping.failed", path=path or "/", error=detail, queued=len(memory.get("queue", [])))
+            text = ping.body_text(error=error, tail=tail, summary=summary, limit=ping.DEFAULT_BODY_LIMIT)
+            ping.enqueue(view, path=path, rid=rid, body=text.decode("utf-8", "replace"))
+            run.log.warning("ping.failed", path=path or "/", error=sent.detail, queued=len(memory.get("queue", [])))
         self._keep(run)
 
-    def _replay(self, run: Run, deadline: float) -> dict[str, Any]:
-        """Queued finish pings sent, marked late; the ping memory as ``notify/ping.py`` takes it."""
+    def _rejected(self, run: Run, path: str, sent: Any) -> None:
+        self.rejected = True
+        run.log.warning("ping.rejected", path=path, status=sent.status, error=sent.detail, queued=0)
+
+    def _replay(self, run: Run, deadline: float) -> bool:
+        """Queued finish pings sent, marked late; False when the server rejected the URL."""
         from . import ping
 
         view = {"ping": run.state.ping}  # ping.py works on the memory in place
-        if run.state.ping.get("queue"):
-            ping.replay(view, self.base, deadline=deadline, log=run.log)
-            self._keep(run)
-        return view
+        if not run.state.ping.get("queue"):
+            return True
+        usable = ping.replay(view, self.base, deadline=deadline, log=run.log)
+        self._keep(run)
+        if not usable:
+            self.rejected = True
+        return usable
 
     @staticmethod
     def _keep(run: Run) -> None:
