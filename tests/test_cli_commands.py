@@ -83,6 +83,7 @@ def test_every_command_lives_in_the_cli_package():
         "units",
         "version",
         "import",
+        "checks",
     }
     for name, info in COMMANDS.items():
         assert info.module == f"jobrunner.cli.{name}"

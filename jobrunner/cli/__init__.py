@@ -48,6 +48,9 @@ COMMANDS: dict[str, CommandInfo] = {
     "alert": CommandInfo("jobrunner.cli.alert", "notify about a failed unit (what alert-failure@.service runs)"),
     "notify": CommandInfo("jobrunner.cli.notify", "notification tools: notify test [--tag T]"),
     "units": CommandInfo("jobrunner.cli.units", "render, verify, install or uninstall systemd units"),
+    "checks": CommandInfo(
+        "jobrunner.cli.checks", "healthchecks checks for the jobs: checks sync [--dry-run] [--prune]"
+    ),
     "import": CommandInfo("jobrunner.cli.import", "job modules from crontabs and existing .service/.timer units"),
     "version": CommandInfo("jobrunner.cli.version", "print the version"),
 }
