@@ -5,6 +5,7 @@ API key in no output."""
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 
 import pytest
@@ -54,6 +55,12 @@ def _sync(launcher, env_file, *args: str):
     return run
 
 
+def _writes(project) -> int:
+    """How many POST/DELETE requests to the management API the server has logged."""
+    log = (project.server.work / "server.log").read_text(errors="replace")
+    return len(re.findall(r'"(?:POST|DELETE) /api/v3/checks/', log))
+
+
 def _lines(run) -> dict[str, str]:
     """The plan's lines by slug: ``{"backup": "create  backup  name 'backup', …"}``."""
     out = {}
@@ -96,10 +103,13 @@ def test_sync_creates_updates_and_is_idempotent(launcher, hc_project):
     )
     assert checks["cron-job"]["schedule"] == "*:0/15\nMon 03:00" and checks["cron-job"]["grace"] == 13 * 60
 
+    writes = _writes(hc_project)
+    assert writes == 2  # the two creates
     second = _sync(launcher, env_file)
     assert second.returncode == 0
     assert second.stdout.splitlines()[-1] == "2 unchanged, 1 skipped"
-    assert hc_project.checks() == checks  # nothing changed on the server
+    assert hc_project.checks() == checks  # nothing changed on the server,
+    assert _writes(hc_project) == writes  # nor was anything sent to change
 
     _package(launcher, timeout="3h")
     dry = _sync(launcher, env_file, "--dry-run")
