@@ -6,7 +6,7 @@ The source is ``../shared/vendor/healthchecks-v3.13`` beside the repository (rea
 ``requirements.txt`` with Debian's ``/usr/bin/python3`` and cached under
 ``/var/cache/jobrunner-tests/healthchecks-<hash of requirements + python>`` (``$JOBRUNNER_TEST_CACHE``
 moves the cache). Each session copies the source into a temp dir (nothing is written into
-``shared/``), migrates a SQLite database, creates one user with a few projects, each with a
+``shared/``), migrates a SQLite database (a migrated copy is cached beside the venv), creates one user with a few projects, each with a
 fixed 32-character API key and ping key (``manage.py shell -c``), and runs
 ``manage.py runserver 127.0.0.1:PORT --noreload`` (without ``--noreload`` it forks and
 outlives its PID) in its own clean environment: ``SITE_ROOT``/``PING_ENDPOINT`` name that
@@ -222,6 +222,22 @@ class HealthchecksServer:
             raise HealthchecksUnavailable(f"manage.py {args[0]} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
 
+    def _migrate(self, python: Path, src: Path) -> None:
+        """The schema, from a cached migrated database when the migrations are the same
+        (``manage.py migrate`` takes 10-30 s on a busy machine)."""
+        digest = hashlib.sha256()
+        for path in sorted(src.glob("hc/*/migrations/*.py")):
+            digest.update(f"{path.relative_to(src)}:{path.stat().st_size}\n".encode())
+        cached = python.parent.parent / f"migrated-{digest.hexdigest()[:16]}.sqlite"
+        database = self.work / "hc.sqlite"
+        if cached.is_file():
+            shutil.copyfile(cached, database)
+            return
+        self._manage(python, "migrate", "--no-input", "-v", "0")
+        partial = cached.with_suffix(f".{os.getpid()}.tmp")
+        shutil.copyfile(database, partial)
+        os.replace(partial, cached)
+
     def start(self, src: Path) -> None:
         python = venv(src) / "bin" / "python"
         shutil.copytree(src, self.work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.sqlite"))
@@ -229,7 +245,7 @@ class HealthchecksServer:
             for name in dirs + files:
                 path = Path(root, name)
                 path.chmod(path.stat().st_mode | 0o200)
-        self._manage(python, "migrate", "--no-input", "-v", "0")
+        self._migrate(python, src)
         out = self._manage(python, "shell", "-c", _SETUP.format(count=PROJECTS))
         assert "ready" in out, out
         self.log = open(self.work / "server.log", "wb")  # closed in stop()

@@ -193,3 +193,26 @@ def test_bad_configuration_is_one_line_without_the_key(launcher, hc_project):
 
     usage = launcher.run("checks", "sync", "--api-key", hc_project.api_key)
     assert usage.returncode == 64 and usage.stderr.count("\n") == 1
+
+
+def test_a_check_that_cannot_be_made_is_one_error_line_and_the_rest_synced(launcher, hc_project):
+    """Schedules longer than the server takes: that job's line says so, the others are synced,
+    exit 1. A time zone the server refuses: each line carries the server's reason."""
+    _package(launcher)
+    many = [f"*-*-{day:02d} 04:00" for day in range(1, 16)]
+    (launcher.jobs / "hcjobs" / "many.py").write_text(
+        f"from jobrunner import job\n\n@job(schedule={many!r})\ndef many(ctx):\n    pass\n"
+    )
+    run = _sync(launcher, _env_file(launcher, hc_project))
+    assert run.returncode == 1
+    line = _lines(run)["many"]
+    assert line.startswith("error") and "longer than the 100 characters healthchecks takes" in line, line
+    assert sorted(hc_project.checks()) == ["backup", "cron-job"]
+    assert run.stdout.splitlines()[-1] == "2 created, 1 skipped, 1 failed"
+
+    (launcher.jobs / "hcjobs" / "many.py").unlink()
+    refused = _sync(launcher, _env_file(launcher, hc_project, extra="HC_TZ=Mars/Olympus_Mons\n"))
+    assert refused.returncode == 1
+    line = _lines(refused)["backup"]
+    assert line.startswith("error") and "HTTP 400 json validation error: tz is not a valid timezone" in line, line
+    assert hc_project.checks()["backup"]["tz"] == "Europe/Berlin"
