@@ -14,9 +14,9 @@
 - ``desc``: the job's description and the line that marks the check as this host's
   (``Managed by jobrunner checks sync on HOST (MODULE:NAME)``).
 
-A check with the slug that lacks the marker (made by hand, or by another host) is left
-alone unless ``adopt``; a check with this host's marker whose job is gone is only deleted
-with ``prune``. Creating and updating are one call, ``POST /api/v3/checks/`` with
+A check with the slug that lacks the marker (made by hand, or by a ``?create=1`` ping) is
+left alone unless ``adopt``; one with another host's marker is always left alone; a check with
+this host's marker whose job is gone is only deleted with ``prune``. Creating and updating are one call, ``POST /api/v3/checks/`` with
 ``unique: ["slug"]``; a check that already matches is not sent at all, so a second sync
 changes nothing. New checks get ``$HC_CHANNELS`` (default ``*``: every integration of the
 project); existing ones keep theirs.
@@ -299,9 +299,13 @@ def plan(
         check = found
         uuid = str(check.get("uuid") or "")
         who = owner(check)
-        if who != host and not adopt:
-            note = f"managed by jobrunner on {who}" if who else "not made by jobrunner checks sync"
-            actions.append(Action("leave", want.slug, job.ref, uuid=uuid, note=f"{note} (--adopt takes it over)"))
+        if who is not None and who != host:  # another host's: never taken over (HC_SLUG={host}-{job})
+            note = f"managed by jobrunner checks sync on {who} (give each host its slugs: HC_SLUG={{host}}-{{job}})"
+            actions.append(Action("leave", want.slug, job.ref, uuid=uuid, note=note))
+            continue
+        if who is None and not adopt:
+            note = "not made by jobrunner checks sync (--adopt takes it over)"
+            actions.append(Action("leave", want.slug, job.ref, uuid=uuid, note=note))
             continue
         current = _current(check)
         changes = {k: (current[k], v) for k, v in want.fields().items() if current[k] != v}

@@ -162,6 +162,11 @@ def test_unknown_check_is_logged_once_and_never_queued(launcher, healthchecks, h
         assert rejected[0]["status"] == 404 and rejected[0]["error"] == "HTTP 404: not found"
         assert launcher.state("hcjob").get("ping", {}).get("queue", []) == []
     assert missing.rsplit("/", 1)[1] not in run.stdout
+    # a URL the server has no route for: its HTML error page as its title, not as markup
+    wrong = launcher.run(
+        "run", "hcjob", env=launcher.env(JOBRUNNER_PING_URL=f"{healthchecks.url}/pong/x", MODE_FILE=str(flag))
+    )
+    assert wrong.event("ping.rejected")["error"] == "HTTP 404: Not Found"
 
 
 def test_black_holed_server_holds_the_run_at_most_the_budget(launcher, black_hole):

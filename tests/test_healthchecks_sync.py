@@ -128,6 +128,9 @@ def test_checks_not_made_by_the_sync_are_left_alone_unless_asked(launcher, hc_pr
     _package(launcher)
     hand = hc_project.create(name="by hand", slug="backup", timeout=86400, desc="made in the web UI")
     other = hc_project.create(name="other", slug="other", timeout=3600)
+    theirs = "Managed by jobrunner checks sync on web9 (jobs.x:x)"
+    web9 = hc_project.create(name="cron-job", slug="cron-job", timeout=3600, desc=theirs)
+    web9_gone = hc_project.create(name="gone", slug="gone", timeout=3600, desc=theirs)
     env_file = _env_file(launcher, hc_project)
     run = _sync(launcher, env_file)
     assert run.returncode == 0
@@ -136,17 +139,24 @@ def test_checks_not_made_by_the_sync_are_left_alone_unless_asked(launcher, hc_pr
     assert checks["backup"]["desc"] == "made in the web UI" and checks["backup"]["timeout"] == 86400
     assert checks["other"] == other
 
-    adopt = _sync(launcher, env_file, "--adopt")
+    assert "managed by jobrunner checks sync on web9" in _lines(run)["cron-job"]
+
+    adopt = _sync(launcher, env_file, "--adopt", "--prune")
     assert _lines(adopt)["backup"].startswith("update")
     adopted = hc_project.checks()["backup"]
     assert adopted["uuid"] == hand["uuid"] and adopted["schedule"] == "02:15" and "timeout" not in adopted
+    # another host's checks: never adopted, never pruned
+    assert "gone" not in _lines(adopt) and _lines(adopt)["cron-job"].startswith("leave")
+    assert hc_project.checks()["cron-job"] == web9 and hc_project.checks()["gone"] == web9_gone
+    hc_project.api("DELETE", f"checks/{web9['uuid']}")
+    assert _sync(launcher, env_file).returncode == 0  # now this host's cron-job
 
     (launcher.jobs / "hcjobs" / "cron.py").unlink()
     stale = _sync(launcher, env_file)
     assert "stale" in _lines(stale)["cron-job"] and "cron-job" in hc_project.checks()
     pruned = _sync(launcher, env_file, "--prune")
     assert _lines(pruned)["cron-job"].startswith("delete")
-    assert sorted(hc_project.checks()) == ["backup", "other"]
+    assert sorted(hc_project.checks()) == ["backup", "gone", "other"]
 
 
 def test_a_synced_check_takes_the_jobs_pings(launcher, hc_project):

@@ -131,8 +131,11 @@ def _message(exc: Any) -> str:
         raw = exc.read(300)
     except Exception:
         raw = b""
-    text = " ".join(raw.decode("utf-8", "replace").split())[:200]
-    return default_redactor().redact(text or str(getattr(exc, "reason", "") or ""))
+    text = " ".join(raw.decode("utf-8", "replace").split())
+    if text.startswith("<"):  # an HTML error page (a wrong path): its title, else the reason phrase
+        title = re.search(r"<title>([^<]*)</title>", text, re.IGNORECASE)
+        text = title.group(1).strip() if title else ""
+    return default_redactor().redact(text[:200] or str(getattr(exc, "reason", "") or ""))
 
 
 def send_ping(url: str, *, body: bytes | None, deadline: float) -> Sent:
