@@ -307,7 +307,13 @@ def running(body_limit: int = 4000) -> Iterator[HealthchecksServer]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":  # `python -m tests.healthchecks_server`: a server to try things by hand
+    for number in (signal.SIGINT, signal.SIGTERM):  # also when started in the background (SIGINT ignored)
+        signal.signal(number, _interrupt)
     with running() as hc:
         project = hc.project()
         print(f"{hc.url}  api key {project.api_key}  ping key {project.ping_key}", flush=True)
