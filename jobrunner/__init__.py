@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "Alert",
     "CommandFailed",
     "ConfigError",
     "Context",
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 _WHERE = {
+    "Alert": "declaration",
     "job": "declaration",
     "Job": "declaration",
     "Lock": "declaration",
@@ -56,7 +58,7 @@ _WHERE = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Context
-    from .declaration import Job, Lock, Retry, job
+    from .declaration import Alert, Job, Lock, Retry, job
     from .errors import (
         CommandFailed,
         ConfigError,

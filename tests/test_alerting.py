@@ -1,0 +1,332 @@
+"""Alerting rules end to end (issue 17): thresholds, silences, durations out of the ordinary,
+late vs running long. The real CLI, real Apprise, real HTTP and SMTP receivers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import pytest
+
+from jobrunner.state import StateStore
+
+from .conftest import wait_for
+from .test_notify_receivers import HttpReceiver, receiver, smtp
+
+JOBS = """
+import os, time
+from jobrunner import Alert, job
+
+@job(alert=Alert(after=3))
+def stormy(ctx):
+    if os.path.exists(ctx.env["FAIL_FLAG"]):
+        raise RuntimeError("storm")
+
+@job
+def silenced_job(ctx):
+    if os.path.exists(ctx.env["FAIL_FLAG"]):
+        raise RuntimeError("still broken")
+
+@job(alert=Alert(min_duration="30s"))
+def backup(ctx):
+    time.sleep(float(ctx.env.get("SLEEP", "1")))
+
+@job(alert=Alert(slower_than_p95=3))
+def usual(ctx):
+    time.sleep(float(ctx.env.get("SLEEP", "0")))
+
+@job(alert=Alert(max_duration="1s"))
+def long_one(ctx):
+    time.sleep(float(ctx.env.get("SLEEP", "0")))
+
+@job(schedule="hourly")
+def hourly(ctx):
+    pass
+"""
+
+
+def _subject(message) -> str:
+    from email.header import decode_header, make_header
+
+    return str(make_header(decode_header(message["Subject"])))
+
+
+def _titles(http: HttpReceiver) -> list[str]:
+    return [b["title"] for b in http.json_bodies()]
+
+
+@pytest.fixture
+def alerting(launcher, receiver, smtp):
+    launcher.write_job("alertjobs", JOBS)
+    flag = launcher.tmp / "fail.flag"
+    env = launcher.env(
+        JOBRUNNER_NOTIFY_URLS=f"{receiver.url()} {smtp.url()}", FAIL_FLAG=str(flag), JOBRUNNER_NOTIFY_TIMEOUT="10s"
+    )
+    return launcher, receiver, smtp, flag, env
+
+
+@pytest.mark.slow
+def test_storm_of_a_hundred_failures_after_three(alerting):
+    """after=3: failures 1-2 are counted, not sent; the 3rd sends one; the other 97 are held
+    (JOBRUNNER_NOTIFY_REPEAT); the success sends one recovery. HTTP and SMTP alike."""
+    launcher, http, mail, flag, env = alerting
+    flag.touch()
+    held = []
+    for i in range(100):
+        run = launcher.run("alertjobs:stormy", env=env)
+        assert run.returncode == 1
+        held.append(run.event("notify.held")["reason"] if "notify.held" in run.names() else "sent")
+        if i == 2:
+            assert len(http.wait(1)) == 1 and len(mail.wait(1)) == 1
+    assert held[:3] == ["below-threshold", "below-threshold", "sent"]
+    assert set(held[3:]) == {"JOBRUNNER_NOTIFY_REPEAT"}
+    flag.unlink()
+    assert launcher.run("alertjobs:stormy", env=env).returncode == 0
+    http.wait(2)
+    mail.wait(2)
+    time.sleep(0.5)  # anything late would arrive now
+    titles = _titles(http)
+    assert len(titles) == 2, titles
+    assert titles[0].startswith("❌ stormy failed on") and titles[1].startswith("✅ stormy recovered")
+    assert "3 failures in a row" in http.json_bodies()[0]["message"]
+    assert "97 failure(s) were not notified" in http.json_bodies()[1]["message"]
+    assert [_subject(m) for m in mail.messages] == titles
+    state = launcher.state("stormy")
+    assert state["consecutive_failures"] == 0 and state["runs"] == {"failure": 100, "success": 1}
+
+
+def test_silence_expiring_during_a_failure_streak_sends_exactly_one(alerting):
+    """Failures during a silence are recorded and counted, not sent; the first failure after it
+    ends says so, once; the next is held by the throttle as usual."""
+    launcher, http, mail, flag, env = alerting
+    assert launcher.run("alertjobs:silenced_job", env=env).returncode == 0  # the job has a state
+    silence = launcher.run("silence", "silenced_job", "--for", "4s", "--reason", "migrating", env=env)
+    assert silence.returncode == 0, silence.stderr
+    assert "silenced_job: silenced until" in silence.stdout
+    listed = launcher.run("silence", "--list", "--json", env=env)
+    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert row["job"] == "silenced_job" and row["reason"] == "migrating" and row["by"]
+    flag.touch()
+    began = time.time()
+    for _ in range(2):
+        run = launcher.run("alertjobs:silenced_job", env=env)
+        assert run.returncode == 1 and run.event("notify.held")["reason"] == "silenced"
+    assert launcher.state("silenced_job")["consecutive_failures"] == 2
+    assert http.requests == [] and mail.messages == []
+    time.sleep(max(0.0, began + 4.5 - time.time()))
+    for _ in range(2):
+        assert launcher.run("alertjobs:silenced_job", env=env).returncode == 1
+    http.wait(1)
+    mail.wait(1)
+    time.sleep(0.5)
+    titles = _titles(http)
+    assert len(titles) == 1 and "still failing" in titles[0] and "silence ended" in titles[0], titles
+    assert len(mail.messages) == 1
+    assert "2 earlier failure(s) were not notified" in http.json_bodies()[0]["message"]
+
+
+def test_unsilence_ends_it_at_once(alerting):
+    """unsilence: the next failure is sent (once)."""
+    launcher, http, _mail, flag, env = alerting
+    launcher.run("alertjobs:silenced_job", env=env)
+    assert launcher.run("silence", "silenced_job", "--for", "1h", env=env).returncode == 0
+    flag.touch()
+    assert launcher.run("alertjobs:silenced_job", env=env).returncode == 1
+    assert http.requests == []
+    out = launcher.run("unsilence", "silenced_job", env=env)
+    assert out.returncode == 0 and "silence ended" in out.stdout
+    assert launcher.run("silence", "--list", env=env).stdout.startswith("no silence in force")
+    launcher.run("alertjobs:silenced_job", env=env)
+    launcher.run("alertjobs:silenced_job", env=env)
+    http.wait(1)
+    time.sleep(0.3)
+    assert len(http.requests) == 1
+
+
+def test_one_second_backup_against_a_thirty_second_minimum(alerting):
+    """Too short: a warning event, one warning notification, outcome success; the next one is held."""
+    launcher, http, mail, _flag, env = alerting
+    run = launcher.run("alertjobs:backup", env={**env, "SLEEP": "1"})
+    assert run.returncode == 0 and run.event("job.finished")["outcome"] == "success"
+    anomaly = run.event("job.duration_anomaly")
+    assert anomaly["level"] == "warning" and anomaly["kind"] == "too_short" and anomaly["limit_s"] == 30
+    (got,) = http.wait(1)
+    body = json.loads(got["body"])
+    assert body["type"] == "warning" and body["title"].startswith("⚠️ backup finished too fast")
+    assert "under its minimum of 30s" in body["message"]
+    assert len(mail.wait(1)) == 1
+    again = launcher.run("alertjobs:backup", env={**env, "SLEEP": "0"})
+    assert again.returncode == 0 and again.event("notify.held")["kind"] == "duration"
+    time.sleep(0.3)
+    assert len(http.requests) == 1
+    state = launcher.state("backup")
+    assert state["anomaly"]["kind"] == "too_short" and state["anomalies"] == {"too_short": 2}
+    assert state["last_outcome"] == "success"
+
+
+def _seed_history(state_dir, job: str, durations: list[float]) -> None:
+    directory = state_dir / job
+    directory.mkdir(parents=True, exist_ok=True)
+    start = time.time() - 86400
+    lines = [
+        json.dumps(
+            {
+                "job": job,
+                "host": "h",
+                "run_id": f"seed{i}",
+                "start": start + i * 60,
+                "duration_s": d,
+                "outcome": "success",
+                "exit_code": 0,
+                "attempts": 1,
+            }
+        )
+        for i, d in enumerate(durations)
+    ]
+    (directory / "history.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_slower_than_usual_after_a_seeded_history(alerting):
+    """slower_than_p95=3: not judged with fewer than 10 successful runs; then 3 × p95 is the limit."""
+    launcher, http, _mail, _flag, env = alerting
+    _seed_history(launcher.state_dir, "usual", [0.1] * 5)
+    few = launcher.run("alertjobs:usual", env={**env, "SLEEP": "1"})
+    assert few.returncode == 0 and "job.duration_anomaly" not in few.names()
+    # p95 2s, so the limit is 6s (a run's duration includes the interpreter's start, ~0.5s).
+    _seed_history(launcher.state_dir, "usual", [1.0] * 9 + [2.0] * 3)
+    ordinary = launcher.run("alertjobs:usual", env={**env, "SLEEP": "1"})
+    assert ordinary.returncode == 0 and "job.duration_anomaly" not in ordinary.names()
+    slow = launcher.run("alertjobs:usual", env={**env, "SLEEP": "6.5"})
+    assert slow.returncode == 0
+    event = slow.event("job.duration_anomaly")
+    assert event["kind"] == "slower_than_usual" and event["limit_s"] == pytest.approx(6.0)
+    (got,) = http.wait(1)
+    assert json.loads(got["body"])["title"].startswith("⚠️ usual was slower than usual")
+
+
+def test_health_json_tells_late_from_running_long(alerting):
+    """A scheduled job that has not started for hours is late; a job running past its
+    max_duration is running long; both show in health --json (and status)."""
+    launcher, _http, _mail, _flag, env = alerting
+    old = time.time() - 5 * 3600
+    StateStore("hourly", str(launcher.state_dir)).update(
+        lambda s: s.update(last_start=old, last_finish=old + 1, last_success=old + 1, last_outcome="success")
+    )
+    proc = launcher.start("alertjobs:long_one", env={**env, "SLEEP": "30"})
+    assert wait_for(lambda: (launcher.state_dir / "long_one" / "state.json").exists(), timeout=30)
+    assert wait_for(lambda: launcher.state("long_one").get("running"), timeout=30)
+    time.sleep(1.5)
+    out = launcher.run("health", "--json", "--package", "alertjobs", "hourly", "long_one", env=env)
+    doc = json.loads(out.stdout)
+    jobs = {j["job"]: j for j in doc["jobs"]}
+    assert jobs["hourly"]["condition"] == "late", jobs["hourly"]
+    assert any(r.startswith("late: last start 5h") for r in jobs["hourly"]["reasons"])
+    assert jobs["long_one"]["condition"] == "running_long", jobs["long_one"]
+    assert jobs["long_one"]["status"] == "WARNING"
+    os.killpg(proc.pid, 15)
+    launcher.finish(proc)
+
+
+def test_health_silenced_failing_job_is_warning_not_ok(alerting):
+    """A silenced failing job is WARNING (not CRITICAL, never OK), condition silenced."""
+    launcher, _http, _mail, flag, env = alerting
+    flag.touch()
+    for _ in range(3):
+        launcher.run("alertjobs:silenced_job", "--no-notify", env=env)
+    before = json.loads(launcher.run("health", "--json", "--package", "alertjobs", "silenced_job", env=env).stdout)
+    assert before["jobs"][0]["status"] == "CRITICAL" and before["jobs"][0]["condition"] == "failing"
+    assert launcher.run("silence", "silenced_job", "--for", "1h", "--reason", "disk swap", env=env).returncode == 0
+    out = launcher.run("health", "--json", "--package", "alertjobs", "silenced_job", env=env)
+    job = json.loads(out.stdout)["jobs"][0]
+    assert out.returncode == 1 and job["status"] == "WARNING"
+    assert job["conditions"] == ["silenced", "failing"] and job["reasons"][0].endswith(": disk swap")
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _one_line(run, code: int, *words: str) -> None:
+    assert run.returncode == code, (run.returncode, run.stdout, run.stderr)
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_bad_input_is_one_line_with_its_exit_code(launcher):
+    launcher.write_job("alertjobs", JOBS)
+    launcher.write_job(
+        "badalert",
+        """
+        from jobrunner import Alert, job
+
+        @job(alert=Alert(min_duration="1h", max_duration="30min"))
+        def inverted(ctx):
+            pass
+        """,
+    )
+    env = launcher.env()
+    _one_line(launcher.run("silence", "nosuchjob", "--for", "1h", env=env), 78, "no job 'nosuchjob'")
+    _one_line(launcher.run("silence", "hourly", "--for=-1h", "--package", "alertjobs", env=env), 64, "negative")
+    _one_line(launcher.run("silence", "hourly", "--for", "0", "--package", "alertjobs", env=env), 64, "more than 0")
+    _one_line(launcher.run("silence", "hourly", "--package", "alertjobs", env=env), 64, "--for SPAN is required")
+    _one_line(launcher.run("unsilence", env=env), 64, "--all")
+    _one_line(launcher.run("badalert:inverted", env=env), 78, "'inverted'", "min_duration", "max_duration")
+    override = {**env, "JOBRUNNER_ALERT_BACKUP": "after=3, min_duration=2h, max_duration=1h"}
+    _one_line(launcher.run("alertjobs:backup", env=override), 78, "'backup'", "JOBRUNNER_ALERT_BACKUP", "min_duration")
+    typo = {**env, "JOBRUNNER_ALERT_BACKUP": "aftr=3"}
+    _one_line(launcher.run("alertjobs:backup", env=typo), 78, "'backup'", "aftr=3")
+    assert not (launcher.state_dir / "backup").exists()  # checked before anything is written
+
+
+def test_env_override_changes_the_rules_at_run_time(launcher, receiver):
+    """$JOBRUNNER_ALERT_<JOB> overrides the declaration on this host (no code edited), and the
+    rules the run applied are recorded for alert-failure@ and health."""
+    launcher.write_job("alertjobs", JOBS)
+    env = launcher.env(JOBRUNNER_NOTIFY_URLS=receiver.url(), SLEEP="0", JOBRUNNER_ALERT_BACKUP="min_duration=none")
+    run = launcher.run("alertjobs:backup", env=env)
+    assert run.returncode == 0 and "job.duration_anomaly" not in run.names()
+    assert launcher.state("backup")["alert"] == {"after": 1, "over": 10}
+    env["JOBRUNNER_ALERT_BACKUP"] = "after=2, rate=50%, over=4"
+    assert receiver.requests == []
+    run = launcher.run("alertjobs:backup", env=env)  # the declaration's min_duration=30s is back
+    assert run.event("job.duration_anomaly")["kind"] == "too_short"
+    assert launcher.state("backup")["alert"] == {"after": 2, "over": 4, "rate": 0.5, "min_duration_s": 30.0}
+
+
+def test_a_user_who_cannot_write_the_state_cannot_silence(launcher, attacker):
+    """Only root or the owner of the job's state may silence it: another user gets one line, 78."""
+    from .attacker import as_user
+
+    launcher.write_job("alertjobs", JOBS)
+    env = launcher.env()
+    assert launcher.run("alertjobs:hourly", env=env).returncode == 0
+    for parent in [launcher.jobs, *launcher.jobs.parents]:  # pytest's tmp dirs are 0700
+        if str(parent) == "/":
+            break
+        parent.chmod(parent.stat().st_mode | 0o711)
+    proc = as_user(
+        attacker,
+        [sys.executable, "-m", "jobrunner", "silence", "hourly", "--for", "1h"],
+        env={k: v for k, v in env.items() if k.startswith(("JOBRUNNER_", "PYTHONPATH"))},
+        check=False,
+    )
+    assert proc.returncode == 78, (proc.stdout, proc.stderr)
+    assert "cannot change the silence of hourly" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "silence" not in launcher.state("hourly")
+
+
+def test_a_planted_silence_in_another_users_directory_is_ignored(alerting, attacker):
+    """The runner honours a silence only from a state directory that is its own user's."""
+    launcher, http, _mail, flag, env = alerting
+    launcher.run("alertjobs:silenced_job", env=env)
+    StateStore("silenced_job", str(launcher.state_dir)).update(
+        lambda s: s.update(silence={"until": time.time() + 3600, "since": time.time(), "by": "mallory", "uid": 9})
+    )
+    os.chown(launcher.state_dir / "silenced_job", attacker.uid, attacker.gid)
+    flag.touch()
+    run = launcher.run("alertjobs:silenced_job", env=env)
+    assert run.returncode == 1 and run.event("notify.silence_ignored")["owner"] == attacker.uid
+    assert len(http.wait(1)) == 1
