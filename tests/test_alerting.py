@@ -330,3 +330,127 @@ def test_a_planted_silence_in_another_users_directory_is_ignored(alerting, attac
     run = launcher.run("alertjobs:silenced_job", env=env)
     assert run.returncode == 1 and run.event("notify.silence_ignored")["owner"] == attacker.uid
     assert len(http.wait(1)) == 1
+
+
+# ----------------------------------------------------------------------------- the rules, in process
+
+
+def _record(outcome: str, i: int = 0):
+    from jobrunner.history import RunRecord
+
+    return RunRecord(job="j", host="h", run_id=f"r{i}", start=float(i), duration_s=1.0, outcome=outcome, exit_code=0)
+
+
+def test_failure_due_after_n_or_at_a_rate():
+    from jobrunner import Alert
+    from jobrunner.alerting import failure_due
+
+    assert failure_due(None, failures=1)[0]
+    assert not failure_due(Alert(after=3), failures=2)[0]
+    assert failure_due(Alert(after=3), failures=3) == (True, "3 failures in a row")
+    runs = [_record(o, i) for i, o in enumerate(["success", "failure", "skipped", "success", "failure", "success"])]
+    alert = Alert(after=5, rate="30%", over=5)  # 2 of the last 5 that ran (skips left out): 30 % of 5 rounds up to 2
+    due, why = failure_due(alert, failures=1, recent=lambda n: runs)
+    assert due and why == "2 of the last 5 runs failed (rate 30%)"
+    assert not failure_due(Alert(after=5, rate=0.6, over=5), failures=1, recent=lambda n: runs)[0]
+    assert failure_due(Alert(after=5, rate=0.6, over=5), failures=1, recent=lambda n: runs, extra_failure=True)[0]
+
+
+def test_overrides_and_records_are_checked():
+    from jobrunner import Alert
+    from jobrunner.alerting import alert_of_record, parse_override
+    from jobrunner.errors import ConfigError
+
+    base = Alert(after=3, min_duration="30s")
+    assert parse_override(base, "", where="x") is base
+    assert parse_override(base, "off", where="x") is None
+    changed = parse_override(base, "after=1, max_duration=2h 30min, min_duration=none", where="x")
+    assert changed is not None and (changed.after, changed.min_seconds, changed.max_seconds) == (1, None, 9000.0)
+    for bad, word in (("after=0", "after"), ("rate=2", "rate"), ("slower_than_p95=0.5", "slower_than_p95")):
+        with pytest.raises(ConfigError, match=f"^x: .*{word}"):
+            parse_override(base, bad, where="x")
+    assert alert_of_record(base.record()) == Alert(after=3, min_duration=30.0)
+    assert alert_of_record({"after": "many"}) is None and alert_of_record("junk") is None
+
+
+def test_durations_out_of_the_ordinary():
+    from jobrunner import Alert
+    from jobrunner.alerting import duration_anomaly
+
+    window = Alert(min_duration="30s", max_duration="1h")
+    assert duration_anomaly(window, 1.0).kind == "too_short"
+    assert duration_anomaly(window, 3601.0).kind == "too_slow"
+    assert duration_anomaly(window, 600.0) is None
+    usual = Alert(slower_than_p95=2)
+    assert duration_anomaly(usual, 100.0, lambda: [1.0] * 9) is None  # too few runs to judge
+    found = duration_anomaly(usual, 100.0, lambda: [1.0] * 10 + [10.0])
+    assert found is not None and found.kind == "slower_than_usual" and found.limit_s == 20.0
+    assert duration_anomaly(usual, 19.0, lambda: [1.0] * 10 + [10.0]) is None
+
+
+def test_flapping_counts_changes_among_runs_that_ran():
+    from jobrunner.alerting import flapping
+
+    flappy = [_record(o, i) for i, o in enumerate(["success", "failure"] * 3 + ["skipped"])]
+    assert flapping(flappy) == (5, 6)
+    steady = [_record("failure", i) for i in range(5)] + [_record("success", 9)]
+    assert flapping(steady) == (1, 6)
+
+
+def test_throttle_with_threshold_and_silence():
+    from jobrunner.notify.throttle import decide, record_delivered, record_held
+    from jobrunner.state import JobState
+
+    state = JobState()
+    assert decide(state, outcome="failure", now=0, window=60, due=False).reason == "below-threshold"
+    held = decide(state, outcome="failure", now=0, window=60, silenced=True)
+    assert held.kind is None and held.reason == "silenced"
+    record_held(state, run_id="a", reason="silenced")
+    assert state.notify["silenced"] == 1 and state.notified_run_id == "a"
+    ended = decide(state, outcome="failure", now=1, window=60)
+    assert ended.kind == "failure" and ended.reason == "silence-ended" and ended.suppressed == 1
+    record_delivered(state, ended, run_id="b", now=1)
+    assert "silenced" not in state.notify
+    assert decide(state, outcome="failure", now=2, window=60).reason == "repeat"  # once, then the throttle
+
+
+def test_metrics_count_anomalies_and_the_silence():
+    from jobrunner.metrics import render_job_metrics
+
+    text = render_job_metrics(
+        "backup", {"anomalies": {"too_short": 2}, "silence": {"until": time.time() + 60}}, host="h"
+    )
+    assert 'jobrunner_duration_anomalies_total{job="backup",host="h",kind="too_short"} 2' in text
+    assert 'jobrunner_duration_anomalies_total{job="backup",host="h",kind="too_slow"} 0' in text
+    assert 'jobrunner_silenced_until_timestamp_seconds{job="backup",host="h"} 0' not in text
+
+
+def test_health_flapping_from_history_and_status_shows_the_silence(launcher):
+    launcher.write_job("alertjobs", JOBS)
+    env = launcher.env()
+    assert launcher.run("alertjobs:backup", "--no-notify", env={**env, "SLEEP": "0"}).returncode == 0
+    directory = launcher.state_dir / "backup"
+    lines = [
+        json.dumps(
+            {
+                "job": "backup",
+                "host": "h",
+                "run_id": f"f{i}",
+                "start": 1000.0 + i,
+                "duration_s": 1,
+                "outcome": "failure" if i % 2 else "success",
+                "exit_code": i % 2,
+            }
+        )
+        for i in range(8)
+    ]
+    (directory / "history.jsonl").write_text("\n".join(lines) + "\n")
+    out = launcher.run("health", "--json", "--package", "alertjobs", "backup", env=env)
+    job = json.loads(out.stdout)["jobs"][0]
+    assert "flapping" in job["conditions"] and "duration" in job["conditions"], job
+    assert any(r.startswith("flapping: 7 changes") for r in job["reasons"])
+    assert launcher.run("silence", "backup", "--for", "1h", env=env).returncode == 0
+    (row,) = [json.loads(line) for line in launcher.run("status", "--json", env=env).stdout.splitlines()]
+    assert row["silenced"]["by"] and row["anomaly"]["kind"] == "too_short"
+    table = launcher.run("status", "--table", env=env).stdout
+    assert "(silenced until" in table and "(warning: finished in" in table

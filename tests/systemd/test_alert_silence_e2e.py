@@ -1,7 +1,8 @@
 """alert-failure@ follows the alerting rules on a real systemd (issue 17): a silenced job
 that the runner cannot report (SIGKILL) gets nothing from `jobrunner alert` either; once the
 silence has ended, the next failure is sent, once, saying the job is still failing; the one
-after that is held back by the throttle.
+after that is held back by the throttle. A job below its `alert=2` threshold gets nothing
+from it either: the killed runs count in its streak, and the second is sent.
 
 The units are rendered by `jobrunner units render` from a package written for the test and
 run inside the sandbox with the project installed at /opt/jobrunner; the HTTP receiver
@@ -33,9 +34,14 @@ from jobrunner import job
 def jr_silence_kill(ctx):
     ctx.log.info("about.to.die", marker="silence-marker-5521")
     os.kill(os.getpid(), signal.SIGKILL)
+
+@job(name="jr_threshold_kill", alert=2)
+def jr_threshold_kill(ctx):
+    os.kill(os.getpid(), signal.SIGKILL)
 """
 PKG_DIR = "/usr/local/lib/jr-silence-test"
 UNIT = "jr-silence-kill.service"
+THRESHOLD_UNIT = "jr-threshold-kill.service"
 SILENCE_S = 25
 
 
@@ -64,6 +70,7 @@ def silence_units(installed_sandbox, tmp_path_factory):
         "JOBRUNNER_NOTIFY_TIMEOUT=5s\n",
     )
     sb.pin(UNIT, reload=False)
+    sb.pin(THRESHOLD_UNIT, reload=False)
     sb.daemon_reload()
     try:
         yield sb, receiver
@@ -71,19 +78,19 @@ def silence_units(installed_sandbox, tmp_path_factory):
         receiver.close()
 
 
-def _alert_lines(sb) -> list[str]:
+def _alert_lines(sb, unit: str) -> list[str]:
     records = sb.journal_json(extra_args=["SYSLOG_IDENTIFIER=jobrunner-alert"])
-    return [str(r.get("MESSAGE", "")) for r in records if UNIT in str(r.get("MESSAGE", ""))]
+    return [str(r.get("MESSAGE", "")) for r in records if unit in str(r.get("MESSAGE", ""))]
 
 
-def _fail_once(sb) -> str:
+def _fail_once(sb, unit: str = UNIT) -> str:
     """Start the unit (it SIGKILLs itself) and wait for alert-failure@ to say what it did."""
-    before = len(_alert_lines(sb))
-    state = sb.start_oneshot(UNIT, timeout=60)
+    before = len(_alert_lines(sb, unit))
+    state = sb.start_oneshot(unit, timeout=60)
     assert state["Result"] == "signal"
-    sb.wait_for(lambda: len(_alert_lines(sb)) > before, timeout=30)
+    sb.wait_for(lambda: len(_alert_lines(sb, unit)) > before, timeout=30)
     time.sleep(1.0)  # anything late would arrive now
-    return _alert_lines(sb)[-1]
+    return _alert_lines(sb, unit)[-1]
 
 
 def _jobrunner(sb, *args: str):
@@ -115,3 +122,22 @@ def test_silenced_unit_gets_nothing_then_one_notification_when_the_silence_ends(
     line = _fail_once(sb)
     assert "held back" in line, line
     assert len(receiver.requests) == 1
+
+
+def test_below_its_threshold_a_killed_unit_gets_nothing_then_one(silence_units):
+    sb, receiver = silence_units
+    before = len(receiver.requests)
+    line = _fail_once(sb, THRESHOLD_UNIT)
+    assert "below the job's alert threshold" in line, line
+    assert len(receiver.requests) == before
+    state = json.loads(sb.read_file("/var/lib/jobrunner/jr_threshold_kill/state.json"))
+    assert state["consecutive_failures"] == 1 and state["alert"] == {"after": 2, "over": 10}
+    assert state.get("running") is None  # the killed run was folded in as a failure
+    line = _fail_once(sb, THRESHOLD_UNIT)
+    assert "sent to 1 service" in line, line
+    got = receiver.wait(before + 1)[before:]
+    assert len(got) == 1
+    message = json.loads(got[0]["body"])
+    assert message["title"].startswith(f"💀 {THRESHOLD_UNIT} failed on") and "2 failures in a row" in message["message"]
+    assert "held back" in _fail_once(sb, THRESHOLD_UNIT)
+    assert len(receiver.requests) == before + 1
