@@ -296,7 +296,7 @@ def _judge_skips(h: JobHealth, job: Any, state: JobState, now: float) -> None:
         "holder": state.skip_holder,
         "text": text,
     }
-    stale = [i for i, r in enumerate(h.reasons) if r.startswith(("last success", "never succeeded"))]
+    stale = [i for i, r in enumerate(h.reasons) if r.startswith(("last success", "never succeeded", "late:"))]
     if stale:
         h.reasons[stale[0]] += f"; {text}"
     elif not job.schedule and (state.consecutive_skips or 0) >= SKIPS_WITHOUT_SCHEDULE:

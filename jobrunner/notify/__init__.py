@@ -240,7 +240,10 @@ class NotifyHook:
     def on_finish(self, run: Run) -> None:
         if run.result.outcome == "skipped":
             if run.skipping:
-                self._skipping(run, run.skipping)
+                if trusted_silence(run) is not None:
+                    run.log.info("notify.held", kind="skipping", reason="silenced")
+                else:
+                    self._skipping(run, run.skipping)
             return
         from .message import failure_message, recovery_message, tail_lines
         from .throttle import FAILED, count_streak
