@@ -97,6 +97,7 @@ def test_storm_of_a_hundred_failures_after_three(alerting):
     assert state["consecutive_failures"] == 0 and state["runs"] == {"failure": 100, "success": 1}
 
 
+@pytest.mark.slow
 def test_silence_expiring_during_a_failure_streak_sends_exactly_one(alerting):
     """Failures during a silence are recorded and counted, not sent; the first failure after it
     ends says so, once; the next is held by the throttle as usual."""
@@ -188,6 +189,7 @@ def _seed_history(state_dir, job: str, durations: list[float]) -> None:
     (directory / "history.jsonl").write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.slow
 def test_slower_than_usual_after_a_seeded_history(alerting):
     """slower_than_p95=3: not judged with fewer than 10 successful runs; then 3 × p95 is the limit."""
     launcher, http, _mail, _flag, env = alerting
