@@ -422,9 +422,9 @@ def test_metrics_count_anomalies_and_the_silence():
     text = render_job_metrics(
         "backup", {"anomalies": {"too_short": 2}, "silence": {"until": time.time() + 60}}, host="h"
     )
-    assert 'jobrunner_duration_anomalies_total{job="backup",host="h",kind="too_short"} 2' in text
-    assert 'jobrunner_duration_anomalies_total{job="backup",host="h",kind="too_slow"} 0' in text
-    assert 'jobrunner_silenced_until_timestamp_seconds{job="backup",host="h"} 0' not in text
+    assert 'jobrunner_duration_anomalies_total{job_name="backup",host="h",kind="too_short"} 2' in text
+    assert 'jobrunner_duration_anomalies_total{job_name="backup",host="h",kind="too_slow"} 0' in text
+    assert 'jobrunner_silenced_until_timestamp_seconds{job_name="backup",host="h"} 0' not in text
 
 
 def test_health_flapping_from_history_and_status_shows_the_silence(launcher):
