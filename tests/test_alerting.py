@@ -165,6 +165,12 @@ def test_one_second_backup_against_a_thirty_second_minimum(alerting):
     state = launcher.state("backup")
     assert state["anomaly"]["kind"] == "too_short" and state["anomalies"] == {"too_short": 2}
     assert state["last_outcome"] == "success"
+    ordinary = launcher.run("alertjobs:backup", env={**env, "JOBRUNNER_ALERT_BACKUP": "min_duration=none"})
+    assert ordinary.returncode == 0 and "job.duration_anomaly" not in ordinary.names()
+    assert "anomaly" not in launcher.state("backup") and "anomaly" not in launcher.state("backup").get("notify", {})
+    third = launcher.run("alertjobs:backup", env={**env, "SLEEP": "0"})  # news again after an ordinary run
+    assert third.event("notify.sent")["kind"] == "duration"
+    assert len(http.wait(2)) == 2
 
 
 def _seed_history(state_dir, job: str, durations: list[float]) -> None:

@@ -302,6 +302,8 @@ class NotifyHook:
             _log_notice(log, notice, failed)
         if run.anomaly is not None:
             self._anomaly(run, silence is not None)
+        elif result.outcome == "success" and state.notify.get("anomaly"):
+            run.contribute(lambda s: s.notify.pop("anomaly", None))  # ordinary again: the next one is news
 
     def _anomaly(self, run: Run, silenced: bool) -> None:
         """A duration out of the ordinary: its own message and throttle key (``notify.anomaly``,
