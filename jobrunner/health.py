@@ -382,8 +382,8 @@ def _judge_alerting(h: JobHealth, job: Any, state: JobState, now: float, root: s
 
 
 def _silence_trusted(job: Any, root: str | None) -> tuple[bool, str]:
-    """A silence counts only from a state directory that belongs to the job's user (root
-    when it names none): another user's planted silence must not quiet a check."""
+    """A silence counts only from a state directory that belongs to the job's user or root:
+    another user's planted silence must not quiet a check."""
     import pwd
 
     from .state import StateStore
@@ -397,7 +397,7 @@ def _silence_trusted(job: Any, root: str | None) -> tuple[bool, str]:
         expected = pwd.getpwnam(user).pw_uid if user else 0
     except KeyError:
         return False, f"user {user!r} does not exist"
-    if owner != expected:
+    if owner not in (0, expected):
         return False, f"its state directory belongs to uid {owner}, not {user or 'root'}"
     return True, ""
 

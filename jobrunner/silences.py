@@ -8,8 +8,9 @@ when it ends with the job still failing, exactly one notification says so.
 
 Who may set one: whoever may write the job's state, i.e. root or the user its state directory
 belongs to (the job's ``User=``). Who trusts one: the runner only from a state directory that
-is its own user's, ``jobrunner alert`` (root) only from one that belongs to the unit's
-``User=`` (docs/security.md), so a silence planted by another user silences nothing.
+is its own user's or root's, ``jobrunner alert`` (root) only from one that belongs to the
+unit's ``User=``, ``health`` from one of the job's user or root (docs/security.md), so a
+silence planted by another user silences nothing.
 """
 
 from __future__ import annotations

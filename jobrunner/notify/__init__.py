@@ -143,8 +143,8 @@ def _log_notice(log: Any, notice: Notice, failed: bool) -> None:
 
 def trusted_silence(run: Run) -> dict[str, Any] | None:
     """The job's silence in force, when it can be trusted: the state directory is the running
-    user's own (a silence planted in a directory another user can write is ignored, with a
-    warning: docs/security.md)."""
+    user's own or root's (a silence planted in a directory another user can write is ignored,
+    with a warning: docs/security.md)."""
     from ..alerting import silence_active
 
     silence = silence_active(run.state)
@@ -154,7 +154,7 @@ def trusted_silence(run: Run) -> dict[str, Any] | None:
         owner = run.store.owner()
     except OSError:
         return None
-    if owner != os.geteuid():
+    if owner not in (0, os.geteuid()):
         run.log.warning("notify.silence_ignored", path=run.store.dir, owner=owner)
         return None
     return silence
