@@ -462,3 +462,7 @@ def test_health_flapping_from_history_and_status_shows_the_silence(launcher):
     assert row["silenced"]["by"] and row["anomaly"]["kind"] == "too_short"
     table = launcher.run("status", "--table", env=env).stdout
     assert "(silenced until" in table and "(warning: finished in" in table
+    page = launcher.tmp / "status.html"
+    assert launcher.run("status", "--html", str(page), env=env).returncode == 0
+    html = page.read_text()
+    assert '<span class="silenced">silenced until' in html and '<span class="warn">finished in' in html
