@@ -144,6 +144,13 @@ def test_unsilence_ends_it_at_once(alerting):
     http.wait(1)
     time.sleep(0.3)
     assert len(http.requests) == 1
+    assert launcher.run("alertjobs:hourly", env=env).returncode == 0
+    every = launcher.run("silence", "--all", "--for", "10min", env=env)
+    assert every.returncode == 0 and every.stdout.count("silenced until") == 2
+    listed = launcher.run("silence", "--list", env=env).stdout
+    assert "hourly: silenced until" in listed and "silenced_job: silenced until" in listed
+    ended = launcher.run("unsilence", "--all", env=env)
+    assert ended.returncode == 0 and ended.stdout.count("silence ended") == 2
 
 
 def test_one_second_backup_against_a_thirty_second_minimum(alerting):

@@ -29,7 +29,10 @@ def main(args: argparse.Namespace) -> int:
     for warning in handled.warnings:
         print(f"jobrunner alert: {warning}")
     if handled.outcome == ALREADY_REPORTED:
-        print(f"jobrunner alert: {unit}: the runner already reported invocation {handled.invocation}")
+        print(
+            f"jobrunner alert: {unit}: the runner already reported invocation {handled.invocation}"
+            " (sent, held back or silenced)"
+        )
     elif handled.outcome == SILENCED:
         print(f"jobrunner alert: {unit}: not sent: the job is silenced (jobrunner silence --list)")
     elif handled.outcome == HELD:
