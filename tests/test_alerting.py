@@ -473,3 +473,26 @@ def test_health_flapping_from_history_and_status_shows_the_silence(launcher):
     assert launcher.run("status", "--html", str(page), env=env).returncode == 0
     html = page.read_text()
     assert '<span class="silenced">silenced until' in html and '<span class="warn">finished in' in html
+
+
+def test_a_flapping_job_says_so_in_its_failure_notification(alerting):
+    """Failing, recovering, failing again: once 4 changes are in the last runs, the failure
+    notification says flapping."""
+    launcher, http, _mail, flag, env = alerting
+    env = {**env, "JOBRUNNER_NOTIFY_REPEAT": "0"}
+    for i in range(5):
+        if i % 2:
+            flag.unlink()
+        else:
+            flag.touch()
+        launcher.run("alertjobs:silenced_job", env=env)
+    http.wait(5)
+    titles = [t.split(" on ")[0] for t in _titles(http)]
+    assert titles == [
+        "❌ silenced_job failed",
+        "✅ silenced_job recovered",
+        "❌ silenced_job failed",
+        "✅ silenced_job recovered",
+        "🔁 silenced_job failed",
+    ], titles
+    assert "condition: flapping" in http.json_bodies()[-1]["message"]
