@@ -130,7 +130,7 @@ class Alert:
     - ``min_duration``, ``max_duration``: a successful run shorter or longer than this is
       out of the ordinary: a ``job.duration_anomaly`` warning, a metric, a health WARNING and
       its own notification, without changing the run's outcome. A run still running past
-      ``max_duration`` is "running long" in ``jobrunner health``.
+      ``max_duration`` is "running long": a warning while it runs, and in ``jobrunner health``.
     - ``slower_than_p95``: a successful run slower than this many times the p95 of the
       recent successful runs (once at least 10 exist in the history) is out of the ordinary too.
 

@@ -496,3 +496,21 @@ def test_a_flapping_job_says_so_in_its_failure_notification(alerting):
         "🔁 silenced_job failed",
     ], titles
     assert "condition: flapping" in http.json_bodies()[-1]["message"]
+
+
+def test_a_run_past_its_maximum_is_told_while_it_runs_and_once(alerting):
+    """max_duration=1s, a 4-second run: one ⏳ warning while it runs (job.running_long), and
+    the "ran too long" warning at its end is not sent again; the outcome stays success."""
+    launcher, http, mail, _flag, env = alerting
+    proc = launcher.start("alertjobs:long_one", env={**env, "SLEEP": "4"})
+    (got,) = http.wait(1, timeout=20)
+    assert proc.poll() is None, "the warning came after the run"
+    body = json.loads(got["body"])
+    assert body["type"] == "warning" and body["title"].startswith("⏳ long_one still running on")
+    run = launcher.finish(proc)
+    assert run.returncode == 0 and run.event("job.finished")["outcome"] == "success"
+    assert run.event("job.running_long")["limit_s"] == 1
+    assert run.event("job.duration_anomaly")["kind"] == "too_slow"
+    assert run.event("notify.held")["reason"] == "told while running"
+    time.sleep(0.3)
+    assert len(http.requests) == 1 and len(mail.wait(1)) == 1

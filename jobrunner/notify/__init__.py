@@ -233,11 +233,50 @@ class NotifyHook:
 
     def __init__(self, budget: _Budget, share: float = 1.0) -> None:
         self.budget, self.share = budget, share
+        self.watch: Any = None  # the timer of "still running past its max_duration"
+        self.told_long = False  # that warning went out during this run
 
     def on_start(self, run: Run) -> None:
         _remember_tags(run)
+        alert = run.job.alert
+        if alert is not None and alert.max_seconds:
+            import threading
+
+            delay = alert.max_seconds - (time.monotonic() - run.started_mono)
+            self.watch = threading.Timer(max(0.0, delay), self._running_long, (run, alert.max_seconds))
+            self.watch.daemon = True
+            self.watch.start()
+
+    def _running_long(self, run: Run, limit: float) -> None:
+        """A run still going past its ``Alert(max_duration=)``: said while it runs (its own
+        warning, once a run), so the admin hears of it before the timeout does."""
+        from ..health import format_age
+        from .message import running_long_message
+
+        elapsed = time.monotonic() - run.started_mono
+        run.log.warning("job.running_long", elapsed_s=round(elapsed, 3), limit_s=limit)
+        try:
+            if trusted_silence(run) is not None:
+                run.log.info("notify.held", kind="running_long", reason="silenced")
+                return
+            title, body = running_long_message(
+                job=run.job, host=os.uname().nodename, run_id=run.run_id, elapsed=format_age(elapsed), limit=limit
+            )
+            delivery = deliver(title, body, tags=tuple(run.job.notify), kind="warning")
+        except Exception as exc:  # never into the run
+            run.log.error("notify.failed", kind="running_long", error=f"{type(exc).__name__}: {exc}")
+            return
+        if delivery.delivered:
+            self.told_long = True
+            run.log.info("notify.sent", kind="running_long", services=delivery.matched)
+        else:
+            run.log.error("notify.failed", kind="running_long", error=delivery.detail)
 
     def on_finish(self, run: Run) -> None:
+        if self.watch is not None:
+            self.watch.cancel()
+            if self.watch.is_alive():  # sending now: bounded by $JOBRUNNER_NOTIFY_TIMEOUT itself
+                self.watch.join(timeout=30.0)
         if run.result.outcome == "skipped":
             if run.skipping:
                 if trusted_silence(run) is not None:
@@ -316,6 +355,9 @@ class NotifyHook:
         last = sent.get(anomaly.kind)
         if silenced:
             run.log.info("notify.held", kind="duration", reason="silenced")
+            return
+        if self.told_long and anomaly.kind == "too_slow":
+            run.log.info("notify.held", kind="duration", reason="told while running")
             return
         if isinstance(last, (int, float)) and now - float(last) < repeat_window():
             run.log.info("notify.held", kind="duration", reason="JOBRUNNER_NOTIFY_REPEAT")

@@ -10,7 +10,14 @@ from typing import Any
 from .._logging import format_tail_line
 from ..redact import default_redactor
 
-__all__ = ["anomaly_message", "failure_message", "recovery_message", "tail_lines", "test_message"]
+__all__ = [
+    "anomaly_message",
+    "failure_message",
+    "recovery_message",
+    "running_long_message",
+    "tail_lines",
+    "test_message",
+]
 
 MAX_TAIL = 20
 _ICON = {"failure": "❌", "timeout": "⏱", "terminated": "🛑", "recovery": "✅", "alert": "💀", "test": "🔔"}
@@ -109,6 +116,20 @@ def anomaly_message(*, job: Any, host: str, run_id: str, anomaly: Any) -> tuple[
         "outcome:   success (a duration out of the ordinary does not change it)",
         f"run_id:    {run_id}",
         f"unit:      {job.unit}.service (journalctl _SYSTEMD_INVOCATION_ID={run_id})",
+    ]
+    return _redact(title, "\n".join(lines))
+
+
+def running_long_message(*, job: Any, host: str, run_id: str, elapsed: str, limit: float) -> tuple[str, str]:
+    """Title and body for a run still going past its ``Alert(max_duration=)``."""
+    title = f"⏳ {job.name} still running on {host} after {elapsed} (maximum {_duration(limit)})"
+    lines = [
+        f"Job {job.name} ({job.ref}) has been running on {host} for {elapsed}, past its maximum of {_duration(limit)}.",
+        "",
+        f"timeout:   {_duration(job.timeout) if job.timeout else 'none'}",
+        f"run_id:    {run_id}",
+        f"unit:      {job.unit}.service (systemctl status {job.unit}.service; "
+        f"journalctl _SYSTEMD_INVOCATION_ID={run_id})",
     ]
     return _redact(title, "\n".join(lines))
 
