@@ -40,9 +40,17 @@ CACHE = Path(os.environ.get("JOBRUNNER_TEST_CACHE", "/var/cache/jobrunner-tests"
 
 
 def source_dir() -> Path:
-    """The vendored server: ``$JOBRUNNER_HEALTHCHECKS_SRC``, else ``<repo>/../shared/vendor/healthchecks-v3.13``."""
+    """The vendored server: ``$JOBRUNNER_HEALTHCHECKS_SRC``, else ``shared/vendor/healthchecks-v3.13``
+    beside the repository or beside one of the directories above it (a clone may sit deeper)."""
     configured = os.environ.get("JOBRUNNER_HEALTHCHECKS_SRC", "").strip()
-    return Path(configured) if configured else REPO.parent / "shared" / "vendor" / "healthchecks-v3.13"
+    if configured:
+        return Path(configured)
+    nearest = REPO.parent / "shared" / "vendor" / "healthchecks-v3.13"
+    for parent in REPO.parents:
+        candidate = parent / "shared" / "vendor" / "healthchecks-v3.13"
+        if (candidate / "requirements.txt").is_file():
+            return candidate
+    return nearest
 
 
 class HealthchecksUnavailable(RuntimeError):
