@@ -30,6 +30,7 @@ __all__ = [
     "Lock",
     "LockBusy",
     "Retry",
+    "Slots",
     "Terminated",
     "UsageError",
     "__version__",
@@ -41,6 +42,7 @@ _WHERE = {
     "Job": "declaration",
     "Lock": "declaration",
     "Retry": "declaration",
+    "Slots": "declaration",
     "Context": "context",
     "HeldLock": "types",
     "JobContext": "types",
@@ -56,7 +58,7 @@ _WHERE = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Context
-    from .declaration import Job, Lock, Retry, job
+    from .declaration import Job, Lock, Retry, Slots, job
     from .errors import (
         CommandFailed,
         ConfigError,

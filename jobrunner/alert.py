@@ -138,12 +138,39 @@ def _format(message: str, format_tail_line: Callable[[dict[str, Any]], str]) -> 
 
 def job_of_unit(props: dict[str, str]) -> str | None:
     """The job a unit runs, from the unit's own ``StateDirectory=jobrunner/<job>`` (root's unit
-    file, never the job's state), or ``None`` for a unit that is not a jobrunner job."""
+    file, never the job's state), or ``None`` for a unit that is not a jobrunner job.
+
+    An instance's unit (``wp-backup@shop.example.service``, from a template whose
+    ``StateDirectory=jobrunner/wp_backup@%i``) runs ``wp_backup@shop.example``: the instance
+    must be a valid instance name and the unit's own instance (``Id=``), else it is not
+    trusted as a job."""
+    unit_instance = _unit_instance(props.get("Id", ""))
     for entry in props.get("StateDirectory", "").split():
         parent, _, name = entry.partition("/")
-        if parent == "jobrunner" and name and "/" not in name and name not in (".", ".."):
-            return name
+        if parent != "jobrunner" or not name or "/" in name or name in (".", ".."):
+            continue
+        job, at, instance = name.partition("@")
+        if not at:
+            return name if unit_instance is None else None
+        from .errors import UsageError
+        from .instances import check_instance_name
+
+        try:
+            check_instance_name(instance)
+        except UsageError:
+            return None
+        if not job or (unit_instance is not None and unit_instance != instance):
+            return None
+        return name
     return None
+
+
+def _unit_instance(unit: str) -> str | None:
+    """``shop.example`` for ``wp-backup@shop.example.service``; ``None`` for a plain unit (or
+    when systemd did not say)."""
+    if "@" not in unit:
+        return None
+    return unit.partition("@")[2].rsplit(".", 1)[0]
 
 
 def _uid_of(user: str) -> int | None:
