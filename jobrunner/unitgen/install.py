@@ -114,7 +114,8 @@ def _desired(source: Path, env: str | None) -> tuple[dict[str, str], list[str]]:
             continue
         wanted[f"/{UNIT_DIR}/{path.name}"] = text
         if path.suffix == ".timer":
-            timers.append(path.name)
+            if "@." not in path.name:  # a template's timers are enabled per instance (instances add)
+                timers.append(path.name)
         elif env and "@." not in path.name:
             unit = path.name[: -len(".service")]
             wanted[f"/{UNIT_DIR}/{unit}.service.d/{env}.conf"] = env_dropin(text, unit, env)
