@@ -161,6 +161,17 @@ def _run(argv: list[str], out: TextIO) -> None:
         raise JobrunnerError(f"{' '.join(argv)} failed: {why}")
 
 
+def _not_installed(units: list[str]) -> list[str]:
+    """The units whose template systemd does not know (``LoadState=not-found``)."""
+    from ._systemctl import show_units
+
+    try:
+        shown = show_units(units, ["Id", "LoadState"])
+    except Exception:  # systemctl itself failed: let enable say what is wrong
+        return []
+    return [u for u in units if shown.get(u, {}).get("LoadState") == "not-found"]
+
+
 def _private_dir(path: str, mode: int) -> None:
     os.makedirs(path, mode=mode, exist_ok=True)
     info = os.stat(path)
@@ -208,7 +219,12 @@ def add_instance(
         _run(["systemd-tmpfiles", "--create", conf], out)
     timers = [f"{unit}@{instance}.timer" for unit in group.timers]
     if enable and timers and _systemd_running():
-        _run(["systemctl", "enable", "--now", *timers], out)
+        missing = _not_installed(timers)
+        if missing:
+            print(f"not installed (jobrunner units install): {' '.join(missing)}", file=out)
+        timers = [t for t in timers if t not in missing]
+        if timers:
+            _run(["systemctl", "enable", "--now", *timers], out)
     elif timers:
         why = "--no-enable" if not enable else "systemd is not running here"
         print(f"timers not enabled ({why}): systemctl enable --now {' '.join(timers)}", file=out)
@@ -229,7 +245,10 @@ def remove_instance(
         raise ConfigError(f"{env_path} was edited by hand since jobrunner wrote it: remove it with --force")
     timers = [f"{unit}@{instance}.timer" for unit in group.timers]
     if enable and timers and _systemd_running():
-        _run(["systemctl", "disable", "--now", *timers], out)
+        missing = _not_installed(timers)
+        timers = [t for t in timers if t not in missing]
+        if timers:
+            _run(["systemctl", "disable", "--now", *timers], out)
     for path in (env_path, _hash_path(group.name, instance), _tmpfiles_path(group.name, instance)):
         try:
             os.unlink(path)

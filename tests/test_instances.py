@@ -412,6 +412,13 @@ def test_notification_title_names_the_instance() -> None:
         ({"Id": "wp-backup@a.service", "StateDirectory": "jobrunner/wp_backup"}, None),
         ({"Id": "x@a.service", "StateDirectory": "jobrunner/x@..bad"}, None),
         ({"Id": "x@a.service", "StateDirectory": "jobrunner/@a"}, None),
+        # systemd lists StateDirectory= sorted: the shared jobrunner/keys may come first
+        (
+            {"Id": "wp-backup@b.example.service", "StateDirectory": "jobrunner/keys jobrunner/wp_backup@b.example"},
+            "wp_backup@b.example",
+        ),
+        ({"Id": "wp-backup.service", "StateDirectory": "jobrunner/keys jobrunner/wp_backup"}, "wp_backup"),
+        ({"Id": "odd.service", "StateDirectory": "jobrunner/keys jobrunner/other"}, "keys"),
     ],
 )
 def test_alert_finds_the_instance_job_of_a_unit(props: dict[str, str], job_name: str | None) -> None:

@@ -75,7 +75,7 @@ def _list(args: argparse.Namespace) -> int:
                 r["job"],
                 r.get("last_outcome") or ("unreadable" if "error" in r else "never ran"),
                 _when(r.get("last_start"), now),
-                str(r.get("consecutive_failures") or 0) if "last_start" in r else "-",
+                str(r.get("consecutive_failures") or 0) if r.get("last_outcome") else "-",
             )
         )
     widths = [max(len(str(x)) for x in col) for col in zip(*table, strict=True)]
