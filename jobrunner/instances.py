@@ -19,13 +19,13 @@ the job's name.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from .errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from .declaration import Job
 
 __all__ = [
@@ -41,7 +41,8 @@ __all__ = [
 
 INSTANCES_DIR = "/etc/jobrunner/instances"
 MAX_INSTANCE_NAME = 64
-_VALID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_ALLOWED = _FIRST | frozenset("_.-")
 
 
 def check_instance_name(name: str) -> str:
@@ -53,7 +54,7 @@ def check_instance_name(name: str) -> str:
         raise UsageError(f"instance name {shown} is {len(name)} characters: at most {MAX_INSTANCE_NAME}")
     if "/" in name or ".." in name:
         raise UsageError(f"instance name {shown}: no '/' and no '..' (it becomes a unit name and a path)")
-    if not _VALID.match(name):
+    if name[0] not in _FIRST or not all(c in _ALLOWED for c in name):
         raise UsageError(
             f"instance name {shown}: use ASCII letters, digits, '_', '.' and '-', starting with a letter or digit"
         )
