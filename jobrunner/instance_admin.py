@@ -161,6 +161,26 @@ def _run(argv: list[str], out: TextIO) -> None:
         raise JobrunnerError(f"{' '.join(argv)} failed: {why}")
 
 
+def _plain_timers_hint(group: Group, out: TextIO) -> None:
+    """Say so when the single-site timers of the group's ``instances="optional"`` jobs are
+    enabled too (``units install`` enables them): on a server of many sites they run the shared
+    configuration, which usually names no site."""
+    from ._systemctl import show_units
+
+    plain = [f"{j.unit}.timer" for j in group.jobs if j.instances == "optional" and j.schedule]
+    try:
+        shown = show_units(plain, ["Id", "UnitFileState"])
+    except Exception:
+        return
+    enabled = [t for t in plain if shown.get(t, {}).get("UnitFileState") == "enabled"]
+    if enabled:
+        print(
+            f"note: the single-site timers are enabled too ({' '.join(enabled)}); on a server without a "
+            f"single site: systemctl disable --now {' '.join(enabled)}",
+            file=out,
+        )
+
+
 def _not_installed(units: list[str]) -> list[str]:
     """The units whose template systemd does not know (``LoadState=not-found``)."""
     from ._systemctl import show_units
@@ -225,6 +245,7 @@ def add_instance(
         timers = [t for t in timers if t not in missing]
         if timers:
             _run(["systemctl", "enable", "--now", *timers], out)
+        _plain_timers_hint(group, out)
     elif timers:
         why = "--no-enable" if not enable else "systemd is not running here"
         print(f"timers not enabled ({why}): systemctl enable --now {' '.join(timers)}", file=out)
