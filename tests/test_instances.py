@@ -340,6 +340,21 @@ def test_health_status_and_list_show_one_row_per_instance(launcher: Launcher) ->
     assert by_job["sitejobs:plain"]["instances"] is None
 
 
+def test_history_of_a_job_shows_its_instances(launcher: Launcher) -> None:
+    launcher.write_job("sitejobs", SITE_JOB)
+    base = _instances(launcher)
+    for name in ("a.example", "b.example"):
+        _add(base, "site", name, f"SITE={name}\n")
+        assert launcher.run("run", "sitejobs:site", "--instance", name, env=_env(launcher)).returncode == 0
+    shown = launcher.run("history", "site", "--json", env=_env(launcher))
+    assert shown.returncode == 0, shown.stderr
+    runs = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert sorted(r["job"] for r in runs if "run_id" in r) == ["site@a.example", "site@b.example"]
+    assert sorted(r["summary"]["job"] for r in runs if "summary" in r) == ["site@a.example", "site@b.example"]
+    one = launcher.run("history", "site@b.example", "--json", env=_env(launcher))
+    assert [json.loads(line)["job"] for line in one.stdout.splitlines() if "run_id" in line] == ["site@b.example"]
+
+
 def test_known_instances_skip_strays(tmp_path: Path) -> None:
     (tmp_path / "wp").mkdir()
     for entry in ("a.env", "b.env~", ".c.env", "README", "d.env"):
