@@ -539,7 +539,7 @@ def _check(key: str, value: Any, name: str) -> Any:
     if key in ("instance_write_paths", "instance_read_paths"):
         return None if value is None else _paths(value, key)
     if key == "instances":
-        if value not in (True, False, "optional"):
+        if value is not True and value is not False and value != "optional":  # not 1 or 0
             raise ValueError(f"{value!r}: use True, False or 'optional'")
         return value
     if key == "instance_group":

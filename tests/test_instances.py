@@ -146,6 +146,7 @@ def test_absolute_lock_path_is_shared_by_instances() -> None:
     ("settings", "says"),
     [
         ({"instances": "yes"}, "instances: 'yes': use True, False or 'optional'"),
+        ({"instances": 1}, "instances: 1: use True, False or 'optional'"),
         ({"instance_group": "wp"}, "instance_group= needs instances=True"),
         ({"write_paths": ["/srv/%i"]}, "'%i' (the instance name) belongs in an instantiable job"),
         ({"instances": "optional", "write_paths": ["/srv/%i"]}, "belongs in instance_write_paths"),
