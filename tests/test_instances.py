@@ -537,3 +537,9 @@ def test_dry_run_takes_no_slot(launcher: Launcher) -> None:
     assert result.returncode == 0
     assert not any(e["event"] == "lock.acquired" for e in result.events)
     assert not os.path.exists(launcher.lock_dir / "backup.slot0.lock")
+
+
+def test_a_bad_instance_name_is_checked_before_the_job_is_loaded(launcher: Launcher) -> None:
+    result = launcher.run("run", "no_such_module", "--instance", "../x", env=_env(launcher))
+    assert result.returncode == 64
+    assert result.stderr.strip().startswith("jobrunner: instance name '../x'")

@@ -69,4 +69,8 @@ def run_declared(declared: Any, args: argparse.Namespace, *, passthrough_exit: b
 def main(args: argparse.Namespace) -> int:
     from ..loader import load_job
 
+    if args.instance is not None:  # a bad name is a usage error before anything is imported
+        from ..instances import check_instance_name
+
+        check_instance_name(args.instance)
     return run_declared(load_job(args.job), args)

@@ -55,6 +55,13 @@ def e2e_site(ctx: JobContext) -> None:
     with open("/var/lib/e2e-sites/" + ctx.instance + "/site-" + ctx.env["SITE"], "w") as out:
         out.write(ctx.run_id)
     mark("out")
+
+
+@job(instances=True, instance_group="e2esite")
+def e2e_kill(ctx: JobContext) -> None:
+    import signal
+    ctx.log.info("about.to.die", site=ctx.instance)
+    os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
@@ -80,6 +87,7 @@ def sites(installed_sandbox):
             timeout=120,
         )
         sb.pin(f"e2e-site@{site}.service", reload=False)
+        sb.pin(f"e2e-kill@{site}.service", reload=False)
     sb.daemon_reload()
     try:
         yield sb, receiver, env, added
@@ -135,7 +143,9 @@ def test_each_instance_runs_in_its_unit_and_two_slots_hold(sites):
 def test_health_status_and_list_one_row_per_instance(sites):
     sb, _, env, _ = sites
     health = json.loads(
-        sb.run([PY, "-m", "jobrunner", "health", "--package", "sitee2e", "--json"], env=env, check=False).stdout
+        sb.run(
+            [PY, "-m", "jobrunner", "health", "--package", "sitee2e", "--json", "e2e_site"], env=env, check=False
+        ).stdout
     )
     assert sorted(r["job"] for r in health["jobs"]) == [f"e2e_site@{s}" for s in SITES]
     status = sb.run([PY, "-m", "jobrunner", "status", "--json"], env=env).stdout
@@ -143,7 +153,7 @@ def test_health_status_and_list_one_row_per_instance(sites):
         f"e2e_site@{s}" for s in SITES
     ]
     listed = sb.run([PY, "-m", "jobrunner", "instances", "list", "e2esite", "--package", "sitee2e"], env=env).stdout
-    assert len([line for line in listed.splitlines() if line.startswith("e2esite")]) == 3
+    assert len([line for line in listed.splitlines() if line.startswith("e2esite") and "e2e_site@" in line]) == 3
 
 
 def test_a_broken_instance_fails_alone_with_one_notification_naming_it(sites):
@@ -178,6 +188,30 @@ def test_a_broken_instance_fails_alone_with_one_notification_naming_it(sites):
 def test_bad_instance_names_in_the_sandbox(sites):
     sb, _, env, _ = sites
     for bad in ("../x", "a/b", "x" * 300, "a\nb"):
-        result = sb.run([PY, "-m", "jobrunner", "run", "sitee2e", "--instance", bad], env=env, check=False)
+        result = sb.run([PY, "-m", "jobrunner", "run", "sitee2e:e2e_site", "--instance", bad], env=env, check=False)
         assert result.returncode == 64
         assert len(result.stderr.strip().splitlines()) == 1 and "instance name" in result.stderr
+
+
+def test_a_sigkilled_instance_is_reported_by_alert_failure(sites):
+    """What the runner cannot report (SIGKILL): alert-failure@ gets e2e-kill@c.example.service,
+    finds the job e2e_kill@c.example from the unit's own StateDirectory=, trusts its state (the
+    run it recorded as running) and sends one notification naming the instance's unit."""
+    sb, receiver, _, _ = sites
+    before = len(receiver.requests)
+    unit = "e2e-kill@c.example.service"
+    state = sb.start_oneshot(unit, timeout=120)
+    assert state["Result"] == "signal"
+
+    def alert_done() -> bool:
+        lines = sb.journal_json(extra_args=["SYSLOG_IDENTIFIER=jobrunner-alert"])
+        return any(unit in str(r.get("MESSAGE", "")) for r in lines)
+
+    sb.wait_for(alert_done, timeout=60)
+    time.sleep(1.0)
+    got = receiver.requests[before:]
+    assert len(got) == 1, [r["body"][:200] for r in got]
+    message = json.loads(got[0]["body"])
+    assert f"{unit} failed" in message["title"] and "SIGKILL" in message["title"]
+    assert "job:       e2e_kill@c.example" in message["message"]
+    assert "the runner did not get to finish this run" in message["message"]
