@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "Alert",
     "CommandFailed",
     "ConfigError",
     "Context",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 _WHERE = {
+    "Alert": "declaration",
     "job": "declaration",
     "Job": "declaration",
     "Lock": "declaration",
@@ -58,7 +60,7 @@ _WHERE = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Context
-    from .declaration import Job, Lock, Retry, Slots, job
+    from .declaration import Alert, Job, Lock, Retry, Slots, job
     from .errors import (
         CommandFailed,
         ConfigError,

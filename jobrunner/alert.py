@@ -13,7 +13,11 @@ names (from ``systemctl show``), its state directory must belong to the unit's `
 (root when none), files are opened relative to it without following symlinks, and what it
 records goes back through the state store, which keeps the file the job user's own without
 ever calling chown on a path.
-For a jobrunner job it honours the same throttle as the runner (``JOBRUNNER_NOTIFY_REPEAT``).
+For a jobrunner job it follows the same rules as the runner (``jobrunner/alerting.py``): the
+throttle (``JOBRUNNER_NOTIFY_REPEAT``), the job's ``Alert`` threshold as its last run recorded
+it (a failure below it is counted, not sent), and its silence (counted, not sent; the first
+failure after the silence ends is sent, once). A run the runner could not finish (killed,
+crashed) is folded into the state as a failure, so its streak counts it.
 
 Outcomes (the command's exit codes): sent or nothing to send (0), not delivered (1); a bad or
 missing notification configuration raises ``ConfigError`` (78). When ``systemctl`` or
@@ -43,6 +47,7 @@ __all__ = [
     "HELD",
     "NOT_DELIVERED",
     "SENT",
+    "SILENCED",
     "Handled",
     "find_job_state",
     "handle_failed_unit",
@@ -67,7 +72,8 @@ _CODES = {"1": "exited", "2": "killed", "3": "dumped core"}
 
 # What handle_failed_unit did.
 ALREADY_REPORTED = "already-reported"  # the runner notified about this invocation itself
-HELD = "held"  # the throttle held it back (JOBRUNNER_NOTIFY_REPEAT)
+HELD = "held"  # the throttle held it back (JOBRUNNER_NOTIFY_REPEAT), or the job's threshold
+SILENCED = "silenced"  # the job is silenced (jobrunner silence)
 SENT = "sent"
 NOT_DELIVERED = "not-delivered"
 
@@ -78,6 +84,7 @@ class Handled:
 
     outcome: str
     invocation: str = ""
+    reason: str = ""  # why it was held back (below-threshold, repeat, silenced)
     matched: int = 0  # services it was sent to
     detail: str = ""  # why it was not delivered
     warnings: list[str] = field(default_factory=list)  # what could not be recorded in the job's state
@@ -250,11 +257,15 @@ def _message(
     tail: list[str],
     state: JobState | None,
     job: str | None = None,
+    condition: str = "",
+    why_due: str = "",
 ) -> tuple[str, str]:
     from .redact import default_redactor
 
     reason = _reason(props) if props else "state unknown"
     title = f"💀 {unit} failed on {host} ({reason})"
+    if condition == "silence-ended":
+        title = f"🔔 {unit} still failing on {host} after its silence ended ({reason})"
     lines = [f"Unit {unit} failed on {host}.", ""]
     if props:
         lines += [
@@ -268,6 +279,10 @@ def _message(
         lines.append(f"job:       {job} (last success: {success})")
         if (state.running or {}).get("run_id") == props.get("InvocationID"):
             lines.append("note:      the runner did not get to finish this run (killed or crashed)")
+    if condition == "silence-ended":
+        lines.append("condition: still failing: the failures during its silence were not sent")
+    if why_due:
+        lines.append(f"alert:     {why_due}")
     for problem in why:
         lines.append(f"problem:   {problem}")
     if tail:
@@ -296,29 +311,83 @@ def handle_failed_unit(unit: str, lines: int = 50) -> Handled:
     if state is not None and state.notified_run_id == invocation:
         return Handled(ALREADY_REPORTED, invocation)
     tags = tuple(str(t) for t in (state.notify_tags if state is not None else None) or ())  # recorded by the runner
+    due, why_due, silenced, fold = True, "", False, None
+    if job and state is not None:
+        due, why_due, silenced, fold = _rules(job, root, state, props, invocation)
 
     def message(decision: Decision) -> tuple[str, str]:
         tail, why_journal = journal_tail(unit, invocation, lines)
         problems = [w for w in (why_state, why_untrusted, why_journal) if w]
-        return _message(unit, os.uname().nodename, props, problems, tail, state, job)
+        return _message(unit, os.uname().nodename, props, problems, tail, state, job, decision.reason, why_due)
 
-    # A jobrunner job's state honours the runner's throttle and learns what was sent; else it is always sent.
-    notice = notify_throttled(state, outcome="failure", run_id=invocation, tags=tags, message=message)
+    # A jobrunner job's state honours the runner's rules and learns what was sent; else it is always sent.
+    notice = notify_throttled(
+        state, outcome="failure", run_id=invocation, tags=tags, message=message, due=due, silenced=silenced
+    )
     delivery = notice.delivery
     if delivery is not None and not delivery.delivered:
-        return Handled(NOT_DELIVERED, invocation, detail=delivery.detail)  # not recorded: not handled
-    why = _update(job, root, notice.record) if job and state is not None and notice.record else ""
+        why = _update(job, root, fold) if job and fold is not None else ""  # the failure counts; not handled
+        return Handled(NOT_DELIVERED, invocation, detail=delivery.detail, warnings=[why] if why else [])
+    changes = [c for c in (fold, notice.record) if c is not None]
+    why = _update(job, root, *changes) if job and state is not None and changes else ""
+    warnings = [why] if why else []
     if delivery is None:
-        return Handled(HELD, invocation, warnings=[why] if why else [])
-    return Handled(SENT, invocation, matched=delivery.matched, warnings=[why] if why else [])
+        outcome = SILENCED if notice.decision.reason == "silenced" else HELD
+        return Handled(outcome, invocation, reason=notice.decision.reason, warnings=warnings)
+    return Handled(SENT, invocation, matched=delivery.matched, warnings=warnings)
 
 
-def _update(job: str, root: str, change: Any) -> str:
+def _rules(
+    job: str, root: str, state: JobState, props: dict[str, str], invocation: str
+) -> tuple[bool, str, bool, Callable[[JobState], None] | None]:
+    """The job's alerting rules applied to this failure: whether it is due and why, whether a
+    silence is in force, and the change that folds a run the runner did not finish into the
+    state (``None`` when the runner recorded it). The state was trusted by ``find_job_state``
+    (its directory belongs to the unit's user), so its silence is too."""
+    from .alerting import alert_of_record, failure_due, silence_active
+
+    unfinished = state.last_run_id != invocation
+    fold: Callable[[JobState], None] | None = None
+    if unfinished:
+        now = time.time()
+        since = (state.running or {}).get("since")
+        started = float(since) if isinstance(since, (int, float)) and not isinstance(since, bool) else now
+        code = props.get("ExecMainStatus", "")
+        exit_code = int(code) if code.isdigit() else 1
+        reason = _reason(props) if props else "state unknown"
+
+        def fold(s: JobState) -> None:
+            if s.last_run_id == invocation:  # the runner got there after all
+                return
+            s.record_finish(
+                run_id=invocation,
+                outcome="failure",
+                exit_code=exit_code,
+                started=started,
+                duration_s=max(0.0, now - started),
+                attempts=1,
+                error=f"the runner did not finish: {reason}",
+                now=now,
+            )
+
+    alert = alert_of_record(state.alert)
+    failures = (state.consecutive_failures or 0) + (1 if unfinished else 0)
+
+    def recent(n: int) -> list[Any]:
+        from .history import read_history
+
+        return read_history(root, job, last=n).records
+
+    due, why = failure_due(alert, failures=failures, recent=recent, extra_failure=unfinished)
+    return due, why, silence_active(state) is not None, fold
+
+
+def _update(job: str, root: str, *changes: Any) -> str:
     """Record in the job's state (the store keeps the file the job user's, by descriptor);
     why it could not, or ``""``."""
     from .state import StateStore
 
     store = StateStore(job, root)
     said: list[str] = []
-    store.try_apply(change, report=lambda why: said.append(f"could not record in {store.path}: {why}"))
+    store.try_apply(*changes, report=lambda why: said.append(f"could not record in {store.path}: {why}"))
     return said[0] if said else ""

@@ -1,4 +1,4 @@
-"""The declaration: ``@job(...)``, ``Lock`` and ``Retry``.
+"""The declaration: ``@job(...)``, ``Lock``, ``Retry`` and ``Alert``.
 
 A declaration is a small immutable value checked when it is built, so a bad one fails at
 import with a message naming the job and the field (the CLI turns that into exit 78).
@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .timespan import parse_timespan
 from .types import JobContext, JobFunction, Span
 
-__all__ = ["HARDENING_LEVELS", "Job", "Lock", "Retry", "Slots", "job"]
+__all__ = ["HARDENING_LEVELS", "Alert", "Job", "Lock", "Retry", "Slots", "alert_variable", "job"]
 
 HARDENING_LEVELS = ("basic", "standard", "strict")
 SYSTEM_ENV_FILE = "/etc/jobrunner/jobrunner.env"
@@ -150,6 +150,117 @@ class Retry:
         object.__setattr__(self, "max_delay_seconds", _span(self.max_delay, "retry max_delay", allow_none=False))
 
 
+@record(frozen=True)
+class Alert:
+    """When a failure is worth a notification, and which durations are out of the ordinary
+    (docs/alerting.md has the rules in one table).
+
+    - ``after``: notify once this many runs failed in a row (default 1: the first failure).
+    - ``rate``: or once this share of the last ``over`` runs failed (``0.3`` or ``"30%"``;
+      ``over`` defaults to 10 runs; skipped runs do not count).
+    - ``min_duration``, ``max_duration``: a successful run shorter or longer than this is
+      out of the ordinary: a ``job.duration_anomaly`` warning, a metric, a health WARNING and
+      its own notification, without changing the run's outcome. A run still running past
+      ``max_duration`` is "running long": a warning while it runs, and in ``jobrunner health``.
+    - ``slower_than_p95``: a successful run slower than this many times the p95 of the
+      recent successful runs (once at least 10 exist in the history) is out of the ordinary too.
+
+    ``$JOBRUNNER_ALERT_<JOB>`` (the job name upper-cased, other characters ``_``) overrides
+    these per host, read when the job runs: ``after=3, min_duration=30s``.
+    """
+
+    after: int = 1
+    rate: float | str | None = None
+    over: int = 10
+    min_duration: str | float | None = None
+    max_duration: str | float | None = None
+    slower_than_p95: float | None = None
+    rate_fraction: float | None = field(init=False, repr=False, compare=False)
+    min_seconds: float | None = field(init=False, repr=False, compare=False)
+    max_seconds: float | None = field(init=False, repr=False, compare=False)
+    problem: str | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Checked here, raised by @job (``check``), so the error names the job and the field.
+        object.__setattr__(self, "rate_fraction", None)
+        object.__setattr__(self, "min_seconds", None)
+        object.__setattr__(self, "max_seconds", None)
+        try:
+            self._validate()
+            problem = None
+        except (ValueError, TypeError) as exc:
+            problem = str(exc)
+        object.__setattr__(self, "problem", problem)
+
+    def check(self) -> Alert:
+        """This, or ``ValueError`` saying what is wrong with it."""
+        if self.problem:
+            raise ValueError(self.problem)
+        return self
+
+    def _validate(self) -> None:
+        for name in ("after", "over"):
+            value = getattr(self, name)
+            least = 1 if name == "after" else 2
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name}={value!r}: must be a whole number of {least} or more")
+        object.__setattr__(self, "rate_fraction", _fraction(self.rate))
+        low = _span(self.min_duration, "min_duration")
+        high = _span(self.max_duration, "max_duration")
+        if high is not None and high <= 0:
+            raise ValueError(f"max_duration={self.max_duration!r}: must be more than 0")
+        if low is not None and high is not None and low >= high:
+            raise ValueError(f"min_duration={self.min_duration!r} is not below max_duration={self.max_duration!r}")
+        object.__setattr__(self, "min_seconds", low or None)
+        object.__setattr__(self, "max_seconds", high)
+        k = self.slower_than_p95
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, float)) or not 1 <= k <= 1000):
+            raise ValueError(f"slower_than_p95={k!r}: must be a number from 1 to 1000 (times the p95)")
+
+    @property
+    def checks_duration(self) -> bool:
+        """Whether a successful run's duration is judged at all."""
+        return bool(self.min_seconds or self.max_seconds or self.slower_than_p95)
+
+    def record(self) -> dict[str, Any]:
+        """The rules as plain numbers, recorded in the job's state for ``jobrunner alert`` and
+        ``health`` (which cannot know a host's ``$JOBRUNNER_ALERT_<JOB>``)."""
+        out: dict[str, Any] = {"after": self.after, "over": self.over}
+        for key, value in (
+            ("rate", self.rate_fraction),
+            ("min_duration_s", self.min_seconds),
+            ("max_duration_s", self.max_seconds),
+            ("slower_than_p95", self.slower_than_p95),
+        ):
+            if value is not None:
+                out[key] = value
+        return out
+
+
+def _fraction(value: Any) -> float | None:
+    if value is None:
+        return None
+    text = value
+    if isinstance(value, str):
+        raw = value.strip()
+        try:
+            number = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+        except ValueError:
+            number = -1.0
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        number = -1.0
+    if not 0 < number <= 1:
+        raise ValueError(f"rate={text!r}: must be a share above 0 and at most 1 (0.3 or '30%')")
+    return number
+
+
+def alert_variable(name: str) -> str:
+    """``$JOBRUNNER_ALERT_<JOB>``: the job name upper-cased, other characters as ``_``."""
+    return "JOBRUNNER_ALERT_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
 def _strings(value: Any, what: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -191,6 +302,7 @@ class Job:
     lock: Lock | None = None
     timeout: float | None = None
     retry: Retry | None = None
+    alert: Alert | None = None
     user: str | None = None
     group: str | None = None
     hardening: str = "strict"
@@ -320,6 +432,7 @@ def job(
     lock: bool | str | Lock | None = ...,
     timeout: Span | None = ...,
     retry: Retry | int | None = ...,
+    alert: Alert | int | None = ...,
     user: str | None = ...,
     group: str | None = ...,
     hardening: Hardening = ...,
@@ -359,6 +472,7 @@ def job(
     lock: bool | str | Lock | None = None,
     timeout: Span | None = None,
     retry: Retry | int | None = None,
+    alert: Alert | int | None = None,
     user: str | None = None,
     group: str | None = None,
     hardening: Hardening = "strict",
@@ -409,6 +523,9 @@ def job(
       ``redis://`` URL, or ``Lock(...)`` for wait, shared, busy and Redis options.
     - ``timeout``: the deadline: the process tree is killed, cleanups run, exit 124.
     - ``retry``: ``Retry(...)``, or a number of attempts; never past the deadline.
+    - ``alert``: ``Alert(...)`` (when a failure notifies: after N in a row, or a failure
+      rate; durations out of the ordinary), or a number: notify after that many failures
+      in a row. Overridable per host by ``$JOBRUNNER_ALERT_<JOB>``.
     - ``cleanup_timeout`` (60s): each cleanup's budget; ``kill_grace`` (10s): from SIGTERM
       to SIGKILL for a command's process group.
     - ``notify``: Apprise tags the failure (and recovery) notifications go to.
@@ -570,6 +687,14 @@ def _check(key: str, value: Any, name: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return Retry(attempts=value)
         raise ValueError(f"{value!r}: use Retry(...) or a number of attempts")
+    if key == "alert":
+        if value is None:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = Alert(after=value)
+        if isinstance(value, Alert):
+            return value.check()
+        raise ValueError(f"{value!r}: use Alert(...) or a number of failures in a row")
     if key == "hardening":
         if value not in HARDENING_LEVELS:
             raise ValueError(f"{value!r}: use one of {', '.join(HARDENING_LEVELS)}")

@@ -19,6 +19,16 @@ Per job, the findings (the job's status is the worst of them):
   ``stale_after`` → WARNING, for ``2 × stale_after`` → CRITICAL. A job that never succeeded
   is measured from its timer's activation; without that (no systemd) it is WARNING "never ran".
 
+- conditions (``condition`` and ``conditions`` in ``--json``; docs/alerting.md): **late** (a
+  scheduled job whose last *start* is older than ``stale_after``: the timer did not fire),
+  **running_long** (running past its ``Alert(max_duration=)``) → WARNING; **failing** (the
+  last run failed; ``last success`` older than ``stale_after`` while it keeps starting),
+  **flapping** (``alerting.FLAP_CHANGES`` changes between success and failure in the last
+  ``FLAP_WINDOW`` runs of its history) → WARNING; **duration** (the last run's duration was
+  out of the ordinary) → WARNING; **silenced** (``jobrunner silence``, from a state directory
+  that belongs to the job's user): a silenced job is at most WARNING, and a silenced job with
+  a problem is WARNING, never OK.
+
 Without systemd (``/run/systemd/system`` absent: containers, CI) the timer and service
 checks are skipped with the note "systemd not running: timer state unknown" and the verdict
 comes from the state files alone. The overall status is the worst job's, ordered
@@ -45,6 +55,7 @@ __all__ = [
     "NAMES",
     "OK",
     "SEVERITY",
+    "CONDITIONS",
     "UNKNOWN",
     "WARNING",
     "JobHealth",
@@ -75,6 +86,10 @@ TIMER_PROPS = (
     "RandomizedDelayUSec",
 )
 SERVICE_PROPS = ("LoadState", "ActiveState", "SubState", "Result", "ExecMainStatus", "ExecMainExitTimestamp")
+
+
+# What a job can be in, most telling first (``JobHealth.condition``).
+CONDITIONS = ("silenced", "running_long", "late", "failing", "flapping", "duration")
 
 
 def worst(states: Sequence[int]) -> int:
@@ -124,10 +139,18 @@ class JobHealth:
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    conditions: list[str] = field(default_factory=list)
 
-    def find(self, status: int, reason: str) -> None:
+    def find(self, status: int, reason: str, condition: str | None = None) -> None:
         self.status = worst([self.status, status])
         (self.reasons if status != OK else self.notes).append(reason)
+        if condition and condition not in self.conditions:
+            self.conditions.append(condition)
+
+    @property
+    def condition(self) -> str:
+        """The one word for the job's state: the first of ``CONDITIONS`` it is in, else ok."""
+        return next((c for c in CONDITIONS if c in self.conditions), "ok")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -135,6 +158,8 @@ class JobHealth:
             "unit": self.unit,
             "status": NAMES[self.status],
             "exit_code": self.status,
+            "condition": self.condition,
+            "conditions": [c for c in CONDITIONS if c in self.conditions],
             "reasons": self.reasons,
             "notes": self.notes,
             **self.facts,
@@ -179,7 +204,7 @@ def check_jobs(
             health.find(UNKNOWN, str(exc))
         if systemctl_error:
             health.find(UNKNOWN, systemctl_error)
-        _judge(health, job, state, units, now, grace, fail_threshold)
+        _judge(health, job, state, units, now, grace, fail_threshold, state_root)
         results.append(health)
     return results
 
@@ -192,6 +217,7 @@ def _judge(
     now: float,
     grace: float | None,
     fail_threshold: int,
+    state_root: str | None = None,
 ) -> None:
     from ._systemctl import timestamp
 
@@ -254,6 +280,7 @@ def _judge(
     if job.schedule:
         _judge_staleness(h, job, state, now, grace, timer_since)
     _judge_skips(h, job, state, now)
+    _judge_alerting(h, job, state, now, state_root)
 
 
 def _judge_skips(h: JobHealth, job: Any, state: JobState, now: float) -> None:
@@ -270,7 +297,7 @@ def _judge_skips(h: JobHealth, job: Any, state: JobState, now: float) -> None:
         "holder": state.skip_holder,
         "text": text,
     }
-    stale = [i for i, r in enumerate(h.reasons) if r.startswith(("last success", "never succeeded"))]
+    stale = [i for i, r in enumerate(h.reasons) if r.startswith(("last success", "never succeeded", "late:"))]
     if stale:
         h.reasons[stale[0]] += f"; {text}"
     elif not job.schedule and (state.consecutive_skips or 0) >= SKIPS_WITHOUT_SCHEDULE:
@@ -302,12 +329,78 @@ def _judge_state(h: JobHealth, state: JobState, now: float, fail_threshold: int)
     if outcome and outcome != "success":
         when = f" {format_age(now - state.last_finish)} ago" if state.last_finish else ""
         error = f": {state.last_error}" if state.last_error else ""
-        h.find(WARNING, f"last run{when}: {outcome} (exit {state.last_exit_code}){error}")
+        h.find(WARNING, f"last run{when}: {outcome} (exit {state.last_exit_code}){error}", "failing")
     if failures >= fail_threshold:
-        h.find(CRITICAL, f"{failures} consecutive failures (threshold {fail_threshold})")
+        h.find(CRITICAL, f"{failures} consecutive failures (threshold {fail_threshold})", "failing")
     running = state.running
     if isinstance(running, dict) and running.get("since"):
         h.notes.append(f"running for {format_age(now - float(running['since']))}")
+
+
+def _judge_alerting(h: JobHealth, job: Any, state: JobState, now: float, root: str | None) -> None:
+    """Running long, flapping, a duration out of the ordinary, and last a silence (which caps
+    what was found at WARNING, and is never OK with a problem)."""
+    from .alerting import FLAP_CHANGES, FLAP_WINDOW, alert_of_record, flapping, silence_active
+    from .history import read_history
+    from .state import default_state_dir
+
+    alert = alert_of_record(state.alert) if state.alert else getattr(job, "alert", None)
+    h.facts["alert"] = alert.record() if alert is not None else None
+    running = state.running
+    if alert is not None and alert.max_seconds and isinstance(running, dict):
+        since = running.get("since")
+        if isinstance(since, (int, float)) and now - float(since) > alert.max_seconds:
+            h.find(
+                WARNING,
+                f"running long: started {format_age(now - float(since))} ago, "
+                f"over its maximum of {format_age(alert.max_seconds)}",
+                "running_long",
+            )
+    anomaly = state.anomaly
+    if isinstance(anomaly, dict) and isinstance(anomaly.get("text"), str):
+        h.find(WARNING, f"last run {anomaly['text']}", "duration")
+    records = read_history(root or default_state_dir(), job.name, last=FLAP_WINDOW * 2).records
+    changes, runs = flapping(records)
+    if changes >= FLAP_CHANGES:
+        h.find(WARNING, f"flapping: {changes} changes between success and failure in the last {runs} runs", "flapping")
+    silence = silence_active(state, now)
+    if silence is None:
+        return
+    trusted, why = _silence_trusted(job, root)
+    if not trusted:
+        h.notes.append(f"a silence is recorded but ignored: {why}")
+        return
+    from .alerting import silence_text
+
+    h.facts["silence"] = silence
+    text = silence_text(silence, now)
+    if h.status in (WARNING, CRITICAL):
+        h.status = WARNING
+        h.reasons.insert(0, text)
+    else:
+        h.notes.insert(0, text)
+    h.conditions.append("silenced")
+
+
+def _silence_trusted(job: Any, root: str | None) -> tuple[bool, str]:
+    """A silence counts only from a state directory that belongs to the job's user or root:
+    another user's planted silence must not quiet a check."""
+    import pwd
+
+    from .state import StateStore
+
+    try:
+        owner = StateStore(job.name, root).owner()
+    except OSError as exc:
+        return False, str(exc)
+    user = getattr(job, "user", None)
+    try:
+        expected = pwd.getpwnam(user).pw_uid if user else 0
+    except KeyError:
+        return False, f"user {user!r} does not exist"
+    if owner not in (0, expected):
+        return False, f"its state directory belongs to uid {owner}, not {user or 'root'}"
+    return True, ""
 
 
 def timer_calendars(value: str | None) -> list[str]:
@@ -372,13 +465,22 @@ def _judge_staleness(
     limit = stale_after(interval, grace, state.durations_s)
     h.facts.update(expected_interval_s=interval, stale_after_s=limit, critical_after_s=2 * limit)
     last_success = state.last_success
-    if last_success:
+    started = max(float(state.last_start or 0), float(state.last_skipped or 0))
+    condition = "failing"
+    if started and now - started > limit:
+        # Not even started within the limit: the timer did not fire (or the machine was off).
+        age = now - started
+        h.facts["start_age_s"] = age
+        text = f"late: last start {format_age(age)} ago"
+        condition = "late"
+    elif last_success:
         age = now - float(last_success)
         h.facts["success_age_s"] = age
         text = f"last success {format_age(age)} ago"
     elif timer_since:
         age = now - timer_since
         text = f"never succeeded; timer active for {format_age(age)}"
+        condition = "late" if not started else "failing"
     elif h.facts["systemd"]:
         return  # the timer's own finding (missing, inactive) already says what is wrong
     else:
@@ -386,9 +488,9 @@ def _judge_staleness(
         return
     expected = f"expected every {format_age(interval)}"
     if age > 2 * limit:
-        h.find(CRITICAL, f"{text} ({expected}, critical after {format_age(2 * limit)})")
+        h.find(CRITICAL, f"{text} ({expected}, critical after {format_age(2 * limit)})", condition)
     elif age > limit:
-        h.find(WARNING, f"{text} ({expected}, warning after {format_age(limit)})")
+        h.find(WARNING, f"{text} ({expected}, warning after {format_age(limit)})", condition)
     else:
         h.notes.insert(0, text)
 

@@ -29,6 +29,9 @@ kube-state-metrics found, whose label for a Job's name is ``job_name`` too); an 
     jobrunner_timeout_seconds                   gauge   the job's ``timeout`` (jobs that have one)
     jobrunner_running_since_timestamp_seconds   gauge   when the run in progress started (the start its
                                                         timeout counts from); 0 = none running
+    jobrunner_duration_anomalies_total{kind}    counter successful runs out of the ordinary
+                                                        (too_short, too_slow, slower_than_usual)
+    jobrunner_silenced_until_timestamp_seconds  gauge   end of the job's silence; 0 = not silenced
 
 The hook writes the file twice per run that runs: at the start (``running_since`` set, so a
 run that hangs or is killed before it can record its end stays visible) and at the finish.
@@ -43,6 +46,7 @@ Imported only when ``JOBRUNNER_METRICS_DIR`` is set: stdlib only at import time.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -53,6 +57,7 @@ __all__ = ["INSTANCE_LABEL", "JOB_LABEL", "OUTCOMES", "MetricsHook", "render_job
 JOB_LABEL = "job_name"  # the job's name; "job" is the scrape job's (see the module's docstring)
 INSTANCE_LABEL = "instance_name"  # an instance's name; "instance" is the scrape target's
 OUTCOMES = ("success", "failure", "timeout", "terminated", "skipped")
+ANOMALIES = ("too_short", "too_slow", "slower_than_usual")
 
 _HELP = {
     "jobrunner_last_start_timestamp_seconds": ("gauge", "Start of the last run that was not skipped (Unix time)."),
@@ -81,6 +86,14 @@ _HELP = {
     "jobrunner_running_since_timestamp_seconds": (
         "gauge",
         "Start of the run in progress, from which its timeout counts (Unix time); 0 if none.",
+    ),
+    "jobrunner_duration_anomalies_total": (
+        "counter",
+        "Successful runs whose duration was out of the ordinary, by kind (jobrunner.Alert).",
+    ),
+    "jobrunner_silenced_until_timestamp_seconds": (
+        "gauge",
+        "End of the job's silence (jobrunner silence; Unix time); 0 if not silenced.",
     ),
 }
 
@@ -170,6 +183,13 @@ def render_job_metrics(
     if running_since is None:
         running_since = _num((state.running or {}).get("since"))
     samples["jobrunner_running_since_timestamp_seconds"].append((plain, running_since))
+    for kind in _outcomes(ANOMALIES, state.anomalies):
+        samples["jobrunner_duration_anomalies_total"].append(
+            (_labels(base, kind=kind), _num(state.anomalies.get(kind)))
+        )
+    silence = state.silence or {}
+    until = _num(silence.get("until"))
+    samples["jobrunner_silenced_until_timestamp_seconds"].append((plain, until if until > time.time() else 0.0))
 
     lines: list[str] = []
     for name, found in samples.items():

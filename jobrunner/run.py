@@ -74,6 +74,7 @@ class Run:
     error: str | None = None
     hooks: list[Any] = field(default_factory=list)
     skipping: str | None = None  # set by the skip check when skipping has gone on too long
+    anomaly: Any = None  # an ``alerting.Anomaly``: this successful run's duration is out of the ordinary
     changes: list[Callable[[JobState], None]] = field(default_factory=list)
 
     @property

@@ -38,7 +38,7 @@ from . import errors
 from ._interrupts import CleanupTimeout, Signals, Watchdog
 from ._logging import capture_output, configure_logging
 from .context import Context
-from .declaration import Job
+from .declaration import Job, alert_variable
 from .envfile import load_env_file
 from .errors import CommandFailed, ConfigError, Interrupt, JobTimeout, LockBusy, LockLost
 from .hooks import call_hooks, load_hooks
@@ -96,6 +96,10 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
     options = options or RunOptions()
     origin = _process_start()
     env = _load_env(job, options)  # ConfigError propagates: nothing locked or written yet
+    if alert_variable(job.name) in env:  # a host's $JOBRUNNER_ALERT_<JOB>: checked like the declaration
+        from .alerting import effective_alert, with_alert
+
+        job = with_alert(job, effective_alert(job, env))
     redactor = default_redactor()
     redactor.add_env(env)
     run_id = _new_run_id()
@@ -204,6 +208,9 @@ def _start(run: Run) -> None:
     call_hooks(run, "on_start")
     run.paused_s += time.monotonic() - began  # pings are not the job's time
     pid = os.getpid()
+    rules = run.job.alert.record() if run.job.alert is not None else None
+    if rules != run.state.alert:  # for jobrunner alert and health, which cannot import the job
+        run.contribute(lambda s: setattr(s, "alert", rules))
     # Bounded: the deadline is not armed yet, and a held state lock must not hang the run.
     wait = min(STATE_LOCK_WAIT_S, run.job.timeout or STATE_LOCK_WAIT_S)
     _record(run, lambda s: s.record_start(run_id=run.run_id, pid=pid), wait=wait)
@@ -359,6 +366,9 @@ def _finish(run: Run) -> None:
     run.error = default_redactor().redact(error) if error else None
     if not run.options.dry_run:
         finished = time.time()
+        if job.alert is not None and job.alert.checks_duration and result.outcome == "success":
+            _judge_duration(run)
+        anomaly = run.anomaly.record(run.run_id, finished) if run.anomaly is not None else None
 
         def record(state: JobState) -> None:
             state.record_finish(
@@ -372,6 +382,10 @@ def _finish(run: Run) -> None:
                 holder=result.extra.get("holder"),
                 now=finished,
             )
+            if result.outcome != "skipped":
+                state.anomaly = anomaly
+            if anomaly is not None:
+                state.anomalies = {**state.anomalies, anomaly["kind"]: int(state.anomalies.get(anomaly["kind"], 0)) + 1}
 
         try:  # the record as it will be written, for the skip check and the end hooks
             run.state = run.store.load()
@@ -393,6 +407,37 @@ def _finish(run: Run) -> None:
         attempts=result.attempts,
         error=run.error,
     )
+
+
+def _judge_duration(run: Run) -> None:
+    """A successful run whose duration is out of the ordinary (``Alert``): logged as a warning,
+    kept in ``run.anomaly`` for the state, the metrics and the notification; the outcome stays."""
+    from .alerting import duration_anomaly
+
+    alert = run.job.alert
+    if alert is None:
+        return
+
+    def baseline() -> list[float]:  # read only for slower_than_p95
+        from .history import read_history
+
+        records = read_history(run.store.root, run.job.name, last=200).records
+        return [r.duration_s for r in records if r.outcome == "success" and r.run_id != run.run_id]
+
+    try:
+        run.anomaly = duration_anomaly(alert, run.result.duration_s, baseline)
+    except Exception as exc:  # judging a duration never changes the outcome
+        run.log.error("hook.failed", stage="duration", error=f"{type(exc).__name__}: {exc}")
+        return
+    if run.anomaly is not None:
+        anomaly = run.anomaly
+        run.log.warning(
+            "job.duration_anomaly",
+            kind=anomaly.kind,
+            duration_s=round(anomaly.duration_s, 3),
+            limit_s=round(anomaly.limit_s, 3),
+            reason=anomaly.text,
+        )
 
 
 def _record(run: Run, change: Callable[[JobState], None], *, wait: float = STATE_LOCK_WAIT_S) -> None:

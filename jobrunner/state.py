@@ -127,10 +127,14 @@ _SCHEMA: dict[str, tuple[type, ...]] = {
     "notify": (dict,),
     "ping": (dict,),
     "notify_tags": (list,),
+    "alert": (dict,),
+    "silence": (dict,),
+    "anomaly": (dict,),
+    "anomalies": (dict,),
     "recovered_from_unreadable_state": (bool,),
 }
 # Written only when not empty (an old file's "runs": {} reads the same as none).
-_COLLECTIONS = ("runs", "durations_s", "notify", "ping")
+_COLLECTIONS = ("runs", "durations_s", "notify", "ping", "anomalies")
 
 
 @record
@@ -140,7 +144,11 @@ class JobState:
 
     ``notify`` is the throttle's memory (``notify/throttle.py``), ``ping`` the ping queue's
     (``notify/ping.py``), ``running`` the run in progress (``run_id``, ``pid``, ``since``),
-    ``skip_holder`` who held the lock (``pid``, ``user``)."""
+    ``skip_holder`` who held the lock (``pid``, ``user``). ``alert`` is the alerting rules the
+    last run applied (``Alert.record()``), ``silence`` the job's silence (``until``, ``since``,
+    ``by``, ``uid``, ``reason``; ``jobrunner silence``), ``anomaly`` the last run's duration
+    out of the ordinary (``None`` once a run is ordinary again) and ``anomalies`` their counts
+    by kind (``jobrunner/alerting.py``)."""
 
     schema: int | None = None
     job: str | None = None
@@ -165,6 +173,10 @@ class JobState:
     skip_notified: float | None = None
     notified_run_id: str | None = None
     notify_tags: list[str] | None = None
+    alert: dict[str, Any] | None = None
+    silence: dict[str, Any] | None = None
+    anomaly: dict[str, Any] | None = None
+    anomalies: dict[str, int] = field(default_factory=dict)
     notify: dict[str, Any] = field(default_factory=dict)
     ping: dict[str, Any] = field(default_factory=dict)
     recovered_from_unreadable_state: bool | None = None
@@ -193,6 +205,8 @@ class JobState:
             raise ValueError("field 'runs' must map outcomes to whole numbers")
         if any(not isinstance(v, _NUM) or isinstance(v, bool) for v in known.get("durations_s") or ()):
             raise ValueError("field 'durations_s' must be a list of numbers")
+        if any(not isinstance(v, int) or isinstance(v, bool) for v in (known.get("anomalies") or {}).values()):
+            raise ValueError("field 'anomalies' must map kinds to whole numbers")
         running = known.get("running") or {}
         if "since" in running and (not isinstance(running["since"], _NUM) or isinstance(running["since"], bool)):
             raise ValueError("field 'running.since' must be a number")

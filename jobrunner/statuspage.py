@@ -47,6 +47,8 @@ class JobView:
     error: str | None = None  # the history or state could not be read
     skipped_lines: int = 0
     step: str | None = None  # a running unit's status line (its progress), from systemd
+    silenced_until: float | None = None  # jobrunner silence, in force
+    warning: str | None = None  # the last run's duration out of the ordinary
 
     @property
     def last(self) -> RunRecord | None:
@@ -103,6 +105,12 @@ def collect(
                 view.running_since = float(since)
             view.state_outcome = state.last_outcome
             view.state_when = state.last_start
+            from .alerting import silence_active
+
+            silence = silence_active(state)
+            view.silenced_until = float(silence["until"]) if silence is not None else None
+            anomaly = state.anomaly or {}
+            view.warning = anomaly.get("text") if isinstance(anomaly.get("text"), str) else None
         views.append(view)
     _next_runs(views, units or {}, systemd)
     return views
@@ -153,7 +161,7 @@ ul.runs li{padding:.2em 0;border-bottom:1px dotted var(--line)}
 code,pre{font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 code{overflow-wrap:anywhere}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;background:rgba(127,127,127,.12);padding:.6em;margin:.4em 0}
-.err{color:var(--bad)}
+.err{color:var(--bad)}.warn{color:var(--warn)}.silenced{color:var(--mut)}
 .wide{overflow-x:auto}
 @media (max-width:640px){
 table.jobs thead{display:none}
@@ -258,6 +266,10 @@ def _row(view: JobView, now: float) -> str:
         when = "-"
     if view.error:
         status += f' <span class="err">unreadable: {_e(view.error)}</span>'
+    if view.warning:
+        status += f' <span class="warn">{_e(view.warning)}</span>'
+    if view.silenced_until is not None:
+        status += f' <span class="silenced">silenced until {_e(_stamp(view.silenced_until))}</span>'
     streak = view.streak
     streak_html = f'<span class="streak">{streak} failed</span>' if streak else "0"
     cells = (

@@ -78,6 +78,8 @@ def test_every_command_lives_in_the_cli_package():
         "status",
         "history",
         "health",
+        "silence",
+        "unsilence",
         "alert",
         "notify",
         "units",

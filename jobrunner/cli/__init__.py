@@ -45,6 +45,10 @@ COMMANDS: dict[str, CommandInfo] = {
     "status": CommandInfo("jobrunner.cli.status", "show the recorded state of jobs"),
     "history": CommandInfo("jobrunner.cli.history", "past runs, newest first: log commands, p50/p95, failure streaks"),
     "health": CommandInfo("jobrunner.cli.health", "check timers, results and staleness (Nagios exit codes)"),
+    "silence": CommandInfo(
+        "jobrunner.cli.silence", "silence jobs' notifications for a while (--list: the silences in force)"
+    ),
+    "unsilence": CommandInfo("jobrunner.cli.unsilence", "end silences (jobrunner silence) now"),
     "alert": CommandInfo("jobrunner.cli.alert", "notify about a failed unit (what alert-failure@.service runs)"),
     "notify": CommandInfo("jobrunner.cli.notify", "notification tools: notify test [--tag T]"),
     "instances": CommandInfo("jobrunner.cli.instances", "add, remove or list the instances of a group of jobs (sites)"),

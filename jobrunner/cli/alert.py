@@ -22,16 +22,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..alert import ALREADY_REPORTED, HELD, NOT_DELIVERED, handle_failed_unit
+    from ..alert import ALREADY_REPORTED, HELD, NOT_DELIVERED, SILENCED, handle_failed_unit
 
     unit = args.unit
     handled = handle_failed_unit(unit, args.lines)
     for warning in handled.warnings:
         print(f"jobrunner alert: {warning}")
     if handled.outcome == ALREADY_REPORTED:
-        print(f"jobrunner alert: {unit}: the runner already reported invocation {handled.invocation}")
+        print(
+            f"jobrunner alert: {unit}: the runner already reported invocation {handled.invocation}"
+            " (sent, held back or silenced)"
+        )
+    elif handled.outcome == SILENCED:
+        print(f"jobrunner alert: {unit}: not sent: the job is silenced (jobrunner silence --list)")
     elif handled.outcome == HELD:
-        print(f"jobrunner alert: {unit}: held back (JOBRUNNER_NOTIFY_REPEAT)")
+        why = "below the job's alert threshold" if handled.reason == "below-threshold" else "JOBRUNNER_NOTIFY_REPEAT"
+        print(f"jobrunner alert: {unit}: held back ({why})")
     elif handled.outcome == NOT_DELIVERED:
         print(f"jobrunner alert: {unit}: not delivered: {handled.detail}")
         return EXIT_FAILURE

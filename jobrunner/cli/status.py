@@ -88,6 +88,10 @@ def status_rows(root: str, names: list[str]) -> list[dict[str, Any]]:
         row.update({k: getattr(state, k) for k in _FIELDS})
         row["consecutive_failures"] = row["consecutive_failures"] or 0
         row["runs"] = row["runs"] or {}
+        from ..alerting import silence_active
+
+        row["silenced"] = silence_active(state)
+        row["anomaly"] = state.anomaly
         rows.append(row)
     return rows
 
@@ -115,6 +119,11 @@ def _table(rows: list[dict[str, Any]], now: float) -> str:
         running = r.get("running")
         if isinstance(running, dict) and isinstance(running.get("since"), (int, float)):
             outcome += f" (running for {format_age(now - running['since'])})"
+        if r.get("silenced"):
+            outcome += f" (silenced until {time.strftime('%Y-%m-%d %H:%M', time.localtime(r['silenced']['until']))})"
+        anomaly = r.get("anomaly")
+        if isinstance(anomaly, dict) and anomaly.get("text"):
+            outcome += f" (warning: {anomaly['text']})"
         duration = r["last_duration_s"]
         table.append(
             (

@@ -49,9 +49,11 @@ def deliver(
     from .send import budget_seconds, send
 
     notifier = load()
-    notify_type = {"recovery": apprise.NotifyType.SUCCESS, "test": apprise.NotifyType.INFO}.get(
-        kind, apprise.NotifyType.FAILURE
-    )
+    notify_type = {
+        "recovery": apprise.NotifyType.SUCCESS,
+        "test": apprise.NotifyType.INFO,
+        "warning": apprise.NotifyType.WARNING,
+    }.get(kind, apprise.NotifyType.FAILURE)
     return send(
         notifier,
         title=title,
@@ -81,25 +83,101 @@ def notify_throttled(
     message: Callable[[Decision], tuple[str, str]],
     budget: float | None = None,
     now: float | None = None,
+    due: bool = True,
+    silenced: bool = False,
 ) -> Notice:
     """Throttle, deliver, and say what to record: the one path of the runner and ``jobrunner alert``.
 
     ``state`` is the job's record (``None``: no memory to honour, e.g. a unit that is not a
-    jobrunner job: a failure is always sent). ``message(decision)`` makes the title and body,
-    only when something is sent. ``ConfigError`` for a bad configuration."""
-    from .throttle import FAILED, Decision, decide, record_delivered, record_held, record_undelivered, repeat_window
+    jobrunner job: a failure is always sent). ``due``: the failure streak reached the job's
+    threshold (``alerting.failure_due``); ``silenced``: a silence is in force (nothing is
+    sent). ``message(decision)`` makes the title and body, only when something is sent.
+    ``ConfigError`` for a bad configuration."""
+    from .throttle import (
+        FAILED,
+        Decision,
+        decide,
+        record_delivered,
+        record_held,
+        record_quiet_success,
+        record_undelivered,
+        repeat_window,
+    )
 
     now = time.time() if now is None else now
-    decision = Decision("failure") if state is None else decide(state, outcome=outcome, now=now, window=repeat_window())
+    if state is None:
+        decision = Decision("failure")
+    else:
+        decision = decide(state, outcome=outcome, now=now, window=repeat_window(), due=due, silenced=silenced)
     if decision.kind is None:
+        memory = state.notify if state is not None else {}
+        if outcome == "success" and (
+            decision.suppressed or memory.get("silenced") or (decision.reason and memory.get("failure_notified"))
+        ):
+            return Notice(decision, record=record_quiet_success)
         if outcome not in FAILED:
             return Notice(decision)
-        return Notice(decision, record=lambda s: record_held(s, run_id=run_id))
+        reason = decision.reason
+        return Notice(decision, record=lambda s: record_held(s, run_id=run_id, reason=reason))
     title, body = message(decision)
     delivery = deliver(title, body, tags=tags, kind=decision.kind, budget=budget)
     if delivery.delivered:
         return Notice(decision, delivery, lambda s: record_delivered(s, decision, run_id=run_id, now=now))
     return Notice(decision, delivery, lambda s: record_undelivered(s, decision))
+
+
+_HELD_REASON = {"repeat": "JOBRUNNER_NOTIFY_REPEAT", "": "JOBRUNNER_NOTIFY_REPEAT"}
+
+
+def _log_notice(log: Any, notice: Notice, failed: bool) -> None:
+    delivery, decision = notice.delivery, notice.decision
+    if delivery is None:
+        if failed:
+            reason = _HELD_REASON.get(decision.reason, decision.reason)
+            log.info("notify.held", reason=reason, suppressed=decision.suppressed + 1)
+    elif delivery.delivered:
+        log.info("notify.sent", kind=decision.kind, services=delivery.matched, seconds=round(delivery.seconds, 3))
+    else:
+        log.error("notify.failed", kind=decision.kind, error=delivery.detail, seconds=round(delivery.seconds, 3))
+
+
+def trusted_silence(run: Run) -> dict[str, Any] | None:
+    """The job's silence in force, when it can be trusted: the state directory is the running
+    user's own or root's (a silence planted in a directory another user can write is ignored,
+    with a warning: docs/security.md)."""
+    from ..alerting import silence_active
+
+    silence = silence_active(run.state)
+    if silence is None:
+        return None
+    try:
+        owner = run.store.owner()
+    except OSError:
+        return None
+    if owner not in (0, os.geteuid()):
+        run.log.warning("notify.silence_ignored", path=run.store.dir, owner=owner)
+        return None
+    return silence
+
+
+def recent_runs(run: Run, n: int) -> list[Any]:
+    """The newest ``n`` runs of the job's history (this one included once the history hook ran)."""
+    from ..history import read_history
+
+    return read_history(run.store.root, run.job.name, last=n).records
+
+
+def failure_condition(run: Run, reason: str) -> str:
+    """What a failure message leads with: ``silence-ended``, ``flapping``, ``running-long`` (a
+    timeout) or ``failing``. The history is read only here, when a failure is being sent."""
+    if reason == "silence-ended":
+        return reason
+    if run.result.outcome == "timeout":
+        return "running-long"
+    from ..alerting import FLAP_CHANGES, FLAP_WINDOW, flapping
+
+    changes, _ = flapping(recent_runs(run, FLAP_WINDOW * 2))
+    return "flapping" if changes >= FLAP_CHANGES else "failing"
 
 
 class _Budget:
@@ -155,14 +233,56 @@ class NotifyHook:
 
     def __init__(self, budget: _Budget, share: float = 1.0) -> None:
         self.budget, self.share = budget, share
+        self.watch: Any = None  # the timer of "still running past its max_duration"
+        self.told_long = False  # that warning went out during this run
 
     def on_start(self, run: Run) -> None:
         _remember_tags(run)
+        alert = run.job.alert
+        if alert is not None and alert.max_seconds:
+            import threading
+
+            delay = alert.max_seconds - (time.monotonic() - run.started_mono)
+            self.watch = threading.Timer(max(0.0, delay), self._running_long, (run, alert.max_seconds))
+            self.watch.daemon = True
+            self.watch.start()
+
+    def _running_long(self, run: Run, limit: float) -> None:
+        """A run still going past its ``Alert(max_duration=)``: said while it runs (its own
+        warning, once a run), so the admin hears of it before the timeout does."""
+        from ..health import format_age
+        from .message import running_long_message
+
+        elapsed = time.monotonic() - run.started_mono
+        run.log.warning("job.running_long", elapsed_s=round(elapsed, 3), limit_s=limit)
+        try:
+            if trusted_silence(run) is not None:
+                run.log.info("notify.held", kind="running_long", reason="silenced")
+                return
+            title, body = running_long_message(
+                job=run.job, host=os.uname().nodename, run_id=run.run_id, elapsed=format_age(elapsed), limit=limit
+            )
+            delivery = deliver(title, body, tags=tuple(run.job.notify), kind="warning")
+        except Exception as exc:  # never into the run
+            run.log.error("notify.failed", kind="running_long", error=f"{type(exc).__name__}: {exc}")
+            return
+        if delivery.delivered:
+            self.told_long = True
+            run.log.info("notify.sent", kind="running_long", services=delivery.matched)
+        else:
+            run.log.error("notify.failed", kind="running_long", error=delivery.detail)
 
     def on_finish(self, run: Run) -> None:
+        if self.watch is not None:
+            self.watch.cancel()
+            if self.watch.is_alive():  # sending now: bounded by $JOBRUNNER_NOTIFY_TIMEOUT itself
+                self.watch.join(timeout=30.0)
         if run.result.outcome == "skipped":
             if run.skipping:
-                self._skipping(run, run.skipping)
+                if trusted_silence(run) is not None:
+                    run.log.info("notify.held", kind="skipping", reason="silenced")
+                else:
+                    self._skipping(run, run.skipping)
             return
         from .message import failure_message, recovery_message, tail_lines
         from .throttle import FAILED, count_streak
@@ -171,6 +291,15 @@ class NotifyHook:
         budget = (self.budget.start() - time.monotonic()) * self.share
         lines = tail_lines(run.tail)
         state, host = run.state, os.uname().nodename
+        failed = result.outcome in FAILED
+        silence = trusted_silence(run)
+        due, why = True, ""
+        if failed and job.alert is not None:
+            from ..alerting import failure_due
+
+            due, why = failure_due(
+                job.alert, failures=state.consecutive_failures or 0, recent=lambda n: recent_runs(run, n)
+            )
 
         def message(decision: Decision) -> tuple[str, str]:
             memory = state.to_dict()  # what the message shows (notify/message.py reads the plain record)
@@ -187,32 +316,60 @@ class NotifyHook:
                 tail=lines,
                 state=memory,
                 suppressed=decision.suppressed,
+                condition=failure_condition(run, decision.reason),
+                why=why,
             )
 
         notice = notify_throttled(
-            state, outcome=result.outcome, run_id=run.run_id, tags=tuple(job.notify), message=message, budget=budget
+            state,
+            outcome=result.outcome,
+            run_id=run.run_id,
+            tags=tuple(job.notify),
+            message=message,
+            budget=budget,
+            due=due,
+            silenced=silence is not None,
         )
         record = notice.record
-        if record is None:
+        if record is not None:
+
+            def change(s: JobState) -> None:
+                count_streak(s, failed)
+                record(s)
+
+            run.contribute(change)
+            _log_notice(log, notice, failed)
+        if run.anomaly is not None:
+            self._anomaly(run, silence is not None)
+        elif result.outcome == "success" and state.notify.get("anomaly"):
+            run.contribute(lambda s: s.notify.pop("anomaly", None))  # ordinary again: the next one is news
+
+    def _anomaly(self, run: Run, silenced: bool) -> None:
+        """A duration out of the ordinary: its own message and throttle key (``notify.anomaly``,
+        per kind, at most once per ``$JOBRUNNER_NOTIFY_REPEAT`` while it goes on)."""
+        from .message import anomaly_message
+        from .throttle import repeat_window
+
+        anomaly, now = run.anomaly, time.time()
+        sent = dict(run.state.notify.get("anomaly") or {})
+        last = sent.get(anomaly.kind)
+        if silenced:
+            run.log.info("notify.held", kind="duration", reason="silenced")
             return
-        failed = result.outcome in FAILED
-
-        def change(s: JobState) -> None:
-            count_streak(s, failed)
-            record(s)
-
-        run.contribute(change)
-        delivery = notice.delivery
-        if delivery is None:
-            log.info("notify.held", reason="JOBRUNNER_NOTIFY_REPEAT", suppressed=notice.decision.suppressed + 1)
-        elif delivery.delivered:
-            log.info(
-                "notify.sent", kind=notice.decision.kind, services=delivery.matched, seconds=round(delivery.seconds, 3)
-            )
+        if self.told_long and anomaly.kind == "too_slow":
+            run.log.info("notify.held", kind="duration", reason="told while running")
+            return
+        if isinstance(last, (int, float)) and now - float(last) < repeat_window():
+            run.log.info("notify.held", kind="duration", reason="JOBRUNNER_NOTIFY_REPEAT")
+            return
+        title, body = anomaly_message(job=run.job, host=os.uname().nodename, run_id=run.run_id, anomaly=anomaly)
+        delivery = deliver(title, body, tags=tuple(run.job.notify), kind="warning")
+        if delivery.delivered:
+            kind = anomaly.kind
+            run.contribute(lambda s: s.notify.setdefault("anomaly", {}).update({kind: now}))
+            run.log.info("notify.sent", kind="duration", services=delivery.matched, seconds=round(delivery.seconds, 3))
         else:
-            log.error(
-                "notify.failed", kind=notice.decision.kind, error=delivery.detail, seconds=round(delivery.seconds, 3)
-            )
+            run.log.error("notify.failed", kind="duration", error=delivery.detail, seconds=round(delivery.seconds, 3))
 
     def _skipping(self, run: Run, text: str) -> None:
         """A job kept from running: at most once per ``$JOBRUNNER_NOTIFY_REPEAT`` (``skip_notified``)."""

@@ -10,7 +10,14 @@ from typing import Any
 from .._logging import format_tail_line
 from ..redact import default_redactor
 
-__all__ = ["failure_message", "recovery_message", "tail_lines", "test_message"]
+__all__ = [
+    "anomaly_message",
+    "failure_message",
+    "recovery_message",
+    "running_long_message",
+    "tail_lines",
+    "test_message",
+]
 
 MAX_TAIL = 20
 _ICON = {"failure": "❌", "timeout": "⏱", "terminated": "🛑", "recovery": "✅", "alert": "💀", "test": "🔔"}
@@ -53,16 +60,28 @@ def failure_message(
     tail: list[str],
     state: dict[str, Any],
     suppressed: int,
+    condition: str = "failing",
+    why: str = "",
 ) -> tuple[str, str]:
-    """Title and body for a failed, timed-out or terminated run."""
+    """Title and body for a failed, timed-out or terminated run. ``condition`` is what the
+    failure is part of (``failing``, ``flapping``, ``running-long``, ``silence-ended``) and
+    ``why`` the alerting rule that made it due (``3 failures in a row``)."""
     outcome = result.outcome
-    title = f"{_ICON.get(outcome, '❌')} {job.name} {_VERB.get(outcome, outcome)} on {host} (exit {result.exit_code})"
+    verb = _VERB.get(outcome, outcome)
+    title = f"{_ICON.get(outcome, '❌')} {job.name} {verb} on {host} (exit {result.exit_code})"
+    if condition == "silence-ended":
+        title = f"🔔 {job.name} still failing on {host} after its silence ended (exit {result.exit_code})"
+    elif condition == "flapping":
+        title = f"🔁 {job.name} {verb} on {host}, flapping (exit {result.exit_code})"
     lines = [
-        f"Job {job.name} ({job.ref}) {_VERB.get(outcome, outcome)} on {host}.",
+        f"Job {job.name} ({job.ref}) {verb} on {host}.",
         "",
         f"outcome:   {outcome}, exit code {result.exit_code}",
         f"duration:  {_duration(result.duration_s)}, attempts {result.attempts}",
+        f"condition: {_CONDITION.get(condition, condition)}",
     ]
+    if why:
+        lines.append(f"alert:     {why}")
     if error:
         lines.append(f"error:     {error}")
     streak = int(state.get("consecutive_failures", 0) or 0)
@@ -75,6 +94,43 @@ def failure_message(
     lines += [f"run_id:    {run_id}", f"unit:      {job.unit}.service (journalctl _SYSTEMD_INVOCATION_ID={run_id})"]
     if tail:
         lines += ["", f"Last {len(tail)} log lines:", *tail]
+    return _redact(title, "\n".join(lines))
+
+
+_CONDITION = {
+    "failing": "failing",
+    "flapping": "flapping (alternating between success and failure)",
+    "running-long": "running long (stopped at its timeout)",
+    "silence-ended": "still failing: the failures during its silence were not sent",
+}
+
+
+def anomaly_message(*, job: Any, host: str, run_id: str, anomaly: Any) -> tuple[str, str]:
+    """Title and body for a successful run whose duration is out of the ordinary."""
+    what = {"too_short": "finished too fast", "too_slow": "ran too long", "slower_than_usual": "was slower than usual"}
+    title = f"⚠️ {job.name} {what.get(anomaly.kind, anomaly.kind)} on {host} ({_duration(anomaly.duration_s)})"
+    lines = [
+        f"Job {job.name} ({job.ref}) succeeded on {host}, but {anomaly.text}.",
+        "",
+        f"duration:  {_duration(anomaly.duration_s)} (limit {_duration(anomaly.limit_s)})",
+        "outcome:   success (a duration out of the ordinary does not change it)",
+        f"run_id:    {run_id}",
+        f"unit:      {job.unit}.service (journalctl _SYSTEMD_INVOCATION_ID={run_id})",
+    ]
+    return _redact(title, "\n".join(lines))
+
+
+def running_long_message(*, job: Any, host: str, run_id: str, elapsed: str, limit: float) -> tuple[str, str]:
+    """Title and body for a run still going past its ``Alert(max_duration=)``."""
+    title = f"⏳ {job.name} still running on {host} after {elapsed} (maximum {_duration(limit)})"
+    lines = [
+        f"Job {job.name} ({job.ref}) has been running on {host} for {elapsed}, past its maximum of {_duration(limit)}.",
+        "",
+        f"timeout:   {_duration(job.timeout) if job.timeout else 'none'}",
+        f"run_id:    {run_id}",
+        f"unit:      {job.unit}.service (systemctl status {job.unit}.service; "
+        f"journalctl _SYSTEMD_INVOCATION_ID={run_id})",
+    ]
     return _redact(title, "\n".join(lines))
 
 
