@@ -31,6 +31,7 @@ __all__ = [
     "Lock",
     "LockBusy",
     "Retry",
+    "Slots",
     "Terminated",
     "UsageError",
     "__version__",
@@ -43,6 +44,7 @@ _WHERE = {
     "Job": "declaration",
     "Lock": "declaration",
     "Retry": "declaration",
+    "Slots": "declaration",
     "Context": "context",
     "HeldLock": "types",
     "JobContext": "types",
@@ -58,7 +60,7 @@ _WHERE = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Context
-    from .declaration import Alert, Job, Lock, Retry, job
+    from .declaration import Alert, Job, Lock, Retry, Slots, job
     from .errors import (
         CommandFailed,
         ConfigError,

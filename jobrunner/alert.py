@@ -145,12 +145,49 @@ def _format(message: str, format_tail_line: Callable[[dict[str, Any]], str]) -> 
 
 def job_of_unit(props: dict[str, str]) -> str | None:
     """The job a unit runs, from the unit's own ``StateDirectory=jobrunner/<job>`` (root's unit
-    file, never the job's state), or ``None`` for a unit that is not a jobrunner job."""
+    file, never the job's state), or ``None`` for a unit that is not a jobrunner job.
+
+    An instance's unit (``wp-backup@shop.example.service``, from a template whose
+    ``StateDirectory=jobrunner/wp_backup@%i``) runs ``wp_backup@shop.example``: the entry whose
+    instance is the unit's own (``Id=``), a valid instance name. A unit with more than one
+    entry (``wp-backup`` also has the shared ``jobrunner/keys``; systemd lists them sorted)
+    runs the one named like the unit (``wp_backup`` for ``wp-backup``), else the first."""
+    from .errors import UsageError
+    from .instances import check_instance_name
+
+    unit_id = props.get("Id", "")
+    unit_instance = _unit_instance(unit_id)
+    candidates = []
     for entry in props.get("StateDirectory", "").split():
         parent, _, name = entry.partition("/")
-        if parent == "jobrunner" and name and "/" not in name and name not in (".", ".."):
-            return name
-    return None
+        if parent != "jobrunner" or not name or "/" in name or name in (".", ".."):
+            continue
+        job, at, instance = name.partition("@")
+        if at:
+            try:
+                check_instance_name(instance)
+            except UsageError:
+                continue
+            if not job or (unit_id and instance != unit_instance):
+                continue
+            if unit_id:
+                return name
+        elif unit_instance is not None:
+            continue
+        candidates.append(name)
+    if not candidates:
+        return None
+    base = unit_id.rsplit(".", 1)[0] if unit_id else ""
+    named = [c for c in candidates if c.replace("_", "-") == base or c == base]
+    return (named or candidates)[0]
+
+
+def _unit_instance(unit: str) -> str | None:
+    """``shop.example`` for ``wp-backup@shop.example.service``; ``None`` for a plain unit (or
+    when systemd did not say)."""
+    if "@" not in unit:
+        return None
+    return unit.partition("@")[2].rsplit(".", 1)[0]
 
 
 def _uid_of(user: str) -> int | None:

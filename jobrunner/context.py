@@ -37,6 +37,8 @@ class Context:
     - ``ctx.lock``: the held lock (``ctx.lock.fencing_token`` with a Redis lease: pass it to
       shared storage so a paused ex-holder's late writes can be refused).
     - ``ctx.hold_lock(name, shared=, wait=)``: take another file lock for the rest of the run.
+    - ``ctx.instance``: the instance of the run (``wp_backup@shop.example``: ``"shop.example"``),
+      ``None`` for a plain job.
     - ``ctx.dry_run``, ``ctx.run_id``, ``ctx.attempt``, ``ctx.options``, ``ctx.state_dir``,
       ``ctx.remaining()`` (seconds left before the deadline, or ``None``); ``ctx.job`` (the
       declaration, for the runtime).
@@ -69,6 +71,11 @@ class Context:
         self.groups = ProcessGroups()
         self.lock: HeldLock | None = None  # set by the runner; a Redis lease has ``.fencing_token``
         self._progress: Reporter | None = None
+
+    @property
+    def instance(self) -> str | None:
+        """The instance this run is for (``--instance``, the unit's ``%i``); ``None`` for a plain job."""
+        return self.job.instance
 
     @property
     def options(self) -> dict[str, Any]:

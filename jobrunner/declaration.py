@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .timespan import parse_timespan
 from .types import JobContext, JobFunction, Span
 
-__all__ = ["HARDENING_LEVELS", "Alert", "Job", "Lock", "Retry", "alert_variable", "job"]
+__all__ = ["HARDENING_LEVELS", "Alert", "Job", "Lock", "Retry", "Slots", "alert_variable", "job"]
 
 HARDENING_LEVELS = ("basic", "standard", "strict")
 SYSTEM_ENV_FILE = "/etc/jobrunner/jobrunner.env"
@@ -87,6 +87,37 @@ class Lock:
             raise ValueError("lock ttl: a Redis lease needs at least 1s")
         if self.unavailable not in ("fail", "local"):
             raise ValueError(f"lock unavailable={self.unavailable!r}: must be 'fail' or 'local'")
+
+
+@record(frozen=True)
+class Slots:
+    """A host-wide limit on how many runs of a class run at once: a counting lock.
+
+    ``@job(..., concurrency=Slots("backup", 2))``: at most 2 runs of every job that names the
+    ``backup`` slots run at the same time on this host (e.g. fifty sites' 02:15 backups); a run
+    that finds every slot taken waits for one (``lock.waiting`` with ``slots``), at most
+    ``wait`` (default: until the job's deadline), then skips as a busy lock does (exit 75).
+    The number can be changed per host without touching the code: ``JOBRUNNER_SLOTS_BACKUP=3``
+    (the name upper-cased, other characters ``_``) in an env file. Built on flock(2) over
+    ``<lock dir>/<name>.slot<N>.lock`` files, so a run killed with SIGKILL frees its slot.
+    """
+
+    name: str
+    slots: int = 1
+    wait: str | float | None = None
+    wait_seconds: float | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ValueError(f"slots name {self.name!r}: use letters, digits, '_.-'")
+        if isinstance(self.slots, bool) or not isinstance(self.slots, int) or not 1 <= self.slots <= 1024:
+            raise ValueError(f"slots={self.slots!r}: must be a whole number from 1 to 1024")
+        object.__setattr__(self, "wait_seconds", _span(self.wait, "slots wait"))
+
+    @property
+    def env_name(self) -> str:
+        """The variable that overrides the number of slots on a host."""
+        return "JOBRUNNER_SLOTS_" + re.sub(r"[^A-Za-z0-9]", "_", self.name).upper()
 
 
 @record(frozen=True)
@@ -288,6 +319,12 @@ class Job:
     systemd: dict[str, Any] = field(default_factory=dict)
     security_threshold: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    instances: bool | str = False
+    instance_group: str | None = None
+    instance_write_paths: tuple[str, ...] | None = None
+    instance_read_paths: tuple[str, ...] | None = None
+    concurrency: Slots | None = None
+    instance: str | None = None  # set by ``for_instance``: this is the job bound to one instance
 
     def __call__(self, ctx: JobContext) -> object:
         return self.func(ctx)
@@ -297,7 +334,12 @@ class Job:
         """The job's ``EnvironmentFile=`` list, in order; a leading ``-`` marks an optional file.
 
         The unit loads these; a run by hand (no ``$INVOCATION_ID``) loads the same ones."""
-        chain = [f"-{SYSTEM_ENV_FILE}", *self.env_files, f"-/etc/default/{self.unit}"]
+        chain = [f"-{SYSTEM_ENV_FILE}", *self.env_files, f"-/etc/default/{self.base_unit}"]
+        if self.instance is not None:  # the instance's own file, required, after the shared ones
+            from .instances import INSTANCES_DIR, instance_env_file
+
+            base = INSTANCES_DIR if self.instance == "%i" else None
+            chain.append(instance_env_file(self.instance_group or self.base_name, self.instance, base))
         # A file listed twice is read once, at its last place (later files win).
         last = {path.lstrip("-"): i for i, path in enumerate(chain)}
         return [path for i, path in enumerate(chain) if last[path.lstrip("-")] == i]
@@ -305,7 +347,68 @@ class Job:
     @property
     def ref(self) -> str:
         """``module:name``, what ``jobrunner run`` takes."""
-        return f"{self.module}:{self.name}"
+        return f"{self.module}:{self.base_name}"
+
+    @property
+    def base_name(self) -> str:
+        """The declared name: ``wp_backup`` for ``wp_backup@shop.example`` too."""
+        return self.name.split("@", 1)[0]
+
+    @property
+    def base_unit(self) -> str:
+        """The declared unit name, without an instance (``wp-backup``)."""
+        return self.unit.split("@", 1)[0]
+
+    @property
+    def instantiable(self) -> bool:
+        """Declared ``instances=True`` or ``"optional"`` (and not yet bound to an instance)."""
+        return bool(self.instances) and self.instance is None
+
+    @property
+    def lock_name(self) -> str | None:
+        """The file lock's (or Redis lease's) name: the declared one, else the job's name; for
+        an instance, a name (not an absolute path) gets ``@<instance>``: sites exclude their
+        own runs, not each other's (``concurrency=`` limits them host-wide)."""
+        if self.lock is None:
+            return None
+        name = self.lock.name or self.base_name
+        if self.instance is not None and not name.startswith("/"):
+            return f"{name}@{self.instance}"
+        return name
+
+    def for_instance(self, instance: str) -> Job:
+        """This job bound to ``instance`` (checked: ``UsageError`` for a bad name): its name and
+        unit become ``name@instance`` / ``unit@instance``, so state, history, metrics, health
+        and notifications are per instance, and ``%i`` in its paths becomes the instance.
+        ``"%i"`` itself gives the template the units are rendered from."""
+        from ._record import field_names
+        from .errors import UsageError
+
+        if self.instance is not None:
+            raise UsageError(f"job {self.name} is already bound to an instance")
+        if not self.instances:
+            raise UsageError(
+                f"job {self.name} is not instantiable: run it without --instance (or declare it instances=True)"
+            )
+        if instance != "%i":
+            from .instances import check_instance_name
+
+            check_instance_name(instance)
+
+        def sub(paths: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(p.replace("%i", instance) for p in paths)
+
+        write = self.write_paths if self.instance_write_paths is None else self.instance_write_paths
+        read = self.read_paths if self.instance_read_paths is None else self.instance_read_paths
+        values = {name: getattr(self, name) for name in field_names(Job)}
+        values.update(
+            name=f"{self.name}@{instance}",
+            unit=f"{self.unit}@{instance}",
+            instance=instance,
+            write_paths=sub(write),
+            read_paths=sub(read),
+        )
+        return Job(**values)
 
 
 Paths: TypeAlias = str | Sequence[str]
@@ -347,6 +450,11 @@ def job(
     systemd: Directives | None = ...,
     security_threshold: float | None = ...,
     options: Mapping[str, Any] | None = ...,
+    instances: bool | Literal["optional"] = ...,
+    instance_group: str | None = ...,
+    instance_write_paths: Paths | None = ...,
+    instance_read_paths: Paths | None = ...,
+    concurrency: Slots | None = ...,
     **unknown: Never,
 ) -> Callable[[JobFunction], Job]: ...
 
@@ -382,6 +490,11 @@ def job(
     systemd: Directives | None = None,
     security_threshold: float | None = None,
     options: Mapping[str, Any] | None = None,
+    instances: bool | Literal["optional"] = False,
+    instance_group: str | None = None,
+    instance_write_paths: Paths | None = None,
+    instance_read_paths: Paths | None = None,
+    concurrency: Slots | None = None,
     **unknown: Never,
 ) -> Job | Callable[[JobFunction], Job]:
     """Declare a job: bare (``@job``) or with settings (``@job(schedule="02:15", ...)``).
@@ -418,6 +531,19 @@ def job(
     - ``notify``: Apprise tags the failure (and recovery) notifications go to.
     - ``log_file``: also append the JSON lines to this file.
     - ``options``: free-form settings the job reads as ``ctx.options``.
+    - ``concurrency``: ``Slots("backup", 2)``: at most 2 runs of the jobs naming ``backup``
+      at once on this host, the others wait (within the deadline) for a slot.
+
+    Instances (one job, many sites; docs/sites.md):
+
+    - ``instances``: ``True``: the job runs per instance only (``run --instance NAME``, the
+      template unit ``<unit>@.service``, ``ctx.instance``); ``"optional"``: also as a plain job
+      (one site configured by the shared env file, the simple case).
+    - ``instance_group``: the instances' env-file directory,
+      ``/etc/jobrunner/instances/<group>/<instance>.env`` (default: the job's name); jobs of
+      one group share one file per instance.
+    - ``instance_write_paths``, ``instance_read_paths``: the paths of an instance's unit
+      (default: ``write_paths``/``read_paths``); ``%i`` is the instance name.
 
     Its unit (the ``.service``):
 
@@ -478,6 +604,8 @@ def _build(fn: Callable[..., Any], settings: dict[str, Any], unknown: dict[str, 
         if not _NAME.match(values["unit"]):
             raise ValueError(f"{values['unit']!r} is not a unit name")
         values.pop("name")
+        current = "instances"
+        _check_instances(values)
         doc = (fn.__doc__ or "").strip().splitlines()
         return Job(
             func=fn,
@@ -488,6 +616,23 @@ def _build(fn: Callable[..., Any], settings: dict[str, Any], unknown: dict[str, 
         )
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: {current}: {exc}") from None
+
+
+def _check_instances(values: dict[str, Any]) -> None:
+    """``%i`` only where an instance fills it in; instance settings only with instances."""
+    if not values["instances"]:
+        for key in ("instance_group", "instance_write_paths", "instance_read_paths"):
+            if values[key]:
+                raise ValueError(f"{key}= needs instances=True or 'optional'")
+    plain = ["write_paths", "read_paths", "env_files", "working_dir", "log_file"]
+    if values["instances"] is True:
+        plain = ["env_files", "working_dir", "log_file"]
+    for key in plain:
+        value = values[key]
+        items = (value,) if isinstance(value, str) else (value or ())
+        if any("%i" in item for item in items):
+            where = "instance_write_paths/instance_read_paths" if values["instances"] else "an instantiable job"
+            raise ValueError(f"{key}: '%i' (the instance name) belongs in {where}")
 
 
 def _check(key: str, value: Any, name: str) -> Any:
@@ -508,6 +653,20 @@ def _check(key: str, value: Any, name: str) -> Any:
         return _strings(value, key)
     if key in ("write_paths", "read_paths", "env_files"):
         return _paths(value, key)
+    if key in ("instance_write_paths", "instance_read_paths"):
+        return None if value is None else _paths(value, key)
+    if key == "instances":
+        if value is not True and value is not False and value != "optional":  # not 1 or 0
+            raise ValueError(f"{value!r}: use True, False or 'optional'")
+        return value
+    if key == "instance_group":
+        if value is not None and not (isinstance(value, str) and _NAME.match(value)):
+            raise ValueError(f"{value!r} is not a group name (letters, digits, '_.-')")
+        return value
+    if key == "concurrency":
+        if value is not None and not isinstance(value, Slots):
+            raise ValueError(f"{value!r}: use Slots(name, slots)")
+        return value
     if key == "notify":
         return _strings(value, key)
     if key == "lock":

@@ -180,6 +180,7 @@ def check_jobs(
     systemd: bool | None = None,
 ) -> list[JobHealth]:
     """Judge each job (a declared ``Job``); see the module docstring for the rules."""
+    _INTERVALS.clear()  # one check's memo (its ``now``), never a long-lived process's
     from ._systemctl import SystemctlError, show_units, systemd_running
     from .state import StateStore
 
@@ -440,14 +441,23 @@ def _schedule(h: JobHealth, job: Any) -> tuple[Sequence[str], float | None]:
     return calendars, jitter
 
 
+_INTERVALS: dict[tuple[Any, ...], float | None | Exception] = {}
+
+
 def _judge_staleness(
     h: JobHealth, job: Any, state: JobState, now: float, grace: float | None, timer_since: float | None
 ) -> None:
     schedule, jitter = _schedule(h, job)
-    try:
-        interval = expected_interval(schedule, jitter, base=now)
-    except Exception as exc:  # CalendarError: no systemd-analyze, or a schedule it rejects
-        h.find(UNKNOWN, f"cannot compute the expected interval: {exc}")
+    # The instances of a job share its schedule: one systemd-analyze per schedule, not per row.
+    key = (tuple([schedule] if isinstance(schedule, str) else schedule), jitter, now)
+    if key not in _INTERVALS:
+        try:
+            _INTERVALS[key] = expected_interval(schedule, jitter, base=now)
+        except Exception as exc:  # CalendarError: no systemd-analyze, or a schedule it rejects
+            _INTERVALS[key] = exc
+    interval = _INTERVALS[key]
+    if isinstance(interval, Exception):
+        h.find(UNKNOWN, f"cannot compute the expected interval: {interval}")
         return
     if interval is None:
         h.notes.append("schedule does not repeat: staleness not checked")

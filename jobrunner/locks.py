@@ -24,7 +24,7 @@ from typing import Any
 
 from .errors import ConfigError, LockBusy
 
-__all__ = ["FileLock", "default_lock_dir", "lock_holders", "lock_path"]
+__all__ = ["FileLock", "SlotLock", "default_lock_dir", "lock_holders", "lock_path"]
 
 SYSTEM_LOCK_DIR = "/run/lock/jobrunner"
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -293,3 +293,61 @@ class FileLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class SlotLock:
+    """A counting lock: at most ``slots`` holders of ``name`` at once on this host.
+
+    Slot ``i`` is the file lock ``<lock dir>/<name>.slot<i>.lock``; a holder holds one of them
+    (flock, exclusive), so a holder that dies frees its slot, ``flock(1)`` scripts can take a
+    slot too (``flock -n /run/lock/jobrunner/backup.slot0.lock …``), and who holds which slot
+    is in ``/proc/locks``. ``acquire`` tries every slot, then polls (10 ms doubling to 200 ms)
+    until one is free or ``wait`` seconds have passed (``None``: no limit), then ``LockBusy``.
+    ``on_wait()`` is called once, when every slot was taken at the first try.
+    """
+
+    def __init__(self, name: str, slots: int, *, wait: float | None = None) -> None:
+        self.name = name
+        self.slots = slots
+        self.wait = wait
+        self.paths = [lock_path(f"{name}.slot{i}") for i in range(slots)]
+        self.held: FileLock | None = None
+
+    @property
+    def pattern(self) -> str:
+        return lock_path(f"{self.name}.slot*")
+
+    def _try_all(self) -> bool:
+        for path in self.paths:
+            lock = FileLock(path, wait=0)
+            try:
+                lock.acquire()
+            except LockBusy:
+                continue
+            self.held = lock
+            return True
+        return False
+
+    def acquire(self, on_wait: Any = None) -> SlotLock:
+        if self.held is not None:
+            return self
+        if self._try_all():
+            return self
+        if on_wait is not None:
+            on_wait()
+        deadline = None if self.wait is None else time.monotonic() + self.wait
+        delay = 0.01
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                waited = f" after waiting {self.wait:g}s" if self.wait else ""
+                raise LockBusy(f"all {self.slots} slots of {self.name} are taken{waited}", self.pattern)
+            time.sleep(delay if left is None else min(delay, left))
+            delay = min(delay * 2, 0.2)
+            if self._try_all():
+                return self
+
+    def release(self) -> None:
+        held, self.held = self.held, None
+        if held is not None:
+            held.release()

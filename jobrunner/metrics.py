@@ -7,7 +7,9 @@ values come from the job's state (the whole history, this run folded in), not fr
 
 Series (labels ``job_name`` and ``host`` on all of them: not ``job``, which Prometheus owns; a
 default scrape of node_exporter would rename it ``exported_job`` and set ``job="node"``, as
-kube-state-metrics found, whose label for a Job's name is ``job_name`` too)::
+kube-state-metrics found, whose label for a Job's name is ``job_name`` too); an instance's run
+(``wp_backup@shop.example.prom``) has ``job_name="wp_backup"`` and ``instance_name="shop.example"``
+(not ``instance``, which Prometheus owns as well: the scrape target's)::
 
     jobrunner_last_start_timestamp_seconds      gauge   start of the last (non-skipped) run
     jobrunner_last_finish_timestamp_seconds     gauge   its end
@@ -50,9 +52,10 @@ from typing import Any
 
 from .state import JobState, atomic_write
 
-__all__ = ["JOB_LABEL", "OUTCOMES", "MetricsHook", "render_job_metrics", "write_job_metrics"]
+__all__ = ["INSTANCE_LABEL", "JOB_LABEL", "OUTCOMES", "MetricsHook", "render_job_metrics", "write_job_metrics"]
 
 JOB_LABEL = "job_name"  # the job's name; "job" is the scrape job's (see the module's docstring)
+INSTANCE_LABEL = "instance_name"  # an instance's name; "instance" is the scrape target's
 OUTCOMES = ("success", "failure", "timeout", "terminated", "skipped")
 ANOMALIES = ("too_short", "too_slow", "slower_than_usual")
 
@@ -130,12 +133,17 @@ def render_job_metrics(
     expected_interval_s: float | None = None,
     timeout_s: float | None = None,
     running_since: float | None = None,
+    instance: str | None = None,
 ) -> str:
     """The text of ``<job>.prom``. ``result`` (a ``RunResult``) fills in what the state lacks;
-    ``running_since`` overrides the state's run in progress (``state.running``)."""
+    ``running_since`` overrides the state's run in progress (``state.running``). An instance's
+    series carry the declared name in ``job_name`` (``job_name`` the argument may be
+    ``wp_backup@shop.example``: the label is ``wp_backup``) and the instance in ``instance_name``."""
     if not isinstance(state, JobState):
         state = JobState.from_dict(dict(state))
-    base = {JOB_LABEL: job_name, "host": host}
+    base = {JOB_LABEL: job_name.split("@", 1)[0] if instance else job_name, "host": host}
+    if instance:
+        base[INSTANCE_LABEL] = instance
     has_result = result is not None and getattr(result, "outcome", "skipped") != "skipped"
     last_outcome = state.last_outcome or (result.outcome if has_result else None)
     duration = state.last_duration_s if state.last_duration_s is not None else result.duration_s if has_result else None
@@ -236,6 +244,7 @@ def write_job_metrics(
         expected_interval_s=expected_interval_s,
         timeout_s=getattr(job, "timeout", None),
         running_since=running_since,
+        instance=getattr(job, "instance", None),
     )
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"{job.name}.prom")

@@ -349,7 +349,7 @@ def acquire_redis_lock(
     shown = _redact(url)
     ttl = float(spec.ttl_seconds)
     timing = lease_timing(ttl)
-    name = spec.name or job.name
+    name = getattr(job, "lock_name", None) or spec.name or job.name
     key = KEY_PREFIX + name
     client = _client(url, timing["op_timeout"])
     wait = spec.wait_seconds or 0.0

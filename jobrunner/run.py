@@ -69,6 +69,7 @@ class Run:
     paused_s: float = 0.0  # not counted in the timeout: the lock wait, the state lock wait, the start hooks
     state: JobState = field(default_factory=JobState)
     lock: Any = None
+    slot: Any = None  # the held slot of ``concurrency=`` (a ``locks.SlotLock``)
     result: RunResult = field(default_factory=lambda: RunResult("success", errors.EXIT_OK))
     error: str | None = None
     hooks: list[Any] = field(default_factory=list)

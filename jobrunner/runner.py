@@ -63,6 +63,8 @@ def _load_env(job: Job, options: RunOptions) -> dict[str, str]:
     # they must not be read again); by hand, read the same files so the run sees what the
     # unit would.
     if not os.environ.get("INVOCATION_ID"):
+        if job.instance is not None:
+            _check_instance_file(job)
         for path in job.env_file_chain:
             optional = path.startswith("-")
             loaded.update(load_env_file(path.lstrip("-"), optional=optional))
@@ -70,6 +72,18 @@ def _load_env(job: Job, options: RunOptions) -> dict[str, str]:
         loaded.update(load_env_file(path))
     os.environ.update(loaded)
     return dict(os.environ)
+
+
+def _check_instance_file(job: Job) -> None:
+    """An instance that was never added is named as such (exit 78), not as a missing file."""
+    path = job.env_file_chain[-1]
+    if not os.path.lexists(path):
+        from .instances import group_of
+
+        raise ConfigError(
+            f"instance {job.instance!r} of {job.base_name} is not configured ({path} does not exist): "
+            f"add it with 'jobrunner instances add {group_of(job)} {job.instance} --set KEY=VALUE'"
+        )
 
 
 def _new_run_id() -> str:
@@ -90,7 +104,8 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
     redactor.add_env(env)
     run_id = _new_run_id()
     sink = configure_logging(
-        static={"job": job.name, "run_id": run_id, "host": os.uname().nodename},
+        static={"job": job.name, "run_id": run_id, "host": os.uname().nodename}
+        | ({"instance": job.instance} if job.instance is not None else {}),
         redactor=redactor,
         fmt=options.log_format,
         file_path=job.log_file,
@@ -126,6 +141,8 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
         waiting = time.monotonic()
         run.lock = ctx.lock = _acquire_lock(run)
         run.paused_s += time.monotonic() - waiting
+        if job.concurrency is not None and not options.dry_run:
+            run.slot = _acquire_slot(run, env)  # its wait is the job's time: within the deadline
         if not options.dry_run:
             _start(run)
         if job.timeout:
@@ -254,12 +271,42 @@ def _acquire_lock(run: Run) -> HeldLock | None:
             log.warning("lock.fallback_local", reason=str(exc))
     from .locks import FileLock, lock_path
 
-    path = lock_path(spec.name or job.name)
+    path = lock_path(job.lock_name or job.name)
     lock = FileLock(path, wait=spec.wait_seconds, shared=spec.shared)
     if spec.wait_seconds:
         log.info("lock.waiting", path=path, wait_s=spec.wait_seconds)
     lock.acquire()
     log.info("lock.acquired", path=path, shared=spec.shared or None)
+    return lock
+
+
+def _acquire_slot(run: Run, env: dict[str, str]) -> Any:
+    """One slot of the job's ``concurrency=`` (a host-wide counting lock), waited for at most
+    the slot's ``wait``, and never past the job's deadline (the wait counts in the timeout)."""
+    from .locks import SlotLock
+
+    spec = run.job.concurrency
+    assert spec is not None
+    slots = spec.slots
+    raw = env.get(spec.env_name, "").strip()
+    if raw:
+        if not raw.isdigit() or not 1 <= int(raw) <= 1024:
+            raise ConfigError(
+                f"{spec.env_name}={raw!r}: the number of {spec.name} slots is a whole number from 1 to 1024"
+            )
+        slots = int(raw)
+    wait = spec.wait_seconds
+    if run.job.timeout:
+        left = run.started_mono + run.job.timeout + run.paused_s - time.monotonic()
+        wait = max(0.0, left if wait is None else min(wait, left))
+    lock = SlotLock(spec.name, slots, wait=wait)
+    lock.acquire(
+        on_wait=lambda: run.log.info(
+            "lock.waiting", path=lock.pattern, slots=slots, wait_s=None if wait is None else round(wait, 3)
+        )
+    )
+    assert lock.held is not None
+    run.log.info("lock.acquired", path=lock.held.path, slots=slots)
     return lock
 
 
@@ -309,6 +356,8 @@ def _finish(run: Run) -> None:
     _kill_leftovers(ctx, log, job)
     if isinstance(sigs.pending, LockLost) and result.error is not sigs.pending:
         log.error("lock.lost", reason=sigs.pending.reason, after="the job had finished")
+    if run.slot is not None:
+        run.slot.release()
     if run.lock is not None:
         run.lock.release()
     if sigs.deferred:

@@ -147,6 +147,12 @@ class JobContext(Protocol):
         ...
 
     @property
+    def instance(self) -> str | None:
+        """The instance of this run (``--instance``, the template unit's ``%i``), ``None`` for a
+        plain job (``@job(instances=...)``)."""
+        ...
+
+    @property
     def state_dir(self) -> str:
         """The job's state directory (its ``state.json``); its parent holds other jobs'."""
         ...

@@ -413,8 +413,10 @@ def authenticate(set_dir: Path, key: BackupKey, *, now: datetime | None = None) 
 
 
 def hold_backup_lock(ctx: JobContext, *, shared: bool, wait: float) -> None:
-    """Take the backup area's lock in the job (the declared lock is the job's own)."""
-    ctx.hold_lock(BACKUP_LOCK, shared=shared, wait=wait)
+    """Take the backup area's lock in the job (the declared lock is the job's own); a site's
+    (an instance's) own, as its declared ``Lock(name=BACKUP_LOCK)`` is (``Job.lock_name``)."""
+    name = BACKUP_LOCK if ctx.instance is None else f"{BACKUP_LOCK}@{ctx.instance}"
+    ctx.hold_lock(name, shared=shared, wait=wait)
 
 
 class FileFollower:

@@ -33,13 +33,24 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from jobrunner import ConfigError, JobContext
+from jobrunner import ConfigError, JobContext, Slots
 from jobrunner.settings import env_int
 from jobs._backupsets import CODECS, DEFAULT_KEY_FILE
 
 DEFAULT_WP_PATH = "/var/www/html"
 DEFAULT_BACKUP_DIR = "/mnt/backups"
+# Many sites on one server (docs/sites.md): every WordPress job also runs per site, as the
+# instance of the group "wp" (one env file per site: /etc/jobrunner/instances/wp/<site>.env).
+# A site's defaults: WP_PATH=/var/www/<site>, WP_SITE=<site>, BACKUP_DIR=/mnt/backups/<site>,
+# and its units may write there only (instance_write_paths).
+SITE_INSTANCES: dict[str, Any] = {"instances": "optional", "instance_group": "wp"}
+INSTANCE_WP_PATH = "/var/www/%i"
+INSTANCE_BACKUP_DIR = f"{DEFAULT_BACKUP_DIR}/%i"
+# At most 2 backups (wp_backup, wp_db_export, any site) at once on a host, so fifty sites'
+# 02:15 do not saturate the disk; JOBRUNNER_SLOTS_BACKUP=N in jobrunner.env changes it.
+BACKUP_SLOTS = Slots("backup", 2)
 _GENERIC_DIRS = {"html", "htdocs", "public_html", "public", "www", "web", "wordpress", ""}
 
 
@@ -64,8 +75,9 @@ class Settings:
 def settings(ctx: JobContext) -> Settings:
     """Read and check the WordPress settings from ``ctx.env`` (ConfigError: exit 78)."""
     env = ctx.env
-    wp_path = Path(env.get("WP_PATH") or DEFAULT_WP_PATH)
-    site = env.get("WP_SITE") or (wp_path.name if wp_path.name not in _GENERIC_DIRS else "wordpress")
+    instance = ctx.instance  # a site of many: its name is the defaults' (docs/sites.md)
+    wp_path = Path(env.get("WP_PATH") or (INSTANCE_WP_PATH.replace("%i", instance) if instance else DEFAULT_WP_PATH))
+    site = env.get("WP_SITE") or instance or (wp_path.name if wp_path.name not in _GENERIC_DIRS else "wordpress")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", site) or site.startswith("."):
         raise ConfigError(f"WP_SITE={site!r}: use letters, digits and '_.-'")
     compress = (
@@ -76,7 +88,9 @@ def settings(ctx: JobContext) -> Settings:
     return Settings(
         wp_path=wp_path,
         site=site,
-        backup_dir=Path(env.get("BACKUP_DIR") or DEFAULT_BACKUP_DIR),
+        backup_dir=Path(
+            env.get("BACKUP_DIR") or (INSTANCE_BACKUP_DIR.replace("%i", instance) if instance else DEFAULT_BACKUP_DIR)
+        ),
         compress=compress,
         keep_daily=env_int(env, "KEEP_DAILY", 7, min=0),
         keep_weekly=env_int(env, "KEEP_WEEKLY", 4, min=0),

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from jobrunner import JobContext, Lock, job
 from jobs._backupsets import BACKUP_LOCK, BackupSet, list_sets, private_dir
-from jobs._wp import DEFAULT_BACKUP_DIR, settings
+from jobs._wp import DEFAULT_BACKUP_DIR, INSTANCE_BACKUP_DIR, SITE_INSTANCES, settings
 
 PARTIAL_MAX_AGE_S = 86400
 WRITERS = {"full": "wp_backup", "db": "wp_db_export"}
@@ -49,7 +49,9 @@ WRITERS = {"full": "wp_backup", "db": "wp_db_export"}
     lock=Lock(name=BACKUP_LOCK, wait="2h"),  # exclusive; waits for a backup still running
     hardening="strict",
     write_paths=[DEFAULT_BACKUP_DIR],
+    instance_write_paths=[INSTANCE_BACKUP_DIR],
     network=False,
+    **SITE_INSTANCES,
 )
 def backup_prune(ctx: JobContext) -> None:
     """Delete old backup sets: keep N daily/weekly/monthly, never the newest verified one."""

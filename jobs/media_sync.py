@@ -123,13 +123,15 @@ def _explain(ctx: JobContext, reason: str) -> str:
     user="www-data",
     network=True,
     env_files=["-/etc/default/media-sync"],
+    instances="optional",  # per site too: the group "wp" (docs/sites.md)
+    instance_group="wp",
 )
 def media_sync(ctx: JobContext) -> None:
     """Copy (or mirror) wp-content/uploads to an S3 bucket with rclone."""
     dest = ctx.env.get("MEDIA_SYNC_DEST", "").strip()
     if not dest or ":" not in dest:
         raise ConfigError(f"MEDIA_SYNC_DEST={dest!r}: set it to an rclone destination, REMOTE:bucket/path")
-    wp_path = ctx.env.get("WP_PATH", "/var/www/html")
+    wp_path = ctx.env.get("WP_PATH") or (f"/var/www/{ctx.instance}" if ctx.instance else "/var/www/html")
     source = ctx.env.get("MEDIA_SYNC_SOURCE") or os.path.join(wp_path, "wp-content", "uploads")
     mode = ctx.env.get("MEDIA_SYNC_MODE", "copy").strip().lower()
     if mode not in MODES:

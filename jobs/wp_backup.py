@@ -57,7 +57,10 @@ from jobs._backupsets import (
     sign_set,
 )
 from jobs._wp import (
+    BACKUP_SLOTS,
     DEFAULT_BACKUP_DIR,
+    INSTANCE_BACKUP_DIR,
+    SITE_INSTANCES,
     Clients,
     Settings,
     read_wp_config,
@@ -94,8 +97,11 @@ class BackupError(RuntimeError):
     lock=True,
     hardening="strict",
     write_paths=[DEFAULT_BACKUP_DIR],
+    instance_write_paths=[INSTANCE_BACKUP_DIR],
+    concurrency=BACKUP_SLOTS,
     network=False,
     **SITE_READER,
+    **SITE_INSTANCES,
 )
 def wp_backup(ctx: JobContext) -> None:
     """Full WordPress backup (files + database), verified, into BACKUP_DIR."""

@@ -8,7 +8,7 @@ so the site's object-cache.php drop-in — Redis, Memcached, APCu — is the one
 from __future__ import annotations
 
 from jobrunner import JobContext, job
-from jobs._wp import DEFAULT_WP_PATH, require_site, settings, wp_command
+from jobs._wp import DEFAULT_WP_PATH, INSTANCE_WP_PATH, SITE_INSTANCES, require_site, settings, wp_command
 
 # The path comes in as an argument, never interpolated into code.
 FLUSH_PHP = (
@@ -30,6 +30,8 @@ FLUSH_PHP = (
     hardening="strict",
     # optional ("-"): the unit must not create or re-own the live site (tmpfiles.d "d" would)
     write_paths=[f"-{DEFAULT_WP_PATH}/wp-content"],
+    instance_write_paths=[f"-{INSTANCE_WP_PATH}/wp-content"],
+    **SITE_INSTANCES,
     network=False,  # object caches on localhost (Redis, Memcached) stay reachable
 )
 def wp_cache_flush(ctx: JobContext) -> None:

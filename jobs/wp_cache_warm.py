@@ -116,6 +116,8 @@ def percentile(values: list[float], pct: float) -> float | None:
     user="www-data",
     network=True,
     env_files=["-/etc/default/wp-cache-warm"],
+    instances="optional",  # per site too: the group "wp" (docs/sites.md)
+    instance_group="wp",
 )
 def wp_cache_warm(ctx: JobContext) -> None:
     """Fetch the home page and every sitemap URL, a few at a time, within a time budget."""

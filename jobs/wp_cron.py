@@ -8,7 +8,7 @@ run in the WordPress directory (what a page view would have spawned over HTTP).
 from __future__ import annotations
 
 from jobrunner import JobContext, job
-from jobs._wp import DEFAULT_WP_PATH, require_site, settings, wp_command
+from jobs._wp import DEFAULT_WP_PATH, INSTANCE_WP_PATH, SITE_INSTANCES, require_site, settings, wp_command
 
 
 @job(
@@ -20,6 +20,8 @@ from jobs._wp import DEFAULT_WP_PATH, require_site, settings, wp_command
     hardening="strict",
     # optional ("-"): the unit must not create or re-own the live site (tmpfiles.d "d" would)
     write_paths=[f"-{DEFAULT_WP_PATH}/wp-content"],
+    instance_write_paths=[f"-{INSTANCE_WP_PATH}/wp-content"],
+    **SITE_INSTANCES,
     network=True,  # cron events fetch updates, send mail, ping services
 )
 def wp_cron(ctx: JobContext) -> None:

@@ -10,7 +10,7 @@ checksummed, loaded into a scratch database to prove it restores, then renamed.
 from __future__ import annotations
 
 from jobrunner import JobContext, job
-from jobs._wp import DEFAULT_BACKUP_DIR
+from jobs._wp import BACKUP_SLOTS, DEFAULT_BACKUP_DIR, INSTANCE_BACKUP_DIR, SITE_INSTANCES
 from jobs.wp_backup import SITE_READER, run_backup
 
 
@@ -23,8 +23,11 @@ from jobs.wp_backup import SITE_READER, run_backup
     lock=True,
     hardening="strict",
     write_paths=[DEFAULT_BACKUP_DIR],
+    instance_write_paths=[INSTANCE_BACKUP_DIR],
+    concurrency=BACKUP_SLOTS,
     network=False,
     **SITE_READER,
+    **SITE_INSTANCES,
 )
 def wp_db_export(ctx: JobContext) -> None:
     """WordPress database dump (--single-transaction), verified, into BACKUP_DIR."""

@@ -8,7 +8,7 @@ rebuilds each table ("doing recreate + analyze instead" in the log is normal).
 from __future__ import annotations
 
 from jobrunner import JobContext, job
-from jobs._wp import Clients, read_wp_config, require_site, settings, wp_command
+from jobs._wp import SITE_INSTANCES, Clients, read_wp_config, require_site, settings, wp_command
 
 
 @job(
@@ -22,6 +22,7 @@ from jobs._wp import Clients, read_wp_config, require_site, settings, wp_command
     # 0640 www-data needs CAP_DAC_READ_SEARCH back.
     systemd={"Service": {"CapabilityBoundingSet": "CAP_DAC_READ_SEARCH"}},
     security_threshold=2.0,
+    **SITE_INSTANCES,
 )
 def wp_db_optimize(ctx: JobContext) -> None:
     """Optimize WordPress's tables (wp db optimize, or mysqlcheck --optimize)."""

@@ -69,6 +69,8 @@ from jobs._backupsets import (
 )
 from jobs._wp import (
     DEFAULT_WP_PATH,
+    INSTANCE_WP_PATH,
+    SITE_INSTANCES,
     Clients,
     Database,
     Settings,
@@ -94,6 +96,7 @@ class RestoreError(RuntimeError):
     hardening="strict",
     # optional ("-"): the unit must not create or re-own the live site (tmpfiles.d "d" would)
     write_paths=[f"-{DEFAULT_WP_PATH}"],
+    instance_write_paths=[f"-{INSTANCE_WP_PATH}"],
     network=False,
     # Files are given to WP_USER (chown) inside www-data's directories: these capabilities and
     # the @chown system calls are needed back.
@@ -104,6 +107,7 @@ class RestoreError(RuntimeError):
         }
     },
     security_threshold=2.0,
+    **SITE_INSTANCES,
 )
 def wp_restore(ctx: JobContext) -> None:
     """Restore a backup set's files and database (RESTORE_SET=path|name|latest)."""

@@ -86,6 +86,7 @@ def test_every_command_lives_in_the_cli_package():
         "version",
         "import",
         "checks",
+        "instances",
     }
     for name, info in COMMANDS.items():
         assert info.module == f"jobrunner.cli.{name}"

@@ -78,3 +78,22 @@ def test_errors_all_matches_public_names():
         n for n, v in vars(errors).items() if not n.startswith("_") and (isinstance(v, type) or n.startswith("EXIT_"))
     }
     assert set(errors.__all__) == public
+
+
+def test_an_instance_run_imports_only_the_instances_module_more(tmp_path, launcher):
+    """`run --instance` adds jobrunner.instances (names, the env file) and nothing else to a
+    plain run's imports; jobrunner.instance_admin (instances add/remove) stays off the path."""
+    launcher.write_job("either", "from jobrunner import job\n@job(instances='optional')\ndef either(ctx): pass\n")
+    (tmp_path / "inst" / "either").mkdir(parents=True)
+    (tmp_path / "inst" / "either" / "one.env").write_text("A=1\n")
+    (tmp_path / "inst" / "either" / "one.env").chmod(0o600)
+    env = launcher.env(JOBRUNNER_INSTANCES_DIR=str(tmp_path / "inst"))
+
+    def loaded(*args: str) -> set[str]:
+        proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60, env=env)
+        return set(json.loads(proc.stderr.strip().splitlines()[-1]))
+
+    plain, instance = loaded("either"), loaded("either", "--instance", "one")
+    assert "jobrunner.runner" in plain and "jobrunner.runner" in instance
+    assert instance - plain == {"jobrunner.instances"}
+    assert "jobrunner.instances" not in plain

@@ -381,3 +381,26 @@ def test_all_matches_public_names():
         if not n.startswith("_") and getattr(v, "__module__", None) == redislock.__name__
     }
     assert set(redislock.__all__) == public
+
+
+def test_instances_have_their_own_lease(flush):
+    """An instance's lease key is the job's with ``@instance`` (issue 19): two sites of one job
+    hold theirs at once; the same site twice is busy."""
+    from jobrunner import job
+
+    @job(instances=True, lock=Lock(redis=flush.url, ttl="3s"))
+    def site_sync(ctx): ...
+
+    shop, blog = site_sync.for_instance("shop.example"), site_sync.for_instance("blog.example")
+    client = flush.client()
+    first = acquire_redis_lock(shop, shop.lock, Recorder(), on_lost=Lost())
+    second = acquire_redis_lock(blog, blog.lock, Recorder(), on_lost=Lost())
+    try:
+        assert client.get("jobrunner:lock:site_sync@shop.example").decode() == first.holder
+        assert client.get("jobrunner:lock:site_sync@blog.example").decode() == second.holder
+        with pytest.raises(LockBusy) as caught:
+            acquire_redis_lock(shop, shop.lock, Recorder(), on_lost=Lost())
+        assert caught.value.path == "jobrunner:lock:site_sync@shop.example"
+    finally:
+        first.release()
+        second.release()

@@ -144,3 +144,27 @@ def test_uninstall_removes_exactly_what_install_wrote(units, tmp_path):
     assert not (root / "etc/systemd/system/alpha.service.d").exists()
     again = io.StringIO()
     assert uninstall(root, out=again) == [] and "nothing installed" in again.getvalue()
+
+
+def test_template_timers_are_never_enabled_or_disabled_by_install(tmp_path):
+    """A template's timer (``wp-backup@.timer``) cannot be enabled without an instance:
+    ``units install`` leaves it to ``jobrunner instances add`` (and removing a template does not
+    try ``disable`` on it); the plain timer of an ``instances="optional"`` job is enabled as ever."""
+    from jobrunner.declaration import job
+    from jobrunner.unitgen.install import plan_install
+    from jobrunner.unitgen.render import render_jobs
+
+    @job(schedule="daily", instances="optional")
+    def both_ways(ctx): ...
+
+    out = tmp_path / "units"
+    write_rendered(render_jobs([both_ways]), out, prune=False)
+    root = tmp_path / "root"
+    plan = plan_install(out, root)
+    assert plan.timers == ["both-ways.timer"]
+    install(out, root, out=io.StringIO())
+    (out / "both-ways@.timer").unlink()
+    (out / "both-ways@.service").unlink()
+    again = plan_install(out, root)
+    assert any(path.endswith("both-ways@.timer") for path, _, new in again.changes if new is None)
+    assert again.removed_timers == []

@@ -51,6 +51,7 @@ COMMANDS: dict[str, CommandInfo] = {
     "unsilence": CommandInfo("jobrunner.cli.unsilence", "end silences (jobrunner silence) now"),
     "alert": CommandInfo("jobrunner.cli.alert", "notify about a failed unit (what alert-failure@.service runs)"),
     "notify": CommandInfo("jobrunner.cli.notify", "notification tools: notify test [--tag T]"),
+    "instances": CommandInfo("jobrunner.cli.instances", "add, remove or list the instances of a group of jobs (sites)"),
     "units": CommandInfo("jobrunner.cli.units", "render, verify, install or uninstall systemd units"),
     "checks": CommandInfo(
         "jobrunner.cli.checks", "healthchecks checks for the jobs: checks sync [--dry-run] [--prune]"

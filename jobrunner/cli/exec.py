@@ -98,7 +98,8 @@ def _exec_job(args: argparse.Namespace) -> Any:
 
     wrapped.__module__ = "jobrunner.exec"
     retry = Retry(attempts=args.retry, backoff="fixed", delay=args.retry_delay) if args.retry > 1 else None
-    return job(name=args.name, lock=lock, timeout=args.timeout, retry=retry)(wrapped)
+    instances = True if args.instance is not None else False  # exec --instance: one script per instance
+    return job(name=args.name, lock=lock, timeout=args.timeout, retry=retry, instances=instances)(wrapped)
 
 
 def _has_password(url: str) -> bool:

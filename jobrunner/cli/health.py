@@ -31,7 +31,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         raise HealthUsageError(f"{message} (see 'jobrunner health --help')")
 
     parser.error = error  # type: ignore[method-assign]
-    parser.add_argument("jobs", nargs="*", metavar="JOB", help="job name, unit name or MODULE:NAME (default: all)")
+    parser.add_argument(
+        "jobs",
+        nargs="*",
+        metavar="JOB",
+        help="job name, unit name or MODULE:NAME (default: all); a job's name selects all its instances",
+    )
     add_package_option(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object with every fact")
     parser.add_argument(
@@ -68,7 +73,7 @@ def select(all_jobs: Sequence[Job], wanted: Sequence[str], package: str) -> list
         return list(all_jobs)
     chosen: list[Job] = []
     for name in wanted:
-        found = [j for j in all_jobs if name in (j.name, j.unit, j.ref)]
+        found = [j for j in all_jobs if name in (j.name, j.unit, j.ref, j.base_name, j.base_unit)]
         if not found:
             have = ", ".join(j.name for j in all_jobs) or "none"
             raise LookupError(f"no job {name!r} in package {package!r} (jobs: {have})")
@@ -176,9 +181,10 @@ def main(args: argparse.Namespace) -> int:
         else:
             if args.silent_after is not None:
                 raise LookupError("--silent-after goes with --fleet")
+            from ..instances import expand_instances
             from ..loader import discover
 
-            jobs = select(discover(args.package), args.jobs, args.package)
+            jobs = select(expand_instances(discover(args.package), args.state_dir), args.jobs, args.package)
             results = check_jobs(
                 jobs, now=now, grace=grace, fail_threshold=args.fail_threshold, state_root=args.state_dir
             )

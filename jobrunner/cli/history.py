@@ -107,6 +107,17 @@ def _fleet(args: argparse.Namespace, names: list[str], since: float | None) -> t
     return runs, summaries
 
 
+def _with_instances(names: list[str], recorded: list[str]) -> list[str]:
+    """A job's name also means its instances: ``wp_backup`` is ``wp_backup`` (when it ran plain)
+    and every ``wp_backup@<instance>`` with a history."""
+    out: list[str] = []
+    for name in names:
+        found = [name] if name in recorded or "@" in name else []
+        found += [r for r in recorded if r.startswith(f"{name}@")]
+        out.extend(found or [name])
+    return list(dict.fromkeys(out))
+
+
 def main(args: argparse.Namespace) -> int:
     from ..errors import ConfigError, UsageError
     from ..history import STATS_WINDOW, outcome_matches, read_history, recorded_jobs, summary
@@ -118,6 +129,8 @@ def main(args: argparse.Namespace) -> int:
     now = time.time()
     since = parse_since(args.since, now) if args.since else None
     names = list(dict.fromkeys(args.jobs)) or ([] if args.fleet else recorded_jobs(root))
+    if args.jobs and not args.fleet:
+        names = _with_instances(names, recorded_jobs(root))
     runs: list[Any] = []
     summaries: list[dict[str, Any]] = []
     if args.fleet:

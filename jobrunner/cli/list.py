@@ -49,6 +49,7 @@ class _Row(TypedDict):
     timeout: str | None
     user: str
     description: str
+    instances: list[str] | None
 
 
 def _lock_text(job: Job) -> str:
@@ -87,10 +88,12 @@ def _package(args: argparse.Namespace) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..instances import group_of, known_instances
     from ..loader import discover
 
     rows: list[_Row] = []
     for job in discover(_package(args)):
+        instances = known_instances(group_of(job)) if job.instances else None
         rows.append(
             {
                 "job": job.ref,
@@ -101,15 +104,24 @@ def main(args: argparse.Namespace) -> int:
                 "timeout": format_timespan(job.timeout) if job.timeout else None,
                 "user": job.user or "root",
                 "description": job.description,
+                "instances": instances,
             }
         )
     if args.json:
         for row in rows:
             print(json.dumps(row))
         return 0
-    headers = ("JOB", "SCHEDULE", "NEXT", "LOCK", "TIMEOUT", "USER")
+    headers = ("JOB", "SCHEDULE", "NEXT", "LOCK", "TIMEOUT", "USER", "INSTANCES")
     table = [
-        (r["job"], " ; ".join(r["schedule"]) or "(manual)", r["next"] or "-", r["lock"], r["timeout"] or "-", r["user"])
+        (
+            r["job"],
+            " ; ".join(r["schedule"]) or "(manual)",
+            r["next"] or "-",
+            r["lock"],
+            r["timeout"] or "-",
+            r["user"],
+            "-" if r["instances"] is None else str(len(r["instances"])),
+        )
         for r in rows
     ]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=True)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["HELP", "add_run_options", "configure", "main", "run_declared"]
+__all__ = ["HELP", "add_run_options", "bind_instance", "configure", "main", "run_declared"]
 
 HELP = "run a job: MODULE[:NAME]"
 
@@ -22,10 +22,31 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log-format", choices=("json", "console"), help="default: console on a TTY, else json")
     parser.add_argument("--no-notify", action="store_true", help="send no notification for this run")
+    parser.add_argument(
+        "--instance",
+        metavar="NAME",
+        help="run the instance NAME of an instantiable job (what the template unit's %%i gives)",
+    )
+
+
+def bind_instance(declared: Any, instance: str | None) -> Any:
+    """The job bound to ``instance``; a usage error (exit 64) when an instantiable job gets
+    none or a plain job gets one."""
+    from ..errors import UsageError
+
+    if instance is None:
+        if declared.instances is True:
+            raise UsageError(
+                f"job {declared.name} runs per instance: give --instance NAME (e.g. --instance shop.example)"
+            )
+        return declared
+    if not declared.instances:
+        raise UsageError(f"job {declared.name} has no instances: run it without --instance")
+    return declared.for_instance(instance)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.usage = "jobrunner [run] MODULE[:NAME] [options]"
+    parser.usage = "jobrunner [run] MODULE[:NAME] [--instance NAME] [options]"
     parser.add_argument("job", help="the job: a module path (jobs.wp_backup), optionally :NAME")
     add_run_options(parser)
 
@@ -34,6 +55,7 @@ def run_declared(declared: Any, args: argparse.Namespace, *, passthrough_exit: b
     """Run a declared job with the options of ``add_run_options``; its exit code."""
     from ..runner import RunOptions, run_job
 
+    declared = bind_instance(declared, args.instance)
     options = RunOptions(
         dry_run=args.dry_run,
         env_files=tuple(args.env_file),
@@ -47,4 +69,8 @@ def run_declared(declared: Any, args: argparse.Namespace, *, passthrough_exit: b
 def main(args: argparse.Namespace) -> int:
     from ..loader import load_job
 
+    if args.instance is not None:  # a bad name is a usage error before anything is imported
+        from ..instances import check_instance_name
+
+        check_instance_name(args.instance)
     return run_declared(load_job(args.job), args)

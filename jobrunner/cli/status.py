@@ -147,9 +147,10 @@ def _html(path: str, root: str, names: list[str], package: str | None, *, one: b
 
     units: dict[str, str] = {}
     if package:
+        from ..instances import expand_instances
         from ..loader import discover
 
-        units = {j.name: j.unit for j in discover(package)}
+        units = {j.name: j.unit for j in expand_instances(discover(package), root)}
     from ..history import recorded_jobs
 
     if not one:  # jobs with a history alone (their state unwritable, say) count too
@@ -217,9 +218,10 @@ def main(args: argparse.Namespace) -> int:
     root = args.state_dir or default_state_dir()
     names = _recorded(root)
     if args.package:
+        from ..instances import expand_instances
         from ..loader import discover
 
-        names = sorted(set(names) | {j.name for j in discover(args.package)})
+        names = sorted(set(names) | {j.name for j in expand_instances(discover(args.package), root)})
     if args.job:
         if args.job not in names:
             where = f" or in package {args.package!r}" if args.package else ""

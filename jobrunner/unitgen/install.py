@@ -114,7 +114,8 @@ def _desired(source: Path, env: str | None) -> tuple[dict[str, str], list[str]]:
             continue
         wanted[f"/{UNIT_DIR}/{path.name}"] = text
         if path.suffix == ".timer":
-            timers.append(path.name)
+            if "@." not in path.name:  # a template's timers are enabled per instance (instances add)
+                timers.append(path.name)
         elif env and "@." not in path.name:
             unit = path.name[: -len(".service")]
             wanted[f"/{UNIT_DIR}/{unit}.service.d/{env}.conf"] = env_dropin(text, unit, env)
@@ -155,7 +156,7 @@ def plan_install(source: str | os.PathLike[str], root: str | os.PathLike[str] = 
         if _sha(current) != old[path]:
             plan.conflicts.append(path)
         plan.changes.append((path, current, None))
-        if path.endswith(".timer"):
+        if path.endswith(".timer") and "@." not in path:  # a template: its instances' (instances remove)
             plan.removed_timers.append(os.path.basename(path))
     return plan
 
@@ -282,7 +283,7 @@ def uninstall(
     if dry_run:
         return removed
     why_not = _systemd_here(base)
-    timers = [os.path.basename(p) for p in removed if p.endswith(".timer")]
+    timers = [os.path.basename(p) for p in removed if p.endswith(".timer") and "@." not in p]
     if why_not is None and timers:
         _run(["systemctl", "disable", "--now", *timers], out)
     for path in removed:

@@ -24,6 +24,16 @@ The formulas and decisions, in one place:
   users), writable through ``ReadWritePaths=-/run/lock/jobrunner``; an absolute lock name opens
   its directory.
 - State: ``StateDirectory=jobrunner/<job>`` + ``JOBRUNNER_STATE_DIR=/var/lib/jobrunner``.
+- Instances (``@job(instances=...)``): ``<unit>@.service`` + ``<unit>@.timer`` templates
+  rendered from the job bound to ``%i`` (``Job.for_instance("%i")``): ``ExecStart=… run
+  MODULE:NAME --instance %i``, ``StateDirectory=jobrunner/<job>@%i``, the instance's env
+  file ``/etc/jobrunner/instances/<group>/%i.env`` (required) last in the chain, and the
+  instance's paths (``instance_write_paths``, ``%i`` kept as systemd's specifier; an instance
+  name needs no escaping, so ``%i`` is the name). ``FixedRandomDelay=`` hashes the unit name
+  (instance included), so the instances of one job spread over the jitter by themselves.
+  ``instances="optional"`` jobs get the plain units too. What tmpfiles.d cannot make per
+  instance (lock files of non-root jobs, ``%i`` write paths) ``jobrunner instances add`` does
+  (``render_instance_tmpfiles``).
 - Per-job unit overrides: ``systemd={"Service": {"Key": value|[..]|None,
   "+Key": value|[..]}, "Timer": {...}}}``; ``Key`` replaces, ``+Key`` appends, ``None``
   removes. ``Timer`` goes to the timer, every other section to the service. A job whose
@@ -53,6 +63,7 @@ __all__ = [
     "TMPFILES_FILE",
     "RenderOptions",
     "render_all",
+    "render_instance_tmpfiles",
     "render_jobs",
     "select_jobs",
     "start_timeout",
@@ -88,6 +99,22 @@ class RenderOptions:
 def _esc(value: str) -> str:
     """Escape systemd specifiers: a literal ``%`` is ``%%`` in unit files."""
     return value.replace("%", "%%")
+
+
+def _template(job: Job) -> bool:
+    return job.instance == "%i"
+
+
+def _esc_paths(job: Job, value: str) -> str:
+    """A path of the job's: escaped, except a template's ``%i``, which stays the specifier."""
+    escaped = _esc(value)
+    return escaped.replace("%%i", "%i") if _template(job) else escaped
+
+
+def _describe(job: Job, prefix: str, suffix: str = "") -> str:
+    """``<prefix> <job name><suffix>``, escaped; a template's name ends in the ``%i`` specifier."""
+    name = _esc(job.base_name) + "@%i" if _template(job) else _esc(job.name)
+    return f"{_esc(prefix)} {name}{_esc(suffix)}"
 
 
 def start_timeout(job: Job) -> float:
@@ -157,7 +184,7 @@ def render_service(job: Job, options: RenderOptions = RenderOptions()) -> str:
     """The text of ``<unit>.service`` for ``job``."""
     unit = Unit(_header(job, "Service"))
     what = f": {job.description}" if job.description else ""
-    unit.add("Unit", "Description", _esc(f"jobrunner job {job.name}{what}"))
+    unit.add("Unit", "Description", _describe(job, "jobrunner job", what))
     unit.add("Unit", "OnFailure", "alert-failure@%n.service")
     if job.network:
         unit.add("Unit", "Wants", "network-online.target")
@@ -172,12 +199,13 @@ def render_service(job: Job, options: RenderOptions = RenderOptions()) -> str:
         unit.add(s, "Group", job.group)
     if job.working_dir:
         unit.add(s, "WorkingDirectory", _esc(job.working_dir))
-    unit.add(s, "ExecStart", _esc(f"{options.python} -m jobrunner run {shlex.quote(job.ref)}"))
+    instance = " --instance %i" if _template(job) else ""
+    unit.add(s, "ExecStart", _esc(f"{options.python} -m jobrunner run {shlex.quote(job.ref)}") + instance)
     # 75: skipped, the lock was busy. 143: stopped by `systemctl stop` or a shutdown after the
     # runner's cleanup; the runner reports that itself, so OnFailure= must not alert twice.
     # (TimeoutStartSec= expiring still fails the unit: Result=timeout, whatever the status.)
     unit.add(s, "SuccessExitStatus", "75 143")
-    unit.extend(s, "EnvironmentFile", [_esc(p) for p in job.env_file_chain])
+    unit.extend(s, "EnvironmentFile", [_esc_paths(job, p) for p in job.env_file_chain])
     unit.add(s, "Environment", f"JOBRUNNER_STATE_DIR={STATE_DIR}")
     unit.add(s, "Environment", f"JOBRUNNER_LOCK_DIR={LOCK_DIR}")
     unit.add(s, "Environment", "JOBRUNNER_LOG_FORMAT=json")
@@ -194,8 +222,8 @@ def render_service(job: Job, options: RenderOptions = RenderOptions()) -> str:
         job.hardening, root=_is_root(job), network=job.network, home_paths=under_home(p for p in declared if p)
     ):
         unit.add(s, key, value)
-    unit.extend(s, "ReadWritePaths", [_esc(p) for p in _write_paths(job, options)])
-    unit.extend(s, "ReadOnlyPaths", [_esc(p) for p in job.read_paths])
+    unit.extend(s, "ReadWritePaths", [_esc_paths(job, p) for p in _write_paths(job, options)])
+    unit.extend(s, "ReadOnlyPaths", [_esc_paths(job, p) for p in job.read_paths])
     overrides = {k: v for k, v in _unit_overrides(job).items() if k != "Timer"}
     _apply(unit, job, overrides)
     if unit.get(s, "RuntimeMaxSec") and unit.get(s, "Type") == ["oneshot"]:
@@ -210,7 +238,7 @@ def render_timer(job: Job) -> str:
     if not job.schedule and job.on_boot is None:
         raise ConfigError(f"job {job.ref}: has no schedule, so no timer")
     unit = Unit(_header(job, "Timer"))
-    unit.add("Unit", "Description", _esc(f"Schedule of jobrunner job {job.name}"))
+    unit.add("Unit", "Description", _describe(job, "Schedule of jobrunner job"))
     unit.extend("Timer", "OnCalendar", job.schedule)
     if job.on_boot is not None:
         unit.add("Timer", "OnBootSec", _span(job.on_boot))
@@ -298,7 +326,7 @@ def render_tmpfiles(jobs: Sequence[Job]) -> str:
     sharers: dict[str, list[Job]] = {}
     for job in sorted(jobs, key=lambda j: j.name):
         for path in job.write_paths:
-            if not path.startswith("-"):
+            if not path.startswith("-") and "%i" not in path:  # an instance's: instances add
                 sharers.setdefault(path, []).append(job)
     for path, users in sharers.items():
         owner = _dir_owner(path, users)
@@ -323,7 +351,9 @@ def _lock_files(jobs: Sequence[Job]) -> list[str]:
     for job in sorted(jobs, key=lambda j: j.name):
         if job.lock is None or job.lock.redis or (job.lock.name or "").startswith("/"):
             continue
-        users.setdefault(job.lock.name or job.name, []).append(job)
+        if job.instances is True or _template(job):  # per instance: instances add makes them
+            continue
+        users.setdefault(job.lock_name or job.name, []).append(job)
     lines = []
     for name, sharing in sorted(users.items()):
         path = f"{LOCK_DIR}/{name}.lock"
@@ -339,6 +369,28 @@ def _lock_files(jobs: Sequence[Job]) -> list[str]:
             raise ConfigError(f"lock {name} is shared by jobs {refs}: give their non-root jobs one group= to share it")
         lines.append(f"f {path} 0660 root {groups.pop()} -")
     return lines
+
+
+def render_instance_tmpfiles(bound: Sequence[Job], header: str) -> str:
+    """tmpfiles.d(5) lines for the instances' jobs (``Job.for_instance``): the lock file of each
+    non-root job and each required write path (``d``, owned as for the plain jobs), which the
+    template's sandbox cannot create. ``jobrunner instances add`` writes one such file per
+    instance and applies it (``systemd-tmpfiles --create``); it comes back after a reboot."""
+    lines = [GENERATED_MARK, f"# {header}"]
+    for job in sorted(bound, key=lambda j: j.name):
+        if job.lock is not None and not job.lock.redis and not (job.lock_name or "").startswith("/"):
+            user = _owner(job)[0]
+            if user != "root":
+                lines.append(f"f {LOCK_DIR}/{job.lock_name}.lock 0600 {user} - -")
+    sharers: dict[str, list[Job]] = {}
+    for job in sorted(bound, key=lambda j: j.name):
+        for path in job.write_paths:
+            if not path.startswith("-"):
+                sharers.setdefault(path, []).append(job)
+    for path, users in sharers.items():
+        owner = _dir_owner(path, users)
+        lines.append(f"d {path} 0750 {owner[0]} {owner[1]} -")
+    return "\n".join(lines) + "\n"
 
 
 def render_logrotate(jobs: Sequence[Job]) -> str | None:
@@ -390,9 +442,15 @@ def render_jobs(
     _check_schedules([*jobs, *shared])
     files: dict[str, str] = {ALERT_UNIT: render_alert(options)}
     for job in jobs:
-        files[f"{job.unit}.service"] = render_service(job, options)
-        if job.schedule or job.on_boot is not None:
-            files[f"{job.unit}.timer"] = render_timer(job)
+        variants = []
+        if job.instances is not True:
+            variants.append((job, job.unit))
+        if job.instances:
+            variants.append((job.for_instance("%i"), f"{job.unit}@"))
+        for variant, name in variants:
+            files[f"{name}.service"] = render_service(variant, options)
+            if variant.schedule or variant.on_boot is not None:
+                files[f"{name}.timer"] = render_timer(variant)
     files[TMPFILES_FILE] = render_tmpfiles(shared)
     logrotate = render_logrotate(shared)
     if logrotate is not None:
@@ -409,7 +467,9 @@ def select_jobs(package: str, names: Sequence[str] = ()) -> tuple[list[Job], lis
         return every, every
     chosen: list[Job] = []
     for name in names:
-        match = [j for j in every if name in (j.name, j.unit, j.ref, f"{j.unit}.service")]
+        match = [
+            j for j in every if name in (j.name, j.unit, j.ref, f"{j.unit}.service", f"{j.unit}@", f"{j.unit}@.service")
+        ]
         if not match and (":" in name or "." in name):
             match = [load_job(name)]
         if not match:
