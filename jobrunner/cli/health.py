@@ -54,6 +54,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--state-dir", default=None, help="state directory (default: $JOBRUNNER_STATE_DIR)")
     parser.add_argument(
+        "--notify",
+        action="store_true",
+        help="also notify of late jobs (their timer did not start them), once per episode, and when they start again",
+    )
+    parser.add_argument(
+        "--notify-memory",
+        default=None,
+        metavar="PATH",
+        help="with --notify: what was told, kept here (default: STATE_DIR/.late-notified.json)",
+    )
+    parser.add_argument(
         "--fleet",
         action="store_true",
         help="judge every host's runs, from the fleet's Redis stream ($JOBRUNNER_REDIS_URL)",
@@ -196,4 +207,25 @@ def main(args: argparse.Namespace) -> int:
             sys.stdout.write(f"UNKNOWN: {message}\n")
         return UNKNOWN
     sys.stdout.write(render_json(results, now) if args.json else render_text(results))
+    if args.notify and not args.fleet:
+        _notify_late(args, jobs, results, now)
     return overall(results)
+
+
+def _notify_late(args: argparse.Namespace, jobs: Sequence[Job], results: Sequence[JobHealth], now: float) -> None:
+    """``--notify``: tell of late jobs, once per episode (``jobrunner.late``); one stderr line
+    for each notification sent or not delivered (the check's own exit code is unchanged)."""
+    import os
+
+    from ..late import MEMORY_NAME, notify_late
+    from ..state import default_state_dir
+
+    memory = args.notify_memory or os.path.join(args.state_dir or default_state_dir(), MEMORY_NAME)
+    declared = {j.name: j for j in jobs}
+    tags = {}
+    for result in results:
+        job = declared.get(result.job.split("@", 1)[0])  # an instance's row: wp_backup@shop
+        if job is not None:
+            tags[result.job] = tuple(job.notify)
+    for line in notify_late(results, memory_path=memory, tags=tags, now=now):
+        print(f"jobrunner health: {line}", file=sys.stderr)

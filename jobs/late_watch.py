@@ -1,0 +1,58 @@
+"""Tell of jobs whose timer did not start them: ``jobrunner health --notify`` every 15 minutes.
+
+A job that is late (its timer disabled or masked, the machine off past its time, a broken
+``OnCalendar=``) runs no code that could say so, and ``alert-failure@`` has no failed unit to
+report. This job is the check from outside: ``jobrunner health --notify`` over the package's
+jobs sends ``⏰ JOB is late on HOST`` once per late episode (again after the repeat window
+while it stays late; never while the job is silenced) and ``✅ JOB started again`` when it
+has (``jobrunner.late``, docs/alerting.md).
+
+Settings, from the environment or ``/etc/default/late-watch``:
+
+- ``LATE_WATCH_PACKAGE``: the package of job modules to watch (default ``$JOBRUNNER_PACKAGE``,
+  else ``jobs``)
+
+It reads every job's state directory, which belongs to that job's user (0750): the unit runs
+as root with ``CAP_DAC_READ_SEARCH`` back (read, never write, past file permissions) and
+nothing else; what it told is kept in its own state directory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from jobrunner import JobContext, job
+
+
+@job(
+    schedule="*:0/15",
+    accuracy="1m",
+    lock=True,
+    timeout="5m",
+    hardening="strict",
+    network=True,  # the notifications
+    env_files=["-/etc/default/late-watch"],
+    systemd={"Service": {"CapabilityBoundingSet": "CAP_DAC_READ_SEARCH"}},
+    security_threshold=2.0,
+)
+def late_watch(ctx: JobContext) -> None:
+    """Notify of late jobs (their timer did not start them) and of their starting again."""
+    package = (ctx.env.get("LATE_WATCH_PACKAGE") or ctx.env.get("JOBRUNNER_PACKAGE") or "jobs").strip()
+    argv = [
+        sys.executable,
+        "-m",
+        "jobrunner",
+        "health",
+        "--notify",
+        "--package",
+        package,
+        "--state-dir",
+        os.path.dirname(ctx.state_dir),
+        "--notify-memory",
+        os.path.join(ctx.state_dir, "late-notified.json"),
+    ]
+    done = ctx.run(argv, check=False)
+    if done.returncode not in (0, 1, 2):  # 3: UNKNOWN, the check could not judge
+        raise RuntimeError(f"jobrunner health could not judge the jobs (exit {done.returncode}): see its output above")
+    ctx.log.info("late_watch.checked", package=package, health_exit=done.returncode)
