@@ -146,7 +146,9 @@ class Wanted:
 
 
 def wanted(job: Any, config: Config, host: str, tz: str) -> Wanted:
-    slug = config.slug.replace("{job}", job.unit).replace("{host}", host)
+    from .notify.ping import slug_of
+
+    slug = config.slug.replace("{job}", slug_of(job.unit)).replace("{host}", host)
     tags = sorted({"jobrunner", host, *job.notify, *config.tags})
     desc = "\n".join(part for part in (job.description, f"{MARKER} {host} ({job.ref})") if part)
     return Wanted(

@@ -227,3 +227,42 @@ def test_a_check_that_cannot_be_made_is_one_error_line_and_the_rest_synced(launc
     line = _lines(refused)["backup"]
     assert line.startswith("error") and "HTTP 400 json validation error: tz is not a valid timezone" in line, line
     assert hc_project.checks()["backup"]["tz"] == "Europe/Berlin"
+
+
+SITES = """
+from jobrunner import job
+
+@job(schedule="02:15", timeout="1h", instances=True, instance_group="web")
+def site_backup(ctx):
+    ctx.log.info("site_backup.ran", site=ctx.instance)
+"""
+
+
+def test_one_check_per_site_and_each_site_pings_its_own(launcher, hc_project):
+    """A job with instances (many sites on one server) gets one check per added site, named
+    from the instance's unit (`site-backup@shop.example` → slug `site-backup-shop-example`),
+    and `{job}` in the ping URL is that same slug: a site's run pings its own check, so one
+    site's success never covers another's silence."""
+    pkg = launcher.jobs / "hcsites"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(textwrap.dedent(SITES))
+    instances = launcher.tmp / "instances"
+    (instances / "web").mkdir(parents=True)
+    for site in ("shop.example", "blog.example"):
+        env_file = instances / "web" / f"{site}.env"
+        env_file.write_text(f"SITE={site}\n")
+        env_file.chmod(0o640)
+    env_file = _env_file(launcher, hc_project)
+    env = launcher.env(JOBRUNNER_INSTANCES_DIR=str(instances))
+    run = launcher.run("checks", "sync", "--package", "hcsites", "--env-file", str(env_file), env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    checks = hc_project.checks()
+    assert {"site-backup-shop-example", "site-backup-blog-example"} <= set(checks), sorted(checks)
+    assert "site-backup" not in checks  # no instance-less check that nothing would ever ping
+
+    ping_env = {**env, "JOBRUNNER_PING_URL": hc_project.ping_url("{job}")}
+    site = launcher.run("run", "hcsites", "--instance", "shop.example", env=ping_env)
+    assert site.returncode == 0 and "ping.rejected" not in site.names(), site.stdout + site.stderr
+    checks = hc_project.checks()
+    assert checks["site-backup-shop-example"]["status"] == "up"
+    assert checks["site-backup-blog-example"]["status"] == "new"  # not pinged by the other site

@@ -51,10 +51,11 @@ def _value(field: str, value: Any) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from ..healthchecks import Client, apply, load_config, plan
+    from ..instances import expand_instances
     from ..loader import discover
 
     config = load_config(args.env_file)
-    jobs = discover(args.package)
+    jobs = expand_instances(discover(args.package))  # one check per site of a job with instances
     client = Client(config)
     actions = plan(jobs, client.checks(), config, adopt=args.adopt, prune=args.prune)
     if not args.dry_run:

@@ -1,7 +1,8 @@
 """Dead-man's switch: healthchecks.io-style pings, so silence (a run that never happened) alerts too.
 
 The ping URL: ``$JOBRUNNER_PING_URL_<JOB>`` (the job name upper-cased, other characters as
-``_``), else ``$JOBRUNNER_PING_URL``, where ``{job}`` stands for the job's unit name and
+``_``), else ``$JOBRUNNER_PING_URL``, where ``{job}`` stands for the job's unit name as a slug (``slug_of``:
+an instance's ``wp-backup@shop.example`` is ``wp-backup-shop-example``) and
 ``{host}`` for the short host name (for ``https://hc-ping.com/<ping-key>/{job}`` slugs). Any
 URL a user pastes works: a trailing slash, a self-hosted path prefix
 (``https://mon.example.com/hc/ping/<uuid>``) and a query string (``?create=1``) are kept, and
@@ -54,9 +55,17 @@ def ping_url(job: Any, env: Mapping[str, str] | None = None) -> str | None:
     url = (env.get(own) or env.get("JOBRUNNER_PING_URL") or "").strip()
     if not url:
         return None
-    url = url.replace("{job}", job.unit).replace("{host}", os.uname().nodename.split(".")[0])
+    url = url.replace("{job}", slug_of(job.unit)).replace("{host}", os.uname().nodename.split(".")[0])
     default_redactor().add_env({"PING_URL": url})  # the uuid / ping key in the path is the secret
     return url
+
+
+def slug_of(unit: str) -> str:
+    """A unit name as a healthchecks slug (lowercase letters, digits, ``-``, ``_``): an
+    instance's ``wp-backup@shop.example`` is ``wp-backup-shop-example``; a plain unit name is
+    already one. What ``{job}`` stands for in a ping URL and in ``HC_SLUG``, so that each site's
+    runs ping their own check."""
+    return re.sub(r"[^a-z0-9_-]", "-", unit.lower())
 
 
 def build_url(base: str, suffix: str = "", rid: str | None = None) -> str:
