@@ -98,3 +98,31 @@ def installed_sandbox(sandbox: Sandbox) -> Sandbox:
 def pytest_terminal_summary(terminalreporter):
     if _TIMINGS:
         terminalreporter.write_line("systemd sandbox: " + ", ".join(f"{k} {v:.1f}s" for k, v in _TIMINGS.items()))
+
+
+def install_package_services(sb: Sandbox, src: Path, package: str, source: str, pkg_dir: str, notify_port: int) -> None:
+    """Render the services of a one-module job package (``source``) on the host, install them
+    into the sandbox's /etc/systemd/system with the package under ``pkg_dir``, and point
+    ``/etc/jobrunner/jobrunner.env`` at it with notifications to the host's HTTP receiver on
+    ``notify_port`` (the alert tests: the units are started by hand, so no timer is copied)."""
+    import subprocess
+
+    (src / package).mkdir()
+    (src / package / "__init__.py").write_text(source)
+    out = src / "units"
+    render = subprocess.run(
+        [sys.executable, "-m", "jobrunner", "units", "render", "--package", package, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": f"{src}:{REPO_ROOT}"},
+    )
+    assert render.returncode == 0, render.stderr
+    sb.write_file(f"{pkg_dir}/{package}/__init__.py", source)
+    for path in out.rglob("*.service"):
+        sb.write_file(f"/etc/systemd/system/{path.name}", path.read_text())
+    sb.write_file(
+        "/etc/jobrunner/jobrunner.env",
+        f"JOBRUNNER_PATH={pkg_dir}\nJOBRUNNER_NOTIFY_URLS=json://127.0.0.1:{notify_port}/hook\n"
+        "JOBRUNNER_NOTIFY_TIMEOUT=5s\n",
+    )

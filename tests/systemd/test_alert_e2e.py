@@ -10,17 +10,12 @@ declared network=False may still reach localhost (IPAddressAllow=localhost).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from ..test_notify_receivers import HttpReceiver
-
-TESTS = Path(__file__).resolve().parents[1]
+from .fixtures import install_package_services
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 
@@ -45,27 +40,7 @@ PKG_DIR = "/usr/local/lib/jr-alert-test"
 def alert_units(installed_sandbox, tmp_path_factory):
     sb = installed_sandbox
     receiver = HttpReceiver()
-    src = tmp_path_factory.mktemp("alertjobs")
-    (src / "alertjobs").mkdir()
-    (src / "alertjobs" / "__init__.py").write_text(JOBS)
-    out = src / "units"
-    render = subprocess.run(
-        [sys.executable, "-m", "jobrunner", "units", "render", "--package", "alertjobs", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": f"{src}:{TESTS.parent}"},
-    )
-    assert render.returncode == 0, render.stderr
-    sb.write_file(f"{PKG_DIR}/alertjobs/__init__.py", JOBS)
-    for path in out.rglob("*"):
-        if path.is_file() and path.suffix in (".service", ".timer") and not path.name.endswith(".timer"):
-            sb.write_file(f"/etc/systemd/system/{path.name}", path.read_text())
-    sb.write_file(
-        "/etc/jobrunner/jobrunner.env",
-        f"JOBRUNNER_PATH={PKG_DIR}\nJOBRUNNER_NOTIFY_URLS=json://127.0.0.1:{receiver.port}/hook\n"
-        "JOBRUNNER_NOTIFY_TIMEOUT=5s\n",
-    )
+    install_package_services(sb, tmp_path_factory.mktemp("alertjobs"), "alertjobs", JOBS, PKG_DIR, receiver.port)
     for unit in ("jr-alert-kill.service", "jr-alert-fail.service"):
         sb.pin(unit, reload=False)
     sb.daemon_reload()

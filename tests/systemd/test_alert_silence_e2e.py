@@ -12,17 +12,12 @@ listens on the host's 127.0.0.1 (the sandbox shares the host's network namespace
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from ..test_notify_receivers import HttpReceiver
-
-TESTS = Path(__file__).resolve().parents[1]
+from .fixtures import install_package_services
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 
@@ -49,26 +44,7 @@ SILENCE_S = 25
 def silence_units(installed_sandbox, tmp_path_factory):
     sb = installed_sandbox
     receiver = HttpReceiver()
-    src = tmp_path_factory.mktemp("silencejobs")
-    (src / "silencejobs").mkdir()
-    (src / "silencejobs" / "__init__.py").write_text(JOBS)
-    out = src / "units"
-    render = subprocess.run(
-        [sys.executable, "-m", "jobrunner", "units", "render", "--package", "silencejobs", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": f"{src}:{TESTS.parent}"},
-    )
-    assert render.returncode == 0, render.stderr
-    sb.write_file(f"{PKG_DIR}/silencejobs/__init__.py", JOBS)
-    for path in out.rglob("*.service"):
-        sb.write_file(f"/etc/systemd/system/{path.name}", path.read_text())
-    sb.write_file(
-        "/etc/jobrunner/jobrunner.env",
-        f"JOBRUNNER_PATH={PKG_DIR}\nJOBRUNNER_NOTIFY_URLS=json://127.0.0.1:{receiver.port}/hook\n"
-        "JOBRUNNER_NOTIFY_TIMEOUT=5s\n",
-    )
+    install_package_services(sb, tmp_path_factory.mktemp("silencejobs"), "silencejobs", JOBS, PKG_DIR, receiver.port)
     sb.pin(UNIT, reload=False)
     sb.pin(THRESHOLD_UNIT, reload=False)
     sb.daemon_reload()
