@@ -11,7 +11,10 @@
   default cap), verdicts + render (same targets);
 - the added cost per run of recording history: ``python -m jobrunner jobs.noop`` with and
   without (``JOBRUNNER_HISTORY=off``), alternated, as a share of the startup figure (target
-  ≤ 5 %); and the hook's own append into a full (1,000-record) file, timed in process.
+  ≤ 5 %); and the hook's own append into a full (1,000-record) file, timed in process;
+- beside it, the added cost per run of publishing to the fleet's stream: the same with
+  ``$JOBRUNNER_REDIS_URL`` pointing at a real redis-server on 127.0.0.1, and without
+  (reported: one ``XADD`` over a socket; the redis client is not imported).
 """
 
 from __future__ import annotations
@@ -172,6 +175,7 @@ def main() -> int:
         deltas = [a - b for a, b in zip(on, off, strict=True)]
         startup = statistics.median(off)
         added = statistics.median(deltas)
+        fleet = _fleet_cost(argv, env, tmp, args.runs)
     out.append(f"{'startup (jobs.noop, history off)':<44} {startup * 1000:.1f} ms")
     out.append(f"{'history hook: one append (full file)':<44} {append_s * 1e6:.0f} µs")
     out.append(
@@ -180,8 +184,64 @@ def main() -> int:
     )
     share = max(added, append_s) / startup * 100
     out.append(line("history per run / startup", share, " %", 5))
+    if fleet is None:
+        out.append("publishing to Redis: not measured (no redis-server or no redis module here)")
+    else:
+        ratio, plus = fleet
+        out.append(
+            f"{'publishing to a local Redis, per run':<44} {plus * 1000:+.1f} ms, {ratio:.3f}× the run without"
+            " (reported: one XADD in Redis's protocol)"
+        )
     print("\n".join(out))
     return 0
+
+
+def _fleet_cost(argv: list[str], env: dict[str, str], tmp: str, runs: int) -> tuple[float, float] | None:
+    """jobs.noop with $JOBRUNNER_REDIS_URL (a real redis-server on 127.0.0.1) against without,
+    alternated: (median ratio, median added seconds); None when Redis is not at hand."""
+    import shutil
+    import socket
+    import subprocess
+
+    server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.path.exists(server) or subprocess.run([sys.executable, "-c", "import redis"], env=env).returncode:
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.05)
+        with_redis = {**env, "JOBRUNNER_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+        on: list[float] = []
+        off: list[float] = []
+        for i in range(runs + 2):
+            pair = [(on, with_redis), (off, env)]
+            for bucket, e in pair if i % 2 else reversed(pair):
+                wall, _, status = run_once(argv, env=e, cwd=tmp)
+                if status != 0:
+                    raise SystemExit(f"jobs.noop exited {status}")
+                if i >= 2:
+                    bucket.append(wall)
+        return (
+            statistics.median(a / b for a, b in zip(on, off, strict=True)),
+            statistics.median(a - b for a, b in zip(on, off, strict=True)),
+        )
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 if __name__ == "__main__":

@@ -233,3 +233,74 @@ def test_five_hosts_one_silent_one_failing_and_redis_down_mid_run(launcher: Laun
     down = jobrunner_cli("health", "--fleet", **cli_env)
     assert down.returncode == 3 and down.stdout.startswith("UNKNOWN: the fleet's Redis is unavailable")
     assert len(down.stdout.splitlines()) == 1 and "Traceback" not in down.stderr
+
+
+def test_publishing_speaks_resp_itself_auth_select_and_a_unix_socket(tmp_path: Path, launcher: Launcher):
+    """A run publishes without importing the redis client (one XADD over a plain socket): to a
+    real redis-server that wants a password and a database other than 0, over TCP and over its
+    unix socket; a wrong password is fleet.publish_failed with Redis's own words and without the
+    password, and the run still succeeds."""
+    import redis as redis_client
+
+    from .test_redislock import REDIS_SERVER
+
+    port = free_port()
+    sock = tmp_path / "redis.sock"
+    proc = subprocess.Popen(
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+            "--requirepass",
+            "s3cret-pw",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = redis_client.Redis(host="127.0.0.1", port=port, password="s3cret-pw", db=3, socket_timeout=2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis_client.RedisError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        launcher.write_job("fl", JOB)
+        for url in (f"redis://:s3cret-pw@127.0.0.1:{port}/3", f"unix://:s3cret-pw@{sock}?db=3"):
+            probe = subprocess.run(
+                [sys.executable, "-c", PROBE, "fl"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=launcher.env(JOBRUNNER_REDIS_URL=url),
+            )
+            loaded = set(json.loads(probe.stderr.strip().splitlines()[-1]))
+            assert "jobrunner.fleet" in loaded and "redis" not in loaded
+            assert "fleet.publish_failed" not in probe.stdout, probe.stdout
+        entries = client.xrange("jobrunner:runs")
+        assert len(entries) == 2
+        assert {json.loads(fields[b"r"])["job"] for _, fields in entries} == {"fl"}
+        assert redis_client.Redis(host="127.0.0.1", port=port, password="s3cret-pw", db=0).xlen("jobrunner:runs") == 0
+
+        wrong = launcher.run("fl", env=launcher.env(JOBRUNNER_REDIS_URL=f"redis://:not-it-pw@127.0.0.1:{port}/3"))
+        assert wrong.returncode == 0 and wrong.event("job.finished")["outcome"] == "success"
+        error = wrong.event("fleet.publish_failed")["error"]
+        assert "WRONGPASS" in error or "invalid password" in error, error
+        assert "not-it-pw" not in wrong.stdout + wrong.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)
