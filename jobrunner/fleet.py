@@ -35,6 +35,7 @@ __all__ = [
     "PUBLISH_BOUND_S",
     "FleetHook",
     "check_fleet",
+    "fleet_records",
     "host_silence_limit",
     "matrix",
     "publish",
@@ -192,6 +193,23 @@ class FleetHook:
 
             # the URL may carry a password
             raise RuntimeError(default_redactor().redact(f"{type(failure[0]).__name__}: {failure[0]}")) from None
+
+
+def fleet_records(env: Mapping[str, str] | None = None) -> list[RunRecord]:
+    """The records the ``--fleet`` views show: the stream of ``$JOBRUNNER_REDIS_URL``;
+    ``ConfigError`` (one line, redacted) when the URL is missing or Redis cannot be read."""
+    from .errors import ConfigError
+
+    env = os.environ if env is None else env
+    url = env.get("JOBRUNNER_REDIS_URL", "").strip()
+    if not url:
+        raise ConfigError("--fleet needs $JOBRUNNER_REDIS_URL (the fleet's Redis)")
+    try:
+        return read_fleet(url)
+    except Exception as exc:  # redis.RedisError: down, refused, wrong password
+        from .redact import default_redactor
+
+        raise ConfigError(default_redactor().redact(f"the fleet's Redis is unavailable: {exc}")) from None
 
 
 def read_fleet(url: str, *, count: int = 10000, stream: str | None = None, timeout: float = 5.0) -> list[RunRecord]:

@@ -140,16 +140,10 @@ def _span(option: str, value: str | None) -> float | None:
 def _fleet(args: argparse.Namespace, now: float) -> list[JobHealth]:
     """The fleet's verdicts: the stream's records, judged with the intervals of the jobs this
     host declares (``--package``; a fleet's hosts share their jobs), where it declares any."""
-    import os
-
-    from ..errors import ConfigError
-    from ..fleet import check_fleet, read_fleet
+    from ..fleet import check_fleet, fleet_records
     from ..health import expected_interval
-    from ..redact import default_redactor
 
-    url = os.environ.get("JOBRUNNER_REDIS_URL", "").strip()
-    if not url:
-        raise ConfigError("--fleet needs $JOBRUNNER_REDIS_URL (the fleet's Redis)")
+    records = fleet_records()
     intervals: dict[str, float] = {}
     try:
         from ..loader import discover
@@ -165,10 +159,6 @@ def _fleet(args: argparse.Namespace, now: float) -> list[JobHealth]:
                 continue
             if interval is not None:
                 intervals[job.name] = interval
-    try:
-        records = read_fleet(url)
-    except Exception as exc:  # redis.RedisError: down, refused, wrong password
-        raise ConfigError(default_redactor().redact(f"the fleet's Redis is unavailable: {exc}")) from None
     return check_fleet(
         records,
         now=now,

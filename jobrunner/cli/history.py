@@ -76,22 +76,11 @@ def _label(summary: dict[str, Any]) -> str:
 
 def _fleet(args: argparse.Namespace, names: list[str], since: float | None) -> tuple[list[Any], list[dict[str, Any]]]:
     """The runs and per host and job summaries from the fleet's stream."""
-    import os
 
-    from ..errors import ConfigError
+    from ..fleet import fleet_records
     from ..history import outcome_matches, summary
 
-    url = os.environ.get("JOBRUNNER_REDIS_URL", "").strip()
-    if not url:
-        raise ConfigError("--fleet needs $JOBRUNNER_REDIS_URL (the fleet's Redis)")
-    from ..fleet import read_fleet
-
-    try:
-        records = read_fleet(url)
-    except Exception as exc:  # redis.RedisError: down, refused, wrong password
-        from ..redact import default_redactor
-
-        raise ConfigError(default_redactor().redact(f"the fleet's Redis is unavailable: {exc}")) from None
+    records = fleet_records()
     wanted = set(names)
     groups: dict[tuple[str, str], list[Any]] = {}
     for r in records:

@@ -160,17 +160,9 @@ def _html(path: str, root: str, names: list[str], package: str | None, *, one: b
 
 
 def _fleet(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..fleet import matrix, read_fleet
-    from ..redact import default_redactor
+    from ..fleet import fleet_records, matrix
 
-    url = os.environ.get("JOBRUNNER_REDIS_URL", "").strip()
-    if not url:
-        raise ConfigError("--fleet needs $JOBRUNNER_REDIS_URL (the fleet's Redis)")
-    try:
-        records = read_fleet(url)
-    except Exception as exc:  # redis.RedisError: down, refused, wrong password
-        raise ConfigError(default_redactor().redact(f"the fleet's Redis is unavailable: {exc}")) from None
+    records = fleet_records()
     if args.job:
         records = [r for r in records if r.job == args.job]
     if args.html:
