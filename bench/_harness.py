@@ -85,3 +85,34 @@ def verdict(value: float, target: float, higher_is_better: bool = False) -> str:
     ok = value >= target if higher_is_better else value <= target
     sign = "≥" if higher_is_better else "≤"
     return f"{'met' if ok else 'MISSED'} (target {sign} {target:g}×)"
+
+
+def start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], int] | None:
+    """A real redis-server on 127.0.0.1 (a free port, no persistence, its own session), once it
+    accepts connections: (process, port); None when redis-server is not installed."""
+    import shutil
+    import socket
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(
+        [*argv, "--daemonize", "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit("redis-server did not start") from None
+            time.sleep(0.05)

@@ -31,7 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import REPO, run_once
+from _harness import REPO, run_once, start_redis
 
 from jobrunner import history, statuspage
 from jobrunner.history import RunRecord
@@ -185,7 +185,7 @@ def main() -> int:
     share = max(added, append_s) / startup * 100
     out.append(line("history per run / startup", share, " %", 5))
     if fleet is None:
-        out.append("publishing to Redis: not measured (no redis-server or no redis module here)")
+        out.append("publishing to Redis: not measured (no redis-server here)")
     else:
         ratio, plus = fleet
         out.append(
@@ -198,32 +198,13 @@ def main() -> int:
 
 def _fleet_cost(argv: list[str], env: dict[str, str], tmp: str, runs: int) -> tuple[float, float] | None:
     """jobs.noop with $JOBRUNNER_REDIS_URL (a real redis-server on 127.0.0.1) against without,
-    alternated: (median ratio, median added seconds); None when Redis is not at hand."""
-    import shutil
-    import socket
-    import subprocess
-
-    server = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not os.path.exists(server) or subprocess.run([sys.executable, "-c", "import redis"], env=env).returncode:
+    alternated: (median ratio, median added seconds); None when redis-server is not installed
+    (a run needs no redis module to publish)."""
+    started = start_redis(tmp)
+    if started is None:
         return None
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, port = started
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    return None
-                time.sleep(0.05)
         with_redis = {**env, "JOBRUNNER_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
         on: list[float] = []
         off: list[float] = []

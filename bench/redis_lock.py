@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,7 +25,7 @@ import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _harness import compare, job_env  # noqa: E402
+from _harness import compare, job_env, start_redis  # noqa: E402
 
 JOBS = {
     "redis_locked": 'import os\nfrom jobrunner import job, Lock\n\n@job(lock=Lock(redis=os.environ["BENCH_REDIS_URL"], ttl="5s"))\ndef redis_locked(ctx):\n    pass\n',
@@ -36,37 +34,11 @@ JOBS = {
 TTL = 5
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
+    started = start_redis(workdir)
+    if started is None:
         sys.exit("bench/redis_lock.py: needs redis-server (apt-get install -y redis-server)")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc, port = started
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
