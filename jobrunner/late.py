@@ -20,6 +20,7 @@ The shipped ``late_watch`` job runs this every 15 minutes.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -34,19 +35,18 @@ MAX_MEMORY_BYTES = 1 << 20
 
 
 def _load(path: str) -> dict[str, dict[str, float]]:
+    from .state import read_regular_file
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        data = read_regular_file(path, limit=MAX_MEMORY_BYTES, owner=os.geteuid())
     except FileNotFoundError:
         return {}
+    except OSError as exc:
+        if exc.errno == errno.EFBIG:
+            raise OSError(f"{path}: larger than {MAX_MEMORY_BYTES} bytes") from None
+        raise OSError(f"{path}: not a regular file of this user's") from None
     try:
-        info = os.fstat(fd)
-        if not (info.st_mode & 0o170000 == 0o100000 and info.st_uid == os.geteuid()):
-            raise OSError(f"{path}: not a regular file of this user's")
-        data = os.read(fd, MAX_MEMORY_BYTES + 1)
-    finally:
-        os.close(fd)
-    try:
-        doc = json.loads(data) if len(data) <= MAX_MEMORY_BYTES else {}
+        doc = json.loads(data)
     except ValueError:
         doc = {}
     if not isinstance(doc, dict):

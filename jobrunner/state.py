@@ -65,14 +65,19 @@ def default_state_dir() -> str:
     return os.path.join(base, "jobrunner")
 
 
-def read_regular_file(name: str, *, dir_fd: int | None = None, limit: int = MAX_STATE_BYTES) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes, opened without following a
-    symlink and without blocking on a FIFO; ``OSError`` otherwise (``ELOOP``, ``EFBIG``…)."""
+def read_regular_file(
+    name: str, *, dir_fd: int | None = None, limit: int = MAX_STATE_BYTES, owner: int | None = None
+) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (and, with ``owner``, belonging
+    to that uid), opened without following a symlink and without blocking on a FIFO;
+    ``OSError`` otherwise (``ELOOP``, ``EINVAL``, ``EPERM``, ``EFBIG``…)."""
     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         info = os.fstat(fd)
         if not _is_regular(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
+        if owner is not None and info.st_uid != owner:
+            raise OSError(errno.EPERM, f"owned by uid {info.st_uid}, not {owner}")
         if info.st_size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit} bytes")
         chunks, size = [], 0

@@ -119,3 +119,16 @@ def test_the_memory_is_not_taken_from_another_user(launcher, receiver, tmp_path)
     assert "Traceback" not in out.stderr
     assert _titles_after(receiver, 1)[0].startswith("⏰ hourly is late on")  # told, not forgotten
     assert planted.stat().st_uid == 0 and json.loads(planted.read_text())["hourly"]["since"] > 0
+
+
+def test_a_fifo_as_the_memory_does_not_hold_the_check(launcher, receiver, tmp_path):
+    """A FIFO planted where the memory is kept is refused at once (never opened blocking)."""
+    launcher.write_job("latejobs", JOBS)
+    env = launcher.env(JOBRUNNER_NOTIFY_URLS=f"{receiver.url()}", JOBRUNNER_NOTIFY_TIMEOUT="10s")
+    _backdate(launcher, "hourly", 5)
+    _backdate(launcher, "quiet", 0.2)
+    fifo = tmp_path / "memory.fifo"
+    os.mkfifo(fifo)
+    out = launcher.run("health", "--package", "latejobs", "--notify", "--notify-memory", str(fifo), env=env, timeout=30)
+    assert "not a regular file of this user's; starting afresh" in out.stderr
+    assert _titles_after(receiver, 1)[0].startswith("⏰ hourly is late on")
