@@ -291,9 +291,10 @@ def check_fleet(
     ``silent_after`` (default ``host_silence_limit``). Facts name the last host to run each job
     (a fleet singleton's current runner) and each host's last outcome."""
     from .health import CRITICAL, OK, WARNING, JobHealth, format_age, stale_after
-    from .history import failure_streak
+    from .history import outcome_matches
 
     intervals = intervals or {}
+    cells = matrix(records)  # each host's last outcome and streak per job, as status --fleet shows them
     by_job: dict[str, dict[str, list[RunRecord]]] = {}
     by_host: dict[str, list[RunRecord]] = {}
     for r in records:
@@ -314,16 +315,11 @@ def check_fleet(
         h.facts["last_host"] = last.host
         h.facts["last_start"] = last.start
         failing = []
-        for host, runs in sorted(hosts.items()):
-            done = [r for r in runs if r.outcome != "skipped"]
-            streak = failure_streak(runs)
-            h.facts["hosts"][host] = {
-                "last_outcome": done[-1].outcome if done else runs[-1].outcome,
-                "last_start": (done or runs)[-1].start,
-                "failure_streak": streak,
-            }
-            if done and done[-1].failed:
-                failing.append((host, streak))
+        for host in sorted(hosts):
+            cell = cells[(host, name)]
+            h.facts["hosts"][host] = {k: cell[k] for k in ("last_outcome", "last_start", "failure_streak")}
+            if outcome_matches(cell["last_outcome"], "failed"):
+                failing.append((host, cell["failure_streak"]))
         if failing:
             worst_streak = max(s for _, s in failing)
             names = ", ".join(f"{host} ({s} in a row)" if s > 1 else host for host, s in failing)

@@ -350,14 +350,13 @@ def render_fleet(
     """The fleet's page: jobs × hosts from the fleet's stream (``jobrunner.fleet``), each cell
     the host's last outcome, when, and its failure streak; then the hosts, with those that
     stopped reporting marked (``verdicts``: ``jobrunner.fleet.check_fleet``'s)."""
+    from .fleet import matrix
     from .health import NAMES, OK
 
     now = time.time() if now is None else now
-    cells: dict[tuple[str, str], list[RunRecord]] = {}
-    for r in records:
-        cells.setdefault((r.job, r.host), []).append(r)
-    jobs = sorted({j for j, _ in cells})
-    hosts = sorted({h for _, h in cells})
+    cells = matrix(list(records))  # (host, job) -> last outcome, its start, failure streak
+    jobs = sorted({j for _, j in cells})
+    hosts = sorted({h for h, _ in cells})
     silent = {v.facts.get("host") for v in verdicts if v.job.startswith("host ") and v.status != OK}
     judged = {v.job: v for v in verdicts if not v.job.startswith("host ")}
     rows = []
@@ -371,15 +370,14 @@ def render_fleet(
         )
         parts = [head]
         for host in hosts:
-            runs = cells.get((job, host))
-            if not runs:
+            cell = cells.get((host, job))
+            if cell is None:
                 parts.append(f'<td data-label="{_e(host)}"><span class="o o-never">\u2013 not run</span></td>')
                 continue
-            done = [r for r in runs if r.outcome != "skipped"] or runs
-            streak = failure_streak(runs)
+            streak = cell["failure_streak"]
             extra = f' <span class="streak">{streak} failed</span>' if streak else ""
             parts.append(
-                f'<td data-label="{_e(host)}">{_outcome(done[-1].outcome)} {_time(done[-1].start, now)}{extra}</td>'
+                f'<td data-label="{_e(host)}">{_outcome(cell["last_outcome"])} {_time(cell["last_start"], now)}{extra}</td>'
             )
         rows.append("<tr>" + "".join(parts) + "</tr>")
     headers = "<th>Job</th>" + "".join(f"<th>{_e(h)}</th>" for h in hosts)
