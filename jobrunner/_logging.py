@@ -446,7 +446,69 @@ class _Render:
         json_line = _dumps(event)
         if self.console is None:
             return (json_line,), {"priority": priority}
-        return (self.console(logger, method, dict(event)),), {"priority": priority, "json_line": json_line}
+        return (self.console(logger, method, _for_console(event)),), {"priority": priority, "json_line": json_line}
+
+
+def _for_console(event: dict[str, Any]) -> dict[str, Any]:
+    """The event as the console renderer takes it: the structured ``exception`` (a dict, which
+    structlog's ``ConsoleRenderer`` would concatenate to a string and raise on) becomes one
+    readable ``error`` field, ``Type: message (file:line)``; the frames stay in the JSON."""
+    shown = dict(event)
+    exc = shown.pop("exception", None)
+    if isinstance(exc, dict):
+        frames = exc.get("frames") or []
+        where = (
+            f" ({frames[-1].get('file')}:{frames[-1].get('line')})" if frames and isinstance(frames[-1], dict) else ""
+        )
+        text = f"{exc.get('type', '')}: {exc.get('message', '')}{where}"
+        shown["error"] = text if shown.get("error") is None else shown["error"]
+    elif exc is not None:
+        shown["error"] = str(exc)
+    return shown
+
+
+def _guarded(processors: list[Callable[..., Any]], sink: LineSink) -> Callable[..., Any]:
+    """The processor chain, run so that describing an event can never raise into the caller.
+
+    A logging call sits on every path of a run, the failure path included: an error while
+    rendering (a renderer's bug, a value that cannot be shown) must not change what the run
+    records or returns. Such an event is written as a plain line on stderr and, where the log
+    is JSON, as a ``log.render_failed`` event carrying the event's name and the error.
+    """
+
+    def chain(logger: WrappedLogger, method: str, event_dict: EventDict) -> Any:
+        name = str(event_dict.get("event", ""))
+        try:
+            result: Any = event_dict
+            for processor in processors:
+                result = processor(logger, method, result)
+            return result
+        except Exception as exc:  # the one place where an error while describing an event stops
+            return _render_failed(sink, name, exc)
+
+    return chain
+
+
+def _render_failed(sink: LineSink, name: str, exc: BaseException) -> tuple[tuple[str], dict[str, Any]]:
+    error = f"{type(exc).__name__}: {exc}"[:500]
+    text = f"jobrunner: could not write log event {name[:100]!r}: {error}"
+    try:
+        fd = 2
+        capture = sink.capture
+        if capture is not None:  # the job's fd 2 is a pipe into the log: the original stderr
+            fd = next((s["saved"] for s in capture.streams if s["fd"] == 2 and s["saved"] >= 0), 2)
+        os.write(fd, (text.replace("\n", " ") + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
+    event = {
+        "ts": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "level": "error",
+        "event": "log.render_failed",
+        "failed_event": name[:100],
+        "error": error,
+    }
+    line = _dumps(event)
+    return (line,), {"priority": PRIORITY["error"], "json_line": line}
 
 
 class _StdlibBridge(logging.Handler):
@@ -494,7 +556,7 @@ def configure_logging(
     if fmt == "console":
         console = structlog.dev.ConsoleRenderer(colors=_isatty(fd) if fd is not None else False)
     structlog.configure(
-        processors=[_add_exception, _Head(static), redactor, _Render(sink, console)],
+        processors=[_guarded([_add_exception, _Head(static), redactor, _Render(sink, console)], sink)],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=lambda *args: _SinkLogger(sink),
         cache_logger_on_first_use=False,

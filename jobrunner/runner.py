@@ -155,13 +155,13 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
     except LockBusy as exc:
         sigs.mode = "done"
         fail = job.lock is not None and job.lock.busy == "fail"
-        holder = _busy_holder(exc, log, fail, policy=job.lock.busy if job.lock else "skip")
         run.result = RunResult(
             "failure" if fail else "skipped", errors.EXIT_FAILURE if fail else errors.EXIT_SKIPPED, 0, error=exc
         )
-        run.result.extra["holder"] = holder
+        run.result.extra["holder"] = _busy_holder(exc, log, fail, policy=job.lock.busy if job.lock else "skip")
     except Interrupt as exc:
         sigs.mode = "stopping"
+        run.result = RunResult(exc.outcome, exc.exit_code, max(ctx.attempt, 1), error=exc)  # decided before described
         watchdog.set(time.monotonic() + job.cleanup_timeout + job.kill_grace + 10, exc.exit_code)
         if isinstance(exc, LockLost):
             log.error("lock.lost", reason=exc.reason)
@@ -169,7 +169,6 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
             log.error("job.timeout", reason=str(exc))
         else:
             log.warning("job.terminated", reason=str(exc))
-        run.result = RunResult(exc.outcome, exc.exit_code, max(ctx.attempt, 1), error=exc)
     except BaseException as exc:  # the job raised: log it structured, exit 1
         sigs.mode = "stopping"
         code = errors.EXIT_FAILURE
@@ -177,9 +176,9 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
             code = exc.returncode if exc.returncode > 0 else 128 - exc.returncode
         elif isinstance(exc, ConfigError):
             code = errors.EXIT_CONFIG
+        run.result = RunResult("failure", code, ctx.attempt, error=exc)  # decided before anything describes it
         extra = {"returncode": exc.returncode, "tail": list(exc.tail)} if isinstance(exc, CommandFailed) else {}
         log.error("job.failed", exc_info=exc, attempts=ctx.attempt, **extra)
-        run.result = RunResult("failure", code, ctx.attempt, error=exc)
     finally:
         run.result.duration_s = time.monotonic() - run.started_mono
         _finish(run)

@@ -104,12 +104,14 @@ class Launcher:
 
     def env(self, **extra: str) -> dict[str, str]:
         return clean_env(
-            JOBRUNNER_LOCK_DIR=str(self.lock_dir),
-            JOBRUNNER_STATE_DIR=str(self.state_dir),
-            JOBRUNNER_PATH=str(self.jobs),
-            JOBRUNNER_LOG_FORMAT="json",
-            PYTHONPATH=str(REPO),
-            **extra,
+            **{
+                "JOBRUNNER_LOCK_DIR": str(self.lock_dir),
+                "JOBRUNNER_STATE_DIR": str(self.state_dir),
+                "JOBRUNNER_PATH": str(self.jobs),
+                "JOBRUNNER_LOG_FORMAT": "json",
+                "PYTHONPATH": str(REPO),
+            }
+            | extra
         )
 
     def write_job(self, module: str, source: str) -> str:
