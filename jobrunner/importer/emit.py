@@ -247,7 +247,7 @@ def spec_from_entry(entry: Entry, name: str, *, command_name: str = "jobrunner i
     spec.notes.extend(env_notes)
     command, stdin = split_percent(entry.command)
     home = env.get("HOME")
-    unwrapped = unwrap(command, home=home)
+    unwrapped = unwrap(command, home=home, user=user)
     if command != entry.command:
         spec.notes.append(
             "COMMAND is the line's command as cron hands it to the shell: "
@@ -255,7 +255,7 @@ def spec_from_entry(entry: Entry, name: str, *, command_name: str = "jobrunner i
             + "with cron's \\% (and \\\\) escapes undone"
             + ("; the rest of the line, each % a newline, is its standard input (STDIN)" if stdin is not None else "")
         )
-    if unwrapped.taken or unwrapped.log_file:
+    if unwrapped.taken or unwrapped.log_file or unwrapped.notes:
         spec.notes.extend(unwrapped.notes)
     command = unwrapped.command
     spec.notes.append(

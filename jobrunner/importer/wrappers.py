@@ -332,8 +332,15 @@ def _ionice(words: list[Word], out: Unwrapped) -> int | None:
 _WRAPPERS = {"flock": _flock, "timeout": _timeout, "nice": _nice, "ionice": _ionice}
 
 
-def unwrap(command: str, *, home: str | None = None) -> Unwrapped:
-    """Take the recognised wrappers off ``command`` (a shell command, ``%`` already split)."""
+def unwrap(command: str, *, home: str | None = None, user: str = "root") -> Unwrapped:
+    """Take the recognised wrappers off ``command`` (a shell command, ``%`` already split).
+
+    ``>> FILE 2>&1`` becomes ``log_file`` only where ``user`` (the line's) can already write
+    FILE (``ownership.may_write``): the rendered units make the log file and give it to the
+    job's user, so a redirection to a file that is not theirs (``>> /etc/shadow`` in
+    www-data's crontab) stays in the command, where it runs with that user's rights as it did
+    under cron, and a note says so.
+    """
     result = Unwrapped(command)
     head = command
     log_file = None
@@ -343,7 +350,15 @@ def unwrap(command: str, *, home: str | None = None) -> Unwrapped:
         if home:
             target = re.sub(r"^(\$HOME|\$\{HOME\})(?=/)", lambda _: home, target)
         if target.startswith("/") and not any(c in target for c in "$*?[~"):
-            head, log_file = match.group("head"), target
+            from ..unitgen.ownership import may_write
+
+            if may_write(target, user):
+                head, log_file = match.group("head"), target
+            else:
+                result.notes.append(
+                    f">> {target} 2>&1 stays in the command: {user} cannot write {target} today, and jobrunner "
+                    f"never makes a file for a job's user or gives one to it ({target} is not taken as log_file)"
+                )
     try:
         words, operator = lex(head)
     except ValueError:

@@ -309,7 +309,13 @@ def _dir_owner(path: str, jobs: list[Job]) -> tuple[str, str]:
 
 
 def render_tmpfiles(jobs: Sequence[Job]) -> str:
-    """``tmpfiles.d/jobrunner.conf``: the shared lock dir; each ``log_file`` made and owned."""
+    """``tmpfiles.d/jobrunner.conf``: the shared lock dir; each ``log_file`` made and owned.
+
+    A non-root job's ``log_file`` and ``write_paths`` are refused (``ConfigError``) unless they
+    are already its user's or new outside the system's trees (``ownership.foreign_path``):
+    the ``f``/``d`` lines below would otherwise re-own someone else's file to that user.
+    """
+    check_given_paths(jobs)
     lines = [
         GENERATED_MARK,
         "# tmpfiles.d(5) for jobrunner: the lock directory the units open with ReadWritePaths=",
@@ -341,6 +347,25 @@ def render_tmpfiles(jobs: Sequence[Job]) -> str:
         user, group = _owner(job)
         lines.append(f"f {path} 0640 {user} {group} -")
     return "\n".join(lines) + "\n"
+
+
+def check_given_paths(jobs: Iterable[Job]) -> None:
+    """Refuse a non-root job's log file or write path that root would give away (one line, exit 78)."""
+    from .ownership import foreign_path
+
+    for job in jobs:
+        if _is_root(job):
+            continue
+        user = _owner(job)[0]
+        given = [(job.log_file.lstrip("-"), "log_file", "file")] if job.log_file else []
+        given += [(p, "write_paths", "directory") for p in job.write_paths if not p.startswith("-") and "%i" not in p]
+        for path, field, kind in given:
+            why = foreign_path(path, user, kind=kind)
+            if why:
+                raise ConfigError(
+                    f"job {job.ref}: {field} {path} {why}: jobrunner will not make it or give it to {user} "
+                    f"(tmpfiles.d and logrotate would re-own it); use a path of {user}'s own"
+                )
 
 
 def _lock_files(jobs: Sequence[Job]) -> list[str]:
