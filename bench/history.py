@@ -33,8 +33,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import REPO, run_once, start_redis
 
-from jobrunner import history, statuspage
-from jobrunner.history import RunRecord
+from jobrunner.observe import statuspage
+from jobrunner.store import history
+from jobrunner.store.history import RunRecord
 
 
 def seed(root: str, jobs: int, runs: int) -> int:
@@ -139,7 +140,7 @@ def main() -> int:
         ][-10000:]
 
         def fleet_page() -> str:
-            from jobrunner.fleet import check_fleet
+            from jobrunner.fleet.stream import check_fleet
 
             return statuspage.render_fleet(fleet_records, check_fleet(fleet_records, now=now), now=now)
 

@@ -44,8 +44,8 @@ def _write_instances(base: str, group: str, sites: int) -> list[str]:
 
 def _record_success(state_dir: str, names: list[str]) -> None:
     sys.path.insert(0, REPO)
-    from jobrunner.loader import discover
-    from jobrunner.state import StateStore
+    from jobrunner.run.loader import discover
+    from jobrunner.store.state import StateStore
 
     now = time.time()
     for job in discover("jobs"):

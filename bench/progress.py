@@ -117,7 +117,7 @@ def side_by_side(a: list[str], b: list[str], runs: int, env: dict[str, str], cwd
 
 def journal_lines_per_hour() -> tuple[int, int]:
     sys.path.insert(0, REPO)
-    from jobrunner.progress import Reporter
+    from jobrunner.run.progress import Reporter
 
     class Count:
         def __init__(self) -> None:

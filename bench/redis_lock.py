@@ -60,7 +60,7 @@ def _start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
 def _in_process_round_trip(url: str, runs: int) -> float:
     """Median ms of acquire_redis_lock + release in an already-started interpreter."""
     from jobrunner.declaration import Lock
-    from jobrunner.redislock import acquire_redis_lock
+    from jobrunner.locks.redis import acquire_redis_lock
 
     class _Quiet:
         def __getattr__(self, _name):

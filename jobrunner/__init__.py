@@ -8,7 +8,7 @@
 What a job may use is public: these names, and the modules ``jobrunner.types`` (the
 ``JobContext`` and ``HeldLock`` protocols), ``jobrunner.settings`` (settings read from the
 environment), ``jobrunner.files`` (durable private files), ``jobrunner.timespan``, ``jobrunner.redact``
-and ``jobrunner.errors``. The rest (``jobrunner.context``, ``runner``, ``locks`` …) is the runtime's.
+and ``jobrunner.errors``. The rest (``jobrunner.run``, ``jobrunner.locks`` …) is the runtime's.
 
 Names are imported on first use, so ``python -m jobrunner`` pays only for what a run needs.
 """
@@ -45,7 +45,7 @@ _WHERE = {
     "Lock": "declaration",
     "Retry": "declaration",
     "Slots": "declaration",
-    "Context": "context",
+    "Context": "run.context",
     "HeldLock": "types",
     "JobContext": "types",
     "CommandFailed": "errors",
@@ -59,9 +59,8 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .context import Context
-    from .declaration import Alert, Job, Lock, Retry, Slots, job
-    from .errors import (
+    from jobrunner.declaration import Alert, Job, Lock, Retry, Slots, job
+    from jobrunner.errors import (
         CommandFailed,
         ConfigError,
         JobFailed,
@@ -71,12 +70,13 @@ if TYPE_CHECKING:  # pragma: no cover
         Terminated,
         UsageError,
     )
-    from .types import HeldLock, JobContext
+    from jobrunner.run.context import Context
+    from jobrunner.types import HeldLock, JobContext
 
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":
-        from ._version import __version__
+        from jobrunner._version import __version__
 
         return __version__
     module = _WHERE.get(name)

@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import field
 from typing import Any, Literal, Never, TypeAlias, overload
 
-from ._record import record
-from .errors import ConfigError
-from .timespan import parse_timespan
-from .types import JobContext, JobFunction, Span
+from jobrunner._record import record
+from jobrunner.errors import ConfigError
+from jobrunner.timespan import parse_timespan
+from jobrunner.types import JobContext, JobFunction, Span
 
 __all__ = ["HARDENING_LEVELS", "Alert", "Job", "Lock", "Retry", "Slots", "alert_variable", "job"]
 
@@ -336,7 +336,7 @@ class Job:
         The unit loads these; a run by hand (no ``$INVOCATION_ID``) loads the same ones."""
         chain = [f"-{SYSTEM_ENV_FILE}", *self.env_files, f"-/etc/default/{self.base_unit}"]
         if self.instance is not None:  # the instance's own file, required, after the shared ones
-            from .instances import INSTANCES_DIR, instance_env_file
+            from jobrunner.instances import INSTANCES_DIR, instance_env_file
 
             base = INSTANCES_DIR if self.instance == "%i" else None
             chain.append(instance_env_file(self.instance_group or self.base_name, self.instance, base))
@@ -381,8 +381,8 @@ class Job:
         unit become ``name@instance`` / ``unit@instance``, so state, history, metrics, health
         and notifications are per instance, and ``%i`` in its paths becomes the instance.
         ``"%i"`` itself gives the template the units are rendered from."""
-        from ._record import field_names
-        from .errors import UsageError
+        from jobrunner._record import field_names
+        from jobrunner.errors import UsageError
 
         if self.instance is not None:
             raise UsageError(f"job {self.name} is already bound to an instance")
@@ -391,7 +391,7 @@ class Job:
                 f"job {self.name} is not instantiable: run it without --instance (or declare it instances=True)"
             )
         if instance != "%i":
-            from .instances import check_instance_name
+            from jobrunner.instances import check_instance_name
 
             check_instance_name(instance)
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .errors import UsageError
+from jobrunner.errors import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from .declaration import Job
+    from jobrunner.declaration import Job
 
 __all__ = [
     "INSTANCES_DIR",
@@ -116,7 +116,7 @@ def expand_instances(jobs: Iterable[Job], state_root: str | None = None) -> list
 
 def _has_state(name: str, state_root: str | None) -> bool:
     if state_root is None:
-        from .state import default_state_dir
+        from jobrunner.store.state import default_state_dir
 
         state_root = default_state_dir()
     return os.path.exists(os.path.join(state_root, name, "state.json"))

@@ -21,8 +21,8 @@ import re
 import shlex
 from collections.abc import Callable, Mapping
 
-from .errors import ConfigError
-from .timespan import format_timespan, parse_timespan
+from jobrunner.errors import ConfigError
+from jobrunner.timespan import format_timespan, parse_timespan
 
 __all__ = ["env_bool", "env_int", "env_percent", "env_span", "env_words"]
 

@@ -9,7 +9,7 @@
 - ``JobContext``: what a job function receives and may use (``ctx.log``, ``ctx.env``,
   ``ctx.run``, ``ctx.sh``, ``ctx.cleanup``, ``ctx.secret``, ``ctx.lock``, ``ctx.hold_lock``,
   ``ctx.dry_run``, ``ctx.run_id``, ``ctx.attempt``, ``ctx.remaining()``, ``ctx.options``,
-  ``ctx.state_dir``, ``ctx.progress``). The runtime's ``jobrunner.context.Context`` satisfies it; a test can
+  ``ctx.state_dir``, ``ctx.progress``). The runtime's ``jobrunner.run.context.Context`` satisfies it; a test can
   hand a job any object that does.
 - ``HeldLock``: a lock a run holds, ``ctx.lock`` (the job's declared lock) or what
   ``ctx.hold_lock`` returns: the file lock and the Redis lease both satisfy it.
@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from structlog.typing import FilteringBoundLogger
 
-    from .process import Completed
+    from jobrunner.run.process import Completed
 
 __all__ = ["Completed", "HeldLock", "JobContext", "JobFunction", "ProgressStep", "Span"]
 
@@ -44,8 +44,8 @@ Span: TypeAlias = str | float
 
 @runtime_checkable
 class HeldLock(Protocol):
-    """A lock held for the run: ``jobrunner.locks.FileLock`` (flock) or
-    ``jobrunner.redislock.RedisLease`` (a lease in Redis)."""
+    """A lock held for the run: ``jobrunner.locks.file.FileLock`` (flock) or
+    ``jobrunner.locks.redis.RedisLease`` (a lease in Redis)."""
 
     @property
     def name(self) -> str:
@@ -216,8 +216,8 @@ JobFunction: TypeAlias = Callable[[JobContext], object]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Completed":  # imported on first use: jobrunner.process is the run path's
-        from .process import Completed
+    if name == "Completed":  # imported on first use: jobrunner.run.process is the run path's
+        from jobrunner.run.process import Completed
 
         return Completed
     raise AttributeError(f"module 'jobrunner.types' has no attribute {name!r}")

@@ -5,7 +5,7 @@ A job that is late (its timer disabled or masked, the machine off past its time,
 report. This job is the check from outside: ``jobrunner health --notify`` over the package's
 jobs sends ``⏰ JOB is late on HOST`` once per late episode (again after the repeat window
 while it stays late; never while the job is silenced) and ``✅ JOB started again`` when it
-has (``jobrunner.late``, docs/alerting.md).
+has (``jobrunner.observe.late``, docs/alerting.md).
 
 Settings, from the environment or ``/etc/default/late-watch``:
 

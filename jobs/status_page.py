@@ -7,7 +7,7 @@ Settings, from the environment or ``/etc/default/status-page``:
 - ``STATUS_PAGE_PACKAGE``: the package of job modules whose timers give the next runs and
   whose jobs that never ran are listed too (default: none, every job with a state or a history)
 
-The page (``jobrunner.statuspage``) is replaced atomically (a temp file renamed over it), so
+The page (``jobrunner.observe.statuspage``) is replaced atomically (a temp file renamed over it), so
 the web server never serves half a page. It reads every job's state directory, which belongs
 to that job's user (0750): the unit runs as root with ``CAP_DAC_READ_SEARCH`` back (read, never
 write, past file permissions) and nothing else. The directory is made 0755 and the page 0644

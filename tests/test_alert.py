@@ -27,8 +27,8 @@ def test_alert_without_configuration_exits_78(launcher):
 
 def test_journal_json_lines_are_formatted_like_the_runner_tail():
     """A jobrunner JSON line in MESSAGE becomes the compact tail form; other lines stay as they are."""
-    from jobrunner._logging import format_tail_line
-    from jobrunner.alert import _format, _reason
+    from jobrunner.observe.failed_unit import _format, _reason
+    from jobrunner.run.logs import format_tail_line
 
     line = json.dumps(
         {

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from jobrunner.state import StateStore
+from jobrunner.store.state import StateStore
 
 from .conftest import wait_for
 from .test_notify_receivers import HttpReceiver, receiver, smtp
@@ -351,14 +351,14 @@ def test_a_planted_silence_in_another_users_directory_is_ignored(alerting, attac
 
 
 def _record(outcome: str, i: int = 0):
-    from jobrunner.history import RunRecord
+    from jobrunner.store.history import RunRecord
 
     return RunRecord(job="j", host="h", run_id=f"r{i}", start=float(i), duration_s=1.0, outcome=outcome, exit_code=0)
 
 
 def test_failure_due_after_n_or_at_a_rate():
     from jobrunner import Alert
-    from jobrunner.alerting import failure_due
+    from jobrunner.rules.alerting import failure_due
 
     assert failure_due(None, failures=1)[0]
     assert not failure_due(Alert(after=3), failures=2)[0]
@@ -373,8 +373,8 @@ def test_failure_due_after_n_or_at_a_rate():
 
 def test_overrides_and_records_are_checked():
     from jobrunner import Alert
-    from jobrunner.alerting import alert_of_record, parse_override
     from jobrunner.errors import ConfigError
+    from jobrunner.rules.alerting import alert_of_record, parse_override
 
     base = Alert(after=3, min_duration="30s")
     assert parse_override(base, "", where="x") is base
@@ -390,7 +390,7 @@ def test_overrides_and_records_are_checked():
 
 def test_durations_out_of_the_ordinary():
     from jobrunner import Alert
-    from jobrunner.alerting import duration_anomaly
+    from jobrunner.rules.alerting import duration_anomaly
 
     window = Alert(min_duration="30s", max_duration="1h")
     assert duration_anomaly(window, 1.0).kind == "too_short"
@@ -404,7 +404,7 @@ def test_durations_out_of_the_ordinary():
 
 
 def test_flapping_counts_changes_among_runs_that_ran():
-    from jobrunner.alerting import flapping
+    from jobrunner.rules.alerting import flapping
 
     flappy = [_record(o, i) for i, o in enumerate(["success", "failure"] * 3 + ["skipped"])]
     assert flapping(flappy) == (5, 6)
@@ -414,7 +414,7 @@ def test_flapping_counts_changes_among_runs_that_ran():
 
 def test_throttle_with_threshold_and_silence():
     from jobrunner.notify.throttle import decide, record_delivered, record_held
-    from jobrunner.state import JobState
+    from jobrunner.store.state import JobState
 
     state = JobState()
     assert decide(state, outcome="failure", now=0, window=60, due=False).reason == "below-threshold"
@@ -430,7 +430,7 @@ def test_throttle_with_threshold_and_silence():
 
 
 def test_metrics_count_anomalies_and_the_silence():
-    from jobrunner.metrics import render_job_metrics
+    from jobrunner.observe.metrics import render_job_metrics
 
     text = render_job_metrics(
         "backup", {"anomalies": {"too_short": 2}, "silence": {"until": time.time() + 60}}, host="h"

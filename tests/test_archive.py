@@ -12,8 +12,8 @@ import pytest
 import structlog
 
 from jobrunner import job
-from jobrunner.context import Context
 from jobrunner.redact import Redactor
+from jobrunner.run.context import Context
 from jobs._archive import STORE_MIN, ArchiveWriter, StoredFrames, classify, header
 from jobs._backupsets import CODECS
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from jobrunner import fleet
-from jobrunner.history import RunRecord
+from jobrunner.fleet import stream as fleet
+from jobrunner.store.history import RunRecord
 
 from .conftest import REPO, Launcher, clean_env, jobrunner_cli
 from .test_imports import PROBE
@@ -112,8 +112,8 @@ def test_without_redis_nothing_new_is_imported(tmp_path: Path):
         [sys.executable, "-c", PROBE, "jobs.noop"], capture_output=True, text=True, timeout=60, env=env
     )
     loaded = set(json.loads(proc.stderr.strip().splitlines()[-1]))
-    assert "jobrunner.history" in loaded
-    assert "jobrunner.fleet" not in loaded and "redis" not in loaded
+    assert "jobrunner.store.history" in loaded
+    assert "jobrunner.fleet.stream" not in loaded and "redis" not in loaded
 
 
 def test_fleet_views_need_the_url_and_a_live_redis():
@@ -289,7 +289,7 @@ def test_publishing_speaks_resp_itself_auth_select_and_a_unix_socket(tmp_path: P
                 env=launcher.env(JOBRUNNER_REDIS_URL=url),
             )
             loaded = set(json.loads(probe.stderr.strip().splitlines()[-1]))
-            assert "jobrunner.fleet" in loaded and "redis" not in loaded
+            assert "jobrunner.fleet.stream" in loaded and "redis" not in loaded
             assert "fleet.publish_failed" not in probe.stdout, probe.stdout
         entries = client.xrange("jobrunner:runs")
         assert len(entries) == 2

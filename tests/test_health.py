@@ -1,4 +1,4 @@
-"""jobrunner.health: Nagios verdicts from timers, results and staleness (no-systemd path here)."""
+"""jobrunner.observe.health: Nagios verdicts from timers, results and staleness (no-systemd path here)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from jobrunner import health
-from jobrunner._systemctl import _blocks, timestamp
-from jobrunner.state import StateStore
+from jobrunner.observe import health
+from jobrunner.store.state import StateStore
+from jobrunner.systemd.systemctl import _blocks, timestamp
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -185,7 +185,7 @@ def test_systemd_timer_facts(tmp_path, monkeypatch):
             u: answers.get(u, {"LoadState": "loaded", "ActiveState": "inactive", "Result": "success"}) for u in units
         }
 
-    monkeypatch.setattr("jobrunner._systemctl.show_units", fake_show)
+    monkeypatch.setattr("jobrunner.systemd.systemctl.show_units", fake_show)
     run = lambda: health.check_jobs([fake_job("a")], now=BASE, state_root=str(tmp_path), systemd=True)[0]  # noqa: E731
     answers["a.timer"] = {"LoadState": "not-found", "ActiveState": "inactive"}
     assert run().status == health.UNKNOWN

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from jobrunner import history
-from jobrunner.history import RunRecord, read_history
+from jobrunner.store import history
+from jobrunner.store.history import RunRecord, read_history
 
 from .conftest import REPO, Launcher, clean_env, jobrunner_cli
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from jobrunner.hooks import load_hooks, notify_configured
-from jobrunner.run import RunOptions
+from jobrunner.run.hooks import load_hooks, notify_configured
+from jobrunner.run.model import RunOptions
 
 from .conftest import clean_env
 from .test_imports import PROBE
@@ -26,7 +26,7 @@ class _Job:
 
 
 def _names(env, **options):
-    # history is always on (jobrunner.history; tests/test_history.py): the rest is configured
+    # history is always on (jobrunner.store.history; tests/test_history.py): the rest is configured
     names = [hook.name for hook in load_hooks(_Job(), RunOptions(**options), env)]
     if not options.get("dry_run") and env.get("JOBRUNNER_HISTORY") != "off":
         assert names[:1] == ["history"]
@@ -72,9 +72,11 @@ def test_an_unconfigured_hook_is_never_imported(tmp_path):
         return set(json.loads(proc.stderr.strip().splitlines()[-1]))
 
     plain = modules()
-    assert "jobrunner.hooks" in plain and "jobrunner.metrics" not in plain and "jobrunner.notify" not in plain
+    assert (
+        "jobrunner.run.hooks" in plain and "jobrunner.observe.metrics" not in plain and "jobrunner.notify" not in plain
+    )
     with_metrics = modules(JOBRUNNER_METRICS_DIR=str(tmp_path))
-    assert "jobrunner.metrics" in with_metrics and "jobrunner.notify" not in with_metrics
+    assert "jobrunner.observe.metrics" in with_metrics and "jobrunner.notify" not in with_metrics
 
 
 OK_JOB = "from jobrunner import job\n@job\ndef ok(ctx):\n    ctx.log.info('did.it')\n"
@@ -99,7 +101,7 @@ def test_what_hooks_record_goes_into_one_write_per_stage(
     """A failed run with a notification and pings configured writes state.json twice: at the
     start and at the finish, which carries the throttle's and the ping's memory."""
     from jobrunner import job
-    from jobrunner.runner import run_job
+    from jobrunner.run.lifecycle import run_job
 
     writes: list[str] = []
     watching = [True]
@@ -155,7 +157,7 @@ def test_the_timeout_counts_from_the_process_start(launcher):
 def test_a_library_call_counts_from_the_call(tmp_path, monkeypatch):
     """run_job in a long-lived process (here pytest's) counts the timeout from the call."""
     from jobrunner import job
-    from jobrunner.runner import run_job
+    from jobrunner.run.lifecycle import run_job
 
     @job(name="quick", timeout="1s")
     def quick(ctx):

@@ -474,7 +474,7 @@ def test_a_timer_tick_does_not_import_the_importer(tmp_path):
     from .test_imports import modules_after
 
     loaded = modules_after(tmp_path, "jobs.noop")
-    assert "jobrunner.runner" in loaded and not [m for m in loaded if m.startswith("jobrunner.importer")]
+    assert "jobrunner.run.lifecycle" in loaded and not [m for m in loaded if m.startswith("jobrunner.importer")]
     assert not [
         m for m in modules_after(tmp_path, "--help") if m.startswith(("jobrunner.importer", "jobrunner.cli.import"))
     ]

@@ -43,10 +43,10 @@ def modules_after(tmp_path, *args: str) -> set[str]:
 def test_noop_run_imports_no_optional_library(tmp_path):
     """`python -m jobrunner jobs.noop` imports neither apprise, tenacity, redis nor unit rendering."""
     loaded = modules_after(tmp_path, "jobs.noop")
-    assert "jobrunner.runner" in loaded  # the probe did run a job
+    assert "jobrunner.run.lifecycle" in loaded  # the probe did run a job
     bad = sorted(m for m in loaded if m.split(".")[0] in NEVER_ON_THE_RUN_PATH or m.startswith(NEVER_ON_THE_RUN_PATH))
     assert bad == []
-    assert "jobrunner.locks" not in loaded  # noop takes no lock
+    assert "jobrunner.locks.file" not in loaded  # noop takes no lock
 
 
 def test_retrying_job_imports_tenacity(tmp_path, launcher):
@@ -82,7 +82,7 @@ def test_errors_all_matches_public_names():
 
 def test_an_instance_run_imports_only_the_instances_module_more(tmp_path, launcher):
     """`run --instance` adds jobrunner.instances (names, the env file) and nothing else to a
-    plain run's imports; jobrunner.instance_admin (instances add/remove) stays off the path."""
+    plain run's imports; jobrunner.admin.instances (instances add/remove) stays off the path."""
     launcher.write_job("either", "from jobrunner import job\n@job(instances='optional')\ndef either(ctx): pass\n")
     (tmp_path / "inst" / "either").mkdir(parents=True)
     (tmp_path / "inst" / "either" / "one.env").write_text("A=1\n")
@@ -94,6 +94,6 @@ def test_an_instance_run_imports_only_the_instances_module_more(tmp_path, launch
         return set(json.loads(proc.stderr.strip().splitlines()[-1]))
 
     plain, instance = loaded("either"), loaded("either", "--instance", "one")
-    assert "jobrunner.runner" in plain and "jobrunner.runner" in instance
+    assert "jobrunner.run.lifecycle" in plain and "jobrunner.run.lifecycle" in instance
     assert instance - plain == {"jobrunner.instances"}
     assert "jobrunner.instances" not in plain

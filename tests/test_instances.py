@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from jobrunner import ConfigError, Lock, Slots, UsageError, job
-from jobrunner.alert import job_of_unit
 from jobrunner.instances import MAX_INSTANCE_NAME, check_instance_name, expand_instances, known_instances
-from jobrunner.metrics import render_job_metrics
 from jobrunner.notify.message import failure_message
-from jobrunner.run import RunResult
+from jobrunner.observe.failed_unit import job_of_unit
+from jobrunner.observe.metrics import render_job_metrics
+from jobrunner.run.model import RunResult
 from tests.conftest import Launcher, ledger_entries, overlaps, wait_for
 
 SITE_JOB = """

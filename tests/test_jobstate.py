@@ -10,7 +10,7 @@ import pytest
 
 from jobrunner._record import field_names
 from jobrunner.errors import ConfigError
-from jobrunner.state import SCHEMA_VERSION, JobState, StateStore, record_finish
+from jobrunner.store.state import SCHEMA_VERSION, JobState, StateStore, record_finish
 
 # What a runner before JobState wrote (no "schema"), with a key no version knows.
 OLD_FILE = {
@@ -38,7 +38,7 @@ OLD_FILE = {
 
 def test_every_schema_key_is_an_attribute():
     """The record's attributes are the file's keys (plus ``extra``, for the keys it does not know)."""
-    from jobrunner.state import _SCHEMA
+    from jobrunner.store.state import _SCHEMA
 
     names = set(field_names(JobState)) - {"extra"}
     assert names == set(_SCHEMA)

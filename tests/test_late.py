@@ -9,7 +9,7 @@ import json
 import os
 import time
 
-from jobrunner.state import StateStore
+from jobrunner.store.state import StateStore
 
 from .test_notify_receivers import receiver
 

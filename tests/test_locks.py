@@ -10,7 +10,7 @@ import time
 import pytest
 
 from jobrunner.errors import LockBusy
-from jobrunner.locks import FileLock
+from jobrunner.locks.file import FileLock
 
 from .conftest import ledger_entries, overlaps, wait_for
 

@@ -1,4 +1,4 @@
-"""jobrunner.metrics: node_exporter textfiles, written atomically after every run."""
+"""jobrunner.observe.metrics: node_exporter textfiles, written atomically after every run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import stat
 import time
 from types import SimpleNamespace
 
-from jobrunner.metrics import OUTCOMES, escape_label, render_job_metrics, write_job_metrics
+from jobrunner.observe.metrics import OUTCOMES, escape_label, render_job_metrics, write_job_metrics
 
 from .conftest import wait_for
 
@@ -147,13 +147,13 @@ def test_runner_writes_metrics_for_every_outcome(launcher, tmp_path):
 
 
 def test_no_metrics_dir_no_import(launcher):
-    """Without JOBRUNNER_METRICS_DIR the runner does not import jobrunner.metrics."""
+    """Without JOBRUNNER_METRICS_DIR the runner does not import jobrunner.observe.metrics."""
     launcher.write_job("mjobs", JOBS)
     probe = launcher.tmp / "probe.py"
     probe.write_text(
         "import sys, runpy\nsys.argv = ['jobrunner', 'run', 'mjobs:good']\n"
         "try:\n    runpy.run_module('jobrunner', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-        "print('METRICS' if 'jobrunner.metrics' in sys.modules else 'CLEAN', file=sys.stderr)\n"
+        "print('METRICS' if 'jobrunner.observe.metrics' in sys.modules else 'CLEAN', file=sys.stderr)\n"
     )
     import subprocess
     import sys

@@ -113,7 +113,7 @@ def test_throttle_then_recovery(launcher, receiver):
 def test_hundred_failures_in_process_then_one_recovery(tmp_path, monkeypatch, receiver):
     """100 consecutive failures within one window give exactly one notification, then one recovery."""
     from jobrunner import job
-    from jobrunner.runner import RunOptions, run_job
+    from jobrunner.run.lifecycle import RunOptions, run_job
 
     failing = {"on": True}
 

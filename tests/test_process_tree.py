@@ -199,7 +199,7 @@ def test_processes_that_existed_before_the_run_are_left_alone(tmp_path, monkeypa
     """In-process (run_job from a program that has children of its own), only the run's descendants are
     swept: the host program's own child survives, the job's daemon does not."""
     from jobrunner import job
-    from jobrunner.runner import RunOptions, run_job
+    from jobrunner.run.lifecycle import RunOptions, run_job
 
     monkeypatch.delenv("INVOCATION_ID", raising=False)
     monkeypatch.setenv("JOBRUNNER_STATE_DIR", str(tmp_path / "state"))

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from jobrunner.progress import Reporter, format_amount, format_duration
-from jobrunner.sdnotify import Notifier
+from jobrunner.run.progress import Reporter, format_amount, format_duration
+from jobrunner.systemd.sdnotify import Notifier
 
 from .conftest import Launcher, clean_env
 from .test_imports import PROBE
@@ -267,13 +267,13 @@ def test_progress_on_a_pipe_never_imports_the_terminal_code(launcher: Launcher):
         [sys.executable, "-c", PROBE, "slow"], capture_output=True, text=True, timeout=60, env=launcher.env()
     )
     loaded = set(json.loads(proc.stderr.strip().splitlines()[-1]))
-    assert "jobrunner.progress" in loaded and "jobrunner._progress_tty" not in loaded
+    assert "jobrunner.run.progress" in loaded and "jobrunner.run.progress_tty" not in loaded
     noop = subprocess.run(
         [sys.executable, "-c", PROBE, "jobs.noop"], capture_output=True, text=True, timeout=60, env=launcher.env()
     )
     loaded = set(json.loads(noop.stderr.strip().splitlines()[-1]))
-    assert "jobrunner.runner" in loaded
-    assert not {"jobrunner.progress", "jobrunner._progress_tty", "jobrunner.sdnotify"} & loaded
+    assert "jobrunner.run.lifecycle" in loaded
+    assert not {"jobrunner.run.progress", "jobrunner.run.progress_tty", "jobrunner.systemd.sdnotify"} & loaded
 
 
 def test_on_a_real_terminal_the_live_line_is_drawn_and_cleared(launcher: Launcher, tmp_path):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 
-from jobrunner.metrics import _HELP
+from jobrunner.observe.metrics import _HELP
 
 from .conftest import wait_for
 from .prometheus_stack import RULES, RULES_TEST, debian, prometheus_bin, promtool
@@ -110,7 +110,7 @@ def test_promtool_accepts_every_textfile_of_real_runs(launcher, tmp_path, promet
 def test_promtool_on_a_hand_made_state(prometheus_bin):
     """Odd but valid values (a label with quotes and newlines, a newer runner's outcome, huge
     counts, fractions) stay valid exposition text."""
-    from jobrunner.metrics import render_job_metrics
+    from jobrunner.observe.metrics import render_job_metrics
 
     state = {
         "last_start": time.time(),

@@ -27,8 +27,8 @@ from jobrunner.errors import ConfigError, LockBusy
 from .conftest import wait_for
 
 redis = pytest.importorskip("redis")
-from jobrunner import redislock  # noqa: E402
-from jobrunner.redislock import RedisUnavailable, acquire_redis_lock, lease_timing  # noqa: E402
+from jobrunner.locks import redis as redislock  # noqa: E402
+from jobrunner.locks.redis import RedisUnavailable, acquire_redis_lock, lease_timing  # noqa: E402
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 pytestmark = pytest.mark.skipif(

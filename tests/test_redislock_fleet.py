@@ -208,7 +208,7 @@ def test_redis_true_without_the_url_exits_78(fleet):
 
 
 def test_redis_is_imported_only_by_jobs_with_a_redis_lock(launcher, tmp_path):
-    """A file-locked job does not import redis or jobrunner.redislock."""
+    """A file-locked job does not import redis or jobrunner.locks.redis."""
     import json
     import subprocess
     import sys
@@ -220,8 +220,8 @@ def test_redis_is_imported_only_by_jobs_with_a_redis_lock(launcher, tmp_path):
         [sys.executable, "-c", PROBE, "filelocked"], capture_output=True, text=True, timeout=60, env=launcher.env()
     )
     loaded = set(json.loads(proc.stderr.strip().splitlines()[-1]))
-    assert "jobrunner.locks" in loaded
-    assert "redis" not in loaded and "jobrunner.redislock" not in loaded
+    assert "jobrunner.locks.file" in loaded
+    assert "redis" not in loaded and "jobrunner.locks.redis" not in loaded
 
 
 def test_exec_wraps_a_script_under_a_redis_lease(launcher, redis_server, tmp_path):

@@ -250,7 +250,7 @@ def test_stdout_is_restored_after_the_run(launcher):
     """After the run the real stdout and stderr are back: in-process, a second print goes straight out."""
     launcher.write_job("plain", "from jobrunner import job\n@job\ndef plain(ctx):\n    print('inside')\n")
     code = (
-        "import sys; from jobrunner.loader import load_job; from jobrunner.runner import run_job;"
+        "import sys; from jobrunner.run.loader import load_job; from jobrunner.run.lifecycle import run_job;"
         "r = run_job(load_job('plain')); print('after run', r.exit_code); sys.stderr.write('err after\\n')"
     )
     import subprocess

@@ -1,4 +1,4 @@
-"""jobrunner.state: one small JSON file per job, updated atomically under a lock."""
+"""jobrunner.store.state: one small JSON file per job, updated atomically under a lock."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from jobrunner.errors import ConfigError
-from jobrunner.state import KEEP_DURATIONS, StateStore, atomic_write, default_state_dir, record_finish, record_start
+from jobrunner.store.state import (
+    KEEP_DURATIONS,
+    StateStore,
+    atomic_write,
+    default_state_dir,
+    record_finish,
+    record_start,
+)
 
 from .conftest import Run
 

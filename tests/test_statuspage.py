@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from jobrunner import history, statuspage
-from jobrunner.history import RunRecord
+from jobrunner.observe import statuspage
+from jobrunner.store import history
+from jobrunner.store.history import RunRecord
 
 from .conftest import REPO, clean_env, stop_group
 
@@ -325,8 +326,8 @@ def test_the_fleet_page_in_headless_chromium(tmp_path: Path):
     390 or 1280 px (the wide table scrolls inside its box, or becomes cards on a phone)."""
     import html as html_module
 
-    from jobrunner.fleet import check_fleet
-    from jobrunner.statuspage import render_fleet, write_page
+    from jobrunner.fleet.stream import check_fleet
+    from jobrunner.observe.statuspage import render_fleet, write_page
 
     now = time.time()
     hosts = [f"web{i:02d}.example.net" for i in range(1, 21)]

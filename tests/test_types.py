@@ -21,10 +21,10 @@ import structlog
 import jobrunner
 from jobrunner import HeldLock, JobContext
 from jobrunner._record import field_names
-from jobrunner.context import Context
 from jobrunner.declaration import Job, job
-from jobrunner.locks import FileLock
+from jobrunner.locks.file import FileLock
 from jobrunner.redact import Redactor
+from jobrunner.run.context import Context
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = sorted((ROOT / "jobs").glob("*.py"))
@@ -152,7 +152,7 @@ def test_declaration_and_context_do_not_import_each_other_at_run_time():
     assert ".context" not in _imports(ROOT / "jobrunner" / "declaration.py")
     code = """
 import sys
-import jobrunner.context, jobrunner.types
+import jobrunner.run.context, jobrunner.types
 print(sorted(m for m in sys.modules if m.startswith("jobrunner.")))
 """
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -217,9 +217,9 @@ TYPED = """
 from __future__ import annotations
 
 from jobrunner import HeldLock, Job, JobContext, job
-from jobrunner.context import Context
-from jobrunner.locks import FileLock
-from jobrunner.redislock import RedisLease
+from jobrunner.run.context import Context
+from jobrunner.locks.file import FileLock
+from jobrunner.locks.redis import RedisLease
 
 
 def context_is_a_job_context(ctx: Context) -> JobContext:
@@ -295,7 +295,7 @@ def test_protocols_type_check_against_the_runtime(tmp_path):
         "jobrunner/types.py",
         "jobrunner/settings.py",
         "jobrunner/declaration.py",
-        "jobrunner/context.py",
+        "jobrunner/run/context.py",
     )
     assert run.returncode == 0, run.stdout + run.stderr
 

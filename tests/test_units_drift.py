@@ -24,7 +24,7 @@ def test_committed_units_match_the_declarations():
 
 def test_every_job_has_a_service_and_scheduled_jobs_a_timer():
     """Each job of jobs/ has its .service in units/, and a .timer when it has a schedule."""
-    from jobrunner.loader import discover
+    from jobrunner.run.loader import discover
 
     files = set(committed_units(REPO / "units"))
     for job in discover("jobs"):

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from typing import NamedTuple, NoReturn
 
-from ..errors import ConfigError, JobrunnerError, UsageError
+from jobrunner.errors import ConfigError, JobrunnerError, UsageError
 
 __all__ = ["COMMANDS", "CommandInfo", "Parser", "add_package_option", "main"]
 
@@ -71,11 +71,11 @@ class Parser(argparse.ArgumentParser):
 def add_package_option(parser: argparse.ArgumentParser, *, implicit: bool = True, help: str | None = None) -> None:
     """``--package NAME``, the one option of ``list``, ``status``, ``health`` and ``units render``.
 
-    Its default is ``jobrunner.loader.default_package()`` (``$JOBRUNNER_PACKAGE``, else
+    Its default is ``jobrunner.run.loader.default_package()`` (``$JOBRUNNER_PACKAGE``, else
     ``jobs``). With ``implicit=False`` (``status``, where the package only adds jobs that never
     ran) only ``$JOBRUNNER_PACKAGE`` is a default: without it, no package.
     """
-    from ..loader import DEFAULT_PACKAGE, PACKAGE_ENV, default_package
+    from jobrunner.run.loader import DEFAULT_PACKAGE, PACKAGE_ENV, default_package
 
     if implicit:
         default: str | None = default_package()
@@ -90,7 +90,7 @@ def add_package_option(parser: argparse.ArgumentParser, *, implicit: bool = True
 def _env_package() -> bool:
     import os
 
-    from ..loader import PACKAGE_ENV
+    from jobrunner.run.loader import PACKAGE_ENV
 
     return bool(os.environ.get(PACKAGE_ENV, "").strip())
 
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_error(exc: JobrunnerError) -> None:
-    from ..redact import default_redactor
+    from jobrunner.redact import default_redactor
 
     message = " ".join(default_redactor().redact(str(exc)).split())
     try:

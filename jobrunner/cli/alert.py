@@ -1,7 +1,7 @@
 """``jobrunner alert UNIT [--lines N]``: what ``alert-failure@.service`` runs when a unit fails.
 
 The decision (already reported by the runner, held back by the throttle, sent) is
-:func:`jobrunner.alert.handle_failed_unit`; this prints it. Exit codes: 0 sent (or nothing to
+:func:`jobrunner.observe.failed_unit.handle_failed_unit`; this prints it. Exit codes: 0 sent (or nothing to
 send), 1 not delivered, 78 bad or no notification configuration.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import EXIT_FAILURE, EXIT_OK
+from jobrunner.errors import EXIT_FAILURE, EXIT_OK
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..alert import ALREADY_REPORTED, HELD, NOT_DELIVERED, SILENCED, handle_failed_unit
+    from jobrunner.observe.failed_unit import ALREADY_REPORTED, HELD, NOT_DELIVERED, SILENCED, handle_failed_unit
 
     unit = args.unit
     handled = handle_failed_unit(unit, args.lines)

@@ -1,6 +1,6 @@
 """``jobrunner checks sync [--dry-run] [--package NAME] [--prune] [--adopt] [--env-file PATH]``:
 one healthchecks check per scheduled job, created or updated through the v3 management API
-(``jobrunner/healthchecks.py`` decides; this prints).
+(``jobrunner/admin/checks_sync.py`` decides; this prints).
 
 One line per job: ``create``, ``update`` (each changed field, ``old -> new``), ``same``,
 ``skip`` (no schedule), ``leave`` (a check with the slug that this host did not create),
@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Any
 
-from . import add_package_option
+from jobrunner.cli import add_package_option
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -23,7 +23,7 @@ HELP = "healthchecks checks for the jobs: checks sync [--dry-run] [--prune]"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from ..healthchecks import DEFAULT_ENV_FILE
+    from jobrunner.admin.checks_sync import DEFAULT_ENV_FILE
 
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sync = sub.add_parser("sync", help="create or update one check per scheduled job")
@@ -43,16 +43,16 @@ def _value(field: str, value: Any) -> str:
     if value is None:
         return "-"
     if field == "grace" and isinstance(value, int):
-        from ..timespan import format_timespan
+        from jobrunner.timespan import format_timespan
 
         return format_timespan(value)
     return repr(value)
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..healthchecks import Client, apply, load_config, plan
-    from ..instances import expand_instances
-    from ..loader import discover
+    from jobrunner.admin.checks_sync import Client, apply, load_config, plan
+    from jobrunner.instances import expand_instances
+    from jobrunner.run.loader import discover
 
     config = load_config(args.env_file)
     jobs = expand_instances(discover(args.package))  # one check per site of a job with instances

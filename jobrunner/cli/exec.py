@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import ConfigError, UsageError
-from .run import add_run_options, run_declared
+from jobrunner.cli.run import add_run_options, run_declared
+from jobrunner.errors import ConfigError, UsageError
 
 __all__ = ["HELP", "TAKES_COMMAND", "configure", "main"]
 
@@ -51,7 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _exec_job(args: argparse.Namespace) -> Any:
-    from ..declaration import Lock, Retry, job
+    from jobrunner.declaration import Lock, Retry, job
 
     command = [*(getattr(args, "command", None) or [])]
     if not command:

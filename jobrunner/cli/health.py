@@ -1,4 +1,4 @@
-"""``jobrunner health [JOB…]``: the Nagios/Icinga plugin around :mod:`jobrunner.health`'s
+"""``jobrunner health [JOB…]``: the Nagios/Icinga plugin around :mod:`jobrunner.observe.health`'s
 verdicts: arguments, job selection, the plugin's text output with perfdata, or ``--json``."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from ..health import NAMES, OK, SEVERITY, UNKNOWN, JobHealth, check_jobs, overall
-from . import add_package_option
+from jobrunner.cli import add_package_option
+from jobrunner.observe.health import NAMES, OK, SEVERITY, UNKNOWN, JobHealth, check_jobs, overall
 
 if TYPE_CHECKING:
-    from ..declaration import Job
+    from jobrunner.declaration import Job
 
 __all__ = ["HELP", "configure", "main", "render_json", "render_text", "select"]
 
@@ -22,7 +22,7 @@ HELP = "check timers, results and staleness (Nagios exit codes)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from ..errors import UsageError
+    from jobrunner.errors import UsageError
 
     class HealthUsageError(UsageError):
         exit_code = UNKNOWN  # a Nagios plugin reports its own misuse as UNKNOWN
@@ -126,8 +126,8 @@ def render_json(results: Sequence[JobHealth], now: float) -> str:
 
 
 def _span(option: str, value: str | None) -> float | None:
-    from ..errors import JobrunnerError
-    from ..timespan import parse_timespan
+    from jobrunner.errors import JobrunnerError
+    from jobrunner.timespan import parse_timespan
 
     if value is None:
         return None
@@ -140,13 +140,13 @@ def _span(option: str, value: str | None) -> float | None:
 def _fleet(args: argparse.Namespace, now: float) -> list[JobHealth]:
     """The fleet's verdicts: the stream's records, judged with the intervals of the jobs this
     host declares (``--package``; a fleet's hosts share their jobs), where it declares any."""
-    from ..fleet import check_fleet, fleet_records
-    from ..health import expected_interval
+    from jobrunner.fleet.stream import check_fleet, fleet_records
+    from jobrunner.observe.health import expected_interval
 
     records = fleet_records()
     intervals: dict[str, float] = {}
     try:
-        from ..loader import discover
+        from jobrunner.run.loader import discover
 
         declared = discover(args.package)
     except Exception:  # no package here: the stream alone is judged
@@ -170,7 +170,7 @@ def _fleet(args: argparse.Namespace, now: float) -> list[JobHealth]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..errors import JobrunnerError
+    from jobrunner.errors import JobrunnerError
 
     try:
         grace = _span("--grace", args.grace)
@@ -182,8 +182,8 @@ def main(args: argparse.Namespace) -> int:
         else:
             if args.silent_after is not None:
                 raise LookupError("--silent-after goes with --fleet")
-            from ..instances import expand_instances
-            from ..loader import discover
+            from jobrunner.instances import expand_instances
+            from jobrunner.run.loader import discover
 
             jobs = select(expand_instances(discover(args.package), args.state_dir), args.jobs, args.package)
             results = check_jobs(
@@ -203,12 +203,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _notify_late(args: argparse.Namespace, jobs: Sequence[Job], results: Sequence[JobHealth], now: float) -> None:
-    """``--notify``: tell of late jobs, once per episode (``jobrunner.late``); one stderr line
+    """``--notify``: tell of late jobs, once per episode (``jobrunner.observe.late``); one stderr line
     for each notification sent or not delivered (the check's own exit code is unchanged)."""
     import os
 
-    from ..late import MEMORY_NAME, notify_late
-    from ..state import default_state_dir
+    from jobrunner.observe.late import MEMORY_NAME, notify_late
+    from jobrunner.store.state import default_state_dir
 
     memory = args.notify_memory or os.path.join(args.state_dir or default_state_dir(), MEMORY_NAME)
     declared = {j.name: j for j in jobs}

@@ -3,10 +3,10 @@
 One line per run, newest first, with the command that shows its log
 (``journalctl _SYSTEMD_INVOCATION_ID=…``), then per job its p50/p95 duration and its current
 failure streak. Reads each job's ``history.jsonl`` in the state directory (``--state-dir``,
-else ``$JOBRUNNER_STATE_DIR``, else the default; see ``jobrunner.history``). ``--json``: one
+else ``$JOBRUNNER_STATE_DIR``, else the default; see ``jobrunner.store.history``). ``--json``: one
 JSON object per run and line, then one ``{"summary": …}`` line per job.
 
-``--fleet`` reads the fleet's Redis stream (``$JOBRUNNER_REDIS_URL``, see ``jobrunner.fleet``)
+``--fleet`` reads the fleet's Redis stream (``$JOBRUNNER_REDIS_URL``, see ``jobrunner.fleet.stream``)
 instead of this host's files: every host's runs, each line naming its host, summaries per
 host and job.
 
@@ -46,8 +46,8 @@ def parse_since(value: str, now: float) -> float:
     """Epoch seconds of ``--since``: a systemd span ago (``2h``, ``7d``) or an ISO date/time."""
     import datetime as dt
 
-    from ..errors import UsageError
-    from ..timespan import parse_timespan
+    from jobrunner.errors import UsageError
+    from jobrunner.timespan import parse_timespan
 
     text = value.strip()
     try:
@@ -77,8 +77,8 @@ def _label(summary: dict[str, Any]) -> str:
 def _fleet(args: argparse.Namespace, names: list[str], since: float | None) -> tuple[list[Any], list[dict[str, Any]]]:
     """The runs and per host and job summaries from the fleet's stream."""
 
-    from ..fleet import fleet_records
-    from ..history import outcome_matches, summary
+    from jobrunner.fleet.stream import fleet_records
+    from jobrunner.store.history import outcome_matches, summary
 
     records = fleet_records()
     wanted = set(names)
@@ -108,9 +108,9 @@ def _with_instances(names: list[str], recorded: list[str]) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError, UsageError
-    from ..history import STATS_WINDOW, outcome_matches, read_history, recorded_jobs, summary
-    from ..state import default_state_dir
+    from jobrunner.errors import ConfigError, UsageError
+    from jobrunner.store.history import STATS_WINDOW, outcome_matches, read_history, recorded_jobs, summary
+    from jobrunner.store.state import default_state_dir
 
     if args.limit < 0:
         raise UsageError("--limit must be 0 or more")

@@ -22,10 +22,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
+from jobrunner.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..importer.batch import ImportResult
+    from jobrunner.importer.batch import ImportResult
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -76,7 +76,7 @@ def _report(result: ImportResult, strict: bool) -> int:
 
 
 def _output(result: ImportResult, args: argparse.Namespace, *, print_modules: bool) -> None:
-    from ..importer.emit import render_module, write_modules
+    from jobrunner.importer.emit import render_module, write_modules
 
     if args.out:
         try:
@@ -92,8 +92,8 @@ def _output(result: ImportResult, args: argparse.Namespace, *, print_modules: bo
 
 
 def _check(result: ImportResult, args: argparse.Namespace) -> int:
-    from ..importer.batch import check_window, zone_named
-    from ..importer.check import compare
+    from jobrunner.importer.batch import check_window, zone_named
+    from jobrunner.importer.check import compare
 
     zone = zone_named(args.tz)
     start, end = check_window(args.start, max(1, args.days))
@@ -115,7 +115,7 @@ def _check(result: ImportResult, args: argparse.Namespace) -> int:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``jobrunner import SOURCE``; the exit code."""
-    from ..importer import batch
+    from jobrunner.importer import batch
 
     if args.source == "crontab":
         result = batch.import_crontabs(args.files or ["-"], user=args.user)

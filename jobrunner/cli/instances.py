@@ -7,7 +7,7 @@ Usage::
     jobrunner instances list [GROUP] [--json] [--package P] [--state-dir DIR]
 
 GROUP is an instance group (``wp``: the WordPress jobs share one env file per site) or the
-name of an instantiable job. The work is :mod:`jobrunner.instance_admin`'s.
+name of an instantiable job. The work is :mod:`jobrunner.admin.instances`'s.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import sys
 import time
 
-from . import add_package_option
+from jobrunner.cli import add_package_option
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -51,10 +51,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from ..instance_admin import find_group, groups_of, instance_rows
-    from ..loader import discover
-    from ..state import default_state_dir
-    from .status import _when
+    from jobrunner.admin.instances import find_group, groups_of, instance_rows
+    from jobrunner.cli.status import _when
+    from jobrunner.run.loader import discover
+    from jobrunner.store.state import default_state_dir
 
     jobs = discover(args.package)
     groups = [find_group(jobs, args.group, args.package)] if args.group else list(groups_of(jobs).values())
@@ -86,12 +86,12 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..instance_admin import add_instance, find_group, parse_settings, remove_instance
-    from ..loader import discover
+    from jobrunner.admin.instances import add_instance, find_group, parse_settings, remove_instance
+    from jobrunner.run.loader import discover
 
     if args.action == "list":
         return _list(args)
-    from ..instances import check_instance_name
+    from jobrunner.instances import check_instance_name
 
     check_instance_name(args.name)  # before anything is imported or read: exit 64
     settings = parse_settings(args.settings) if args.action == "add" else {}

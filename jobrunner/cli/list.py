@@ -13,12 +13,12 @@ import json
 import sys
 from typing import TYPE_CHECKING, TypedDict
 
-from ..errors import UsageError
-from ..timespan import format_timespan
-from . import add_package_option
+from jobrunner.cli import add_package_option
+from jobrunner.errors import UsageError
+from jobrunner.timespan import format_timespan
 
 if TYPE_CHECKING:
-    from ..declaration import Job
+    from jobrunner.declaration import Job
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -67,7 +67,7 @@ def _next_elapse(schedule: tuple[str, ...]) -> str | None:
     if not schedule:
         return None
     try:
-        from ..unitgen.calendar import next_elapse
+        from jobrunner.unitgen.calendar import next_elapse
     except ImportError:
         return None
     times = [t for t in (next_elapse(s) for s in schedule) if t]
@@ -76,7 +76,7 @@ def _next_elapse(schedule: tuple[str, ...]) -> str | None:
 
 def _package(args: argparse.Namespace) -> str:
     """``--package``, or the older positional PACKAGE; both, when they differ, is a usage error."""
-    from ..loader import default_package
+    from jobrunner.run.loader import default_package
 
     package: str = args.package
     old_package: str | None = args.old_package
@@ -88,8 +88,8 @@ def _package(args: argparse.Namespace) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..instances import group_of, known_instances
-    from ..loader import discover
+    from jobrunner.instances import group_of, known_instances
+    from jobrunner.run.loader import discover
 
     rows: list[_Row] = []
     for job in discover(_package(args)):

@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from ..errors import EXIT_FAILURE, EXIT_OK, ConfigError
+from jobrunner.errors import EXIT_FAILURE, EXIT_OK, ConfigError
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -25,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..notify.config import config_path, env_urls, load
+    from jobrunner.notify.config import config_path, env_urls, load
 
     if not env_urls() and config_path() is None:
         raise ConfigError(
@@ -42,8 +42,8 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not services:
         raise ConfigError(f"no notification URL has the tag(s) {', '.join(args.tag)}")
-    from ..notify import deliver
-    from ..notify.message import test_message
+    from jobrunner.notify import deliver
+    from jobrunner.notify.message import test_message
 
     title, body = test_message(os.uname().nodename)
     delivery = deliver(title, body, tags=tuple(args.tag), kind="test")

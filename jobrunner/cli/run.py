@@ -32,7 +32,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 def bind_instance(declared: Any, instance: str | None) -> Any:
     """The job bound to ``instance``; a usage error (exit 64) when an instantiable job gets
     none or a plain job gets one."""
-    from ..errors import UsageError
+    from jobrunner.errors import UsageError
 
     if instance is None:
         if declared.instances is True:
@@ -53,7 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run_declared(declared: Any, args: argparse.Namespace, *, passthrough_exit: bool = False) -> int:
     """Run a declared job with the options of ``add_run_options``; its exit code."""
-    from ..runner import RunOptions, run_job
+    from jobrunner.run.lifecycle import RunOptions, run_job
 
     declared = bind_instance(declared, args.instance)
     options = RunOptions(
@@ -67,10 +67,10 @@ def run_declared(declared: Any, args: argparse.Namespace, *, passthrough_exit: b
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..loader import load_job
+    from jobrunner.run.loader import load_job
 
     if args.instance is not None:  # a bad name is a usage error before anything is imported
-        from ..instances import check_instance_name
+        from jobrunner.instances import check_instance_name
 
         check_instance_name(args.instance)
     return run_declared(load_job(args.job), args)

@@ -2,7 +2,7 @@
 
 While a job is silenced its failures are logged, recorded and counted but not sent, by the
 runner and by ``alert-failure@`` alike; when the silence ends with the job still failing,
-exactly one notification says so. The library is :mod:`jobrunner.silences`. Exit codes: 0,
+exactly one notification says so. The library is :mod:`jobrunner.admin.silences`. Exit codes: 0,
 64 for a bad command line (no ``--for``, a span that is negative or 0), 78 for an unknown job
 or a job whose state the invoking user may not write.
 """
@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from . import add_package_option
+from jobrunner.cli import add_package_option
 
 __all__ = ["HELP", "configure", "main", "resolve"]
 
@@ -36,8 +36,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def resolve(args: argparse.Namespace, root: str, command: str) -> list[str]:
     """The jobs named (or ``--all``); ``UsageError`` for neither or both, ``ConfigError`` for
     an unknown one."""
-    from ..errors import ConfigError, UsageError
-    from ..silences import known_jobs
+    from jobrunner.admin.silences import known_jobs
+    from jobrunner.errors import ConfigError, UsageError
 
     if bool(args.jobs) == bool(args.all):
         raise UsageError(f"{command}: name the jobs or give --all, not both (see 'jobrunner {command} --help')")
@@ -62,8 +62,8 @@ def _until(ts: float) -> str:
 
 
 def _list(root: str, as_json: bool) -> int:
-    from ..health import format_age
-    from ..silences import list_silences
+    from jobrunner.admin.silences import list_silences
+    from jobrunner.observe.health import format_age
 
     now = time.time()
     rows: list[dict[str, Any]] = list_silences(root, now)
@@ -83,10 +83,10 @@ def _list(root: str, as_json: bool) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..errors import UsageError
-    from ..silences import set_silence
-    from ..state import default_state_dir
-    from ..timespan import parse_timespan
+    from jobrunner.admin.silences import set_silence
+    from jobrunner.errors import UsageError
+    from jobrunner.store.state import default_state_dir
+    from jobrunner.timespan import parse_timespan
 
     root = args.state_dir or default_state_dir()
     if args.list:

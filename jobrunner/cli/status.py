@@ -7,12 +7,12 @@ Here its default is ``$JOBRUNNER_PACKAGE`` alone: without it, no package is adde
 works where no ``jobs`` package is installed). A table on a TTY (``--table`` forces it), otherwise
 one JSON object per job and line (``--json`` forces it), as ``jobrunner list`` does.
 
-``--html PATH`` writes the status page instead (``jobrunner.statuspage``): one self-contained
+``--html PATH`` writes the status page instead (``jobrunner.observe.statuspage``): one self-contained
 HTML file, replaced atomically, of every job's last outcome, next run, recent durations, p95,
 failure streak, recent runs and the tail of its last failure.
 
 ``--fleet`` shows hosts × jobs from the fleet's Redis stream (``$JOBRUNNER_REDIS_URL``, see
-``jobrunner.fleet``): each job's last outcome on each host (a table; JSON with ``--json``;
+``jobrunner.fleet.stream``): each job's last outcome on each host (a table; JSON with ``--json``;
 the fleet's page with ``--html PATH``, hosts that stopped reporting marked).
 
 An unreadable state file is reported in its row (``error``), never as a traceback. A JOB with
@@ -29,7 +29,7 @@ import sys
 import time
 from typing import Any
 
-from . import add_package_option
+from jobrunner.cli import add_package_option
 
 __all__ = ["HELP", "configure", "main", "status_rows"]
 
@@ -72,7 +72,7 @@ def _recorded(root: str) -> list[str]:
 
 def status_rows(root: str, names: list[str]) -> list[dict[str, Any]]:
     """One dict per job: the state's facts, ``never_ran`` or ``error`` (unreadable file)."""
-    from ..state import StateStore
+    from jobrunner.store.state import StateStore
 
     rows = []
     for name in names:
@@ -88,7 +88,7 @@ def status_rows(root: str, names: list[str]) -> list[dict[str, Any]]:
         row.update({k: getattr(state, k) for k in _FIELDS})
         row["consecutive_failures"] = row["consecutive_failures"] or 0
         row["runs"] = row["runs"] or {}
-        from ..alerting import silence_active
+        from jobrunner.rules.alerting import silence_active
 
         row["silenced"] = silence_active(state)
         row["anomaly"] = state.anomaly
@@ -97,7 +97,7 @@ def status_rows(root: str, names: list[str]) -> list[dict[str, Any]]:
 
 
 def _when(value: Any, now: float) -> str:
-    from ..health import format_age
+    from jobrunner.observe.health import format_age
 
     try:
         seconds = now - float(value)
@@ -107,7 +107,7 @@ def _when(value: Any, now: float) -> str:
 
 
 def _table(rows: list[dict[str, Any]], now: float) -> str:
-    from ..health import format_age
+    from jobrunner.observe.health import format_age
 
     headers = ("JOB", "LAST OUTCOME", "LAST RUN", "LAST SUCCESS", "DURATION", "FAILS")
     table = []
@@ -143,15 +143,15 @@ def _table(rows: list[dict[str, Any]], now: float) -> str:
 
 
 def _html(path: str, root: str, names: list[str], package: str | None, *, one: bool) -> int:
-    from ..statuspage import collect, render, write_page
+    from jobrunner.observe.statuspage import collect, render, write_page
 
     units: dict[str, str] = {}
     if package:
-        from ..instances import expand_instances
-        from ..loader import discover
+        from jobrunner.instances import expand_instances
+        from jobrunner.run.loader import discover
 
         units = {j.name: j.unit for j in expand_instances(discover(package), root)}
-    from ..history import recorded_jobs
+    from jobrunner.store.history import recorded_jobs
 
     if not one:  # jobs with a history alone (their state unwritable, say) count too
         names = sorted(set(names) | set(recorded_jobs(root)))
@@ -160,14 +160,14 @@ def _html(path: str, root: str, names: list[str], package: str | None, *, one: b
 
 
 def _fleet(args: argparse.Namespace) -> int:
-    from ..fleet import fleet_records, matrix
+    from jobrunner.fleet.stream import fleet_records, matrix
 
     records = fleet_records()
     if args.job:
         records = [r for r in records if r.job == args.job]
     if args.html:
-        from ..fleet import check_fleet
-        from ..statuspage import render_fleet, write_page
+        from jobrunner.fleet.stream import check_fleet
+        from jobrunner.observe.statuspage import render_fleet, write_page
 
         now = time.time()
         write_page(args.html, render_fleet(records, check_fleet(records, now=now), now=now))
@@ -201,8 +201,8 @@ def _fleet(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..state import default_state_dir
+    from jobrunner.errors import ConfigError
+    from jobrunner.store.state import default_state_dir
 
     if args.fleet:
         return _fleet(args)
@@ -210,8 +210,8 @@ def main(args: argparse.Namespace) -> int:
     root = args.state_dir or default_state_dir()
     names = _recorded(root)
     if args.package:
-        from ..instances import expand_instances
-        from ..loader import discover
+        from jobrunner.instances import expand_instances
+        from jobrunner.run.loader import discover
 
         names = sorted(set(names) | {j.name for j in expand_instances(discover(args.package), root)})
     if args.job:

@@ -17,8 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError
-from . import add_package_option
+from jobrunner.cli import add_package_option
+from jobrunner.errors import ConfigError
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -54,8 +54,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from ..unitgen.render import DEFAULT_PYTHON, render_all
-    from ..unitgen.write import write_rendered
+    from jobrunner.unitgen.render import DEFAULT_PYTHON, render_all
+    from jobrunner.unitgen.write import write_rendered
 
     files = render_all(args.package, args.jobs, python=args.python or DEFAULT_PYTHON, metrics_dir=args.metrics_dir)
     try:
@@ -75,7 +75,7 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ..unitgen.verify import verify_dir
+    from jobrunner.unitgen.verify import verify_dir
 
     scores, problems = verify_dir(args.dir, args.threshold)
     for score in scores:
@@ -93,12 +93,12 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "verify":
         return _verify(args)
     if args.action == "install":
-        from ..unitgen.install import install
+        from jobrunner.unitgen.install import install
 
         install(args.dir, args.root, env=args.env, dry_run=args.dry_run, force=args.force)
         return 0
     if args.action == "uninstall":
-        from ..unitgen.install import uninstall
+        from jobrunner.unitgen.install import uninstall
 
         uninstall(args.root, dry_run=args.dry_run, force=args.force)
         return 0

@@ -1,4 +1,4 @@
-"""``jobrunner unsilence JOB…|--all``: end silences now (:mod:`jobrunner.silences`).
+"""``jobrunner unsilence JOB…|--all``: end silences now (:mod:`jobrunner.admin.silences`).
 
 A job still failing says so once, on its next run (or ``alert-failure@``). Exit codes: 0, 64
 for neither JOB nor ``--all``, 78 for an unknown job or a state the user may not write.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_package_option
+from jobrunner.cli import add_package_option
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -23,9 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..silences import clear_silence
-    from ..state import default_state_dir
-    from .silence import resolve
+    from jobrunner.admin.silences import clear_silence
+    from jobrunner.cli.silence import resolve
+    from jobrunner.store.state import default_state_dir
 
     root = args.state_dir or default_state_dir()
     jobs = resolve(args, root, "unsilence")

@@ -14,7 +14,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .._version import __version__
+    from jobrunner._version import __version__
 
     print(f"jobrunner {__version__}")
     return 0

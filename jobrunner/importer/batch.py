@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from ..errors import ConfigError
-from .cron import Crontab, Entry, Problem, parse_crontab
-from .emit import JobSpec, spec_from_entry, unique_names
+from jobrunner.errors import ConfigError
+from jobrunner.importer.cron import Crontab, Entry, Problem, parse_crontab
+from jobrunner.importer.emit import JobSpec, spec_from_entry, unique_names
 
 __all__ = ["ImportResult", "import_crontabs", "import_units", "read_input"]
 
@@ -84,7 +84,7 @@ def import_crontabs(
 
 def import_units(paths: Sequence[str]) -> ImportResult:
     """Pair the timers and services among ``paths`` and convert each pair."""
-    from .units import find_pairs, pair_name, spec_from_pair, unit_setting
+    from jobrunner.importer.units import find_pairs, pair_name, spec_from_pair, unit_setting
 
     result = ImportResult()
     pairs, problems = find_pairs(paths)
@@ -118,7 +118,7 @@ def check_window(start: str | None, days: int) -> tuple[dt.datetime, dt.datetime
 
 
 def zone_named(name: str | None) -> ZoneInfo:
-    from .check import local_zone
+    from jobrunner.importer.check import local_zone
 
     if not name:
         return local_zone()

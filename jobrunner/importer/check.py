@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from ..unitgen.calendar import calendar_iterations
-from .cron import Schedule
+from jobrunner.importer.cron import Schedule
+from jobrunner.unitgen.calendar import calendar_iterations
 
 __all__ = ["Comparison", "compare", "local_zone", "systemd_firings"]
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cron import DEFAULT_PATH, DEFAULT_SHELL, Entry, split_percent
-from .oncalendar import to_oncalendar
-from .wrappers import unwrap
+from jobrunner.importer.cron import DEFAULT_PATH, DEFAULT_SHELL, Entry, split_percent
+from jobrunner.importer.oncalendar import to_oncalendar
+from jobrunner.importer.wrappers import unwrap
 
 __all__ = ["JobSpec", "job_name", "literal", "render_module", "spec_from_entry", "unique_names", "write_modules"]
 

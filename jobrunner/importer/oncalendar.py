@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .cron import Schedule
+from jobrunner.importer.cron import Schedule
 
 __all__ = ["SHORTHANDS", "to_oncalendar"]
 

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..timespan import format_timespan, parse_timespan
-from .cron import Problem
-from .emit import _HARDENING_NOTE, JobSpec, _dict_source, _Source, literal
+from jobrunner.importer.cron import Problem
+from jobrunner.importer.emit import _HARDENING_NOTE, JobSpec, _dict_source, _Source, literal
+from jobrunner.timespan import format_timespan, parse_timespan
 
 __all__ = ["UnitFile", "UnitPair", "find_pairs", "read_unit", "spec_from_pair"]
 
@@ -499,7 +499,7 @@ def spec_from_pair(pair: UnitPair, name: str) -> tuple[JobSpec | None, list[Prob
 
 
 def _setting(key: str, value: Any) -> Any:
-    from .emit import Setting
+    from jobrunner.importer.emit import Setting
 
     return Setting(key, literal(value))
 

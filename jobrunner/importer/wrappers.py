@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..timespan import format_timespan
+from jobrunner.timespan import format_timespan
 
 __all__ = ["Unwrapped", "Word", "lex", "unwrap"]
 
@@ -350,7 +350,7 @@ def unwrap(command: str, *, home: str | None = None, user: str = "root") -> Unwr
         if home:
             target = re.sub(r"^(\$HOME|\$\{HOME\})(?=/)", lambda _: home, target)
         if target.startswith("/") and not any(c in target for c in "$*?[~"):
-            from ..unitgen.ownership import may_write
+            from jobrunner.unitgen.ownership import may_write
 
             if may_write(target, user):
                 head, log_file = match.group("head"), target

@@ -1,6 +1,6 @@
 """Failure notifications and dead-man pings: the runner's hooks, ``jobrunner alert`` and ``notify test``.
 
-``jobrunner.hooks.load_hooks`` decides what is configured and only then imports this package
+``jobrunner.run.hooks.load_hooks`` decides what is configured and only then imports this package
 (so an unconfigured timer tick never imports it, let alone apprise); ``notify_hooks`` gives
 the runner its hooks (docs/design.md "Hooks"):
 
@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..run import Run
-    from ..state import JobState
-    from .send import Delivery
-    from .throttle import Decision
+    from jobrunner.notify.send import Delivery
+    from jobrunner.notify.throttle import Decision
+    from jobrunner.run.model import Run
+    from jobrunner.store.state import JobState
 
 __all__ = ["NotifyHook", "Notice", "PingHook", "deliver", "notify_hooks", "notify_throttled"]
 
@@ -45,8 +45,8 @@ def deliver(
     """Load the configured URLs and send, bounded; ``ConfigError`` for bad configuration."""
     import apprise
 
-    from .config import load
-    from .send import budget_seconds, send
+    from jobrunner.notify.config import load
+    from jobrunner.notify.send import budget_seconds, send
 
     notifier = load()
     notify_type = {
@@ -93,7 +93,7 @@ def notify_throttled(
     threshold (``alerting.failure_due``); ``silenced``: a silence is in force (nothing is
     sent). ``message(decision)`` makes the title and body, only when something is sent.
     ``ConfigError`` for a bad configuration."""
-    from .throttle import (
+    from jobrunner.notify.throttle import (
         FAILED,
         Decision,
         decide,
@@ -145,7 +145,7 @@ def trusted_silence(run: Run) -> dict[str, Any] | None:
     """The job's silence in force, when it can be trusted: the state directory is the running
     user's own or root's (a silence planted in a directory another user can write is ignored,
     with a warning: docs/security.md)."""
-    from ..alerting import silence_active
+    from jobrunner.rules.alerting import silence_active
 
     silence = silence_active(run.state)
     if silence is None:
@@ -162,7 +162,7 @@ def trusted_silence(run: Run) -> dict[str, Any] | None:
 
 def recent_runs(run: Run, n: int) -> list[Any]:
     """The newest ``n`` runs of the job's history (this one included once the history hook ran)."""
-    from ..history import read_history
+    from jobrunner.store.history import read_history
 
     return read_history(run.store.root, run.job.name, last=n).records
 
@@ -174,7 +174,7 @@ def failure_condition(run: Run, reason: str) -> str:
         return reason
     if run.result.outcome == "timeout":
         return "running-long"
-    from ..alerting import FLAP_CHANGES, FLAP_WINDOW, flapping
+    from jobrunner.rules.alerting import FLAP_CHANGES, FLAP_WINDOW, flapping
 
     changes, _ = flapping(recent_runs(run, FLAP_WINDOW * 2))
     return "flapping" if changes >= FLAP_CHANGES else "failing"
@@ -195,7 +195,7 @@ class _Budget:
 
     def _total(self) -> float:
         if self.total is None:
-            from .send import budget_seconds
+            from jobrunner.notify.send import budget_seconds
 
             try:
                 self.total = budget_seconds()
@@ -250,8 +250,8 @@ class NotifyHook:
     def _running_long(self, run: Run, limit: float) -> None:
         """A run still going past its ``Alert(max_duration=)``: said while it runs (its own
         warning, once a run), so the admin hears of it before the timeout does."""
-        from ..health import format_age
-        from .message import running_long_message
+        from jobrunner.notify.message import running_long_message
+        from jobrunner.observe.health import format_age
 
         elapsed = time.monotonic() - run.started_mono
         run.log.warning("job.running_long", elapsed_s=round(elapsed, 3), limit_s=limit)
@@ -284,8 +284,8 @@ class NotifyHook:
                 else:
                     self._skipping(run, run.skipping)
             return
-        from .message import failure_message, recovery_message, tail_lines
-        from .throttle import FAILED, count_streak
+        from jobrunner.notify.message import failure_message, recovery_message, tail_lines
+        from jobrunner.notify.throttle import FAILED, count_streak
 
         job, result, log = run.job, run.result, run.log
         budget = (self.budget.start() - time.monotonic()) * self.share
@@ -295,7 +295,7 @@ class NotifyHook:
         silence = trusted_silence(run)
         due, why = True, ""
         if failed and job.alert is not None:
-            from ..alerting import failure_due
+            from jobrunner.rules.alerting import failure_due
 
             due, why = failure_due(
                 job.alert, failures=state.consecutive_failures or 0, recent=lambda n: recent_runs(run, n)
@@ -347,8 +347,8 @@ class NotifyHook:
     def _anomaly(self, run: Run, silenced: bool) -> None:
         """A duration out of the ordinary: its own message and throttle key (``notify.anomaly``,
         per kind, at most once per ``$JOBRUNNER_NOTIFY_REPEAT`` while it goes on)."""
-        from .message import anomaly_message
-        from .throttle import repeat_window
+        from jobrunner.notify.message import anomaly_message
+        from jobrunner.notify.throttle import repeat_window
 
         anomaly, now = run.anomaly, time.time()
         sent = dict(run.state.notify.get("anomaly") or {})
@@ -373,7 +373,7 @@ class NotifyHook:
 
     def _skipping(self, run: Run, text: str) -> None:
         """A job kept from running: at most once per ``$JOBRUNNER_NOTIFY_REPEAT`` (``skip_notified``)."""
-        from .throttle import repeat_window
+        from jobrunner.notify.throttle import repeat_window
 
         now = time.time()
         try:
@@ -384,7 +384,7 @@ class NotifyHook:
         if last and now - float(last) < window:
             return
         try:
-            from ..skips import skipping_message
+            from jobrunner.rules.skips import skipping_message
 
             title, body = skipping_message(run.job, os.uname().nodename, text, run.run_id)
             budget = self.budget.start() - time.monotonic()
@@ -410,7 +410,7 @@ class PingHook:
         self.rejected = False  # the server refused the URL: logged once, nothing more sent
 
     def on_start(self, run: Run) -> None:
-        from . import ping
+        from jobrunner.notify import ping
 
         _remember_tags(run)
         began = time.monotonic()
@@ -436,8 +436,8 @@ class PingHook:
     def on_finish(self, run: Run) -> None:
         if run.result.outcome == "skipped" or self.budget.failed or self.rejected:
             return
-        from . import ping
-        from .message import tail_lines
+        from jobrunner.notify import ping
+        from jobrunner.notify.message import tail_lines
 
         result = run.result
         deadline = self.budget.start()
@@ -472,7 +472,7 @@ class PingHook:
 
     def _replay(self, run: Run, deadline: float) -> bool:
         """Queued finish pings sent, marked late; False when the server rejected the URL."""
-        from . import ping
+        from jobrunner.notify import ping
 
         view = {"ping": run.state.ping}  # ping.py works on the memory in place
         if not run.state.ping.get("queue"):
@@ -490,7 +490,7 @@ class PingHook:
 
 
 def notify_hooks(*, notifications: bool, ping: str | None) -> list[Any]:
-    """The hooks for what ``jobrunner.hooks.load_hooks`` found configured, sharing one budget."""
+    """The hooks for what ``jobrunner.run.hooks.load_hooks`` found configured, sharing one budget."""
     budget = _Budget()
     hooks: list[Any] = []
     if notifications:

@@ -22,9 +22,9 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
-from ..hooks import DEFAULT_APPRISE_CONFIG, notify_configured
-from ..redact import default_redactor
+from jobrunner.errors import ConfigError
+from jobrunner.redact import default_redactor
+from jobrunner.run.hooks import DEFAULT_APPRISE_CONFIG, notify_configured
 
 if TYPE_CHECKING:
     import apprise
@@ -59,7 +59,7 @@ def env_urls(env: Mapping[str, str] | None = None) -> list[tuple[tuple[str, ...]
 
 def sources_present(env: Mapping[str, str] | None = None) -> bool:
     """Whether any notification URL source is configured (cheap: no apprise import). The
-    decision is the hooks' (``jobrunner.hooks.notify_configured``), made in one place."""
+    decision is the hooks' (``jobrunner.run.hooks.notify_configured``), made in one place."""
     return notify_configured(env)
 
 
@@ -135,7 +135,7 @@ def load(env: Mapping[str, str] | None = None) -> apprise.Apprise:
 def _load_file(path: str, asset: Any) -> list[Any]:
     import apprise
 
-    from ..envfile import read_regular_file
+    from jobrunner.store.envfile import read_regular_file
 
     try:
         # A regular file of at most 1 MiB, opened without blocking: /dev/zero or a FIFO is

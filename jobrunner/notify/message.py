@@ -7,8 +7,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .._logging import format_tail_line
-from ..redact import default_redactor
+from jobrunner.redact import default_redactor
+from jobrunner.run.logs import format_tail_line
 
 __all__ = [
     "anomaly_message",

@@ -36,8 +36,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .._record import record
-from ..redact import default_redactor
+from jobrunner._record import record
+from jobrunner.redact import default_redactor
 
 __all__ = ["Sent", "build_url", "error_line", "finish_path", "ping_url", "replay", "send_ping"]
 

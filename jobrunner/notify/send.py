@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
-from ..timespan import parse_timespan
+from jobrunner.errors import ConfigError
+from jobrunner.timespan import parse_timespan
 
 __all__ = ["Delivery", "budget_seconds", "send"]
 

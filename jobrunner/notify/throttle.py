@@ -21,11 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
-from ..timespan import parse_timespan
+from jobrunner.errors import ConfigError
+from jobrunner.timespan import parse_timespan
 
 if TYPE_CHECKING:
-    from ..state import JobState
+    from jobrunner.store.state import JobState
 
 __all__ = [
     "FAILED",

@@ -16,7 +16,7 @@ __all__ = ["render_all"]
 
 def __getattr__(name: str) -> Any:
     if name == "render_all":
-        from .render import render_all
+        from jobrunner.unitgen.render import render_all
 
         return render_all
     raise AttributeError(f"module 'jobrunner.unitgen' has no attribute {name!r}")

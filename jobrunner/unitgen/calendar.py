@@ -20,7 +20,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 
-from ..errors import ConfigError
+from jobrunner.errors import ConfigError
 
 __all__ = [
     "CalendarError",

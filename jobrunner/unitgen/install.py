@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from ..errors import ConfigError, JobrunnerError
-from .ini import GENERATED_MARK, parse_unit
-from .render import LOGROTATE_FILE, TMPFILES_FILE
+from jobrunner.errors import ConfigError, JobrunnerError
+from jobrunner.unitgen.ini import GENERATED_MARK, parse_unit
+from jobrunner.unitgen.render import LOGROTATE_FILE, TMPFILES_FILE
 
 __all__ = ["InstallConflict", "Plan", "env_dropin", "install", "plan_install", "uninstall"]
 
@@ -173,7 +173,7 @@ def _diff(path: str, old: str | None, new: str | None) -> str:
 
 
 def _write(target: Path, text: str) -> None:
-    from ..state import atomic_write
+    from jobrunner.store.state import atomic_write
 
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     atomic_write(str(target), text.encode(), 0o644)

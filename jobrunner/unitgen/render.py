@@ -49,12 +49,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..declaration import Job
-from ..errors import ConfigError
-from ..timespan import format_timespan
-from .calendar import invalid_schedules
-from .hardening import alert_directives, hardening_directives, under_home
-from .ini import GENERATED_MARK, Unit
+from jobrunner.declaration import Job
+from jobrunner.errors import ConfigError
+from jobrunner.timespan import format_timespan
+from jobrunner.unitgen.calendar import invalid_schedules
+from jobrunner.unitgen.hardening import alert_directives, hardening_directives, under_home
+from jobrunner.unitgen.ini import GENERATED_MARK, Unit
 
 __all__ = [
     "ALERT_UNIT",
@@ -191,7 +191,7 @@ def render_service(job: Job, options: RenderOptions = RenderOptions()) -> str:
         unit.add("Unit", "After", "network-online.target")
     s = "Service"
     unit.add(s, "Type", "oneshot")
-    # ctx.progress() reports its step to `systemctl status` with sd_notify STATUS= (jobrunner.sdnotify).
+    # ctx.progress() reports its step to `systemctl status` with sd_notify STATUS= (jobrunner.systemd.sdnotify).
     unit.add(s, "NotifyAccess", "main")
     if job.user:
         unit.add(s, "User", job.user)
@@ -351,7 +351,7 @@ def render_tmpfiles(jobs: Sequence[Job]) -> str:
 
 def check_given_paths(jobs: Iterable[Job]) -> None:
     """Refuse a non-root job's log file or write path that root would give away (one line, exit 78)."""
-    from .ownership import foreign_path
+    from jobrunner.unitgen.ownership import foreign_path
 
     for job in jobs:
         if _is_root(job):
@@ -485,7 +485,7 @@ def render_jobs(
 
 def select_jobs(package: str, names: Sequence[str] = ()) -> tuple[list[Job], list[Job]]:
     """(selected jobs, all jobs of ``package``). ``names``: job names, unit names or ``MODULE:NAME``."""
-    from ..loader import discover, load_job
+    from jobrunner.run.loader import discover, load_job
 
     every = discover(package)
     if not names:
@@ -518,7 +518,7 @@ def render_all(
     What ``units render`` writes; a drift test compares it with the committed ``units/``.
     """
     if package is None:
-        from ..loader import default_package
+        from jobrunner.run.loader import default_package
 
         package = default_package()
     selected, every = select_jobs(package, names)

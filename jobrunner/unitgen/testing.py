@@ -7,7 +7,7 @@ import os
 import textwrap
 from pathlib import Path
 
-from .ini import parse_unit
+from jobrunner.unitgen.ini import parse_unit
 
 __all__ = ["committed_units", "directives", "job_package"]
 
@@ -39,7 +39,7 @@ def directives(text: str, section: str) -> dict[str, list[str]]:
 
 def committed_units(directory: str | os.PathLike[str]) -> dict[str, str]:
     """The generated files in a committed ``units/`` directory, as ``render_all`` names them."""
-    from .ini import GENERATED_MARK
+    from jobrunner.unitgen.ini import GENERATED_MARK
 
     base = Path(directory)
     found = {}

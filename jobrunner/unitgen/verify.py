@@ -24,9 +24,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
-from .hardening import THRESHOLDS
-from .ini import parse_unit
+from jobrunner.errors import ConfigError
+from jobrunner.unitgen.hardening import THRESHOLDS
+from jobrunner.unitgen.ini import parse_unit
 
 __all__ = ["Score", "security_score", "unit_files", "verify_dir", "verify_problems"]
 

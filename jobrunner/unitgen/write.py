@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .ini import GENERATED_MARK
+from jobrunner.unitgen.ini import GENERATED_MARK
 
 __all__ = ["write_rendered"]
 

@@ -28,7 +28,7 @@ def jrlw_hourly(ctx):
 """
 BACKDATE = """
 import sys, time
-from jobrunner.state import StateStore
+from jobrunner.store.state import StateStore
 old = time.time() - 5 * 3600
 StateStore("jrlw_hourly", "/var/lib/jobrunner").update(
     lambda s: s.update(last_start=old, last_finish=old + 1, last_success=old + 1, last_outcome="success")

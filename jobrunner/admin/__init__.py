@@ -1,0 +1,1 @@
+"""Admin features: silences, instances, healthchecks check sync."""

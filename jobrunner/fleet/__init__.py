@@ -1,0 +1,1 @@
+"""The fleet's records in Redis and the verdicts drawn from them."""

@@ -1,0 +1,1 @@
+"""Locks: flock(2) files and slots, and leases for fleets."""

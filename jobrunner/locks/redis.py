@@ -1,0 +1,414 @@
+"""A Redis lease for fleets: one server of many runs a singleton job.
+
+The lease is redis-py's ``Lock`` (``SET key token NX PX ttl``; extend and release are its
+compare-and-… Lua scripts, so only the owner's token can renew or delete the key), with:
+
+- a fencing token: acquiring also ``INCR``\\s ``jobrunner:fence:<name>`` in the same Lua script,
+  so every grant carries a number larger than all earlier grants of that key (a counter lost
+  with a restart starts again from Redis's clock in microseconds, above the old values);
+- a holder identity as the token (``host:pid:random``), so a skipped run can say who holds it;
+- a renewer thread that resets the TTL every ``ttl/3`` and, when it cannot, declares the lease
+  lost while a third of the TTL is still left, so the runner can stop the job before the key
+  can expire (see ``RedisLease`` for the timing);
+- a restart guard: a Redis that has been up for less than the TTL may have forgotten a live
+  lease (no persistence, or a stale snapshot), so no lease is granted until it has been up for
+  a whole TTL (Redis's own advice of "delayed restarts", applied by the client).
+
+What this is not: consensus. A single Redis (or a failover to a replica that missed the last
+write) can lose a key; a holder paused longer than its stop budget (a VM frozen, swap storm)
+may still act after its lease expired. Jobs that write to shared storage should pass
+``fencing_token`` along and have the storage reject smaller ones.
+
+Imported only for jobs that declare ``Lock(redis=...)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, LockNotOwnedError, RedisError, ResponseError
+from redis.lock import Lock as _RedisPyLock
+from redis.retry import Retry as _RedisRetry
+
+from jobrunner.errors import ConfigError, JobrunnerError, LockBusy
+from jobrunner.redact import default_redactor
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+__all__ = ["RedisLease", "RedisUnavailable", "acquire_redis_lock", "lease_timing", "redis_url"]
+
+URL_ENV = "JOBRUNNER_REDIS_URL"
+KEY_PREFIX = "jobrunner:lock:"
+FENCE_PREFIX = "jobrunner:fence:"
+
+
+class RedisUnavailable(JobrunnerError):
+    """Redis could not be reached when the run started (``Lock(unavailable="local")`` falls back)."""
+
+
+def _redact(text: str) -> str:
+    return " ".join(default_redactor().redact(text).split())
+
+
+def redis_url(spec: Any) -> str:
+    """The lease's URL: ``spec.redis``, or ``$JOBRUNNER_REDIS_URL`` for ``redis=True``."""
+    if spec.redis is True:
+        url = os.environ.get(URL_ENV, "").strip()
+        if not url:
+            raise ConfigError(
+                f"lock redis=True needs {URL_ENV} (set it in /etc/jobrunner/jobrunner.env, e.g. redis://redis.internal:6379/0)"
+            )
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"{URL_ENV}: use a redis://, rediss:// or unix:// URL")
+        return url
+    return str(spec.redis)
+
+
+def lease_timing(ttl: float) -> dict[str, float]:
+    """The lease's clock, all derived from the TTL (seconds).
+
+    - ``renew_every``: ttl/3 between successful renewals;
+    - ``op_timeout``: connect and socket timeout of each Redis call (ttl/10, 0.1–2 s), so a
+      dead Redis costs at most ``2 × op_timeout`` per attempt;
+    - ``lost_after``: 2/3 ttl after the start of the last successful renewal (or of the
+      acquisition), minus one attempt's worst case: past that the lease is declared lost;
+    - ``stop_budget``: what remains (≥ ttl/3) for the runner to stop the job before the key
+      can expire in Redis.
+    """
+    op = min(2.0, max(0.1, ttl / 10))
+    return {
+        "renew_every": ttl / 3,
+        "op_timeout": op,
+        "retry_every": max(op, min(1.0, ttl / 10)),
+        "lost_after": ttl * 2 / 3,
+        "stop_budget": ttl / 3,
+    }
+
+
+class _FencedLock(_RedisPyLock):
+    """redis-py's Lock whose acquisition also draws a fencing token, atomically.
+
+    Release, extend and reacquire are redis-py's own scripts. A Redis restarted less than a
+    TTL ago grants nothing (it may have forgotten a lease that its holder still trusts).
+    """
+
+    # The fence counter starts at Redis's clock in microseconds when it is (re)created, so it
+    # keeps growing across a restart that lost it (no persistence) while that clock does.
+    LUA_ACQUIRE_SCRIPT = """
+        if redis.replicate_commands then redis.replicate_commands() end
+        if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+            return false
+        end
+        if redis.call('exists', KEYS[2]) == 0 then
+            local now = redis.call('time')
+            redis.call('set', KEYS[2], now[1] .. string.format('%06d', tonumber(now[2])))
+        end
+        return redis.call('incr', KEYS[2])
+    """
+
+    def __init__(self, client: Any, name: str, fence_key: str, *, timeout: float, **kwargs: Any) -> None:
+        super().__init__(client, name, timeout=timeout, **kwargs)
+        self.ttl = timeout  # the base class's ``timeout`` may be None; a lease always has one
+        self.fence_key = fence_key
+        self.fencing_token: int | None = None
+        self.refusal: str | None = None
+        self._settled = False  # the restart guard has passed once; no need to ask again
+        self.granted_at = 0.0
+        self._acquire_script = client.register_script(self.LUA_ACQUIRE_SCRIPT)
+
+    def _restart_guard(self) -> bool:
+        """True when Redis has been up for at least a TTL (or says nothing about its uptime)."""
+        if self._settled:
+            return True
+        try:
+            uptime = int(self.redis.info("server").get("uptime_in_seconds", 0))
+        except ResponseError:  # INFO disabled or renamed: nothing to go by
+            self._settled = True
+            return True
+        # uptime_in_seconds is a difference of whole wall-clock seconds: it may be up to 1 s
+        # ahead of the real uptime, hence the extra second.
+        if uptime >= math.ceil(self.ttl) + 1:
+            self._settled = True
+            return True
+        self.refusal = f"Redis restarted {uptime}s ago and may have forgotten a lease; no lease before it has been up {self.ttl:g}s (the ttl)"
+        return False
+
+    def do_acquire(self, token: str | bytes) -> bool:
+        if not self._restart_guard():
+            return False
+        self.refusal = None
+        sent = time.monotonic()
+        fence = self._acquire_script(
+            keys=[self.name, self.fence_key], args=[token, int(self.ttl * 1000)], client=self.redis
+        )
+        if fence is None:
+            return False
+        self.fencing_token = int(fence)
+        self.granted_at = sent  # the key lives in Redis at least until sent + ttl
+        return True
+
+
+class RedisLease:
+    """A held lease: renewed in the background until ``release()``.
+
+    Timing (``T`` = ttl, monotonic clock; ``lease_timing``): the key's expiry is reset to ``T``
+    every ``T/3``. Each renewal is timed from the moment its command was *sent*, so the key
+    lives in Redis at least until ``sent + T``. When renewals fail (Redis unreachable), they
+    are retried often; once ``sent + 2T/3`` would be passed before the next attempt could end,
+    ``on_lost`` is called: the runner then has ``T/3`` to stop the job before any other server
+    can acquire the key. A renewal answered "not your token" (key expired, deleted, taken over,
+    Redis restarted empty) calls ``on_lost`` at once.
+
+    After the loss is declared the renewer keeps extending if Redis answers again, so a slow
+    stop is covered whenever it can be; ``release()`` deletes the key only if the token still
+    matches (redis-py's compare-and-delete).
+    """
+
+    def __init__(
+        self,
+        lock: _FencedLock,
+        *,
+        key: str,
+        ttl: float,
+        url: str,
+        log: FilteringBoundLogger,
+        on_lost: Callable[[str], None],
+    ) -> None:
+        self._lock = lock
+        self.key = key
+        self.ttl = ttl
+        self.holder = lock.local.token.decode() if isinstance(lock.local.token, bytes) else str(lock.local.token)
+        self.fencing_token = lock.fencing_token
+        self.url = url
+        self._log = log
+        self._on_lost = on_lost
+        self._timing = lease_timing(ttl)
+        self.acquired_at = lock.granted_at
+        self.last_renewed = lock.granted_at  # when the last successful SET/extend was *sent*
+        self.lost: str | None = None
+        self.renewals = 0
+        self._stop = threading.Event()
+        self._released = False
+        self._thread = threading.Thread(target=self._renew_loop, name="jobrunner-lease", daemon=True)
+
+    @property
+    def held(self) -> bool:
+        return not self._stop.is_set() and self.lost is None
+
+    @property
+    def name(self) -> str:
+        """The lease's Redis key (``jobrunner.types.HeldLock``)."""
+        return self.key
+
+    def start(self) -> RedisLease:
+        self._thread.start()
+        return self
+
+    def _declare_lost(self, reason: str) -> None:
+        if self.lost is None:
+            self.lost = reason
+            try:
+                self._on_lost(reason)
+            except Exception as exc:  # pragma: no cover - the runner's callback only sets a flag and signals
+                self._log.error(
+                    "lock.lost_callback_failed", key=self.key, error=_redact(f"{type(exc).__name__}: {exc}")
+                )
+
+    def _renew_loop(self) -> None:
+        try:
+            self._renew_until_stopped()
+        except Exception as exc:  # a renewer that died would let the lease expire under a running job
+            self._declare_lost(_redact(f"lease {self.key} renewer failed: {type(exc).__name__}: {exc}"))
+
+    def _renew_until_stopped(self) -> None:
+        t = self._timing
+        attempt_worst = 2 * t["op_timeout"]
+        failing_since: float | None = None
+        while True:
+            now = time.monotonic()
+            due = self.last_renewed + t["renew_every"] if failing_since is None else now + t["retry_every"]
+            lost_at = self.last_renewed + t["lost_after"]
+            if self.lost is None and failing_since is not None:
+                due = min(due, lost_at - attempt_worst)
+            if self._stop.wait(max(0.0, due - now)):
+                return
+            if self.lost is None and time.monotonic() + attempt_worst >= lost_at:
+                self._declare_lost(
+                    f"lease {self.key} not renewed for {time.monotonic() - self.last_renewed:.1f}s "
+                    f"(ttl {self.ttl:g}s): stopping before it can expire"
+                )
+            sent = time.monotonic()
+            try:
+                self._lock.extend(self.ttl, replace_ttl=True)
+            except LockNotOwnedError:
+                holder = self._current_holder()
+                why = f"taken over by {holder}" if holder else "gone (expired, deleted, or Redis restarted empty)"
+                self._declare_lost(f"lease {self.key} {why}")
+                self._stop.set()
+                return
+            except (RedisError, OSError) as exc:
+                failing_since = failing_since or sent
+                left = self.last_renewed + self.ttl - time.monotonic()
+                self._log.warning(
+                    "lock.renew_failed",
+                    key=self.key,
+                    error=_redact(f"{type(exc).__name__}: {exc}"),
+                    expires_in_s=round(max(left, 0.0), 2),
+                    lost=self.lost is not None or None,
+                )
+                continue
+            self.last_renewed = sent
+            self.renewals += 1
+            if failing_since is not None:
+                self._log.info("lock.renewed", key=self.key, after_failing_s=round(sent - failing_since, 2))
+                failing_since = None
+            else:
+                self._log.debug("lock.renewed", key=self.key, ttl_s=self.ttl)
+
+    def _current_holder(self) -> str | None:
+        try:
+            value = self._lock.redis.get(self.key)
+        except (RedisError, OSError):
+            return None
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+    def release(self) -> None:
+        """Stop renewing and delete the key if it is still ours. Never raises; idempotent."""
+        if self._released:
+            return
+        self._released = True
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(2 * self._timing["op_timeout"] + 1.0)
+        held_s = round(time.monotonic() - self.acquired_at, 3)
+        try:
+            self._lock.release()
+        except LockNotOwnedError:
+            self._log.warning("lock.release_failed", key=self.key, error="the lease was no longer ours", held_s=held_s)
+        except Exception as exc:  # Redis gone: the key expires on its own after the ttl
+            self._log.warning(
+                "lock.release_failed",
+                key=self.key,
+                error=_redact(f"{type(exc).__name__}: {exc}"),
+                expires_in_s=round(max(self.last_renewed + self.ttl - time.monotonic(), 0.0), 2),
+            )
+        else:
+            self._log.info("lock.released", key=self.key, held_s=held_s, renewals=self.renewals)
+        finally:
+            try:
+                self._lock.redis.close()
+            except Exception:  # pragma: no cover - closing never matters for the outcome
+                pass
+
+    def __enter__(self) -> RedisLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _client(url: str, op_timeout: float) -> Any:
+    try:
+        return redis.Redis.from_url(
+            url,
+            socket_timeout=op_timeout,
+            socket_connect_timeout=op_timeout,
+            retry=_RedisRetry(NoBackoff(), 0),  # the renewer has its own schedule; no hidden retries
+            health_check_interval=0,
+        )
+    except ValueError as exc:
+        raise ConfigError(_redact(f"lock redis URL {url}: {exc}")) from None
+
+
+def _holder_identity(run_id: str | None) -> str:
+    return f"{os.uname().nodename}:{os.getpid()}:{run_id or os.urandom(8).hex()}"
+
+
+def acquire_redis_lock(
+    job: Any, spec: Any, log: FilteringBoundLogger, on_lost: Callable[[str], None], *, run_id: str | None = None
+) -> RedisLease:
+    """Take the job's Redis lease or raise ``LockBusy`` / ``RedisUnavailable`` / ``ConfigError``.
+
+    ``on_lost(reason)`` is called (from the renewer thread, at most once) when the lease can no
+    longer be trusted; the runner stops the job then. The key's value, ``host:pid:run_id``,
+    names the holder (``run_id`` is random when not given).
+    """
+    url = redis_url(spec)
+    password = urlsplit(url).password
+    if password:
+        default_redactor().add(password)
+    shown = _redact(url)
+    ttl = float(spec.ttl_seconds)
+    timing = lease_timing(ttl)
+    name = getattr(job, "lock_name", None) or spec.name or job.name
+    key = KEY_PREFIX + name
+    client = _client(url, timing["op_timeout"])
+    wait = spec.wait_seconds or 0.0
+    lock = _FencedLock(
+        client,
+        key,
+        FENCE_PREFIX + name,
+        timeout=ttl,
+        sleep=0.1,
+        blocking=wait > 0,
+        blocking_timeout=wait or None,
+        thread_local=False,  # the renewer thread extends it
+    )
+    if wait:
+        log.info("lock.waiting", key=key, wait_s=wait)
+    try:
+        got = lock.acquire(token=_holder_identity(run_id))
+    except AuthenticationError as exc:
+        client.close()
+        raise ConfigError(_redact(f"Redis at {shown} refused our credentials: {exc}")) from None
+    except (RedisError, OSError) as exc:
+        client.close()
+        raise RedisUnavailable(_redact(f"Redis at {shown} is unreachable: {type(exc).__name__}: {exc}")) from None
+    except BaseException:
+        client.close()
+        raise
+    if not got:
+        raise _busy(lock, key, wait, client)
+    lease = RedisLease(lock, key=key, ttl=ttl, url=shown, log=log, on_lost=on_lost)
+    kill_grace = float(getattr(job, "kill_grace", 0) or 0)
+    log.info(
+        "lock.acquired",
+        key=key,
+        ttl_s=ttl,
+        fencing_token=lease.fencing_token,
+        holder=lease.holder,
+        redis=shown,
+    )
+    if kill_grace >= timing["stop_budget"]:
+        log.warning(
+            "lock.ttl_short",
+            key=key,
+            ttl_s=ttl,
+            kill_grace_s=kill_grace,
+            hint="a lost lease leaves ttl/3 to stop the job: make ttl at least 3 × (kill_grace + cleanup time)",
+        )
+    return lease.start()
+
+
+def _busy(lock: _FencedLock, key: str, wait: float, client: Any) -> LockBusy:
+    waited = f" after waiting {wait:g}s" if wait else ""
+    try:
+        if lock.refusal:
+            return LockBusy(f"Redis lease {key}: {lock.refusal}{waited}", key)
+        holder, pttl = client.get(key), client.pttl(key)
+        who = holder.decode("utf-8", "replace") if isinstance(holder, bytes) else "another run"
+        left = f", expires in {pttl / 1000:.1f}s unless renewed" if pttl and pttl > 0 else ""
+        return LockBusy(_redact(f"Redis lease {key} is held by {who}{left}{waited}"), key)
+    except (RedisError, OSError):
+        return LockBusy(f"Redis lease {key} is held by another run{waited}", key)
+    finally:
+        client.close()

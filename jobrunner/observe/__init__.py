@@ -1,0 +1,1 @@
+"""Views of the jobs: health, metrics, the status page, late jobs, failed units."""

@@ -1,0 +1,502 @@
+"""``jobrunner health``: is every job's timer armed, did its last run work, is it on time?
+
+A Nagios/Icinga plugin (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN), replacing
+check-timer-health.sh. Output: ``STATUS: summary | jobs=N ok=N warning=N critical=N unknown=N``,
+then one line per job; ``--json`` prints one object with every fact instead.
+
+Per job, the findings (the job's status is the worst of them):
+
+- timer (where systemd runs): ``<unit>.timer`` not found → UNKNOWN; not loaded (masked,
+  bad-setting) or not active → CRITICAL. The service: not found → UNKNOWN; failed while the
+  runner's state says success (SIGKILL, OOM: the runner could not record it) → WARNING.
+- runner state: last outcome not success → WARNING; ``consecutive_failures >= --fail-threshold``
+  (3) → CRITICAL; an unreadable state file → UNKNOWN.
+- staleness (scheduled jobs): ``interval`` = the longest gap between the next 9 elapses of the
+  schedule (``systemd-analyze calendar``) + jitter. The schedule is the timer's own
+  ``OnCalendar=`` and ``RandomizedDelaySec=`` where systemd has the timer loaded (a drop-in
+  may have moved it; a note says so), else the declaration's. ``stale_after = interval +
+  grace + the longest recent duration`` (grace: ``--grace`` or max(10% of interval, 5min)). No success for
+  ``stale_after`` → WARNING, for ``2 × stale_after`` → CRITICAL. A job that never succeeded
+  is measured from its timer's activation; without that (no systemd) it is WARNING "never ran".
+
+- conditions (``condition`` and ``conditions`` in ``--json``; docs/alerting.md): **late** (a
+  scheduled job whose last *start* is older than ``stale_after``: the timer did not fire),
+  **running_long** (running past its ``Alert(max_duration=)``) → WARNING; **failing** (the
+  last run failed; ``last success`` older than ``stale_after`` while it keeps starting),
+  **flapping** (``alerting.FLAP_CHANGES`` changes between success and failure in the last
+  ``FLAP_WINDOW`` runs of its history) → WARNING; **duration** (the last run's duration was
+  out of the ordinary) → WARNING; **silenced** (``jobrunner silence``, from a state directory
+  that belongs to the job's user): a silenced job is at most WARNING, and a silenced job with
+  a problem is WARNING, never OK.
+
+Without systemd (``/run/systemd/system`` absent: containers, CI) the timer and service
+checks are skipped with the note "systemd not running: timer state unknown" and the verdict
+comes from the state files alone. The overall status is the worst job's, ordered
+CRITICAL > WARNING > UNKNOWN > OK (monitoring-plugins' ``max_state_alt``). Command-line
+errors and an unknown JOB are UNKNOWN (3) too, as the plugin guidelines ask.
+
+Imports nothing beyond the standard library until it runs. The command itself (arguments,
+the plugin's text and JSON output) is ``jobrunner.cli.health``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobrunner.store.state import JobState
+
+__all__ = [
+    "CRITICAL",
+    "NAMES",
+    "OK",
+    "SEVERITY",
+    "CONDITIONS",
+    "UNKNOWN",
+    "WARNING",
+    "JobHealth",
+    "check_jobs",
+    "expected_interval",
+    "format_age",
+    "overall",
+    "stale_after",
+    "worst",
+]
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+SEVERITY = {OK: 0, UNKNOWN: 1, WARNING: 2, CRITICAL: 3}
+ITERATIONS = 8  # gaps looked at: "Mon..Fri" needs a week of elapses to see the weekend
+MIN_GRACE = 300.0
+GRACE_FRACTION = 0.10
+NO_SYSTEMD = "systemd not running: timer state unknown"
+TIMER_PROPS = (
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "Result",
+    "LastTriggerUSec",
+    "NextElapseUSecRealtime",
+    "ActiveEnterTimestamp",
+    "TimersCalendar",
+    "RandomizedDelayUSec",
+)
+SERVICE_PROPS = ("LoadState", "ActiveState", "SubState", "Result", "ExecMainStatus", "ExecMainExitTimestamp")
+
+
+# What a job can be in, most telling first (``JobHealth.condition``).
+CONDITIONS = ("silenced", "running_long", "late", "failing", "flapping", "duration")
+
+
+def worst(states: Sequence[int]) -> int:
+    return max(states, key=SEVERITY.__getitem__, default=OK)
+
+
+def expected_interval(
+    schedule: str | Sequence[str], jitter: float | None = None, *, base: float | None = None
+) -> float | None:
+    """Longest gap between consecutive elapses over the next ``ITERATIONS``, plus jitter (seconds).
+
+    None for a schedule that elapses at most once more. ``CalendarError`` when systemd-analyze
+    is missing or rejects it."""
+    from jobrunner.unitgen.calendar import calendar_iterations
+
+    times = calendar_iterations(schedule, ITERATIONS + 1, base=base)
+    if len(times) < 2:
+        return None
+    gap = max((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False))
+    return gap + (jitter or 0.0)
+
+
+def stale_after(interval: float, grace: float | None = None, durations: Sequence[float] = ()) -> float:
+    """Seconds without a success after which a job is stale (WARNING; twice that: CRITICAL)."""
+    if grace is None:
+        grace = max(GRACE_FRACTION * interval, MIN_GRACE)
+    return interval + grace + max((float(d) for d in durations), default=0.0)
+
+
+def format_age(seconds: float) -> str:
+    """``9000`` → ``"2h 30min"``: at most two units, whole seconds."""
+    from jobrunner.timespan import format_timespan
+
+    seconds = abs(seconds)
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    return " ".join(format_timespan(round(seconds)).split()[:2])
+
+
+@dataclass
+class JobHealth:
+    """The verdict on one job, with the reasons and every fact it was drawn from."""
+
+    job: str
+    unit: str
+    status: int = OK
+    reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    conditions: list[str] = field(default_factory=list)
+
+    def find(self, status: int, reason: str, condition: str | None = None) -> None:
+        self.status = worst([self.status, status])
+        (self.reasons if status != OK else self.notes).append(reason)
+        if condition and condition not in self.conditions:
+            self.conditions.append(condition)
+
+    @property
+    def condition(self) -> str:
+        """The one word for the job's state: the first of ``CONDITIONS`` it is in, else ok."""
+        return next((c for c in CONDITIONS if c in self.conditions), "ok")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "unit": self.unit,
+            "status": NAMES[self.status],
+            "exit_code": self.status,
+            "condition": self.condition,
+            "conditions": [c for c in CONDITIONS if c in self.conditions],
+            "reasons": self.reasons,
+            "notes": self.notes,
+            **self.facts,
+        }
+
+
+def overall(results: Sequence[JobHealth]) -> int:
+    return worst([r.status for r in results])
+
+
+def check_jobs(
+    jobs: Sequence[Any],
+    *,
+    now: float | None = None,
+    grace: float | None = None,
+    fail_threshold: int = 3,
+    state_root: str | None = None,
+    systemd: bool | None = None,
+) -> list[JobHealth]:
+    """Judge each job (a declared ``Job``); see the module docstring for the rules."""
+    _INTERVALS.clear()  # one check's memo (its ``now``), never a long-lived process's
+    from jobrunner.store.state import StateStore
+    from jobrunner.systemd.systemctl import SystemctlError, show_units, systemd_running
+
+    now = time.time() if now is None else now
+    systemd = systemd_running() if systemd is None else systemd
+    units: dict[str, dict[str, str]] | None = None
+    systemctl_error = None
+    if systemd:
+        names = [f"{j.unit}.{kind}" for j in jobs for kind in ("timer", "service")]
+        try:
+            units = show_units(names, sorted(set(TIMER_PROPS + SERVICE_PROPS)))
+        except SystemctlError as exc:
+            systemctl_error = str(exc)
+    results = []
+    for job in jobs:
+        health = JobHealth(job.name, job.unit, facts={"schedule": list(job.schedule), "systemd": systemd})
+        try:
+            state: JobState | None = StateStore(job.name, state_root).load()
+        except Exception as exc:
+            state = None
+            health.find(UNKNOWN, str(exc))
+        if systemctl_error:
+            health.find(UNKNOWN, systemctl_error)
+        _judge(health, job, state, units, now, grace, fail_threshold, state_root)
+        results.append(health)
+    return results
+
+
+def _judge(
+    h: JobHealth,
+    job: Any,
+    state: JobState | None,
+    units: dict[str, dict[str, str]] | None,
+    now: float,
+    grace: float | None,
+    fail_threshold: int,
+    state_root: str | None = None,
+) -> None:
+    from jobrunner.systemd.systemctl import timestamp
+
+    timer = units.get(f"{job.unit}.timer") if units is not None and job.schedule else None
+    service = units.get(f"{job.unit}.service") if units is not None else None
+    if not h.facts["systemd"]:
+        h.notes.append(NO_SYSTEMD)
+    timer_since: float | None = None
+    if timer is not None:
+        last_trigger = timestamp(timer.get("LastTriggerUSec"))
+        next_elapse = timestamp(timer.get("NextElapseUSecRealtime"))
+        active_since = timestamp(timer.get("ActiveEnterTimestamp"))
+        h.facts["timer"] = timer_facts = {
+            "unit": f"{job.unit}.timer",
+            "load_state": timer.get("LoadState"),
+            "active_state": timer.get("ActiveState"),
+            "sub_state": timer.get("SubState"),
+            "result": timer.get("Result"),
+            "last_trigger": last_trigger,
+            "next_elapse": next_elapse,
+            "active_since": active_since,
+            "calendar": timer_calendars(timer.get("TimersCalendar")),
+            "randomized_delay_s": _seconds(timer.get("RandomizedDelayUSec")),
+        }
+        if timer_facts["load_state"] == "not-found":
+            h.find(UNKNOWN, f"{job.unit}.timer does not exist (units not installed?)")
+        elif timer_facts["load_state"] != "loaded":
+            h.find(CRITICAL, f"{job.unit}.timer is {timer_facts['load_state']}")
+        elif timer_facts["active_state"] != "active":
+            h.find(CRITICAL, f"{job.unit}.timer is {timer_facts['active_state']} ({timer_facts['sub_state']})")
+        else:
+            timer_since = active_since
+            if next_elapse:
+                h.notes.append(f"next in {format_age(next_elapse - now)}")
+            if last_trigger:
+                h.notes.append(f"triggered {format_age(now - last_trigger)} ago")
+    if service is not None:
+        h.facts["service"] = service_facts = {
+            "unit": f"{job.unit}.service",
+            "load_state": service.get("LoadState"),
+            "active_state": service.get("ActiveState"),
+            "sub_state": service.get("SubState"),
+            "result": service.get("Result"),
+            "exec_main_status": _int(service.get("ExecMainStatus")),
+            "exec_main_exit": timestamp(service.get("ExecMainExitTimestamp")),
+        }
+        if service_facts["load_state"] == "not-found":
+            h.find(UNKNOWN, f"{job.unit}.service does not exist (units not installed?)")
+        elif service_facts["result"] not in ("success", "", None) and (
+            state is None or state.last_outcome in (None, "success")
+        ):
+            h.find(
+                WARNING,
+                f"{job.unit}.service failed: Result={service_facts['result']}, "
+                f"status {service_facts['exec_main_status']} (not recorded by the runner)",
+            )
+    if state is None:
+        return  # unreadable: already UNKNOWN; judging "never ran" from nothing would mislead
+    _judge_state(h, state, now, fail_threshold)
+    if job.schedule:
+        _judge_staleness(h, job, state, now, grace, timer_since)
+    _judge_skips(h, job, state, now)
+    _judge_alerting(h, job, state, now, state_root)
+
+
+def _judge_skips(h: JobHealth, job: Any, state: JobState, now: float) -> None:
+    """A job whose runs keep finding the lock held says so, with who holds it: stale scheduled
+    jobs carry it in their staleness reason; unscheduled ones warn after a few skips in a row."""
+    if not state.skipped_since:
+        return
+    from jobrunner.rules.skips import SKIPS_WITHOUT_SCHEDULE, describe_skipping
+
+    text = describe_skipping(state, now)
+    h.facts["skipping"] = {
+        "since": state.skipped_since,
+        "skips": state.consecutive_skips,
+        "holder": state.skip_holder,
+        "text": text,
+    }
+    stale = [i for i, r in enumerate(h.reasons) if r.startswith(("last success", "never succeeded", "late:"))]
+    if stale:
+        h.reasons[stale[0]] += f"; {text}"
+    elif not job.schedule and (state.consecutive_skips or 0) >= SKIPS_WITHOUT_SCHEDULE:
+        h.find(WARNING, text)
+    else:
+        h.notes.append(text)
+
+
+def _judge_state(h: JobHealth, state: JobState, now: float, fail_threshold: int) -> None:
+    keys = (
+        "last_start",
+        "last_finish",
+        "last_outcome",
+        "last_exit_code",
+        "last_success",
+        "last_failure",
+        "last_duration_s",
+        "last_error",
+        "last_skipped",
+        "running",
+        "skipped_since",
+        "consecutive_skips",
+        "skip_holder",
+    )
+    h.facts["state"] = {k: getattr(state, k) for k in keys}
+    h.facts["state"]["consecutive_failures"] = failures = state.consecutive_failures or 0
+    h.facts["state"]["runs"] = state.runs
+    outcome = state.last_outcome
+    if outcome and outcome != "success":
+        when = f" {format_age(now - state.last_finish)} ago" if state.last_finish else ""
+        error = f": {state.last_error}" if state.last_error else ""
+        h.find(WARNING, f"last run{when}: {outcome} (exit {state.last_exit_code}){error}", "failing")
+    if failures >= fail_threshold:
+        h.find(CRITICAL, f"{failures} consecutive failures (threshold {fail_threshold})", "failing")
+    running = state.running
+    if isinstance(running, dict) and running.get("since"):
+        h.notes.append(f"running for {format_age(now - float(running['since']))}")
+
+
+def _judge_alerting(h: JobHealth, job: Any, state: JobState, now: float, root: str | None) -> None:
+    """Running long, flapping, a duration out of the ordinary, and last a silence (which caps
+    what was found at WARNING, and is never OK with a problem)."""
+    from jobrunner.rules.alerting import FLAP_CHANGES, FLAP_WINDOW, alert_of_record, flapping, silence_active
+    from jobrunner.store.history import read_history
+    from jobrunner.store.state import default_state_dir
+
+    alert = alert_of_record(state.alert) if state.alert else getattr(job, "alert", None)
+    h.facts["alert"] = alert.record() if alert is not None else None
+    running = state.running
+    if alert is not None and alert.max_seconds and isinstance(running, dict):
+        since = running.get("since")
+        if isinstance(since, (int, float)) and now - float(since) > alert.max_seconds:
+            h.find(
+                WARNING,
+                f"running long: started {format_age(now - float(since))} ago, "
+                f"over its maximum of {format_age(alert.max_seconds)}",
+                "running_long",
+            )
+    anomaly = state.anomaly
+    if isinstance(anomaly, dict) and isinstance(anomaly.get("text"), str):
+        h.find(WARNING, f"last run {anomaly['text']}", "duration")
+    records = read_history(root or default_state_dir(), job.name, last=FLAP_WINDOW * 2).records
+    changes, runs = flapping(records)
+    if changes >= FLAP_CHANGES:
+        h.find(WARNING, f"flapping: {changes} changes between success and failure in the last {runs} runs", "flapping")
+    silence = silence_active(state, now)
+    if silence is None:
+        return
+    trusted, why = _silence_trusted(job, root)
+    if not trusted:
+        h.notes.append(f"a silence is recorded but ignored: {why}")
+        return
+    from jobrunner.rules.alerting import silence_text
+
+    h.facts["silence"] = silence
+    text = silence_text(silence, now)
+    if h.status in (WARNING, CRITICAL):
+        h.status = WARNING
+        h.reasons.insert(0, text)
+    else:
+        h.notes.insert(0, text)
+    h.conditions.append("silenced")
+
+
+def _silence_trusted(job: Any, root: str | None) -> tuple[bool, str]:
+    """A silence counts only from a state directory that belongs to the job's user or root:
+    another user's planted silence must not quiet a check."""
+    import pwd
+
+    from jobrunner.store.state import StateStore
+
+    try:
+        owner = StateStore(job.name, root).owner()
+    except OSError as exc:
+        return False, str(exc)
+    user = getattr(job, "user", None)
+    try:
+        expected = pwd.getpwnam(user).pw_uid if user else 0
+    except KeyError:
+        return False, f"user {user!r} does not exist"
+    if owner not in (0, expected):
+        return False, f"its state directory belongs to uid {owner}, not {user or 'root'}"
+    return True, ""
+
+
+def timer_calendars(value: str | None) -> list[str]:
+    """The ``OnCalendar=`` expressions in force, from ``systemctl show -p TimersCalendar``
+    (``{ OnCalendar=*-*-* 02:15:00 ; next_elapse=… }``, one line per expression)."""
+    return re.findall(r"OnCalendar=(.*?) ; next_elapse=", value or "")
+
+
+def _seconds(span: str | None) -> float | None:
+    from jobrunner.timespan import parse_timespan
+
+    try:
+        return parse_timespan(span) if span else None
+    except ValueError:
+        return None
+
+
+def _schedule(h: JobHealth, job: Any) -> tuple[Sequence[str], float | None]:
+    """What staleness is measured against: the timer's own ``OnCalendar=`` when systemd has
+    it loaded (an admin's drop-in may have moved the schedule), else the declaration."""
+    timer = h.facts.get("timer") or {}
+    if not timer.get("calendar"):
+        h.facts["schedule_source"] = "declaration"
+        return job.schedule, job.jitter
+    h.facts["schedule_source"] = "timer"
+    calendars, jitter = timer["calendar"], timer.get("randomized_delay_s")
+    from jobrunner.unitgen.calendar import normalize
+
+    try:
+        declared = sorted(normalize(spec) for spec in job.schedule)
+    except Exception:
+        declared = None
+    if declared is not None and declared != sorted(calendars):
+        h.notes.append(
+            f"schedule from {job.unit}.timer ({', '.join(calendars)}), not the declaration "
+            f"({', '.join(job.schedule)}): a drop-in overrides it"
+        )
+    return calendars, jitter
+
+
+_INTERVALS: dict[tuple[Any, ...], float | None | Exception] = {}
+
+
+def _judge_staleness(
+    h: JobHealth, job: Any, state: JobState, now: float, grace: float | None, timer_since: float | None
+) -> None:
+    schedule, jitter = _schedule(h, job)
+    # The instances of a job share its schedule: one systemd-analyze per schedule, not per row.
+    key = (tuple([schedule] if isinstance(schedule, str) else schedule), jitter, now)
+    if key not in _INTERVALS:
+        try:
+            _INTERVALS[key] = expected_interval(schedule, jitter, base=now)
+        except Exception as exc:  # CalendarError: no systemd-analyze, or a schedule it rejects
+            _INTERVALS[key] = exc
+    interval = _INTERVALS[key]
+    if isinstance(interval, Exception):
+        h.find(UNKNOWN, f"cannot compute the expected interval: {interval}")
+        return
+    if interval is None:
+        h.notes.append("schedule does not repeat: staleness not checked")
+        return
+    limit = stale_after(interval, grace, state.durations_s)
+    h.facts.update(expected_interval_s=interval, stale_after_s=limit, critical_after_s=2 * limit)
+    last_success = state.last_success
+    started = max(float(state.last_start or 0), float(state.last_skipped or 0))
+    condition = "failing"
+    if started and now - started > limit:
+        # Not even started within the limit: the timer did not fire (or the machine was off).
+        age = now - started
+        h.facts["start_age_s"] = age
+        text = f"late: last start {format_age(age)} ago"
+        condition = "late"
+    elif last_success:
+        age = now - float(last_success)
+        h.facts["success_age_s"] = age
+        text = f"last success {format_age(age)} ago"
+    elif timer_since:
+        age = now - timer_since
+        text = f"never succeeded; timer active for {format_age(age)}"
+        condition = "late" if not started else "failing"
+    elif h.facts["systemd"]:
+        return  # the timer's own finding (missing, inactive) already says what is wrong
+    else:
+        h.find(WARNING, "never ran" if not state.last_start else "never succeeded")
+        return
+    expected = f"expected every {format_age(interval)}"
+    if age > 2 * limit:
+        h.find(CRITICAL, f"{text} ({expected}, critical after {format_age(2 * limit)})", condition)
+    elif age > limit:
+        h.find(WARNING, f"{text} ({expected}, warning after {format_age(limit)})", condition)
+    else:
+        h.notes.insert(0, text)
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None

@@ -1,0 +1,1 @@
+"""Judgement without I/O of its own: schedules, alerting rules, skips."""

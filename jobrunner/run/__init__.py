@@ -1,0 +1,1 @@
+"""The run: its lifecycle, context, child processes, interrupts, logs, progress and hooks."""

@@ -1,0 +1,491 @@
+"""Per-job state: what ran, when, how it ended. One small JSON file per job.
+
+``$JOBRUNNER_STATE_DIR/<job>/state.json`` (default ``/var/lib/jobrunner`` as root, where the
+rendered units' ``StateDirectory=jobrunner/<job>`` makes it writable under
+``ProtectSystem=strict``; else ``$XDG_STATE_HOME/jobrunner`` or ``~/.local/state/jobrunner``).
+
+Writes are atomic (temp file, fsync, rename, fsync of the directory) and serialised by a
+flock on ``.state.lock`` beside it, so a skipped run recording itself never clobbers the
+holder's record. A reader never sees half a file.
+
+The job's directory belongs to the job's user, who may be the attacker of docs/security.md
+(a www-data job whose state root reads): every file in it is opened relative to the
+directory's descriptor with ``O_NOFOLLOW`` (a planted symlink is refused, never followed),
+only regular files of a bounded size are read, the lock is waited on for a bounded time, and
+what is read is checked against the schema (wrong types make the file "unreadable", never a
+crash). Files are 0640 and directories 0750 whatever the umask.
+
+What is read is a ``JobState``: every reader uses its attributes, never the file's keys.
+``StateStore.load()`` reads it, ``StateStore.apply(*changes)`` changes it under the lock (the
+runner folds what its hooks contribute into one write at the start of a run and one at the
+end). ``read()``/``update()`` are the same file as a plain dict, for tools and tests.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import field
+from typing import Any
+
+from jobrunner._record import record
+from jobrunner.errors import ConfigError
+from jobrunner.files import atomic_write
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "JobState",
+    "StateStore",
+    "atomic_write",
+    "default_state_dir",
+    "read_regular_file",
+    "record_finish",
+    "record_start",
+]
+
+KEEP_DURATIONS = 10
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+MAX_STATE_BYTES = 1 << 20
+LOCK_WAIT_S = 10.0
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def default_state_dir() -> str:
+    configured = os.environ.get("JOBRUNNER_STATE_DIR")
+    if configured:
+        return configured
+    if os.geteuid() == 0:
+        return "/var/lib/jobrunner"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "jobrunner")
+
+
+def read_regular_file(
+    name: str, *, dir_fd: int | None = None, limit: int = MAX_STATE_BYTES, owner: int | None = None
+) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (and, with ``owner``, belonging
+    to that uid), opened without following a symlink and without blocking on a FIFO;
+    ``OSError`` otherwise (``ELOOP``, ``EINVAL``, ``EPERM``, ``EFBIG``…)."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        info = os.fstat(fd)
+        if not _is_regular(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if owner is not None and info.st_uid != owner:
+            raise OSError(errno.EPERM, f"owned by uid {info.st_uid}, not {owner}")
+        if info.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _is_regular(mode: int) -> bool:
+    import stat
+
+    return stat.S_ISREG(mode)
+
+
+# -- the typed record ------------------------------------------------------------------------
+
+SCHEMA_VERSION = 1  # written as "schema"; files without it (older runners) are version 0 and load the same
+
+# The schema of state.json: key -> accepted JSON types. Unknown keys are kept as they are.
+_NUM = (int, float)
+_SCHEMA: dict[str, tuple[type, ...]] = {
+    "schema": (int,),
+    "job": (str,),
+    "last_run_id": (str,),
+    "last_outcome": (str,),
+    "last_error": (str,),
+    "notified_run_id": (str,),
+    "last_start": _NUM,
+    "last_finish": _NUM,
+    "last_success": _NUM,
+    "last_failure": _NUM,
+    "last_skipped": _NUM,
+    "last_duration_s": _NUM,
+    "last_exit_code": (int,),
+    "last_attempts": (int,),
+    "consecutive_failures": (int,),
+    "skipped_since": _NUM,
+    "consecutive_skips": (int,),
+    "skip_holder": (dict,),
+    "skip_notified": _NUM,
+    "runs": (dict,),
+    "durations_s": (list,),
+    "running": (dict,),
+    "notify": (dict,),
+    "ping": (dict,),
+    "notify_tags": (list,),
+    "alert": (dict,),
+    "silence": (dict,),
+    "anomaly": (dict,),
+    "anomalies": (dict,),
+    "recovered_from_unreadable_state": (bool,),
+}
+# Written only when not empty (an old file's "runs": {} reads the same as none).
+_COLLECTIONS = ("runs", "durations_s", "notify", "ping", "anomalies")
+
+
+@record
+class JobState:
+    """One job's ``state.json`` as attributes. ``None`` (or an empty collection) is "not
+    recorded"; keys this version does not know ride along in ``extra`` and are written back.
+
+    ``notify`` is the throttle's memory (``notify/throttle.py``), ``ping`` the ping queue's
+    (``notify/ping.py``), ``running`` the run in progress (``run_id``, ``pid``, ``since``),
+    ``skip_holder`` who held the lock (``pid``, ``user``). ``alert`` is the alerting rules the
+    last run applied (``Alert.record()``), ``silence`` the job's silence (``until``, ``since``,
+    ``by``, ``uid``, ``reason``; ``jobrunner silence``), ``anomaly`` the last run's duration
+    out of the ordinary (``None`` once a run is ordinary again) and ``anomalies`` their counts
+    by kind (``jobrunner/rules/alerting.py``)."""
+
+    schema: int | None = None
+    job: str | None = None
+    last_run_id: str | None = None
+    last_outcome: str | None = None
+    last_exit_code: int | None = None
+    last_error: str | None = None
+    last_start: float | None = None
+    last_finish: float | None = None
+    last_success: float | None = None
+    last_failure: float | None = None
+    last_skipped: float | None = None
+    last_duration_s: float | None = None
+    last_attempts: int | None = None
+    consecutive_failures: int | None = None
+    runs: dict[str, int] = field(default_factory=dict)
+    durations_s: list[float] = field(default_factory=list)
+    running: dict[str, Any] | None = None
+    skipped_since: float | None = None
+    consecutive_skips: int | None = None
+    skip_holder: dict[str, Any] | None = None
+    skip_notified: float | None = None
+    notified_run_id: str | None = None
+    notify_tags: list[str] | None = None
+    alert: dict[str, Any] | None = None
+    silence: dict[str, Any] | None = None
+    anomaly: dict[str, Any] | None = None
+    anomalies: dict[str, int] = field(default_factory=dict)
+    notify: dict[str, Any] = field(default_factory=dict)
+    ping: dict[str, Any] = field(default_factory=dict)
+    recovered_from_unreadable_state: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> JobState:
+        """The record in ``data`` (parsed JSON); ``ValueError`` naming the first field of a wrong
+        type. Booleans are not numbers here (``json`` would accept ``true`` as 1)."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        known: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            types = _SCHEMA.get(key)
+            if types is None:
+                extra[key] = value
+                continue
+            if value is None:
+                continue
+            if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+                raise ValueError(f"field {key!r} is {type(value).__name__}, not {'/'.join(t.__name__ for t in types)}")
+            known[key] = value
+        runs = known.get("runs") or {}
+        if any(not isinstance(v, int) or isinstance(v, bool) for v in runs.values()):
+            raise ValueError("field 'runs' must map outcomes to whole numbers")
+        if any(not isinstance(v, _NUM) or isinstance(v, bool) for v in known.get("durations_s") or ()):
+            raise ValueError("field 'durations_s' must be a list of numbers")
+        if any(not isinstance(v, int) or isinstance(v, bool) for v in (known.get("anomalies") or {}).values()):
+            raise ValueError("field 'anomalies' must map kinds to whole numbers")
+        running = known.get("running") or {}
+        if "since" in running and (not isinstance(running["since"], _NUM) or isinstance(running["since"], bool)):
+            raise ValueError("field 'running.since' must be a number")
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object to write: recorded fields only, unknown keys as they came."""
+        out = dict(self.extra)
+        for key in _SCHEMA:
+            value = getattr(self, key)
+            if value is None or key in _COLLECTIONS and not value:
+                continue
+            out[key] = value
+        return out
+
+    @property
+    def empty(self) -> bool:
+        """Nothing recorded (no state file, or an empty one)."""
+        return not self.to_dict()
+
+    def record_start(self, *, run_id: str, pid: int, now: float | None = None) -> None:
+        self.running = {"run_id": run_id, "pid": pid, "since": now or time.time()}
+        self.last_start = self.running["since"]
+
+    def record_finish(
+        self,
+        *,
+        run_id: str,
+        outcome: str,
+        exit_code: int,
+        started: float,
+        duration_s: float,
+        attempts: int,
+        error: str | None = None,
+        holder: dict[str, Any] | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Fold one finished run in (skipped runs only count, they are not results).
+
+        A skip also remembers since when the job has been skipping (``skipped_since``, the
+        first skip after the last run that ran) and who held the lock (``skip_holder``: pid,
+        user), so a job kept from running is never silent (docs/security.md); a run that runs
+        clears them."""
+        now = now or time.time()
+        self.runs = {**self.runs, outcome: int(self.runs.get(outcome, 0)) + 1}
+        if outcome == "skipped":
+            self.last_skipped = now
+            if not self.skipped_since:
+                self.skipped_since = now
+            self.consecutive_skips = (self.consecutive_skips or 0) + 1
+            if holder:
+                self.skip_holder = holder
+            return
+        self.skipped_since = self.consecutive_skips = self.skip_holder = self.skip_notified = None
+        if (self.running or {}).get("run_id") == run_id:
+            self.running = None
+        self.last_run_id = run_id
+        self.last_start = started
+        self.last_finish = now
+        self.last_outcome = outcome
+        self.last_exit_code = exit_code
+        self.last_duration_s = round(duration_s, 3)
+        self.last_attempts = attempts
+        self.durations_s = [*self.durations_s[-(KEEP_DURATIONS - 1) :], round(duration_s, 3)]
+        if outcome == "success":
+            self.last_success = now
+            self.consecutive_failures = 0
+            self.last_error = None
+        else:
+            self.last_failure = now
+            self.consecutive_failures = (self.consecutive_failures or 0) + 1
+            if error:
+                self.last_error = error
+
+
+def record_start(state: JobState | dict[str, Any], **kwargs: Any) -> None:
+    """``JobState.record_start`` (a plain dict is changed in place, for callers of the raw record)."""
+    _on(state, lambda s: s.record_start(**kwargs))
+
+
+def record_finish(state: JobState | dict[str, Any], **kwargs: Any) -> None:
+    """``JobState.record_finish`` (a plain dict is changed in place, for callers of the raw record)."""
+    _on(state, lambda s: s.record_finish(**kwargs))
+
+
+def _on(state: JobState | dict[str, Any], change: Callable[[JobState], None]) -> None:
+    if isinstance(state, JobState):
+        change(state)
+        return
+    typed = JobState.from_dict(state)
+    change(typed)
+    state.clear()
+    state.update(typed.to_dict())
+
+
+# -- the store ------------------------------------------------------------------------------
+
+
+class StateStore:
+    """The state file of one job."""
+
+    def __init__(self, job: str, root: str | None = None) -> None:
+        if not job or "/" in job or job in (".", ".."):
+            raise ConfigError(f"{job!r} is not a job name")
+        self.job = job
+        self.root = root or default_state_dir()
+        self.dir = os.path.join(self.root, job)
+        self.path = os.path.join(self.dir, "state.json")
+        self.lock_waited = 0.0  # seconds the last write waited for the state lock
+
+    def _open_dir(self, create: bool) -> int:
+        """The job's directory, opened relative to the state root, never through a symlink."""
+        if create:
+            # The root holds only the jobs' directories, each private on its own; jobs of
+            # other users must be able to reach theirs through it.
+            os.makedirs(self.root, mode=0o755, exist_ok=True)
+        rfd = os.open(self.root, _OPEN_DIR)
+        try:
+            if create:
+                try:
+                    os.mkdir(self.job, DIR_MODE, dir_fd=rfd)
+                except FileExistsError:
+                    pass
+            dfd = os.open(self.job, _OPEN_DIR | os.O_NOFOLLOW, dir_fd=rfd)
+        finally:
+            os.close(rfd)
+        if create:
+            # 0750 whatever made it (systemd's StateDirectory= makes 0755; a StateDirectoryMode=
+            # would also apply to the parent it creates, locking other jobs' users out of it).
+            info = os.fstat(dfd)
+            if info.st_uid == os.geteuid() and info.st_mode & 0o027:
+                os.fchmod(dfd, info.st_mode & 0o750)
+        return dfd
+
+    def owner(self) -> int:
+        """The uid the job's state directory belongs to (``OSError`` when there is none)."""
+        dfd = self._open_dir(create=False)
+        try:
+            return os.fstat(dfd).st_uid
+        finally:
+            os.close(dfd)
+
+    def load(self) -> JobState:
+        """The recorded state (empty when there is none); ``ConfigError`` when unreadable."""
+        try:
+            dfd = self._open_dir(create=False)
+        except FileNotFoundError:
+            return JobState()
+        except OSError as exc:
+            raise ConfigError(f"state directory {self.dir} is unusable: {exc.strerror or exc}") from None
+        try:
+            return self._read_at(dfd)
+        finally:
+            os.close(dfd)
+
+    def read(self) -> dict[str, Any]:
+        """``load()`` as the plain JSON object (``{}`` when there is none)."""
+        return self.load().to_dict()
+
+    def _read_at(self, dfd: int) -> JobState:
+        try:
+            return JobState.from_dict(json.loads(read_regular_file("state.json", dir_fd=dfd) or b"{}"))
+        except FileNotFoundError:
+            return JobState()
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not the schema
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"state file {self.path} is unreadable: {why}") from None
+
+    def apply(self, *changes: Callable[[JobState], None], wait: float = LOCK_WAIT_S) -> JobState:
+        """Read, apply ``changes`` in order, write back atomically, all under the state lock
+        (see ``_transact``); the record written, stamped with this ``SCHEMA_VERSION``."""
+        written: list[JobState] = []
+
+        def step(state: JobState) -> dict[str, Any]:
+            for change in changes:
+                change(state)
+            state.job, state.schema = self.job, SCHEMA_VERSION
+            written.append(state)
+            return state.to_dict()
+
+        self._transact(step, wait)
+        return written[0]
+
+    def try_apply(
+        self, *changes: Callable[[JobState], None], report: Callable[[str], None], wait: float = LOCK_WAIT_S
+    ) -> JobState | None:
+        """``apply``, where a state that cannot be written (read-only or full disk, a held lock)
+        is only reported (``report(why)``, ``None`` returned): a run's result stands without it."""
+        try:
+            return self.apply(*changes, wait=wait)
+        except OSError as exc:
+            report(exc.strerror or str(exc))
+            return None
+
+    def update(self, change: Callable[[dict[str, Any]], None], *, wait: float = LOCK_WAIT_S) -> dict[str, Any]:
+        """``apply`` for a change of the plain JSON object; returns the object written."""
+
+        def step(state: JobState) -> dict[str, Any]:
+            data = state.to_dict()
+            change(data)
+            data["job"] = self.job
+            return data
+
+        return self._transact(step, wait)
+
+    def _transact(self, step: Callable[[JobState], dict[str, Any]], wait: float) -> dict[str, Any]:
+        """Under the state lock: read, ``step`` to the object to write, write it atomically.
+
+        The lock is waited on for at most ``wait`` seconds (``TimeoutError`` after that: a
+        held ``.state.lock`` must not hang a run past its deadline). An unreadable file is
+        replaced by a fresh record marked ``recovered_from_unreadable_state``."""
+        dfd = self._open_dir(create=True)
+        try:
+            lock_fd = os.open(
+                ".state.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600, dir_fd=dfd
+            )
+            try:
+                began = time.monotonic()
+                try:
+                    _flock_bounded(lock_fd, wait, self.dir)
+                finally:
+                    self.lock_waited = time.monotonic() - began
+                try:
+                    state = self._read_at(dfd)
+                except ConfigError:
+                    state = JobState(recovered_from_unreadable_state=True)
+                data = step(state)
+                payload = json.dumps(data, indent=1, sort_keys=True, default=str).encode() + b"\n"
+                self._write_at(dfd, payload)
+                return data
+            finally:
+                os.close(lock_fd)
+        finally:
+            os.close(dfd)
+
+    def _write_at(self, dfd: int, payload: bytes) -> None:
+        """Atomically, keeping the file its directory owner's: root recording into a job
+        user's directory (``jobrunner alert``) gives the new file to that user through its
+        descriptor. Where root may not chown (the alert unit has no CAP_CHOWN), the user's
+        own file is rewritten in place instead, after checking it is one (regular, one link,
+        owned by the directory's owner), so root never creates a file the job could not read."""
+        owner = os.fstat(dfd)
+        uid = os.geteuid()
+        if owner.st_uid == uid:
+            atomic_write("state.json", payload, dir_fd=dfd)
+            return
+        try:
+            atomic_write("state.json", payload, dir_fd=dfd, owner=(owner.st_uid, owner.st_gid))
+            return
+        except PermissionError:
+            pass
+        fd = os.open("state.json", os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            info = os.fstat(fd)
+            if not _is_regular(info.st_mode) or info.st_nlink != 1 or info.st_uid != owner.st_uid:
+                raise OSError(errno.EPERM, "state.json is not the job user's own regular file")
+            os.pwrite(fd, payload, 0)
+            os.ftruncate(fd, len(payload))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _flock_bounded(fd: int, wait: float, where: str) -> None:
+    deadline = time.monotonic() + wait
+    delay = 0.005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    errno.ETIMEDOUT, f"the state lock in {where} is held by another process after {wait:g}s"
+                ) from None
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.1)

@@ -1,0 +1,1 @@
+"""Talking to systemd: systemctl show, sd_notify."""
