@@ -141,7 +141,7 @@ def _fleet(args: argparse.Namespace, now: float) -> list[JobHealth]:
     """The fleet's verdicts: the stream's records, judged with the intervals of the jobs this
     host declares (``--package``; a fleet's hosts share their jobs), where it declares any."""
     from jobrunner.fleet.stream import check_fleet, fleet_records
-    from jobrunner.observe.health import expected_interval
+    from jobrunner.rules.schedule import expected_interval
 
     records = fleet_records()
     intervals: dict[str, float] = {}

@@ -63,7 +63,7 @@ def _until(ts: float) -> str:
 
 def _list(root: str, as_json: bool) -> int:
     from jobrunner.admin.silences import list_silences
-    from jobrunner.observe.health import format_age
+    from jobrunner.rules.schedule import format_age
 
     now = time.time()
     rows: list[dict[str, Any]] = list_silences(root, now)

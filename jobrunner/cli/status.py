@@ -97,7 +97,7 @@ def status_rows(root: str, names: list[str]) -> list[dict[str, Any]]:
 
 
 def _when(value: Any, now: float) -> str:
-    from jobrunner.observe.health import format_age
+    from jobrunner.rules.schedule import format_age
 
     try:
         seconds = now - float(value)
@@ -107,7 +107,7 @@ def _when(value: Any, now: float) -> str:
 
 
 def _table(rows: list[dict[str, Any]], now: float) -> str:
-    from jobrunner.observe.health import format_age
+    from jobrunner.rules.schedule import format_age
 
     headers = ("JOB", "LAST OUTCOME", "LAST RUN", "LAST SUCCESS", "DURATION", "FAILS")
     table = []

@@ -251,7 +251,7 @@ class NotifyHook:
         """A run still going past its ``Alert(max_duration=)``: said while it runs (its own
         warning, once a run), so the admin hears of it before the timeout does."""
         from jobrunner.notify.message import running_long_message
-        from jobrunner.observe.health import format_age
+        from jobrunner.rules.schedule import format_age
 
         elapsed = time.monotonic() - run.started_mono
         run.log.warning("job.running_long", elapsed_s=round(elapsed, 3), limit_s=limit)

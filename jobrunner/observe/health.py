@@ -47,11 +47,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from jobrunner.rules.schedule import GRACE_FRACTION, ITERATIONS, MIN_GRACE, expected_interval, format_age, stale_after
+
 if TYPE_CHECKING:
     from jobrunner.store.state import JobState
 
 __all__ = [
     "CRITICAL",
+    "GRACE_FRACTION",
+    "ITERATIONS",
+    "MIN_GRACE",
     "NAMES",
     "OK",
     "SEVERITY",
@@ -70,9 +75,6 @@ __all__ = [
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 SEVERITY = {OK: 0, UNKNOWN: 1, WARNING: 2, CRITICAL: 3}
-ITERATIONS = 8  # gaps looked at: "Mon..Fri" needs a week of elapses to see the weekend
-MIN_GRACE = 300.0
-GRACE_FRACTION = 0.10
 NO_SYSTEMD = "systemd not running: timer state unknown"
 TIMER_PROPS = (
     "LoadState",
@@ -94,39 +96,6 @@ CONDITIONS = ("silenced", "running_long", "late", "failing", "flapping", "durati
 
 def worst(states: Sequence[int]) -> int:
     return max(states, key=SEVERITY.__getitem__, default=OK)
-
-
-def expected_interval(
-    schedule: str | Sequence[str], jitter: float | None = None, *, base: float | None = None
-) -> float | None:
-    """Longest gap between consecutive elapses over the next ``ITERATIONS``, plus jitter (seconds).
-
-    None for a schedule that elapses at most once more. ``CalendarError`` when systemd-analyze
-    is missing or rejects it."""
-    from jobrunner.unitgen.calendar import calendar_iterations
-
-    times = calendar_iterations(schedule, ITERATIONS + 1, base=base)
-    if len(times) < 2:
-        return None
-    gap = max((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False))
-    return gap + (jitter or 0.0)
-
-
-def stale_after(interval: float, grace: float | None = None, durations: Sequence[float] = ()) -> float:
-    """Seconds without a success after which a job is stale (WARNING; twice that: CRITICAL)."""
-    if grace is None:
-        grace = max(GRACE_FRACTION * interval, MIN_GRACE)
-    return interval + grace + max((float(d) for d in durations), default=0.0)
-
-
-def format_age(seconds: float) -> str:
-    """``9000`` → ``"2h 30min"``: at most two units, whole seconds."""
-    from jobrunner.timespan import format_timespan
-
-    seconds = abs(seconds)
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    return " ".join(format_timespan(round(seconds)).split()[:2])
 
 
 @dataclass

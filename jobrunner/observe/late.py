@@ -77,7 +77,7 @@ def notify_late(
     told before that started again; returns one line per notification sent or failed."""
     from jobrunner.notify import deliver
     from jobrunner.notify.throttle import repeat_window
-    from jobrunner.observe.health import format_age
+    from jobrunner.rules.schedule import format_age
 
     now = time.time() if now is None else now
     host = host or os.uname().nodename

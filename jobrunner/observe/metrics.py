@@ -173,7 +173,7 @@ def render_job_metrics(
     samples["jobrunner_skipping_since_timestamp_seconds"].append((plain, _num(state.skipped_since)))
     samples["jobrunner_consecutive_skips"].append((plain, _num(state.consecutive_skips)))
     if expected_interval_s:
-        from jobrunner.observe.health import stale_after
+        from jobrunner.rules.schedule import stale_after
 
         samples["jobrunner_expected_interval_seconds"].append((plain, float(expected_interval_s)))
         limit = stale_after(float(expected_interval_s), None, state.durations_s)
@@ -213,7 +213,7 @@ def _expected_interval(job: Any) -> float | None:
     schedule = getattr(job, "schedule", ())
     if not schedule:
         return None
-    from jobrunner.observe.health import expected_interval
+    from jobrunner.rules.schedule import expected_interval
 
     try:
         return expected_interval(schedule, getattr(job, "jitter", None))

@@ -163,7 +163,7 @@ def silence_active(state: JobState, now: float | None = None) -> dict[str, Any] 
 
 def silence_text(silence: Mapping[str, Any], now: float | None = None) -> str:
     """``silenced for 1h 59min more by alice: migrating``."""
-    from jobrunner.observe.health import format_age
+    from jobrunner.rules.schedule import format_age
 
     now = time.time() if now is None else now
     left = float(silence.get("until", now)) - now
@@ -198,7 +198,7 @@ def duration_anomaly(
     """What is out of the ordinary about a successful run of ``duration`` seconds, if anything.
     ``baseline()`` gives the durations of the recent successful runs (read only for
     ``slower_than_p95``)."""
-    from jobrunner.observe.health import format_age
+    from jobrunner.rules.schedule import format_age
 
     if alert.min_seconds and duration < alert.min_seconds:
         return Anomaly(

@@ -36,7 +36,7 @@ def skip_limit(job: Any, state: JobState, now: float | None = None) -> float | N
     """Seconds of skipping the schedule allows (``None``: unscheduled, or not computable)."""
     if not job.schedule:
         return None
-    from jobrunner.observe.health import expected_interval, stale_after
+    from jobrunner.rules.schedule import expected_interval, stale_after
 
     try:
         interval = expected_interval(job.schedule, job.jitter, base=now)
@@ -49,7 +49,7 @@ def skip_limit(job: Any, state: JobState, now: float | None = None) -> float | N
 
 def describe_skipping(state: JobState, now: float) -> str:
     """``skipped since 2026-12-01 02:15 (3h 5min), held by PID 812 (user www-data)``."""
-    from jobrunner.observe.health import format_age
+    from jobrunner.rules.schedule import format_age
 
     since = float(state.skipped_since or now)
     text = f"skipped since {time.strftime('%Y-%m-%d %H:%M', time.localtime(since))} ({format_age(now - since)})"
