@@ -17,7 +17,8 @@
   ``follow_io``, ``follow_commands``, ``follow_file``).
 - ``JobFunction``: what ``@job`` decorates; ``Completed``: what ``ctx.run`` returns.
 
-Only ``typing`` is imported here, so a job module pays nothing for its annotations.
+Only ``typing`` and ``jobrunner._record`` (for ``Completed``) are imported here, so a job module pays
+nothing for its annotations.
 """
 
 from __future__ import annotations
@@ -26,14 +27,24 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, ParamSpec, Protocol, TypeAlias, TypeVar, runtime_checkable
 
+from jobrunner._record import record
+
 if TYPE_CHECKING:  # pragma: no cover
     from types import TracebackType
 
     from structlog.typing import FilteringBoundLogger
 
-    from jobrunner.run.process import Completed
-
 __all__ = ["Completed", "HeldLock", "JobContext", "JobFunction", "ProgressStep", "Span"]
+
+
+@record(frozen=True)
+class Completed:
+    """What ``ctx.run`` returns: the exit status and, with ``capture=True``, stdout as text."""
+
+    returncode: int
+    stdout: str = ""
+    duration_s: float = 0.0
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -213,11 +224,3 @@ class JobContext(Protocol):
 
 JobFunction: TypeAlias = Callable[[JobContext], object]
 """A job: a function of its context (``def backup(ctx: JobContext) -> None``)."""
-
-
-def __getattr__(name: str) -> Any:
-    if name == "Completed":  # imported on first use: jobrunner.run.process is the run path's
-        from jobrunner.run.process import Completed
-
-        return Completed
-    raise AttributeError(f"module 'jobrunner.types' has no attribute {name!r}")

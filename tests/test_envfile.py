@@ -1,4 +1,4 @@
-"""jobrunner.store.envfile: systemd EnvironmentFile= syntax, stricter where systemd silently ignores mistakes."""
+"""jobrunner.envfile: systemd EnvironmentFile= syntax, stricter where systemd silently ignores mistakes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jobrunner.envfile import load_env_file, parse_env
 from jobrunner.errors import ConfigError
-from jobrunner.store.envfile import load_env_file, parse_env
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobrunner.store.envfile import parse_env
+from jobrunner.envfile import parse_env
 from tests.conftest import Launcher
 
 JOBS = """

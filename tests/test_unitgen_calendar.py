@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from jobrunner.errors import ConfigError
-from jobrunner.unitgen.calendar import (
+from jobrunner.systemd.calendar import (
     CalendarError,
     calendar_iterations,
     invalid_schedules,
@@ -59,6 +59,6 @@ def test_invalid_schedules_names_only_the_bad_ones():
 
 
 def test_calendar_imports_nothing_of_the_renderer():
-    code = "import sys, jobrunner.unitgen.calendar; print(sorted(m for m in sys.modules if m.startswith('jobrunner')))"
+    code = "import sys, jobrunner.systemd.calendar; print(sorted(m for m in sys.modules if m.startswith('jobrunner')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "jobrunner.unitgen.render" not in out and "jobrunner.declaration" not in out

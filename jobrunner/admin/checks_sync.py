@@ -22,7 +22,7 @@ changes nothing. New checks get ``$HC_CHANNELS`` (default ``*``: every integrati
 project); existing ones keep theirs.
 
 The API URL and key come from an env file (default ``/etc/jobrunner/healthchecks.env``:
-``HC_API_URL``, ``HC_API_KEY``), checked as every env file is (``jobrunner/store/envfile.py``: owned
+``HC_API_URL``, ``HC_API_KEY``), checked as every env file is (``jobrunner/envfile.py``: owned
 by root or the running user, not writable by others, not world-readable since it holds a
 key), never from the command line. The key is registered with the redactor and is in no
 output or error.
@@ -62,8 +62,8 @@ class Config:
 
 def load_config(path: str = DEFAULT_ENV_FILE) -> Config:
     """The sync's settings from ``path``; ``ConfigError`` (78) naming the file and the variable."""
+    from jobrunner.envfile import load_env_file
     from jobrunner.redact import default_redactor
-    from jobrunner.store.envfile import load_env_file
 
     env = load_env_file(path)
     key = env.get("HC_API_KEY", "").strip()

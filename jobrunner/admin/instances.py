@@ -78,7 +78,7 @@ def find_group(jobs: Sequence[Job], name: str, package: str) -> Group:
 
 def parse_settings(items: Sequence[str]) -> dict[str, str]:
     """``--set KEY=VALUE`` flags as a dict; a usage error (64) for a bad one."""
-    from jobrunner.store.envfile import _valid_name
+    from jobrunner.envfile import _valid_name
 
     settings: dict[str, str] = {}
     for item in items:
@@ -102,7 +102,7 @@ def _quote(value: str) -> str:
 
 def format_env(group: str, instance: str, settings: dict[str, str]) -> str:
     """The env file text (checked: parsing it gives ``settings`` back)."""
-    from jobrunner.store.envfile import parse_env
+    from jobrunner.envfile import parse_env
 
     lines = [
         f"# jobrunner instance {instance} of {group}: written by 'jobrunner instances add'.",

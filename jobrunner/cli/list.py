@@ -67,7 +67,7 @@ def _next_elapse(schedule: tuple[str, ...]) -> str | None:
     if not schedule:
         return None
     try:
-        from jobrunner.unitgen.calendar import next_elapse
+        from jobrunner.systemd.calendar import next_elapse
     except ImportError:
         return None
     times = [t for t in (next_elapse(s) for s in schedule) if t]

@@ -290,8 +290,8 @@ def check_fleet(
     (``jobrunner.observe.health.stale_after``). A host is CRITICAL when its newest record is older than
     ``silent_after`` (default ``host_silence_limit``). Facts name the last host to run each job
     (a fleet singleton's current runner) and each host's last outcome."""
-    from jobrunner.observe.health import CRITICAL, OK, WARNING, JobHealth
     from jobrunner.rules.schedule import format_age, stale_after
+    from jobrunner.rules.verdict import CRITICAL, OK, WARNING, JobHealth
     from jobrunner.store.history import outcome_matches
 
     intervals = intervals or {}

@@ -16,7 +16,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from jobrunner.importer.cron import Schedule
-from jobrunner.unitgen.calendar import calendar_iterations
+from jobrunner.systemd.calendar import calendar_iterations
 
 __all__ = ["Comparison", "compare", "local_zone", "systemd_firings"]
 

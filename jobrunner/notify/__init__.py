@@ -168,12 +168,12 @@ def recent_runs(run: Run, n: int) -> list[Any]:
 
 
 def failure_condition(run: Run, reason: str) -> str:
-    """What a failure message leads with: ``silence-ended``, ``flapping``, ``running-long`` (a
+    """What a failure message leads with: ``silence-ended``, ``flapping``, ``running_long`` (a
     timeout) or ``failing``. The history is read only here, when a failure is being sent."""
     if reason == "silence-ended":
         return reason
     if run.result.outcome == "timeout":
-        return "running-long"
+        return "running_long"
     from jobrunner.rules.alerting import FLAP_CHANGES, FLAP_WINDOW, flapping
 
     changes, _ = flapping(recent_runs(run, FLAP_WINDOW * 2))

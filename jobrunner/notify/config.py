@@ -135,7 +135,7 @@ def load(env: Mapping[str, str] | None = None) -> apprise.Apprise:
 def _load_file(path: str, asset: Any) -> list[Any]:
     import apprise
 
-    from jobrunner.store.envfile import read_regular_file
+    from jobrunner.envfile import read_regular_file
 
     try:
         # A regular file of at most 1 MiB, opened without blocking: /dev/zero or a FIFO is

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from jobrunner.redact import default_redactor
-from jobrunner.run.logs import format_tail_line
+from jobrunner.store.history import format_tail_line
 
 __all__ = [
     "anomaly_message",
@@ -64,7 +64,7 @@ def failure_message(
     why: str = "",
 ) -> tuple[str, str]:
     """Title and body for a failed, timed-out or terminated run. ``condition`` is what the
-    failure is part of (``failing``, ``flapping``, ``running-long``, ``silence-ended``) and
+    failure is part of (``failing``, ``flapping``, ``running_long``, ``silence-ended``) and
     ``why`` the alerting rule that made it due (``3 failures in a row``)."""
     outcome = result.outcome
     verb = _VERB.get(outcome, outcome)
@@ -100,7 +100,7 @@ def failure_message(
 _CONDITION = {
     "failing": "failing",
     "flapping": "flapping (alternating between success and failure)",
-    "running-long": "running long (stopped at its timeout)",
+    "running_long": "running long (stopped at its timeout)",
     "silence-ended": "still failing: the failures during its silence were not sent",
 }
 

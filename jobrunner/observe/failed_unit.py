@@ -113,7 +113,7 @@ def unit_state(unit: str) -> tuple[dict[str, str], str]:
 
 def journal_tail(unit: str, invocation: str, lines: int = 50) -> tuple[list[str], str]:
     """The unit's last journal lines (of that invocation when known), formatted."""
-    from jobrunner.run.logs import format_tail_line
+    from jobrunner.store.history import format_tail_line
 
     match = [f"_SYSTEMD_INVOCATION_ID={invocation}"] if invocation else ["-u", unit]
     out, why = _run(["journalctl", "--no-pager", "-o", "json", "-n", str(lines), *match])

@@ -44,10 +44,21 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jobrunner.rules.schedule import GRACE_FRACTION, ITERATIONS, MIN_GRACE, expected_interval, format_age, stale_after
+from jobrunner.rules.verdict import (
+    CONDITIONS,
+    CRITICAL,
+    NAMES,
+    OK,
+    SEVERITY,
+    UNKNOWN,
+    WARNING,
+    JobHealth,
+    overall,
+    worst,
+)
 
 if TYPE_CHECKING:
     from jobrunner.store.state import JobState
@@ -72,9 +83,6 @@ __all__ = [
     "worst",
 ]
 
-OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
-NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
-SEVERITY = {OK: 0, UNKNOWN: 1, WARNING: 2, CRITICAL: 3}
 NO_SYSTEMD = "systemd not running: timer state unknown"
 TIMER_PROPS = (
     "LoadState",
@@ -88,55 +96,6 @@ TIMER_PROPS = (
     "RandomizedDelayUSec",
 )
 SERVICE_PROPS = ("LoadState", "ActiveState", "SubState", "Result", "ExecMainStatus", "ExecMainExitTimestamp")
-
-
-# What a job can be in, most telling first (``JobHealth.condition``).
-CONDITIONS = ("silenced", "running_long", "late", "failing", "flapping", "duration")
-
-
-def worst(states: Sequence[int]) -> int:
-    return max(states, key=SEVERITY.__getitem__, default=OK)
-
-
-@dataclass
-class JobHealth:
-    """The verdict on one job, with the reasons and every fact it was drawn from."""
-
-    job: str
-    unit: str
-    status: int = OK
-    reasons: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)
-    conditions: list[str] = field(default_factory=list)
-
-    def find(self, status: int, reason: str, condition: str | None = None) -> None:
-        self.status = worst([self.status, status])
-        (self.reasons if status != OK else self.notes).append(reason)
-        if condition and condition not in self.conditions:
-            self.conditions.append(condition)
-
-    @property
-    def condition(self) -> str:
-        """The one word for the job's state: the first of ``CONDITIONS`` it is in, else ok."""
-        return next((c for c in CONDITIONS if c in self.conditions), "ok")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "job": self.job,
-            "unit": self.unit,
-            "status": NAMES[self.status],
-            "exit_code": self.status,
-            "condition": self.condition,
-            "conditions": [c for c in CONDITIONS if c in self.conditions],
-            "reasons": self.reasons,
-            "notes": self.notes,
-            **self.facts,
-        }
-
-
-def overall(results: Sequence[JobHealth]) -> int:
-    return worst([r.status for r in results])
 
 
 def check_jobs(
@@ -396,7 +355,7 @@ def _schedule(h: JobHealth, job: Any) -> tuple[Sequence[str], float | None]:
         return job.schedule, job.jitter
     h.facts["schedule_source"] = "timer"
     calendars, jitter = timer["calendar"], timer.get("randomized_delay_s")
-    from jobrunner.unitgen.calendar import normalize
+    from jobrunner.systemd.calendar import normalize
 
     try:
         declared = sorted(normalize(spec) for spec in job.schedule)

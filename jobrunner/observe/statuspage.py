@@ -351,7 +351,7 @@ def render_fleet(
     the host's last outcome, when, and its failure streak; then the hosts, with those that
     stopped reporting marked (``verdicts``: ``jobrunner.fleet.stream.check_fleet``'s)."""
     from jobrunner.fleet.stream import matrix
-    from jobrunner.observe.health import NAMES, OK
+    from jobrunner.rules.verdict import NAMES, OK
 
     now = time.time() if now is None else now
     cells = matrix(list(records))  # (host, job) -> last outcome, its start, failure streak

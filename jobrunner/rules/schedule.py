@@ -2,7 +2,7 @@
 
 Below health, alerting, skips, metrics, the fleet and the notifications, which all judge a
 job against its schedule: kept here, with no I/O of its own beyond ``systemd-analyze
-calendar`` (through ``unitgen.calendar``), so none of them has to import another to get it.
+calendar`` (through ``systemd.calendar``), so none of them has to import another to get it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def expected_interval(
 
     None for a schedule that elapses at most once more. ``CalendarError`` when systemd-analyze
     is missing or rejects it."""
-    from jobrunner.unitgen.calendar import calendar_iterations
+    from jobrunner.systemd.calendar import calendar_iterations
 
     times = calendar_iterations(schedule, ITERATIONS + 1, base=base)
     if len(times) < 2:

@@ -12,7 +12,7 @@ into its one state write of that stage. A hook's exception is logged (``failure_
 never changes the run's outcome or exit code.
 
 ``load_hooks`` is the one place that decides what is configured, from the environment, and
-imports a hook's module only then, so an unconfigured timer tick imports none of them:
+imports a hook's module only then (``HOOKS``, a table of ``module:factory`` names), so an unconfigured timer tick imports none of them:
 
 - history: always, unless ``$JOBRUNNER_HISTORY=off`` (``jobrunner.store.history``: one line
   appended to the job's ``history.jsonl``, standard library only); with it, where
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -59,40 +59,75 @@ def notify_configured(env: Mapping[str, str] | None = None) -> bool:
     )
 
 
+# The hooks a run may have, in the order they run: (name, "module:factory", arguments). The
+# arguments come from the job, the run's options and the environment alone (cheap, standard
+# library); None means "not configured". Only a configured hook's module is imported, by name,
+# so an unconfigured timer tick imports none of them and this module depends on none of the
+# features it loads (the layers in pyproject.toml). Adding a hook is adding a line.
+_Args = tuple[tuple[Any, ...], dict[str, Any]] | None
+
+
+def _history_on(env: Mapping[str, str]) -> bool:
+    return env.get("JOBRUNNER_HISTORY", "").strip().lower() not in ("off", "0", "no", "false")
+
+
+def _history(job: Any, options: RunOptions, env: Mapping[str, str]) -> _Args:
+    return ((env,), {}) if _history_on(env) else None
+
+
+def _fleet(job: Any, options: RunOptions, env: Mapping[str, str]) -> _Args:
+    # The fleet's shared history, where $JOBRUNNER_REDIS_URL is set (and history is on).
+    url = env.get("JOBRUNNER_REDIS_URL", "").strip()
+    return ((url, env), {}) if url and _history_on(env) else None
+
+
+def _metrics(job: Any, options: RunOptions, env: Mapping[str, str]) -> _Args:
+    # Units point at node_exporter's textfile directory; on a host without node_exporter it
+    # does not exist, and that is not worth an error on every run.
+    directory = env.get("JOBRUNNER_METRICS_DIR")
+    return ((directory,), {}) if directory and os.path.isdir(directory) else None
+
+
+def _notify(job: Any, options: RunOptions, env: Mapping[str, str]) -> _Args:
+    if not options.notify:
+        return None
+    ping = None
+    if any(k.startswith("JOBRUNNER_PING_URL") and v.strip() for k, v in env.items()):
+        ping = _load("jobrunner.notify.ping:ping_url")(job, env)
+    notifications = notify_configured(env)
+    return ((), {"notifications": notifications, "ping": ping}) if notifications or ping else None
+
+
+HOOKS: tuple[tuple[str, str, Callable[[Any, RunOptions, Mapping[str, str]], _Args]], ...] = (
+    ("history", "jobrunner.store.history:HistoryHook", _history),
+    ("fleet", "jobrunner.fleet.stream:FleetHook", _fleet),
+    ("metrics", "jobrunner.observe.metrics:MetricsHook", _metrics),
+    ("notify", "jobrunner.notify:notify_hooks", _notify),  # returns a list: notifications, pings
+)
+
+
+def _load(ref: str) -> Any:
+    import importlib
+
+    module, _, attr = ref.partition(":")
+    value: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def load_hooks(job: Any, options: RunOptions, env: Mapping[str, str] | None = None) -> list[Hook]:
-    """The hooks configured for this run of ``job``, in the order they run."""
+    """The hooks configured for this run of ``job``, in the order they run (``HOOKS``)."""
     env = os.environ if env is None else env
     if options.dry_run:
         return []
     hooks: list[Hook] = []
-    if env.get("JOBRUNNER_HISTORY", "").strip().lower() not in ("off", "0", "no", "false"):
-        from jobrunner.store.history import HistoryHook
-
-        hooks.append(HistoryHook(env))
-        redis_url = env.get("JOBRUNNER_REDIS_URL", "").strip()
-        if redis_url:  # the fleet's shared history (imports redis, so only when configured)
-            from jobrunner.fleet.stream import FleetHook
-
-            hooks.append(FleetHook(redis_url, env))
-    metrics_dir = env.get("JOBRUNNER_METRICS_DIR")
-    # Units point at node_exporter's textfile directory; on a host without node_exporter it
-    # does not exist, and that is not worth an error on every run.
-    if metrics_dir and os.path.isdir(metrics_dir):
-        from jobrunner.observe.metrics import MetricsHook
-
-        hooks.append(MetricsHook(metrics_dir))
-    if not options.notify:
-        return hooks
-    ping = None
-    if any(k.startswith("JOBRUNNER_PING_URL") and v.strip() for k, v in env.items()):
-        from jobrunner.notify.ping import ping_url
-
-        ping = ping_url(job, env)
-    notifications = notify_configured(env)
-    if notifications or ping:
-        from jobrunner.notify import notify_hooks
-
-        hooks.extend(notify_hooks(notifications=notifications, ping=ping))
+    for _name, factory, arguments in HOOKS:
+        found = arguments(job, options, env)
+        if found is None:
+            continue
+        made = _load(factory)(*found[0], **found[1])
+        hooks.extend(made if isinstance(made, list) else [made])
     return hooks
 
 

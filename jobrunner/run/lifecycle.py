@@ -36,6 +36,7 @@ import structlog
 
 from jobrunner import errors
 from jobrunner.declaration import Job, alert_variable
+from jobrunner.envfile import load_env_file
 from jobrunner.errors import CommandFailed, ConfigError, Interrupt, JobTimeout, LockBusy, LockLost
 from jobrunner.redact import default_redactor
 from jobrunner.run.context import Context
@@ -43,7 +44,6 @@ from jobrunner.run.hooks import call_hooks, load_hooks
 from jobrunner.run.interrupts import CleanupTimeout, Signals, Watchdog
 from jobrunner.run.logs import capture_output, configure_logging
 from jobrunner.run.model import Run, RunOptions, RunResult
-from jobrunner.store.envfile import load_env_file
 from jobrunner.store.state import LOCK_WAIT_S as STATE_LOCK_WAIT_S
 from jobrunner.store.state import JobState, StateStore, default_state_dir
 

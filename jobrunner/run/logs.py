@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, cast
 import structlog
 
 from jobrunner.redact import Redactor
+from jobrunner.store.history import format_tail_line
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -104,17 +105,6 @@ class _Head:
             if value is not None:  # optional fields are left out rather than written as null
                 head[key] = value
         return head
-
-
-def format_tail_line(event: dict[str, Any]) -> str:
-    """A compact human line for notification bodies: ``08:15:02 error job.failed key=value``."""
-    if event.get("event") in ("proc.output", "job.output"):
-        return str(event.get("line", ""))
-    extras = " ".join(
-        f"{k}={v}" for k, v in event.items() if k not in _FIRST and k not in ("exception",) and v is not None
-    )
-    ts = str(event.get("ts", ""))[11:19]
-    return f"{ts} {event.get('level', '')} {event.get('event', '')} {extras}".rstrip()
 
 
 def _open_log_file(path: str) -> tuple[int | None, str | None]:

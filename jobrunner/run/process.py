@@ -31,8 +31,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-from jobrunner._record import record
 from jobrunner.errors import CommandFailed
+from jobrunner.types import Completed
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -44,15 +44,6 @@ _CHUNK = 64 * 1024
 _DRAIN_AFTER_EXIT = 1.0
 _PR_SET_CHILD_SUBREAPER = 36
 _CUT = " …[truncated]"
-
-
-@record(frozen=True)
-class Completed:
-    """What ``ctx.run`` returns: the exit status and, with ``capture=True``, stdout as text."""
-
-    returncode: int
-    stdout: str = ""
-    duration_s: float = 0.0
 
 
 def _members(pgid: int) -> list[int]:

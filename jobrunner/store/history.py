@@ -165,6 +165,20 @@ class RunRecord:
 # -- configuration ---------------------------------------------------------------------------
 
 
+_HEAD = ("ts", "level", "event", "job", "run_id", "host")  # the fields every log line starts with
+
+
+def format_tail_line(event: dict[str, Any]) -> str:
+    """A compact human line for notification bodies: ``08:15:02 error job.failed key=value``."""
+    if event.get("event") in ("proc.output", "job.output"):
+        return str(event.get("line", ""))
+    extras = " ".join(
+        f"{k}={v}" for k, v in event.items() if k not in _HEAD and k not in ("exception",) and v is not None
+    )
+    ts = str(event.get("ts", ""))[11:19]
+    return f"{ts} {event.get('level', '')} {event.get('event', '')} {extras}".rstrip()
+
+
 def enabled(env: Mapping[str, str] | None = None) -> bool:
     env = os.environ if env is None else env
     return env.get("JOBRUNNER_HISTORY", "").strip().lower() not in ("off", "0", "no", "false")
@@ -317,8 +331,6 @@ def record_of(run: Run) -> RunRecord:
     result = run.result
     tail: tuple[str, ...] = ()
     if result.outcome not in _OUTCOMES_OK:
-        from jobrunner.run.logs import format_tail_line
-
         # The log sink's events passed the redactor; cut to a bound.
         events = [e for e in run.tail if e.get("event") != "job.finished"][-MAX_TAIL_LINES:]
         tail = tuple(format_tail_line(e)[:MAX_TAIL_LINE] for e in events)

@@ -51,8 +51,8 @@ from typing import Any
 
 from jobrunner.declaration import Job
 from jobrunner.errors import ConfigError
+from jobrunner.systemd.calendar import invalid_schedules
 from jobrunner.timespan import format_timespan
-from jobrunner.unitgen.calendar import invalid_schedules
 from jobrunner.unitgen.hardening import alert_directives, hardening_directives, under_home
 from jobrunner.unitgen.ini import GENERATED_MARK, Unit
 

@@ -62,7 +62,7 @@ def health(sb: Sandbox, *args: str) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def jobs_installed(installed_sandbox: Sandbox) -> Sandbox:
     sb = installed_sandbox
-    probe = sb.run([installed_python(sb), "-c", "import jobrunner.unitgen.calendar"], check=False)
+    probe = sb.run([installed_python(sb), "-c", "import jobrunner.systemd.calendar"], check=False)
     if probe.returncode != 0:
         pytest.fail(
             "the installed wheel lacks jobrunner.unitgen (pyproject.toml [tool.setuptools] packages must "
