@@ -101,14 +101,14 @@ def _run(argv: list[str], timeout: float = 15) -> tuple[str | None, str]:
 
 
 def unit_state(unit: str) -> tuple[dict[str, str], str]:
-    """``systemctl show`` of the unit as a dict, and why it is empty when it is."""
-    args = ["systemctl", "show", "--no-pager"]
-    for prop in PROPS:
-        args += ["-p", prop]
-    out, why = _run([*args, "--", unit])
-    if out is None:
-        return {}, why
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line), ""
+    """``systemctl show`` of the unit as a dict (``systemd.systemctl``, the one reader), and why
+    it is empty when it is."""
+    from jobrunner.systemd.systemctl import SystemctlError, show_units
+
+    try:
+        return show_units([unit], PROPS)[unit], ""
+    except SystemctlError as exc:
+        return {}, str(exc)
 
 
 def journal_tail(unit: str, invocation: str, lines: int = 50) -> tuple[list[str], str]:
