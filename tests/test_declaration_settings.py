@@ -51,7 +51,7 @@ def test_every_setting_is_checked_and_a_wrong_type_is_named() -> None:
 
     for name in _settings(job):
         try:
-            job(**{name: object()})(probe)
+            job(**{name: object()})(probe)  # type: ignore[call-overload]  # a wrong type, on purpose
         except ConfigError as exc:
             assert f": {name}:" in str(exc), (name, str(exc))
         else:
