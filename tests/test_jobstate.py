@@ -141,3 +141,27 @@ def test_try_apply_reports_instead_of_raising(tmp_path: Path) -> None:
     said: list[str] = []
     assert StateStore("j", str(blocked)).try_apply(lambda s: None, report=said.append) is None
     assert len(said) == 1 and said[0]
+
+
+def test_the_schema_checked_on_read_is_the_records_own_annotations():
+    """``state.json`` is read against ``_SCHEMA``; each of its entries says what the ``JobState``
+    annotation says (float fields take whole numbers too, as JSON writes them), and every field
+    but ``extra`` is in it, so a field added to the record and forgotten in the schema fails here."""
+    import types as types_module
+    import typing
+
+    from jobrunner.store import state as state_module
+
+    hints = typing.get_type_hints(state_module.JobState)
+    schema = state_module._SCHEMA
+    assert set(schema) == set(hints) - {"extra"}
+    for key, types in schema.items():
+        hint = hints[key]
+        args = (
+            [a for a in typing.get_args(hint) if a is not type(None)]
+            if isinstance(hint, types_module.UnionType)
+            else [hint]
+        )
+        origin = typing.get_origin(args[0]) or args[0]
+        expected = (int, float) if origin is float else (origin,)
+        assert tuple(types) == expected, (key, types, hint)
