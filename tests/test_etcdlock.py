@@ -373,6 +373,10 @@ def test_bad_lease_urls_are_one_line_and_their_exit_code(launcher):
         assert "hunter2" not in run.stderr + run.stdout
     usage = launcher.run("exec", "x", "--lease", "zk://h", "--", "true")
     assert usage.returncode == 64 and len(usage.stderr.strip().splitlines()) == 1 and "zk://" in usage.stderr
+    for flags in (["--lease", "redis://:hunter2@h:6379/0"], ["--lease", "etcd://h:2379", "--redis"]):
+        usage = launcher.run("exec", "x", *flags, "--", "true")
+        assert usage.returncode == 64 and len(usage.stderr.strip().splitlines()) == 1, usage.stderr
+        assert "--lease" in usage.stderr and "hunter2" not in usage.stderr
 
 
 def test_unreachable_etcd_fails_the_run_or_falls_back_to_the_file_lock(fleet):
