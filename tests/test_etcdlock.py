@@ -171,6 +171,19 @@ def test_lock_url_picks_the_backend_and_redis_is_an_alias():
         assert "secret" not in str(caught.value)
 
 
+def test_units_of_a_leased_job_wait_for_the_network_and_make_no_lock_file():
+    from jobrunner.unitgen.render import render_service, render_tmpfiles
+
+    def sync_feeds(ctx):
+        pass
+
+    leased = job(schedule="hourly", user="www-data", lock=Lock(url="etcd://10.0.0.5:2379"))(sync_feeds)
+    filed = job(schedule="hourly", user="www-data", lock=True)(sync_feeds)
+    assert "network-online.target" in render_service(leased)
+    assert "sync_feeds.lock" not in render_tmpfiles([leased])  # the lease is in etcd, not a file
+    assert "sync_feeds.lock" in render_tmpfiles([filed])
+
+
 @given(st.text(max_size=60))
 def test_any_lease_url_is_a_lock_or_one_value_error(text):
     try:
