@@ -147,12 +147,18 @@ class EtcdLease(RenewedLease):
             raise LeaseGone(f"taken over by {_unb64(kvs[0].get('value', ''))}")
 
     def _give_back(self) -> None:
+        gateway = self._gateway
+        if self._thread.is_alive():  # the renewer is still in a call: never share its connection
+            gateway = _Gateway(gateway.host, gateway.port, gateway.timeout)
         try:
-            self._gateway.call("/v3/lease/revoke", {"ID": self.lease_id})
+            gateway.call("/v3/lease/revoke", {"ID": self.lease_id})
         except EtcdError as exc:
             if exc.code == 5:
                 raise LeaseGone(str(exc)) from None
             raise
+        finally:
+            if gateway is not self._gateway:
+                gateway.close()
 
     def _close(self) -> None:
         self._gateway.close()
