@@ -39,6 +39,42 @@ def _span(value: Any, what: str = "", *, allow_none: bool = True) -> float | Non
         raise ValueError(f"{what}: {exc}" if what else str(exc)) from None
 
 
+LEASE_SCHEMES = ("redis", "rediss", "unix", "etcd")
+"""The URL schemes of ``Lock(url=)``: the keys of ``jobrunner.locks.abc.BACKENDS`` (a test
+checks they agree; the public surface does not import the locks layer)."""
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://\S+$")
+
+
+def _lease_scheme(url: object) -> str:
+    """The registered scheme of a lease URL, or ``ValueError`` naming the ones there are."""
+    match = _URL.match(url) if isinstance(url, str) else None
+    known = ", ".join(f"{s}://" for s in LEASE_SCHEMES)
+    if match is None:
+        raise ValueError(f"lock url={url!r}: not a URL; use {known}")
+    scheme = match.group(1).lower()
+    if scheme not in LEASE_SCHEMES:
+        raise ValueError(f"lock url: unknown scheme {scheme + '://'!r}; use {known}")
+    if scheme == "etcd":
+        _check_etcd(url)  # type: ignore[arg-type]
+    return scheme
+
+
+def _check_etcd(url: str) -> None:
+    """``etcd://host[:port][/]``: what the etcd backend can speak (plain HTTP, no credentials)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError as exc:
+        raise ValueError(f"lock url: {exc}") from None
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("lock url: etcd credentials are not supported; use etcd://host:port")
+    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("lock url: use etcd://host:port (no path or query)")
+
+
 @record(frozen=True)
 class Lock:
     """How a job's runs exclude each other (flock(1) semantics).
@@ -50,10 +86,12 @@ class Lock:
     - ``Lock(name="/var/lock/backup.lock")``: an absolute path locks that very file, so a job
       excludes legacy scripts that run under ``flock /var/lock/backup.lock``.
     - ``busy="fail"``: a held lock is a failure (exit 1, alerts) rather than a skip.
-    - ``Lock(redis="redis://host:6379/0", ttl="60s")``: a lease in Redis, so one server of a
-      fleet runs the job (``redis=True`` reads the URL from ``$JOBRUNNER_REDIS_URL``).
-      ``unavailable="local"`` falls back to the file lock, with a warning, when Redis cannot
-      be reached at start; the default ``"fail"`` fails the run.
+    - ``Lock(url="redis://host:6379/0", ttl="60s")`` or ``Lock(url="etcd://host:2379")``: a
+      lease in Redis or etcd, so one server of a fleet runs the job (``jobrunner.locks.abc``
+      picks the backend by the URL's scheme). ``Lock(redis=URL)`` is the same as
+      ``Lock(url=URL)`` for Redis; ``redis=True`` reads the URL from ``$JOBRUNNER_REDIS_URL``.
+      ``unavailable="local"`` falls back to the file lock, with a warning, when the lease's
+      store cannot be reached at start; the default ``"fail"`` fails the run.
     """
 
     name: str | None = None
@@ -63,8 +101,11 @@ class Lock:
     redis: str | bool | None = None
     ttl: str | float = "60s"
     unavailable: Literal["fail", "local"] = "fail"
+    url: str | None = None
     wait_seconds: float | None = field(init=False, repr=False, compare=False)
     ttl_seconds: float = field(init=False, repr=False, compare=False)
+    backend: str | None = field(init=False, repr=False, compare=False)
+    """The lease's URL scheme (``"redis"``, ``"etcd"``…), ``None`` for a file lock."""
 
     def __post_init__(self) -> None:
         if self.name is not None:
@@ -81,10 +122,20 @@ class Lock:
                 raise ValueError(
                     "lock redis=: use a redis://, rediss:// or unix:// URL, or True for $JOBRUNNER_REDIS_URL"
                 )
-        if self.redis and self.shared:
-            raise ValueError("lock: shared=True is for file locks; a Redis lease is exclusive")
-        if self.redis and self.ttl_seconds < 1:
-            raise ValueError("lock ttl: a Redis lease needs at least 1s")
+        backend = "redis" if self.redis else None
+        if self.url is not None:
+            if self.redis is not None and self.redis != self.url:
+                raise ValueError("lock: give the lease's URL once, as url= (redis= is its old name)")
+            backend = _lease_scheme(self.url)
+            if backend in _REDIS_SCHEMES:
+                object.__setattr__(self, "redis", self.url)  # jobrunner.locks.redis reads .redis
+        elif isinstance(self.redis, str):
+            object.__setattr__(self, "url", self.redis)
+        object.__setattr__(self, "backend", backend)
+        if backend and self.shared:
+            raise ValueError("lock: shared=True is for file locks; a lease is exclusive")
+        if backend and self.ttl_seconds < 1:
+            raise ValueError("lock ttl: a lease needs at least 1s")
         if self.unavailable not in ("fail", "local"):
             raise ValueError(f"lock unavailable={self.unavailable!r}: must be 'fail' or 'local'")
 
@@ -520,7 +571,8 @@ def job(
 
     - ``lock``: ``True`` (exclusive, non-blocking: a second run is skipped, exit 75), a lock
       name, an absolute path (that very file: excludes ``flock(1)`` scripts), a
-      ``redis://`` URL, or ``Lock(...)`` for wait, shared, busy and Redis options.
+      lease URL (``redis://…``, ``etcd://host:2379``), or ``Lock(...)`` for wait, shared, busy
+      and lease options.
     - ``timeout``: the deadline: the process tree is killed, cleanups run, exit 124.
     - ``retry``: ``Retry(...)``, or a number of attempts; never past the deadline.
     - ``alert``: ``Alert(...)`` (when a failure notifies: after N in a row, or a failure
@@ -549,7 +601,7 @@ def job(
 
     - ``user``, ``group``: run as this user and group (default root).
     - ``hardening``: the sandbox level, ``"basic"``, ``"standard"`` or ``"strict"`` (default).
-    - ``network``: the job needs the network (default False; a Redis lock implies True).
+    - ``network``: the job needs the network (default False; a lease implies True).
     - ``write_paths``, ``read_paths``: absolute paths made writable or readable in the
       sandbox; a leading ``-`` marks one that may be missing.
     - ``env_files``: ``EnvironmentFile=`` paths (``-`` prefix: optional), also read by a run
@@ -594,10 +646,10 @@ def _build(fn: Callable[..., Any], settings: dict[str, Any], unknown: dict[str, 
             values[current] = _check(current, value, name)
         lock = values["lock"]
         current = "network"
-        if lock is not None and lock.redis:
+        if lock is not None and lock.backend:
             if values["network"] is False:
-                raise ValueError("a Redis lock needs the network: drop network=False")
-            values["network"] = True  # its unit must reach Redis
+                raise ValueError("a lease needs the network: drop network=False")
+            values["network"] = True  # its unit must reach the lease's store
         values["network"] = bool(values["network"])
         current = "unit"
         values["unit"] = values["unit"] or name.replace("_", "-")
@@ -645,7 +697,7 @@ def _check(key: str, value: Any, name: str) -> Any:
         return _span(value, allow_none=False)
     if key in ("persistent", "fixed_jitter", "network"):
         if value is None and key == "network":
-            return None  # not said: False, or True with a Redis lock
+            return None  # not said: False, or True with a lease
         if not isinstance(value, bool):
             raise ValueError(f"{value!r} must be True or False")
         return value
@@ -675,8 +727,8 @@ def _check(key: str, value: Any, name: str) -> Any:
         if value is True:
             return Lock()
         if isinstance(value, str):
-            if value.startswith(("redis://", "rediss://", "unix://")):
-                return Lock(redis=value)
+            if "://" in value:
+                return Lock(url=value)
             return Lock(name=value)
         if isinstance(value, Lock):
             return value

@@ -11,7 +11,7 @@ The hierarchy, with the process exit code of the contract (docs/design.md) besid
 
     Interrupt (BaseException)               delivered by the runtime, never caught by ``except Exception``
     ├── JobTimeout                      124 the job's ``timeout=`` expired (as timeout(1))
-    ├── LockLost                        1   a Redis lease was lost mid-run: stop before another holder starts
+    ├── LockLost                        1   a lease (Redis, etcd) was lost mid-run: stop before another holder starts
     └── Terminated                      130 SIGINT / 143 SIGTERM / 129 SIGHUP
 
 ``Interrupt`` derives from ``BaseException`` on purpose: a job's own ``except Exception``

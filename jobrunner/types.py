@@ -12,7 +12,7 @@
   ``ctx.state_dir``, ``ctx.progress``). The runtime's ``jobrunner.run.context.Context`` satisfies it; a test can
   hand a job any object that does.
 - ``HeldLock``: a lock a run holds, ``ctx.lock`` (the job's declared lock) or what
-  ``ctx.hold_lock`` returns: the file lock and the Redis lease both satisfy it.
+  ``ctx.hold_lock`` returns: the file lock and the leases (Redis, etcd) satisfy it.
 - ``ProgressStep``: what ``ctx.progress(...)`` returns (``advance``, ``update``, ``follow``,
   ``follow_io``, ``follow_commands``, ``follow_file``).
 - ``JobFunction``: what ``@job`` decorates; ``Completed``: what ``ctx.run`` returns.
@@ -55,22 +55,22 @@ Span: TypeAlias = str | float
 
 @runtime_checkable
 class HeldLock(Protocol):
-    """A lock held for the run: ``jobrunner.locks.file.FileLock`` (flock) or
-    ``jobrunner.locks.redis.RedisLease`` (a lease in Redis)."""
+    """A lock held for the run: ``jobrunner.locks.file.FileLock`` (flock) or a lease
+    (``jobrunner.locks.abc.Lease``: in Redis or etcd)."""
 
     @property
     def name(self) -> str:
-        """The lock file's path, or the lease's Redis key."""
+        """The lock file's path, or the lease's key."""
         ...
 
     @property
     def held(self) -> bool:
-        """Still held (a Redis lease can be lost mid-run; the runner then stops the job)."""
+        """Still held (a lease can be lost mid-run; the runner then stops the job)."""
         ...
 
     @property
     def fencing_token(self) -> int | None:
-        """A number that grows with every grant of a Redis lease (``None`` for a file lock):
+        """A number that grows with every grant of a lease (``None`` for a file lock):
         pass it to shared storage so a paused ex-holder's late writes can be refused."""
         ...
 

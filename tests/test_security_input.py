@@ -130,8 +130,8 @@ def test_units_render_into_proc_is_one_line(launcher, tmp_path):
 
 @pytest.mark.parametrize(
     "flags",
-    [["--lock", ""], ["--lock="], ["--redis="], ["--lock-wait", ""], ["--cwd", ""], ["--retry", "0"]],
-    ids=["lock", "lock=", "redis=", "lock-wait", "cwd", "retry0"],
+    [["--lock", ""], ["--lock="], ["--redis="], ["--lease="], ["--lock-wait", ""], ["--cwd", ""], ["--retry", "0"]],
+    ids=["lock", "lock=", "redis=", "lease=", "lock-wait", "cwd", "retry0"],
 )
 def test_exec_empty_flag_values_are_usage_errors(launcher, tmp_path, flags):
     """`exec --lock ''` and friends: exit 64 naming the flag (before: --lock '' silently ran with no lock)."""

@@ -127,7 +127,7 @@ def test_network_is_false_unless_said_or_a_redis_lock():
 
     assert job(lock="redis://127.0.0.1:6379/0")(j).network is True
     assert job(network=True)(j).network is True
-    with pytest.raises(jobrunner.ConfigError, match="network: a Redis lock needs the network"):
+    with pytest.raises(jobrunner.ConfigError, match="network: a lease needs the network"):
         job(lock="redis://127.0.0.1:6379/0", network=False)(j)
 
 

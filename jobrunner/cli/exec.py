@@ -37,11 +37,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="take the lock as a lease in Redis, so one server of a fleet runs it "
         "(default URL: $JOBRUNNER_REDIS_URL; a URL with a password belongs there, not here)",
     )
-    parser.add_argument("--lock-ttl", metavar="SPAN", help="the Redis lease's TTL (default: Lock's, 60s)")
     parser.add_argument(
+        "--lease",
+        metavar="URL",
+        help="take the lock as a lease at URL (redis://host:6379/0, etcd://host:2379), so one server of a fleet runs it",
+    )
+    parser.add_argument("--lock-ttl", metavar="SPAN", help="the lease's TTL (default: Lock's, 60s)")
+    parser.add_argument(
+        "--lease-unavailable",
         "--redis-unavailable",
+        dest="redis_unavailable",
         choices=("fail", "local"),
-        help="Redis unreachable at start: fail the run (default) or take the file lock",
+        help="the lease's store unreachable at start: fail the run (default) or take the file lock",
     )
     parser.add_argument("--timeout", metavar="SPAN", help="kill the command's tree after SPAN (e.g. 2h)")
     parser.add_argument("--retry", type=int, default=1, metavar="N", help="try up to N times in all")
@@ -65,6 +72,7 @@ def _exec_job(args: argparse.Namespace) -> Any:
         ("--lock", args.lock),
         ("--lock-wait", args.lock_wait),
         ("--redis", args.redis),
+        ("--lease", args.lease),
         ("--lock-ttl", args.lock_ttl),
         ("--timeout", args.timeout),
         ("--cwd", args.cwd),
@@ -76,12 +84,15 @@ def _exec_job(args: argparse.Namespace) -> Any:
     if args.retry < 1:
         raise UsageError(f"--retry {args.retry}: the number of tries in all is 1 or more")
     lock: Any = None
-    if isinstance(args.redis, str) and _has_password(args.redis):
-        raise UsageError(
-            "--redis: a URL with a password on the command line is visible to every user (ps, "
-            "systemctl status); put it in JOBRUNNER_REDIS_URL in an env file and pass --redis alone"
-        )
-    if args.lock or args.lock_wait or args.shared or args.redis:
+    if args.lease and args.redis:
+        raise UsageError("--lease and --redis: give one (--redis URL is --lease URL for Redis)")
+    for flag, url in (("--redis", args.redis), ("--lease", args.lease)):
+        if isinstance(url, str) and _has_password(url):
+            raise UsageError(
+                f"{flag}: a URL with a password on the command line is visible to every user (ps, "
+                "systemctl status); put it in JOBRUNNER_REDIS_URL in an env file and pass --redis alone"
+            )
+    if args.lock or args.lock_wait or args.shared or args.redis or args.lease:
         name = args.lock if isinstance(args.lock, str) else None
         given = {"ttl": args.lock_ttl, "unavailable": args.redis_unavailable}  # else Lock's defaults
         lock = Lock(
@@ -89,6 +100,7 @@ def _exec_job(args: argparse.Namespace) -> Any:
             wait=args.lock_wait,
             shared=args.shared,
             redis=args.redis,
+            url=args.lease,
             **{k: v for k, v in given.items() if v},
         )
     cwd = args.cwd

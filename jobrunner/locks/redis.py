@@ -19,7 +19,8 @@ write) can lose a key; a holder paused longer than its stop budget (a VM frozen,
 may still act after its lease expired. Jobs that write to shared storage should pass
 ``fencing_token`` along and have the storage reject smaller ones.
 
-Imported only for jobs that declare ``Lock(redis=...)``.
+Imported only for jobs that declare ``Lock(redis=...)`` (or a ``redis://`` lease URL), through
+``jobrunner.locks.abc``'s registry; ``acquire_redis_lock`` is its ``AcquireLease``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from redis.exceptions import AuthenticationError, LockNotOwnedError, RedisError,
 from redis.lock import Lock as _RedisPyLock
 from redis.retry import Retry as _RedisRetry
 
-from jobrunner.errors import ConfigError, JobrunnerError, LockBusy
+from jobrunner.errors import ConfigError, LockBusy
+from jobrunner.locks.abc import LeaseUnavailable
 from jobrunner.redact import default_redactor
 
 if TYPE_CHECKING:
@@ -51,7 +53,7 @@ KEY_PREFIX = "jobrunner:lock:"
 FENCE_PREFIX = "jobrunner:fence:"
 
 
-class RedisUnavailable(JobrunnerError):
+class RedisUnavailable(LeaseUnavailable):
     """Redis could not be reached when the run started (``Lock(unavailable="local")`` falls back)."""
 
 

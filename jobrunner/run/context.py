@@ -34,8 +34,9 @@ class Context:
     - ``ctx.cleanup(fn)``: register a callback run last-in-first-out at the end, whatever the
       outcome (success, failure, timeout, SIGTERM, SIGINT).
     - ``ctx.secret(value)``: never log this value (it is masked as ``***`` everywhere).
-    - ``ctx.lock``: the held lock (``ctx.lock.fencing_token`` with a Redis lease: pass it to
-      shared storage so a paused ex-holder's late writes can be refused).
+    - ``ctx.lock``: the held lock (``ctx.lock.fencing_token`` with a lease, Redis or etcd: pass
+      it to shared storage so a paused ex-holder's late writes can be refused; commands find it
+      in ``$JOBRUNNER_FENCING_TOKEN``).
     - ``ctx.hold_lock(name, shared=, wait=)``: take another file lock for the rest of the run.
     - ``ctx.instance``: the instance of the run (``wp_backup@shop.example``: ``"shop.example"``),
       ``None`` for a plain job.
@@ -69,7 +70,7 @@ class Context:
         self._redactor = redactor
         self._cleanups: list[tuple[Callable[..., object], tuple[Any, ...], dict[str, Any]]] = []
         self.groups = ProcessGroups()
-        self.lock: HeldLock | None = None  # set by the runner; a Redis lease has ``.fencing_token``
+        self.lock: HeldLock | None = None  # set by the runner; a lease has ``.fencing_token``
         self._progress: Reporter | None = None
 
     @property

@@ -54,7 +54,11 @@ if TYPE_CHECKING:
 
     from jobrunner.types import HeldLock
 
-__all__ = ["RunOptions", "RunResult", "run_job"]
+__all__ = ["FENCING_ENV", "RunOptions", "RunResult", "run_job"]
+
+FENCING_ENV = "JOBRUNNER_FENCING_TOKEN"
+"""Set in ``ctx.env`` (so in the environment of ``ctx.run`` commands, and of ``jobrunner exec``'s
+command) to the lease's fencing token while a run holds a lease."""
 
 
 def _load_env(job: Job, options: RunOptions) -> dict[str, str]:
@@ -257,17 +261,21 @@ def _acquire_lock(run: Run) -> HeldLock | None:
     if job.lock is None or run.options.dry_run:
         return None
     spec = job.lock
-    if spec.redis:
-        from jobrunner.locks.redis import RedisUnavailable, acquire_redis_lock
+    if spec.backend:  # a lease: its backend by the URL's scheme, imported only now
+        from jobrunner.locks.abc import LeaseUnavailable, acquire_lease
 
         try:
-            return acquire_redis_lock(
+            lease = acquire_lease(
                 job, spec, log, on_lost=lambda reason: sigs.abort(LockLost(reason)), run_id=run.run_id
             )
-        except RedisUnavailable as exc:
+        except LeaseUnavailable as exc:
             if spec.unavailable != "local":
                 raise
             log.warning("lock.fallback_local", reason=str(exc))
+        else:
+            if lease.fencing_token is not None:  # for the job's commands, to pass on to shared storage
+                run.ctx.env[FENCING_ENV] = str(lease.fencing_token)
+            return lease
     from jobrunner.locks.file import FileLock, lock_path
 
     path = lock_path(job.lock_name or job.name)

@@ -374,7 +374,7 @@ def _lock_files(jobs: Sequence[Job]) -> list[str]:
     the group all its non-root jobs declare (``group=``), else a ConfigError."""
     users: dict[str, list[Job]] = {}
     for job in sorted(jobs, key=lambda j: j.name):
-        if job.lock is None or job.lock.redis or (job.lock.name or "").startswith("/"):
+        if job.lock is None or job.lock.backend or (job.lock.name or "").startswith("/"):
             continue
         if job.instances is True or _template(job):  # per instance: instances add makes them
             continue
@@ -403,7 +403,7 @@ def render_instance_tmpfiles(bound: Sequence[Job], header: str) -> str:
     instance and applies it (``systemd-tmpfiles --create``); it comes back after a reboot."""
     lines = [GENERATED_MARK, f"# {header}"]
     for job in sorted(bound, key=lambda j: j.name):
-        if job.lock is not None and not job.lock.redis and not (job.lock_name or "").startswith("/"):
+        if job.lock is not None and not job.lock.backend and not (job.lock_name or "").startswith("/"):
             user = _owner(job)[0]
             if user != "root":
                 lines.append(f"f {LOCK_DIR}/{job.lock_name}.lock 0600 {user} - -")

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Added cost per run of the etcd lease, side by side with the file lock.
+
+    python bench/etcd_lock.py [--runs N]
+
+Starts a private etcd 3.4 (Debian's ``etcd-server``, fetched with ``apt-get download`` and
+unpacked into the tests' cache, as tests/etcd_server.py does) on 127.0.0.1 and free ports,
+then times whole ``python -m jobrunner`` runs of the same empty job declared with
+``Lock(url="etcd://…", ttl="5s")`` and with ``lock=True`` (flock), alternated pair by pair
+(bench/_harness.py). Also prints the in-process cost of one acquire + release (range, lease
+grant, the create-if-absent txn, revoke: four HTTP round trips to the JSON gateway).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+from _harness import compare, job_env  # noqa: E402
+
+JOBS = {
+    "etcd_locked": 'import os\nfrom jobrunner import job, Lock\n\n@job(lock=Lock(url=os.environ["BENCH_ETCD_URL"], ttl="5s"))\ndef etcd_locked(ctx):\n    pass\n',
+    "file_locked": "from jobrunner import job\n\n@job(lock=True)\ndef file_locked(ctx):\n    pass\n",
+}
+TTL = 5
+
+
+def _etcd_binary() -> Path:
+    from tests.debian_packages import DebianPackages
+
+    try:
+        return DebianPackages().root("etcd-server") / "usr" / "bin" / "etcd"
+    except BaseException as exc:  # pytest.skip's exception when apt cannot fetch it
+        sys.exit(f"bench/etcd_lock.py: needs Debian's etcd-server package: {exc}")
+
+
+def _start_etcd(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
+    from tests.etcd_server import EtcdServer
+
+    server = EtcdServer(_etcd_binary(), Path(tmp) / "etcd").start()
+    assert server.proc is not None
+    return server.proc, server.url
+
+
+def _in_process_round_trip(url: str, runs: int) -> float:
+    """Median ms of acquire_etcd_lease + release in an already-started interpreter."""
+    from jobrunner.declaration import Lock
+    from jobrunner.locks.etcd import acquire_etcd_lease
+
+    class _Quiet:
+        def __getattr__(self, _name):
+            return lambda *a, **k: None
+
+    job, spec, log = (
+        types.SimpleNamespace(name="bench_inproc", kill_grace=0.0),
+        Lock(url=url, ttl=f"{TTL}s"),
+        _Quiet(),
+    )
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        acquire_etcd_lease(job, spec, log, on_lost=lambda reason: None).release()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    args = parser.parse_args()
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        server, url = _start_etcd(tmp)
+        try:
+            env = job_env(tmp, JOBS, BENCH_ETCD_URL=url)
+            for name in JOBS:  # both must succeed, or the timings mean nothing
+                code = subprocess.run([py, "-m", "jobrunner", name], env=env, cwd=tmp, capture_output=True).returncode
+                if code != 0:
+                    sys.exit(f"bench/etcd_lock.py: {name} exited {code}")
+            r = compare(
+                [py, "-m", "jobrunner", "etcd_locked"],
+                [py, "-m", "jobrunner", "file_locked"],
+                runs=args.runs,
+                env=env,
+                cwd=tmp,
+            )
+            inproc = _in_process_round_trip(url, 200)
+        finally:
+            server.terminate()
+            server.wait(10)
+    print(f"{'run (empty job)':<40} {'wall ms':>9} {'peak RSS MiB':>13}")
+    print(f"{'Lock(url=etcd://…, ttl=5s)':<40} {r['wall_a_ms']:>9.1f} {r['rss_a_mib']:>13.1f}")
+    print(f"{'lock=True (flock)':<40} {r['wall_b_ms']:>9.1f} {r['rss_b_mib']:>13.1f}")
+    print()
+    print(f"etcd / file lock  wall {r['wall_ratio']:.3f}×  (+{r['wall_a_ms'] - r['wall_b_ms']:.1f} ms per run)")
+    print(f"etcd / file lock  RSS  {r['rss_ratio']:.3f}×  (+{r['rss_a_mib'] - r['rss_b_mib']:.1f} MiB)")
+    print(f"acquire + release in process (localhost etcd): {inproc:.2f} ms median of 200")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

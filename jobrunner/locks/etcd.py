@@ -1,0 +1,262 @@
+"""An etcd lease for fleets: one server of many runs a singleton job (``Lock(url="etcd://host:2379")``).
+
+Spoken over etcd 3.4's JSON gateway with ``http.client`` (no client library: ``etcd3`` has been
+unmaintained since 2020 and pulls in grpc); keys and values are base64:
+
+- acquire: ``/v3/kv/range`` (held? by whom), ``/v3/lease/grant`` (a lease of ``ceil(ttl)``
+  seconds), ``/v3/kv/txn`` putting ``jobrunner/lock/<name>`` = ``host:pid:run_id`` on that lease
+  only if the key's ``create_revision`` is 0 (absent); a lost race revokes the lease;
+- the fencing token is the key's create revision: etcd's revision grows with every write of the
+  cluster and is persisted and replicated, so it survives restarts and failovers (a Redis
+  counter needs its clock trick for that);
+- renew: ``/v3/lease/keepalive`` every ttl/3, then ``/v3/kv/range`` checks the key is still ours
+  (same create revision); a lease etcd no longer knows, or a key deleted or re-created, is
+  lost at once; an etcd that does not answer is retried until 2/3 ttl, then the lease is
+  declared lost, leaving ttl/3 to stop the job (``jobrunner.locks.abc.RenewedLease``);
+- release: ``/v3/lease/revoke``, which deletes the key with it (only ours: it is on our lease).
+
+Unlike Redis, etcd keeps leases across its restarts (and extends them when a leader is
+elected), so no restart guard is needed. Not supported (a ``ConfigError``, exit 78): TLS,
+credentials in the URL, several endpoints. Imported only for jobs that declare an ``etcd://``
+lease.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from jobrunner.errors import ConfigError, LockBusy
+from jobrunner.locks.abc import LeaseGone, LeaseUnavailable, RenewedLease, lease_timing, redact_line
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+__all__ = ["EtcdLease", "acquire_etcd_lease", "etcd_endpoint"]
+
+KEY_PREFIX = "jobrunner/lock/"
+DEFAULT_PORT = 2379
+ACQUIRE_TIMEOUT = 2.0  # each call while acquiring (no lease is at stake yet)
+POLL = 0.1  # between attempts while waiting for a held lease
+
+
+class EtcdError(Exception):
+    """etcd answered with an error (``code`` is the gRPC status: 5 = not found)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def etcd_endpoint(url: str) -> tuple[str, int]:
+    """``etcd://host[:port][/]`` → ``(host, port)``; anything else is a ``ConfigError``."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or DEFAULT_PORT
+    except ValueError as exc:
+        raise ConfigError(redact_line(f"lock URL {url}: {exc}")) from None
+    if parts.scheme.lower() != "etcd":
+        raise ConfigError(f"lock URL {redact_line(url)}: not an etcd:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("lock URL: etcd credentials are not supported; use etcd://host:port")
+    if not parts.hostname:
+        raise ConfigError(f"lock URL {url}: no host (use etcd://host:port)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"lock URL {url}: use etcd://host:port, without a path or query")
+    return parts.hostname, port
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _unb64(text: str) -> str:
+    return base64.b64decode(text).decode("utf-8", "replace")
+
+
+class _Gateway:
+    """One HTTP/1.1 connection to etcd's JSON gateway, re-opened after any failure."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    def call(self, path: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout or self.timeout)
+        conn = self._conn
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout or self.timeout)
+        else:
+            conn.timeout = timeout or self.timeout
+        try:
+            conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            raw = response.read()
+        except BaseException:
+            self.close()
+            raise
+        try:
+            # keepalive is a stream: one JSON message a line, {"result": ...} or {"error": ...}
+            answer = json.loads(raw.splitlines()[0] if raw.strip() else b"{}")
+        except ValueError:
+            self.close()
+            raise EtcdError(f"{path}: HTTP {response.status}, not JSON", 0) from None
+        if isinstance(answer.get("error"), dict):
+            answer = answer["error"]
+        if "error" in answer or response.status != 200:
+            raise EtcdError(
+                str(answer.get("message") or answer.get("error") or f"HTTP {response.status}"),
+                int(answer.get("code", 0)),
+            )
+        result = answer.get("result", answer)
+        return result if isinstance(result, dict) else {}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class EtcdLease(RenewedLease):
+    """A held etcd lease: ``lease_id`` kept alive, the key checked, until ``release()``."""
+
+    kind = "etcd"
+
+    def __init__(self, gateway: _Gateway, lease_id: str, url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._gateway = gateway
+        self.lease_id = lease_id
+        self.url = url
+
+    def _renew(self) -> None:
+        answer = self._gateway.call("/v3/lease/keepalive", {"ID": self.lease_id})
+        if int(answer.get("TTL", 0)) <= 0:
+            raise LeaseGone("gone (expired or revoked in etcd)")
+        kvs = self._gateway.call("/v3/kv/range", {"key": _b64(self.key)}).get("kvs") or []
+        if not kvs:
+            raise LeaseGone("gone (its key was deleted)")
+        if int(kvs[0].get("create_revision", 0)) != self.fencing_token or kvs[0].get("lease") != self.lease_id:
+            raise LeaseGone(f"taken over by {_unb64(kvs[0].get('value', ''))}")
+
+    def _give_back(self) -> None:
+        gateway = self._gateway
+        if self._thread.is_alive():  # the renewer is still in a call: never share its connection
+            gateway = _Gateway(gateway.host, gateway.port, gateway.timeout)
+        try:
+            gateway.call("/v3/lease/revoke", {"ID": self.lease_id})
+        except EtcdError as exc:
+            if exc.code == 5:
+                raise LeaseGone(str(exc)) from None
+            raise
+        finally:
+            if gateway is not self._gateway:
+                gateway.close()
+
+    def _close(self) -> None:
+        self._gateway.close()
+
+
+def _holder_identity(run_id: str | None) -> str:
+    return f"{os.uname().nodename}:{os.getpid()}:{run_id or os.urandom(8).hex()}"
+
+
+def _try_once(gateway: _Gateway, key: str, ttl: int, holder: str) -> tuple[str, int, float] | str:
+    """One attempt: ``(lease id, create revision, sent)`` when granted, else the holder's value."""
+    kvs = gateway.call("/v3/kv/range", {"key": _b64(key)}, ACQUIRE_TIMEOUT).get("kvs") or []
+    if kvs:
+        return _unb64(kvs[0].get("value", ""))
+    sent = time.monotonic()
+    lease_id = str(gateway.call("/v3/lease/grant", {"TTL": ttl}, ACQUIRE_TIMEOUT)["ID"])
+    try:
+        txn = gateway.call(
+            "/v3/kv/txn",
+            {
+                "compare": [{"key": _b64(key), "target": "CREATE", "create_revision": "0"}],
+                "success": [{"request_put": {"key": _b64(key), "value": _b64(holder), "lease": lease_id}}],
+                "failure": [{"request_range": {"key": _b64(key)}}],
+            },
+            ACQUIRE_TIMEOUT,
+        )
+    except BaseException:
+        _revoke_quietly(gateway, lease_id)
+        raise
+    if txn.get("succeeded"):
+        return lease_id, int(txn["header"]["revision"]), sent
+    _revoke_quietly(gateway, lease_id)
+    lost = (txn.get("responses") or [{}])[0].get("response_range", {}).get("kvs") or [{}]
+    return _unb64(lost[0].get("value", "")) or "another run"
+
+
+def _revoke_quietly(gateway: _Gateway, lease_id: str) -> None:
+    try:
+        gateway.call("/v3/lease/revoke", {"ID": lease_id}, ACQUIRE_TIMEOUT)
+    except Exception:  # it expires on its own after the ttl
+        pass
+
+
+def acquire_etcd_lease(
+    job: Any, spec: Any, log: FilteringBoundLogger, on_lost: Callable[[str], None], *, run_id: str | None = None
+) -> EtcdLease:
+    """Take the job's etcd lease or raise ``LockBusy`` / ``LeaseUnavailable`` / ``ConfigError``
+    (``jobrunner.locks.abc.AcquireLease``)."""
+    url = str(spec.url)
+    host, port = etcd_endpoint(url)
+    ttl = float(spec.ttl_seconds)
+    timing = lease_timing(ttl)
+    name = getattr(job, "lock_name", None) or spec.name or job.name
+    key = KEY_PREFIX + name
+    holder = _holder_identity(run_id)
+    gateway = _Gateway(host, port, timing["op_timeout"])
+    wait = spec.wait_seconds or 0.0
+    if wait:
+        log.info("lock.waiting", key=key, wait_s=wait)
+    give_up = time.monotonic() + wait
+    try:
+        while True:
+            got = _try_once(gateway, key, math.ceil(ttl), holder)
+            if not isinstance(got, str) or time.monotonic() >= give_up:
+                break
+            time.sleep(min(POLL, max(0.0, give_up - time.monotonic())))
+    except (OSError, EtcdError, KeyError, ValueError) as exc:
+        gateway.close()
+        raise LeaseUnavailable(redact_line(f"etcd at {url} is unreachable: {type(exc).__name__}: {exc}")) from None
+    except BaseException:
+        gateway.close()
+        raise
+    if isinstance(got, str):
+        gateway.close()
+        waited = f" after waiting {wait:g}s" if wait else ""
+        raise LockBusy(redact_line(f"etcd lease {key} is held by {got}{waited}"), key)
+    lease_id, revision, sent = got
+    lease = EtcdLease(
+        gateway,
+        lease_id,
+        url,
+        key=key,
+        ttl=ttl,
+        holder=holder,
+        fencing_token=revision,
+        granted_at=sent,
+        log=log,
+        on_lost=on_lost,
+    )
+    log.info("lock.acquired", key=key, ttl_s=ttl, fencing_token=revision, holder=holder, etcd=url)
+    kill_grace = float(getattr(job, "kill_grace", 0) or 0)
+    if kill_grace >= timing["stop_budget"]:
+        log.warning(
+            "lock.ttl_short",
+            key=key,
+            ttl_s=ttl,
+            kill_grace_s=kill_grace,
+            hint="a lost lease leaves ttl/3 to stop the job: make ttl at least 3 × (kill_grace + cleanup time)",
+        )
+    lease.start()
+    return lease

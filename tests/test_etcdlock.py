@@ -1,0 +1,425 @@
+"""The etcd lease against a real etcd 3.4 (Debian's, unpacked: tests/etcd_server.py): grant, busy,
+renew, loss, expiry, fencing tokens, and a fleet of "hosts" (UTS namespaces) on one machine.
+
+Each run records entering and leaving its critical section in a ledger (O_APPEND,
+CLOCK_MONOTONIC nanoseconds), so overlaps and hand-over times are measured, not inferred.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import types
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jobrunner.declaration import LEASE_SCHEMES, Lock, job
+from jobrunner.errors import LockBusy
+from jobrunner.locks import abc as lease_abc
+from jobrunner.locks.abc import LeaseUnavailable, lease_timing
+from jobrunner.locks.etcd import KEY_PREFIX, acquire_etcd_lease
+
+from .conftest import ledger_entries, overlaps, wait_for
+from .etcd_server import EtcdServer, debian, etcd_bin, etcd_server, free_port, own_etcd
+
+__all__ = ["debian", "etcd_bin", "etcd_server", "own_etcd"]  # fixtures, re-exported for pytest
+
+CRITICAL = """
+    import json, os, sys, time
+    from jobrunner import job, Lock
+
+    @job(
+        lock=Lock(url=os.environ["LEASE_URL"], name=os.environ["LOCK_NAME"], ttl=os.environ.get("TTL", "3s"),
+                  wait=os.environ.get("WAIT") or None, unavailable=os.environ.get("UNAVAILABLE", "fail")),
+        kill_grace=0.5, network=True,
+    )
+    def critical(ctx):
+        fd = os.open(ctx.env["LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"in {ctx.env['SERVER']} {time.monotonic_ns()}\\n".encode())
+        info = {"server": ctx.env["SERVER"], "token": ctx.lock.fencing_token,
+                "env_token": ctx.env.get("JOBRUNNER_FENCING_TOKEN"), "redis_imported": "redis" in sys.modules}
+        with open(ctx.env["LEDGER"] + ".info", "a") as f:
+            f.write(json.dumps(info) + "\\n")
+        try:
+            end = time.monotonic() + float(ctx.env.get("HOLD", "0.5"))
+            while time.monotonic() < end:
+                time.sleep(0.02)
+        finally:
+            os.write(fd, f"out {ctx.env['SERVER']} {time.monotonic_ns()}\\n".encode())
+            os.close(fd)
+"""
+
+
+class Recorder:
+    """A stand-in for the run's structlog logger: keeps (level, event, fields)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict]] = []
+
+    def __getattr__(self, level: str):
+        return lambda event, **kw: self.events.append((level, event, kw))
+
+    def names(self) -> list[str]:
+        return [e for _, e, _ in self.events]
+
+    def find(self, name: str) -> dict:
+        found = [kw for _, e, kw in self.events if e == name]
+        assert found, f"no {name} in {self.events}"
+        return found[-1]
+
+
+class Lost:
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.at: float | None = None
+        self.event = threading.Event()
+
+    def __call__(self, reason: str) -> None:
+        self.reason, self.at = reason, time.monotonic()
+        self.event.set()
+
+
+def a_job(name: str) -> types.SimpleNamespace:
+    return types.SimpleNamespace(name=name, kill_grace=0.2)
+
+
+def unique() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def take(server: EtcdServer, name: str, ttl: str = "3s", wait: str | None = None, **kw):
+    log, lost = Recorder(), Lost()
+    lease = acquire_etcd_lease(a_job(name), Lock(url=server.url, ttl=ttl, wait=wait), log, lost, **kw)
+    return lease, log, lost
+
+
+@pytest.fixture
+def fleet(launcher, tmp_path):
+    launcher.write_job("critical", CRITICAL)
+    ledger = tmp_path / "ledger"
+    lock_name = unique()
+
+    def env(server: str, url: str, **extra: str) -> dict[str, str]:
+        return launcher.env(LEDGER=str(ledger), SERVER=server, LEASE_URL=url, LOCK_NAME=lock_name, **extra)
+
+    return types.SimpleNamespace(launcher=launcher, ledger=ledger, env=env, key=KEY_PREFIX + lock_name)
+
+
+def infos(ledger) -> list[dict]:
+    path = f"{ledger}.info"
+    return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+
+
+def on_host(launcher, host: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``jobrunner run critical`` as host ``host``: its own UTS namespace (hostname), state and locks."""
+    env = {**env, "JOBRUNNER_STATE_DIR": str(launcher.tmp / host / "state")}
+    env["JOBRUNNER_LOCK_DIR"] = str(launcher.tmp / host / "locks")
+    argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host]
+    proc = subprocess.Popen(
+        [*argv, sys.executable, "-m", "jobrunner", "run", "critical"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=launcher.tmp,
+        start_new_session=True,
+    )
+    launcher.procs.append(proc)
+    return proc
+
+
+# -- the interface --------------------------------------------------------------------------
+
+
+def test_the_declarations_schemes_are_the_registrys():
+    assert set(LEASE_SCHEMES) == set(lease_abc.BACKENDS)
+    for target in lease_abc.BACKENDS.values():
+        module, _, factory = target.partition(":")
+        assert module.startswith("jobrunner.locks.") and factory
+
+
+def test_lock_url_picks_the_backend_and_redis_is_an_alias():
+    assert Lock(url="etcd://10.0.0.5:2379").backend == "etcd"
+    assert Lock(url="redis://r:6379/0") == Lock(redis="redis://r:6379/0")
+    assert Lock(redis=True).backend == "redis" and Lock().backend is None
+
+    def nightly(ctx):
+        pass
+
+    assert job(lock="etcd://10.0.0.5")(nightly).lock == Lock(url="etcd://10.0.0.5")
+    declared = job(lock=Lock(url="etcd://10.0.0.5:2379"))(nightly)
+    assert declared.network is True  # its unit must reach etcd
+    for bad, why in [
+        (dict(url="zk://h:2181"), "unknown scheme 'zk://'"),
+        (dict(url="etcd://h:2379", shared=True), "a lease is exclusive"),
+        (dict(url="etcd://h:99999"), "lock url"),
+        (dict(url="etcd://u:secret@h:2379"), "credentials are not supported"),
+        (dict(url="etcd://h:2379/prefix"), "no path"),
+        (dict(url="redis://a", redis="redis://b"), "give the lease's URL once"),
+    ]:
+        with pytest.raises(ValueError, match=why) as caught:
+            Lock(**bad)
+        assert "secret" not in str(caught.value)
+
+
+def test_units_of_a_leased_job_wait_for_the_network_and_make_no_lock_file():
+    from jobrunner.unitgen.render import render_service, render_tmpfiles
+
+    def sync_feeds(ctx):
+        pass
+
+    leased = job(schedule="hourly", user="www-data", lock=Lock(url="etcd://10.0.0.5:2379"))(sync_feeds)
+    filed = job(schedule="hourly", user="www-data", lock=True)(sync_feeds)
+    assert "network-online.target" in render_service(leased)
+    assert "sync_feeds.lock" not in render_tmpfiles([leased])  # the lease is in etcd, not a file
+    assert "sync_feeds.lock" in render_tmpfiles([filed])
+
+
+@given(st.text(max_size=60))
+def test_any_lease_url_is_a_lock_or_one_value_error(text):
+    try:
+        lock = Lock(url=text)
+    except ValueError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("lock")
+    else:
+        assert lock.backend in LEASE_SCHEMES
+
+
+def test_an_unknown_backend_is_a_config_error_naming_the_schemes():
+    with pytest.raises(lease_abc.ConfigError, match="use one of redis://"):
+        lease_abc.backend("zk")
+
+
+# -- in process, against a real etcd --------------------------------------------------------
+
+
+def test_grant_busy_release_and_fencing_tokens_grow(etcd_server):
+    name = unique()
+    first, log, _ = take(etcd_server, name)
+    key = KEY_PREFIX + name
+    assert first.held and first.name == key
+    record = etcd_server.get(key)
+    assert record is not None and record["value"] == first.holder and record["lease"] == first.lease_id
+    assert int(record["create_revision"]) == first.fencing_token
+    assert log.find("lock.acquired")["fencing_token"] == first.fencing_token
+    with pytest.raises(LockBusy, match=rf"etcd lease {key} is held by {first.holder}") as busy:
+        take(etcd_server, name)
+    assert busy.value.path == key
+    first.release()
+    assert etcd_server.get(key) is None and "lock.released" in log.names()
+    assert etcd_server.ttl(first.lease_id) == -1  # revoked, not left to expire
+    second, _, _ = take(etcd_server, name)
+    assert second.fencing_token > first.fencing_token
+    second.release()
+    second.release()  # idempotent
+
+
+def test_racing_acquirers_exactly_one_wins(etcd_server):
+    """8 threads that all found the key absent race for it, 5 times: the transaction's
+    create-revision compare lets exactly one through each time."""
+
+    def contender(name: str, barrier: threading.Barrier, won: list, busy: list) -> None:
+        barrier.wait()
+        try:
+            won.append(take(etcd_server, name)[0])
+        except LockBusy as exc:
+            busy.append(exc)
+
+    for _ in range(5):
+        name, barrier = unique(), threading.Barrier(8)
+        won: list = []
+        busy: list = []
+        threads = [threading.Thread(target=contender, args=(name, barrier, won, busy)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(won) == 1 and len(busy) == 7, (len(won), len(busy))
+        won[0].release()
+
+
+def test_renewal_keeps_the_lease_past_its_ttl(etcd_server):
+    lease, log, lost = take(etcd_server, unique(), ttl="2s")
+    time.sleep(3.5)
+    assert lease.held and lost.reason is None and lease.renewals >= 4
+    assert etcd_server.get(lease.name) is not None
+    lease.release()
+
+
+def test_a_waiter_gets_the_lease_when_released(etcd_server):
+    name = unique()
+    holder, _, _ = take(etcd_server, name)
+    threading.Timer(0.5, holder.release).start()
+    started = time.monotonic()
+    waiter, log, _ = take(etcd_server, name, wait="5s")
+    assert 0.4 < time.monotonic() - started < 3 and "lock.waiting" in log.names()
+    assert waiter.fencing_token > holder.fencing_token
+    waiter.release()
+
+
+def test_a_deleted_key_is_lost_at_the_next_renewal(etcd_server):
+    lease, log, lost = take(etcd_server, unique(), ttl="3s")
+    etcd_server.delete(lease.name)
+    assert lost.event.wait(3), "the loss was not noticed"
+    assert "deleted" in (lost.reason or "") and not lease.held
+    lease.release()
+    assert "lock.release_failed" not in log.names()  # the lease itself was still ours to revoke
+
+
+def test_a_key_taken_over_is_lost_naming_the_new_holder(etcd_server):
+    name = unique()
+    lease, _, lost = take(etcd_server, name, ttl="3s")
+    etcd_server.delete(lease.name)
+    thief, _, _ = take(etcd_server, name, run_id="thief")
+    assert lost.event.wait(3)
+    assert "taken over by" in (lost.reason or "") and "thief" in (lost.reason or "")
+    lease.release()
+    assert etcd_server.get(thief.name)["value"] == thief.holder  # our release did not delete theirs
+    thief.release()
+
+
+def test_fencing_tokens_keep_growing_across_an_etcd_restart(own_etcd):
+    name = unique()
+    first, _, _ = take(own_etcd, name)
+    first.release()
+    own_etcd.kill()
+    own_etcd.start()
+    second, _, _ = take(own_etcd, name)
+    assert second.fencing_token > first.fencing_token
+    second.release()
+
+
+def test_dead_etcd_is_declared_lost_before_the_lease_could_expire(own_etcd):
+    ttl = 2.0
+    lease, log, lost = take(own_etcd, unique(), ttl="2s")
+    time.sleep(0.3)
+    killed = own_etcd.kill()
+    assert lost.event.wait(5)
+    assert lost.at is not None and lost.at - killed < ttl * 2 / 3, lost.at - killed
+    # declared lost within 2/3 ttl of the last renewal sent: etcd keeps the lease ttl after it
+    assert lost.at - lease.last_renewed <= ttl * 2 / 3
+    assert "not renewed" in (lost.reason or "") and "lock.renew_failed" in log.names()
+    lease.release()
+    assert "lock.release_failed" in log.names()
+
+
+def test_unreachable_etcd_at_start_is_lease_unavailable():
+    with pytest.raises(LeaseUnavailable, match=r"etcd at etcd://127\.0\.0\.1:\d+ is unreachable"):
+        acquire_etcd_lease(a_job("x"), Lock(url=f"etcd://127.0.0.1:{free_port()}"), Recorder(), Lost())
+
+
+# -- runs of the CLI ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_singleton_across_hosts_one_runs_per_round_tokens_grow(fleet, etcd_server):
+    """3 hosts (UTS namespaces) race 4 times: each round one runs (exit 0), two skip (75)
+    naming the holder's host; no overlap; the fencing token grows round after round and is
+    the children's $JOBRUNNER_FENCING_TOKEN; the redis client is never imported."""
+    hosts = ["etcd-a", "etcd-b", "etcd-c"]
+    for round_ in range(4):
+        procs = [on_host(fleet.launcher, h, fleet.env(h, etcd_server.url, HOLD="1.0")) for h in hosts]
+        runs = [fleet.launcher.finish(p) for p in procs]
+        codes = sorted(r.returncode for r in runs)
+        assert codes == [0, 75, 75], (round_, [r.stdout[-800:] + r.stderr[-800:] for r in runs])
+        winner = hosts[[r.returncode for r in runs].index(0)]
+        for run in runs:
+            if run.returncode == 75:
+                busy = run.event("lock.busy")
+                assert busy["path"] == fleet.key and f"held by {winner}:" in busy["reason"], busy
+    entries = ledger_entries(fleet.ledger)
+    assert overlaps(entries) == 0 and sum(1 for kind, _, _ in entries if kind == "in") == 4
+    seen = infos(fleet.ledger)
+    tokens = [i["token"] for i in seen]
+    assert tokens == sorted(tokens) and len(set(tokens)) == 4
+    assert all(i["env_token"] == str(i["token"]) and i["redis_imported"] is False for i in seen)
+    assert etcd_server.get(fleet.key) is None  # every winner released
+
+
+@pytest.mark.slow
+def test_etcd_killed_mid_run_stops_the_holder_with_lock_lost(fleet, own_etcd):
+    """etcd SIGKILLed and kept down: the holder exits 1 (lock.lost) within 2/3 of the ttl; after
+    the restart a waiting server runs only once the old lease expired, with a larger token."""
+    ttl = 3.0
+    holder = fleet.launcher.start("run", "critical", env=fleet.env("s1", own_etcd.url, HOLD="30", TTL="3s"))
+    assert wait_for(lambda: ledger_entries(fleet.ledger), 15)
+    time.sleep(0.5)
+    killed = own_etcd.kill()
+    assert wait_for(lambda: holder.poll() is not None, 10, interval=0.005)
+    stopped = time.monotonic()
+    run = fleet.launcher.finish(holder)
+    assert run.returncode == 1, run.stdout[-2000:]
+    assert "lock.renew_failed" in run.names() and run.event("lock.lost")["reason"].startswith(f"lease {fleet.key}")
+    assert run.event("job.finished")["outcome"] == "failure"
+    print(f"etcd down: holder stopped {stopped - killed:.2f}s after the kill (ttl {ttl:g}s)")
+    assert stopped - killed < ttl * 2 / 3 + 0.5
+    own_etcd.start()  # the old lease survived the restart: it must expire before a new grant
+    second = fleet.launcher.run("run", "critical", env=fleet.env("s2", own_etcd.url, HOLD="0.1", WAIT="15s"))
+    assert second.returncode == 0, second.stdout[-2000:]
+    assert overlaps(ledger_entries(fleet.ledger)) == 0
+    first_token, second_token = (i["token"] for i in infos(fleet.ledger))
+    assert second_token > first_token
+
+
+@pytest.mark.slow
+def test_a_holder_killed_outright_frees_the_lease_when_it_expires(fleet, etcd_server):
+    """SIGKILL leaves no one to revoke: the lease expires after its ttl (not before 2/3 of it,
+    counted from the kill) and a waiting server takes over."""
+    ttl = 3.0
+    holder = fleet.launcher.start("run", "critical", env=fleet.env("s1", etcd_server.url, HOLD="30", TTL="3s"))
+    assert wait_for(lambda: ledger_entries(fleet.ledger), 15)
+    time.sleep(0.3)
+    os.killpg(holder.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    holder.wait(5)
+    assert etcd_server.get(fleet.key) is not None  # nobody released it
+    waiter = fleet.launcher.run("run", "critical", env=fleet.env("s2", etcd_server.url, HOLD="0.1", WAIT="15s"))
+    assert waiter.returncode == 0, waiter.stdout[-2000:]
+    took_over = next(ns / 1e9 for kind, who, ns in ledger_entries(fleet.ledger) if kind == "in" and who == "s2")
+    print(f"expiry: s2 took over {took_over - killed:.2f}s after s1 was killed (ttl {ttl:g}s)")
+    assert ttl * 2 / 3 - 0.2 < took_over - killed < ttl + 2.0
+
+
+def test_exec_lease_gives_the_command_its_fencing_token(launcher, etcd_server, tmp_path):
+    out = tmp_path / "token"
+    name = unique()
+    argv = ["exec", name, "--lease", etcd_server.url, "--", "sh", "-c", f'echo "$JOBRUNNER_FENCING_TOKEN" >> {out}']
+    runs = [launcher.run(*argv) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
+    tokens = [int(line) for line in out.read_text().split()]
+    assert tokens == [r.event("lock.acquired")["fencing_token"] for r in runs] and tokens[0] < tokens[1]
+    assert runs[0].event("lock.acquired")["key"] == KEY_PREFIX + name
+
+
+def test_bad_lease_urls_are_one_line_and_their_exit_code(launcher):
+    for url in ["etcd://127.0.0.1:99999", "zk://127.0.0.1:2181", "etcd://me:hunter2@h:2379"]:
+        launcher.write_job(
+            "badurl", f"from jobrunner import job, Lock\n@job(lock=Lock(url={url!r}))\ndef badurl(ctx): pass\n"
+        )
+        run = launcher.run("run", "badurl")
+        assert run.returncode == 78, (url, run.stderr)
+        assert len(run.stderr.strip().splitlines()) == 1 and "lock" in run.stderr and "Traceback" not in run.stderr
+        assert "hunter2" not in run.stderr + run.stdout
+    usage = launcher.run("exec", "x", "--lease", "zk://h", "--", "true")
+    assert usage.returncode == 64 and len(usage.stderr.strip().splitlines()) == 1 and "zk://" in usage.stderr
+    for flags in (["--lease", "redis://:hunter2@h:6379/0"], ["--lease", "etcd://h:2379", "--redis"]):
+        usage = launcher.run("exec", "x", *flags, "--", "true")
+        assert usage.returncode == 64 and len(usage.stderr.strip().splitlines()) == 1, usage.stderr
+        assert "--lease" in usage.stderr and "hunter2" not in usage.stderr
+
+
+def test_unreachable_etcd_fails_the_run_or_falls_back_to_the_file_lock(fleet):
+    url = f"etcd://127.0.0.1:{free_port()}"
+    failed = fleet.launcher.run("run", "critical", env=fleet.env("s1", url))
+    assert failed.returncode == 1 and "is unreachable" in failed.event("job.finished").get("error", ""), failed.stdout
+    local = fleet.launcher.run("run", "critical", env=fleet.env("s1", url, UNAVAILABLE="local", HOLD="0"))
+    assert local.returncode == 0 and "lock.fallback_local" in local.names(), local.stdout[-2000:]
