@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from jobrunner.errors import ConfigError
+from jobrunner.errors import ConfigError, UsageError
 from jobrunner.importer.cron import Crontab, Entry, Problem, parse_crontab
 from jobrunner.importer.emit import JobSpec, spec_from_entry, unique_names
 
@@ -113,7 +113,7 @@ def import_crontabs(
     ``user``: the crontabs are that user's (no user field). ``system``: they are in the
     system format. Neither: the system format, unless the file is in cron's spool
     (``/var/spool/cron/crontabs/USER``: USER's) or a line's user field is a command (then
-    the file is refused: a user's crontab needs ``--user``). Each job is named by ``name``
+    ``UsageError``, one line: a user's crontab needs ``--user``). Each job is named by ``name``
     (``cron-{file}``: never the name of a package's own unit); a name that is a unit in the
     unit search path under ``unit_roots`` (or in the input's package tree) is refused.
     """
@@ -130,20 +130,12 @@ def import_crontabs(
         tab = parse_crontab(text, path=path, user=owner)
         if owner is None and not system:
             wrong = next((e for e in tab.entries if _command_not_user(e)), None)
-            if wrong is not None:
-                result.problems.append(
-                    Problem(
-                        path,
-                        wrong.lineno,
-                        f"this looks like a user's crontab, not the system format: the user field {wrong.user!r} "
-                        "is a command and no user here; import it with --user USER (whose crontab it is), "
-                        "or --system to read it as /etc/crontab",
-                        wrong.line,
-                    )
+            if wrong is not None:  # never a guessed user: the whole import stops with the hint
+                raise UsageError(
+                    f"{path}:{wrong.lineno}: this looks like a user's crontab, not the system format: the user "
+                    f"field {wrong.user!r} is a command and no user here; import it with --user USER (whose "
+                    "crontab it is), or --system to read it as /etc/crontab"
                 )
-                tab = Crontab(path=path, system=True, user=None)
-                result.crontabs.append(tab)
-                continue
         result.crontabs.append(tab)
         result.problems.extend(tab.problems)
         result.warnings.extend(str(w) for w in tab.warnings)
