@@ -18,10 +18,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from croniter import croniter
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jobrunner.importer.check import DIRECT_LIMIT, systemd_firings
 from jobrunner.importer.cron import Entry, parse_crontab
-from jobrunner.importer.guards import test_guard
+from jobrunner.importer.guards import background, leading_test, systemd_guard
 from jobrunner.importer.oncalendar import to_oncalendar
 from jobrunner.importer.wrappers import unwrap
 
@@ -115,7 +117,7 @@ def test_firings_match_cron_wherever_systemd_cron_does_and_beyond(debian, tmp_pa
     ]
     whys = []
     for name, fields, cron, _ours, theirs, entry in differ:
-        guard = test_guard(entry.command)
+        guard = leading_test(entry.command)
         if theirs is None and guard and not os.path.isfile(guard[1]):
             why = f"no timer: {guard[1]} is not on this machine, so it writes none (jobrunner: condition=)"
         elif theirs is None and "oct" in entry.schedule.month.text.lower():
@@ -343,3 +345,16 @@ def test_flock_wait_zero_unwraps_to_a_nonblocking_lock():
     assert unwrap("flock -w 0 /run/lock/x cmd").lock == {"name": "/run/lock/x"}
     assert unwrap("flock -w0 /run/lock/x cmd").lock == {"name": "/run/lock/x"}
     assert os.sep == "/"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("test -xed[]/&|;(){}'\"\\!if then fi usr/bin ab\n")), max_size=80))
+def test_guard_readers_take_any_command(command):
+    """A crontab's owner writes the command: the readers never raise, and a guard found is a
+    leading test of an absolute path whose rest is the end of the command."""
+    found = leading_test(command)
+    if found is not None:
+        op, path, rest = found
+        assert op in ("-x", "-e", "-d") and path.startswith("/") and rest and rest in command
+    background(command)
+    systemd_guard(command)

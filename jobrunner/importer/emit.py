@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from jobrunner.importer.cron import DEFAULT_PATH, DEFAULT_SHELL, Entry, split_percent
-from jobrunner.importer.guards import test_guard
+from jobrunner.importer.guards import leading_test
 from jobrunner.importer.oncalendar import to_oncalendar
 from jobrunner.importer.wrappers import unwrap
 
@@ -277,7 +277,7 @@ def spec_from_entry(entry: Entry, name: str, *, command_name: str = "jobrunner i
     spec.notes.extend(env_notes)
     command, stdin = split_percent(entry.command)
     home = env.get("HOME")
-    guard = test_guard(command)
+    guard = leading_test(command)
     if guard is not None:
         op, guarded, command = guard
         what = {"-x": "is executable", "-e": "exists", "-d": "is a directory"}[op]

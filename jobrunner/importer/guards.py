@@ -4,7 +4,7 @@
   (``[ ! -d /run/systemd/system ]``, ``test -e /run/systemd/system || …``): Debian's packages
   write this when they also ship a native timer. On a systemd host the line never does
   anything: the import skips it, with a note.
-- ``test_guard``: ``test -x X && REST``, ``[ -x X ] && REST``, ``if [ -x X ]; then REST; fi``
+- ``leading_test``: ``test -x X && REST``, ``[ -x X ] && REST``, ``if [ -x X ]; then REST; fi``
   (also ``-e``, ``-d``): the package's program may be gone (removed, not purged). Under cron
   the line then failed or did nothing, silently; as a job it becomes ``condition=`` (the
   unit's ``Condition…=``, and the same test in a run by hand: skipped, exit 0) and the
@@ -20,7 +20,7 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["UNIT_DIRS", "background", "native_timers", "systemd_guard", "test_guard", "unit_exists"]
+__all__ = ["UNIT_DIRS", "background", "native_timers", "systemd_guard", "leading_test", "unit_exists"]
 
 _SYSTEMD_DIR = r"/run/systemd/system/?"
 _NOT_SYSTEMD = re.compile(
@@ -86,7 +86,7 @@ def systemd_guard(command: str) -> bool:
     return bool(_NOT_SYSTEMD.search(command))
 
 
-def test_guard(command: str) -> tuple[str, str, str] | None:
+def leading_test(command: str) -> tuple[str, str, str] | None:
     """``(op, path, rest)`` when ``command`` is ``test OP PATH && REST`` (or ``[ … ]``, or
     ``if [ OP PATH ]; then REST; fi``) and the test guards all of REST; else None."""
     text = command.strip()
