@@ -325,12 +325,19 @@ def test_new_user_check_of_every_five_minutes_answers_in_seconds(tmp_path):
     assert took < 20, took
 
 
+@pytest.mark.slow
 def test_split_evaluation_equals_the_direct_one_over_dst():
     """The two-part question to systemd gives what the direct one does, DST days included."""
     zone = ZoneInfo("Europe/Berlin")
     start = dt.datetime(2025, 3, 20, tzinfo=UTC)
     end = dt.datetime(2025, 11, 5, tzinfo=UTC)
-    for specs in (["*-*-* *:00/20:00"], ["Mon..Fri *-*-* 02,03:*:00"], ["*-*-01,15 *:30:00", "Fri *-*-* *:30:00"]):
+    for specs in (
+        ["*-*-* 02:30:00"],
+        ["*-*-* 02:*:00"],
+        ["*-*-* *:00/20:00"],
+        ["Mon..Fri *-*-* 02,03:*:00"],
+        ["*-*-01,15 *:30:00", "Fri *-*-* *:30:00"],
+    ):
         split = systemd_firings(specs, start, end, zone, DIRECT_LIMIT + 1)
         direct = systemd_firings(specs, start, end, zone, DIRECT_LIMIT)
         direct_all = direct
