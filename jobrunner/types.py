@@ -188,6 +188,7 @@ class JobContext(Protocol):
         capture: bool = False,
         stdout: IO[Any] | int | str | os.PathLike[str] | None = None,
         stdin: IO[Any] | int | None = None,
+        inherit_env: bool = True,
     ) -> Completed:
         """Run a shell line under ``bash -euo pipefail -c`` (a failing stage of a pipe fails it)."""
         ...

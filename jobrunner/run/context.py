@@ -144,6 +144,7 @@ class Context:
         capture: bool = False,
         stdout: IO[Any] | int | str | os.PathLike[str] | None = None,
         stdin: IO[Any] | int | None = None,
+        inherit_env: bool = True,
     ) -> Completed:
         """Run a shell line with ``bash -euo pipefail -c``: a failing stage of a pipe fails it."""
         return self.run(
@@ -154,6 +155,7 @@ class Context:
             capture=capture,
             stdout=stdout,
             stdin=stdin,
+            inherit_env=inherit_env,
         )
 
     def hold_lock(self, name: str, *, shared: bool = False, wait: Span | None = None) -> HeldLock:
