@@ -27,7 +27,7 @@ __all__ = ["HARDENING_LEVELS", "Alert", "Job", "Lock", "Retry", "Slots", "alert_
 HARDENING_LEVELS = ("basic", "standard", "strict")
 SYSTEM_ENV_FILE = "/etc/jobrunner/jobrunner.env"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_USER = re.compile(r"^[a-z_][a-z0-9_-]*\$?$")
+_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")  # as useradd (Debian-exim, first.last)
 
 
 def _span(value: Any, what: str = "", *, allow_none: bool = True) -> float | None:
@@ -375,6 +375,7 @@ class Job:
     instance_write_paths: tuple[str, ...] | None = None
     instance_read_paths: tuple[str, ...] | None = None
     concurrency: Slots | None = None
+    condition: tuple[str, str] | None = None
     instance: str | None = None  # set by ``for_instance``: this is the job bound to one instance
 
     def __call__(self, ctx: JobContext) -> object:
@@ -464,6 +465,9 @@ class Job:
 
 Paths: TypeAlias = str | Sequence[str]
 Hardening: TypeAlias = Literal["basic", "standard", "strict"]
+ConditionTest: TypeAlias = Literal["-x", "-e", "-d"]
+# test(1)'s operator -> the unit's condition (checked by systemd before the unit starts)
+CONDITIONS = {"-x": "ConditionFileIsExecutable", "-e": "ConditionPathExists", "-d": "ConditionPathIsDirectory"}
 Directives: TypeAlias = Mapping[str, Mapping[str, Any]]
 
 
@@ -506,6 +510,7 @@ def job(
     instance_write_paths: Paths | None = ...,
     instance_read_paths: Paths | None = ...,
     concurrency: Slots | None = ...,
+    condition: tuple[ConditionTest, str] | None = ...,
     **unknown: Never,
 ) -> Callable[[JobFunction], Job]: ...
 
@@ -546,6 +551,7 @@ def job(
     instance_write_paths: Paths | None = None,
     instance_read_paths: Paths | None = None,
     concurrency: Slots | None = None,
+    condition: tuple[ConditionTest, str] | None = None,
     **unknown: Never,
 ) -> Job | Callable[[JobFunction], Job]:
     """Declare a job: bare (``@job``) or with settings (``@job(schedule="02:15", ...)``).
@@ -585,6 +591,10 @@ def job(
     - ``options``: free-form settings the job reads as ``ctx.options``.
     - ``concurrency``: ``Slots("backup", 2)``: at most 2 runs of the jobs naming ``backup``
       at once on this host, the others wait (within the deadline) for a slot.
+    - ``condition``: ``("-x", "/usr/sbin/cron-apt")``: run only while this test(1) holds
+      (``-x`` executable, ``-e`` exists, ``-d`` a directory); otherwise the run is skipped,
+      exit 0, and the record names the condition. The unit gets the same check as
+      ``ConditionFileIsExecutable=``/``ConditionPathExists=``/``ConditionPathIsDirectory=``.
 
     Instances (one job, many sites; docs/sites.md):
 
@@ -715,6 +725,18 @@ def _check(key: str, value: Any, name: str) -> Any:
         if value is not None and not (isinstance(value, str) and _NAME.match(value)):
             raise ValueError(f"{value!r} is not a group name (letters, digits, '_.-')")
         return value
+    if key == "condition":
+        if value is None:
+            return None
+        if not (
+            isinstance(value, (tuple, list))
+            and len(value) == 2
+            and value[0] in CONDITIONS
+            and isinstance(value[1], str)
+            and value[1].startswith("/")
+        ):
+            raise ValueError(f"{value!r}: use ('-x' | '-e' | '-d', '/absolute/path'), as test(1) reads it")
+        return (value[0], value[1])
     if key == "concurrency":
         if value is not None and not isinstance(value, Slots):
             raise ValueError(f"{value!r}: use Slots(name, slots)")

@@ -182,9 +182,11 @@ class JobContext(Protocol):
         capture: bool = False,
         stdout: IO[Any] | int | str | os.PathLike[str] | None = None,
         stdin: IO[Any] | int | None = None,
+        inherit_env: bool = True,
     ) -> Completed:
         """Run a command in its own process group, its output logged line by line (see
-        ``Context.run``); ``check`` raises ``CommandFailed`` on a non-zero exit."""
+        ``Context.run``); ``check`` raises ``CommandFailed`` on a non-zero exit;
+        ``inherit_env=False``: the command's environment is ``env`` alone."""
         ...
 
     def sh(
@@ -197,6 +199,7 @@ class JobContext(Protocol):
         capture: bool = False,
         stdout: IO[Any] | int | str | os.PathLike[str] | None = None,
         stdin: IO[Any] | int | None = None,
+        inherit_env: bool = True,
     ) -> Completed:
         """Run a shell line under ``bash -euo pipefail -c`` (a failing stage of a pipe fails it)."""
         ...

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["DebianPackages", "crontab5_examples", "debian", "systemd_cron_generator"]
+__all__ = ["CRON_D", "NATIVE_TIMERS", "DebianPackages", "crontab5_examples", "debian", "systemd_cron_generator"]
 
 CACHE = Path(os.environ.get("JOBRUNNER_DEB_CACHE", "/var/cache/jobrunner-tests/debs"))
 
@@ -37,7 +37,25 @@ CRON_D = {
     "php-common": "etc/cron.d/php",
     "sysstat": "etc/cron.d/sysstat",
     "cron-apt": "etc/cron.d/cron-apt",
+    "anacron": "etc/cron.d/anacron",
+    "munin": "etc/cron.d/munin",
+    "munin-node": "etc/cron.d/munin-node",
+    "sa-exim": "etc/cron.d/greylistclean",
+    "awstats": "etc/cron.d/awstats",
+    "logcheck": "etc/cron.d/logcheck",
+    "cacti": "etc/cron.d/cacti",
+    "tiger": "etc/cron.d/tiger",
+    "amavisd-new": "etc/cron.d/amavisd-new",
+    "mailman3": "etc/cron.d/mailman3",
     "cron-daemon-common": "etc/crontab",
+}
+# Those that ship a native timer for the work of their cron.d file: the import skips the file.
+NATIVE_TIMERS = {
+    "anacron": ["anacron.timer"],
+    "certbot": ["certbot.timer"],
+    "e2fsprogs": ["e2scrub_all.timer"],
+    "ntpsec": ["ntpsec-rotate-stats.timer"],
+    "sysstat": ["sysstat-collect.timer", "sysstat-summary.timer"],
 }
 
 

@@ -25,7 +25,7 @@ from jobrunner.importer.oncalendar import to_oncalendar
 from jobrunner.importer.wrappers import unwrap
 
 from .conftest import REPO, clean_env
-from .debian_packages import CRON_D, crontab5_examples, debian, systemd_cron_generator
+from .debian_packages import CRON_D, NATIVE_TIMERS, crontab5_examples, debian, systemd_cron_generator
 
 UTC = dt.UTC
 YEAR = (dt.datetime(2025, 1, 1, tzinfo=UTC), dt.datetime(2026, 1, 1, tzinfo=UTC))
@@ -245,50 +245,73 @@ def test_check_command_line_flags_mismatch_with_exit_1(tmp_path):
 @pytest.mark.parametrize("package", sorted(CRON_D))
 def test_debian_cron_files_fire_as_cron_over_a_year(debian, package, tmp_path):
     """Each line of a package's cron file: the emitted timer fires exactly when cron would,
-    every minute of a year (jobrunner import crontab --check)."""
+    every minute of a year (jobrunner import crontab --check); a file whose package ships a
+    native timer is skipped, naming the timer."""
     path = debian.file(package, CRON_D[package])
     proc = jobrunner("import", "crontab", str(path), "--check", "--tz", "UTC", "--from", "2025-01-01", "--strict")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     tab = parse_crontab(path.read_text(), path=str(path))
     assert tab.entries and not tab.problems
-    assert f"{len(tab.entries)} line(s) checked, 0 with mismatches" in proc.stdout
-    assert proc.stdout.count(": all match") == len(tab.entries)
+    if package in NATIVE_TIMERS:
+        assert f"{path}: skipped, all {len(tab.entries)} line(s): the package ships the native timer(s) " in proc.stderr
+        assert ", ".join(NATIVE_TIMERS[package]) in proc.stderr and "0 line(s) checked" in proc.stdout
+        return
+    guarded = sum("/run/systemd/system" in e.command for e in tab.entries)
+    checked = len(tab.entries) - guarded
+    assert f"{checked} line(s) checked, 0 with mismatches" in proc.stdout
+    reboots = sum(e.schedule.reboot for e in tab.entries)  # no calendar: nothing to compare
+    assert proc.stdout.count(": all match") == checked - reboots
+    assert proc.stderr.count(": skipped: the line works only where systemd is not running") == guarded
 
 
 def test_debian_cron_files_round_trip_to_verified_units(debian, tmp_path):
-    """Every Debian cron line becomes a module that imports, declares its job with the
-    original line as a comment and its command unchanged, and renders units that pass
-    'jobrunner units verify'."""
+    """Every Debian cron line that is not skipped on purpose becomes a module that imports,
+    declares its job with the original line as a comment and its command unchanged, and
+    renders units that pass 'jobrunner units verify'; no unit takes the name of a unit of
+    those packages (issue 28: cron.d/ntpsec became ntpsec.service, over the NTP daemon)."""
     files = [str(debian.file(p, rel)) for p, rel in sorted(CRON_D.items())]
     out = tmp_path / "fromcron"
     proc = jobrunner("import", "crontab", *files, "--out", str(out), "--strict")
     assert proc.returncode == 0, proc.stderr
     texts = {str(Path(f)): Path(f).read_text() for f in files}
-    lines = [e for f in files for e in parse_crontab(texts[f], path=f).entries]
+    native = {str(debian.file(p, CRON_D[p])) for p in NATIVE_TIMERS}
+    lines = [
+        e
+        for f in files
+        if f not in native
+        for e in parse_crontab(texts[f], path=f).entries
+        if "/run/systemd/system" not in e.command
+    ]
     modules = sorted(p for p in out.glob("*.py") if p.name != "__init__.py")
-    assert len(modules) == len(lines)
+    assert len(modules) == len(lines) >= 20
     for module in modules:
         text = module.read_text()
         assert "from jobrunner import " in text and "import jobrunner." not in text
-    mdadm = load(out, "mdadm")
+    mdadm = load(out, "cron_mdadm")
     assert mdadm.COMMAND == (
         "if [ -x /usr/share/mdadm/checkarray ] && [ $(date +%d) -le 7 ]; "
         "then /usr/share/mdadm/checkarray --cron --all --idle --quiet; fi"
     )
     assert (
         r"57 0 * * 0 root if [ -x /usr/share/mdadm/checkarray ] && [ $(date +\%d) -le 7 ]"
-        in (out / "mdadm.py").read_text()
+        in (out / "cron_mdadm.py").read_text()
     )
-    assert mdadm.mdadm.schedule == ("Sun *-*-* 00:57:00",)
-    sysstat = load(out, "sysstat_1")
-    assert sysstat.ENV["PATH"] == "/usr/lib/sysstat:/usr/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
-    assert sysstat.sysstat_1.schedule == ("*-*-* *:05/10:00",)
+    assert mdadm.cron_mdadm.schedule == ("Sun *-*-* 00:57:00",)
     units = tmp_path / "units"
     render = jobrunner("units", "render", "--package", out.name, "--out", str(units), JOBRUNNER_PATH=str(tmp_path))
     assert render.returncode == 0, render.stderr
     verify = jobrunner("units", "verify", "--dir", str(units))
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert (units / "mdadm.timer").read_text().count("OnCalendar=Sun *-*-* 00:57:00") == 1
+    assert (units / "cron-mdadm.timer").read_text().count("OnCalendar=Sun *-*-* 00:57:00") == 1
+    ours = {p.name for p in [*units.glob("*.service"), *units.glob("*.timer")]} - {"alert-failure@.service"}
+    theirs = {
+        p.name
+        for package in CRON_D
+        for folder in ("lib/systemd/system", "usr/lib/systemd/system")
+        for p in (debian.root(package) / folder).glob("*")
+    }
+    assert len(ours) == 2 * len(lines) and not ours & theirs, ours & theirs
+    assert all(name.startswith("cron-") for name in ours)
 
 
 def test_systemd_cron_generator_side_by_side(debian, tmp_path):
@@ -336,7 +359,7 @@ def test_systemd_cron_generator_side_by_side(debian, tmp_path):
     assert any("joe%Joe,%%Where are your kids?%" in s for s in scripts)  # its "TODO": % left in the command
     spec_dir = tmp_path / "ours"
     assert jobrunner("import", "crontab", str(system), "--out", str(spec_dir)).returncode == 0
-    mail = load(spec_dir, "crontab5_2")
+    mail = load(spec_dir, "cron_crontab5_2")
     assert mail.COMMAND == 'mail -s "It\'s 10pm" joe' and mail.STDIN == "Joe,\n\nWhere are your kids?\n"
 
 
@@ -347,8 +370,8 @@ def test_crontab5_example_file(debian, tmp_path):
     out = tmp_path / "crontab5"
     proc = jobrunner("import", "crontab", "--user", "root", "--out", str(out), "--strict", stdin=example)
     assert proc.returncode == 0, proc.stderr
-    daily = load(out, "root_crontab_1")
-    assert daily.COMMAND == "$HOME/bin/daily.job" and daily.root_crontab_1.log_file == "/root/tmp/out"
+    daily = load(out, "cron_root_1")
+    assert daily.COMMAND == "$HOME/bin/daily.job" and daily.cron_root_1.log_file == "/root/tmp/out"
     assert daily.ENV == {
         "SHELL": "/bin/sh",
         "HOME": "/root",
@@ -356,13 +379,11 @@ def test_crontab5_example_file(debian, tmp_path):
         "LOGNAME": "root",
         "MAILTO": "paul",
     }
-    assert daily.root_crontab_1.notify == ("mail-paul",)
-    assert "mailto://localhost:25?from=jobrunner@localhost&to=paul@localhost" in (out / "root_crontab_1.py").read_text()
-    mail = load(out, "root_crontab_3")
-    assert mail.STDIN == "Joe,\n\nWhere are your kids?\n" and mail.root_crontab_3.schedule == (
-        "Mon..Fri *-*-* 22:00:00",
-    )
-    wax = load(out, "root_crontab_6")
+    assert daily.cron_root_1.notify == ("mail-paul",)
+    assert "mailto://localhost:25?from=jobrunner@localhost&to=paul@localhost" in (out / "cron_root_1.py").read_text()
+    mail = load(out, "cron_root_3")
+    assert mail.STDIN == "Joe,\n\nWhere are your kids?\n" and mail.cron_root_3.schedule == ("Mon..Fri *-*-* 22:00:00",)
+    wax = load(out, "cron_root_6")
     assert wax.COMMAND == "expr $(date +%s) / 60 / 60 / 24 % 9 > /dev/null || echo Wax the floor."
     check = jobrunner(
         "import", "crontab", "--user", "root", "--check", "--tz", "UTC", "--from", "2025-01-01", stdin=example
@@ -382,11 +403,11 @@ def test_an_imported_line_runs_by_hand_with_its_output_as_events(debian, launche
     text = f"PATH={bindir}:/usr/bin:/bin\n" + example
     proc = jobrunner("import", "crontab", "--user", "root", "--out", str(out), stdin=text)
     assert proc.returncode == 0, proc.stderr
-    run = launcher.run("run", "crontab5.root_crontab_5")
+    run = launcher.run("run", "crontab5.cron_root_5")
     assert run.returncode == 0, run.stderr
     lines = [e["line"] for e in run.events if e["event"] == "proc.output"]
     assert lines == ["run at 5 after 4 every sunday"]
-    run = launcher.run("run", "crontab5.root_crontab_3")
+    run = launcher.run("run", "crontab5.cron_root_3")
     assert run.returncode == 0, run.stderr
     assert [e["line"] for e in run.events if e["event"] == "proc.output"] == [
         "mail to -s It's 10pm joe",
@@ -394,7 +415,7 @@ def test_an_imported_line_runs_by_hand_with_its_output_as_events(debian, launche
         "",
         "Where are your kids?",
     ]
-    run = launcher.run("run", "crontab5.root_crontab_6")
+    run = launcher.run("run", "crontab5.cron_root_6")
     assert run.returncode == 0 and "non-integer" not in run.stdout + run.stderr
 
 
@@ -422,7 +443,7 @@ def test_bad_lines_are_named_and_the_rest_written(tmp_path):
     assert f"{crontab}:4: unknown '@fortnightly'" in proc.stderr
     assert f"{crontab}:5: '/usr/bin/backup' is not a user name" in proc.stderr
     assert f"{crontab}:6: not a cron line" in proc.stderr
-    assert sorted(p.name for p in out.glob("*.py")) == ["__init__.py", "mixed_1.py", "mixed_2.py"]
+    assert sorted(p.name for p in out.glob("*.py")) == ["__init__.py", "cron_mixed_1.py", "cron_mixed_2.py"]
     strict = jobrunner("import", "crontab", str(crontab), "--out", str(out), "--strict")
     assert strict.returncode == 1 and "4 line(s) or unit(s) could not be converted" in strict.stderr
 
@@ -433,7 +454,7 @@ def test_user_crontab_with_a_user_field_or_a_sixth_time_field(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "-:1: 'root' after the five time fields looks like the user field" in proc.stderr
     assert "-:2: six time fields (*/5 * * * * *)" in proc.stderr
-    assert "def root_crontab(ctx: JobContext)" in proc.stdout  # the good line, printed
+    assert "def cron_root(ctx: JobContext)" in proc.stdout  # the good line, printed
 
 
 def test_reboot_is_a_boot_timer(tmp_path):
@@ -443,7 +464,7 @@ def test_reboot_is_a_boot_timer(tmp_path):
     crontab.write_text("@reboot root /bin/echo booted\n")
     out = tmp_path / "bootjobs"
     assert jobrunner("import", "crontab", str(crontab), "--out", str(out)).returncode == 0
-    job = load(out, "boot").boot
+    job = load(out, "cron_boot").cron_boot
     assert job.schedule == () and job.on_boot == 0
     units = tmp_path / "units"
     assert (
@@ -452,7 +473,7 @@ def test_reboot_is_a_boot_timer(tmp_path):
         ).returncode
         == 0
     )
-    timer = (units / "boot.timer").read_text()
+    timer = (units / "cron-boot.timer").read_text()
     assert "OnBootSec=0" in timer and "OnCalendar" not in timer and "WantedBy=timers.target" in timer
     assert jobrunner("units", "verify", "--dir", str(units)).returncode == 0
 

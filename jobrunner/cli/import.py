@@ -2,13 +2,20 @@
 
 Usage::
 
-    jobrunner import crontab [FILE|- ...] [--user USER] [--out DIR] [--strict] [--force]
+    jobrunner import crontab [FILE|- ...] [--user USER | --system] [--name RULE] [--out DIR] [--strict] [--force]
                              [--check [--tz ZONE] [--from YYYY-MM-DD] [--days N] [--show N]]
     jobrunner import units PATH... [--out DIR] [--strict] [--force]
 
 Without ``--user`` a crontab is in the system format (``/etc/crontab``, ``/etc/cron.d/*``: a
 user field after the five time fields); with ``--user USER`` it is that user's crontab
-(``crontab -l -u USER | jobrunner import crontab --user USER``). Each line or timer becomes
+(``crontab -l -u USER | jobrunner import crontab --user USER``). A file in cron's spool
+(``/var/spool/cron/crontabs/USER``) is USER's; a file whose user field is a command is
+refused unless ``--user`` or ``--system`` says which it is (a user is never guessed).
+Jobs are named ``cron-<file>`` (``-1``, ``-2`` … when the file has several lines), so their
+units never take a package's own unit's name; ``--name RULE`` (``{file}``, ``{user}``,
+``{n}``, ``{line}``) names them otherwise, and a name that is already a unit is refused.
+Lines skipped on purpose (a package's native timer does the work, the systemd guard) are
+said on stderr as ``FILE:LINE: skipped: why``. Each line or timer becomes
 one module in ``--out`` (a package directory), or is printed. Lines or units that cannot be
 converted are reported as ``FILE:LINE: why`` on stderr; the rest are still written; exit 1
 with ``--strict`` when there were any. ``--check`` prints, for each line, the firings under
@@ -37,7 +44,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sources = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
     cron = sources.add_parser("crontab", help="crontab lines: the system format, or a user's crontab with --user")
     cron.add_argument("files", nargs="*", metavar="FILE", help="crontab files; '-' or none: standard input")
-    cron.add_argument("--user", default=None, help="the input is this user's crontab (no user field)")
+    who = cron.add_mutually_exclusive_group()
+    who.add_argument("--user", default=None, help="the input is this user's crontab (no user field)")
+    who.add_argument(
+        "--system", action="store_true", help="the input is in the system format (/etc/crontab: a user field)"
+    )
+    cron.add_argument(
+        "--name",
+        default=None,
+        metavar="RULE",
+        help="job names from {file}, {user}, {n}, {line} (default: cron-{file}, -1, -2 … for several lines)",
+    )
     cron.add_argument(
         "--check",
         action="store_true",
@@ -62,6 +79,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _report(result: ImportResult, strict: bool) -> int:
     for problem in result.problems:
         print(f"jobrunner: {problem}", file=sys.stderr)
+    for skipped in result.skipped:
+        print(f"jobrunner: {skipped}", file=sys.stderr)
     for warning in result.warnings:
         print(f"jobrunner: warning: {warning}", file=sys.stderr)
     for spec in result.specs:
@@ -69,7 +88,9 @@ def _report(result: ImportResult, strict: bool) -> int:
             print(f"jobrunner: {spec.where}: not mapped: {item}", file=sys.stderr)
     count = len(result.problems)
     print(
-        f"jobrunner: {len(result.specs)} job(s) imported, {count} line(s) or unit(s) could not be converted",
+        f"jobrunner: {len(result.specs)} job(s) imported, "
+        + (f"{len(result.skipped)} skipped on purpose, " if result.skipped else "")
+        + f"{count} line(s) or unit(s) could not be converted",
         file=sys.stderr,
     )
     return 1 if strict and count else 0
@@ -97,7 +118,7 @@ def _check(result: ImportResult, args: argparse.Namespace) -> int:
 
     zone = zone_named(args.tz)
     start, end = check_window(args.start, max(1, args.days))
-    entries = [e for tab in result.crontabs for e in tab.entries]
+    entries = result.entries
     mismatched = 0
     print(f"cron vs systemd, {start:%Y-%m-%d %H:%M} UTC + {args.days} days, local time {zone.key}")
     for spec, entry in zip(result.specs, entries, strict=True):  # one spec per crontab line
@@ -118,7 +139,9 @@ def main(args: argparse.Namespace) -> int:
     from jobrunner.importer import batch
 
     if args.source == "crontab":
-        result = batch.import_crontabs(args.files or ["-"], user=args.user)
+        result = batch.import_crontabs(
+            args.files or ["-"], user=args.user, system=args.system, name=args.name or batch.DEFAULT_NAME
+        )
         status = 0
         if args.check:
             status = _check(result, args)

@@ -8,6 +8,8 @@
 - ``oncalendar``: a cron schedule as ``OnCalendar=`` lines (several when cron ORs the days).
 - ``wrappers``: ``flock``, ``timeout``, ``nice``, ``ionice`` and ``>> FILE 2>&1`` around a
   cron command, recognised and turned into the job's settings.
+- ``guards``: the systemd guard and ``test -x X &&`` in front of a command, background
+  children, a package's native timers and the unit search path (names never taken).
 - ``units``: existing ``.service`` + ``.timer`` pairs read into the same job specs.
 - ``emit``: a job spec as a module a person could have written (``from jobrunner import
   job``), the original line or unit lines kept as comments.

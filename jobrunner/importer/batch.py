@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from jobrunner.errors import ConfigError
+from jobrunner.errors import ConfigError, UsageError
 from jobrunner.importer.cron import Crontab, Entry, Problem, parse_crontab
 from jobrunner.importer.emit import JobSpec, spec_from_entry, unique_names
 
@@ -35,6 +35,8 @@ class ImportResult:
     warnings: list[str] = field(default_factory=list)
     crontabs: list[Crontab] = field(default_factory=list)
     pairs: list[tuple[JobSpec, object]] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)  # the crontab line of each spec (import_crontabs)
+    skipped: list[str] = field(default_factory=list)  # lines left out on purpose, and why
 
 
 def read_input(path: str) -> str:
@@ -49,21 +51,91 @@ def read_input(path: str) -> str:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-def _base(path: str, user: str | None) -> str:
+_SHELL_WORDS = frozenset(
+    "cd test [ [[ . source exec export eval set unset if for while until case command env nice "
+    "nohup timeout flock true false echo printf sleep umask ulimit trap wait".split()
+)
+_SPOOL = ("/var/spool/cron/crontabs", "/var/spool/cron")
+DEFAULT_NAME = "cron-{file}"
+
+
+def _is_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _command_not_user(entry: Entry) -> bool:
+    """The user field of a system-format line is a command (and no user here): the line is
+    from a user's crontab, whose first command word was read as a user."""
+    who = entry.user or ""
+    if _is_user(who):
+        return False
+    if who in _SHELL_WORDS:
+        return True
+    path = entry.environment.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    return any(os.access(os.path.join(d, who), os.X_OK) for d in (path + ":/usr/sbin:/sbin").split(":") if d)
+
+
+def _file_field(path: str, user: str | None) -> str:
     if path == "-":
-        return f"{user}_crontab" if user else "crontab"
+        return user or "crontab"
     return os.path.basename(path.rstrip("/")) or "crontab"
 
 
+def _names(rule: str, found: list[tuple[Entry, int, str]]) -> list[str]:
+    """A name for each ``(entry, n, file)`` from ``rule`` (``{file}``, ``{user}``, ``{n}``, ``{line}``);
+    a name several lines share gets ``-1``, ``-2`` … (``unique_names``)."""
+    bases = []
+    for entry, n, file in found:
+        try:
+            bases.append(rule.format(file=file, user=entry.user or "root", n=n, line=entry.lineno))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"--name {rule!r}: {exc}: use {{file}}, {{user}}, {{n}} and {{line}}") from None
+    return unique_names(bases)
+
+
 def import_crontabs(
-    paths: Sequence[str], *, user: str | None = None, texts: dict[str, str] | None = None
+    paths: Sequence[str],
+    *,
+    user: str | None = None,
+    system: bool = False,
+    texts: dict[str, str] | None = None,
+    name: str = DEFAULT_NAME,
+    unit_roots: Sequence[str] = ("/",),
 ) -> ImportResult:
-    """Parse each crontab (``user=None``: the system format) and convert its lines."""
+    """Parse each crontab and convert its lines.
+
+    ``user``: the crontabs are that user's (no user field). ``system``: they are in the
+    system format. Neither: the system format, unless the file is in cron's spool
+    (``/var/spool/cron/crontabs/USER``: USER's) or a line's user field is a command (then
+    ``UsageError``, one line: a user's crontab needs ``--user``). Each job is named by ``name``
+    (``cron-{file}``: never the name of a package's own unit); a name that is a unit in the
+    unit search path under ``unit_roots`` (or in the input's package tree) is refused.
+    """
+    from jobrunner.importer.guards import background, native_timers, package_root, systemd_guard, unit_exists
+
     result = ImportResult()
-    entries: list[tuple[Crontab, Entry]] = []
+    found: list[tuple[Entry, int, str]] = []
+    roots = list(unit_roots)
     for path in paths:
         text = texts[path] if texts and path in texts else read_input(path)
-        tab = parse_crontab(text, path=path, user=user)
+        owner = user
+        if owner is None and not system and path != "-" and os.path.dirname(os.path.abspath(path)) in _SPOOL:
+            owner = os.path.basename(path)  # cron's spool: the file is its user's crontab
+        tab = parse_crontab(text, path=path, user=owner)
+        if owner is None and not system:
+            wrong = next((e for e in tab.entries if _command_not_user(e)), None)
+            if wrong is not None:  # never a guessed user: the whole import stops with the hint
+                raise UsageError(
+                    f"{path}:{wrong.lineno}: this looks like a user's crontab, not the system format: the user "
+                    f"field {wrong.user!r} is a command and no user here; import it with --user USER (whose "
+                    "crontab it is), or --system to read it as /etc/crontab"
+                )
         result.crontabs.append(tab)
         result.problems.extend(tab.problems)
         result.warnings.extend(str(w) for w in tab.warnings)
@@ -73,11 +145,59 @@ def import_crontabs(
                 f"{path}: Debian's cron ignores files in /etc/cron.d whose names have characters other than "
                 "letters, digits, '_' and '-': these lines never ran"
             )
-        entries.extend((tab, e) for e in tab.entries)
-    names = unique_names([_base(tab.path, user) for tab, _ in entries])
-    for (_tab, entry), name in zip(entries, names, strict=True):
-        spec = spec_from_entry(entry, name)
+        root = package_root(path) if path != "-" else None
+        if root and root not in roots:
+            roots.append(root)
+        timers = native_timers(path) if path != "-" else []
+        if timers and tab.entries:
+            result.skipped.append(
+                f"{path}: skipped, all {len(tab.entries)} line(s): the package ships the native timer(s) "
+                f"{', '.join(timers)} for this work (systemd runs them; this cron.d file is for hosts without systemd)"
+            )
+            continue
+        n = 0
+        for entry in tab.entries:
+            command = entry.command
+            if systemd_guard(command):
+                result.skipped.append(
+                    f"{entry.path}:{entry.lineno}: skipped: the line works only where systemd is not running "
+                    "(its /run/systemd/system guard): on a systemd host it never does anything "
+                    "(the package's own systemd unit does the work)"
+                )
+                continue
+            leftover = background(command)
+            if leftover is not None:
+                result.problems.append(
+                    Problem(
+                        entry.path,
+                        entry.lineno,
+                        f"not imported: it leaves a process running ({leftover}), which cron kept but a job's run "
+                        "kills when it ends; run that as a service (a .service with ExecStart= and Restart=, "
+                        "or systemd-run --unit NAME), or import the line without it",
+                        entry.line,
+                    )
+                )
+                continue
+            n += 1
+            found.append((entry, n, _file_field(path, owner)))
+    names = _names(name, found)
+    for (entry, _n, _file), job in zip(found, names, strict=True):
+        unit = job.replace("_", "-")
+        taken = unit_exists(unit, tuple(roots))
+        if taken:
+            result.problems.append(
+                Problem(
+                    entry.path,
+                    entry.lineno,
+                    f"not imported: its unit {unit} would take over {taken}; choose other names with --name "
+                    f"(default {DEFAULT_NAME!r})",
+                    entry.line,
+                )
+            )
+            continue
+        spec = spec_from_entry(entry, job)
         result.specs.append(spec)
+        result.entries.append(entry)
         result.warnings.extend(f"{spec.where}: {w}" for w in spec.warnings)
     return result
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from jobrunner.importer.cron import DEFAULT_PATH, DEFAULT_SHELL, Entry, split_percent
+from jobrunner.importer.guards import leading_test
 from jobrunner.importer.oncalendar import to_oncalendar
 from jobrunner.importer.wrappers import unwrap
 
@@ -210,6 +211,35 @@ def _mail_tag(address: str) -> str:
     return "mail-" + (re.sub(r"[^a-z0-9]+", "-", address.lower()).strip("-") or "owner")
 
 
+# What systemd itself gives a service's processes (systemd.exec(5), "Environment Variables in
+# Spawned Processes") and a locale: kept for the command; everything else of the runner's
+# environment (JOBRUNNER_*, the notification URLs, PYTHONPATH …) is not cron's and is left out.
+SYSTEMD_VARIABLES = (
+    "INVOCATION_ID",
+    "JOURNAL_STREAM",
+    "SYSTEMD_EXEC_PID",
+    "RUNTIME_DIRECTORY",
+    "STATE_DIRECTORY",
+    "CACHE_DIRECTORY",
+    "LOGS_DIRECTORY",
+    "CONFIGURATION_DIRECTORY",
+    "CREDENTIALS_DIRECTORY",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "LC_COLLATE",
+    "LC_NUMERIC",
+    "LC_TIME",
+)
+_TMP_DIRS = ("/tmp/", "/var/tmp/")
+_TIMEOUT_NOTE = (
+    "no timeout: cron let a run go on for ever; the unit stops one after 6h (TimeoutStartSec=6h, "
+    "jobrunner's backstop for a job without timeout=): set timeout= if a run can take longer"
+)
+
+
 def cron_environment(entry: Entry, user: str) -> tuple[dict[str, str], list[str]]:
     """The environment cron gives the command (Debian's ``load_entry``), and notes."""
     notes: list[str] = []
@@ -247,6 +277,16 @@ def spec_from_entry(entry: Entry, name: str, *, command_name: str = "jobrunner i
     spec.notes.extend(env_notes)
     command, stdin = split_percent(entry.command)
     home = env.get("HOME")
+    guard = leading_test(command)
+    if guard is not None:
+        op, guarded, command = guard
+        what = {"-x": "is executable", "-e": "exists", "-d": "is a directory"}[op]
+        spec.set("condition", _Source(f"({literal(op)}, {literal(guarded)})"), f"was: test {op} {guarded} && …")
+        spec.notes.append(
+            f"test {op} {guarded}: the line's guard is condition=: the run is skipped (exit 0, a 'skipped' "
+            f"record naming it) unless {guarded} {what}, by systemd (Condition…=) and in a run by hand; "
+            "cron ran the test and the line failed or did nothing, silently"
+        )
     unwrapped = unwrap(command, home=home, user=user)
     if command != entry.command:
         spec.notes.append(
@@ -297,6 +337,8 @@ def spec_from_entry(entry: Entry, name: str, *, command_name: str = "jobrunner i
             spec.set("lock", _Source(f"Lock({args})"))
     if unwrapped.timeout:
         spec.set("timeout", unwrapped.timeout, "was: timeout")
+    else:
+        spec.notes.append(_TIMEOUT_NOTE)
     if unwrapped.kill_grace:
         spec.set("kill_grace", unwrapped.kill_grace, "was: timeout -k")
     if user != "root":
@@ -328,8 +370,17 @@ def spec_from_entry(entry: Entry, name: str, *, command_name: str = "jobrunner i
     overrides: dict[str, dict[str, Any]] = {}
     if unwrapped.service:
         overrides["Service"] = dict(unwrapped.service)
+    why = "was: nice/ionice"
+    if unwrapped.lock is not None and str(unwrapped.lock["name"]).startswith(_TMP_DIRS):
+        overrides.setdefault("Service", {})["PrivateTmp"] = None
+        why = "the lock file is in the shared /tmp" + (" (and nice/ionice)" if unwrapped.service else "")
+        spec.notes.append(
+            f"the lock {unwrapped.lock['name']} is in /tmp: with PrivateTmp= (hardening='basic') it would be a "
+            "file in the unit's own /tmp and exclude nobody, so PrivateTmp= is dropped for this job "
+            "(better: move the lock to /run/lock, in the cron line and here, and drop the override)"
+        )
     if overrides:
-        spec.set("systemd", overrides, "was: nice/ionice")
+        spec.set("systemd", overrides, why)
 
     # The body.
     spec.constants.append(("COMMAND", literal(command), ["The command, unchanged: cron ran it with ENV['SHELL'] -c."]))
@@ -344,7 +395,19 @@ def spec_from_entry(entry: Entry, name: str, *, command_name: str = "jobrunner i
             ["cron's environment for this line: its defaults and the crontab's assignments above it."],
         )
     )
-    run = 'ctx.run([ENV["SHELL"], "-c", COMMAND], env=ENV{})'
+    spec.constants.append(
+        (
+            "SYSTEMD_VARIABLES",
+            "(\n" + "".join(f"    {literal(v)},\n" for v in SYSTEMD_VARIABLES) + ")",
+            ["What systemd gives the unit's processes, kept; nothing else of the runner's environment."],
+        )
+    )
+    spec.notes.append(
+        "the command's environment is cron's (ENV) and what systemd gives every service (SYSTEMD_VARIABLES): "
+        "nothing of the runner's own (JOBRUNNER_*, the notification URLs, the env files' settings)"
+    )
+    spec.body.append("env = {k: v for k, v in ctx.env.items() if k in SYSTEMD_VARIABLES} | ENV")
+    run = 'ctx.run([ENV["SHELL"], "-c", COMMAND], env=env, inherit_env=False{})'
     if stdin is None:
         spec.body.append(run.format(""))
     else:

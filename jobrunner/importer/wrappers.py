@@ -205,6 +205,8 @@ def _flock(words: list[Word], text: str, out: Unwrapped) -> int | str | None:
         lock["shared"] = True
     if nonblock:
         how = "flock -n: a run that finds the lock held is skipped (exit 75)"
+    elif seconds == 0:  # flock -w 0: one try, as -n (0.0 is false: tested apart from "no -w")
+        how = f"flock -w {wait}: one try, as flock -n: a run that finds the lock held is skipped (exit 75)"
     elif seconds:
         lock["wait"] = _span(seconds)
         how = f"flock -w {wait}: waits up to {lock['wait']} for the lock, then skips the run (exit 75)"

@@ -106,10 +106,11 @@ class Context:
         capture: bool = False,
         stdout: IO[Any] | int | str | os.PathLike[str] | None = None,
         stdin: IO[Any] | int | None = None,
+        inherit_env: bool = True,
     ) -> Completed:
         """Run a command; its stdout/stderr lines become ``proc.output`` log events.
 
-        ``env`` adds to ``ctx.env``; ``check`` raises ``CommandFailed`` on a non-zero exit;
+        ``env`` adds to ``ctx.env`` (``inherit_env=False``: the command gets ``env`` alone); ``check`` raises ``CommandFailed`` on a non-zero exit;
         ``capture=True`` returns stdout as ``.stdout`` instead of logging it; ``stdout=PATH``
         (or a file) sends stdout there (e.g. a dump), stderr is still logged. The deadline,
         ``systemctl stop`` and Ctrl-C kill the command's whole process group.
@@ -118,7 +119,7 @@ class Context:
         if self.dry_run:
             self.log.info("proc.dry_run", argv=[os.fspath(a) for a in argv], cwd=os.fspath(cwd) if cwd else None)
             return Completed(0)
-        merged = dict(self.env)
+        merged = dict(self.env) if inherit_env else {}
         if env:
             merged.update(env)
         return run_command(
@@ -144,6 +145,7 @@ class Context:
         capture: bool = False,
         stdout: IO[Any] | int | str | os.PathLike[str] | None = None,
         stdin: IO[Any] | int | None = None,
+        inherit_env: bool = True,
     ) -> Completed:
         """Run a shell line with ``bash -euo pipefail -c``: a failing stage of a pipe fails it."""
         return self.run(
@@ -154,6 +156,7 @@ class Context:
             capture=capture,
             stdout=stdout,
             stdin=stdin,
+            inherit_env=inherit_env,
         )
 
     def hold_lock(self, name: str, *, shared: bool = False, wait: Span | None = None) -> HeldLock:

@@ -141,6 +141,8 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
     sigs.install()
     try:
         log.info("job.started", pid=os.getpid(), user=_user(), dry_run=options.dry_run or None, module=job.module)
+        if job.condition is not None and (unmet := _condition_unmet(job.condition)):
+            raise _ConditionUnmet(unmet)
         run.hooks = _load_hooks(run, env)
         waiting = time.monotonic()
         run.lock = ctx.lock = _acquire_lock(run)
@@ -156,6 +158,10 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
         run.result.attempts = _call(job, ctx, log)
         sigs.mode = "done"
         sigs.disarm()
+    except _ConditionUnmet as exc:  # what systemd's Condition…= does: not started, not a failure
+        sigs.mode = "done"
+        run.result = RunResult("skipped", errors.EXIT_OK, 0, extra={"condition": str(exc)})
+        log.info("job.condition_unmet", condition=" ".join(job.condition or ()), reason=str(exc))
     except LockBusy as exc:
         sigs.mode = "done"
         fail = job.lock is not None and job.lock.busy == "fail"
@@ -191,6 +197,23 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
         sigs.restore()
         sink.close()
     return run.result
+
+
+class _ConditionUnmet(Exception):
+    """The job's ``condition=`` does not hold: the run is skipped (exit 0)."""
+
+
+def _condition_unmet(condition: tuple[str, str]) -> str | None:
+    """Why ``test OP PATH`` fails (``condition=``), or None when it holds."""
+    op, path = condition
+    if op == "-x":
+        ok = os.path.isfile(path) and os.access(path, os.X_OK)
+        what = "an executable file"
+    elif op == "-d":
+        ok, what = os.path.isdir(path), "a directory"
+    else:
+        ok, what = os.path.exists(path), "there"
+    return None if ok else f"condition {op} {path}: {path} is not {what}"
 
 
 def _load_hooks(run: Run, env: dict[str, str]) -> list[Any]:
@@ -370,6 +393,7 @@ def _finish(run: Run) -> None:
     if sigs.deferred:
         log.warning("signal.deferred", signals=[signal.Signals(s).name for s in sigs.deferred])
     error = f"{type(result.error).__name__}: {result.error}" if result.error and result.outcome != "skipped" else None
+    error = result.extra.get("condition") or error  # a skip by condition= names it in the record
     run.error = default_redactor().redact(error) if error else None
     if not run.options.dry_run:
         finished = time.time()
@@ -399,7 +423,7 @@ def _finish(run: Run) -> None:
         except ConfigError:
             run.state = JobState(recovered_from_unreadable_state=True)
         record(run.state)
-        if result.outcome == "skipped":
+        if result.outcome == "skipped" and "condition" not in result.extra:  # no lock held it
             from jobrunner.rules.skips import check_skipping
 
             check_skipping(run)

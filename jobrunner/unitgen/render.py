@@ -189,6 +189,10 @@ def render_service(job: Job, options: RenderOptions = RenderOptions()) -> str:
     if job.network:
         unit.add("Unit", "Wants", "network-online.target")
         unit.add("Unit", "After", "network-online.target")
+    if job.condition is not None:  # the same test the runner makes by hand (a skipped run, exit 0)
+        from jobrunner.declaration import CONDITIONS
+
+        unit.add("Unit", CONDITIONS[job.condition[0]], job.condition[1])
     s = "Service"
     unit.add(s, "Type", "oneshot")
     # ctx.progress() reports its step to `systemctl status` with sd_notify STATUS= (jobrunner.systemd.sdnotify).
