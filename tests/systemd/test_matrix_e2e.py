@@ -16,6 +16,7 @@ import re
 import textwrap
 import time
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 
@@ -125,7 +126,7 @@ def test_rendered_units_fail_and_succeed_as_their_jobs_did(matrix_units: Sandbox
             history = [json.loads(x) for x in sb.read_file(f"/var/lib/jobrunner/{name}/history.jsonl").splitlines()]
             assert (history[-1]["outcome"], history[-1]["attempts"]) == (outcome, attempts), history
             if notified:
-                assert sb.wait_for(lambda n=name: _notifications(hook, n), timeout=20)
+                assert sb.wait_for(partial(_notifications, hook, name), timeout=20)
             time.sleep(0.3)  # alert-failure@, were it to tell again, would have by now
             got = _notifications(hook, name)
             assert len(got) == (1 if notified else 0), got
