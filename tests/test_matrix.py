@@ -247,6 +247,8 @@ class Cell:
         elif self.output in ("json-pipe", "log-file"):
             finished = [json.loads(x) for x in out.splitlines() if '"event":"job.finished"' in x]
             assert [(f["outcome"], f["exit_code"]) for f in finished] == [(spec.outcome, self.code)], out
+            level = "info" if spec.outcome in ("success", "skipped") else "error"  # the journal's priority
+            assert finished[0]["level"] == level, finished
         else:
             finished_lines = [x for x in out.splitlines() if "job.finished" in x]
             assert len(finished_lines) == 1 and f"outcome={spec.outcome}" in finished_lines[0], out
