@@ -100,20 +100,27 @@ class Outcome:
     exec_args: tuple[str, ...] | None = None  # exec's options and command; None: no exec cell
     exec_code: int | None = None  # exec's exit code when not ``code`` (the command's own status)
     attempts: int = 1
+    error: str | None = None  # how the error reads, in the finished line and a console's job.failed
     lock: bool = False  # the lock is held by another process during the run
     sigterm: bool = False  # SIGTERM once the job is running
 
 
 OUTCOMES: dict[str, Outcome] = {
     "success": Outcome("success", 0, "success", None, ("--", "true")),
-    "raise": Outcome("boom", 1, "failure", "❌"),
+    "raise": Outcome("boom", 1, "failure", "❌", error="ValueError: disk full"),
     "command": Outcome("command", 1, "failure", "❌", ("--", "sh", "-c", "exit 3"), exec_code=3),
     "exec-exit-2": Outcome("script", 2, "failure", "❌", ("--", "sh", "-c", "echo partial; exit 2")),
     "timeout": Outcome("slow", 124, "timeout", "⏱", ("--timeout", "0.5s", "--", "sleep", "30")),
     "sigterm": Outcome("stopme", 143, "terminated", "🛑", ("--", "sh", "-c", READY_SH), sigterm=True),
     "lock-busy": Outcome("locked", 75, "skipped", None, ("--lock", "--", "true"), lock=True),
     "retries": Outcome(
-        "flaky", 1, "failure", "❌", ("--retry", "3", "--retry-delay", "0s", "--", "sh", "-c", "exit 1"), attempts=3
+        "flaky",
+        1,
+        "failure",
+        "❌",
+        ("--retry", "3", "--retry-delay", "0s", "--", "sh", "-c", "exit 1"),
+        attempts=3,
+        error="still broken",
     ),
     "cleanup-raises": Outcome("tidy", 0, "success", None),
     "import-fails": Outcome("broken", 78, None, None),
@@ -249,6 +256,8 @@ class Cell:
             assert [(f["outcome"], f["exit_code"]) for f in finished] == [(spec.outcome, self.code)], out
             level = "info" if spec.outcome in ("success", "skipped") else "error"  # the journal's priority
             assert finished[0]["level"] == level, finished
+            if spec.error is not None and self.entry != "exec":
+                assert spec.error in finished[0]["error"], finished
         else:
             finished_lines = [x for x in out.splitlines() if "job.finished" in x]
             assert len(finished_lines) == 1 and f"outcome={spec.outcome}" in finished_lines[0], out
@@ -257,6 +266,7 @@ class Cell:
             if spec.outcome == "failure" and self.entry != "exec":
                 failed = [x for x in out.splitlines() if "job.failed" in x]
                 assert len(failed) == 1 and "error=" in failed[0], out  # one readable error line
+                assert spec.error is None or spec.error in failed[0], failed
         if self.name == "cleanup-raises":
             assert text.count("cleanup.failed") == 1, text
         if self.output == "log-file":
