@@ -321,3 +321,43 @@ def _sh(value: str) -> str:
     import shlex
 
     return shlex.quote(value)
+
+
+LONG_STEP = """
+import time
+from jobrunner import job
+
+@job()
+def wide(ctx):
+    with ctx.progress("copying " + "x" * 150, total=30) as p:
+        for _ in range(30):
+            p.advance(1)
+            time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize(("cols", "width"), [(0, 80), (100, 100)])
+def test_the_live_line_fits_the_terminal_and_a_0_column_one_gets_80(launcher: Launcher, cols: int, width: int):
+    """A terminal that reports 0 columns (a serial console, ``script`` without a size) gets an
+    80-column line, as ``shutil.get_terminal_size`` falls back, not a bare ``…``; a sized one
+    its own width (one column kept free, the cut marked ``…``)."""
+    import shlex
+
+    launcher.write_job("wide", LONG_STEP)
+    env = {k: v for k, v in launcher.env().items() if k != "JOBRUNNER_LOG_FORMAT"}
+    command = shlex.join([sys.executable, "-m", "jobrunner", "wide"])
+    done = subprocess.run(
+        ["script", "-qec", f"stty cols {cols} rows 40; {command}; echo rc=$?", "/dev/null"],
+        capture_output=True,
+        timeout=60,
+        env=env,
+        cwd=launcher.tmp,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    out = done.stdout.decode("utf-8", "replace")
+    assert "rc=0" in out, out
+    drawn = [chunk.split("\r")[0] for chunk in out.split("\r\x1b[K")[1:]]
+    lines = [text for text in drawn if text.startswith("copying")]
+    assert lines, out
+    assert all(len(text) == width - 1 and text.endswith("…") for text in lines), lines

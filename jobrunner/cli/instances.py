@@ -96,8 +96,14 @@ def main(args: argparse.Namespace) -> int:
     check_instance_name(args.name)  # before anything is imported or read: exit 64
     settings = parse_settings(args.settings) if args.action == "add" else {}
     group = find_group(discover(args.package), args.group, args.package)
-    if args.action == "add":
-        add_instance(group, args.name, settings, force=args.force, enable=not args.no_enable)
-    else:
-        remove_instance(group, args.name, force=args.force, enable=not args.no_enable)
+    try:
+        if args.action == "add":
+            add_instance(group, args.name, settings, force=args.force, enable=not args.no_enable)
+        else:
+            remove_instance(group, args.name, force=args.force, enable=not args.no_enable)
+    except OSError as exc:  # the instances or tmpfiles directory missing its parent, unwritable, /proc/...
+        from jobrunner.errors import ConfigError
+
+        where = exc.filename or "its files"
+        raise ConfigError(f"instances {args.action}: cannot write {where}: {exc.strerror or exc}") from None
     return 0

@@ -143,7 +143,7 @@ def _table(rows: list[dict[str, Any]], now: float) -> str:
 
 
 def _html(path: str, root: str, names: list[str], package: str | None, *, one: bool) -> int:
-    from jobrunner.observe.statuspage import collect, render, write_page
+    from jobrunner.observe.statuspage import collect, render
 
     units: dict[str, str] = {}
     if package:
@@ -155,8 +155,21 @@ def _html(path: str, root: str, names: list[str], package: str | None, *, one: b
 
     if not one:  # jobs with a history alone (their state unwritable, say) count too
         names = sorted(set(names) | set(recorded_jobs(root)))
-    write_page(path, render(collect(root, names, units=units)))
+    _write(path, render(collect(root, names, units=units)))
     return 0
+
+
+def _write(path: str, page: str) -> None:
+    """Write the page; a place it cannot be written (a missing directory, an unwritable one,
+    ``/proc/...``) is one line and exit 78, never a traceback."""
+    from jobrunner.errors import ConfigError
+    from jobrunner.observe.statuspage import write_page
+
+    try:
+        write_page(path, page)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"status --html: cannot write {path}: {reason} (check --html)") from None
 
 
 def _fleet(args: argparse.Namespace) -> int:
@@ -167,10 +180,10 @@ def _fleet(args: argparse.Namespace) -> int:
         records = [r for r in records if r.job == args.job]
     if args.html:
         from jobrunner.fleet.stream import check_fleet
-        from jobrunner.observe.statuspage import render_fleet, write_page
+        from jobrunner.observe.statuspage import render_fleet
 
         now = time.time()
-        write_page(args.html, render_fleet(records, check_fleet(records, now=now), now=now))
+        _write(args.html, render_fleet(records, check_fleet(records, now=now), now=now))
         return 0
     cells = matrix(records)
     if args.json or (not args.table and not sys.stdout.isatty()):

@@ -92,14 +92,18 @@ def main(args: argparse.Namespace) -> int:
         return _render(args)
     if args.action == "verify":
         return _verify(args)
-    if args.action == "install":
-        from jobrunner.unitgen.install import install
+    if args.action in ("install", "uninstall"):
+        from jobrunner.unitgen.install import install, uninstall
 
-        install(args.dir, args.root, env=args.env, dry_run=args.dry_run, force=args.force)
-        return 0
-    if args.action == "uninstall":
-        from jobrunner.unitgen.install import uninstall
-
-        uninstall(args.root, dry_run=args.dry_run, force=args.force)
+        try:
+            if args.action == "install":
+                install(args.dir, args.root, env=args.env, dry_run=args.dry_run, force=args.force)
+            else:
+                uninstall(args.root, dry_run=args.dry_run, force=args.force)
+        except OSError as exc:  # --root /proc/1, a file, a read-only tree: one line, exit 78
+            where = exc.filename or args.root
+            raise ConfigError(
+                f"units {args.action}: cannot write {where}: {exc.strerror or exc} (check --root)"
+            ) from None
         return 0
     raise ConfigError(f"unknown units action {args.action!r}")

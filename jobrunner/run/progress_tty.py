@@ -10,9 +10,19 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["LiveLine"]
+__all__ = ["LiveLine", "terminal_width"]
 
 _ERASE = b"\r\x1b[K"
+
+
+def terminal_width(fd: int | None) -> int:
+    """The terminal's columns, 80 when it reports 0 or none (a serial or rescue console,
+    ``script`` without a size, some ``docker exec -t``): ``shutil.get_terminal_size``'s fallback."""
+    try:
+        columns = os.get_terminal_size(fd).columns if fd is not None else 0
+    except (OSError, TypeError, ValueError):
+        columns = 0
+    return columns if columns > 0 else 80
 
 
 class LiveLine:
@@ -41,10 +51,7 @@ class LiveLine:
             self._show()
 
     def _show(self) -> None:
-        try:
-            width = os.get_terminal_size(self.sink.fd).columns - 1
-        except (OSError, TypeError, ValueError):
-            width = 79
+        width = terminal_width(self.sink.fd) - 1
         text = self.text if len(self.text) <= width else self.text[: max(width - 1, 0)] + "…"
         self._write(_ERASE + text.encode("utf-8", "replace"))
         self.shown = True

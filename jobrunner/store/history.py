@@ -323,6 +323,9 @@ class HistoryHook:
 
     def on_finish(self, run: Run) -> None:
         record = record_of(run)
+        # A first run that never started (the lock busy, a lock file refused) has no job
+        # directory yet: made as the state write makes it, so its record is not lost.
+        os.close(run.store._open_dir(create=True))
         append(run.store.dir, record, max_runs=self.max_runs, max_age_s=self.max_age_s)
 
 
