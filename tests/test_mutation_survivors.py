@@ -1,5 +1,5 @@
 """The nine bugs that survived the mutation audit of issue 24, each pinned by a behaviour a user
-relies on (rows 12 to 20 of tests/MUTATIONS.md): replant one and a test here fails."""
+relies on (rows 24-1 to 24-9 of tests/MUTATIONS.md): replant one and a test here fails."""
 
 from __future__ import annotations
 
