@@ -339,9 +339,13 @@ def render(views: Sequence[JobView], *, host: str | None = None, now: float | No
 
 def write_page(path: str, page: str) -> None:
     """Replace ``path`` atomically with ``page`` (0644: the web server's user reads it)."""
+    from jobrunner.errors import ConfigError
     from jobrunner.files import atomic_write
 
-    atomic_write(path, page.encode(), PAGE_MODE)
+    try:
+        atomic_write(path, page.encode(), PAGE_MODE)
+    except OSError as exc:  # a missing directory, another user's symlink on the way: one line
+        raise ConfigError(f"cannot write the status page {path}: {exc.strerror or exc}") from None
 
 
 def render_fleet(
