@@ -207,7 +207,7 @@ def test_control_sequences_a_job_recorded_never_reach_roots_terminal(site, www_d
         assert "\\x1b[2J" in done.stdout, (done.args, done.stdout)
 
 
-def _dir_backup(site: Path, dest: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def _dir_backup(site: Path, dest: Path) -> subprocess.CompletedProcess[str]:
     return _cli(
         "run",
         "jobs.dir_backup",
@@ -216,7 +216,6 @@ def _dir_backup(site: Path, dest: Path, **env: str) -> subprocess.CompletedProce
         BACKUP_DIR=str(dest),
         JOBRUNNER_STATE_DIR=str(site / "state"),
         JOBRUNNER_LOCK_DIR=str(site / "locks"),
-        **env,
     )
 
 

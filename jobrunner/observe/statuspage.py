@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobrunner.store.history import STATS_WINDOW, RunRecord, failure_streak, percentile, read_history, recorded_jobs
+from jobrunner.store.validate import printable
 
 __all__ = ["JobView", "collect", "render", "render_fleet", "write_page"]
 
@@ -176,7 +177,8 @@ _MARK = {"success": "\u2713", "skipped": "\u2013", "never": "\u2013", "running":
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    """Text for the page: markup escaped, control characters shown (``printable``, newlines kept)."""
+    return html.escape(printable(text, keep_newlines=True), quote=True)
 
 
 def _outcome(outcome: str, label: str | None = None) -> str:
