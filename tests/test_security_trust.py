@@ -357,3 +357,43 @@ def test_import_units_never_waits_on_a_fifo_unit(tmp_path, drop, attacker):
     with pytest.raises(ConfigError, match="x.service: not a regular file$"):
         read_unit(fifo)
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_own_archives_proves_each_condition(tmp_path):
+    """Each proof of dir_backup's pruning on its own: root's own files that fail one check (a
+    stamp in the future, a checksum that does not match, a second hard link, a checksum file
+    naming another archive, a symlink) are not its archives."""
+    import hashlib
+
+    from jobs.dir_backup import own_archives
+
+    def make(name: str, body: bytes = b"x", named: str | None = None, digest: str | None = None) -> None:
+        (tmp_path / name).write_bytes(body)
+        (tmp_path / f"{name}.sha256").write_text(f"{digest or hashlib.sha256(body).hexdigest()}  {named or name}\n")
+
+    make("etc-20240101T000000Z.tar.gz")
+    make("etc-20240102T000000Z.tar.gz")
+    make("etc-99990101T000000Z.tar.gz")  # the future
+    make("etc-20240103T000000Z.tar.gz", digest="0" * 64)  # wrong checksum
+    make("etc-20240104T000000Z.tar.gz", named="etc-20240101T000000Z.tar.gz")  # names another
+    make("etc-20240105T000000Z.tar.gz")
+    os.link(tmp_path / "etc-20240105T000000Z.tar.gz", tmp_path / "elsewhere")  # two links
+    os.symlink("etc-20240101T000000Z.tar.gz", tmp_path / "etc-20240106T000000Z.tar.gz")
+    (tmp_path / "etc-20240106T000000Z.tar.gz.sha256").write_text(f"{hashlib.sha256(b'x').hexdigest()}  x\n")
+    make("etc-2024010T000000Z.tar.gz")  # no stamp
+    dfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        mine, foreign = own_archives(dfd, "etc")
+    finally:
+        os.close(dfd)
+    assert mine == ["etc-20240101T000000Z.tar.gz", "etc-20240102T000000Z.tar.gz"]
+    assert sorted(foreign) == sorted(
+        [
+            "etc-2024010T000000Z.tar.gz",
+            "etc-20240103T000000Z.tar.gz",
+            "etc-20240104T000000Z.tar.gz",
+            "etc-20240105T000000Z.tar.gz",
+            "etc-20240106T000000Z.tar.gz",
+            "etc-99990101T000000Z.tar.gz",
+        ]
+    )
