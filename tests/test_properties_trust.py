@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from jobrunner.errors import ConfigError, UsageError
@@ -99,6 +99,8 @@ def _is_time(value: Any) -> bool:
 
 @settings(_BASE, max_examples=400)
 @given(data=STATE_BYTES)
+@example(data=b'{"silence": {"until": 1e308, "by": "x", "uid": 33}}')
+@example(data=b'{"last_start": -1e308, "last_success": 1e308, "running": {"since": 1e308}}')
 def test_any_state_file_loads_checked_or_is_one_line_unreadable(tmp_path_factory, data):
     """state.json of any bytes: a JobState whose numbers the views can use, or ConfigError in one line;
     health and the status table of it never raise and print no control character."""
