@@ -36,7 +36,7 @@ def wwwjob(ctx):
 """
 
 
-def _cli(*args: str, cwd: Path, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, cwd: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "jobrunner", *args],
         capture_output=True,
