@@ -35,6 +35,7 @@ from typing import Any
 from jobrunner._record import record
 from jobrunner.errors import ConfigError
 from jobrunner.files import atomic_write
+from jobrunner.store import validate as v
 from jobrunner.store.validate import loads
 
 __all__ = [
@@ -307,8 +308,6 @@ def _check_ranges(known: dict[str, Any]) -> None:
     """The checks of ``jobrunner.store.validate`` on the fields the views compute with: the file
     belongs to the job's user, and a ``NaN``, a ``1e308`` or a megabyte of error must make this
     job's state unreadable (its UNKNOWN), never crash the view of every job."""
-    from jobrunner.store import validate as v
-
     for key in _TIMESTAMPS:
         if key in known:
             v.timestamp(known[key], key)
