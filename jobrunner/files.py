@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import IO
 
-__all__ = ["atomic_write", "create_private", "fsync_dir", "private_dir", "sha256_file"]
+__all__ = ["atomic_write", "create_private", "fsync_dir", "open_dir_nofollow", "private_dir", "sha256_file"]
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -66,6 +66,70 @@ def sha256_file(source: str | os.PathLike[str] | IO[bytes]) -> str:
     return digest.hexdigest()
 
 
+_MAX_LINKS = 40  # symlinks followed in one path, as the kernel's limit
+
+
+def _trusted_link(dfd: int, name: str, info: os.stat_result) -> bool:
+    """A symlink no other user can have planted or swapped: root's or ours, in a directory
+    of root's or ours that no one else can add to (group/other write only with the sticky bit)."""
+    import stat
+
+    trusted = (0, os.geteuid())
+    parent = os.fstat(dfd)
+    return (
+        info.st_uid in trusted
+        and parent.st_uid in trusted
+        and (not parent.st_mode & 0o022 or bool(parent.st_mode & stat.S_ISVTX))
+    )
+
+
+def open_dir_nofollow(path: str) -> int:
+    """Open the directory ``path`` one component at a time with ``O_NOFOLLOW``: a symlink on the
+    way is followed only when no other user can have planted it (``_trusted_link``: the
+    system's own, ``/var/run``, say); another's is ``OSError(ELOOP)`` naming it. The caller
+    closes the descriptor."""
+    import errno
+    import stat
+
+    pending = [c for c in path.split("/") if c not in ("", ".")]
+    dfd = os.open("/" if path.startswith("/") else ".", _OPEN_DIR)
+    walked = "/" if path.startswith("/") else ""
+    links = 0
+    try:
+        while pending:
+            name = pending.pop(0)
+            try:
+                fd = os.open(name, _OPEN_DIR | os.O_NOFOLLOW, dir_fd=dfd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                info = os.lstat(name, dir_fd=dfd)
+                if not stat.S_ISLNK(info.st_mode):
+                    raise
+                where = os.path.join(walked, name)
+                if not _trusted_link(dfd, name, info):
+                    raise OSError(
+                        errno.ELOOP, f"{where} is a symlink another user can change (uid {info.st_uid}); not followed"
+                    ) from None
+                links += 1
+                if links > _MAX_LINKS:
+                    raise OSError(errno.ELOOP, f"too many symlinks in {path}") from None
+                target = os.readlink(name, dir_fd=dfd)
+                pending[:0] = [c for c in target.split("/") if c not in ("", ".")]
+                if target.startswith("/"):
+                    os.close(dfd)
+                    dfd = os.open("/", _OPEN_DIR)
+                    walked = "/"
+                continue
+            os.close(dfd)
+            dfd = fd
+            walked = os.path.join(walked, name)
+        return dfd
+    except BaseException:
+        os.close(dfd)
+        raise
+
+
 def atomic_write(
     path: str, data: bytes, mode: int = 0o640, *, dir_fd: int | None = None, owner: tuple[int, int] | None = None
 ) -> None:
@@ -74,9 +138,11 @@ def atomic_write(
     The temp file is created with ``O_EXCL | O_NOFOLLOW`` under a random name and given
     ``mode`` explicitly (the umask plays no part); with ``dir_fd``, ``path`` is a name in that
     directory. ``owner`` (uid, gid) is set on the temp file's descriptor before the rename
-    (never chown by path)."""
+    (never chown by path). The directory of ``path`` is opened a component at a time without
+    following another user's symlink (``open_dir_nofollow``): a page directory swapped for a
+    link to root's files is ``OSError(ELOOP)``, never written through."""
     opened = dir_fd is None
-    dfd = os.open(os.path.dirname(path) or ".", _OPEN_DIR) if dir_fd is None else dir_fd
+    dfd = open_dir_nofollow(os.path.dirname(path) or ".") if dir_fd is None else dir_fd
     name = os.path.basename(path) if opened else path
     try:
         tmp = f".{name}.{os.urandom(6).hex()}.tmp"

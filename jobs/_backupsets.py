@@ -34,6 +34,8 @@ from typing import Any
 
 from jobrunner import ConfigError, JobContext
 from jobrunner.files import atomic_write, fsync_dir, sha256_file
+from jobrunner.store.state import read_regular_file
+from jobrunner.store.validate import loads
 
 BACKUP_LOCK = "wp-backups"  # shared by writers and restore, exclusive for the pruner
 MANIFEST = "manifest.json"
@@ -115,7 +117,9 @@ def read_set(path: Path) -> BackupSet | None:
         return None
     manifest = None
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
+        # Bounded, a regular file, finite numbers (jobrunner.store.validate): a FIFO or a NaN
+        # planted as a manifest is no manifest, never a hang or a crash of the listing.
+        manifest = loads(read_regular_file(str(path / MANIFEST), limit=_MAX_MANIFEST))
     except (OSError, ValueError):
         pass
     created = datetime.strptime(match.group("stamp"), STAMP_FORMAT).replace(tzinfo=UTC)
@@ -361,7 +365,7 @@ def authenticate(set_dir: Path, key: BackupKey, *, now: datetime | None = None) 
         raise UntrustedSet(f"writable by group or others (mode {st.st_mode & 0o7777:04o})")
     try:
         raw = _read_private(set_dir / MANIFEST, _MAX_MANIFEST)
-        record = json.loads(_read_private(set_dir / MAC_FILE, 4096))
+        record = loads(_read_private(set_dir / MAC_FILE, 4096))
     except ValueError as exc:
         if str(exc) == f"no {MAC_FILE}":
             raise UntrustedSet(
@@ -376,7 +380,7 @@ def authenticate(set_dir: Path, key: BackupKey, *, now: datetime | None = None) 
     if not hmac.compare_digest(record["mac"].encode(), key.mac(raw).encode()):
         raise UntrustedSet(f"{MAC_FILE} does not match {MANIFEST}: changed since it was written, or not ours")
     try:
-        manifest: dict[str, Any] = json.loads(raw)
+        manifest: dict[str, Any] = loads(raw)
         created = datetime.fromisoformat(manifest["created"]).astimezone(UTC)
         expected = set_name(manifest["site"], manifest["kind"], created)
         files = manifest["files"]

@@ -52,7 +52,29 @@ def late_watch(ctx: JobContext) -> None:
         "--notify-memory",
         os.path.join(ctx.state_dir, "late-notified.json"),
     ]
-    done = ctx.run(argv, check=False)
-    if done.returncode not in (0, 1, 2):  # 3: UNKNOWN, the check could not judge
+    done = ctx.run(argv, check=False, capture=True)
+    lines = (done.stdout or "").splitlines()
+    for line in lines:
+        ctx.log.info("late_watch.health", line=line)
+    verdict = health_verdict(lines[0] if lines else "", done.returncode)
+    if verdict is None:  # a traceback's exit 1 is no WARNING: nothing was judged
+        first = " ".join((lines[0] if lines else "nothing on stdout").split())[:200]
+        raise RuntimeError(
+            f"jobrunner health did not answer with a status line (exit {done.returncode}, said {first!r}): see its output above"
+        )
+    if verdict == "UNKNOWN":  # 3: the check could not judge
         raise RuntimeError(f"jobrunner health could not judge the jobs (exit {done.returncode}): see its output above")
     ctx.log.info("late_watch.checked", package=package, health_exit=done.returncode)
+
+
+_VERDICTS = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
+
+
+def health_verdict(first_line: str, exit_code: int) -> str | None:
+    """The verdict of a Nagios plugin's answer: its first line's status word when that line is
+    ``STATUS: …`` and the word agrees with the exit code, else ``None`` (a crash, a traceback,
+    a wrong binary: the jobs were not judged, whatever the exit code says)."""
+    word, sep, _rest = first_line.partition(": ")
+    if not sep or _VERDICTS.get(word) != exit_code:
+        return None
+    return word

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobrunner.errors import ConfigError
@@ -128,8 +128,11 @@ def clear_silence(root: str, jobs: Sequence[str]) -> list[str]:
     return ended
 
 
-def list_silences(root: str, now: float | None = None) -> list[dict[str, Any]]:
-    """The silences in force under ``root``: one dict per job (``job`` and the record)."""
+def list_silences(
+    root: str, now: float | None = None, *, warn: Callable[[str], None] | None = None
+) -> list[dict[str, Any]]:
+    """The silences in force under ``root``: one dict per job (``job`` and the record); a job
+    whose state cannot be read (another user's bad record) is skipped, told to ``warn``."""
     from jobrunner.rules.alerting import silence_active
     from jobrunner.store.state import StateStore
 
@@ -138,7 +141,9 @@ def list_silences(root: str, now: float | None = None) -> list[dict[str, Any]]:
     for name in _recorded(root):
         try:
             state = StateStore(name, root).load()
-        except (ConfigError, OSError):
+        except (ConfigError, OSError) as exc:
+            if warn is not None:
+                warn(f"skipped {name}: {exc}")
             continue
         silence = silence_active(state, now)
         if silence is not None:

@@ -106,10 +106,13 @@ def render_text(results: Sequence[JobHealth]) -> str:
         summary = f"{len(results)} job{'s' if len(results) != 1 else ''} ok"
     else:
         summary = "; ".join(f"{r.job}: {r.reasons[0]}" for r in bad)
-    lines = [f"{NAMES[status]}: {' '.join(summary.split())} | {perf}"]
+    from jobrunner.store.validate import printable
+
+    # Reasons quote recorded text (a job's error): control characters escaped, one line each.
+    lines = [f"{NAMES[status]}: {printable(' '.join(summary.split()))} | {perf}"]
     for r in results:
         detail = "; ".join(r.reasons + r.notes) or "ok"
-        lines.append(f"{NAMES[r.status]} {r.job}: {' '.join(detail.split())}")
+        lines.append(printable(f"{NAMES[r.status]} {r.job}: {' '.join(detail.split())}"))
     return "\n".join(lines) + "\n"
 
 

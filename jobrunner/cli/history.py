@@ -111,6 +111,7 @@ def main(args: argparse.Namespace) -> int:
     from jobrunner.errors import ConfigError, UsageError
     from jobrunner.store.history import STATS_WINDOW, outcome_matches, read_history, recorded_jobs, summary
     from jobrunner.store.state import default_state_dir
+    from jobrunner.store.validate import printable
 
     if args.limit < 0:
         raise UsageError("--limit must be 0 or more")
@@ -138,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
         if args.jobs and not read.records and read.error is None and not read.skipped:
             raise ConfigError(f"no history for job {name!r} under {root}")
         if read.error:
-            print(f"jobrunner: history of {name} is unreadable: {read.error}", file=sys.stderr)
+            print(printable(f"jobrunner: history of {name} is unreadable: {read.error}"), file=sys.stderr)
         if read.skipped:
             print(f"jobrunner: history of {name}: {read.skipped} malformed line(s) skipped", file=sys.stderr)
         summaries.append({"job": name, **summary(read.records), "skipped_lines": read.skipped})
@@ -159,16 +160,18 @@ def main(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.start))
         error = f"  {r.error[:120]}" if r.error else ""
         host = f"{r.host}  " if args.fleet else ""
-        out.append(
-            f"{when}  {host}{r.job}  {r.outcome} (exit {r.exit_code})  {_seconds(r.duration_s)}  {r.log_command}{error}\n"
+        line = (
+            f"{when}  {host}{r.job}  {r.outcome} (exit {r.exit_code})  {_seconds(r.duration_s)}  {r.log_command}{error}"
         )
+        out.append(printable(line) + "\n")
     if summaries:
         out.append("\n")
         width = max(len(_label(s)) for s in summaries)
         for s in summaries:
-            out.append(
+            line = (
                 f"{_label(s):<{width}}  runs {s['runs']}  p50 {_seconds(s['p50_s'])}  p95 {_seconds(s['p95_s'])}"
-                f"  failure streak {s['failure_streak']}\n"
+                f"  failure streak {s['failure_streak']}"
             )
+            out.append(printable(line) + "\n")
     sys.stdout.write("".join(out))
     return 0

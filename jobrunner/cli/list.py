@@ -90,6 +90,7 @@ def _package(args: argparse.Namespace) -> str:
 def main(args: argparse.Namespace) -> int:
     from jobrunner.instances import group_of, known_instances
     from jobrunner.run.loader import discover
+    from jobrunner.store.validate import printable
 
     rows: list[_Row] = []
     for job in discover(_package(args)):
@@ -124,7 +125,8 @@ def main(args: argparse.Namespace) -> int:
         )
         for r in rows
     ]
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=True)]
-    for line in (headers, *table):
+    shown = [tuple(printable(c) for c in line) for line in table]  # descriptions, schedules: no escapes
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *shown, strict=True)]
+    for line in (headers, *shown):
         sys.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n")
     return 0

@@ -19,6 +19,7 @@ from jobrunner.cli import add_package_option
 
 __all__ = ["HELP", "configure", "main", "resolve"]
 
+MAX_SILENCE_S = 366 * 86400.0
 HELP = "silence jobs' notifications for a while (--list: the silences in force)"
 
 
@@ -64,9 +65,10 @@ def _until(ts: float) -> str:
 def _list(root: str, as_json: bool) -> int:
     from jobrunner.admin.silences import list_silences
     from jobrunner.rules.schedule import format_age
+    from jobrunner.store.validate import printable
 
     now = time.time()
-    rows: list[dict[str, Any]] = list_silences(root, now)
+    rows: list[dict[str, Any]] = list_silences(root, now, warn=lambda why: print(printable(why), file=sys.stderr))
     if as_json:
         sys.stdout.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
         return 0
@@ -75,10 +77,8 @@ def _list(root: str, as_json: bool) -> int:
         return 0
     for r in rows:
         reason = f": {r['reason']}" if r.get("reason") else ""
-        sys.stdout.write(
-            f"{r['job']}: silenced until {_until(r['until'])} ({format_age(r['until'] - now)} more) "
-            f"by {r.get('by', '?')}{reason}\n"
-        )
+        line = f"{r['job']}: silenced until {_until(r['until'])} ({format_age(r['until'] - now)} more) by {r.get('by', '?')}{reason}"
+        sys.stdout.write(printable(line) + "\n")
     return 0
 
 
@@ -101,6 +101,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"silence --for {args.span!r}: {exc}") from None
     if not seconds or seconds <= 0:
         raise UsageError(f"silence --for {args.span!r}: must be more than 0")
+    if seconds > MAX_SILENCE_S:
+        raise UsageError(f"silence --for {args.span!r}: at most a year (a silence always ends)")
     jobs = resolve(args, root, "silence")
     record = set_silence(root, jobs, seconds=seconds, reason=args.reason)
     for job in jobs:

@@ -108,6 +108,7 @@ def _when(value: Any, now: float) -> str:
 
 def _table(rows: list[dict[str, Any]], now: float) -> str:
     from jobrunner.rules.schedule import format_age
+    from jobrunner.store.validate import printable
 
     headers = ("JOB", "LAST OUTCOME", "LAST RUN", "LAST SUCCESS", "DURATION", "FAILS")
     table = []
@@ -135,10 +136,11 @@ def _table(rows: list[dict[str, Any]], now: float) -> str:
                 str(r["consecutive_failures"]),
             )
         )
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=True)]
+    shown = [tuple(printable(c) for c in line) for line in table]  # recorded text: no escape reaches the terminal
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *shown, strict=True)]
     return "".join(
         "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n"
-        for line in (headers, *table)
+        for line in (headers, *shown)
     )
 
 
@@ -206,6 +208,9 @@ def _fleet(args: argparse.Namespace) -> int:
     if not jobs:
         sys.stdout.write("no run published to the fleet's stream yet\n")
         return 0
+    from jobrunner.store.validate import printable
+
+    table = [tuple(printable(c) for c in line) for line in table]  # hosts and jobs are the stream's: no escapes
     widths = [max(len(str(x)) for x in col) for col in zip(*table, strict=True)]
     sys.stdout.write(
         "".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n" for line in table)

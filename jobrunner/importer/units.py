@@ -162,8 +162,10 @@ class UnitFile:
 
 def read_unit(path: str | os.PathLike[str]) -> UnitFile:
     """Read a unit file: comments dropped, continuation lines joined, line numbers kept."""
+    from jobrunner.importer.batch import read_input  # bounded, regular files only, no control characters
+
     p = Path(path)
-    text = p.read_text(encoding="utf-8", errors="replace")
+    text = read_input(str(p))
     sections: dict[str, list[tuple[str, str, int]]] = {}
     first: dict[str, int] = {}
     current: list[tuple[str, str, int]] | None = None

@@ -45,17 +45,25 @@ def _load(path: str) -> dict[str, dict[str, float]]:
         if exc.errno == errno.EFBIG:
             raise OSError(f"{path}: larger than {MAX_MEMORY_BYTES} bytes") from None
         raise OSError(f"{path}: not a regular file of this user's") from None
+    from jobrunner.store import validate
+
     try:
-        doc = json.loads(data)
+        doc = validate.loads(data)
     except ValueError:
         doc = {}
     if not isinstance(doc, dict):
         return {}
-    return {
-        str(k): {"since": float(v["since"]), "sent": float(v["sent"])}
-        for k, v in doc.items()
-        if isinstance(v, dict) and all(isinstance(v.get(f), (int, float)) for f in ("since", "sent"))
-    }
+    memory: dict[str, dict[str, float]] = {}
+    for k, v in doc.items():  # entries out of range (validate's) are forgotten, one by one
+        try:
+            if isinstance(v, dict) and len(k) <= 200:
+                memory[k] = {
+                    "since": validate.timestamp(v.get("since"), "since"),
+                    "sent": validate.timestamp(v.get("sent"), "sent"),
+                }
+        except ValueError:
+            continue
+    return memory
 
 
 def _save(path: str, memory: Mapping[str, Any]) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobrunner.store.history import STATS_WINDOW, RunRecord, failure_streak, percentile, read_history, recorded_jobs
+from jobrunner.store.validate import printable
 
 __all__ = ["JobView", "collect", "render", "render_fleet", "write_page"]
 
@@ -176,7 +177,8 @@ _MARK = {"success": "\u2713", "skipped": "\u2013", "never": "\u2013", "running":
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    """Text for the page: markup escaped, control characters shown (``printable``, newlines kept)."""
+    return html.escape(printable(text, keep_newlines=True), quote=True)
 
 
 def _outcome(outcome: str, label: str | None = None) -> str:
@@ -339,9 +341,13 @@ def render(views: Sequence[JobView], *, host: str | None = None, now: float | No
 
 def write_page(path: str, page: str) -> None:
     """Replace ``path`` atomically with ``page`` (0644: the web server's user reads it)."""
+    from jobrunner.errors import ConfigError
     from jobrunner.files import atomic_write
 
-    atomic_write(path, page.encode(), PAGE_MODE)
+    try:
+        atomic_write(path, page.encode(), PAGE_MODE)
+    except OSError as exc:  # a missing directory, another user's symlink on the way: one line
+        raise ConfigError(f"cannot write the status page {path}: {exc.strerror or exc}") from None
 
 
 def render_fleet(

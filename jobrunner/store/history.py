@@ -39,6 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 from jobrunner._record import record
 from jobrunner.store.state import FILE_MODE, _flock_bounded, _is_regular
+from jobrunner.store.validate import MAX_DURATION_S as _MAX_DURATION
+from jobrunner.store.validate import MAX_TEXT as _MAX_TEXT
+from jobrunner.store.validate import MAX_WHOLE as _MAX_WHOLE
+from jobrunner.store.validate import TS_MAX as _TS_MAX
+from jobrunner.store.validate import TS_MIN as _TS_MIN
 
 if TYPE_CHECKING:
     from jobrunner.run.model import Run
@@ -130,21 +135,26 @@ class RunRecord:
             if type(value) is not str or not value or len(value) > 200:
                 raise ValueError(f"{key} is not a short string")
         start, duration = get("start"), get("duration_s")
-        for key, value in (("start", start), ("duration_s", duration)):
-            if (type(value) is not float and type(value) is not int) or not math.isfinite(value):
-                raise ValueError(f"{key} is not a number")
+        # The ranges of jobrunner.store.validate (a time the views can show, a duration under
+        # ten years), unrolled: the file is the job's user's, the fleet's stream anyone's.
+        if (type(start) is not float and type(start) is not int) or not _TS_MIN <= start <= _TS_MAX:
+            raise ValueError("start is not a time between the epoch and 2200")
+        if (
+            type(duration) is not float and type(duration) is not int
+        ) or not -_MAX_DURATION <= duration <= _MAX_DURATION:
+            raise ValueError("duration_s is not a number of seconds under ten years")
         exit_code, attempts = get("exit_code", 0), get("attempts", 0)
-        if type(exit_code) is not int:
+        if type(exit_code) is not int or not -_MAX_WHOLE <= exit_code <= _MAX_WHOLE:
             raise ValueError("exit_code is not a whole number")
-        if type(attempts) is not int:
+        if type(attempts) is not int or not -_MAX_WHOLE <= attempts <= _MAX_WHOLE:
             raise ValueError("attempts is not a whole number")
         error = get("error")
-        if error is not None and type(error) is not str:
+        if error is not None and (type(error) is not str or len(error) > _MAX_TEXT):
             raise ValueError("error is not a string")
         tail = get("tail")
         if tail is None:
             lines: tuple[str, ...] = ()
-        elif type(tail) is not list or not all(type(x) is str for x in tail):
+        elif type(tail) is not list or not all(type(x) is str and len(x) <= _MAX_TEXT for x in tail):
             raise ValueError("tail is not a list of strings")
         else:
             lines = tuple(x[:MAX_TAIL_LINE] for x in tail[-MAX_TAIL_LINES:])
@@ -267,7 +277,7 @@ def _compact(dfd: int, max_runs: int, max_age_s: float) -> bool:
         for raw in lines[-max_runs:]:
             try:
                 record = RunRecord.from_dict(json.loads(raw))
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if record.start >= cutoff:
                 kept.append(_line(record))
@@ -281,7 +291,7 @@ def _has_old(lines: Sequence[bytes], max_age_s: float) -> bool:
     try:
         first = json.loads(lines[0]) if lines else {}
         return isinstance(first, dict) and float(first.get("start", 0)) < time.time() - max_age_s
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return True
 
 

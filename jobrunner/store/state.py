@@ -35,6 +35,8 @@ from typing import Any
 from jobrunner._record import record
 from jobrunner.errors import ConfigError
 from jobrunner.files import atomic_write
+from jobrunner.store import validate as v
+from jobrunner.store.validate import loads
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -215,6 +217,7 @@ class JobState:
         running = known.get("running") or {}
         if "since" in running and (not isinstance(running["since"], _NUM) or isinstance(running["since"], bool)):
             raise ValueError("field 'running.since' must be a number")
+        _check_ranges(known)
         return cls(**known, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
@@ -285,6 +288,59 @@ class JobState:
             self.consecutive_failures = (self.consecutive_failures or 0) + 1
             if error:
                 self.last_error = error
+
+
+_TIMESTAMPS = (
+    "last_start",
+    "last_finish",
+    "last_success",
+    "last_failure",
+    "last_skipped",
+    "skipped_since",
+    "skip_notified",
+)
+_WHOLES = ("schema", "last_exit_code", "last_attempts", "consecutive_failures", "consecutive_skips")
+_SHORT = ("job", "last_run_id", "last_outcome", "notified_run_id")
+SHORT_TEXT = 200
+
+
+def _check_ranges(known: dict[str, Any]) -> None:
+    """The checks of ``jobrunner.store.validate`` on the fields the views compute with: the file
+    belongs to the job's user, and a ``NaN``, a ``1e308`` or a megabyte of error must make this
+    job's state unreadable (its UNKNOWN), never crash the view of every job."""
+    for key in _TIMESTAMPS:
+        if key in known:
+            v.timestamp(known[key], key)
+    for key in _WHOLES:
+        if key in known:
+            v.whole(known[key], key)
+    for key in _SHORT:
+        if key in known:
+            v.text(known[key], key, SHORT_TEXT)
+    if "last_error" in known:
+        v.text(known["last_error"], "last_error")
+    if "last_duration_s" in known:
+        v.duration(known["last_duration_s"], "last_duration_s")
+    for item in known.get("durations_s") or ():
+        v.duration(item, "durations_s")
+    for key in ("runs", "anomalies"):
+        for value in (known.get(key) or {}).values():
+            v.whole(value, key, 0)
+    if "since" in (known.get("running") or {}):
+        v.timestamp(known["running"]["since"], "running.since")
+    for tag in known.get("notify_tags") or ():
+        v.text(tag, "notify_tags", SHORT_TEXT)
+    silence = known.get("silence")
+    if silence is not None:
+        for key in ("until", "since"):
+            if key in silence:
+                v.timestamp(silence[key], f"silence.{key}")
+        if "uid" in silence:
+            v.whole(silence["uid"], "silence.uid", 0)
+        if "by" in silence:
+            v.text(silence["by"], "silence.by", SHORT_TEXT)
+        if silence.get("reason") is not None:
+            v.text(silence["reason"], "silence.reason")
 
 
 def record_start(state: JobState | dict[str, Any], **kwargs: Any) -> None:
@@ -373,7 +429,7 @@ class StateStore:
 
     def _read_at(self, dfd: int) -> JobState:
         try:
-            return JobState.from_dict(json.loads(read_regular_file("state.json", dir_fd=dfd) or b"{}"))
+            return JobState.from_dict(loads(read_regular_file("state.json", dir_fd=dfd) or b"{}"))
         except FileNotFoundError:
             return JobState()
         except (OSError, ValueError) as exc:  # ValueError: not JSON, or not the schema
