@@ -266,7 +266,7 @@ def test_printable_leaves_no_control_character_and_is_one_line(text):
 @settings(_BASE, max_examples=300)
 @given(data=st.one_of(st.binary(max_size=400), st.text(max_size=200).map(str.encode)))
 def test_any_env_file_is_a_dict_or_one_line(tmp_path_factory, data):
-    from jobrunner.store.envfile import load_env_file
+    from jobrunner.envfile import load_env_file
 
     path = tmp_path_factory.mktemp("env") / "x.env"
     path.write_bytes(data)
