@@ -72,8 +72,11 @@ def find_group(jobs: Sequence[Job], name: str, package: str) -> Group:
     for job in jobs:
         if job.instantiable and name in (job.name, job.unit, job.ref):
             return groups[group_of(job)]
+    from jobrunner.run.loader import closest
+
     have = ", ".join(sorted(groups)) or "none"
-    raise ConfigError(f"no instance group or instantiable job {name!r} in package {package!r} (groups: {have})")
+    hint = closest(name, [*groups, *(j.name for j in jobs if j.instantiable)])
+    raise ConfigError(f"no instance group or instantiable job {name!r}{hint} in package {package!r} (groups: {have})")
 
 
 def parse_settings(items: Sequence[str]) -> dict[str, str]:

@@ -136,7 +136,9 @@ def main(args: argparse.Namespace) -> int:
         else:
             shown = read.records
         if args.jobs and not read.records and read.error is None and not read.skipped:
-            raise ConfigError(f"no history for job {name!r} under {root}")
+            from jobrunner.run.loader import closest
+
+            raise ConfigError(f"no history for job {name!r}{closest(name, recorded_jobs(root))} under {root}")
         if read.error:
             print(f"jobrunner: history of {name} is unreadable: {read.error}", file=sys.stderr)
         if read.skipped:

@@ -89,10 +89,11 @@ def _package(args: argparse.Namespace) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from jobrunner.instances import group_of, known_instances
-    from jobrunner.run.loader import discover
+    from jobrunner.run.loader import discover_report
 
     rows: list[_Row] = []
-    for job in discover(_package(args)):
+    jobs, broken = discover_report(_package(args))
+    for job in jobs:
         instances = known_instances(group_of(job)) if job.instances else None
         rows.append(
             {
@@ -107,10 +108,14 @@ def main(args: argparse.Namespace) -> int:
                 "instances": instances,
             }
         )
+    code = 0
+    for problem in broken:  # the other jobs are listed still; the broken module named, exit 78
+        print(f"jobrunner: {problem.module}: {' '.join(problem.error.split())}", file=sys.stderr)
+        code = 78
     if args.json:
         for row in rows:
             print(json.dumps(row))
-        return 0
+        return code
     headers = ("JOB", "SCHEDULE", "NEXT", "LOCK", "TIMEOUT", "USER", "INSTANCES")
     table = [
         (
@@ -127,4 +132,4 @@ def main(args: argparse.Namespace) -> int:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=True)]
     for line in (headers, *table):
         sys.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n")
-    return 0
+    return code

@@ -217,7 +217,9 @@ def main(args: argparse.Namespace) -> int:
     if args.job:
         if args.job not in names:
             where = f" or in package {args.package!r}" if args.package else ""
-            raise ConfigError(f"no job {args.job!r}: no state under {root}{where}")
+            from jobrunner.run.loader import closest
+
+            raise ConfigError(f"no job {args.job!r}{closest(args.job, names)}: no state under {root}{where}")
         names = [args.job]
     if args.html:
         return _html(args.html, root, names, args.package, one=bool(args.job))

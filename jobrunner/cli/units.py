@@ -29,7 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``units`` actions and their options to ``parser``."""
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     render = actions.add_parser("render", help="write the units of the jobs (deterministic)")
-    render.add_argument("--out", default="units", help="output directory (default: units)")
+    render.add_argument(
+        "--out", default="units", help="output directory (default: units); '-': print the files, as systemctl cat"
+    )
     add_package_option(render)
     render.add_argument("--python", default=None, help="interpreter in ExecStart= (default: /opt/jobrunner/bin/python)")
     render.add_argument("--metrics-dir", default=None, help="node_exporter textfile dir to make writable and set")
@@ -54,10 +56,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from jobrunner.unitgen.render import DEFAULT_PYTHON, render_all
+    from jobrunner.unitgen.render import DEFAULT_PYTHON, merge_shared, render_all
     from jobrunner.unitgen.write import write_rendered
 
     files = render_all(args.package, args.jobs, python=args.python or DEFAULT_PYTHON, metrics_dir=args.metrics_dir)
+    if args.out == "-":
+        for rel, text in files.items():
+            sys.stdout.write(f"# {rel}\n{text}\n")
+        return 0
+    if args.jobs:  # JOB's files only; the shared ones merged into --out's, never rewritten from JOB's view
+        files = merge_shared(files, args.out)
     try:
         changed = write_rendered(files, args.out, prune=not args.jobs, check=args.check)
     except OSError as exc:  # --out /proc/1, a read-only or full disk: one line, exit 78
