@@ -257,3 +257,27 @@ def test_units_render_job_is_judged_alone_and_conflicts_are_one_line(tmp_path):
     assert merged.returncode == 78 and merged.stderr.count("\n") == 1, merged.stderr
     assert "d /mnt/backups 0750 root root -" in merged.stderr and "www-data" in merged.stderr
     assert not (every / "site-backup.service").exists()  # refused before anything is written
+
+
+def test_instances_add_again_merges_and_warns_on_unread_keys(tmp_path):
+    """`instances add` on an existing site keeps its settings (a typo no longer drops WP_PATH),
+    warns on a key no job of the group reads (with the nearest one), and --force replaces."""
+    env = {
+        "JOBRUNNER_INSTANCES_DIR": str(tmp_path / "instances"),
+        "JOBRUNNER_TMPFILES_DIR": str(tmp_path / "tmpfiles"),
+        "JOBRUNNER_STATE_DIR": str(tmp_path / "state"),
+    }
+    site = tmp_path / "instances" / "wp" / "shop.example.env"
+    first = cli("instances", "add", "wp", "shop.example", "--set", "WP_PATH=/var/www/shop", "--no-enable", **env)
+    assert first.returncode == 0 and first.stderr == "", first.stderr
+    again = cli("instances", "add", "wp", "shop.example", "--set", "WP_PAHT=/srv/shop", "--no-enable", **env)
+    assert again.returncode == 0, again.stderr
+    assert "--set WP_PAHT: no job of wp reads it (did you mean 'WP_PATH'?)" in again.stderr
+    assert "kept WP_PATH" in again.stdout
+    text = site.read_text()
+    assert "WP_PATH=/var/www/shop" in text and "WP_PAHT=/srv/shop" in text
+    forced = cli(
+        "instances", "add", "wp", "shop.example", "--set", "WP_PATH=/srv/shop", "--force", "--no-enable", **env
+    )
+    assert forced.returncode == 0
+    assert "WP_PAHT" not in site.read_text() and "WP_PATH=/srv/shop" in site.read_text()
