@@ -81,7 +81,7 @@ def test_readme_example_runs_as_written(tmp_path):
     finished = [json.loads(x) for x in outputs[0].stdout.splitlines() if '"job.finished"' in x]
     assert finished and finished[0]["outcome"] == "success" and finished[0]["job"] == "site_backup"
     # point 8: run by hand as root, the declared user= is not silently ignored
-    assert "declares user=www-data; run by hand it runs as root" in outputs[0].stderr
+    assert "jobrunner: runs as root by hand, not as user=www-data (its unit's User=)\n" == outputs[0].stderr
     assert (units_dir / "site-backup.service").exists() and (units_dir / "site-backup.timer").exists()
     assert "User=www-data" in (units_dir / "site-backup.service").read_text()
     # listed with the shipped jobs, by its name
@@ -281,3 +281,66 @@ def test_instances_add_again_merges_and_warns_on_unread_keys(tmp_path):
     )
     assert forced.returncode == 0
     assert "WP_PAHT" not in site.read_text() and "WP_PATH=/srv/shop" in site.read_text()
+
+
+# ------------------------------------------------------------------ the smaller points (6-8)
+
+
+def test_status_html_into_a_missing_directory_is_one_line(tmp_path):
+    """6: `status --html` into a missing (or unwritable) directory: one line, exit 78."""
+    proc = cli("status", "--html", str(tmp_path / "no" / "such" / "page.html"), JOBRUNNER_STATE_DIR=str(tmp_path))
+    assert proc.returncode == 78 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("jobrunner: status --html: cannot write ") and proc.stderr.count("\n") == 1
+
+
+def test_the_plain_smtp_example_of_the_docs_delivers(tmp_path):
+    """7: docs/notifications.md's plain-SMTP URL, pointed at a real SMTP server, delivers."""
+    from .test_notify_receivers import SmtpReceiver
+
+    text = (REPO / "docs" / "notifications.md").read_text()
+    url = re.search(r"Plain SMTP without TLS \(a local relay\): `(mailto://[^`]+)`", text).group(1)
+    server = SmtpReceiver()
+    try:
+        proc = cli("notify", "test", JOBRUNNER_NOTIFY_URLS=url.replace(":25?", f":{server.port}?"))
+        assert proc.returncode == 0, proc.stderr
+        assert len(server.wait(1)) == 1
+    finally:
+        server.close()
+
+
+def test_units_uninstall_takes_dir_like_install(tmp_path):
+    """8: `units uninstall --dir` is accepted (one line says the manifest decides)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = cli("units", "uninstall", "--dir", "units", "--root", str(root), "--dry-run")
+    assert "unrecognized" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "uninstall removes what install recorded in its manifest" in proc.stderr
+
+
+def test_checks_sync_says_what_to_put_in_the_env_file(tmp_path):
+    """8: `checks sync` without its env file says what the file must hold."""
+    proc = cli("checks", "sync", "--env-file", str(tmp_path / "healthchecks.env"), "--dry-run")
+    assert proc.returncode == 78
+    assert "HC_API_URL=https://healthchecks.io/api/v3/" in proc.stderr and "HC_API_KEY=" in proc.stderr
+
+
+def test_history_offers_journalctl_only_for_a_units_runs(tmp_path):
+    """8: a run made by hand has no journal entry to offer; a unit's run (INVOCATION_ID) has."""
+    state = str(tmp_path / "state")
+    assert cli("run", "noop", JOBRUNNER_STATE_DIR=state).returncode == 0
+    unit_run = "6a1f0c2e9b7d4e5fa1b2c3d4e5f60718"  # a v4 UUID, as systemd makes
+    assert cli("run", "noop", JOBRUNNER_STATE_DIR=state, INVOCATION_ID=unit_run).returncode == 0
+    lines = [x for x in cli("history", "noop", JOBRUNNER_STATE_DIR=state).stdout.splitlines() if "success" in x]
+    assert len(lines) == 2
+    assert lines[0].endswith(f"journalctl _SYSTEMD_INVOCATION_ID={unit_run}")
+    assert lines[1].endswith("by hand") and "journalctl" not in lines[1]
+
+
+def test_console_lines_fit_80_columns(tmp_path):
+    """8: console lines say host, job and run id once (job.started), the time of day in front."""
+    proc = cli("run", "noop", "--log-format", "console", JOBRUNNER_STATE_DIR=str(tmp_path))
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0 and len(lines) >= 2
+    assert re.match(r"^\d\d:\d\d:\d\d \[info\] job\.started ", lines[0])
+    assert all(len(line) <= 80 for line in lines[1:]), lines
+    assert all("run_id=" not in line for line in lines[1:])

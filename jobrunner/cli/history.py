@@ -107,6 +107,15 @@ def _with_instances(names: list[str], recorded: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _log_command(record: Any) -> str | None:
+    """``journalctl _SYSTEMD_INVOCATION_ID=…`` for a run a unit made (its run id is systemd's
+    invocation ID, a v4 UUID); None for a run made by hand, whose log went to a terminal."""
+    rid = str(record.run_id)
+    if len(rid) == 32 and rid[12] == "4" and rid[16] in "89ab":
+        return str(record.log_command)
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     from jobrunner.errors import ConfigError, UsageError
     from jobrunner.store.history import STATS_WINDOW, outcome_matches, read_history, recorded_jobs, summary
@@ -149,7 +158,7 @@ def main(args: argparse.Namespace) -> int:
     if args.limit:
         runs = runs[: args.limit]
     if args.json:
-        lines = [json.dumps({**r.to_dict(), "log": r.log_command}) for r in runs]
+        lines = [json.dumps({**r.to_dict(), "log": _log_command(r)}) for r in runs]
         lines += [json.dumps({"summary": s}) for s in summaries]
         sys.stdout.write("".join(line + "\n" for line in lines))
         return 0
@@ -162,7 +171,7 @@ def main(args: argparse.Namespace) -> int:
         error = f"  {r.error[:120]}" if r.error else ""
         host = f"{r.host}  " if args.fleet else ""
         out.append(
-            f"{when}  {host}{r.job}  {r.outcome} (exit {r.exit_code})  {_seconds(r.duration_s)}  {r.log_command}{error}\n"
+            f"{when}  {host}{r.job}  {r.outcome} (exit {r.exit_code})  {_seconds(r.duration_s)}  {_log_command(r) or 'by hand'}{error}\n"
         )
     if summaries:
         out.append("\n")

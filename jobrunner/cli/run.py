@@ -95,8 +95,4 @@ def _say_user(declared: Any) -> None:
     except KeyError:
         me = str(os.geteuid())
     if me != declared.user:
-        print(
-            f"jobrunner: job {declared.name} declares user={declared.user}; run by hand it runs as {me} "
-            f"(its unit runs it as {declared.user}: runuser -u {declared.user} -- jobrunner run … for the same)",
-            file=sys.stderr,
-        )
+        print(f"jobrunner: runs as {me} by hand, not as user={declared.user} (its unit's User=)", file=sys.stderr)

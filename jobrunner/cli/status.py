@@ -155,7 +155,15 @@ def _html(path: str, root: str, names: list[str], package: str | None, *, one: b
 
     if not one:  # jobs with a history alone (their state unwritable, say) count too
         names = sorted(set(names) | set(recorded_jobs(root)))
-    write_page(path, render(collect(root, names, units=units)))
+    from jobrunner.errors import ConfigError
+
+    page = render(collect(root, names, units=units))
+    try:
+        write_page(path, page)
+    except OSError as exc:  # a missing or unwritable directory: one line, exit 78
+        raise ConfigError(
+            f"status --html: cannot write {path}: {exc.strerror or exc} (the directory must exist and be writable)"
+        ) from None
     return 0
 
 

@@ -53,6 +53,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     uninstall.add_argument("--root", default="/", help="the root install used")
     uninstall.add_argument("--dry-run", action="store_true", help="list, remove nothing")
     uninstall.add_argument("--force", action="store_true", help="also remove files edited since install")
+    uninstall.add_argument(
+        "--dir", default=None, help="accepted for symmetry with install: uninstall removes what install recorded"
+    )
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -108,6 +111,12 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "uninstall":
         from jobrunner.unitgen.install import uninstall
 
+        if args.dir is not None:
+            print(
+                f"jobrunner: uninstall removes what install recorded in its manifest under --root {args.root}, "
+                f"whatever --dir ({args.dir}) holds now",
+                file=sys.stderr,
+            )
         uninstall(args.root, dry_run=args.dry_run, force=args.force)
         return 0
     raise ConfigError(f"unknown units action {args.action!r}")
