@@ -143,7 +143,7 @@ def _table(rows: list[dict[str, Any]], now: float) -> str:
 
 
 def _html(path: str, root: str, names: list[str], package: str | None, *, one: bool) -> int:
-    from jobrunner.observe.statuspage import collect, render, write_page
+    from jobrunner.observe.statuspage import collect, judge_schedules, render, write_page
 
     units: dict[str, str] = {}
     if package:
@@ -151,13 +151,22 @@ def _html(path: str, root: str, names: list[str], package: str | None, *, one: b
         from jobrunner.run.loader import discover
 
         units = {j.name: j.unit for j in expand_instances(discover(package), root)}
+    declared: dict[str, Any] = {}
+    try:  # the declarations give next runs and lateness; the page is written without them too
+        from jobrunner.run.loader import default_package, discover_report
+
+        declared = {j.name: j for j in discover_report(package or default_package())[0]}
+    except Exception:
+        declared = {}
     from jobrunner.store.history import recorded_jobs
 
     if not one:  # jobs with a history alone (their state unwritable, say) count too
         names = sorted(set(names) | set(recorded_jobs(root)))
     from jobrunner.errors import ConfigError
 
-    page = render(collect(root, names, units=units))
+    views = collect(root, names, units=units or {n: j.unit for n, j in declared.items()})
+    judge_schedules(views, declared)
+    page = render(views)
     try:
         write_page(path, page)
     except OSError as exc:  # a missing or unwritable directory: one line, exit 78
