@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,13 +20,15 @@ from .conftest import REPO, clean_env
 README = REPO / "README.md"
 
 
-def cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, cwd: Path | None = None, script: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI; ``script``: as the installed console script starts it (no working
+    directory first on the path: ``python -P``)."""
     return subprocess.run(
-        [sys.executable, "-m", "jobrunner", *args],
+        [sys.executable, *(["-P"] if script else []), "-m", "jobrunner", *args],
         capture_output=True,
         text=True,
         timeout=120,
-        env=clean_env(PYTHONPATH=str(REPO), **env),
+        env=clean_env(**({"PYTHONPATH": str(REPO)} | env)),
         cwd=cwd or REPO,
         stdin=subprocess.DEVNULL,
         check=False,
@@ -74,7 +77,7 @@ def test_readme_example_runs_as_written(tmp_path):
     for line in lines[1:]:
         argv = shlex.split(moved(line))
         assert argv[0] == "/opt/jobrunner/bin/jobrunner", line
-        proc = cli(*argv[1:], cwd=cwd, **env)
+        proc = cli(*argv[1:], cwd=cwd, script=True, **env)  # /opt/jobrunner/bin/jobrunner: the console script
         assert proc.returncode == 0, (line, proc.stdout, proc.stderr)
         assert "Traceback" not in proc.stderr
         outputs.append(proc)
@@ -344,3 +347,25 @@ def test_console_lines_fit_80_columns(tmp_path):
     assert re.match(r"^\d\d:\d\d:\d\d \[info\] job\.started ", lines[0])
     assert all(len(line) <= 80 for line in lines[1:]), lines
     assert all("run_id=" not in line for line in lines[1:])
+
+
+def test_installed_copy_finds_site_jobs_not_the_checkouts(tmp_path):
+    """What `pip install .` makes (jobrunner/ and jobs/ copied into site-packages): a module
+    added to the checkout's jobs/ afterwards is not the installed package's (the issue's trap),
+    one saved in the site jobs directory is, by name, from any working directory."""
+    site_packages = tmp_path / "site-packages"
+    for package in ("jobrunner", "jobs"):
+        shutil.copytree(REPO / package, site_packages / package, ignore=shutil.ignore_patterns("__pycache__"))
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO / "jobs", checkout / "jobs", ignore=shutil.ignore_patterns("__pycache__"))
+    _, source, _ = readme_example()
+    (checkout / "jobs" / "site_backup.py").write_text(source)
+    jobs_dir = site_dir(tmp_path)
+    env = {"PYTHONPATH": str(site_packages), "JOBRUNNER_JOBS_DIR": str(jobs_dir), "JOBRUNNER_STATE_DIR": str(tmp_path)}
+    missing = cli("run", "site_backup", "--dry-run", cwd=checkout, script=True, **env)
+    assert missing.returncode == 78 and "no job 'site_backup'" in missing.stderr, missing.stderr
+    (jobs_dir / "site_backup.py").write_text(source)
+    for cwd in (checkout, tmp_path):
+        found = cli("run", "site_backup", "--dry-run", cwd=cwd, script=True, **env)
+        assert found.returncode == 0, found.stderr
+        assert '"module":"jobs.site_backup"' in found.stdout.replace(" ", ""), found.stdout
