@@ -87,7 +87,7 @@ document.querySelectorAll('table.board tr.job').forEach(function(tr){
  wb=w?w.getBoundingClientRect():null;
  out.rows.push({key:tr.className.split('k-')[1],name:tr.querySelector('td.name a').textContent,
   state:tr.querySelector('td.state').textContent,top:r.top,height:r.height,nameTop:n.top,stateTop:s.top,
-  nameRight:n.right,width:r.width,why:w?w.textContent:'',whyTop:wb?wb.top:null,whyBottom:wb?wb.bottom:null,
+  nameRight:n.right,width:r.width,why:w?w.textContent:'',whyTop:wb?wb.top:null,whyLeft:wb?wb.left:null,left:r.left,whyBottom:wb?wb.bottom:null,
   next:tr.querySelector('td.next').textContent,scale:(tr.querySelector('.scale')||{}).textContent||''});});
 document.body.setAttribute('data-probe',JSON.stringify(out));});</script>"""
 
@@ -167,6 +167,8 @@ def test_layout_in_chromium(tmp_path: Path, rendered: Path, width: int, height: 
         tallest = max(r["height"] for r in rows)
         assert tallest <= 64, f"a phone row is {tallest}px"
         assert "next in" in by_name["disk_check"]["why"]  # an OK job's second line: its next run
+        # the second line is the row's whole width (under the state too), not squeezed under the name
+        assert all(abs(r["whyLeft"] - r["left"]) <= 2 for r in rows), [(r["whyLeft"], r["left"]) for r in rows]
     else:
         assert all(r["next"].startswith("in ") for r in rows), [r["next"] for r in rows]
         assert all(r["scale"].startswith("\u2264") for r in rows)
