@@ -38,8 +38,12 @@ _SCRUB = ("JOURNAL_STREAM", "INVOCATION_ID", "JOBRUNNER_", "AWS_CA_BUNDLE", "REQ
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
+    env["JOBRUNNER_JOBS_DIR"] = ""  # the machine's /etc/jobrunner/jobs is no test's (tests set their own)
     env.update(extra)
     return env
+
+
+os.environ["JOBRUNNER_JOBS_DIR"] = ""  # nor an in-process test's (the drift test renders `jobs`)
 
 
 def jobrunner_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

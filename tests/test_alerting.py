@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -472,7 +473,8 @@ def test_health_flapping_from_history_and_status_shows_the_silence(launcher):
     page = launcher.tmp / "status.html"
     assert launcher.run("status", "--html", str(page), env=env).returncode == 0
     html = page.read_text()
-    assert '<span class="silenced">silenced until' in html and '<span class="warn">finished in' in html
+    why = re.search(r'<div class="why desk [a-z]+"[^>]*>([^<]*)</div>', html)  # the job's one-line note
+    assert why and "silenced until" in why.group(1) and "finished in" in why.group(1), html
 
 
 def test_a_flapping_job_says_so_in_its_failure_notification(alerting):

@@ -155,8 +155,15 @@ def test_failures(tmp_path):
     assert judge(tmp_path, fake_job("a"), fail_threshold=2).status == health.CRITICAL
 
 
-def test_never_ran_without_systemd_is_warning(tmp_path):
-    """Without systemd there is no timer to measure from: a job that never ran is WARNING."""
+def test_never_ran_without_systemd_is_warning(tmp_path, monkeypatch):
+    """Without systemd there is no timer to measure from: a job whose unit file is installed
+    and that never ran is WARNING; without its unit file it is OK "not installed"."""
+    units = tmp_path / "units"
+    units.mkdir()
+    monkeypatch.setenv("SYSTEMD_UNIT_PATH", str(units))
+    result = judge(tmp_path, fake_job("ghost"))
+    assert result.status == health.OK and result.notes[0].startswith("not installed"), result
+    (units / "ghost.timer").write_text("[Timer]\nOnCalendar=hourly\n")
     result = judge(tmp_path, fake_job("ghost"))
     assert (result.status, result.reasons) == (health.WARNING, ["never ran"])
 
@@ -176,7 +183,8 @@ def test_unreadable_state_is_unknown(tmp_path):
 
 
 def test_systemd_timer_facts(tmp_path, monkeypatch):
-    """With systemd: a missing timer is UNKNOWN, an inactive one CRITICAL, a fresh one OK with its elapses."""
+    """With systemd: a missing timer is OK "not installed", a disabled inactive one too, an
+    enabled inactive one CRITICAL, a fresh one OK with its elapses."""
     write_state(tmp_path, "a", last_outcome="success", last_success=BASE - 60)
     answers = {}
 
@@ -188,7 +196,11 @@ def test_systemd_timer_facts(tmp_path, monkeypatch):
     monkeypatch.setattr("jobrunner.systemd.systemctl.show_units", fake_show)
     run = lambda: health.check_jobs([fake_job("a")], now=BASE, state_root=str(tmp_path), systemd=True)[0]  # noqa: E731
     answers["a.timer"] = {"LoadState": "not-found", "ActiveState": "inactive"}
-    assert run().status == health.UNKNOWN
+    result = run()
+    assert result.status == health.OK and result.notes[0].startswith("not installed (no a.timer")
+    answers["a.timer"] = {"LoadState": "loaded", "ActiveState": "inactive", "UnitFileState": "disabled"}
+    result = run()
+    assert result.status == health.OK and "a.timer is not enabled" in result.notes[0]
     answers["a.timer"] = {"LoadState": "loaded", "ActiveState": "inactive", "SubState": "dead"}
     assert run().status == health.CRITICAL
     answers["a.timer"] = {
@@ -265,7 +277,10 @@ def test_cli_stale_and_failures(launcher):
 def test_cli_never_ran_and_unknown_job(launcher):
     """A job that never ran is WARNING; an unknown JOB or bad option is UNKNOWN (3) in one line."""
     launcher.write_job("hjobs", JOBS)
-    run = launcher.run("health", "--package", "hjobs", "hourly_job")
+    units = launcher.tmp / "units"
+    units.mkdir()
+    (units / "hourly-job.timer").write_text("[Timer]\nOnCalendar=hourly\n")
+    run = launcher.run("health", "--package", "hjobs", "hourly_job", env=launcher.env(SYSTEMD_UNIT_PATH=str(units)))
     assert run.returncode == 1 and "never ran" in run.stdout.splitlines()[0]
     run = launcher.run("health", "--package", "hjobs", "nope")
     assert run.returncode == 3

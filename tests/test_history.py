@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,7 @@ def _seed(root: Path) -> None:
         (root / job).mkdir(parents=True)
         for i, outcome in enumerate(outcomes):
             rec = _record(job=job, start=now - 3600 * (len(outcomes) - i), outcome=outcome, duration_s=10.0 + i)
+            rec = RunRecord(**{**rec.to_dict(), "run_id": uuid.uuid4().hex})  # a unit's run: systemd's v4 ID
             history.append(str(root / job), rec)
 
 

@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def seed(root: Path, jobs: dict[str, list[str]] = JOBS) -> None:
             record = RunRecord(
                 job=job,
                 host="web1",
-                run_id=f"{i:032x}",
+                run_id=uuid.UUID(int=i, version=4).hex,  # a unit's run: systemd's v4 invocation ID
                 start=NOW - 600 * (len(outcomes) - i),
                 duration_s=5.0 + (i * 7) % 50,
                 outcome=outcome,
@@ -60,8 +61,9 @@ def seed(root: Path, jobs: dict[str, list[str]] = JOBS) -> None:
 
 
 def last_outcome(job: str) -> str:
-    ran = [o for o in JOBS[job] if o != "skipped"]
-    return ran[-1]
+    """The state a row shows: the newest outcome, a skip included (a skipped last run is
+    "skipped", never the success before it)."""
+    return JOBS[job][-1]
 
 
 def render_cli(state: Path, out: Path) -> subprocess.CompletedProcess[str]:
@@ -89,14 +91,16 @@ def page(tmp_path: Path) -> Path:
 
 
 def rows(text: str) -> dict[str, str]:
-    """Job name -> its row's 'Last outcome' cell text, from the page's job table."""
-    body = text.split('<table class="jobs">', 1)[1].split("</table>", 1)[0]
+    """Job name -> its row's 'State' cell text, from the page's job table (in the page's order)."""
+    body = text.split('<table class="jobs board">', 1)[1].split("</table>", 1)[0]
     found = {}
-    for row in re.findall(r"<tr>(.*?)</tr>", body, re.S):
-        cells = dict(re.findall(r'<td data-label="([^"]+)">(.*?)</td>', row, re.S))
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S):
+        cells = dict(re.findall(r'<td class="[^"]*" data-label="([^"]+)">(.*?)</td>', row, re.S))
         if "Job" in cells:
-            name = re.sub(r"<[^>]+>", "", cells["Job"])
-            found[name] = re.sub(r"<[^>]+>", "", cells["Last outcome"])
+            link = re.search(r"<a [^>]*>(.*?)</a>", cells["Job"], re.S)
+            assert link, cells["Job"]
+            name = re.sub(r"<[^>]+>", "", link.group(1))
+            found[name] = re.sub(r"<[^>]+>", "", cells["State"])
     return found
 
 

@@ -62,9 +62,16 @@ class Config:
 
 def load_config(path: str = DEFAULT_ENV_FILE) -> Config:
     """The sync's settings from ``path``; ``ConfigError`` (78) naming the file and the variable."""
+    import os
+
     from jobrunner.envfile import load_env_file
     from jobrunner.redact import default_redactor
 
+    if not os.path.exists(path):
+        raise ConfigError(
+            f"{path}: env file not found: create it (root's, chmod 600) with HC_API_URL=https://healthchecks.io/api/v3/ "
+            "and HC_API_KEY=<the project's API key: Settings, API Access>"
+        )
     env = load_env_file(path)
     key = env.get("HC_API_KEY", "").strip()
     if key:

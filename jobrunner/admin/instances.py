@@ -5,7 +5,10 @@ An instance of a group (``wp`` for the WordPress jobs, else a job's own name) is
 - its env file ``/etc/jobrunner/instances/<group>/<instance>.env``, written from ``KEY=VALUE``
   settings atomically, 0640 root:root (it may hold a database password), and beside it
   ``.<instance>.env.sha256``, the hash of what jobrunner wrote: an env file edited by hand
-  since is never replaced or removed without ``force``;
+  since is never replaced or removed without ``force``. ``add`` on an existing instance
+  merges: the settings given replace theirs, the others are kept (``force``: exactly the
+  settings given). A key no job of the group reads (``keys_read``: the names its modules
+  spell) is warned about, with the nearest one it does read;
 - ``/etc/tmpfiles.d/jobrunner-<group>@<instance>.conf``: what the template units cannot make
   themselves (the lock files of non-root jobs in root's lock directory, the instance's write
   paths), applied with ``systemd-tmpfiles --create`` and made again at every boot;
@@ -37,6 +40,7 @@ __all__ = [
     "find_group",
     "format_env",
     "instance_rows",
+    "keys_read",
     "parse_settings",
     "remove_instance",
 ]
@@ -72,8 +76,11 @@ def find_group(jobs: Sequence[Job], name: str, package: str) -> Group:
     for job in jobs:
         if job.instantiable and name in (job.name, job.unit, job.ref):
             return groups[group_of(job)]
+    from jobrunner.run.loader import closest
+
     have = ", ".join(sorted(groups)) or "none"
-    raise ConfigError(f"no instance group or instantiable job {name!r} in package {package!r} (groups: {have})")
+    hint = closest(name, [*groups, *(j.name for j in jobs if j.instantiable)])
+    raise ConfigError(f"no instance group or instantiable job {name!r}{hint} in package {package!r} (groups: {have})")
 
 
 def parse_settings(items: Sequence[str]) -> dict[str, str]:
@@ -199,6 +206,79 @@ def _private_dir(path: str, mode: int) -> None:
         raise ConfigError(f"{path} can be changed by other users: make it root's and 0755")
 
 
+def _module_files(module: str, seen: set[str]) -> None:
+    """``module``'s file and those of the modules it imports from its own top package."""
+    import ast
+    import importlib.util
+
+    if module in seen:
+        return
+    seen.add(module)
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return
+    try:
+        with open(spec.origin, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read())
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return
+    top = module.split(".")[0]
+    package = module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            name = node.module or ""
+            if node.level:
+                name = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], name]).strip(".")
+            if name.split(".")[0] == top:
+                _module_files(name, seen)
+
+
+def keys_read(group: Group) -> set[str]:
+    """The setting names the group's job modules (and their helpers in the same package) spell
+    as string constants: ``ctx.env["WP_PATH"]``, ``env_int(ctx.env, "KEEP_DAILY", …)``."""
+    import ast
+    import importlib.util
+    import re
+
+    modules: set[str] = set()
+    for job in group.jobs:
+        _module_files(job.ref.partition(":")[0], modules)
+    keys: set[str] = set()
+    shaped = re.compile(r"^[A-Z][A-Z0-9_]{1,}$")
+    for module in modules:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.origin:
+            continue
+        try:
+            with open(spec.origin, encoding="utf-8") as handle:
+                tree = ast.parse(handle.read())
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            continue
+        keys |= {
+            n.value
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and shaped.match(n.value)
+        }
+    return keys
+
+
+def _warn_unread(group: Group, settings: dict[str, str], err: TextIO) -> None:
+    from jobrunner.run.loader import closest
+
+    known = keys_read(group)
+    if not known:
+        return  # nothing to compare with: no warning rather than a wrong one
+    for key in settings:
+        if key not in known and not key.startswith("JOBRUNNER_"):
+            print(
+                f"jobrunner: warning: --set {key}: no job of {group.name} reads it{closest(key, known)}",
+                file=err,
+            )
+
+
 def add_instance(
     group: Group,
     instance: str,
@@ -207,11 +287,13 @@ def add_instance(
     force: bool = False,
     enable: bool = True,
     out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
 ) -> str:
     """Write the instance's env file and tmpfiles.d snippet, enable its timers; its env file path.
 
-    An existing env file is replaced only when it is exactly what jobrunner wrote (or with
-    ``force``)."""
+    An existing env file is changed only when it is exactly what jobrunner wrote (or with
+    ``force``); its settings are kept where ``settings`` does not give them (``force``:
+    replaced by ``settings`` alone)."""
     from jobrunner.files import atomic_write
     from jobrunner.unitgen.render import render_instance_tmpfiles
 
@@ -221,6 +303,21 @@ def add_instance(
         raise ConfigError(
             f"{instance_env_file(group.name, instance)} was edited by hand since jobrunner wrote it: "
             "keep it, or replace it with --force"
+        )
+    _warn_unread(group, settings, err)
+    if edited is False and not force:
+        from jobrunner.envfile import parse_env
+
+        path = instance_env_file(group.name, instance)
+        with open(path, encoding="utf-8") as handle:
+            current = parse_env(handle.read(), path)
+        kept = [k for k in current if k not in settings]
+        changed = [k for k in settings if k in current and current[k] != settings[k]]
+        settings = {**current, **settings}
+        print(
+            f"{instance} exists: kept {', '.join(kept) or 'nothing'}; changed {', '.join(changed) or 'nothing'} "
+            "(--force: only the settings given)",
+            file=out,
         )
     bound = [job.for_instance(instance) for job in group.jobs]
     tmpfiles = render_instance_tmpfiles(bound, f"instance {instance} of {group.name} ('jobrunner instances add')")

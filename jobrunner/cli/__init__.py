@@ -39,7 +39,7 @@ class CommandInfo(NamedTuple):
 
 # The registry: every command, in the order ``jobrunner --help`` lists them.
 COMMANDS: dict[str, CommandInfo] = {
-    "run": CommandInfo("jobrunner.cli.run", "run a job: MODULE[:NAME]"),
+    "run": CommandInfo("jobrunner.cli.run", "run a job: NAME or MODULE[:NAME]"),
     "exec": CommandInfo("jobrunner.cli.exec", "wrap a command with the lock, logs, deadline and exit codes"),
     "list": CommandInfo("jobrunner.cli.list", "list the jobs of a package and their schedules"),
     "status": CommandInfo("jobrunner.cli.status", "show the recorded state of jobs"),
@@ -129,6 +129,16 @@ def _print_error(exc: JobrunnerError) -> None:
         pass
 
 
+def _near_command(word: str) -> str | None:
+    """The command ``word`` looks like a typo of (difflib), or None; never for a module path."""
+    if ":" in word or "." in word:
+        return None
+    import difflib
+
+    match = difflib.get_close_matches(word, [*COMMANDS], n=1, cutoff=0.75)
+    return match[0] if match else None
+
+
 def _dispatch(args: list[str]) -> int:
     if not args:
         raise UsageError("no job or command given (see 'jobrunner --help')")
@@ -143,7 +153,21 @@ def _dispatch(args: list[str]) -> int:
     elif command.startswith("-"):
         # Options before the job (``jobrunner --dry-run jobs.x``) belong to ``run``.
         command, rest = "run", args
-    elif ":" in command or "." in command or command.isidentifier():
+    elif ":" in command or "." in command or command.replace("-", "_").isidentifier():
+        near = _near_command(command)
+        if near or not (":" in command or "." in command or command.isidentifier()):
+            # 'stauts' (a command mistyped) or 'wp-backup' (a unit name): a job of that name, or
+            # a usage error naming the nearest command.
+            from jobrunner.run.loader import load_job
+
+            try:
+                load_job(command)
+            except ConfigError as exc:
+                if near:
+                    raise UsageError(
+                        f"unknown command {command!r} (did you mean {near!r}?) (see 'jobrunner --help')"
+                    ) from None
+                raise UsageError(f"unknown command {command!r}: {exc} (see 'jobrunner --help')") from None
         command, rest = "run", args
     else:
         raise UsageError(f"unknown command {command!r} (see 'jobrunner --help')")

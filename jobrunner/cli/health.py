@@ -38,6 +38,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="job name, unit name or MODULE:NAME (default: all); a job's name selects all its instances",
     )
     add_package_option(parser)
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="list every declared job, also those whose units are not installed (OK 'not installed')",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object with every fact")
     parser.add_argument(
         "--grace",
@@ -86,13 +91,18 @@ def select(all_jobs: Sequence[Job], wanted: Sequence[str], package: str) -> list
     for name in wanted:
         found = [j for j in all_jobs if name in (j.name, j.unit, j.ref, j.base_name, j.base_unit)]
         if not found:
+            from jobrunner.run.loader import closest
+
             have = ", ".join(j.name for j in all_jobs) or "none"
-            raise LookupError(f"no job {name!r} in package {package!r} (jobs: {have})")
+            hint = closest(name, [j.name for j in all_jobs])
+            raise LookupError(f"no job {name!r}{hint} in package {package!r} (jobs: {have})")
         chosen.extend(j for j in found if j not in chosen)
     return chosen
 
 
-def render_text(results: Sequence[JobHealth]) -> str:
+def render_text(results: Sequence[JobHealth], hidden: int = 0) -> str:
+    """The plugin's text: the summary line with perfdata, one line per job; ``hidden`` jobs
+    (not installed, not asked about) are counted in the summary."""
     status = overall(results)
     counts = {name.lower(): sum(1 for r in results if r.status == code) for code, name in NAMES.items()}
     perf = (
@@ -101,13 +111,15 @@ def render_text(results: Sequence[JobHealth]) -> str:
     )
     bad = sorted((r for r in results if r.status != OK), key=lambda r: -SEVERITY[r.status])
     if not results:
-        summary = "no jobs to check"
+        summary = "no jobs to check" if not hidden else "no job installed"
     elif not bad:
         summary = f"{len(results)} job{'s' if len(results) != 1 else ''} ok"
     else:
         summary = "; ".join(f"{r.job}: {r.reasons[0]}" for r in bad)
     from jobrunner.store.validate import printable
 
+    if hidden:
+        summary += f"; {hidden} declared job{'s' if hidden != 1 else ''} not installed (--all lists them)"
     # Reasons quote recorded text (a job's error): control characters escaped, one line each.
     lines = [f"{NAMES[status]}: {printable(' '.join(summary.split()))} | {perf}"]
     for r in results:
@@ -186,12 +198,15 @@ def main(args: argparse.Namespace) -> int:
             if args.silent_after is not None:
                 raise LookupError("--silent-after goes with --fleet")
             from jobrunner.instances import expand_instances
-            from jobrunner.run.loader import discover
+            from jobrunner.run.loader import discover_report
 
-            jobs = select(expand_instances(discover(args.package), args.state_dir), args.jobs, args.package)
+            declared, broken = discover_report(args.package)
+            jobs = select(expand_instances(declared, args.state_dir), args.jobs, args.package)
             results = check_jobs(
                 jobs, now=now, grace=grace, fail_threshold=args.fail_threshold, state_root=args.state_dir
             )
+            # A broken module is one UNKNOWN line naming it; the other jobs are judged still.
+            results += [JobHealth(b.module, "", UNKNOWN, reasons=[b.error]) for b in broken]
     except (LookupError, JobrunnerError) as exc:
         message = " ".join(str(exc).split())
         if args.json:
@@ -199,7 +214,10 @@ def main(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(f"UNKNOWN: {message}\n")
         return UNKNOWN
-    sys.stdout.write(render_json(results, now) if args.json else render_text(results))
+    shown = list(results)
+    if not (args.all or args.jobs or args.json):
+        shown = [r for r in results if r.facts.get("installed", True) or r.status != OK]
+    sys.stdout.write(render_json(results, now) if args.json else render_text(shown, len(results) - len(shown)))
     if args.notify and not args.fleet:
         _notify_late(args, jobs, results, now)
     return overall(results)

@@ -107,6 +107,15 @@ def _with_instances(names: list[str], recorded: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _log_command(record: Any) -> str | None:
+    """``journalctl _SYSTEMD_INVOCATION_ID=…`` for a run a unit made (its run id is systemd's
+    invocation ID, a v4 UUID); None for a run made by hand, whose log went to a terminal."""
+    rid = str(record.run_id)
+    if len(rid) == 32 and rid[12] == "4" and rid[16] in "89ab":
+        return str(record.log_command)
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     from jobrunner.errors import ConfigError, UsageError
     from jobrunner.store.history import STATS_WINDOW, outcome_matches, read_history, recorded_jobs, summary
@@ -137,7 +146,9 @@ def main(args: argparse.Namespace) -> int:
         else:
             shown = read.records
         if args.jobs and not read.records and read.error is None and not read.skipped:
-            raise ConfigError(f"no history for job {name!r} under {root}")
+            from jobrunner.run.loader import closest
+
+            raise ConfigError(f"no history for job {name!r}{closest(name, recorded_jobs(root))} under {root}")
         if read.error:
             print(printable(f"jobrunner: history of {name} is unreadable: {read.error}"), file=sys.stderr)
         if read.skipped:
@@ -148,7 +159,7 @@ def main(args: argparse.Namespace) -> int:
     if args.limit:
         runs = runs[: args.limit]
     if args.json:
-        lines = [json.dumps({**r.to_dict(), "log": r.log_command}) for r in runs]
+        lines = [json.dumps({**r.to_dict(), "log": _log_command(r)}) for r in runs]
         lines += [json.dumps({"summary": s}) for s in summaries]
         sys.stdout.write("".join(line + "\n" for line in lines))
         return 0
@@ -160,9 +171,7 @@ def main(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.start))
         error = f"  {r.error[:120]}" if r.error else ""
         host = f"{r.host}  " if args.fleet else ""
-        line = (
-            f"{when}  {host}{r.job}  {r.outcome} (exit {r.exit_code})  {_seconds(r.duration_s)}  {r.log_command}{error}"
-        )
+        line = f"{when}  {host}{r.job}  {r.outcome} (exit {r.exit_code})  {_seconds(r.duration_s)}  {_log_command(r) or 'by hand'}{error}"
         out.append(printable(line) + "\n")
     if summaries:
         out.append("\n")

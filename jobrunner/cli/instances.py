@@ -32,7 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add.add_argument(
         "--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help="a setting; repeatable"
     )
-    add.add_argument("--force", action="store_true", help="replace an env file edited by hand")
+    add.add_argument(
+        "--force", action="store_true", help="write exactly the settings given (also over an env file edited by hand)"
+    )
     add.add_argument("--no-enable", action="store_true", help="write the files only: no systemd-tmpfiles, systemctl")
     add_package_option(add)
 

@@ -89,11 +89,12 @@ def _package(args: argparse.Namespace) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from jobrunner.instances import group_of, known_instances
-    from jobrunner.run.loader import discover
+    from jobrunner.run.loader import discover_report
     from jobrunner.store.validate import printable
 
     rows: list[_Row] = []
-    for job in discover(_package(args)):
+    jobs, broken = discover_report(_package(args))
+    for job in jobs:
         instances = known_instances(group_of(job)) if job.instances else None
         rows.append(
             {
@@ -108,10 +109,14 @@ def main(args: argparse.Namespace) -> int:
                 "instances": instances,
             }
         )
+    code = 0
+    for problem in broken:  # the other jobs are listed still; the broken module named, exit 78
+        print(printable(f"jobrunner: {problem.module}: {' '.join(problem.error.split())}"), file=sys.stderr)
+        code = 78
     if args.json:
         for row in rows:
             print(json.dumps(row))
-        return 0
+        return code
     headers = ("JOB", "SCHEDULE", "NEXT", "LOCK", "TIMEOUT", "USER", "INSTANCES")
     table = [
         (
@@ -129,4 +134,4 @@ def main(args: argparse.Namespace) -> int:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *shown, strict=True)]
     for line in (headers, *shown):
         sys.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n")
-    return 0
+    return code

@@ -7,7 +7,7 @@ from typing import Any
 
 __all__ = ["HELP", "add_run_options", "bind_instance", "configure", "main", "run_declared"]
 
-HELP = "run a job: MODULE[:NAME]"
+HELP = "run a job: NAME or MODULE[:NAME]"
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +46,11 @@ def bind_instance(declared: Any, instance: str | None) -> Any:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.usage = "jobrunner [run] MODULE[:NAME] [--instance NAME] [options]"
-    parser.add_argument("job", help="the job: a module path (jobs.wp_backup), optionally :NAME")
+    parser.usage = "jobrunner [run] NAME|MODULE[:NAME] [--instance NAME] [options]"
+    parser.add_argument(
+        "job",
+        help="the job: its name (wp_backup, as list shows it) or a module path (jobs.wp_backup), optionally :NAME",
+    )
     add_run_options(parser)
 
 
@@ -73,4 +76,23 @@ def main(args: argparse.Namespace) -> int:
         from jobrunner.instances import check_instance_name
 
         check_instance_name(args.instance)
-    return run_declared(load_job(args.job), args)
+    declared = load_job(args.job)
+    _say_user(declared)
+    return run_declared(declared, args)
+
+
+def _say_user(declared: Any) -> None:
+    """Run by hand, a job declaring ``user=`` runs as whoever runs it: say so in one line."""
+    import os
+    import sys
+
+    if not declared.user or os.environ.get("INVOCATION_ID"):
+        return  # no user=, or under systemd: the unit's User= applies
+    import pwd
+
+    try:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        me = str(os.geteuid())
+    if me != declared.user:
+        print(f"jobrunner: runs as {me} by hand, not as user={declared.user} (its unit's User=)", file=sys.stderr)

@@ -52,7 +52,9 @@ def resolve(args: argparse.Namespace, root: str, command: str) -> list[str]:
     for name in args.jobs:
         if name not in known:
             where = f" or in package {args.package!r}" if args.package else ""
-            raise ConfigError(f"no job {name!r}: no state under {root}{where}")
+            from jobrunner.run.loader import closest
+
+            raise ConfigError(f"no job {name!r}{closest(name, known)}: no state under {root}{where}")
         if known[name] not in chosen:
             chosen.append(known[name])
     return chosen

@@ -145,7 +145,7 @@ def _table(rows: list[dict[str, Any]], now: float) -> str:
 
 
 def _html(path: str, root: str, names: list[str], package: str | None, *, one: bool) -> int:
-    from jobrunner.observe.statuspage import collect, render
+    from jobrunner.observe.statuspage import collect, judge_schedules, render
 
     units: dict[str, str] = {}
     if package:
@@ -153,11 +153,20 @@ def _html(path: str, root: str, names: list[str], package: str | None, *, one: b
         from jobrunner.run.loader import discover
 
         units = {j.name: j.unit for j in expand_instances(discover(package), root)}
+    declared: dict[str, Any] = {}
+    try:  # the declarations give next runs and lateness; the page is written without them too
+        from jobrunner.run.loader import default_package, discover_report
+
+        declared = {j.name: j for j in discover_report(package or default_package())[0]}
+    except Exception:
+        declared = {}
     from jobrunner.store.history import recorded_jobs
 
     if not one:  # jobs with a history alone (their state unwritable, say) count too
         names = sorted(set(names) | set(recorded_jobs(root)))
-    _write(path, render(collect(root, names, units=units)))
+    views = collect(root, names, units=units or {n: j.unit for n, j in declared.items()})
+    judge_schedules(views, declared)
+    _write(path, render(views))
     return 0
 
 
@@ -235,7 +244,9 @@ def main(args: argparse.Namespace) -> int:
     if args.job:
         if args.job not in names:
             where = f" or in package {args.package!r}" if args.package else ""
-            raise ConfigError(f"no job {args.job!r}: no state under {root}{where}")
+            from jobrunner.run.loader import closest
+
+            raise ConfigError(f"no job {args.job!r}{closest(args.job, names)}: no state under {root}{where}")
         names = [args.job]
     if args.html:
         return _html(args.html, root, names, args.package, one=bool(args.job))

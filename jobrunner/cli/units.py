@@ -29,7 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``units`` actions and their options to ``parser``."""
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     render = actions.add_parser("render", help="write the units of the jobs (deterministic)")
-    render.add_argument("--out", default="units", help="output directory (default: units)")
+    render.add_argument(
+        "--out", default="units", help="output directory (default: units); '-': print the files, as systemctl cat"
+    )
     add_package_option(render)
     render.add_argument("--python", default=None, help="interpreter in ExecStart= (default: /opt/jobrunner/bin/python)")
     render.add_argument("--metrics-dir", default=None, help="node_exporter textfile dir to make writable and set")
@@ -51,13 +53,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     uninstall.add_argument("--root", default="/", help="the root install used")
     uninstall.add_argument("--dry-run", action="store_true", help="list, remove nothing")
     uninstall.add_argument("--force", action="store_true", help="also remove files edited since install")
+    uninstall.add_argument(
+        "--dir", default=None, help="accepted for symmetry with install: uninstall removes what install recorded"
+    )
 
 
 def _render(args: argparse.Namespace) -> int:
-    from jobrunner.unitgen.render import DEFAULT_PYTHON, render_all
+    from jobrunner.unitgen.render import DEFAULT_PYTHON, merge_shared, render_all
     from jobrunner.unitgen.write import write_rendered
 
     files = render_all(args.package, args.jobs, python=args.python or DEFAULT_PYTHON, metrics_dir=args.metrics_dir)
+    if args.out == "-":
+        for rel, text in files.items():
+            sys.stdout.write(f"# {rel}\n{text}\n")
+        return 0
+    if args.jobs:  # JOB's files only; the shared ones merged into --out's, never rewritten from JOB's view
+        files = merge_shared(files, args.out)
     try:
         changed = write_rendered(files, args.out, prune=not args.jobs, check=args.check)
     except OSError as exc:  # --out /proc/1, a read-only or full disk: one line, exit 78
@@ -95,6 +106,12 @@ def main(args: argparse.Namespace) -> int:
     if args.action in ("install", "uninstall"):
         from jobrunner.unitgen.install import install, uninstall
 
+        if args.action == "uninstall" and args.dir is not None:
+            print(
+                f"jobrunner: uninstall removes what install recorded in its manifest under --root {args.root}, "
+                f"whatever --dir ({args.dir}) holds now",
+                file=sys.stderr,
+            )
         try:
             if args.action == "install":
                 install(args.dir, args.root, env=args.env, dry_run=args.dry_run, force=args.force)

@@ -9,8 +9,14 @@ server never serves half a page.
 
 The page needs nothing but itself: no external asset, no JavaScript (the per-job details are
 ``<details>`` elements), CSS inline, sparklines inline SVG. Every outcome is text as well as a
-colour. On a narrow screen the table's rows become cards (a CSS media query), long strings
-wrap, so a 390 px phone never scrolls sideways. Everything shown is HTML-escaped: a history
+colour. The single-host page opens with the overall verdict (failing, late, silenced counts),
+then the jobs, worst first (failing, late, silenced, warned, skipped, running, OK, never ran),
+each row with its state, its last error or note in one line, its last and next run (relative,
+with the absolute UTC time beside: the page is a snapshot, its time said on top), and its
+durations as a sparkline with its scale. A skipped last run is "skipped", never a success.
+On a phone (a CSS media query) each job is one compact row of two lines: state, name and
+when; then the error or the next run. Long strings wrap or are cut with an ellipsis, so a
+390 px phone never scrolls sideways. Everything shown is HTML-escaped: a history
 file belongs to the job's user, who may write anything into it; error lines and output were
 redacted when recorded and pass the redactor again here.
 """
@@ -27,7 +33,7 @@ from typing import Any
 from jobrunner.store.history import STATS_WINDOW, RunRecord, failure_streak, percentile, read_history, recorded_jobs
 from jobrunner.store.validate import printable
 
-__all__ = ["JobView", "collect", "render", "render_fleet", "write_page"]
+__all__ = ["JobView", "collect", "judge_schedules", "render", "render_fleet", "write_page"]
 
 SPARK_RUNS = 30  # runs in a sparkline
 RECENT_RUNS = 10  # runs listed per job
@@ -50,6 +56,8 @@ class JobView:
     step: str | None = None  # a running unit's status line (its progress), from systemd
     silenced_until: float | None = None  # jobrunner silence, in force
     warning: str | None = None  # the last run's duration out of the ordinary
+    late: str | None = None  # "no start for 1d 2h (expected every 1d)": judge_schedules
+    next_from_schedule: bool = False  # next_run computed from the declaration, not the timer
 
     @property
     def last(self) -> RunRecord | None:
@@ -138,6 +146,39 @@ def _next_runs(views: list[JobView], units: Mapping[str, str], systemd: bool | N
             view.step = service["StatusText"]
 
 
+def judge_schedules(views: Sequence[JobView], jobs: Mapping[str, Any], now: float | None = None) -> None:
+    """With the declared jobs (name -> ``Job``): each scheduled view's next run from its
+    schedule where systemd gave none (as ``jobrunner list``), and ``late`` when its last start
+    (or skip) is older than ``stale_after`` (the rule ``health`` uses). ``systemd-analyze``
+    missing or refusing: nothing is added, never an error."""
+    from jobrunner.rules.schedule import expected_interval, format_age, stale_after
+
+    now = time.time() if now is None else now
+    memo: dict[Any, Any] = {}
+    for view in views:
+        job = jobs.get(view.name) or jobs.get(view.name.split("@", 1)[0])
+        if job is None or not getattr(job, "schedule", None):
+            continue
+        key = (tuple(job.schedule), job.jitter)
+        if key not in memo:
+            try:
+                from jobrunner.systemd.calendar import next_elapse_datetime
+
+                upcoming = next_elapse_datetime(job.schedule, base=now)
+                memo[key] = (upcoming.timestamp() if upcoming else None, expected_interval(job.schedule, job.jitter))
+            except Exception:  # CalendarError: no systemd-analyze here
+                memo[key] = (None, None)
+        upcoming, interval = memo[key]
+        if view.next_run is None and upcoming is not None:
+            view.next_run, view.next_from_schedule = upcoming, True
+        started = max([r.start for r in view.records] + [view.state_when or 0.0])
+        if interval is None or not started or view.running_since is not None:
+            continue
+        limit = stale_after(interval, None, [r.duration_s for r in view.records if r.outcome != "skipped"])
+        if now - started > limit:
+            view.late = f"late: no start for {format_age(now - started)} (expected every {format_age(interval)})"
+
+
 # -- rendering -------------------------------------------------------------------------------
 
 _CSS = """
@@ -164,16 +205,52 @@ code{overflow-wrap:anywhere}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;background:rgba(127,127,127,.12);padding:.6em;margin:.4em 0}
 .err{color:var(--bad)}.warn{color:var(--warn)}.silenced{color:var(--mut)}
 .wide{overflow-x:auto}
+.verdict{font-size:1.25em;font-weight:700;margin:0 0 .2em;padding:.5em .7em;border-radius:6px;
+border-left:6px solid var(--ok);background:rgba(26,127,55,.10)}
+.verdict.v-bad{border-color:var(--bad);background:rgba(207,34,46,.10)}
+.verdict.v-warn{border-color:var(--warn);background:rgba(154,103,0,.10)}
+.o-late,.o-silenced,.o-warn{color:var(--warn)}
+table.board td{vertical-align:top}table.board td.name a{font-weight:600}
+.why{font-size:.85em;width:0;min-width:100%;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.why:empty{display:none}.why.ok,.abs,.scale,.src{color:var(--mut)}.abs,.scale,.src{font-size:.8em}
+.why.phone{display:none}
+table.board th{white-space:nowrap}
+table.board td.last,table.board td.next,table.board td.durs,table.board td.p95,table.board td.streak{white-space:nowrap}
+td.durs svg.spark{display:inline-block;vertical-align:middle}table.board .abs{display:block}
+table.board td.name{width:100%}table.board td.name a{color:inherit;text-decoration-color:var(--line)}
+.legend{color:var(--mut);font-size:.85em}
 @media (max-width:640px){
 table.jobs thead{display:none}
 table.jobs tr{display:block;border-bottom:2px solid var(--line);padding:.4em 0}
 table.jobs td{display:flex;justify-content:space-between;gap:1em;border:0;padding:.15em 0}
 table.jobs td::before{content:attr(data-label);color:var(--mut);font-size:.85em}
+table.jobs.board tr{display:grid;grid-template-columns:auto minmax(0,1fr) auto;column-gap:.5em;
+align-items:baseline;padding:.3em 0;border-bottom:1px solid var(--line)}
+table.jobs.board td{display:block;padding:0}
+table.jobs.board td::before{content:none}
+table.jobs.board td.name{display:contents}
+table.jobs.board td.name a{grid-column:2;grid-row:1;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+table.jobs.board td.state{grid-column:1;grid-row:1}
+table.jobs.board td.last{grid-column:3;grid-row:1;text-align:right;white-space:nowrap}
+table.jobs.board .why{grid-column:1/-1;grid-row:2;width:auto;min-width:0}
+table.jobs.board .why.desk{display:none}table.jobs.board .why.phone{display:block}
+table.jobs.board td.next,table.jobs.board td.durs,table.jobs.board td.p95,table.jobs.board td.streak,
+table.jobs.board .abs{display:none}
 }
 """
 
 _KNOWN = ("success", "failure", "timeout", "terminated", "skipped")
-_MARK = {"success": "\u2713", "skipped": "\u2013", "never": "\u2013", "running": "\u25b6"}
+_MARK = {
+    "success": "\u2713",
+    "skipped": "\u2013",
+    "never": "\u2013",
+    "running": "\u25b6",
+    "late": "\u26a0",
+    "warn": "\u26a0",
+    "silenced": "\u2298",
+}
+# The single-host page's order: worst first (a failing job is never below an OK one).
+_RANK = {"bad": 0, "late": 1, "silenced": 2, "warn": 3, "skipped": 4, "running": 5, "ok": 6, "never": 7}
 
 
 def _e(text: object) -> str:
@@ -182,7 +259,7 @@ def _e(text: object) -> str:
 
 
 def _outcome(outcome: str, label: str | None = None) -> str:
-    cls = outcome if outcome in _KNOWN else "other"
+    cls = outcome if outcome in (*_KNOWN, "late", "warn", "silenced") else "other"
     mark = _MARK.get(outcome, "\u2717")
     return f'<span class="o o-{cls}">{mark} {_e(label or outcome)}</span>'
 
@@ -243,6 +320,7 @@ def sparkline(records: Sequence[RunRecord], width: int = 120, height: int = 28) 
     return (
         f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{_e(label)}"><title>{_e(label)}</title>{body}</svg>'
+        f' <span class="scale" title="the tallest bar">\u2264{_e(_seconds(top))}</span>'
     )
 
 
@@ -250,40 +328,125 @@ def _anchor(name: str) -> str:
     return "job-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
 
 
-def _row(view: JobView, now: float) -> str:
+def _when(when: float | None, now: float, mark: str = "") -> str:
+    """Relative ("3h ago", "in 20min") with the absolute UTC time beside (a page is a snapshot)."""
+    if when is None:
+        return "-"
+    same_day = time.gmtime(when)[:3] == time.gmtime(now)[:3]
+    absolute = time.strftime("%H:%M" if same_day else "%b %d %H:%M", time.gmtime(when))
+    return f'{_time(when, now)} <span class="abs">{_e(absolute)}{mark}</span>'
+
+
+def _judge(view: JobView) -> tuple[str, str, str, str]:
+    """(rank key, state cell HTML, its one-line note, the note's class) of a view."""
+    from jobrunner.redact import default_redactor
+
+    redact = default_redactor().redact
     last = view.last
-    if view.running_since is not None or view.step:
-        status = _outcome("running", "running")
-        if view.step:
-            status += f' <span class="step">{_e(view.step)}</span>'
-        when = _time(view.running_since, now)
-    elif last is not None:
-        status = _outcome(last.outcome)
-        when = _time(last.start, now)
-    elif view.state_outcome:
-        status = _outcome(view.state_outcome)
-        when = _time(view.state_when, now)
-    else:
-        status = _outcome("never", "never ran")
-        when = "-"
+    newest = view.records[-1] if view.records else None
+    outcome = last.outcome if last is not None else view.state_outcome
+    failed = view.streak > 0 or (outcome is not None and outcome not in ("success", "skipped"))
+    notes: list[str] = []
+    key = "ok"
     if view.error:
-        status += f' <span class="err">unreadable: {_e(view.error)}</span>'
+        key, state = "bad", _outcome("failure", "unreadable")
+        notes.append(f"unreadable: {view.error}")
+    elif view.running_since is not None or view.step:
+        key, state = "running", _outcome("running", "running")
+        if view.step:
+            notes.append(view.step)
+    elif failed:
+        key, state = "bad", _outcome(outcome or "failure")
+        failure = view.last_failure
+        line = (failure.error or "") if failure is not None else ""
+        notes.append(redact(line.splitlines()[0] if line else f"exit {failure.exit_code if failure else '?'}"))
+    elif newest is not None and newest.outcome == "skipped":
+        key, state = "skipped", _outcome("skipped")
+        ran = f"last ran {_MARK.get(last.outcome, '')} {last.outcome}" if last and last.outcome != "skipped" else ""
+        notes.append("; ".join(x for x in ("lock busy or a condition unmet", ran) if x))
+    elif outcome is not None:
+        state = _outcome(outcome)
+    else:
+        key, state = "never", _outcome("never", "never ran")
+    if view.late:
+        notes.insert(0, view.late)
+        if key not in ("bad",):
+            key, state = "late", _outcome("late", "late")
     if view.warning:
-        status += f' <span class="warn">{_e(view.warning)}</span>'
+        notes.append(view.warning)
+        if key in ("ok", "skipped"):
+            key = "warn"
+            state = _outcome("warn", outcome or "warning") if outcome == "success" else state
     if view.silenced_until is not None:
-        status += f' <span class="silenced">silenced until {_e(_stamp(view.silenced_until))}</span>'
+        notes.append(f"silenced until {_stamp(view.silenced_until)}")
+        if key in ("bad", "late", "warn", "ok"):
+            key = "silenced"
+            state = _outcome("silenced", "silenced") if not failed else state
+    cls = "err" if key == "bad" else "warn" if key in ("late", "warn", "silenced") else "ok"
+    return key, state, "; ".join(" ".join(n.split()) for n in notes if n), cls
+
+
+def _row(view: JobView, now: float) -> str:
+    key, state, note, cls = _judge(view)
+    newest = view.records[-1] if view.records else None
+    if view.running_since is not None:
+        when = _when(view.running_since, now)
+    elif newest is not None:
+        when = _when(newest.start, now)
+    elif view.state_when is not None:
+        when = _when(view.state_when, now)
+    else:
+        when = "-"
+    star = '<span class="src" title="from the declared schedule (no active timer was asked)">*</span>'
+    nxt = _when(view.next_run, now, star if view.next_from_schedule else "")
+    phone = note if note else (f"next {_ago(view.next_run, now)}" if view.next_run is not None else "")
     streak = view.streak
     streak_html = f'<span class="streak">{streak} failed</span>' if streak else "0"
-    cells = (
-        ("Job", f'<a href="#{_anchor(view.name)}">{_e(view.name)}</a>'),
-        ("Last outcome", status),
-        ("When", when),
-        ("Next run", _time(view.next_run, now)),
-        ("Recent durations", sparkline(view.records)),
-        ("p95", _seconds(view.p95)),
-        ("Failure streak", streak_html),
+    name = (
+        f'<a href="#{_anchor(view.name)}">{_e(view.name)}</a>'
+        f'<div class="why desk {cls}" title="{_e(note)}">{_e(note)}</div>'
+        f'<div class="why phone {cls if note else "ok"}">{_e(phone)}</div>'
     )
-    return "<tr>" + "".join(f'<td data-label="{k}">{v}</td>' for k, v in cells) + "</tr>"
+    cells = (
+        ("state", "State", state),
+        ("name", "Job", name),
+        ("last", "Last run", when),
+        ("next", "Next run", nxt),
+        ("durs", "Recent durations", sparkline(view.records)),
+        ("p95", "p95", _seconds(view.p95)),
+        ("streak", "Streak", streak_html),
+    )
+    tds = "".join(f'<td class="{c}" data-label="{k}">{v}</td>' for c, k, v in cells)
+    return f'<tr class="job k-{key}" id="row-{_anchor(view.name)}">{tds}</tr>'
+
+
+def _order(views: Sequence[JobView]) -> list[JobView]:
+    return sorted(views, key=lambda v: (_RANK[_judge(v)[0]], v.name))
+
+
+def _verdict(views: Sequence[JobView], host: str) -> str:
+    keys = [_judge(v)[0] for v in views]
+    failing, late, silenced = keys.count("bad"), keys.count("late"), keys.count("silenced")
+    warned = keys.count("warn")
+    parts = [
+        f"{n} {word}"
+        for n, word in ((failing, "failing"), (late, "late"), (warned, "warned"), (silenced, "silenced"))
+        if n
+    ]
+    total = f"{len(views)} job{'s' if len(views) != 1 else ''}"
+    if not views:
+        return f'<p class="verdict v-warn">\u2013 no job has run yet on {_e(host)}</p>'
+    said = _e(" \u00b7 ".join(parts))
+    if failing:
+        return f'<p class="verdict v-bad">\u2717 {said} of {total} on {_e(host)}</p>'
+    if parts:
+        return f'<p class="verdict v-warn">\u26a0 {said} of {total} on {_e(host)}</p>'
+    return f'<p class="verdict v-ok">\u2713 all {total} OK on {_e(host)}</p>'
+
+
+def _from_unit(run_id: str) -> bool:
+    """A unit's run: its id is systemd's invocation ID, a v4 UUID (a run by hand's never is)."""
+    return len(run_id) == 32 and run_id[12] == "4" and run_id[16] in "89ab"
 
 
 def _details(view: JobView, now: float) -> str:
@@ -296,7 +459,12 @@ def _details(view: JobView, now: float) -> str:
         items.append(
             f"<li>{_time(r.start, now)} {_outcome(r.outcome)} {_seconds(r.duration_s)} exit {r.exit_code}"
             f"{f' ({r.attempts} attempts)' if r.attempts > 1 else ''}"
-            f"<br><code>journalctl _SYSTEMD_INVOCATION_ID={_e(r.run_id)}</code>{error}</li>"
+            + (
+                f"<br><code>journalctl _SYSTEMD_INVOCATION_ID={_e(r.run_id)}</code>"
+                if _from_unit(r.run_id)
+                else " (by hand)"
+            )
+            + f"{error}</li>"
         )
     opened = " open" if view.streak else ""  # a failing job shows its runs and output unfolded
     parts = [f'<details id="{_anchor(view.name)}"{opened}><summary>{_e(view.name)}</summary>']
@@ -315,25 +483,26 @@ def _details(view: JobView, now: float) -> str:
 
 
 def render(views: Sequence[JobView], *, host: str | None = None, now: float | None = None) -> str:
-    """The page, as a string."""
+    """The page, as a string: the verdict, the jobs worst first, then each job's recent runs."""
     now = time.time() if now is None else now
     host = host or os.uname().nodename
-    failing = sum(1 for v in views if v.streak)
-    rows = "".join(_row(v, now) for v in views)
-    details = "".join(_details(v, now) for v in views)
+    ordered = _order(views)
+    rows = "".join(_row(v, now) for v in ordered)
+    details = "".join(_details(v, now) for v in ordered)
     headers = "".join(
-        f"<th>{h}</th>"
-        for h in ("Job", "Last outcome", "When", "Next run", "Recent durations", "p95", "Failure streak")
+        f"<th>{h}</th>" for h in ("State", "Job", "Last run", "Next run", "Recent durations", "p95", "Streak")
     )
-    summary = f"{len(views)} jobs, {failing} failing" if views else "no job has run yet"
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>jobrunner status: {_e(host)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>jobrunner status: {_e(host)}</h1>"
-        f'<p class="meta">{_e(summary)}. Generated {_e(_stamp(now))}.</p>'
-        f'<table class="jobs"><thead><tr>{headers}</tr></thead><tbody>{rows}</tbody></table>'
+        f"{_verdict(views, host)}"
+        f'<p class="meta">jobrunner status of {_e(host)} as of {_e(_stamp(now))}: times are relative to it, '
+        "the UTC time beside.</p>"
+        f'<table class="jobs board"><thead><tr>{headers}</tr></thead><tbody>{rows}</tbody></table>'
+        '<p class="legend">Recent durations: the last runs, oldest first, scaled to the longest '
+        "(\u2264 beside); red failed, grey skipped. Next run*: from the declared schedule.</p>"
         f"<h2>Recent runs</h2>{details}"
         "</body></html>\n"
     )

@@ -91,8 +91,14 @@ def _check_instance_file(job: Job) -> None:
 
 
 def _new_run_id() -> str:
+    """systemd's invocation ID (a v4 UUID: hex digit 12 is '4'), else 32 random hex digits
+    with digit 12 '0', so a run made by hand is never mistaken for a unit's (``history``
+    offers ``journalctl _SYSTEMD_INVOCATION_ID=`` only for a unit's)."""
     invocation = os.environ.get("INVOCATION_ID", "")
-    return invocation if invocation else os.urandom(16).hex()
+    if invocation:
+        return invocation
+    digits = os.urandom(16).hex()
+    return digits[:12] + "0" + digits[13:]
 
 
 def run_job(job: Job, options: RunOptions | None = None) -> RunResult:

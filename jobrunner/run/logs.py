@@ -444,6 +444,20 @@ def _for_console(event: dict[str, Any]) -> dict[str, Any]:
     structlog's ``ConsoleRenderer`` would concatenate to a string and raise on) becomes one
     readable ``error`` field, ``Type: message (file:line)``; the frames stay in the JSON."""
     shown = dict(event)
+    # Short enough for 80 columns: the time of day in front (UTC, as the JSON's ts), and the
+    # host, job and run id said once, on job.started (the JSON lines keep every field).
+    ts = shown.pop("ts", None)
+    if isinstance(ts, str) and len(ts) >= 19:
+        shown["timestamp"] = ts[11:19]
+    shown.pop("host", None)
+    shown.pop("module", None)
+    if shown.get("event") != "job.started":
+        shown.pop("job", None)
+        shown.pop("run_id", None)
+    if shown.get("attempts") == 1:
+        shown.pop("attempts")
+    if shown.get("exit_code") == 0 and shown.get("outcome") == "success":
+        shown.pop("exit_code")
     exc = shown.pop("exception", None)
     if isinstance(exc, dict):
         frames = exc.get("frames") or []
@@ -547,7 +561,12 @@ def configure_logging(
     sink = LineSink(fd=fd, file_path=file_path)
     console = None
     if fmt == "console":
-        console = structlog.dev.ConsoleRenderer(colors=_isatty(fd) if fd is not None else False)
+        import inspect
+
+        params = inspect.signature(structlog.dev.ConsoleRenderer).parameters
+        narrow: dict[str, Any] = {"pad_level": False} if "pad_level" in params else {}
+        narrow |= {"pad_event_to": 0} if "pad_event_to" in params else {"pad_event": 0} if "pad_event" in params else {}
+        console = structlog.dev.ConsoleRenderer(colors=_isatty(fd) if fd is not None else False, **narrow)
     structlog.configure(
         processors=[_Guarded([_add_exception, _Head(static), redactor, _Render(sink, console)], sink)],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),

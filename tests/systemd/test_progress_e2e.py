@@ -93,7 +93,9 @@ def test_status_text_follows_the_steps_and_the_journal_keeps_their_ends(progress
     streamed = [int(m.group(1)) for t in texts if (m := re.match(r"backup > stream (\d+)% ", t))]
     assert any(0 < pct < 100 for pct in streamed), texts  # cat's reads, seen from /proc mid-run
     assert status_lines and re.search(r'Status: "backup > copy \d+%', status_lines[0]), status_lines
-    assert pages and re.search(r'running</span> <span class="step">backup &gt; copy \d+%', pages[0]), pages
+    assert pages and re.search(
+        r'running</span>.*?<div class="why desk \w+" title="backup &gt; copy \d+%', pages[0], re.S
+    ), pages
     events = [e for e in sb.job_events(final["InvocationID"]) if e["event"] == "progress"]
     ends = [(e["step"], e["state"]) for e in events if e["state"] != "running"]
     assert ends == [
