@@ -130,3 +130,23 @@ def test_render_refuses_a_new_path_in_a_system_tree_for_a_non_root_job(tmp_path:
     done = _cli("units", "render", "--package", "handjobs2", "--out", str(tmp_path / "u"), cwd=tmp_path)
     assert done.returncode == 78 and "lies in /etc" in done.stderr, done.stderr
     assert not os.path.exists("/etc/profile.d/zz-jobrunner-test.sh")
+
+
+@pytest.mark.parametrize(
+    ("path", "kind", "allowed"),
+    [
+        ("/var/lib/jr-test-state-dir-xyz", "directory", True),  # /var/lib/NAME: a state directory of its own
+        ("/var/lib/dpkg/jr-test-xyz", "directory", False),  # inside another program's directory
+        ("/var/lib/jr-test-state-file-xyz", "file", False),  # a file, not a directory of its own
+        ("/var/cache/jr-test-cache-xyz", "directory", True),
+        ("/etc/jr-test-xyz", "directory", False),
+        ("/srv/jr-test-xyz", "directory", True),  # outside the system's trees
+    ],
+)
+def test_new_paths_for_a_non_root_job_at_each_depth(path: str, kind: str, allowed: bool) -> None:
+    """A new path for www-data: a direct child of /var/lib or /var/cache is allowed (as
+    StateDirectory= makes one), one level deeper or a file there is not, nor anything in /etc."""
+    from jobrunner.unitgen.ownership import foreign_path
+
+    assert not os.path.lexists(path)
+    assert (foreign_path(path, "www-data", kind=kind) is None) is allowed

@@ -10,7 +10,9 @@ give www-data the shadow file. So, for a job that does not run as root:
 - an existing path must be that user's own (not a symlink; a log file a regular file);
 - a missing one must not be created inside the system's own trees (``/etc``, ``/usr``,
   ``/var/lib``, ``/run`` …), where a new file or directory owned by the user is a foothold
-  (a drop-in directory, a profile script), and its parent must not be a symlink.
+  (a drop-in directory, a profile script), and its parent must not be a symlink; a directory
+  right below ``/var/lib`` or ``/var/cache`` (``/var/lib/NAME``, what systemd's
+  ``StateDirectory=`` makes) is the one exception.
 
 The importer asks a stricter question (``may_write``): can the user write there *today*,
 without jobrunner making anything for them.
@@ -21,13 +23,16 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["SYSTEM_TREES", "foreign_path", "may_write"]
+__all__ = ["OWN_DIR_TREES", "SYSTEM_TREES", "foreign_path", "may_write"]
 
 # Trees where a new path owned by an unprivileged user would be a foothold for it.
 SYSTEM_TREES = (
     "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run",
     "/sbin", "/sys", "/usr", "/var/cache", "/var/lib", "/var/spool",
 )  # fmt: skip
+# Where a job may still get a new directory of its own, as systemd's StateDirectory= and
+# CacheDirectory= give one: a direct child, never a path inside another program's directory.
+OWN_DIR_TREES = ("/var/cache", "/var/lib")
 
 
 def _uid(user: str) -> int | None:
@@ -53,6 +58,8 @@ def foreign_path(path: str, user: str, *, kind: str) -> str | None:
     except OSError as exc:
         return f"cannot be checked ({exc.strerror})"
     if info is None:
+        if kind == "directory" and os.path.dirname(path) in OWN_DIR_TREES:
+            return None  # /var/lib/NAME: a state directory of its own
         if _under(path, SYSTEM_TREES):
             return f"does not exist and lies in {_tree(path)}, where a new {kind} owned by {user} is not made"
         parent = os.path.dirname(path)
