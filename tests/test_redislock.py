@@ -404,3 +404,48 @@ def test_instances_have_their_own_lease(flush):
     finally:
         first.release()
         second.release()
+
+
+@pytest.mark.parametrize(
+    ("schedule", "at", "elapse", "following"),
+    [
+        (["*:0/15"], "2026-12-06 23:20:07", "2026-12-06 23:15:00", "2026-12-06 23:30:00"),
+        (["*:0/15"], "2026-12-06 23:15:00", "2026-12-06 23:15:00", "2026-12-06 23:30:00"),
+        (["02:15"], "2026-12-06 01:00:00", "2026-12-05 02:15:00", "2026-12-06 02:15:00"),
+        (["Mon 02:00"], "2026-12-06 12:00:00", "2026-11-30 02:00:00", "2026-12-07 02:00:00"),
+        (["*:*:0/5"], "2026-12-06 12:00:03", "2026-12-06 12:00:00", "2026-12-06 12:00:05"),
+        (["00:00", "12:00"], "2026-12-06 13:00:00", "2026-12-06 12:00:00", "2026-12-07 00:00:00"),
+        (["monthly"], "2026-12-06 13:00:00", "2026-12-01 00:00:00", "2027-01-01 00:00:00"),
+    ],
+)
+def test_a_firing_is_the_schedules_last_elapse_at_or_before_the_timers_moment(schedule, at, elapse, following):
+    from jobrunner.locks.firing import current_firing, last_elapse
+
+    def local(text: str) -> float:
+        return time.mktime(time.strptime(text, "%Y-%m-%d %H:%M:%S"))
+
+    firing = last_elapse(schedule, local(at))
+    assert firing is not None and (firing.elapse, firing.next_elapse) == (local(elapse), local(following))
+    timer = {"TRIGGER_UNIT": "x.timer", "TRIGGER_TIMER_REALTIME_USEC": str(int(local(at) * 1e6))}
+    assert current_firing(schedule, timer) == firing
+    assert current_firing(schedule, {}) is None  # a run by hand is no firing
+    assert current_firing(schedule, {"TRIGGER_UNIT": "x.path"}) is None
+
+
+def test_a_claimed_firing_grants_nothing_however_free_the_lease(flush, monkeypatch):
+    """A run of firing F takes the lease and claims F; once released, a run of the same firing
+    is busy (naming the claimant), a run of the next firing and a run by hand are not."""
+    now = time.time()
+    job = types.SimpleNamespace(name="fr", lock_name=None, kill_grace=0, schedule="*:0/5")
+    spec = Lock(redis=flush.url, ttl="3s")
+    log = Recorder()
+    monkeypatch.setenv("TRIGGER_UNIT", "fr.timer")
+    monkeypatch.setenv("TRIGGER_TIMER_REALTIME_USEC", str(int(now * 1e6)))
+    acquire_redis_lock(job, spec, log, on_lost=lambda r: None, run_id="first").release()
+    with pytest.raises(LockBusy, match="ran already.*claimed by .*:first"):
+        acquire_redis_lock(job, spec, log, on_lost=lambda r: None, run_id="second")
+    monkeypatch.setenv("TRIGGER_TIMER_REALTIME_USEC", str(int((now + 300) * 1e6)))
+    acquire_redis_lock(job, spec, log, on_lost=lambda r: None, run_id="third").release()
+    monkeypatch.delenv("TRIGGER_UNIT")
+    acquire_redis_lock(job, spec, log, on_lost=lambda r: None, run_id="by-hand").release()
+    assert len(flush.client().keys("jobrunner:firing:fr:*")) == 2

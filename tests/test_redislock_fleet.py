@@ -259,3 +259,73 @@ def test_exec_redis_fallback_and_a_password_on_the_command_line(launcher, tmp_pa
     assert refused.returncode == 64 and "JOBRUNNER_REDIS_URL" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and not refused.stdout
     assert "Pw-on-argv" not in refused.stderr
+
+
+SINGLETON = """
+    import os, time
+    from jobrunner import job, Lock
+
+    @job(schedule="*:0/5", lock=Lock(redis=True, ttl="3s"), network=True)
+    def report(ctx):
+        fd = os.open(ctx.env["LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"ran {os.uname().nodename} {ctx.env.get('TRIGGER_TIMER_REALTIME_USEC', 'by-hand')}\\n".encode())
+        os.close(fd)
+        time.sleep(0.2)
+"""
+
+
+def _fire(launcher, host: str, env: dict[str, str], at: float | None):
+    """``jobrunner run report`` as host HOST's timer (or a person, ``at=None``) starts it: its
+    own UTS namespace (hostname HOST), the variables systemd gives a timer's service."""
+    import subprocess
+    import sys
+
+    env = dict(env)
+    if at is not None:
+        env.update(TRIGGER_UNIT="report.timer", TRIGGER_TIMER_REALTIME_USEC=str(int(at * 1e6)))
+    argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host]
+    proc = subprocess.Popen(
+        [*argv, sys.executable, "-m", "jobrunner", "run", "report"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    launcher.procs.append(proc)
+    return proc
+
+
+@pytest.mark.slow
+def test_twenty_hosts_firing_up_to_3s_apart_run_a_short_singleton_once(launcher, redis_server, tmp_path):
+    """Issue #27: 20 hosts (UTS namespaces) whose timers fire for the same elapse of
+    ``*:0/5`` up to 3 s apart run a 0.2 s singleton once: one exit 0, 19 exit 75 naming the
+    host that ran it. The next firing runs once again, and a run by hand is not a firing."""
+    import random
+
+    launcher.write_job("report", SINGLETON)
+    ledger = tmp_path / "ledger"
+    env = launcher.env(JOBRUNNER_REDIS_URL=redis_server.url, LEDGER=str(ledger))
+    redis_server.client().flushdb()
+    boundary = time.time() // 300 * 300 - 600  # an elapse of */5 ten minutes ago: the firing
+    for firing in (boundary, boundary + 300):
+        began = time.monotonic()
+        procs = []
+        for n, delay in enumerate(sorted(random.uniform(0, 3.0) for _ in range(20))):
+            time.sleep(max(0.0, began + delay - time.monotonic()))
+            # each host's timer elapsed at its own moment after the calendar time
+            procs.append(_fire(launcher, f"h{n:02d}", env, firing + 20 + delay))
+        runs = [launcher.finish(p) for p in procs]
+        codes = sorted(r.returncode for r in runs)
+        assert codes == [0] + [75] * 19, [r.stdout[-600:] for r in runs if r.returncode not in (0, 75)]
+        winner = next(r for r in runs if r.returncode == 0)
+        busy = [r.event("lock.busy") for r in runs if r.returncode == 75]
+        assert all("ran already" in b["reason"] for b in busy), busy[:2]
+        assert all(winner.event("lock.acquired")["holder"].split(":")[0] in b["reason"] for b in busy)
+    lines = ledger.read_text().splitlines()
+    assert len(lines) == 2, lines
+    by_hand = launcher.finish(_fire(launcher, "h00", env, None))
+    assert by_hand.returncode == 0 and len(ledger.read_text().splitlines()) == 3
+    keys = sorted(k.decode() for k in redis_server.client().keys("jobrunner:firing:*"))
+    assert keys == [f"jobrunner:firing:report:{int(boundary)}", f"jobrunner:firing:report:{int(boundary) + 300}"]

@@ -94,6 +94,10 @@ def lease_timing(ttl: float) -> dict[str, float]:
     }
 
 
+class _FiringRan(Exception):
+    """The run's firing was claimed already (by another host's run of it)."""
+
+
 class _FencedLock(_RedisPyLock):
     """redis-py's Lock whose acquisition also draws a fencing token, atomically.
 
@@ -103,10 +107,18 @@ class _FencedLock(_RedisPyLock):
 
     # The fence counter starts at Redis's clock in microseconds when it is (re)created, so it
     # keeps growing across a restart that lost it (no persistence) while that clock does.
+    # KEYS[3], when given, is the run's firing (``jobrunner.locks.firing``): claimed with the
+    # lease, and a firing claimed already grants nothing (-1) however free the lease is.
     LUA_ACQUIRE_SCRIPT = """
         if redis.replicate_commands then redis.replicate_commands() end
+        if KEYS[3] and redis.call('exists', KEYS[3]) == 1 then
+            return -1
+        end
         if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
             return false
+        end
+        if KEYS[3] then
+            redis.call('set', KEYS[3], ARGV[1], 'PX', ARGV[3])
         end
         if redis.call('exists', KEYS[2]) == 0 then
             local now = redis.call('time')
@@ -115,8 +127,18 @@ class _FencedLock(_RedisPyLock):
         return redis.call('incr', KEYS[2])
     """
 
-    def __init__(self, client: Any, name: str, fence_key: str, *, timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        client: Any,
+        name: str,
+        fence_key: str,
+        *,
+        timeout: float,
+        firing: tuple[str, int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(client, name, timeout=timeout, **kwargs)
+        self.firing = firing  # (key, ttl ms) of the run's firing, or None (a run by hand)
         self.ttl = timeout  # the base class's ``timeout`` may be None; a lease always has one
         self.fence_key = fence_key
         self.fencing_token: int | None = None
@@ -147,11 +169,15 @@ class _FencedLock(_RedisPyLock):
             return False
         self.refusal = None
         sent = time.monotonic()
-        fence = self._acquire_script(
-            keys=[self.name, self.fence_key], args=[token, int(self.ttl * 1000)], client=self.redis
-        )
+        keys, args = [self.name, self.fence_key], [token, int(self.ttl * 1000)]
+        if self.firing is not None:
+            keys.append(self.firing[0])
+            args.append(self.firing[1])
+        fence = self._acquire_script(keys=keys, args=args, client=self.redis)
         if fence is None:
             return False
+        if int(fence) == -1:
+            raise _FiringRan()
         self.fencing_token = int(fence)
         self.granted_at = sent  # the key lives in Redis at least until sent + ttl
         return True
@@ -353,11 +379,19 @@ def acquire_redis_lock(
     key = KEY_PREFIX + name
     client = _client(url, timing["op_timeout"])
     wait = spec.wait_seconds or 0.0
+    firing = None
+    if getattr(job, "schedule", None):
+        from jobrunner.locks.firing import FIRING_PREFIX, current_firing
+
+        now_firing = current_firing(job.schedule)
+        if now_firing is not None:
+            firing = (f"{FIRING_PREFIX}{name}:{now_firing.name}", now_firing.ttl_ms)
     lock = _FencedLock(
         client,
         key,
         FENCE_PREFIX + name,
         timeout=ttl,
+        firing=firing,
         sleep=0.1,
         blocking=wait > 0,
         blocking_timeout=wait or None,
@@ -367,6 +401,8 @@ def acquire_redis_lock(
         log.info("lock.waiting", key=key, wait_s=wait)
     try:
         got = lock.acquire(token=_holder_identity(run_id))
+    except _FiringRan:
+        raise _firing_ran(firing, client) from None
     except AuthenticationError as exc:
         client.close()
         raise ConfigError(_redact(f"Redis at {shown} refused our credentials: {exc}")) from None
@@ -397,6 +433,20 @@ def acquire_redis_lock(
             hint="a lost lease leaves ttl/3 to stop the job: make ttl at least 3 × (kill_grace + cleanup time)",
         )
     return lease.start()
+
+
+def _firing_ran(firing: tuple[str, int] | None, client: Any) -> LockBusy:
+    assert firing is not None
+    key = firing[0]
+    try:
+        holder = client.get(key)
+        who = holder.decode("utf-8", "replace") if isinstance(holder, bytes) else "another run"
+    except (RedisError, OSError):
+        who = "another run"
+    finally:
+        client.close()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(key.rsplit(":", 1)[1])))
+    return LockBusy(_redact(f"this firing ({stamp}) of the timer ran already: {key} was claimed by {who}"), key)
 
 
 def _busy(lock: _FencedLock, key: str, wait: float, client: Any) -> LockBusy:
