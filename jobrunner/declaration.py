@@ -52,8 +52,9 @@ class Lock:
     - ``busy="fail"``: a held lock is a failure (exit 1, alerts) rather than a skip.
     - ``Lock(redis="redis://host:6379/0", ttl="60s")``: a lease in Redis, so one server of a
       fleet runs the job (``redis=True`` reads the URL from ``$JOBRUNNER_REDIS_URL``).
-      ``unavailable="local"`` falls back to the file lock, with a warning, when Redis cannot
-      be reached at start; the default ``"fail"`` fails the run.
+      When Redis cannot be reached at start, the default ``unavailable="skip"`` skips the run
+      (exit 75, a ``lock.unavailable`` warning, no alert: the fleet is told once, by
+      ``health --fleet``), ``"local"`` falls back to the file lock, ``"fail"`` fails the run.
     """
 
     name: str | None = None
@@ -62,7 +63,7 @@ class Lock:
     busy: Literal["skip", "fail"] = "skip"
     redis: str | bool | None = None
     ttl: str | float = "60s"
-    unavailable: Literal["fail", "local"] = "fail"
+    unavailable: Literal["skip", "fail", "local"] = "skip"
     wait_seconds: float | None = field(init=False, repr=False, compare=False)
     ttl_seconds: float = field(init=False, repr=False, compare=False)
 
@@ -85,8 +86,8 @@ class Lock:
             raise ValueError("lock: shared=True is for file locks; a Redis lease is exclusive")
         if self.redis and self.ttl_seconds < 1:
             raise ValueError("lock ttl: a Redis lease needs at least 1s")
-        if self.unavailable not in ("fail", "local"):
-            raise ValueError(f"lock unavailable={self.unavailable!r}: must be 'fail' or 'local'")
+        if self.unavailable not in ("skip", "fail", "local"):
+            raise ValueError(f"lock unavailable={self.unavailable!r}: must be 'skip', 'fail' or 'local'")
 
 
 @record(frozen=True)

@@ -329,3 +329,31 @@ def test_twenty_hosts_firing_up_to_3s_apart_run_a_short_singleton_once(launcher,
     assert by_hand.returncode == 0 and len(ledger.read_text().splitlines()) == 3
     keys = sorted(k.decode() for k in redis_server.client().keys("jobrunner:firing:*"))
     assert keys == [f"jobrunner:firing:report:{int(boundary)}", f"jobrunner:firing:report:{int(boundary) + 300}"]
+
+
+def test_unreachable_redis_skips_by_default_so_a_fleet_is_not_paged_per_host(launcher, tmp_path):
+    """Issue #27: Redis down at start, the default policy (``unavailable="skip"``): exit 75,
+    outcome skipped, one ``lock.unavailable`` warning with the password masked, no job.failed,
+    whatever ``busy=`` says; the fleet is told once, by ``health --fleet`` (UNKNOWN)."""
+    from .conftest import jobrunner_cli
+
+    launcher.write_job(
+        "downjob",
+        """
+        from jobrunner import job, Lock
+
+        @job(lock=Lock(redis=True, ttl="3s", busy="fail"), network=True)
+        def downjob(ctx):
+            ctx.log.info("downjob.ran")
+        """,
+    )
+    url = f"redis://:pw-s3cret@127.0.0.1:{free_port()}/0"
+    run = launcher.run("downjob", env=launcher.env(JOBRUNNER_REDIS_URL=url))
+    assert run.returncode == 75, run.stdout[-800:]
+    assert run.event("job.finished")["outcome"] == "skipped"
+    warning = run.event("lock.unavailable")
+    assert warning["level"] == "warning" and "unreachable" in warning["reason"]
+    assert "job.failed" not in run.names() and "downjob.ran" not in run.names()
+    assert "pw-s3cret" not in run.stdout + run.stderr
+    health = jobrunner_cli("health", "--fleet", JOBRUNNER_REDIS_URL=url)
+    assert health.returncode == 3 and health.stdout.startswith("UNKNOWN: the fleet's Redis is unavailable")

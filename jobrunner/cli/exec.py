@@ -40,8 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lock-ttl", metavar="SPAN", help="the Redis lease's TTL (default: Lock's, 60s)")
     parser.add_argument(
         "--redis-unavailable",
-        choices=("fail", "local"),
-        help="Redis unreachable at start: fail the run (default) or take the file lock",
+        choices=("skip", "fail", "local"),
+        help="Redis unreachable at start: skip the run (default, exit 75), fail it, or take the file lock",
     )
     parser.add_argument("--timeout", metavar="SPAN", help="kill the command's tree after SPAN (e.g. 2h)")
     parser.add_argument("--retry", type=int, default=1, metavar="N", help="try up to N times in all")

@@ -154,7 +154,7 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
         sigs.disarm()
     except LockBusy as exc:
         sigs.mode = "done"
-        fail = job.lock is not None and job.lock.busy == "fail"
+        fail = job.lock is not None and job.lock.busy == "fail" and not isinstance(exc, _RedisDown)
         run.result = RunResult(
             "failure" if fail else "skipped", errors.EXIT_FAILURE if fail else errors.EXIT_SKIPPED, 0, error=exc
         )
@@ -252,6 +252,10 @@ def _call(job: Job, ctx: Context, log: FilteringBoundLogger) -> int:
     return ctx.attempt
 
 
+class _RedisDown(LockBusy):
+    """Redis unreachable at start under ``unavailable="skip"``: a skip, whatever ``busy`` says."""
+
+
 def _acquire_lock(run: Run) -> HeldLock | None:
     job, log, sigs = run.job, run.log, run.sigs
     if job.lock is None or run.options.dry_run:
@@ -265,6 +269,11 @@ def _acquire_lock(run: Run) -> HeldLock | None:
                 job, spec, log, on_lost=lambda reason: sigs.abort(LockLost(reason)), run_id=run.run_id
             )
         except RedisUnavailable as exc:
+            if spec.unavailable == "skip":
+                # every host of the fleet finds Redis down at once: each skips with a warning,
+                # and the fleet is told once, by health --fleet (UNKNOWN), not once per host
+                log.warning("lock.unavailable", reason=str(exc), policy="skip")
+                raise _RedisDown(str(exc), "jobrunner:lock:" + (spec.name or job.lock_name or job.name)) from None
             if spec.unavailable != "local":
                 raise
             log.warning("lock.fallback_local", reason=str(exc))
