@@ -449,3 +449,60 @@ def test_a_claimed_firing_grants_nothing_however_free_the_lease(flush, monkeypat
     monkeypatch.delenv("TRIGGER_UNIT")
     acquire_redis_lock(job, spec, log, on_lost=lambda r: None, run_id="by-hand").release()
     assert len(flush.client().keys("jobrunner:firing:fr:*")) == 2
+
+
+def test_fencing_tokens_never_fall_below_redis_clock_after_a_restore_from_an_older_snapshot(flush):
+    """A restore brings back a smaller counter: the next token is still larger than every one
+    issued before (tokens are never below Redis's clock in microseconds)."""
+    tokens = []
+    for i in range(3):
+        lease = acquire_redis_lock(a_job(), Lock(redis=flush.url, ttl="3s"), Recorder(), on_lost=Lost(), run_id=f"{i}")
+        tokens.append(lease.fencing_token)
+        lease.release()
+    flush.client().set("jobrunner:fence:nightly", tokens[0] - 5)  # the snapshot's older counter
+    after = acquire_redis_lock(a_job(), Lock(redis=flush.url, ttl="3s"), Recorder(), on_lost=Lost(), run_id="x")
+    after.release()
+    assert tokens == sorted(set(tokens)) and after.fencing_token > tokens[-1]
+    seconds, micros = flush.client().time()
+    assert after.fencing_token <= seconds * 10**6 + micros
+
+
+def test_held_is_false_as_soon_as_a_paused_holder_may_have_lost_the_lease(flush):
+    """A holder whose process held the GIL (a C call: a backtracking regex) past 2/3 of the
+    TTL sees ``held == False`` at once, before its renewer thread could run."""
+    import re
+
+    lease = acquire_redis_lock(a_job(), Lock(redis=flush.url, ttl="1s"), Recorder(), on_lost=Lost())
+    try:
+        assert lease.held
+        pattern = re.compile(r"(a+)+$")
+        n, took = 18, 0.0
+        while took < 0.05:  # calibrate: each extra 'a' doubles the time
+            began = time.monotonic()
+            pattern.match("a" * n + "b")
+            took = time.monotonic() - began
+            n += 1
+        while took < 1.0:
+            took *= 2
+            n += 1
+        pattern.match("a" * n + "b")  # holds the GIL for about a second: the renewer cannot run
+        assert lease.held is False
+    finally:
+        lease.release()
+
+
+def test_fenced_write_refuses_an_older_token_and_children_get_the_token(tmp_path, monkeypatch):
+    from jobrunner.locks.fencing import StaleToken, fenced_write
+
+    target = str(tmp_path / "report.csv")
+    fenced_write(target, b"v1", 100)
+    fenced_write(target, b"v2", 101)
+    with pytest.raises(StaleToken, match="older than 101"):
+        fenced_write(target, b"old holder", 100)
+    assert open(target, "rb").read() == b"v2" and oct(os.stat(target + ".fence").st_mode & 0o777) == "0o600"
+    monkeypatch.delenv("JOBRUNNER_FENCING_TOKEN", raising=False)
+    with pytest.raises(StaleToken, match="no fencing token"):
+        fenced_write(target, b"unfenced")
+    monkeypatch.setenv("JOBRUNNER_FENCING_TOKEN", "102")
+    fenced_write(target, b"v3")
+    assert open(target, "rb").read() == b"v3"

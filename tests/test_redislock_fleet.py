@@ -357,3 +357,36 @@ def test_unreachable_redis_skips_by_default_so_a_fleet_is_not_paged_per_host(lau
     assert "pw-s3cret" not in run.stdout + run.stderr
     health = jobrunner_cli("health", "--fleet", JOBRUNNER_REDIS_URL=url)
     assert health.returncode == 3 and health.stdout.startswith("UNKNOWN: the fleet's Redis is unavailable")
+
+
+def test_every_child_of_a_leased_run_gets_the_fencing_token(launcher, redis_server, tmp_path):
+    """``ctx.run`` and ``jobrunner exec``: the child's environment holds JOBRUNNER_FENCING_TOKEN,
+    the token of the run's lease (lock.acquired)."""
+    out = tmp_path / "token"
+    launcher.write_job(
+        "fenced",
+        f"""
+        from jobrunner import job, Lock
+
+        @job(lock=Lock(redis=True, ttl="3s"), network=True)
+        def fenced(ctx):
+            ctx.run(["sh", "-c", 'printf %s "$JOBRUNNER_FENCING_TOKEN" > {out}'])
+        """,
+    )
+    env = launcher.env(JOBRUNNER_REDIS_URL=redis_server.url)
+    run = launcher.run("fenced", env=env)
+    assert run.returncode == 0 and out.read_text() == str(run.event("lock.acquired")["fencing_token"])
+    wrapped = launcher.run(
+        "exec",
+        "legacy-fenced",
+        "--redis",
+        "--lock-ttl",
+        "3s",
+        "--",
+        "sh",
+        "-c",
+        f'printf %s "$JOBRUNNER_FENCING_TOKEN" > {out}',
+        env=env,
+    )
+    assert wrapped.returncode == 0 and out.read_text() == str(wrapped.event("lock.acquired")["fencing_token"])
+    assert int(out.read_text()) > int(run.event("lock.acquired")["fencing_token"])

@@ -105,8 +105,9 @@ class _FencedLock(_RedisPyLock):
     TTL ago grants nothing (it may have forgotten a lease that its holder still trusts).
     """
 
-    # The fence counter starts at Redis's clock in microseconds when it is (re)created, so it
-    # keeps growing across a restart that lost it (no persistence) while that clock does.
+    # A fencing token is never below Redis's clock in microseconds (TIME), so tokens keep
+    # growing across a restart that lost the counter and a restore from an older snapshot
+    # (which brings back a smaller one), as long as that clock does not go back.
     # KEYS[3], when given, is the run's firing (``jobrunner.locks.firing``): claimed with the
     # lease, and a firing claimed already grants nothing (-1) however free the lease is.
     LUA_ACQUIRE_SCRIPT = """
@@ -120,11 +121,14 @@ class _FencedLock(_RedisPyLock):
         if KEYS[3] then
             redis.call('set', KEYS[3], ARGV[1], 'PX', ARGV[3])
         end
-        if redis.call('exists', KEYS[2]) == 0 then
-            local now = redis.call('time')
-            redis.call('set', KEYS[2], now[1] .. string.format('%06d', tonumber(now[2])))
+        local now = redis.call('time')
+        local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
+        local token = redis.call('incr', KEYS[2])
+        if token < floor then
+            redis.call('set', KEYS[2], string.format('%d', floor))
+            token = floor
         end
-        return redis.call('incr', KEYS[2])
+        return token
     """
 
     def __init__(
@@ -228,7 +232,12 @@ class RedisLease:
 
     @property
     def held(self) -> bool:
-        return not self._stop.is_set() and self.lost is None
+        """False as soon as the lease may have been lost: declared lost, released, or not
+        renewed for ``2/3 ttl`` by this process's clock (a holder paused past that, by SIGSTOP
+        or a C call holding the GIL, sees False at once, before its renewer could say so)."""
+        if self._stop.is_set() or self.lost is not None:
+            return False
+        return time.monotonic() < self.last_renewed + self._timing["lost_after"]
 
     @property
     def name(self) -> str:
