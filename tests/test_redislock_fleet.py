@@ -390,3 +390,39 @@ def test_every_child_of_a_leased_run_gets_the_fencing_token(launcher, redis_serv
     )
     assert wrapped.returncode == 0 and out.read_text() == str(wrapped.event("lock.acquired")["fencing_token"])
     assert int(out.read_text()) > int(run.event("lock.acquired")["fencing_token"])
+
+
+def test_a_foreign_lease_on_a_root_jobs_key_is_a_warning_naming_the_holder(launcher, redis_server):
+    """Issue #25 finding 3: another writer SETs ``jobrunner:lock:<name>`` with a long TTL (where
+    Redis has no ACLs): each run skips with a ``lock.foreign`` warning naming the holder
+    (escaped), never a quiet info, and ``health`` reports it."""
+    import json
+
+    launcher.write_job(
+        "fj",
+        """
+        from jobrunner import job, Lock
+
+        @job(lock=Lock(redis=True, ttl="3s"), network=True)
+        def fj(ctx):
+            ctx.log.info("fj.ran")
+        """,
+    )
+    client = redis_server.client()
+    client.set("jobrunner:lock:fj", "evil\x1b[2Jholder", ex=86400)
+    try:
+        env = launcher.env(JOBRUNNER_REDIS_URL=redis_server.url)
+        run = launcher.run("fj", env=env)
+        assert run.returncode == 75 and "fj.ran" not in run.names()
+        warning = run.event("lock.foreign")
+        assert warning["level"] == "warning" and "\x1b" not in warning["holder"] and "evil" in warning["holder"]
+        assert "foreign or stale" in warning["reason"]
+        # a key of our form but a TTL no run of this job sets: stale, or forged
+        client.set("jobrunner:lock:fj", "web1:123:abc", ex=86400)
+        assert launcher.run("fj", env=env).event("lock.foreign")["holder"] == "web1:123:abc"
+        health = launcher.run("health", "--json", "--package", "fj", "fj", env=env)
+        doc = json.loads(health.stdout)
+        reasons = " ".join(r for j in doc["jobs"] for r in j["reasons"])
+        assert "foreign or stale holder 'web1:123:abc'" in reasons, health.stdout
+    finally:
+        client.delete("jobrunner:lock:fj")

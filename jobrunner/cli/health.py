@@ -143,7 +143,6 @@ def _fleet(args: argparse.Namespace, now: float) -> list[JobHealth]:
     from jobrunner.fleet.stream import check_fleet, fleet_view
     from jobrunner.rules.schedule import expected_interval
 
-    view = fleet_view()
     intervals: dict[str, float] = {}
     try:
         from jobrunner.run.loader import discover
@@ -151,6 +150,8 @@ def _fleet(args: argparse.Namespace, now: float) -> list[JobHealth]:
         declared = discover(args.package)
     except Exception:  # no package here: the stream alone is judged
         declared = []
+    # whose word counts about each declared job: its user's (root's for a job without user=)
+    view = fleet_view(owners={job.name: job.user or "root" for job in declared})
     for job in declared:
         if job.schedule:
             try:

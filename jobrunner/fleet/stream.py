@@ -54,6 +54,13 @@ def stream_name(env: Mapping[str, str] | None = None) -> str:
     return env.get("JOBRUNNER_FLEET_STREAM", "").strip() or DEFAULT_STREAM
 
 
+def user_stream(uid: int | None = None) -> str:
+    """A non-root user's stream: ``jobrunner:u:<user>:runs`` (its views beside it)."""
+    from jobrunner.locks.resp import key_prefix
+
+    return key_prefix(uid) + "runs"
+
+
 def _maxlen(env: Mapping[str, str]) -> int:
     try:
         return max(100, int(env.get("JOBRUNNER_FLEET_MAXLEN", "") or DEFAULT_MAXLEN))
@@ -142,7 +149,9 @@ class FleetHook:
     def __init__(self, url: str, env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         self.url = url
-        self.stream = stream_name(env)
+        # root's runs publish to the fleet's stream; another user's to its own namespace,
+        # which a Redis ACL can give that user alone (docs/fleets.md)
+        self.stream = stream_name(env) if os.geteuid() == 0 else user_stream()
         self.maxlen = _maxlen(env)
 
     def on_start(self, run: Run) -> None:
@@ -223,6 +232,7 @@ class FleetView:
     hosts: dict[str, float] = field(default_factory=dict)
     records: list[RunRecord] = field(default_factory=list)
     invalid: int = 0
+    untrusted: int = 0  # cells from another user's namespace about a job not theirs
 
     @classmethod
     def from_records(cls, records: Sequence[RunRecord]) -> FleetView:
@@ -248,7 +258,13 @@ def _as_view(data: FleetView | Sequence[RunRecord]) -> FleetView:
     return data if isinstance(data, FleetView) else FleetView.from_records(data)
 
 
-def fleet_view(env: Mapping[str, str] | None = None, *, history: bool = False, since: float | None = None) -> FleetView:
+def fleet_view(
+    env: Mapping[str, str] | None = None,
+    *,
+    history: bool = False,
+    since: float | None = None,
+    owners: Mapping[str, str] | None = None,
+) -> FleetView:
     """The ``--fleet`` views' data from ``$JOBRUNNER_REDIS_URL``; ``ConfigError`` (one line,
     redacted) when the URL is missing or Redis cannot be read. ``history``: the stream's
     records too (from ``since``, a Unix time, when given)."""
@@ -259,7 +275,7 @@ def fleet_view(env: Mapping[str, str] | None = None, *, history: bool = False, s
     if not url:
         raise ConfigError("--fleet needs $JOBRUNNER_REDIS_URL (the fleet's Redis)")
     try:
-        return read_view(url, stream=stream_name(env), history=history, since=since)
+        return read_view(url, stream=stream_name(env), history=history, since=since, owners=owners)
     except Exception as exc:  # redis.RedisError: down, refused, wrong password
         from jobrunner.redact import default_redactor
 
@@ -272,23 +288,69 @@ def fleet_records(env: Mapping[str, str] | None = None) -> list[RunRecord]:
 
 
 def read_view(
-    url: str, *, stream: str | None = None, history: bool = False, since: float | None = None, timeout: float = 5.0
+    url: str,
+    *,
+    stream: str | None = None,
+    history: bool = False,
+    since: float | None = None,
+    timeout: float = 5.0,
+    owners: Mapping[str, str] | None = None,
 ) -> FleetView:
-    """Read the views (one pipelined round trip; the history stream too with ``history``)."""
+    """Read the views (one pipelined round trip a namespace; the history stream too with
+    ``history``): root's (``stream``), then every other user's (``jobrunner:u:<user>:runs``),
+    believed only where ``trusted`` says so."""
     stream = stream or stream_name()
     client = _client(url, timeout)
     try:
-        pipe = client.pipeline(transaction=False)
-        pipe.hgetall(stream + RAN)
-        pipe.hgetall(stream + SEEN)
-        pipe.hgetall(stream + OK_AT)
-        pipe.hgetall(stream + STREAK)
-        pipe.zrange(stream + HOSTS, 0, -1, withscores=True)
-        if history:
-            pipe.xrange(stream, min="-" if since is None else f"{max(0, int(since * 1000))}-0")
-        replies = pipe.execute()
+        view = _read_namespace(client, stream, history, since)
+        others = sorted(
+            key.decode("utf-8", "replace")[: -len(":runs" + HOSTS)]
+            for key in client.scan_iter(match="jobrunner:u:*:runs" + HOSTS, count=1000)
+        )
+        for prefix in others:
+            user = prefix.removeprefix("jobrunner:u:")
+            theirs = _read_namespace(client, prefix + ":runs", history, since)
+            _merge(view, theirs, user, owners or {})
     finally:
         client.close()
+    view.records.sort(key=lambda r: r.start)
+    return view
+
+
+def trusted(job: str, user: str, owners: Mapping[str, str], root_jobs: set[str]) -> bool:
+    """Whether a record about ``job`` written in ``user``'s namespace is believed: when the job
+    is declared here, only if it runs as that user (``owners``: job → its ``user=``, root's
+    jobs absent or ``"root"``); when it is not, only if root publishes no job of that name."""
+    if job in owners:
+        return owners[job] == user
+    return job not in root_jobs
+
+
+def _merge(view: FleetView, theirs: FleetView, user: str, owners: Mapping[str, str]) -> None:
+    root_jobs = {job for _, job in view.cells}
+    for (host, job), cell in theirs.cells.items():
+        if not trusted(job, user, owners, root_jobs) or (host, job) in view.cells:
+            view.untrusted += 1
+            continue
+        view.cells[(host, job)] = cell
+        if cell.seen is not None:
+            view.hosts[host] = max(view.hosts.get(host, cell.seen), cell.seen)
+    for r in theirs.records:
+        if trusted(r.job, user, owners, root_jobs):
+            view.records.append(r)
+    view.invalid += theirs.invalid
+
+
+def _read_namespace(client: Any, stream: str, history: bool, since: float | None) -> FleetView:
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(stream + RAN)
+    pipe.hgetall(stream + SEEN)
+    pipe.hgetall(stream + OK_AT)
+    pipe.hgetall(stream + STREAK)
+    pipe.zrange(stream + HOSTS, 0, -1, withscores=True)
+    if history:
+        pipe.xrange(stream, min="-" if since is None else f"{max(0, int(since * 1000))}-0")
+    replies = pipe.execute()
     view = FleetView()
 
     def cell(raw_field: bytes) -> Cell | None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from jobrunner.redact import default_redactor
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
-__all__ = ["RedisLease", "RedisUnavailable", "acquire_redis_lock", "lease_timing", "redis_url"]
+__all__ = ["ForeignLease", "RedisLease", "RedisUnavailable", "acquire_redis_lock", "lease_timing", "redis_url"]
 
 URL_ENV = "JOBRUNNER_REDIS_URL"
 KEY_PREFIX = "jobrunner:lock:"
@@ -384,8 +385,11 @@ def acquire_redis_lock(
     shown = _redact(url)
     ttl = float(spec.ttl_seconds)
     timing = lease_timing(ttl)
+    from jobrunner.locks.resp import key_prefix
+
     name = getattr(job, "lock_name", None) or spec.name or job.name
-    key = KEY_PREFIX + name
+    prefix = key_prefix()  # root's keys, or the job's user's own namespace (an ACL's pattern)
+    key = f"{prefix}lock:{name}"
     client = _client(url, timing["op_timeout"])
     wait = spec.wait_seconds or 0.0
     firing = None
@@ -394,11 +398,11 @@ def acquire_redis_lock(
 
         now_firing = current_firing(job.schedule)
         if now_firing is not None:
-            firing = (f"{FIRING_PREFIX}{name}:{now_firing.name}", now_firing.ttl_ms)
+            firing = (f"{prefix}{FIRING_PREFIX.removeprefix('jobrunner:')}{name}:{now_firing.name}", now_firing.ttl_ms)
     lock = _FencedLock(
         client,
         key,
-        FENCE_PREFIX + name,
+        f"{prefix}fence:{name}",
         timeout=ttl,
         firing=firing,
         sleep=0.1,
@@ -422,7 +426,7 @@ def acquire_redis_lock(
         client.close()
         raise
     if not got:
-        raise _busy(lock, key, wait, client)
+        raise _busy(lock, key, wait, client, ttl)
     lease = RedisLease(lock, key=key, ttl=ttl, url=shown, log=log, on_lost=on_lost)
     kill_grace = float(getattr(job, "kill_grace", 0) or 0)
     log.info(
@@ -458,15 +462,40 @@ def _firing_ran(firing: tuple[str, int] | None, client: Any) -> LockBusy:
     return LockBusy(_redact(f"this firing ({stamp}) of the timer ran already: {key} was claimed by {who}"), key)
 
 
-def _busy(lock: _FencedLock, key: str, wait: float, client: Any) -> LockBusy:
+class ForeignLease(LockBusy):
+    """The lease's key holds what no run of jobrunner sets: a value not of the form
+    ``host:pid:run``, or a TTL longer than the job's (or none): another writer's, or stale."""
+
+    def __init__(self, message: str, path: str = "", holder: str = "") -> None:
+        super().__init__(message, path)
+        self.holder = holder
+
+
+_HOLDER = re.compile(r"[A-Za-z0-9_.-]{1,253}:[0-9]{1,10}:[A-Za-z0-9-]{1,64}")
+
+
+def _busy(lock: _FencedLock, key: str, wait: float, client: Any, ttl: float | None = None) -> LockBusy:
     waited = f" after waiting {wait:g}s" if wait else ""
     try:
         if lock.refusal:
             return LockBusy(f"Redis lease {key}: {lock.refusal}{waited}", key)
         holder, pttl = client.get(key), client.pttl(key)
         who = holder.decode("utf-8", "replace") if isinstance(holder, bytes) else "another run"
+        shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in " ".join(who.split())[:120])
         left = f", expires in {pttl / 1000:.1f}s unless renewed" if pttl and pttl > 0 else ""
-        return LockBusy(_redact(f"Redis lease {key} is held by {who}{left}{waited}"), key)
+        if ttl is not None and isinstance(holder, bytes):
+            why = None
+            if not _HOLDER.fullmatch(who):
+                why = "a value no jobrunner run sets"
+            elif pttl is not None and (pttl < 0 or pttl > ttl * 1000 + 1000):
+                why = "no expiry" if pttl < 0 else f"a TTL of {pttl / 1000:.0f}s, longer than the job's {ttl:g}s"
+            if why:
+                return ForeignLease(
+                    _redact(f"Redis lease {key} is held by a foreign or stale holder {shown!r} ({why}){waited}"),
+                    key,
+                    holder=shown,
+                )
+        return LockBusy(_redact(f"Redis lease {key} is held by {shown}{left}{waited}"), key)
     except (RedisError, OSError):
         return LockBusy(f"Redis lease {key} is held by another run{waited}", key)
     finally:

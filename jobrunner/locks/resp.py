@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-__all__ = ["RedisURL", "RespError", "call", "parse_redis_url", "redis_client"]
+__all__ = ["RedisURL", "RespError", "call", "key_prefix", "parse_redis_url", "redis_client"]
 
 SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -103,6 +103,23 @@ def parse_redis_url(url: str) -> RedisURL:
         password=password,
         query=tuple(query),
     )
+
+
+def key_prefix(uid: int | None = None) -> str:
+    """Where a run's keys live: ``jobrunner:`` for root's runs, ``jobrunner:u:<user>:`` for
+    another user's (its lease, fence, firings and fleet records), so a Redis ACL can give a
+    non-root job's user its own namespace and nothing of root's (docs/fleets.md)."""
+    import os
+    import pwd
+
+    uid = os.geteuid() if uid is None else uid
+    if uid == 0:
+        return "jobrunner:"
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    return f"jobrunner:u:{name}:"
 
 
 def redis_client(url: str | RedisURL, timeout: float, **options: Any) -> Any:

@@ -324,6 +324,11 @@ def _busy_holder(exc: LockBusy, log: FilteringBoundLogger, fail: bool, policy: s
     not be possible (docs/security.md) and is never silent."""
     from jobrunner.locks.file import lock_holders
 
+    foreign_lease = getattr(exc, "holder", None)  # jobrunner.locks.redis.ForeignLease
+    if foreign_lease is not None:
+        # never a usual overlap: a key another writer set, or a stale one; health says so
+        log.log(40 if fail else 30, "lock.foreign", path=exc.path, reason=exc.message, holder=foreign_lease)
+        return {"lease_holder": foreign_lease, "foreign": True}
     holders = lock_holders(exc.path) if exc.path.startswith("/") else []
     holder = holders[0] if holders else None
     foreign = holder is not None and holder.get("uid") not in (None, 0, os.geteuid())
