@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-__all__ = ["RedisURL", "RespError", "call", "key_prefix", "parse_redis_url", "redis_client"]
+__all__ = ["Connection", "RedisURL", "RespError", "call", "key_prefix", "parse_redis_url", "redis_client"]
 
 SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -230,3 +230,61 @@ def _reply(reader: Any) -> Any:
         count = int(rest)
         return None if count < 0 else [_reply(reader) for _ in range(count)]
     raise ConnectionError(f"not a Redis reply: {line[:40]!r}")
+
+
+class Connection:
+    """One lasting connection (the lease's: acquire, renewals, release), opened on first use
+    with the URL's handshake and dropped after any error (the next call reconnects). Calls
+    from several threads take turns."""
+
+    def __init__(self, url: str | RedisURL, timeout: float) -> None:
+        import threading
+
+        self.url = parse_redis_url(url) if isinstance(url, str) else url
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._reader: Any = None
+        self._turn = threading.Lock()
+
+    def call(self, *command: str | bytes) -> Any:
+        """One command's reply; an error reply raises ``RespError``."""
+        reply = self.pipeline([command])[0]
+        if isinstance(reply, RespError):
+            raise reply
+        return reply
+
+    def pipeline(self, commands: Sequence[Sequence[str | bytes]]) -> list[Any]:
+        """The replies of ``commands`` sent in one write (error replies as ``RespError`` values)."""
+        with self._turn:
+            try:
+                if self._sock is None:
+                    self._open()
+                assert self._sock is not None
+                self._sock.sendall(b"".join(encode(c) for c in commands))
+                return [_reply(self._reader) for _ in commands]
+            except BaseException:
+                self._close()
+                raise
+
+    def _open(self) -> None:
+        sock = _connect(self.url, self.timeout)
+        sock.settimeout(self.timeout)
+        self._sock, self._reader = sock, sock.makefile("rb")
+        first = self.url.handshake()
+        if first:
+            sock.sendall(b"".join(encode(c) for c in first))
+            for reply in [_reply(self._reader) for _ in first]:
+                if isinstance(reply, RespError):
+                    raise reply
+
+    def _close(self) -> None:
+        sock, self._sock, self._reader = self._sock, None, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:  # pragma: no cover - closing never matters
+                pass
+
+    def close(self) -> None:
+        with self._turn:
+            self._close()
