@@ -197,7 +197,8 @@ def _sane(record: RunRecord) -> bool:
 
 def _record(raw: Any) -> RunRecord | None:
     try:
-        record = RunRecord.from_dict(json.loads(raw or b""))
+        text = raw.decode() if isinstance(raw, bytes) else raw  # (json.loads of bytes sniffs the encoding)
+        record = RunRecord.from_dict(json.loads(text or ""))
     except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
         return None
     return record if _sane(record) else None
@@ -298,23 +299,39 @@ def read_view(
 ) -> FleetView:
     """Read the views (one pipelined round trip a namespace; the history stream too with
     ``history``): root's (``stream``), then every other user's (``jobrunner:u:<user>:runs``),
-    believed only where ``trusted`` says so."""
+    believed only where ``trusted`` says so. Spoken over one connection of Redis's protocol
+    (``jobrunner.locks.resp``): no redis-py import, whose parser was most of a view's time."""
+    from jobrunner.locks.resp import Connection
+
     stream = stream or stream_name()
-    client = _client(url, timeout)
+    conn = Connection(url, timeout)
     try:
-        view = _read_namespace(client, stream, history, since)
-        others = sorted(
-            key.decode("utf-8", "replace")[: -len(":runs" + HOSTS)]
-            for key in client.scan_iter(match="jobrunner:u:*:runs" + HOSTS, count=1000)
-        )
-        for prefix in others:
+        view = _read_namespace(conn, stream, history, since)
+        others: set[str] = set()
+        cursor = b"0"
+        while True:
+            cursor, keys = conn.call("SCAN", cursor, "MATCH", "jobrunner:u:*:runs" + HOSTS, "COUNT", "1000")
+            others.update(k.decode("utf-8", "replace")[: -len(":runs" + HOSTS)] for k in keys)
+            if cursor in (b"0", 0):
+                break
+        for prefix in sorted(others):
             user = prefix.removeprefix("jobrunner:u:")
-            theirs = _read_namespace(client, prefix + ":runs", history, since)
+            theirs = _read_namespace(conn, prefix + ":runs", history, since)
             _merge(view, theirs, user, owners or {})
     finally:
-        client.close()
+        conn.close()
     view.records.sort(key=lambda r: r.start)
     return view
+
+
+def _pairs(reply: Any) -> list[tuple[Any, Any]]:
+    from jobrunner.locks.resp import RespError
+
+    if isinstance(reply, RespError):
+        raise reply
+    if not isinstance(reply, list):
+        return []
+    return list(zip(reply[::2], reply[1::2], strict=False))
 
 
 def trusted(job: str, user: str, owners: Mapping[str, str], root_jobs: set[str]) -> bool:
@@ -341,16 +358,17 @@ def _merge(view: FleetView, theirs: FleetView, user: str, owners: Mapping[str, s
     view.invalid += theirs.invalid
 
 
-def _read_namespace(client: Any, stream: str, history: bool, since: float | None) -> FleetView:
-    pipe = client.pipeline(transaction=False)
-    pipe.hgetall(stream + RAN)
-    pipe.hgetall(stream + SEEN)
-    pipe.hgetall(stream + OK_AT)
-    pipe.hgetall(stream + STREAK)
-    pipe.zrange(stream + HOSTS, 0, -1, withscores=True)
+def _read_namespace(conn: Any, stream: str, history: bool, since: float | None) -> FleetView:
+    commands: list[tuple[str, ...]] = [
+        ("HGETALL", stream + RAN),
+        ("HGETALL", stream + SEEN),
+        ("HGETALL", stream + OK_AT),
+        ("HGETALL", stream + STREAK),
+        ("ZRANGE", stream + HOSTS, "0", "-1", "WITHSCORES"),
+    ]
     if history:
-        pipe.xrange(stream, min="-" if since is None else f"{max(0, int(since * 1000))}-0")
-    replies = pipe.execute()
+        commands.append(("XRANGE", stream, "-" if since is None else f"{max(0, int(since * 1000))}-0", "+"))
+    replies = conn.pipeline(commands)
     view = FleetView()
 
     def cell(raw_field: bytes) -> Cell | None:
@@ -360,7 +378,7 @@ def _read_namespace(client: Any, stream: str, history: bool, since: float | None
             return None
         return view.cells.setdefault((host, job), Cell())
 
-    for raw_field, raw in replies[0].items():
+    for raw_field, raw in _pairs(replies[0]):
         record = _record(raw)
         c = cell(raw_field)
         if c is None:
@@ -369,15 +387,15 @@ def _read_namespace(client: Any, stream: str, history: bool, since: float | None
             view.invalid += 1  # a record filed under another host's or job's name is not believed
             continue
         c.last = record
-    for raw_field, raw in replies[1].items():
+    for raw_field, raw in _pairs(replies[1]):
         c = cell(raw_field)
         if c is not None:
             c.seen = _time_of(raw)
-    for raw_field, raw in replies[2].items():
+    for raw_field, raw in _pairs(replies[2]):
         c = cell(raw_field)
         if c is not None:
             c.ok_at = _time_of(raw)
-    for raw_field, raw in replies[3].items():
+    for raw_field, raw in _pairs(replies[3]):
         c = cell(raw_field)
         try:
             streak = int(raw)
@@ -385,7 +403,7 @@ def _read_namespace(client: Any, stream: str, history: bool, since: float | None
             continue
         if c is not None and 0 <= streak < 1 << 31:
             c.streak = streak
-    for raw_host, score in replies[4]:
+    for raw_host, score in _pairs(replies[4]):
         when = _time_of(score)
         host = raw_host.decode("utf-8", "replace")
         if when is not None and 0 < len(host) <= 200:
@@ -394,8 +412,25 @@ def _read_namespace(client: Any, stream: str, history: bool, since: float | None
         if c.seen is None and c.last is None:
             del view.cells[key]  # nothing believable about it
     if history:
-        view.records = _entries(replies[5], view)
+        view.records = _entries(_pairs_entries(replies[5]), view)
     return view
+
+
+def _pairs_entries(reply: Any) -> list[tuple[Any, dict[bytes, Any]]]:
+    """XRANGE's reply as (id, {field: value}) pairs."""
+    out = []
+    for entry in _pairs_list(reply):
+        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], list):
+            out.append((entry[0], dict(_pairs(entry[1]))))
+    return out
+
+
+def _pairs_list(reply: Any) -> list[Any]:
+    from jobrunner.locks.resp import RespError
+
+    if isinstance(reply, RespError):
+        raise reply
+    return reply if isinstance(reply, list) else []
 
 
 def _entries(entries: Any, view: FleetView) -> list[RunRecord]:
@@ -415,14 +450,19 @@ def read_fleet(
 ) -> list[RunRecord]:
     """The history stream's records, oldest first (its newest ``count`` when given); entries
     of the wrong shape skipped."""
-    client = _client(url, timeout)
+    from jobrunner.locks.resp import Connection
+
+    conn = Connection(url, timeout)
     try:
+        name = stream or stream_name()
         if count is None:
-            entries = client.xrange(stream or stream_name())
+            entries = _pairs_entries(conn.pipeline([("XRANGE", name, "-", "+")])[0])
         else:
-            entries = list(reversed(client.xrevrange(stream or stream_name(), count=count)))
+            entries = list(
+                reversed(_pairs_entries(conn.pipeline([("XREVRANGE", name, "+", "-", "COUNT", str(count))])[0]))
+            )
     finally:
-        client.close()
+        conn.close()
     return _entries(entries, FleetView())
 
 
