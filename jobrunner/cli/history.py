@@ -91,9 +91,9 @@ def _fleet(args: argparse.Namespace, names: list[str], since: float | None) -> t
         if wanted and job not in wanted:
             continue
         # the stream's runs for the numbers; the streak from the view (it outlives the stream)
-        summaries.append(
-            {"host": host, "job": job, **summary(groups.get((host, job), [])), "failure_streak": cell.streak}
-        )
+        runs = groups.get((host, job))
+        stats = summary(runs) if runs else {"runs": 0, "p50_s": None, "p95_s": None}
+        summaries.append({"host": host, "job": job, **stats, "failure_streak": cell.streak})
     runs = [
         r
         for rs in groups.values()
