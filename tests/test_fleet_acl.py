@@ -40,6 +40,10 @@ def acl_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, str, str]]:
     admin = server.client()
     admin.execute_command("ACL", "SETUSER", *ROOT_ACL.format(root_pw="root-pw-9f3").split())
     admin.execute_command("ACL", "SETUSER", *USER_ACL.format(user="www-data", user_pw="www-pw-2c1").split())
+    # a monitoring host's user: read only, no scripts
+    admin.execute_command(
+        "ACL", "SETUSER", "monitor", "on", ">mon-pw-77", "resetkeys", "~jobrunner:*", "-@all", "+@connection", "+@read"
+    )
     # the default user: no keys, no commands but a PING (what a stranger without a password gets)
     admin.execute_command("ACL", "SETUSER", "default", "resetkeys", "-@all", "+ping", "+info", "+auth", "+hello")
     root = f"redis://jobrunner:root-pw-9f3@127.0.0.1:{server.port}/0"
@@ -144,3 +148,22 @@ def test_acl_cost_per_run(tmp_path: Path, capsys):
             )
         )
     assert cost < 2.0  # one AUTH in the same write: well under a millisecond on localhost
+
+
+def test_a_reader_without_scripts_sees_the_same_views(acl_redis):
+    """A monitoring user that may only read (no EVAL): the views come through plain reads,
+    the same cells and verdicts."""
+    server, root, www = acl_redis
+    now = time.time()
+    fleet.publish(root, RunRecord("backup", "web1", "a" * 32, now - 60, 2.0, "failure", 1, 1))
+    fleet.publish(root, RunRecord("backup", "web2", "b" * 32, now - 50, 2.0, "skipped", 75, 0))
+    fleet.publish(
+        www, RunRecord("wp_cron", "web1", "c" * 32, now - 40, 1.0, "success", 0, 1), stream=fleet.user_stream(33)
+    )
+    monitor = f"redis://monitor:mon-pw-77@127.0.0.1:{server.port}/0"
+    refused = call(monitor, [("EVAL", "return 1", "0")], timeout=2)[0]
+    assert isinstance(refused, RespError) and "NOPERM" in str(refused)
+    a = fleet.read_view(root, history=True)
+    b = fleet.read_view(monitor, history=True)
+    assert fleet.matrix(a) == fleet.matrix(b) and len(fleet.matrix(a)) == 3
+    assert [r.run_id for r in a.records] == [r.run_id for r in b.records]
