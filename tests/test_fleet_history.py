@@ -344,6 +344,7 @@ def test_a_quiet_hosts_daily_job_is_in_every_view_after_a_flood_of_60000_records
     stream = redis_server.client().xrange("jobrunner:runs")
     assert len(stream) == 5000  # the runs, not the skips, and exactly the setting
     assert not any(b"quiet1" in fields[b"r"] for _, fields in stream)  # long gone from the history
+    assert not any(b'"skipped"' in fields[b"r"] for _, fields in stream)  # skips update only the views
     env = {"JOBRUNNER_REDIS_URL": redis_server.url}
 
     cells = [json.loads(x) for x in jobrunner_cli("status", "--fleet", "--json", **env).stdout.splitlines()]
