@@ -81,14 +81,17 @@ def test_www_data_with_every_credential_it_can_read_cannot_change_roots_verdict(
     assert isinstance(call(anon, [("XADD", "jobrunner:runs", "*", "r", "{}")], timeout=2)[0], RespError)
     # into its own namespace: taken, but not believed about root's job
     fleet.publish(www, forged, stream=fleet.user_stream(33))
+    # ... and about a host root has no record of (a success of root's job "on web2")
+    fleet.publish(www, RunRecord("backup", "web2", "e" * 32, now, 1.0, "success", 0, 1), stream=fleet.user_stream(33))
     status, reasons, untrusted = verdict()
-    assert (status, reasons) == ("CRITICAL", ["failing on 1 of 1 hosts: web1 (3 in a row)"]) and untrusted == 1
+    assert (status, reasons) == ("CRITICAL", ["failing on 1 of 1 hosts: web1 (3 in a row)"]) and untrusted == 2
     # its own job is its own: believed
     fleet.publish(www, RunRecord("wp_cron", "web1", "c" * 32, now, 1.0, "success", 0, 1), stream=fleet.user_stream(33))
     view = fleet.read_view(root, owners=owners)
     assert view.cells[("web1", "wp_cron")].last.outcome == "success"
     # an undeclared job that root publishes is root's: the same forgery is refused without owners
-    assert fleet.read_view(root).cells[("web1", "backup")].last.outcome == "failure"
+    unowned = fleet.read_view(root)
+    assert unowned.cells[("web1", "backup")].last.outcome == "failure" and ("web2", "backup") not in unowned.cells
 
 
 def test_the_acl_users_can_do_what_their_runs_do(acl_redis):

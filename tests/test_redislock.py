@@ -485,8 +485,16 @@ def test_held_is_false_as_soon_as_a_paused_holder_may_have_lost_the_lease(flush)
         while took < 1.0:
             took *= 2
             n += 1
-        pattern.match("a" * n + "b")  # holds the GIL for about a second: the renewer cannot run
-        assert lease.held is False
+        import sys
+
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(100.0)  # the renewer thread must not get the GIL before we look
+        try:
+            pattern.match("a" * n + "b")  # holds the GIL for about a second: the renewer cannot run
+            held, lost = lease.held, lease.lost
+        finally:
+            sys.setswitchinterval(interval)
+        assert held is False and lost is None  # known from the clock, before the renewer said so
     finally:
         lease.release()
 
