@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -274,6 +275,26 @@ SINGLETON = """
 """
 
 
+SINGLETON_IO = """
+    import os, time
+    from jobrunner import job, Lock
+
+    def mark(ctx, kind):
+        fd = os.open(ctx.env["LEDGER"] + ".io", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{kind} {os.uname().nodename} {time.monotonic_ns()}\\n".encode())
+        os.close(fd)
+
+    @job(schedule="*:0/5", lock=Lock(redis=True, ttl="3s"), network=True)
+    def report(ctx):
+        fd = os.open(ctx.env["LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"ran {os.uname().nodename}\\n".encode())
+        os.close(fd)
+        mark(ctx, "in")
+        time.sleep(0.2)
+        mark(ctx, "out")
+"""
+
+
 def _fire(launcher, host: str, env: dict[str, str], at: float | None):
     """``jobrunner run report`` as host HOST's timer (or a person, ``at=None``) starts it: its
     own UTS namespace (hostname HOST), the variables systemd gives a timer's service."""
@@ -426,3 +447,44 @@ def test_a_foreign_lease_on_a_root_jobs_key_is_a_warning_naming_the_holder(launc
         assert "foreign or stale holder 'web1:123:abc'" in reasons, health.stdout
     finally:
         client.delete("jobrunner:lock:fj")
+
+
+@pytest.mark.slow
+def test_fifty_hosts_one_firing_once_no_overlap_and_every_host_in_the_views(launcher, redis_server, tmp_path):
+    """Issue #27's CI fleet: 50 hosts (UTS namespaces) fire one elapse of ``*:0/5`` over 3 s
+    with publishing on: the singleton ran once, no two runs overlapped (the ledger's in/out
+    times), and ``status --fleet`` shows all 50 hosts (49 of them skipped), ``health --fleet``
+    names no silent host."""
+    import json
+    import random
+
+    from .conftest import jobrunner_cli
+
+    launcher.write_job("report", SINGLETON_IO)
+    ledger = tmp_path / "ledger"
+    env = launcher.env(JOBRUNNER_REDIS_URL=redis_server.url, LEDGER=str(ledger))
+    client = redis_server.client()
+    client.flushdb()
+    firing = time.time() // 300 * 300 - 600
+    began = time.monotonic()
+    procs = []
+    for n, delay in enumerate(sorted(random.uniform(0, 3.0) for _ in range(50))):
+        time.sleep(max(0.0, began + delay - time.monotonic()))
+        host_env = {**env, "JOBRUNNER_STATE_DIR": str(tmp_path / f"h{n:02d}" / "state")}
+        host_env["JOBRUNNER_LOCK_DIR"] = str(tmp_path / f"h{n:02d}" / "locks")
+        procs.append(_fire(launcher, f"h{n:02d}", host_env, firing + 20 + delay))
+    runs = [launcher.finish(p, timeout=180) for p in procs]
+    assert sorted(r.returncode for r in runs) == [0] + [75] * 49
+    assert len(ledger.read_text().splitlines()) == 1
+    assert overlaps(ledger_entries(Path(str(ledger) + ".io"))) == 0
+    cells = [
+        json.loads(x)
+        for x in jobrunner_cli("status", "--fleet", "--json", JOBRUNNER_REDIS_URL=redis_server.url).stdout.splitlines()
+    ]
+    assert len({c["host"] for c in cells}) == 50
+    assert sorted(c["last_outcome"] for c in cells) == ["skipped"] * 49 + ["success"]
+    health = json.loads(
+        jobrunner_cli("health", "--fleet", "--json", "--package", "nosuch", JOBRUNNER_REDIS_URL=redis_server.url).stdout
+    )
+    assert not [j for j in health["jobs"] if j["job"].startswith("host ")]
+    assert client.xlen("jobrunner:runs") == 1  # one run; 49 skips only in the views
