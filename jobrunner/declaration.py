@@ -90,8 +90,9 @@ class Lock:
       lease in Redis or etcd, so one server of a fleet runs the job (``jobrunner.locks.abc``
       picks the backend by the URL's scheme). ``Lock(redis=URL)`` is the same as
       ``Lock(url=URL)`` for Redis; ``redis=True`` reads the URL from ``$JOBRUNNER_REDIS_URL``.
-      ``unavailable="local"`` falls back to the file lock, with a warning, when the lease's
-      store cannot be reached at start; the default ``"fail"`` fails the run.
+      When the lease's store cannot be reached at start, the default ``unavailable="skip"``
+      skips the run (exit 75, a ``lock.unavailable`` warning, no alert: the fleet is told once,
+      by ``health --fleet``), ``"local"`` falls back to the file lock, ``"fail"`` fails the run.
     """
 
     name: str | None = None
@@ -100,7 +101,7 @@ class Lock:
     busy: Literal["skip", "fail"] = "skip"
     redis: str | bool | None = None
     ttl: str | float = "60s"
-    unavailable: Literal["fail", "local"] = "fail"
+    unavailable: Literal["skip", "fail", "local"] = "skip"
     url: str | None = None
     wait_seconds: float | None = field(init=False, repr=False, compare=False)
     ttl_seconds: float = field(init=False, repr=False, compare=False)
@@ -136,8 +137,8 @@ class Lock:
             raise ValueError("lock: shared=True is for file locks; a lease is exclusive")
         if backend and self.ttl_seconds < 1:
             raise ValueError("lock ttl: a lease needs at least 1s")
-        if self.unavailable not in ("fail", "local"):
-            raise ValueError(f"lock unavailable={self.unavailable!r}: must be 'fail' or 'local'")
+        if self.unavailable not in ("skip", "fail", "local"):
+            raise ValueError(f"lock unavailable={self.unavailable!r}: must be 'skip', 'fail' or 'local'")
 
 
 @record(frozen=True)

@@ -404,3 +404,113 @@ def test_instances_have_their_own_lease(flush):
     finally:
         first.release()
         second.release()
+
+
+@pytest.mark.parametrize(
+    ("schedule", "at", "elapse", "following"),
+    [
+        (["*:0/15"], "2026-12-06 23:20:07", "2026-12-06 23:15:00", "2026-12-06 23:30:00"),
+        (["*:0/15"], "2026-12-06 23:15:00", "2026-12-06 23:15:00", "2026-12-06 23:30:00"),
+        (["02:15"], "2026-12-06 01:00:00", "2026-12-05 02:15:00", "2026-12-06 02:15:00"),
+        (["Mon 02:00"], "2026-12-06 12:00:00", "2026-11-30 02:00:00", "2026-12-07 02:00:00"),
+        (["*:*:0/5"], "2026-12-06 12:00:03", "2026-12-06 12:00:00", "2026-12-06 12:00:05"),
+        (["00:00", "12:00"], "2026-12-06 13:00:00", "2026-12-06 12:00:00", "2026-12-07 00:00:00"),
+        (["monthly"], "2026-12-06 13:00:00", "2026-12-01 00:00:00", "2027-01-01 00:00:00"),
+    ],
+)
+def test_a_firing_is_the_schedules_last_elapse_at_or_before_the_timers_moment(schedule, at, elapse, following):
+    from jobrunner.locks.firing import current_firing, last_elapse
+
+    def local(text: str) -> float:
+        return time.mktime(time.strptime(text, "%Y-%m-%d %H:%M:%S"))
+
+    firing = last_elapse(schedule, local(at))
+    assert firing is not None and (firing.elapse, firing.next_elapse) == (local(elapse), local(following))
+    timer = {"TRIGGER_UNIT": "x.timer", "TRIGGER_TIMER_REALTIME_USEC": str(int(local(at) * 1e6))}
+    assert current_firing(schedule, timer) == firing
+    assert current_firing(schedule, {}) is None  # a run by hand is no firing
+    assert current_firing(schedule, {"TRIGGER_UNIT": "x.path"}) is None
+
+
+def test_a_claimed_firing_grants_nothing_however_free_the_lease(flush, monkeypatch):
+    """A run of firing F takes the lease and claims F; once released, a run of the same firing
+    is busy (naming the claimant), a run of the next firing and a run by hand are not."""
+    now = time.time()
+    job = types.SimpleNamespace(name="fr", lock_name=None, kill_grace=0, schedule="*:0/5")
+    spec = Lock(redis=flush.url, ttl="3s")
+    log = Recorder()
+    monkeypatch.setenv("TRIGGER_UNIT", "fr.timer")
+    monkeypatch.setenv("TRIGGER_TIMER_REALTIME_USEC", str(int(now * 1e6)))
+    acquire_redis_lock(job, spec, log, on_lost=lambda r: None, run_id="first").release()
+    with pytest.raises(LockBusy, match="ran already.*claimed by .*:first"):
+        acquire_redis_lock(job, spec, log, on_lost=lambda r: None, run_id="second")
+    monkeypatch.setenv("TRIGGER_TIMER_REALTIME_USEC", str(int((now + 300) * 1e6)))
+    acquire_redis_lock(job, spec, log, on_lost=lambda r: None, run_id="third").release()
+    monkeypatch.delenv("TRIGGER_UNIT")
+    acquire_redis_lock(job, spec, log, on_lost=lambda r: None, run_id="by-hand").release()
+    assert len(flush.client().keys("jobrunner:firing:fr:*")) == 2
+
+
+def test_fencing_tokens_never_fall_below_redis_clock_after_a_restore_from_an_older_snapshot(flush):
+    """A restore brings back a smaller counter: the next token is still larger than every one
+    issued before (tokens are never below Redis's clock in microseconds)."""
+    tokens = []
+    for i in range(3):
+        lease = acquire_redis_lock(a_job(), Lock(redis=flush.url, ttl="3s"), Recorder(), on_lost=Lost(), run_id=f"{i}")
+        tokens.append(lease.fencing_token)
+        lease.release()
+    flush.client().set("jobrunner:fence:nightly", tokens[0] - 5)  # the snapshot's older counter
+    after = acquire_redis_lock(a_job(), Lock(redis=flush.url, ttl="3s"), Recorder(), on_lost=Lost(), run_id="x")
+    after.release()
+    assert tokens == sorted(set(tokens)) and after.fencing_token > tokens[-1]
+    seconds, micros = flush.client().time()
+    assert after.fencing_token <= seconds * 10**6 + micros
+
+
+def test_held_is_false_as_soon_as_a_paused_holder_may_have_lost_the_lease(flush):
+    """A holder whose process held the GIL (a C call: a backtracking regex) past 2/3 of the
+    TTL sees ``held == False`` at once, before its renewer thread could run."""
+    import re
+
+    lease = acquire_redis_lock(a_job(), Lock(redis=flush.url, ttl="1s"), Recorder(), on_lost=Lost())
+    try:
+        assert lease.held
+        pattern = re.compile(r"(a+)+$")
+        n, took = 18, 0.0
+        while took < 0.05:  # calibrate: each extra 'a' doubles the time
+            began = time.monotonic()
+            pattern.match("a" * n + "b")
+            took = time.monotonic() - began
+            n += 1
+        while took < 1.0:
+            took *= 2
+            n += 1
+        import sys
+
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(100.0)  # the renewer thread must not get the GIL before we look
+        try:
+            pattern.match("a" * n + "b")  # holds the GIL for about a second: the renewer cannot run
+            held, lost = lease.held, lease.lost
+        finally:
+            sys.setswitchinterval(interval)
+        assert held is False and lost is None  # known from the clock, before the renewer said so
+    finally:
+        lease.release()
+
+
+def test_fenced_write_refuses_an_older_token_and_children_get_the_token(tmp_path, monkeypatch):
+    from jobrunner.fencing import StaleToken, fenced_write
+
+    target = str(tmp_path / "report.csv")
+    fenced_write(target, b"v1", 100)
+    fenced_write(target, b"v2", 101)
+    with pytest.raises(StaleToken, match="older than 101"):
+        fenced_write(target, b"old holder", 100)
+    assert open(target, "rb").read() == b"v2" and oct(os.stat(target + ".fence").st_mode & 0o777) == "0o600"
+    monkeypatch.delenv("JOBRUNNER_FENCING_TOKEN", raising=False)
+    with pytest.raises(StaleToken, match="no fencing token"):
+        fenced_write(target, b"unfenced")
+    monkeypatch.setenv("JOBRUNNER_FENCING_TOKEN", "102")
+    fenced_write(target, b"v3")
+    assert open(target, "rb").read() == b"v3"

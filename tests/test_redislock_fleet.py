@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -259,3 +260,231 @@ def test_exec_redis_fallback_and_a_password_on_the_command_line(launcher, tmp_pa
     assert refused.returncode == 64 and "JOBRUNNER_REDIS_URL" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and not refused.stdout
     assert "Pw-on-argv" not in refused.stderr
+
+
+SINGLETON = """
+    import os, time
+    from jobrunner import job, Lock
+
+    @job(schedule="*:0/5", lock=Lock(redis=True, ttl="3s"), network=True)
+    def report(ctx):
+        fd = os.open(ctx.env["LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"ran {os.uname().nodename} {ctx.env.get('TRIGGER_TIMER_REALTIME_USEC', 'by-hand')}\\n".encode())
+        os.close(fd)
+        time.sleep(0.2)
+"""
+
+
+SINGLETON_IO = """
+    import os, time
+    from jobrunner import job, Lock
+
+    def mark(ctx, kind):
+        fd = os.open(ctx.env["LEDGER"] + ".io", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{kind} {os.uname().nodename} {time.monotonic_ns()}\\n".encode())
+        os.close(fd)
+
+    @job(schedule="*:0/5", lock=Lock(redis=True, ttl="3s"), network=True)
+    def report(ctx):
+        fd = os.open(ctx.env["LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"ran {os.uname().nodename}\\n".encode())
+        os.close(fd)
+        mark(ctx, "in")
+        time.sleep(0.2)
+        mark(ctx, "out")
+"""
+
+
+def _fire(launcher, host: str, env: dict[str, str], at: float | None):
+    """``jobrunner run report`` as host HOST's timer (or a person, ``at=None``) starts it: its
+    own UTS namespace (hostname HOST), the variables systemd gives a timer's service."""
+    import subprocess
+    import sys
+
+    env = dict(env)
+    if at is not None:
+        env.update(TRIGGER_UNIT="report.timer", TRIGGER_TIMER_REALTIME_USEC=str(int(at * 1e6)))
+    argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host]
+    proc = subprocess.Popen(
+        [*argv, sys.executable, "-m", "jobrunner", "run", "report"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    launcher.procs.append(proc)
+    return proc
+
+
+@pytest.mark.slow
+def test_twenty_hosts_firing_up_to_3s_apart_run_a_short_singleton_once(launcher, redis_server, tmp_path):
+    """Issue #27: 20 hosts (UTS namespaces) whose timers fire for the same elapse of
+    ``*:0/5`` up to 3 s apart run a 0.2 s singleton once: one exit 0, 19 exit 75 naming the
+    host that ran it. The next firing runs once again, and a run by hand is not a firing."""
+    import random
+
+    launcher.write_job("report", SINGLETON)
+    ledger = tmp_path / "ledger"
+    env = launcher.env(JOBRUNNER_REDIS_URL=redis_server.url, LEDGER=str(ledger))
+    redis_server.client().flushdb()
+    boundary = time.time() // 300 * 300 - 600  # an elapse of */5 ten minutes ago: the firing
+    for firing in (boundary, boundary + 300):
+        began = time.monotonic()
+        procs = []
+        for n, delay in enumerate(sorted(random.uniform(0, 3.0) for _ in range(20))):
+            time.sleep(max(0.0, began + delay - time.monotonic()))
+            # each host's timer elapsed at its own moment after the calendar time
+            procs.append(_fire(launcher, f"h{n:02d}", env, firing + 20 + delay))
+        runs = [launcher.finish(p) for p in procs]
+        codes = sorted(r.returncode for r in runs)
+        assert codes == [0] + [75] * 19, [r.stdout[-600:] for r in runs if r.returncode not in (0, 75)]
+        winner = next(r for r in runs if r.returncode == 0)
+        busy = [r.event("lock.busy") for r in runs if r.returncode == 75]
+        assert all("ran already" in b["reason"] for b in busy), busy[:2]
+        assert all(winner.event("lock.acquired")["holder"].split(":")[0] in b["reason"] for b in busy)
+    lines = ledger.read_text().splitlines()
+    assert len(lines) == 2, lines
+    by_hand = launcher.finish(_fire(launcher, "h00", env, None))
+    assert by_hand.returncode == 0 and len(ledger.read_text().splitlines()) == 3
+    keys = sorted(k.decode() for k in redis_server.client().keys("jobrunner:firing:*"))
+    assert keys == [f"jobrunner:firing:report:{int(boundary)}", f"jobrunner:firing:report:{int(boundary) + 300}"]
+
+
+def test_unreachable_redis_skips_by_default_so_a_fleet_is_not_paged_per_host(launcher, tmp_path):
+    """Issue #27: Redis down at start, the default policy (``unavailable="skip"``): exit 75,
+    outcome skipped, one ``lock.unavailable`` warning with the password masked, no job.failed,
+    whatever ``busy=`` says; the fleet is told once, by ``health --fleet`` (UNKNOWN)."""
+    from .conftest import jobrunner_cli
+
+    launcher.write_job(
+        "downjob",
+        """
+        from jobrunner import job, Lock
+
+        @job(lock=Lock(redis=True, ttl="3s", busy="fail"), network=True)
+        def downjob(ctx):
+            ctx.log.info("downjob.ran")
+        """,
+    )
+    url = f"redis://:pw-s3cret@127.0.0.1:{free_port()}/0"
+    run = launcher.run("downjob", env=launcher.env(JOBRUNNER_REDIS_URL=url))
+    assert run.returncode == 75, run.stdout[-800:]
+    assert run.event("job.finished")["outcome"] == "skipped"
+    warning = run.event("lock.unavailable")
+    assert warning["level"] == "warning" and "unreachable" in warning["reason"]
+    assert "job.failed" not in run.names() and "downjob.ran" not in run.names()
+    assert "pw-s3cret" not in run.stdout + run.stderr
+    health = jobrunner_cli("health", "--fleet", JOBRUNNER_REDIS_URL=url)
+    assert health.returncode == 3 and health.stdout.startswith("UNKNOWN: the fleet's Redis is unavailable")
+
+
+def test_every_child_of_a_leased_run_gets_the_fencing_token(launcher, redis_server, tmp_path):
+    """``ctx.run`` and ``jobrunner exec``: the child's environment holds JOBRUNNER_FENCING_TOKEN,
+    the token of the run's lease (lock.acquired)."""
+    out = tmp_path / "token"
+    launcher.write_job(
+        "fenced",
+        f"""
+        from jobrunner import job, Lock
+
+        @job(lock=Lock(redis=True, ttl="3s"), network=True)
+        def fenced(ctx):
+            ctx.run(["sh", "-c", 'printf %s "$JOBRUNNER_FENCING_TOKEN" > {out}'])
+        """,
+    )
+    env = launcher.env(JOBRUNNER_REDIS_URL=redis_server.url)
+    run = launcher.run("fenced", env=env)
+    assert run.returncode == 0 and out.read_text() == str(run.event("lock.acquired")["fencing_token"])
+    wrapped = launcher.run(
+        "exec",
+        "legacy-fenced",
+        "--redis",
+        "--lock-ttl",
+        "3s",
+        "--",
+        "sh",
+        "-c",
+        f'printf %s "$JOBRUNNER_FENCING_TOKEN" > {out}',
+        env=env,
+    )
+    assert wrapped.returncode == 0 and out.read_text() == str(wrapped.event("lock.acquired")["fencing_token"])
+    assert int(out.read_text()) > int(run.event("lock.acquired")["fencing_token"])
+
+
+def test_a_foreign_lease_on_a_root_jobs_key_is_a_warning_naming_the_holder(launcher, redis_server):
+    """Issue #25 finding 3: another writer SETs ``jobrunner:lock:<name>`` with a long TTL (where
+    Redis has no ACLs): each run skips with a ``lock.foreign`` warning naming the holder
+    (escaped), never a quiet info, and ``health`` reports it."""
+    import json
+
+    launcher.write_job(
+        "fj",
+        """
+        from jobrunner import job, Lock
+
+        @job(lock=Lock(redis=True, ttl="3s"), network=True)
+        def fj(ctx):
+            ctx.log.info("fj.ran")
+        """,
+    )
+    client = redis_server.client()
+    client.set("jobrunner:lock:fj", "evil\x1b[2Jholder", ex=86400)
+    try:
+        env = launcher.env(JOBRUNNER_REDIS_URL=redis_server.url)
+        run = launcher.run("fj", env=env)
+        assert run.returncode == 75 and "fj.ran" not in run.names()
+        warning = run.event("lock.foreign")
+        assert warning["level"] == "warning" and "\x1b" not in warning["holder"] and "evil" in warning["holder"]
+        assert "foreign or stale" in warning["reason"]
+        # a key of our form but a TTL no run of this job sets: stale, or forged
+        client.set("jobrunner:lock:fj", "web1:123:abc", ex=86400)
+        assert launcher.run("fj", env=env).event("lock.foreign")["holder"] == "web1:123:abc"
+        health = launcher.run("health", "--json", "--package", "fj", "fj", env=env)
+        doc = json.loads(health.stdout)
+        reasons = " ".join(r for j in doc["jobs"] for r in j["reasons"])
+        assert "foreign or stale holder 'web1:123:abc'" in reasons, health.stdout
+    finally:
+        client.delete("jobrunner:lock:fj")
+
+
+@pytest.mark.slow
+def test_fifty_hosts_one_firing_once_no_overlap_and_every_host_in_the_views(launcher, redis_server, tmp_path):
+    """Issue #27's CI fleet: 50 hosts (UTS namespaces) fire one elapse of ``*:0/5`` over 3 s
+    with publishing on: the singleton ran once, no two runs overlapped (the ledger's in/out
+    times), and ``status --fleet`` shows all 50 hosts (49 of them skipped), ``health --fleet``
+    names no silent host."""
+    import json
+    import random
+
+    from .conftest import jobrunner_cli
+
+    launcher.write_job("report", SINGLETON_IO)
+    ledger = tmp_path / "ledger"
+    env = launcher.env(JOBRUNNER_REDIS_URL=redis_server.url, LEDGER=str(ledger))
+    client = redis_server.client()
+    client.flushdb()
+    firing = time.time() // 300 * 300 - 600
+    began = time.monotonic()
+    procs = []
+    for n, delay in enumerate(sorted(random.uniform(0, 3.0) for _ in range(50))):
+        time.sleep(max(0.0, began + delay - time.monotonic()))
+        host_env = {**env, "JOBRUNNER_STATE_DIR": str(tmp_path / f"h{n:02d}" / "state")}
+        host_env["JOBRUNNER_LOCK_DIR"] = str(tmp_path / f"h{n:02d}" / "locks")
+        procs.append(_fire(launcher, f"h{n:02d}", host_env, firing + 20 + delay))
+    runs = [launcher.finish(p, timeout=180) for p in procs]
+    assert sorted(r.returncode for r in runs) == [0] + [75] * 49
+    assert len(ledger.read_text().splitlines()) == 1
+    assert overlaps(ledger_entries(Path(str(ledger) + ".io"))) == 0
+    cells = [
+        json.loads(x)
+        for x in jobrunner_cli("status", "--fleet", "--json", JOBRUNNER_REDIS_URL=redis_server.url).stdout.splitlines()
+    ]
+    assert len({c["host"] for c in cells}) == 50
+    assert sorted(c["last_outcome"] for c in cells) == ["skipped"] * 49 + ["success"]
+    health = json.loads(
+        jobrunner_cli("health", "--fleet", "--json", "--package", "nosuch", JOBRUNNER_REDIS_URL=redis_server.url).stdout
+    )
+    assert not [j for j in health["jobs"] if j["job"].startswith("host ")]
+    assert client.xlen("jobrunner:runs") == 1  # one run; 49 skips only in the views

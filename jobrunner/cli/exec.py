@@ -47,8 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--lease-unavailable",
         "--redis-unavailable",
         dest="redis_unavailable",
-        choices=("fail", "local"),
-        help="the lease's store unreachable at start: fail the run (default) or take the file lock",
+        choices=("skip", "fail", "local"),
+        help="the lease's store unreachable at start: skip the run (default, exit 75), fail it, or take the file lock",
     )
     parser.add_argument("--timeout", metavar="SPAN", help="kill the command's tree after SPAN (e.g. 2h)")
     parser.add_argument("--retry", type=int, default=1, metavar="N", help="try up to N times in all")

@@ -155,10 +155,9 @@ def _span(option: str, value: str | None) -> float | None:
 def _fleet(args: argparse.Namespace, now: float) -> list[JobHealth]:
     """The fleet's verdicts: the stream's records, judged with the intervals of the jobs this
     host declares (``--package``; a fleet's hosts share their jobs), where it declares any."""
-    from jobrunner.fleet.stream import check_fleet, fleet_records
+    from jobrunner.fleet.stream import check_fleet, fleet_view
     from jobrunner.rules.schedule import expected_interval
 
-    records = fleet_records()
     intervals: dict[str, float] = {}
     try:
         from jobrunner.run.loader import discover
@@ -166,6 +165,8 @@ def _fleet(args: argparse.Namespace, now: float) -> list[JobHealth]:
         declared = discover(args.package)
     except Exception:  # no package here: the stream alone is judged
         declared = []
+    # whose word counts about each declared job: its user's (root's for a job without user=)
+    view = fleet_view(owners={job.name: job.user or "root" for job in declared})
     for job in declared:
         if job.schedule:
             try:
@@ -175,7 +176,8 @@ def _fleet(args: argparse.Namespace, now: float) -> list[JobHealth]:
             if interval is not None:
                 intervals[job.name] = interval
     return check_fleet(
-        records,
+        view,
+        declared=[job.name for job in declared],
         now=now,
         fail_threshold=args.fail_threshold,
         intervals=intervals,

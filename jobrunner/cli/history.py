@@ -77,16 +77,23 @@ def _label(summary: dict[str, Any]) -> str:
 def _fleet(args: argparse.Namespace, names: list[str], since: float | None) -> tuple[list[Any], list[dict[str, Any]]]:
     """The runs and per host and job summaries from the fleet's stream."""
 
-    from jobrunner.fleet.stream import fleet_records
+    from jobrunner.fleet.stream import fleet_view
     from jobrunner.store.history import outcome_matches, summary
 
-    records = fleet_records()
+    view = fleet_view(history=True, since=since)
     wanted = set(names)
     groups: dict[tuple[str, str], list[Any]] = {}
-    for r in records:
+    for r in view.records:
         if not wanted or r.job in wanted:
             groups.setdefault((r.host, r.job), []).append(r)
-    summaries = [{"host": h, "job": j, **summary(rs)} for (h, j), rs in sorted(groups.items())]
+    summaries = []
+    for (host, job), cell in sorted(view.cells.items()):
+        if wanted and job not in wanted:
+            continue
+        # the stream's runs for the numbers; the streak from the view (it outlives the stream)
+        runs = groups.get((host, job))
+        stats = summary(runs) if runs else {"runs": 0, "p50_s": None, "p95_s": None}
+        summaries.append({"host": host, "job": job, **stats, "failure_streak": cell.streak})
     runs = [
         r
         for rs in groups.values()

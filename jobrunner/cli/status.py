@@ -184,19 +184,20 @@ def _write(path: str, page: str) -> None:
 
 
 def _fleet(args: argparse.Namespace) -> int:
-    from jobrunner.fleet.stream import fleet_records, matrix
+    from jobrunner.fleet.stream import fleet_view, matrix
 
-    records = fleet_records()
+    view = fleet_view()
     if args.job:
-        records = [r for r in records if r.job == args.job]
+        view.cells = {key: c for key, c in view.cells.items() if key[1] == args.job}
+        view.hosts = {h: t for h, t in view.hosts.items() if any(ho == h for ho, _ in view.cells)}
     if args.html:
         from jobrunner.fleet.stream import check_fleet
         from jobrunner.observe.statuspage import render_fleet
 
         now = time.time()
-        _write(args.html, render_fleet(records, check_fleet(records, now=now), now=now))
+        _write(args.html, render_fleet(view, check_fleet(view, now=now), now=now))
         return 0
-    cells = matrix(records)
+    cells = matrix(view)
     if args.json or (not args.table and not sys.stdout.isatty()):
         sys.stdout.write("".join(json.dumps({"host": h, "job": j, **c}) + "\n" for (h, j), c in cells.items()))
         return 0

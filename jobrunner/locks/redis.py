@@ -1,7 +1,9 @@
 """A Redis lease for fleets: one server of many runs a singleton job.
 
-The lease is redis-py's ``Lock`` (``SET key token NX PX ttl``; extend and release are its
-compare-and-… Lua scripts, so only the owner's token can renew or delete the key), with:
+The lease is ``SET key token NX PX ttl`` in a Lua script; extend and release are
+compare-and-… scripts, so only the owner's token can renew or delete the key. It speaks Redis's
+protocol over one connection (``jobrunner.locks.resp``), without redis-py, whose import cost a
+run 80-180 ms. With:
 
 - a fencing token: acquiring also ``INCR``\\s ``jobrunner:fence:<name>`` in the same Lua script,
   so every grant carries a number larger than all earlier grants of that key (a counter lost
@@ -27,26 +29,25 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
-
-import redis
-from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, LockNotOwnedError, RedisError, ResponseError
-from redis.lock import Lock as _RedisPyLock
-from redis.retry import Retry as _RedisRetry
 
 from jobrunner.errors import ConfigError, LockBusy
 from jobrunner.locks.abc import LeaseUnavailable
+from jobrunner.locks.resp import Connection, RespError, parse_redis_url
 from jobrunner.redact import default_redactor
+
+# What the lease's calls raise: Redis unreachable or silent (OSError: refused, reset, timed
+# out) or an error reply (RespError).
+RedisError = (RespError, OSError)
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
-__all__ = ["RedisLease", "RedisUnavailable", "acquire_redis_lock", "lease_timing", "redis_url"]
+__all__ = ["ForeignLease", "RedisLease", "RedisUnavailable", "acquire_redis_lock", "lease_timing", "redis_url"]
 
 URL_ENV = "JOBRUNNER_REDIS_URL"
 KEY_PREFIX = "jobrunner:lock:"
@@ -96,46 +97,117 @@ def lease_timing(ttl: float) -> dict[str, float]:
     }
 
 
-class _FencedLock(_RedisPyLock):
-    """redis-py's Lock whose acquisition also draws a fencing token, atomically.
+class _FiringRan(Exception):
+    """The run's firing was claimed already (by another host's run of it)."""
 
-    Release, extend and reacquire are redis-py's own scripts. A Redis restarted less than a
-    TTL ago grants nothing (it may have forgotten a lease that its holder still trusts).
+
+class _NotOwned(Exception):
+    """The key no longer holds our token (expired, deleted, taken over, Redis restarted empty)."""
+
+
+class _FencedLock:
+    """The lease's Redis side, spoken over one connection (``jobrunner.locks.resp``: no
+    redis-py import on a timer tick): acquisition draws a fencing token (and claims the run's
+    firing) in one script; extend and release are compare-and-… scripts, so only the owner's
+    token can renew or delete the key. A Redis restarted less than a TTL ago grants nothing
+    (it may have forgotten a lease that its holder still trusts).
     """
 
-    # The fence counter starts at Redis's clock in microseconds when it is (re)created, so it
-    # keeps growing across a restart that lost it (no persistence) while that clock does.
+    # A fencing token is never below Redis's clock in microseconds (TIME), so tokens keep
+    # growing across a restart that lost the counter and a restore from an older snapshot
+    # (which brings back a smaller one), as long as that clock does not go back.
+    # KEYS[3], when given, is the run's firing (``jobrunner.locks.firing``): claimed with the
+    # lease, and a firing claimed already grants nothing (-1) however free the lease is.
     LUA_ACQUIRE_SCRIPT = """
         if redis.replicate_commands then redis.replicate_commands() end
+        if KEYS[3] and redis.call('exists', KEYS[3]) == 1 then
+            return -1
+        end
         if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
             return false
         end
-        if redis.call('exists', KEYS[2]) == 0 then
-            local now = redis.call('time')
-            redis.call('set', KEYS[2], now[1] .. string.format('%06d', tonumber(now[2])))
+        if KEYS[3] then
+            redis.call('set', KEYS[3], ARGV[1], 'PX', ARGV[3])
         end
-        return redis.call('incr', KEYS[2])
+        local now = redis.call('time')
+        local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
+        local token = redis.call('incr', KEYS[2])
+        if token < floor then
+            redis.call('set', KEYS[2], string.format('%d', floor))
+            token = floor
+        end
+        return token
     """
 
-    def __init__(self, client: Any, name: str, fence_key: str, *, timeout: float, **kwargs: Any) -> None:
-        super().__init__(client, name, timeout=timeout, **kwargs)
-        self.ttl = timeout  # the base class's ``timeout`` may be None; a lease always has one
+    LUA_EXTEND_SCRIPT = """
+        if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+        return redis.call('pexpire', KEYS[1], ARGV[2])
+    """
+    LUA_RELEASE_SCRIPT = """
+        if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+        return redis.call('del', KEYS[1])
+    """
+
+    def __init__(
+        self,
+        client: Connection,
+        name: str,
+        fence_key: str,
+        *,
+        timeout: float,
+        firing: tuple[str, int] | None = None,
+        sleep: float = 0.1,
+        blocking: bool = False,
+        blocking_timeout: float | None = None,
+    ) -> None:
+        self.redis = client
+        self.name = name
+        self.firing = firing  # (key, ttl ms) of the run's firing, or None (a run by hand)
+        self.ttl = timeout
         self.fence_key = fence_key
+        self.sleep = sleep
+        self.blocking = blocking
+        self.blocking_timeout = blocking_timeout
+        self.token = ""
         self.fencing_token: int | None = None
         self.refusal: str | None = None
         self._settled = False  # the restart guard has passed once; no need to ask again
         self.granted_at = 0.0
-        self._acquire_script = client.register_script(self.LUA_ACQUIRE_SCRIPT)
+
+    def acquire(self, token: str) -> bool:
+        """Take the lease for ``token``, waiting up to ``blocking_timeout`` when ``blocking``."""
+        deadline = time.monotonic() + (self.blocking_timeout or 0.0)
+        while True:
+            if self.do_acquire(token):
+                return True
+            if not self.blocking or time.monotonic() + self.sleep > deadline:
+                return False
+            time.sleep(self.sleep)
+
+    def extend(self, ttl: float, replace_ttl: bool = True) -> None:
+        """Reset the key's TTL to ``ttl`` if it still holds our token, else ``_NotOwned``."""
+        done = self.redis.call("EVAL", self.LUA_EXTEND_SCRIPT, "1", self.name, self.token, str(int(ttl * 1000)))
+        if not done:
+            raise _NotOwned()
+
+    def release(self) -> None:
+        """Delete the key if it still holds our token, else ``_NotOwned``."""
+        if not self.redis.call("EVAL", self.LUA_RELEASE_SCRIPT, "1", self.name, self.token):
+            raise _NotOwned()
 
     def _restart_guard(self) -> bool:
         """True when Redis has been up for at least a TTL (or says nothing about its uptime)."""
         if self._settled:
             return True
         try:
-            uptime = int(self.redis.info("server").get("uptime_in_seconds", 0))
-        except ResponseError:  # INFO disabled or renamed: nothing to go by
+            info = self.redis.call("INFO", "server")
+        except RespError:  # INFO disabled, renamed or not allowed: nothing to go by
             self._settled = True
             return True
+        uptime = 0
+        for line in bytes(info or b"").decode("ascii", "replace").splitlines():
+            if line.startswith("uptime_in_seconds:"):
+                uptime = int(line.split(":", 1)[1].strip() or 0)
         # uptime_in_seconds is a difference of whole wall-clock seconds: it may be up to 1 s
         # ahead of the real uptime, hence the extra second.
         if uptime >= math.ceil(self.ttl) + 1:
@@ -144,16 +216,21 @@ class _FencedLock(_RedisPyLock):
         self.refusal = f"Redis restarted {uptime}s ago and may have forgotten a lease; no lease before it has been up {self.ttl:g}s (the ttl)"
         return False
 
-    def do_acquire(self, token: str | bytes) -> bool:
+    def do_acquire(self, token: str) -> bool:
         if not self._restart_guard():
             return False
         self.refusal = None
+        self.token = token
         sent = time.monotonic()
-        fence = self._acquire_script(
-            keys=[self.name, self.fence_key], args=[token, int(self.ttl * 1000)], client=self.redis
-        )
+        keys, args = [self.name, self.fence_key], [token, str(int(self.ttl * 1000))]
+        if self.firing is not None:
+            keys.append(self.firing[0])
+            args.append(str(self.firing[1]))
+        fence = self.redis.call("EVAL", self.LUA_ACQUIRE_SCRIPT, str(len(keys)), *keys, *args)
         if fence is None:
             return False
+        if int(fence) == -1:
+            raise _FiringRan()
         self.fencing_token = int(fence)
         self.granted_at = sent  # the key lives in Redis at least until sent + ttl
         return True
@@ -188,7 +265,7 @@ class RedisLease:
         self._lock = lock
         self.key = key
         self.ttl = ttl
-        self.holder = lock.local.token.decode() if isinstance(lock.local.token, bytes) else str(lock.local.token)
+        self.holder = lock.token
         self.fencing_token = lock.fencing_token
         self.url = url
         self._log = log
@@ -204,7 +281,12 @@ class RedisLease:
 
     @property
     def held(self) -> bool:
-        return not self._stop.is_set() and self.lost is None
+        """False as soon as the lease may have been lost: declared lost, released, or not
+        renewed for ``2/3 ttl`` by this process's clock (a holder paused past that, by SIGSTOP
+        or a C call holding the GIL, sees False at once, before its renewer could say so)."""
+        if self._stop.is_set() or self.lost is not None:
+            return False
+        return time.monotonic() < self.last_renewed + self._timing["lost_after"]
 
     @property
     def name(self) -> str:
@@ -251,13 +333,13 @@ class RedisLease:
             sent = time.monotonic()
             try:
                 self._lock.extend(self.ttl, replace_ttl=True)
-            except LockNotOwnedError:
+            except _NotOwned:
                 holder = self._current_holder()
                 why = f"taken over by {holder}" if holder else "gone (expired, deleted, or Redis restarted empty)"
                 self._declare_lost(f"lease {self.key} {why}")
                 self._stop.set()
                 return
-            except (RedisError, OSError) as exc:
+            except RedisError as exc:
                 failing_since = failing_since or sent
                 left = self.last_renewed + self.ttl - time.monotonic()
                 self._log.warning(
@@ -278,8 +360,8 @@ class RedisLease:
 
     def _current_holder(self) -> str | None:
         try:
-            value = self._lock.redis.get(self.key)
-        except (RedisError, OSError):
+            value = self._lock.redis.call("GET", self.key)
+        except RedisError:
             return None
         return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
@@ -294,7 +376,7 @@ class RedisLease:
         held_s = round(time.monotonic() - self.acquired_at, 3)
         try:
             self._lock.release()
-        except LockNotOwnedError:
+        except _NotOwned:
             self._log.warning("lock.release_failed", key=self.key, error="the lease was no longer ours", held_s=held_s)
         except Exception as exc:  # Redis gone: the key expires on its own after the ttl
             self._log.warning(
@@ -318,15 +400,9 @@ class RedisLease:
         self.release()
 
 
-def _client(url: str, op_timeout: float) -> Any:
+def _client(url: str, op_timeout: float) -> Connection:
     try:
-        return redis.Redis.from_url(
-            url,
-            socket_timeout=op_timeout,
-            socket_connect_timeout=op_timeout,
-            retry=_RedisRetry(NoBackoff(), 0),  # the renewer has its own schedule; no hidden retries
-            health_check_interval=0,
-        )
+        return Connection(parse_redis_url(url), op_timeout)  # one connection, no hidden retries
     except ValueError as exc:
         raise ConfigError(_redact(f"lock redis URL {url}: {exc}")) from None
 
@@ -345,41 +421,58 @@ def acquire_redis_lock(
     names the holder (``run_id`` is random when not given).
     """
     url = redis_url(spec)
-    password = urlsplit(url).password
+    try:
+        password = parse_redis_url(url).password
+    except ValueError:
+        password = None
     if password:
         default_redactor().add(password)
     shown = _redact(url)
     ttl = float(spec.ttl_seconds)
     timing = lease_timing(ttl)
+    from jobrunner.locks.resp import key_prefix
+
     name = getattr(job, "lock_name", None) or spec.name or job.name
-    key = KEY_PREFIX + name
+    prefix = key_prefix()  # root's keys, or the job's user's own namespace (an ACL's pattern)
+    key = f"{prefix}lock:{name}"
     client = _client(url, timing["op_timeout"])
     wait = spec.wait_seconds or 0.0
+    firing = None
+    if getattr(job, "schedule", None):
+        from jobrunner.locks.firing import FIRING_PREFIX, current_firing
+
+        now_firing = current_firing(job.schedule)
+        if now_firing is not None:
+            firing = (f"{prefix}{FIRING_PREFIX.removeprefix('jobrunner:')}{name}:{now_firing.name}", now_firing.ttl_ms)
     lock = _FencedLock(
         client,
         key,
-        FENCE_PREFIX + name,
+        f"{prefix}fence:{name}",
         timeout=ttl,
+        firing=firing,
         sleep=0.1,
         blocking=wait > 0,
         blocking_timeout=wait or None,
-        thread_local=False,  # the renewer thread extends it
     )
     if wait:
         log.info("lock.waiting", key=key, wait_s=wait)
     try:
         got = lock.acquire(token=_holder_identity(run_id))
-    except AuthenticationError as exc:
+    except _FiringRan:
+        raise _firing_ran(firing, client) from None
+    except RespError as exc:
         client.close()
-        raise ConfigError(_redact(f"Redis at {shown} refused our credentials: {exc}")) from None
-    except (RedisError, OSError) as exc:
+        if any(word in str(exc) for word in ("WRONGPASS", "NOAUTH", "invalid password", "invalid username", "NOPERM")):
+            raise ConfigError(_redact(f"Redis at {shown} refused our credentials: {exc}")) from None
+        raise RedisUnavailable(_redact(f"Redis at {shown} is unusable: {exc}")) from None
+    except OSError as exc:
         client.close()
         raise RedisUnavailable(_redact(f"Redis at {shown} is unreachable: {type(exc).__name__}: {exc}")) from None
     except BaseException:
         client.close()
         raise
     if not got:
-        raise _busy(lock, key, wait, client)
+        raise _busy(lock, key, wait, client, ttl)
     lease = RedisLease(lock, key=key, ttl=ttl, url=shown, log=log, on_lost=on_lost)
     kill_grace = float(getattr(job, "kill_grace", 0) or 0)
     log.info(
@@ -401,16 +494,57 @@ def acquire_redis_lock(
     return lease.start()
 
 
-def _busy(lock: _FencedLock, key: str, wait: float, client: Any) -> LockBusy:
+def _firing_ran(firing: tuple[str, int] | None, client: Any) -> LockBusy:
+    assert firing is not None
+    key = firing[0]
+    try:
+        holder = client.call("GET", key)
+        who = holder.decode("utf-8", "replace") if isinstance(holder, bytes) else "another run"
+    except RedisError:
+        who = "another run"
+    finally:
+        client.close()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(key.rsplit(":", 1)[1])))
+    return LockBusy(_redact(f"this firing ({stamp}) of the timer ran already: {key} was claimed by {who}"), key)
+
+
+class ForeignLease(LockBusy):
+    """The lease's key holds what no run of jobrunner sets: a value not of the form
+    ``host:pid:run``, or a TTL longer than the job's (or none): another writer's, or stale."""
+
+    def __init__(self, message: str, path: str = "", holder: str = "") -> None:
+        super().__init__(message, path)
+        self.holder = holder
+
+
+_HOLDER = re.compile(r"[A-Za-z0-9_.-]{1,253}:[0-9]{1,10}:[A-Za-z0-9-]{1,64}")
+
+
+def _busy(lock: _FencedLock, key: str, wait: float, client: Any, ttl: float | None = None) -> LockBusy:
     waited = f" after waiting {wait:g}s" if wait else ""
     try:
         if lock.refusal:
             return LockBusy(f"Redis lease {key}: {lock.refusal}{waited}", key)
-        holder, pttl = client.get(key), client.pttl(key)
+        holder, pttl = client.pipeline([("GET", key), ("PTTL", key)])
+        if isinstance(holder, RespError) or isinstance(pttl, RespError):
+            raise holder if isinstance(holder, RespError) else pttl
         who = holder.decode("utf-8", "replace") if isinstance(holder, bytes) else "another run"
+        shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in " ".join(who.split())[:120])
         left = f", expires in {pttl / 1000:.1f}s unless renewed" if pttl and pttl > 0 else ""
-        return LockBusy(_redact(f"Redis lease {key} is held by {who}{left}{waited}"), key)
-    except (RedisError, OSError):
+        if ttl is not None and isinstance(holder, bytes):
+            why = None
+            if not _HOLDER.fullmatch(who):
+                why = "a value no jobrunner run sets"
+            elif pttl is not None and (pttl < 0 or pttl > ttl * 1000 + 1000):
+                why = "no expiry" if pttl < 0 else f"a TTL of {pttl / 1000:.0f}s, longer than the job's {ttl:g}s"
+            if why:
+                return ForeignLease(
+                    _redact(f"Redis lease {key} is held by a foreign or stale holder {shown!r} ({why}){waited}"),
+                    key,
+                    holder=shown,
+                )
+        return LockBusy(_redact(f"Redis lease {key} is held by {shown}{left}{waited}"), key)
+    except RedisError:
         return LockBusy(f"Redis lease {key} is held by another run{waited}", key)
     finally:
         client.close()

@@ -286,6 +286,9 @@ def _judge_skips(h: JobHealth, job: Any, state: JobState, now: float) -> None:
     from jobrunner.rules.skips import SKIPS_WITHOUT_SCHEDULE, describe_skipping
 
     text = describe_skipping(state, now)
+    holder = state.skip_holder or {}
+    if holder.get("foreign"):
+        h.find(WARNING, f"{text}: its Redis lease is held by a foreign or stale holder {holder.get('lease_holder')!r}")
     h.facts["skipping"] = {
         "since": state.skipped_since,
         "skips": state.consecutive_skips,

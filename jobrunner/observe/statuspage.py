@@ -517,20 +517,39 @@ def write_page(path: str, page: str) -> None:
     atomic_write(path, page.encode(), PAGE_MODE)
 
 
-def render_fleet(
-    records: Sequence[RunRecord], verdicts: Sequence[Any] = (), *, now: float | None = None, title: str = "fleet"
-) -> str:
-    """The fleet's page: jobs × hosts from the fleet's stream (``jobrunner.fleet.stream``), each cell
-    the host's last outcome, when, and its failure streak; then the hosts, with those that
-    stopped reporting marked (``verdicts``: ``jobrunner.fleet.stream.check_fleet``'s)."""
-    from jobrunner.fleet.stream import matrix
+# Up to this many hosts, each is a column of the fleet's page; past it, the hosts that need a
+# look (failing, stopped reporting) are, up to this many, and the rest are counted per job.
+FLEET_COLUMNS = 40
+
+
+def render_fleet(records: Any, verdicts: Sequence[Any] = (), *, now: float | None = None, title: str = "fleet") -> str:
+    """The fleet's page: jobs × hosts from the fleet's views (``jobrunner.fleet.stream``; a
+    ``FleetView`` or the stream's records), each cell the host's last outcome, when, and its
+    failure streak; then the hosts, those that stopped reporting marked (``verdicts``:
+    ``jobrunner.fleet.stream.check_fleet``'s). Past ``FLEET_COLUMNS`` hosts, failing and silent
+    hosts come first and the others are summarised per job, so the page stays small at 1,000."""
+    from jobrunner.fleet.stream import _as_view, matrix
     from jobrunner.rules.verdict import NAMES, OK
+    from jobrunner.store.history import outcome_matches
 
     now = time.time() if now is None else now
-    cells = matrix(list(records))  # (host, job) -> last outcome, its start, failure streak
+    view = _as_view(records)
+    cells = matrix(view)  # (host, job) -> last outcome, its start, failure streak
     jobs = sorted({j for _, j in cells})
-    hosts = sorted({h for h, _ in cells})
+    heartbeat = dict(view.hosts)
+    for (host, _), row in cells.items():
+        if host not in heartbeat:
+            heartbeat[host] = row["last_seen"] or row["last_start"] or 0.0
+    all_hosts = sorted(heartbeat)
     silent = {v.facts.get("host") for v in verdicts if v.job.startswith("host ") and v.status != OK}
+    failing_hosts = {h for (h, _), c in cells.items() if outcome_matches(c["last_outcome"], "failed")}
+    if len(all_hosts) <= FLEET_COLUMNS:
+        hosts, rest = all_hosts, []
+    else:
+        attention = sorted(silent & set(all_hosts)) + sorted(failing_hosts - silent)
+        hosts = attention[:FLEET_COLUMNS]
+        shown = set(hosts)
+        rest = [h for h in all_hosts if h not in shown]
     judged = {v.job: v for v in verdicts if not v.job.startswith("host ")}
     rows = []
     for job in jobs:
@@ -552,16 +571,31 @@ def render_fleet(
             parts.append(
                 f'<td data-label="{_e(host)}">{_outcome(cell["last_outcome"])} {_time(cell["last_start"], now)}{extra}</td>'
             )
+        if rest:
+            counts: dict[str, int] = {}
+            for host in rest:
+                other = cells.get((host, job))
+                outcome = "not run" if other is None else other["last_outcome"]
+                counts[outcome] = counts.get(outcome, 0) + 1
+            text = ", ".join(f"{n} {_e(o)}" for o, n in sorted(counts.items(), key=lambda x: -x[1]))
+            parts.append(f'<td data-label="other hosts">{text}</td>')
         rows.append("<tr>" + "".join(parts) + "</tr>")
     headers = "<th>Job</th>" + "".join(f"<th>{_e(h)}</th>" for h in hosts)
+    if rest:
+        headers += f"<th>{len(rest)} other hosts</th>"
     host_items = []
     for host in hosts:
-        newest = max(r.start + r.duration_s for r in records if r.host == host)
         mark = ' <span class="err">stopped reporting</span>' if host in silent else ""
-        host_items.append(f"<li>{_e(host)}: last record {_time(newest, now)}{mark}</li>")
+        host_items.append(f"<li>{_e(host)}: last record {_time(heartbeat[host], now)}{mark}</li>")
+    if rest:
+        beats = [heartbeat[h] for h in rest]
+        host_items.append(
+            f"<li>{len(rest)} other hosts reporting, last records from {_time(min(beats), now)}"
+            f" to {_time(max(beats), now)}</li>"
+        )
     failing = sum(1 for v in judged.values() if v.status != OK)
     summary = (
-        f"{len(jobs)} jobs on {len(hosts)} hosts, {failing} not OK, {len(silent)} host(s) stopped reporting"
+        f"{len(jobs)} jobs on {len(all_hosts)} hosts, {failing} not OK, {len(silent)} host(s) stopped reporting"
         if jobs
         else "no run published to the fleet's stream yet"
     )

@@ -120,6 +120,9 @@ class Context:
             self.log.info("proc.dry_run", argv=[os.fspath(a) for a in argv], cwd=os.fspath(cwd) if cwd else None)
             return Completed(0)
         merged = dict(self.env) if inherit_env else {}
+        token = getattr(self.lock, "fencing_token", None)
+        if token is not None:  # the lease's fencing token reaches the work (jobrunner.fencing)
+            merged["JOBRUNNER_FENCING_TOKEN"] = str(token)
         if env:
             merged.update(env)
         return run_command(

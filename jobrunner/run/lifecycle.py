@@ -170,7 +170,7 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
         log.info("job.condition_unmet", condition=" ".join(job.condition or ()), reason=str(exc))
     except LockBusy as exc:
         sigs.mode = "done"
-        fail = job.lock is not None and job.lock.busy == "fail"
+        fail = job.lock is not None and job.lock.busy == "fail" and not isinstance(exc, _StoreDown)
         run.result = RunResult(
             "failure" if fail else "skipped", errors.EXIT_FAILURE if fail else errors.EXIT_SKIPPED, 0, error=exc
         )
@@ -285,6 +285,10 @@ def _call(job: Job, ctx: Context, log: FilteringBoundLogger) -> int:
     return ctx.attempt
 
 
+class _StoreDown(LockBusy):
+    """The lease's store unreachable at start under ``unavailable="skip"``: a skip, whatever ``busy`` says."""
+
+
 def _acquire_lock(run: Run) -> HeldLock | None:
     job, log, sigs = run.job, run.log, run.sigs
     if job.lock is None or run.options.dry_run:
@@ -298,6 +302,11 @@ def _acquire_lock(run: Run) -> HeldLock | None:
                 job, spec, log, on_lost=lambda reason: sigs.abort(LockLost(reason)), run_id=run.run_id
             )
         except LeaseUnavailable as exc:
+            if spec.unavailable == "skip":
+                # every host of the fleet finds the store down at once: each skips with a warning,
+                # and the fleet is told once, by health --fleet (UNKNOWN), not once per host
+                log.warning("lock.unavailable", reason=str(exc), policy="skip")
+                raise _StoreDown(str(exc), "jobrunner:lock:" + (spec.name or job.lock_name or job.name)) from None
             if spec.unavailable != "local":
                 raise
             log.warning("lock.fallback_local", reason=str(exc))
@@ -352,6 +361,11 @@ def _busy_holder(exc: LockBusy, log: FilteringBoundLogger, fail: bool, policy: s
     not be possible (docs/security.md) and is never silent."""
     from jobrunner.locks.file import lock_holders
 
+    foreign_lease = getattr(exc, "holder", None)  # jobrunner.locks.redis.ForeignLease
+    if foreign_lease is not None:
+        # never a usual overlap: a key another writer set, or a stale one; health says so
+        log.log(40 if fail else 30, "lock.foreign", path=exc.path, reason=exc.message, holder=foreign_lease)
+        return {"lease_holder": foreign_lease, "foreign": True}
     holders = lock_holders(exc.path) if exc.path.startswith("/") else []
     holder = holders[0] if holders else None
     foreign = holder is not None and holder.get("uid") not in (None, 0, os.geteuid())

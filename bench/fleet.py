@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""The fleet's views at 100 and 1,000 hosts × 50 jobs (issue #27).
+
+    python bench/fleet.py [--hosts 100,1000] [--jobs 50] [--repeat 3]
+
+Starts a private ``redis-server`` on 127.0.0.1 and a free port; for each fleet size fills it
+as the hosts' runs would (``jobrunner.fleet.stream.publish_commands``: each host × job's last
+runs, one in ten failing on a few hosts, skips, the stream full at its default 10,000 runs),
+then times whole ``jobrunner`` processes: ``history --fleet``, ``status --fleet``,
+``health --fleet`` and the page (``status --fleet --html``), each the median of ``--repeat``
+and printed as a ratio to ``jobrunner version`` timed in the same run; the page's size; and
+Redis's memory per host × job (``used_memory`` after the fill minus before, over hosts × jobs).
+Targets: each view ≤ 1 s on this machine, the page ≤ 1 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, REPO)
+from _harness import start_redis  # noqa: E402
+
+
+def _fill(url: str, hosts: int, jobs: int, runs_each: int = 4) -> None:
+    from jobrunner.fleet.stream import publish_commands
+    from jobrunner.locks.resp import RespError, call
+    from jobrunner.store.history import RunRecord
+
+    rng = random.Random(27)
+    now = time.time()
+    batch: list[tuple[str, ...]] = []
+    n = 0
+    for k in range(runs_each):
+        for h in range(hosts):
+            host = f"web{h:04d}.example.net"
+            for j in range(jobs):
+                failed = rng.random() < 0.02
+                skipped = not failed and rng.random() < 0.5
+                outcome = "failure" if failed else "skipped" if skipped else "success"
+                start = now - (runs_each - k) * 600 - rng.random() * 60
+                error = "rsync: connection refused" if failed else None
+                tail = ("rsync: connection refused", "job.failed") if failed else ()
+                record = RunRecord(
+                    f"job_{j:02d}",
+                    host,
+                    f"{n:032x}",
+                    start,
+                    rng.uniform(0.1, 30),
+                    outcome,
+                    1 if failed else 0,
+                    1,
+                    error=error,
+                    tail=tail,
+                )
+                batch.extend(publish_commands(record))
+                n += 1
+                if len(batch) >= 5000:
+                    assert not [r for r in call(url, batch, timeout=60) if isinstance(r, RespError)]
+                    batch = []
+    if batch:
+        assert not [r for r in call(url, batch, timeout=60) if isinstance(r, RespError)]
+
+
+def _time(argv: list[str], env: dict[str, str], repeat: int) -> tuple[float, subprocess.CompletedProcess[bytes]]:
+    times, proc = [], None
+    for _ in range(repeat):
+        began = time.perf_counter()
+        proc = subprocess.run(argv, env=env, capture_output=True, check=False)
+        times.append(time.perf_counter() - began)
+        if proc.returncode not in (0, 1, 2):
+            sys.exit(f"bench/fleet.py: {' '.join(argv[2:])} exited {proc.returncode}: {proc.stderr.decode()[-400:]}")
+    assert proc is not None
+    return statistics.median(times), proc
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", default="100,1000")
+    parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    import redis
+
+    py = sys.executable
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        started = start_redis(tmp)
+        if started is None:
+            sys.exit("bench/fleet.py: needs redis-server (apt-get install -y redis-server)")
+        server, port = started
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            client = redis.Redis(host="127.0.0.1", port=port)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.RedisError:
+                    if time.monotonic() > deadline:
+                        sys.exit("bench/fleet.py: redis-server did not start")
+                    time.sleep(0.1)
+            env = {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "PYTHONPATH": REPO,
+                "JOBRUNNER_REDIS_URL": url,
+                "JOBRUNNER_STATE_DIR": os.path.join(tmp, "state"),
+                "JOBRUNNER_PATH": os.path.join(tmp, "nomods"),
+            }
+            for hosts in (int(x) for x in args.hosts.split(",")):
+                client.flushall()
+                before = int(client.info("memory")["used_memory"])
+                began = time.perf_counter()
+                _fill(url, hosts, args.jobs)
+                fill_s = time.perf_counter() - began
+                used = int(client.info("memory")["used_memory"]) - before
+                views_bytes = sum(
+                    int(client.memory_usage(f"jobrunner:runs{suffix}") or 0)
+                    for suffix in (":ran", ":seen", ":ok", ":streak", ":hosts")
+                )
+                base, _ = _time([py, "-m", "jobrunner", "version"], env, args.repeat)
+                page = os.path.join(tmp, f"fleet-{hosts}.html")
+                timed = {}
+                for label, argv in (
+                    ("history --fleet", ["history", "--fleet", "--json"]),
+                    ("status --fleet", ["status", "--fleet", "--json"]),
+                    ("health --fleet", ["health", "--fleet", "--json", "--package", "nosuch"]),
+                    ("status --fleet --html", ["status", "--fleet", "--html", page]),
+                ):
+                    timed[label], _ = _time([py, "-m", "jobrunner", *argv], env, args.repeat)
+                rows.append((hosts, base, timed, os.path.getsize(page), used, views_bytes, fill_s))
+        finally:
+            server.terminate()
+            server.wait(10)
+    for hosts, base, timed, page_bytes, used, views_bytes, fill_s in rows:
+        pairs = hosts * args.jobs
+        print(f"\n{hosts} hosts × {args.jobs} jobs ({pairs} pairs; filled in {fill_s:.1f}s)")
+        print(f"{'command':<24} {'s':>7} {'× version':>10}  target ≤ 1 s")
+        print(f"{'jobrunner version':<24} {base:>7.3f} {1.0:>10.2f}")
+        for label, secs in timed.items():
+            print(f"{label:<24} {secs:>7.3f} {secs / base:>10.2f}  {'met' if secs <= 1.0 else 'NOT MET'}")
+        print(f"page: {page_bytes / 1e6:.2f} MB ({'met' if page_bytes <= 1_000_000 else 'NOT MET'}: ≤ 1 MB)")
+        print(
+            f"Redis: {used / 1e6:.1f} MB in all (stream of 10,000 runs included); the views "
+            f"{views_bytes / 1e6:.1f} MB = {views_bytes / pairs:.0f} bytes per host × job"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
