@@ -14,10 +14,19 @@ umask. Standard library only.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import IO
 
-__all__ = ["atomic_write", "create_private", "fsync_dir", "open_dir_nofollow", "private_dir", "sha256_file"]
+__all__ = [
+    "atomic_write",
+    "create_private",
+    "fsync_dir",
+    "open_dir_nofollow",
+    "private_dir",
+    "read_regular_file",
+    "sha256_file",
+]
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -169,3 +178,36 @@ def atomic_write(
     finally:
         if opened:
             os.close(dfd)
+
+
+def read_regular_file(name: str, *, dir_fd: int | None = None, limit: int, owner: int | None = None) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (and, with ``owner``, belonging
+    to that uid), opened without following a symlink and without blocking on a FIFO;
+    ``OSError`` otherwise (``ELOOP``, ``EINVAL``, ``EPERM``, ``EFBIG``…)."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        info = os.fstat(fd)
+        if not _is_regular(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if owner is not None and info.st_uid != owner:
+            raise OSError(errno.EPERM, f"owned by uid {info.st_uid}, not {owner}")
+        if info.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _is_regular(mode: int) -> bool:
+    import stat
+
+    return stat.S_ISREG(mode)

@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from jobrunner import ConfigError, JobContext
-from jobrunner.files import atomic_write, fsync_dir, sha256_file
-from jobrunner.store.state import read_regular_file
-from jobrunner.store.validate import loads
+from jobrunner.files import atomic_write, fsync_dir, read_regular_file, sha256_file
+from jobrunner.validate import loads
 
 BACKUP_LOCK = "wp-backups"  # shared by writers and restore, exclusive for the pruner
 MANIFEST = "manifest.json"
@@ -117,7 +116,7 @@ def read_set(path: Path) -> BackupSet | None:
         return None
     manifest = None
     try:
-        # Bounded, a regular file, finite numbers (jobrunner.store.validate): a FIFO or a NaN
+        # Bounded, a regular file, finite numbers (jobrunner.validate): a FIFO or a NaN
         # planted as a manifest is no manifest, never a hang or a crash of the listing.
         manifest = loads(read_regular_file(str(path / MANIFEST), limit=_MAX_MANIFEST))
     except (OSError, ValueError):

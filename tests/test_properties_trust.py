@@ -251,7 +251,7 @@ def test_a_notification_carries_no_control_sequence_from_the_job(name, error, ta
 @settings(_BASE, max_examples=500)
 @given(text=st.one_of(st.text(max_size=80), JOB_TEXT))
 def test_printable_leaves_no_control_character_and_is_one_line(text):
-    from jobrunner.store.validate import printable
+    from jobrunner.validate import printable
 
     shown = printable(text)
     assert not CONTROL_OR_NEWLINE.search(shown)
@@ -382,7 +382,7 @@ def test_the_late_watchers_memory_forgets_what_is_out_of_range(tmp_path: Path, d
 
 
 def test_strings_are_bounded_and_whole_numbers_too():
-    from jobrunner.store.validate import loads
+    from jobrunner.validate import loads
 
     for bad in (b"NaN", b"-Infinity", b"1e400", b"9" * 25):
         with pytest.raises(ValueError):

@@ -116,7 +116,7 @@ def render_text(results: Sequence[JobHealth], hidden: int = 0) -> str:
         summary = f"{len(results)} job{'s' if len(results) != 1 else ''} ok"
     else:
         summary = "; ".join(f"{r.job}: {r.reasons[0]}" for r in bad)
-    from jobrunner.store.validate import printable
+    from jobrunner.validate import printable
 
     if hidden:
         summary += f"; {hidden} declared job{'s' if hidden != 1 else ''} not installed (--all lists them)"

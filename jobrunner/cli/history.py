@@ -127,7 +127,7 @@ def main(args: argparse.Namespace) -> int:
     from jobrunner.errors import ConfigError, UsageError
     from jobrunner.store.history import STATS_WINDOW, outcome_matches, read_history, recorded_jobs, summary
     from jobrunner.store.state import default_state_dir
-    from jobrunner.store.validate import printable
+    from jobrunner.validate import printable
 
     if args.limit < 0:
         raise UsageError("--limit must be 0 or more")

@@ -90,7 +90,7 @@ def _package(args: argparse.Namespace) -> str:
 def main(args: argparse.Namespace) -> int:
     from jobrunner.instances import group_of, known_instances
     from jobrunner.run.loader import discover_report
-    from jobrunner.store.validate import printable
+    from jobrunner.validate import printable
 
     rows: list[_Row] = []
     jobs, broken = discover_report(_package(args))

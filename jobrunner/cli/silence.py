@@ -67,7 +67,7 @@ def _until(ts: float) -> str:
 def _list(root: str, as_json: bool) -> int:
     from jobrunner.admin.silences import list_silences
     from jobrunner.rules.schedule import format_age
-    from jobrunner.store.validate import printable
+    from jobrunner.validate import printable
 
     now = time.time()
     rows: list[dict[str, Any]] = list_silences(root, now, warn=lambda why: print(printable(why), file=sys.stderr))

@@ -108,7 +108,7 @@ def _when(value: Any, now: float) -> str:
 
 def _table(rows: list[dict[str, Any]], now: float) -> str:
     from jobrunner.rules.schedule import format_age
-    from jobrunner.store.validate import printable
+    from jobrunner.validate import printable
 
     headers = ("JOB", "LAST OUTCOME", "LAST RUN", "LAST SUCCESS", "DURATION", "FAILS")
     table = []
@@ -218,7 +218,7 @@ def _fleet(args: argparse.Namespace) -> int:
     if not jobs:
         sys.stdout.write("no run published to the fleet's stream yet\n")
         return 0
-    from jobrunner.store.validate import printable
+    from jobrunner.validate import printable
 
     table = [tuple(printable(c) for c in line) for line in table]  # hosts and jobs are the stream's: no escapes
     widths = [max(len(str(x)) for x in col) for col in zip(*table, strict=True)]

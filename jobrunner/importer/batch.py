@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
@@ -18,6 +17,7 @@ from zoneinfo import ZoneInfo
 from jobrunner.errors import ConfigError, UsageError
 from jobrunner.importer.cron import Crontab, Entry, Problem, parse_crontab
 from jobrunner.importer.emit import JobSpec, spec_from_entry, unique_names
+from jobrunner.importer.inputs import read_input
 
 __all__ = ["ImportResult", "import_crontabs", "import_units", "read_input"]
 
@@ -38,43 +38,8 @@ class ImportResult:
     skipped: list[str] = field(default_factory=list)  # lines left out on purpose, and why
 
 
-MAX_INPUT_BYTES = 1 << 20  # a crontab or a unit file: far more than any real one
 # Control characters but tab: a \r in a line makes a terminal (and a reviewer) see less than
 # what is compiled; NUL, ESC and the rest have no place in a crontab or a unit.
-_CONTROL_IN_LINE = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def read_input(path: str) -> str:
-    """A crontab's or a unit file's text: a regular file (a FIFO, ``/dev/zero``, a directory
-    are refused, never waited on or read on), or standard input for ``-``; at most
-    ``MAX_INPUT_BYTES``, UTF-8, no control character but tab in a line. ``ConfigError`` (one
-    line naming the file, and the line) otherwise."""
-    import stat
-
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
-        else:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise ConfigError(f"{path}: not a regular file")
-                with os.fdopen(os.dup(fd), "rb") as handle:
-                    data = handle.read(MAX_INPUT_BYTES + 1)
-            finally:
-                os.close(fd)
-        if len(data) > MAX_INPUT_BYTES:
-            raise ConfigError(f"{path}: larger than {MAX_INPUT_BYTES} bytes")
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    for number, line in enumerate(text.split("\n"), 1):
-        found = _CONTROL_IN_LINE.search(line)
-        if found:
-            raise ConfigError(f"{path}:{number}: control character {found.group()!r} in a line: remove it")
-    return text
 
 
 _SHELL_WORDS = frozenset(

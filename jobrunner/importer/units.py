@@ -162,7 +162,7 @@ class UnitFile:
 
 def read_unit(path: str | os.PathLike[str]) -> UnitFile:
     """Read a unit file: comments dropped, continuation lines joined, line numbers kept."""
-    from jobrunner.importer.batch import read_input  # bounded, regular files only, no control characters
+    from jobrunner.importer.inputs import read_input  # bounded, regular files only, no control characters
 
     p = Path(path)
     text = read_input(str(p))

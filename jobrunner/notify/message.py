@@ -27,7 +27,7 @@ _VERB = {"failure": "failed", "timeout": "timed out", "terminated": "was termina
 def _redact(title: str, body: str) -> tuple[str, str]:
     """Secrets out, and control characters a job's text may carry shown, not sent (a title is
     one line; a body keeps its newlines)."""
-    from jobrunner.store.validate import printable
+    from jobrunner.validate import printable
 
     redactor = default_redactor()
     return printable(redactor.redact(title)), printable(redactor.redact(body), keep_newlines=True)

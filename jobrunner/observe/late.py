@@ -35,7 +35,7 @@ MAX_MEMORY_BYTES = 1 << 20
 
 
 def _load(path: str) -> dict[str, dict[str, float]]:
-    from jobrunner.store.state import read_regular_file
+    from jobrunner.files import read_regular_file
 
     try:
         data = read_regular_file(path, limit=MAX_MEMORY_BYTES, owner=os.geteuid())
@@ -45,7 +45,7 @@ def _load(path: str) -> dict[str, dict[str, float]]:
         if exc.errno == errno.EFBIG:
             raise OSError(f"{path}: larger than {MAX_MEMORY_BYTES} bytes") from None
         raise OSError(f"{path}: not a regular file of this user's") from None
-    from jobrunner.store import validate
+    from jobrunner import validate
 
     try:
         doc = validate.loads(data)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobrunner.store.history import STATS_WINDOW, RunRecord, failure_streak, percentile, read_history, recorded_jobs
-from jobrunner.store.validate import printable
+from jobrunner.validate import printable
 
 __all__ = ["JobView", "collect", "judge_schedules", "render", "render_fleet", "write_page"]
 

@@ -32,18 +32,19 @@ import errno
 import json
 import math
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from jobrunner._record import record
-from jobrunner.store.state import FILE_MODE, _flock_bounded, _is_regular
-from jobrunner.store.validate import MAX_DURATION_S as _MAX_DURATION
-from jobrunner.store.validate import MAX_TEXT as _MAX_TEXT
-from jobrunner.store.validate import MAX_WHOLE as _MAX_WHOLE
-from jobrunner.store.validate import TS_MAX as _TS_MAX
-from jobrunner.store.validate import TS_MIN as _TS_MIN
+from jobrunner.store.state import FILE_MODE, _flock_bounded
+from jobrunner.validate import MAX_DURATION_S as _MAX_DURATION
+from jobrunner.validate import MAX_TEXT as _MAX_TEXT
+from jobrunner.validate import MAX_WHOLE as _MAX_WHOLE
+from jobrunner.validate import TS_MAX as _TS_MAX
+from jobrunner.validate import TS_MIN as _TS_MIN
 
 if TYPE_CHECKING:
     from jobrunner.run.model import Run
@@ -135,7 +136,7 @@ class RunRecord:
             if type(value) is not str or not value or len(value) > 200:
                 raise ValueError(f"{key} is not a short string")
         start, duration = get("start"), get("duration_s")
-        # The ranges of jobrunner.store.validate (a time the views can show, a duration under
+        # The ranges of jobrunner.validate (a time the views can show, a duration under
         # ten years), unrolled: the file is the job's user's, the fleet's stream anyone's.
         if (type(start) is not float and type(start) is not int) or not _TS_MIN <= start <= _TS_MAX:
             raise ValueError("start is not a time between the epoch and 2200")
@@ -238,7 +239,7 @@ def append(
         )
         try:
             info = os.fstat(fd)
-            if not _is_regular(info.st_mode) or info.st_nlink != 1 or info.st_uid != os.geteuid():
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != os.geteuid():
                 raise OSError(errno.EPERM, f"{FILE_NAME} is not our own regular file")
             if info.st_mode & 0o777 != FILE_MODE:
                 os.fchmod(fd, FILE_MODE)  # whatever the umask (UMask=0077 in the units)
@@ -301,7 +302,7 @@ def read_regular_at(dfd: int, limit: int = MAX_READ_BYTES) -> bytes:
     fd = os.open(FILE_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
     try:
         info = os.fstat(fd)
-        if not _is_regular(info.st_mode):
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
         start = max(0, info.st_size - limit)
         chunks, size = [], 0

@@ -27,16 +27,17 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import field
 from typing import Any
 
+from jobrunner import validate as v
 from jobrunner._record import record
 from jobrunner.errors import ConfigError
-from jobrunner.files import atomic_write
-from jobrunner.store import validate as v
-from jobrunner.store.validate import loads
+from jobrunner.files import atomic_write, read_regular_file
+from jobrunner.validate import loads
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -44,7 +45,6 @@ __all__ = [
     "StateStore",
     "atomic_write",
     "default_state_dir",
-    "read_regular_file",
     "record_finish",
     "record_start",
 ]
@@ -65,41 +65,6 @@ def default_state_dir() -> str:
         return "/var/lib/jobrunner"
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(base, "jobrunner")
-
-
-def read_regular_file(
-    name: str, *, dir_fd: int | None = None, limit: int = MAX_STATE_BYTES, owner: int | None = None
-) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes (and, with ``owner``, belonging
-    to that uid), opened without following a symlink and without blocking on a FIFO;
-    ``OSError`` otherwise (``ELOOP``, ``EINVAL``, ``EPERM``, ``EFBIG``…)."""
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        info = os.fstat(fd)
-        if not _is_regular(info.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        if owner is not None and info.st_uid != owner:
-            raise OSError(errno.EPERM, f"owned by uid {info.st_uid}, not {owner}")
-        if info.st_size > limit:
-            raise OSError(errno.EFBIG, f"larger than {limit} bytes")
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            raise OSError(errno.EFBIG, f"larger than {limit} bytes")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _is_regular(mode: int) -> bool:
-    import stat
-
-    return stat.S_ISREG(mode)
 
 
 # -- the typed record ------------------------------------------------------------------------
@@ -305,7 +270,7 @@ SHORT_TEXT = 200
 
 
 def _check_ranges(known: dict[str, Any]) -> None:
-    """The checks of ``jobrunner.store.validate`` on the fields the views compute with: the file
+    """The checks of ``jobrunner.validate`` on the fields the views compute with: the file
     belongs to the job's user, and a ``NaN``, a ``1e308`` or a megabyte of error must make this
     job's state unreadable (its UNKNOWN), never crash the view of every job."""
     for key in _TIMESTAMPS:
@@ -429,7 +394,9 @@ class StateStore:
 
     def _read_at(self, dfd: int) -> JobState:
         try:
-            return JobState.from_dict(loads(read_regular_file("state.json", dir_fd=dfd) or b"{}"))
+            return JobState.from_dict(
+                loads(read_regular_file("state.json", dir_fd=dfd, limit=MAX_STATE_BYTES) or b"{}")
+            )
         except FileNotFoundError:
             return JobState()
         except (OSError, ValueError) as exc:  # ValueError: not JSON, or not the schema
@@ -522,7 +489,7 @@ class StateStore:
         fd = os.open("state.json", os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
         try:
             info = os.fstat(fd)
-            if not _is_regular(info.st_mode) or info.st_nlink != 1 or info.st_uid != owner.st_uid:
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != owner.st_uid:
                 raise OSError(errno.EPERM, "state.json is not the job user's own regular file")
             os.pwrite(fd, payload, 0)
             os.ftruncate(fd, len(payload))
