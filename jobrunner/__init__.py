@@ -8,7 +8,8 @@
 What a job may use is public: these names, and the modules ``jobrunner.types`` (the
 ``JobContext`` and ``HeldLock`` protocols), ``jobrunner.settings`` (settings read from the
 environment), ``jobrunner.files`` (durable private files), ``jobrunner.fencing`` (writes a
-lease's former holder cannot make), ``jobrunner.timespan``, ``jobrunner.redact`` and
+lease's former holder cannot make), ``jobrunner.validate`` (records from files others can
+write, checked), ``jobrunner.timespan``, ``jobrunner.redact`` and
 ``jobrunner.errors``. The rest (``jobrunner.run``, ``jobrunner.locks`` …) is the runtime's.
 
 Names are imported on first use, so ``python -m jobrunner`` pays only for what a run needs.

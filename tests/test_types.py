@@ -35,6 +35,8 @@ PUBLIC_MODULES = {
     "jobrunner.types",
     "jobrunner.settings",
     "jobrunner.files",
+    "jobrunner.fencing",
+    "jobrunner.validate",
     "jobrunner.timespan",
     "jobrunner.redact",
     "jobrunner.errors",
