@@ -92,7 +92,46 @@ def _gname(gid: int) -> str:
 
 
 def header(name: str, st: os.stat_result, kind: bytes, *, size: int = 0, linkname: str = "") -> bytes:
-    """A GNU tar header (with its long-name records) for ``name``, as GNU tar writes it."""
+    """A GNU tar header (with its long-name records) for ``name``, as GNU tar writes it: the
+    bytes ``tarfile`` makes (``_tarfile_header``), built here directly where every field fits
+    its octal digits and no long-name record is needed (a site's every member, as a rule;
+    ``tarfile`` costs ~20 µs a member, a third of the walk's CPU)."""
+    mtime = int(st.st_mtime)
+    if kind == tarfile.DIRTYPE and not name.endswith("/"):
+        name += "/"
+    bname = name.encode("utf-8", "surrogateescape")
+    blink = linkname.encode("utf-8", "surrogateescape")
+    if (
+        kind in (tarfile.CHRTYPE, tarfile.BLKTYPE)
+        or len(bname) > 100
+        or len(blink) > 100
+        or not 0 <= size < 8**11
+        or not 0 <= mtime < 8**11
+        or not 0 <= st.st_uid < 8**7
+        or not 0 <= st.st_gid < 8**7
+    ):
+        return _tarfile_header(name, st, kind, size=size, linkname=linkname)
+    buf = bytearray(_BLOCK)
+    buf[0 : len(bname)] = bname
+    buf[100:156] = b"%07o\0%07o\0%07o\0%011o\0%011o\0        " % (
+        st.st_mode & 0o7777,
+        st.st_uid,
+        st.st_gid,
+        size,
+        mtime,
+    )
+    buf[156:157] = kind
+    buf[157 : 157 + len(blink)] = blink
+    buf[257:265] = tarfile.GNU_MAGIC
+    uname = _uname(st.st_uid).encode("utf-8", "surrogateescape")[:32]
+    gname = _gname(st.st_gid).encode("utf-8", "surrogateescape")[:32]
+    buf[265 : 265 + len(uname)] = uname
+    buf[297 : 297 + len(gname)] = gname
+    buf[148:155] = b"%06o\0" % sum(buf)  # the checksum field counted as spaces, as it is
+    return bytes(buf)
+
+
+def _tarfile_header(name: str, st: os.stat_result, kind: bytes, *, size: int = 0, linkname: str = "") -> bytes:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.mode = st.st_mode & 0o7777
@@ -311,7 +350,8 @@ class ArchiveWriter:
         self._read = [0, 0]  # file bytes read so far by the stored and the compressed writer
         self._error: BaseException | None = None
         self._failed = threading.Event()
-        self._stored: queue.Queue[_Item | None] = queue.Queue(maxsize=32)
+        # the walk gets past a directory of media without waiting (descriptors: ≤ 256 + 128)
+        self._stored: queue.Queue[_Item | None] = queue.Queue(maxsize=256)
         # batches of tar bytes (headers, small files read by the walk) or large files' items
         self._compressed: queue.Queue[_Item | bytes | None] = queue.Queue(maxsize=128)
         self._batch = bytearray()
