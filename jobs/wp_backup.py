@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import secrets
 import shlex
 import shutil
@@ -216,6 +217,7 @@ def write_files(
     followers = [FileFollower(path) for path in outputs]
     summary = None
     archive_s = dump_s = 0.0
+    cpu = _cpu_s()
     try:
         if with_files:  # the archive in this thread, the dump beside it
             from jobs._archive import ArchiveWriter
@@ -240,7 +242,9 @@ def write_files(
         for follower in followers:
             follower.abandon()
         raise
-    files = {f.path.name: f.finish() for f in followers}
+    synced = time.monotonic()
+    files = {f.path.name: r for f, r in zip(followers, FileFollower.finish_all(followers), strict=True)}
+    sync_s = time.monotonic() - synced
     for path in outputs:
         if files[path.name]["bytes"] != path.stat().st_size:
             raise BackupError(f"{path}: {path.stat().st_size} bytes on disk, {files[path.name]['bytes']} read back")
@@ -255,7 +259,14 @@ def write_files(
             files=(summary.changed + summary.vanished)[:20],
         )
     record = summary.record()
-    ctx.log.info("backup.archive", **record, archive_s=round(archive_s, 3), dump_s=round(dump_s, 3))
+    ctx.log.info(
+        "backup.archive",
+        **record,
+        archive_s=round(archive_s, 3),
+        dump_s=round(dump_s, 3),
+        sync_s=round(sync_s, 3),
+        cpu_s=round(_cpu_s() - cpu, 3),
+    )
     return files, record
 
 
@@ -284,6 +295,12 @@ class _Background(threading.Thread):
         while self.is_alive():
             self.join(0.2)
         self.check()
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process's threads and of the commands it waited for."""
+    own, waited = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime
 
 
 def _tree_bytes(root: Path) -> int:

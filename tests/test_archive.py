@@ -3,18 +3,23 @@ restore's own unpacker (real binaries, a real runtime context; no database neede
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import random
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jobrunner import job
 from jobrunner.redact import Redactor
 from jobrunner.run.context import Context
-from jobs._archive import STORE_MIN, ArchiveWriter, StoredFrames, classify, header
+from jobs._archive import STORE_MIN, ArchiveWriter, StoredFrames, _tarfile_header, classify, header
 from jobs._backupsets import CODECS
 
 LONG = "d" * 90 + "/" + "n" * 150 + ".jpg"
@@ -182,3 +187,46 @@ def test_a_stored_frame_pads_a_file_that_shrank(tmp_path, codec):
     assert got == 1000
     data = _tar(out, codec)
     assert data == head + b"x" * 1000 + bytes(4000) + bytes(-5000 % 512)
+
+
+_NAMES = st.one_of(
+    st.text(min_size=1, max_size=130),  # the site's users name their files: any text
+    st.binary(min_size=1, max_size=130).map(os.fsdecode),  # and any bytes (not UTF-8: surrogates)
+)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(
+    name=_NAMES,
+    linkname=st.one_of(st.just(""), _NAMES),
+    kind=st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.FIFOTYPE]),
+    mode=st.integers(0, 0o177777),
+    ids=st.tuples(st.integers(0, 2**32 - 2), st.integers(0, 2**32 - 2)),
+    size=st.one_of(st.integers(0, 1 << 40), st.just(8**11 - 1), st.just(8**11)),
+    mtime=st.one_of(st.floats(-(2.0**40), 2.0**40), st.just(float(8**11 - 1)), st.just(float(8**11))),
+)
+def test_the_fast_header_is_the_one_tarfile_makes(name, linkname, kind, mode, ids, size, mtime):
+    """The header built directly is byte for byte the one tarfile builds (names of any bytes,
+    at and past 100 bytes; ids, sizes and times at and past their octal digits)."""
+    stat = os.stat_result((mode, 1, 1, 1, ids[0], ids[1], size, 0, mtime, 0))
+    assert header(name, stat, kind, size=size, linkname=linkname) == _tarfile_header(
+        name, stat, kind, size=size, linkname=linkname
+    )
+
+
+def test_the_fast_header_names_the_owner_as_tar_does(tmp_path):
+    """GNU tar reads back the owner's name, the mode and the time of a header built directly."""
+    path = tmp_path / "f.php"
+    path.write_bytes(b"<?php")
+    os.chmod(path, 0o640)
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    info = os.stat(path)
+    archive = header("./f.php", info, tarfile.REGTYPE, size=5) + b"<?php".ljust(512, b"\0") + bytes(1024)
+    listing = subprocess.run(
+        ["tar", "-tv", "--full-time", "--utc"], input=archive, capture_output=True, check=True
+    ).stdout.decode()
+    assert listing.split()[:2] == [
+        "-rw-r-----",
+        f"{pwd.getpwuid(info.st_uid).pw_name}/{grp.getgrgid(info.st_gid).gr_name}",
+    ]
+    assert "2023-11-14 22:13:20 ./f.php" in listing
