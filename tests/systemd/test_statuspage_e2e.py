@@ -73,13 +73,18 @@ def test_the_status_unit_renders_every_users_history(page_installed: Sandbox):
     ).stdout
     assert sb.run(["stat", "-c", "%a", "/var/www/jobrunner-status", PAGE]).stdout.split() == ["755", "644"]
     text = sb.read_file(PAGE)
-    table = text.split('<table class="jobs">', 1)[1].split("</table>", 1)[0]
+    table = text.split('<table class="jobs board">', 1)[1].split("</table>", 1)[0]
     found = [
-        dict(re.findall(r'<td data-label="([^"]+)">(.*?)</td>', row)) for row in re.findall(r"<tr>(.*?)</tr>", table)
+        dict(re.findall(r'<td class="[^"]*" data-label="([^"]+)">(.*?)</td>', row, re.S))
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)
     ]
-    cells = {re.sub(r"<[^>]+>", "", row["Job"]): row for row in found if "Job" in row}
-    assert "success" in cells["jrsp_ok"]["Last outcome"]
-    assert "failure" in cells["jrsp_fail"]["Last outcome"] and "1 failed" in cells["jrsp_fail"]["Failure streak"]
+    cells = {
+        re.sub(r"<[^>]+>", "", re.search(r"<a [^>]*>(.*?)</a>", row["Job"]).group(1)): row
+        for row in found
+        if "Job" in row
+    }
+    assert "success" in cells["jrsp_ok"]["State"]
+    assert "failure" in cells["jrsp_fail"]["State"] and "1 failed" in cells["jrsp_fail"]["Streak"]
     for job in ("jrsp_ok", "jrsp_fail"):
         assert ">in " in cells[job]["Next run"], cells[job]  # from the timer, via systemctl
         assert '<svg class="spark"' in cells[job]["Recent durations"]
