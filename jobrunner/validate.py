@@ -30,6 +30,8 @@ __all__ = [
     "loads",
     "number",
     "printable",
+    "sent_record",
+    "sent_records",
     "text",
     "timestamp",
     "whole",
@@ -111,6 +113,41 @@ def text(value: Any, name: str, limit: int = MAX_TEXT) -> str:
     if len(value) > limit:
         raise Invalid(f"field {name!r} is longer than {limit} characters")
     return value
+
+
+MAX_KEY = 200  # characters of a notification memory's key (a kind, a job's name)
+
+
+def sent_record(value: Any, name: str) -> dict[str, Any]:
+    """One record of the notification memory (``jobrunner.notify.memory.Sent``): ``first``
+    and ``last`` times between the epoch and 2200, ``last`` not before ``first``, ``held`` a
+    count, ``since`` a time when present; the checked fields (unknown ones dropped)."""
+    if not isinstance(value, dict):
+        raise Invalid(f"field {name!r} is {type(value).__name__}, not an object")
+    first = timestamp(value.get("first"), f"{name}.first")
+    last = timestamp(value.get("last"), f"{name}.last")
+    if last < first:
+        raise Invalid(f"field {name!r}: last send {last:.0f} is before the first {first:.0f}")
+    out: dict[str, Any] = {"first": first, "last": last, "held": whole(value.get("held", 0), f"{name}.held", 0)}
+    if value.get("since") is not None:
+        out["since"] = timestamp(value["since"], f"{name}.since")
+    return out
+
+
+def sent_records(data: Any, name: str = "sent", *, strict: bool = False) -> dict[str, dict[str, Any]]:
+    """The notification memory's records by kind (``sent_record`` each, keys of at most
+    ``MAX_KEY`` characters). ``strict``: the first bad entry raises ``Invalid`` (a job's state
+    is then unreadable); else a bad entry is forgotten alone (the late watcher's memory)."""
+    if not isinstance(data, dict):
+        raise Invalid(f"field {name!r} is {type(data).__name__}, not an object")
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in data.items():
+        try:
+            out[text(key, f"{name} key", MAX_KEY)] = sent_record(value, f"{name}.{key[:40]}")
+        except Invalid:
+            if strict:
+                raise
+    return out
 
 
 # C0 and C1 controls, DEL, and the Unicode format characters that reorder or hide text

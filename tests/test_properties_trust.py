@@ -371,14 +371,20 @@ def test_any_notification_urls_load_or_are_refused_in_one_line(urls):
     "data", [b'{"a": {"since": NaN, "sent": 1}}', b"[" * 50_000, b'{"x": {"since": 1e308, "sent": 1}}']
 )
 def test_the_late_watchers_memory_forgets_what_is_out_of_range(tmp_path: Path, data: bytes):
+    from jobrunner.notify.memory import Sent
     from jobrunner.observe.late import _load
 
     path = tmp_path / "memory.json"
     path.write_bytes(data)
     assert _load(str(path)) == {}
     os.chmod(path, 0o600)
-    path.write_bytes(b'{"a": {"since": 1.7e9, "sent": 1.7e9}, "b": {"since": -1, "sent": 0}}')
-    assert _load(str(path)) == {"a": {"since": 1.7e9, "sent": 1.7e9}}
+    path.write_bytes(b'{"a": {"since": 1.7e9, "sent": 1.7e9}, "b": {"since": -1, "sent": 0}}')  # the earlier form
+    assert _load(str(path)) == {"a": Sent(first=1.7e9, last=1.7e9, since=1.7e9)}
+    path.write_bytes(
+        b'{"a": {"first": 1.6e9, "last": 1.7e9, "held": 2, "since": 1.5e9}, "b": {"first": 2, "last": 1, "since": 0},'
+        b' "c": {"first": 1, "last": 2, "since": 1e308}, "d": {"first": 1, "last": 2, "held": -1, "since": 0}}'
+    )
+    assert _load(str(path)) == {"a": Sent(first=1.6e9, last=1.7e9, held=2, since=1.5e9)}
 
 
 def test_strings_are_bounded_and_whole_numbers_too():

@@ -24,6 +24,7 @@ Tag routing (Apprise semantics): a job without ``notify=`` tags goes to every UR
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -174,10 +175,22 @@ def failure_condition(run: Run, reason: str) -> str:
         return reason
     if run.result.outcome == "timeout":
         return "running_long"
-    from jobrunner.rules.alerting import FLAP_CHANGES, FLAP_WINDOW, flapping
+    from jobrunner.rules.alerting import FLAP_HISTORY, is_flapping
 
-    changes, _ = flapping(recent_runs(run, FLAP_WINDOW * 2))
-    return "flapping" if changes >= FLAP_CHANGES else "failing"
+    return "flapping" if is_flapping(recent_runs(run, FLAP_HISTORY)) else "failing"
+
+
+ANOMALY = "anomaly:"  # the key of an anomaly kind's record of what was sent
+
+
+def _ordinary_again(state: JobState) -> None:
+    from jobrunner.notify.throttle import keep_sent
+
+    def forget(memory: dict[str, Any]) -> None:
+        for key in [k for k in memory if k.startswith(ANOMALY)]:
+            del memory[key]
+
+    keep_sent(state, forget)
 
 
 class _Budget:
@@ -234,7 +247,7 @@ class NotifyHook:
     def __init__(self, budget: _Budget, share: float = 1.0) -> None:
         self.budget, self.share = budget, share
         self.watch: Any = None  # the timer of "still running past its max_duration"
-        self.told_long = False  # that warning went out during this run
+        self.sent: dict[str, Any] = {}  # what this run sent (``running_long``): notify/memory.py
 
     def on_start(self, run: Run) -> None:
         _remember_tags(run)
@@ -250,11 +263,14 @@ class NotifyHook:
     def _running_long(self, run: Run, limit: float) -> None:
         """A run still going past its ``Alert(max_duration=)``: said while it runs (its own
         warning, once a run), so the admin hears of it before the timeout does."""
+        from jobrunner.notify import memory
         from jobrunner.notify.message import running_long_message
         from jobrunner.rules.schedule import format_age
 
         elapsed = time.monotonic() - run.started_mono
         run.log.warning("job.running_long", elapsed_s=round(elapsed, 3), limit_s=limit)
+        if not memory.due(self.sent, "running_long", time.time(), window=math.inf):  # once a run
+            return
         try:
             if trusted_silence(run) is not None:
                 run.log.info("notify.held", kind="running_long", reason="silenced")
@@ -267,7 +283,7 @@ class NotifyHook:
             run.log.error("notify.failed", kind="running_long", error=f"{type(exc).__name__}: {exc}")
             return
         if delivery.delivered:
-            self.told_long = True
+            memory.sent(self.sent, "running_long", time.time())
             run.log.info("notify.sent", kind="running_long", services=delivery.matched)
         else:
             run.log.error("notify.failed", kind="running_long", error=delivery.detail)
@@ -341,47 +357,49 @@ class NotifyHook:
             _log_notice(log, notice, failed)
         if run.anomaly is not None:
             self._anomaly(run, silence is not None)
-        elif result.outcome == "success" and state.notify.get("anomaly"):
-            run.contribute(lambda s: s.notify.pop("anomaly", None))  # ordinary again: the next one is news
+        elif result.outcome == "success" and any(k.startswith(ANOMALY) for k in state.notify.get("sent") or ()):
+            run.contribute(_ordinary_again)  # ordinary again: the next one is news
 
     def _anomaly(self, run: Run, silenced: bool) -> None:
-        """A duration out of the ordinary: its own message and throttle key (``notify.anomaly``,
-        per kind, at most once per ``$JOBRUNNER_NOTIFY_REPEAT`` while it goes on)."""
+        """A duration out of the ordinary: its own message and record of what was sent
+        (``anomaly:<kind>``, at most once per ``$JOBRUNNER_NOTIFY_REPEAT`` while it goes on)."""
+        from jobrunner.notify import memory
         from jobrunner.notify.message import anomaly_message
-        from jobrunner.notify.throttle import repeat_window
+        from jobrunner.notify.throttle import keep_sent, repeat_window, sent_of
 
         anomaly, now = run.anomaly, time.time()
-        sent = dict(run.state.notify.get("anomaly") or {})
-        last = sent.get(anomaly.kind)
+        key = ANOMALY + anomaly.kind
         if silenced:
             run.log.info("notify.held", kind="duration", reason="silenced")
             return
-        if self.told_long and anomaly.kind == "too_slow":
+        if "running_long" in self.sent and anomaly.kind == "too_slow":
             run.log.info("notify.held", kind="duration", reason="told while running")
             return
-        if isinstance(last, (int, float)) and now - float(last) < repeat_window():
+        if not memory.due(sent_of(run.state), key, now, repeat_window()):
+            run.contribute(lambda s: keep_sent(s, lambda m: memory.held(m, key)))
             run.log.info("notify.held", kind="duration", reason="JOBRUNNER_NOTIFY_REPEAT")
             return
         title, body = anomaly_message(job=run.job, host=os.uname().nodename, run_id=run.run_id, anomaly=anomaly)
         delivery = deliver(title, body, tags=tuple(run.job.notify), kind="warning")
         if delivery.delivered:
-            kind = anomaly.kind
-            run.contribute(lambda s: s.notify.setdefault("anomaly", {}).update({kind: now}))
+            run.contribute(lambda s: keep_sent(s, lambda m: memory.sent(m, key, now)))
             run.log.info("notify.sent", kind="duration", services=delivery.matched, seconds=round(delivery.seconds, 3))
         else:
             run.log.error("notify.failed", kind="duration", error=delivery.detail, seconds=round(delivery.seconds, 3))
 
     def _skipping(self, run: Run, text: str) -> None:
-        """A job kept from running: at most once per ``$JOBRUNNER_NOTIFY_REPEAT`` (``skip_notified``)."""
-        from jobrunner.notify.throttle import repeat_window
+        """A job kept from running: at most once per ``$JOBRUNNER_NOTIFY_REPEAT`` (the ``skip``
+        record of what was sent, ended by the next run that runs)."""
+        from jobrunner.notify import memory
+        from jobrunner.notify.throttle import DEFAULT_REPEAT, keep_sent, repeat_window, sent_of
 
         now = time.time()
         try:
             window = repeat_window()
         except Exception:
-            window = 6 * 3600.0
-        last = run.state.skip_notified
-        if last and now - float(last) < window:
+            window = DEFAULT_REPEAT
+        if not memory.due(sent_of(run.state), "skip", now, window):
+            run.contribute(lambda s: keep_sent(s, lambda m: memory.held(m, "skip")))
             return
         try:
             from jobrunner.rules.skips import skipping_message
@@ -393,7 +411,7 @@ class NotifyHook:
             run.log.error("notify.failed", kind="skipping", error=f"{type(exc).__name__}: {exc}")
             return
         if delivery.delivered:
-            run.contribute(lambda s: setattr(s, "skip_notified", now))
+            run.contribute(lambda s: keep_sent(s, lambda m: memory.sent(m, "skip", now)))
             run.log.info("notify.sent", kind="skipping", services=delivery.matched)
         else:
             run.log.error("notify.failed", kind="skipping", error=delivery.detail)

@@ -3,8 +3,10 @@ a row, or a failure rate; ``due`` says it), then at most once per window; a reco
 after a failure was notified. While the job is silenced (``silenced``) nothing is sent, but
 every failure is counted and handled; the first due failure after the silence ends is sent
 whatever the window ("still failing"), once. A recovery during a silence is not sent either
-(and ends the streak: nothing is owed after the silence). Pure functions over the job's ``JobState`` (the memory is
-its ``notify``), so the runner and ``jobrunner alert`` share one memory; both go through
+(and ends the streak: nothing is owed after the silence). Pure functions over the job's
+``JobState`` (the memory is its ``notify``: the flags and counts here, and the ``failure``
+record of what was sent, ``notify/memory.py``, whose ``due`` is the repeat rule), so the
+runner and ``jobrunner alert`` share one memory; both go through
 ``jobrunner.notify.notify_throttled``, which asks ``decide``, delivers and says which
 ``record_*`` to fold into the state.
 
@@ -17,11 +19,12 @@ A failure whose notification could not be delivered is not handled, so the alert
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from jobrunner.errors import ConfigError
+from jobrunner.notify import memory as sent_memory
 from jobrunner.timespan import parse_timespan
 
 if TYPE_CHECKING:
@@ -32,11 +35,13 @@ __all__ = [
     "Decision",
     "count_streak",
     "decide",
+    "keep_sent",
     "record_delivered",
     "record_held",
     "record_quiet_success",
     "record_undelivered",
     "repeat_window",
+    "sent_of",
 ]
 
 DEFAULT_REPEAT = 6 * 3600.0
@@ -83,23 +88,36 @@ def decide(
         return Decision(None, suppressed, "below-threshold")
     if int(memory.get("silenced", 0)):
         return Decision("failure", suppressed, "silence-ended")
-    last = memory.get("last_failure_sent")
-    if not memory.get("failure_notified") or last is None or now - float(last) >= window:
+    if not memory.get("failure_notified") or sent_memory.due(sent_of(state), "failure", now, window):
         return Decision("failure", suppressed)
     return Decision(None, suppressed, "repeat")
+
+
+def sent_of(state: JobState) -> dict[str, sent_memory.Sent]:
+    """What was sent of each kind (``notify.sent``, ``notify/memory.py``)."""
+    return sent_memory.load(state.notify.get("sent") or {})
+
+
+def keep_sent(state: JobState, change: Callable[[dict[str, sent_memory.Sent]], None]) -> None:
+    """``change`` the job's record of what was sent, and keep it in its state."""
+    memory = sent_of(state)
+    change(memory)
+    if memory:
+        state.notify["sent"] = sent_memory.to_json(memory)
+    else:
+        state.notify.pop("sent", None)
 
 
 def record_delivered(state: JobState, decision: Decision, *, run_id: str, now: float) -> None:
     memory = state.notify
     memory["suppressed"] = 0
     memory.pop("silenced", None)
-    memory["last_sent"] = now
     if decision.kind == "recovery":
         memory["failure_notified"] = False
-        memory.pop("last_failure_sent", None)
+        keep_sent(state, lambda m: sent_memory.end(m, "failure"))
     else:
         memory["failure_notified"] = True
-        memory["last_failure_sent"] = now
+        keep_sent(state, lambda m: sent_memory.sent(m, "failure", now))
         state.notified_run_id = run_id
 
 
@@ -110,6 +128,8 @@ def record_held(state: JobState, *, run_id: str, reason: str = "") -> None:
     memory["suppressed"] = int(memory.get("suppressed", 0)) + 1
     if reason == "silenced":
         memory["silenced"] = int(memory.get("silenced", 0)) + 1
+    elif reason == "repeat":
+        keep_sent(state, lambda m: sent_memory.held(m, "failure"))
     state.notified_run_id = run_id
 
 
@@ -120,7 +140,7 @@ def record_quiet_success(state: JobState) -> None:
     for key in ("suppressed", "silenced"):
         memory.pop(key, None)
     memory["failure_notified"] = False
-    memory.pop("last_failure_sent", None)
+    keep_sent(state, lambda m: sent_memory.end(m, "failure"))
 
 
 def record_undelivered(state: JobState, decision: Decision) -> None:

@@ -338,7 +338,7 @@ def _judge_state(h: JobHealth, state: JobState, now: float, fail_threshold: int)
 def _judge_alerting(h: JobHealth, job: Any, state: JobState, now: float, root: str | None) -> None:
     """Running long, flapping, a duration out of the ordinary, and last a silence (which caps
     what was found at WARNING, and is never OK with a problem)."""
-    from jobrunner.rules.alerting import FLAP_CHANGES, FLAP_WINDOW, alert_of_record, flapping, silence_active
+    from jobrunner.rules.alerting import FLAP_HISTORY, alert_of_record, is_flapping, silence_active
     from jobrunner.store.history import read_history
     from jobrunner.store.state import default_state_dir
 
@@ -357,9 +357,9 @@ def _judge_alerting(h: JobHealth, job: Any, state: JobState, now: float, root: s
     anomaly = state.anomaly
     if isinstance(anomaly, dict) and isinstance(anomaly.get("text"), str):
         h.find(WARNING, f"last run {anomaly['text']}", "duration")
-    records = read_history(root or default_state_dir(), job.name, last=FLAP_WINDOW * 2).records
-    changes, runs = flapping(records)
-    if changes >= FLAP_CHANGES:
+    flap = is_flapping(read_history(root or default_state_dir(), job.name, last=FLAP_HISTORY).records)
+    if flap is not None:
+        changes, runs = flap
         h.find(WARNING, f"flapping: {changes} changes between success and failure in the last {runs} runs", "flapping")
     silence = silence_active(state, now)
     if silence is None:

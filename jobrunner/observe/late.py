@@ -13,8 +13,12 @@ per late episode:
 
 The memory of what was told is one small JSON file (``--notify-memory``, default
 ``<state root>/.late-notified.json``): root's, written atomically, read only when it is a
-regular file of this user's, so another user cannot make the watcher forget or repeat. A
-notification that could not be delivered is not remembered, so the next check tries again.
+regular file of this user's, so another user cannot make the watcher forget or repeat. Its
+content is the notifications' one record (``jobrunner.notify.memory.Sent``, per job: first
+and last send, held back, and ``since``, the last start the episode is late after; files of
+the earlier ``{"since", "sent"}`` form are read as that), and its decisions are the one
+``due`` rule. A notification that could not be delivered is not remembered, so the next
+check tries again.
 The shipped ``late_watch`` job runs this every 15 minutes.
 """
 
@@ -28,13 +32,15 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from jobrunner.notify.memory import Sent, due, end, held, load, sent
+
 __all__ = ["MEMORY_NAME", "notify_late"]
 
 MEMORY_NAME = ".late-notified.json"
 MAX_MEMORY_BYTES = 1 << 20
 
 
-def _load(path: str) -> dict[str, dict[str, float]]:
+def _load(path: str) -> dict[str, Sent]:
     from jobrunner.files import read_regular_file
 
     try:
@@ -53,23 +59,18 @@ def _load(path: str) -> dict[str, dict[str, float]]:
         doc = {}
     if not isinstance(doc, dict):
         return {}
-    memory: dict[str, dict[str, float]] = {}
-    for k, v in doc.items():  # entries out of range (validate's) are forgotten, one by one
-        try:
-            if isinstance(v, dict) and len(k) <= 200:
-                memory[k] = {
-                    "since": validate.timestamp(v.get("since"), "since"),
-                    "sent": validate.timestamp(v.get("sent"), "sent"),
-                }
-        except ValueError:
-            continue
-    return memory
+    for k, v in doc.items():  # the earlier form: {"since": last start, "sent": last send}
+        if isinstance(v, dict) and "sent" in v and "last" not in v:
+            doc[k] = {"first": v["sent"], "last": v["sent"], "since": v.get("since")}
+    memory = load(doc)  # entries out of range (validate's) are forgotten, one by one
+    return {k: v for k, v in memory.items() if v.since is not None}
 
 
-def _save(path: str, memory: Mapping[str, Any]) -> None:
+def _save(path: str, memory: Mapping[str, Sent]) -> None:
     from jobrunner.files import atomic_write
+    from jobrunner.notify.memory import to_json
 
-    atomic_write(path, json.dumps(memory, sort_keys=True).encode(), 0o600)
+    atomic_write(path, json.dumps(to_json(memory), sort_keys=True).encode(), 0o600)
 
 
 def notify_late(
@@ -106,9 +107,13 @@ def notify_late(
         starts = [state.get(k) for k in ("last_start", "last_skipped")]
         since = float(round(max((t for t in starts if isinstance(t, (int, float))), default=0.0)))
         if late:
-            if told is not None and told["since"] == since and now - told["sent"] < repeat:
+            again = told is not None and told.since == since  # the same episode: late after the same start
+            if not again:
+                end(memory, name)
+            elif not due(memory, name, now, repeat):
+                held(memory, name)
+                changed = True
                 continue
-            again = told is not None and told["since"] == since
             title = f"⏰ {name} is {'still ' if again else ''}late on {host}"
             body = "\n".join(
                 [
@@ -121,10 +126,10 @@ def notify_late(
             )
             kind = "warning"
         elif told is not None and "silenced" not in result.conditions:
-            if since <= told["since"]:
+            if since <= (told.since or 0.0):
                 continue  # not late any more, but no newer start either (its limit widened)
             title = f"✅ {name} started again on {host}"
-            body = f"It was late (told {format_age(now - told['sent'])} ago) and has started since."
+            body = f"It was late (told {format_age(now - told.last)} ago) and has started since."
             kind = "recovery"
         else:
             continue
@@ -138,9 +143,9 @@ def notify_late(
             continue
         said.append(f"notified: {title}")
         if kind == "recovery":
-            memory.pop(name, None)
+            end(memory, name)
         else:
-            memory[name] = {"since": since, "sent": now}
+            sent(memory, name, now, since=since)
         changed = True
     if changed:
         try:

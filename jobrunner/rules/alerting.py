@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BASELINE_RUNS",
     "FLAP_CHANGES",
+    "FLAP_HISTORY",
     "FLAP_WINDOW",
     "MIN_BASELINE",
     "Anomaly",
@@ -39,6 +40,7 @@ __all__ = [
     "effective_alert",
     "failure_due",
     "flapping",
+    "is_flapping",
     "parse_override",
     "with_alert",
     "silence_active",
@@ -49,6 +51,7 @@ MIN_BASELINE = 10  # successful runs needed before "slower than usual" is judged
 BASELINE_RUNS = 50  # the recent successful runs the p95 is taken over
 FLAP_WINDOW = 10  # the recent runs flapping is judged over
 FLAP_CHANGES = 4  # changes between success and failure among them that make a job flapping
+FLAP_HISTORY = FLAP_WINDOW * 2  # the newest history records read to find FLAP_WINDOW runs that ran
 _FIELDS = ("after", "rate", "over", "min_duration", "max_duration", "slower_than_p95")
 
 
@@ -237,3 +240,11 @@ def flapping(records: Sequence[RunRecord]) -> tuple[int, int]:
     ran = [r.failed for r in records if r.outcome != "skipped"][-FLAP_WINDOW:]
     changes = sum(1 for a, b in zip(ran, ran[1:], strict=False) if a != b)
     return changes, len(ran)
+
+
+def is_flapping(records: Sequence[RunRecord]) -> tuple[int, int] | None:
+    """The one verdict of "flapping" (health's condition, the failure message's lead): the
+    changes and runs of ``flapping`` when they reach ``FLAP_CHANGES``, else ``None``.
+    ``records``: the newest ``FLAP_HISTORY`` of the job's history."""
+    changes, runs = flapping(records)
+    return (changes, runs) if changes >= FLAP_CHANGES else None

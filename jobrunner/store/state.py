@@ -92,7 +92,6 @@ _SCHEMA: dict[str, tuple[type, ...]] = {
     "skipped_since": _NUM,
     "consecutive_skips": (int,),
     "skip_holder": (dict,),
-    "skip_notified": _NUM,
     "runs": (dict,),
     "durations_s": (list,),
     "running": (dict,),
@@ -114,7 +113,9 @@ class JobState:
     """One job's ``state.json`` as attributes. ``None`` (or an empty collection) is "not
     recorded"; keys this version does not know ride along in ``extra`` and are written back.
 
-    ``notify`` is the throttle's memory (``notify/throttle.py``), ``ping`` the ping queue's
+    ``notify`` is the notifications' section: the failure throttle's flags and counts
+    (``notify/throttle.py``) and, under ``sent``, what was sent per kind (``failure``,
+    ``skip``, ``anomaly:<kind>``: ``notify/memory.py``); ``ping`` the ping queue's
     (``notify/ping.py``), ``running`` the run in progress (``run_id``, ``pid``, ``since``),
     ``skip_holder`` who held the lock (``pid``, ``user``). ``alert`` is the alerting rules the
     last run applied (``Alert.record()``), ``silence`` the job's silence (``until``, ``since``,
@@ -142,7 +143,6 @@ class JobState:
     skipped_since: float | None = None
     consecutive_skips: int | None = None
     skip_holder: dict[str, Any] | None = None
-    skip_notified: float | None = None
     notified_run_id: str | None = None
     notify_tags: list[str] | None = None
     alert: dict[str, Any] | None = None
@@ -160,6 +160,7 @@ class JobState:
         type. Booleans are not numbers here (``json`` would accept ``true`` as 1)."""
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
+        data = _migrate_notify(data)
         known: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for key, value in data.items():
@@ -233,7 +234,12 @@ class JobState:
             if holder:
                 self.skip_holder = holder
             return
-        self.skipped_since = self.consecutive_skips = self.skip_holder = self.skip_notified = None
+        self.skipped_since = self.consecutive_skips = self.skip_holder = None
+        sent = self.notify.get("sent")
+        if isinstance(sent, dict) and "skip" in sent:  # the skip episode is over (notify/memory.py)
+            self.notify = {**self.notify, "sent": {k: v for k, v in sent.items() if k != "skip"}}
+            if not self.notify["sent"]:
+                del self.notify["sent"]
         if (self.running or {}).get("run_id") == run_id:
             self.running = None
         self.last_run_id = run_id
@@ -262,7 +268,6 @@ _TIMESTAMPS = (
     "last_failure",
     "last_skipped",
     "skipped_since",
-    "skip_notified",
 )
 _WHOLES = ("schema", "last_exit_code", "last_attempts", "consecutive_failures", "consecutive_skips")
 _SHORT = ("job", "last_run_id", "last_outcome", "notified_run_id")
@@ -293,6 +298,9 @@ def _check_ranges(known: dict[str, Any]) -> None:
             v.whole(value, key, 0)
     if "since" in (known.get("running") or {}):
         v.timestamp(known["running"]["since"], "running.since")
+    sent = (known.get("notify") or {}).get("sent")
+    if sent is not None:
+        v.sent_records(sent, "notify.sent", strict=True)
     for tag in known.get("notify_tags") or ():
         v.text(tag, "notify_tags", SHORT_TEXT)
     silence = known.get("silence")
@@ -306,6 +314,43 @@ def _check_ranges(known: dict[str, Any]) -> None:
             v.text(silence["by"], "silence.by", SHORT_TEXT)
         if silence.get("reason") is not None:
             v.text(silence["reason"], "silence.reason")
+
+
+def _migrate_notify(data: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 file's notification memory in today's form: what was sent, per kind, under
+    ``notify.sent`` (``jobrunner.notify.memory``). The old places: ``skip_notified`` (the last
+    skip notification), ``notify.last_failure_sent`` (the last failure sent in the open
+    episode) and ``notify.anomaly`` (the last send per anomaly kind); ``notify.last_sent`` was
+    never read. Each becomes a record whose first and last send are that time, so ``due``
+    decides as the old fields did. ``data`` itself is not changed."""
+    notify = data.get("notify")
+    old_notify = isinstance(notify, dict) and any(k in notify for k in ("last_failure_sent", "last_sent", "anomaly"))
+    if "skip_notified" not in data and not old_notify:
+        return data
+    data = dict(data)
+    skip = data.pop("skip_notified", None)
+    notify = dict(notify) if isinstance(notify, dict) else notify
+    moved: dict[str, Any] = {}
+    if skip is not None:
+        if isinstance(skip, bool) or not isinstance(skip, _NUM):
+            raise ValueError(f"field 'skip_notified' is {type(skip).__name__}, not int/float")
+        moved["skip"] = {"first": v.timestamp(skip, "skip_notified"), "last": skip}
+    if isinstance(notify, dict):
+        last = notify.pop("last_failure_sent", None)
+        notify.pop("last_sent", None)
+        if notify.get("failure_notified") and isinstance(last, _NUM) and not isinstance(last, bool):
+            moved["failure"] = {"first": last, "last": last}
+        anomalies = notify.pop("anomaly", None)
+        for kind, when in (anomalies or {}).items() if isinstance(anomalies, dict) else ():
+            if isinstance(when, _NUM) and not isinstance(when, bool):
+                moved[f"anomaly:{kind}"] = {"first": when, "last": when}
+    if moved and (notify is None or isinstance(notify, dict)):
+        notify = dict(notify or {})
+        current = notify.get("sent")
+        notify["sent"] = {**moved, **(current if isinstance(current, dict) else {})}
+    if notify is not None:
+        data["notify"] = notify
+    return data
 
 
 def record_start(state: JobState | dict[str, Any], **kwargs: Any) -> None:
