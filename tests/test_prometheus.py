@@ -115,7 +115,7 @@ def test_promtool_on_a_hand_made_state(prometheus_bin):
     state = {
         "last_start": time.time(),
         "last_duration_s": 0.000123,
-        "runs": {"success": 2**60, "vanished": 1},
+        "runs": {"success": 2**53, "vanished": 1},  # the largest count the state accepts (jobrunner.validate)
         "last_outcome": "vanished",
         "durations_s": [1e-9],
         "running": {"since": 1.5},
