@@ -397,3 +397,23 @@ def test_absurd_or_forged_entries_are_skipped_never_a_crash(redis_server: RedisS
         assert proc.returncode in (0, 1, 2) and "Traceback" not in proc.stderr, (argv, proc.stderr)
     cells = [json.loads(x) for x in jobrunner_cli("status", "--fleet", "--json", **env).stdout.splitlines()]
     assert [(c["host"], c["last_outcome"]) for c in cells] == [("web1", "success")]
+
+
+def test_a_parked_connection_goes_only_to_the_same_redis_url(redis_server: RedisServer):
+    """The lease parks its connection for the run's record (``resp.park``/``take``): handed
+    over only for the same server, database and user, in the same process; another URL's
+    is closed, never used for it."""
+    from jobrunner.locks import resp
+
+    conn = resp.Connection(redis_server.url, 2.0)
+    assert conn.call("PING") == "PONG"
+    resp.park(conn)
+    assert resp.take(redis_server.url.replace("/0", "/3")) is None and not conn.connected  # another database
+    assert resp.take(redis_server.url) is None  # taken once: nothing parked now
+    conn = resp.Connection(redis_server.url, 2.0)
+    conn.call("PING")
+    resp.park(conn)
+    same = resp.take(redis_server.url)
+    assert same is conn and same.connected and resp.take(redis_server.url) is None
+    fleet.publish(redis_server.url, RunRecord("pk", "h", "1", 1.7e9, 1.0, "success", 0))  # no parked one: its own
+    same.close()

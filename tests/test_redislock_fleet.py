@@ -488,3 +488,28 @@ def test_fifty_hosts_one_firing_once_no_overlap_and_every_host_in_the_views(laun
     )
     assert not [j for j in health["jobs"] if j["job"].startswith("host ")]
     assert client.xlen("jobrunner:runs") == 1  # one run; 49 skips only in the views
+
+
+def test_a_leased_run_and_its_fleet_record_share_one_connection(fleet, redis_server):
+    """Issue #27: a run's lease leaves its connection to the run's fleet record, so a firing
+    costs Redis one connection per host, not two: for the run that holds the lease and for a
+    run that finds it held and publishes its skip (Redis's own counters, before and after)."""
+    launcher, _ledger, env = fleet
+    client = redis_server.client()
+    client.flushdb()
+
+    def connections() -> int:
+        return int(client.info("stats")["total_connections_received"])
+
+    before = connections()
+    run = launcher.run("critical", env=env("s1", redis_server.url, HOLD="0.05"))
+    assert run.returncode == 0 and run.event("lock.released") and "fleet.publish_failed" not in run.names()
+    assert connections() - before == 1
+    assert client.hget("jobrunner:runs:brief", f"{run.event('job.started')['host']}\tcritical")
+    client.set("jobrunner:lock:critical", "web9:4242:abc", px=3000)  # another server holds it
+    before = connections()
+    busy = launcher.run("critical", env=env("s2", redis_server.url))
+    assert busy.returncode == 75 and busy.event("lock.busy") and "fleet.publish_failed" not in busy.names()
+    assert connections() - before == 1
+    assert client.xlen("jobrunner:runs") == 1 and client.hlen("jobrunner:runs:seen") == 1  # the skip: seen, no run
+    client.delete("jobrunner:lock:critical")

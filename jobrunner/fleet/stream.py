@@ -127,11 +127,19 @@ def publish(url: str, record: RunRecord, *, stream: str = DEFAULT_STREAM, maxlen
     ``redis://`` and ``unix://`` URLs are spoken to directly (``jobrunner.locks.resp.call``:
     ``AUTH``, ``SELECT`` and the commands over one socket), which costs a run about a
     millisecond where importing the redis client costs ~80 ms on every timer tick
-    (``bench/history.py``). ``rediss://`` (TLS) goes through the redis client."""
-    from jobrunner.locks.resp import RespError, call
+    (``bench/history.py``); over the run's lease's connection when it left one to this Redis
+    (``jobrunner.locks.resp.take``). ``rediss://`` (TLS) goes through the redis client."""
+    from jobrunner.locks.resp import RespError, call, take
 
     commands = publish_commands(record, stream=stream, maxlen=maxlen)
-    if url.startswith("rediss://"):
+    conn = take(url)  # the run's lease's connection, when it left one to this Redis
+    if conn is not None:
+        try:
+            conn.set_timeout(PUBLISH_BOUND_S / 2)
+            replies = conn.pipeline(commands)
+        finally:
+            conn.close()
+    elif url.startswith("rediss://"):
         client = _client(url, PUBLISH_BOUND_S / 2)
         try:
             pipe = client.pipeline(transaction=False)
@@ -141,7 +149,9 @@ def publish(url: str, record: RunRecord, *, stream: str = DEFAULT_STREAM, maxlen
         finally:
             client.close()
         return
-    for reply in call(url, commands, timeout=PUBLISH_BOUND_S / 2):
+    else:
+        replies = call(url, commands, timeout=PUBLISH_BOUND_S / 2)
+    for reply in replies:
         if isinstance(reply, RespError):
             raise reply
 
