@@ -298,9 +298,8 @@ def test_a_www_data_run_publishes_its_own_record_and_cannot_change_roots_verdict
 
         admin = redis.Redis(host="127.0.0.1", port=server.port, username="jobrunner", password="root-pw-9f3")
         assert not admin.exists("jobrunner:lock:backup")
-        assert (
-            admin.xlen("jobrunner:runs") == 3 and admin.xlen("jobrunner:u:www-data:runs") == 2
-        )  # its run, its forgery
+        assert admin.xlen("jobrunner:runs") == 3  # root's three runs, nothing of www-data's
+        assert admin.xlen("jobrunner:u:www-data:runs") == 2  # its run and its forgery, in its own namespace
         # root's views, through the CLI: www-data's job is shown, root's verdict is root's
         cells = [json.loads(x) for x in root_cli("status", "--fleet", "--json").stdout.splitlines()]
         shown = {(c["job"], c["last_outcome"]) for c in cells}
