@@ -453,8 +453,8 @@ def test_a_foreign_lease_on_a_root_jobs_key_is_a_warning_naming_the_holder(launc
 def test_fifty_hosts_one_firing_once_no_overlap_and_every_host_in_the_views(launcher, redis_server, tmp_path):
     """Issue #27's CI fleet: 50 hosts (UTS namespaces) fire one elapse of ``*:0/5`` over 3 s
     with publishing on: the singleton ran once, no two runs overlapped (the ledger's in/out
-    times), and ``status --fleet`` shows all 50 hosts (49 of them skipped), ``health --fleet``
-    names no silent host."""
+    times), Redis received one connection per host, and ``status --fleet`` shows all 50 hosts
+    (49 of them skipped), ``health --fleet`` names no silent host."""
     import json
     import random
 
@@ -466,6 +466,7 @@ def test_fifty_hosts_one_firing_once_no_overlap_and_every_host_in_the_views(laun
     client = redis_server.client()
     client.flushdb()
     firing = time.time() // 300 * 300 - 600
+    connections = int(client.info("stats")["total_connections_received"])
     began = time.monotonic()
     procs = []
     for n, delay in enumerate(sorted(random.uniform(0, 3.0) for _ in range(50))):
@@ -475,6 +476,8 @@ def test_fifty_hosts_one_firing_once_no_overlap_and_every_host_in_the_views(laun
         procs.append(_fire(launcher, f"h{n:02d}", host_env, firing + 20 + delay))
     runs = [launcher.finish(p, timeout=180) for p in procs]
     assert sorted(r.returncode for r in runs) == [0] + [75] * 49
+    # one connection per host: its lease's, which then carried its record (or its skip's)
+    assert int(client.info("stats")["total_connections_received"]) - connections == 50
     assert len(ledger.read_text().splitlines()) == 1
     assert overlaps(ledger_entries(Path(str(ledger) + ".io"))) == 0
     cells = [
