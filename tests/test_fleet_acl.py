@@ -170,6 +170,11 @@ def test_a_reader_without_scripts_sees_the_same_views(acl_redis):
     b = fleet.read_view(monitor, history=True)
     assert fleet.matrix(a) == fleet.matrix(b) and len(fleet.matrix(a)) == 3
     assert [r.run_id for r in a.records] == [r.run_id for r in b.records]
+    # and each command's subset of the views (history: seen and streak; status: no successes)
+    for parts in (frozenset({"seen", "streak"}), fleet.ALL_PARTS - {"ok"}):
+        a, b = fleet.read_view(root, parts=parts), fleet.read_view(monitor, parts=parts)
+        assert fleet.matrix(a) == fleet.matrix(b) and len(a.cells) == 3
+        assert all(c.ok_at is None for c in a.cells.values())
 
 
 # Root's job and www-data's, in one package both read: root's fails, www-data's (run by

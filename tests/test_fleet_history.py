@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jobrunner.fleet import stream as fleet
 from jobrunner.store.history import RunRecord
@@ -417,3 +419,52 @@ def test_a_parked_connection_goes_only_to_the_same_redis_url(redis_server: Redis
     assert same is conn and same.connected and resp.take(redis_server.url) is None
     fleet.publish(redis_server.url, RunRecord("pk", "h", "1", 1.7e9, 1.0, "success", 0))  # no parked one: its own
     same.close()
+
+
+_names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            _names,
+            _names,
+            st.sampled_from(["success", "failure", "skipped", "timeout", 'we"ird\\']),
+            st.floats(1.7e9, 1.8e9),
+        ),
+        max_size=30,
+    )
+)
+def test_status_fleet_json_lines_are_what_json_dumps_of_the_matrix_writes(rows):
+    """``cell_lines`` (the 1,000-host fast path of ``status --fleet --json``) writes, byte for
+    byte, what ``json.dumps`` of each cell of ``matrix`` wrote: any host or job name (quotes,
+    control characters, non-ASCII), skips only, a cell's streak."""
+    records = [
+        RunRecord(job, host, f"{i:032x}", start, 1.5, outcome, 1 if outcome != "success" else 0, 1)
+        for i, (host, job, outcome, start) in enumerate(rows)
+    ]
+    view = fleet.FleetView.from_records(records)
+    view.records = []  # the view status reads: no history
+    expected = [json.dumps({"host": h, "job": j, **c}) + "\n" for (h, j), c in fleet.matrix(view).items()]
+    assert list(fleet.cell_lines(view)) == expected
+
+
+def test_the_page_past_forty_hosts_counts_the_other_hosts_per_job():
+    """The fleet's page at more than ``FLEET_COLUMNS`` hosts: the failing host is a column,
+    and each job's "other hosts" cell counts the rest by last outcome, hosts that never ran
+    the job as "not run" (the counts add up to the other hosts, the column not among them)."""
+    from jobrunner.observe.statuspage import render_fleet
+
+    now = time.time()
+    records = [RunRecord("a", "h00", "0" * 32, now - 60, 1.0, "failure", 1, 1)]
+    for n in range(1, 45):
+        outcome = "skipped" if n in (5, 6, 7) else "success"
+        records.append(RunRecord("a", f"h{n:02d}", f"{n:032x}", now - 50, 1.0, outcome, 0, 1))
+    records += [RunRecord("b", f"h{n:02d}", f"b{n:031x}", now - 40, 1.0, "success", 0, 1) for n in range(1, 11)]
+    view = fleet.FleetView.from_records(records)
+    page = render_fleet(view, fleet.check_fleet(view, now=now), now=now)
+    assert "<th>h00</th><th>44 other hosts</th>" in page
+    cells = page.split('data-label="other hosts">')[1:]
+    assert [c.split("<", 1)[0] for c in cells] == ["41 success, 3 skipped", "34 not run, 10 success"]
+    assert page.count("\u2013 not run") == 1  # b on h00, the column
