@@ -421,7 +421,7 @@ def test_a_parked_connection_goes_only_to_the_same_redis_url(redis_server: Redis
     same.close()
 
 
-_names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+_names = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12)
 
 
 @settings(max_examples=200, deadline=None)
