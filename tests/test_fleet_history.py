@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from jobrunner.fleet import stream as fleet
@@ -468,3 +468,51 @@ def test_the_page_past_forty_hosts_counts_the_other_hosts_per_job():
     cells = page.split('data-label="other hosts">')[1:]
     assert [c.split("<", 1)[0] for c in cells] == ["41 success, 3 skipped", "34 not run, 10 success"]
     assert page.count("\u2013 not run") == 1  # b on h00, the column
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["web1\tj", "web2\tj", "web3\tk", "bad", "\tj", "web4\t"]),
+        st.one_of(
+            st.sampled_from(["1790000000.5 2.0 success 0 1", "1790000100 1 failure 1 2", "nan 1 success 0 1"]),
+            st.builds(
+                lambda a, b, o, c, n: f"{a} {b} {o} {c} {n}",
+                st.sampled_from(["1790000000", "nan", "inf", "-1", "1e308", "x"]),
+                st.sampled_from(["0.5", "nan", "-3", "1e9"]),
+                st.sampled_from(["success", "fail ure", "", "\x1b[2J"]),
+                st.sampled_from(["0", "1", "x"]),
+                st.sampled_from(["1", "2"]),
+            ),
+            st.text(max_size=30),
+        ),
+    ),
+    st.dictionaries(
+        st.sampled_from(["web1\tj", "web2\tj", "web3\tk", "bad"]),
+        st.sampled_from(["1790000000.25", "nan", "inf", "1e308", "-5", "x", "1790000001"]),
+    ),
+    st.dictionaries(st.sampled_from(["web1\tj", "web2\tj"]), st.sampled_from(["0", "3", "x", "-1", "12345678901"])),
+)
+@example({"web1\tj": "1790000000.5 2.0 success 0 1", "web2\tj": "nan 1 success 0 1"}, {}, {})  # min() and
+@example({"web1\tj": "1790000000.5 2.0 success 0 1", "web2\tj": "1790000000 nan success 0 1"}, {}, {})  # max()
+@example({}, {"web1\tj": "1790000000.25", "web2\tj": "nan"}, {})  # pass over a NaN after a good value
+def test_the_views_column_parsers_agree_with_the_one_by_one_rules(brief, seen, streak):
+    """The views' values are converted a column at a time where all are well formed; any mix
+    of good and bad values (NaN, infinities, absurd times, extra spaces, control characters)
+    gives exactly what the one-by-one rules give: only finite times of this century, well
+    formed briefs, whole streaks; never an exception."""
+    lasts = fleet._briefs(brief)
+    for key, raw in brief.items():
+        bits = raw.split(" ")
+        good = len(bits) == 5
+        if good:
+            try:
+                start, duration, _c, _n = float(bits[0]), float(bits[1]), int(bits[3]), int(bits[4])
+            except ValueError:
+                good = False
+        good = good and 946684800.0 <= start <= 4102444800.0 and 0 <= duration <= 366 * 86400.0
+        good = good and bool(bits[2]) and len(bits[2]) <= 40 and bits[2].isprintable()
+        assert (key in lasts) == good, (key, raw)
+    seens = fleet._floats(seen, 946684800.0, 4102444800.0 + 366 * 86400.0)
+    assert set(seens) == {k for k, v in seen.items() if fleet._time_of(v) is not None}
+    assert fleet._streaks(streak) == {k: int(v) for k, v in streak.items() if v.isdigit() and len(v) < 10}
