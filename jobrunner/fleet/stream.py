@@ -391,18 +391,13 @@ def _merge(view: FleetView, theirs: FleetView, user: str, owners: Mapping[str, s
     view.invalid += theirs.invalid
 
 
-# The views in one reply: a script returns them as one JSON document (one C-speed json.loads
-# instead of a Python parser walking 200,000 protocol elements at 1,000 hosts × 50 jobs).
-# ARGV[3] names the views wanted (one letter each: b s o k h).
-_VIEW_SCRIPT = """
-    local out, want = {}, ARGV[3] or 'bsokh'
-    for i, name in ipairs({'brief', 'seen', 'ok', 'streak'}) do
-        if string.find(want, string.sub('bsok', i, i), 1, true) then out[name] = redis.call('hgetall', KEYS[i]) end
-    end
-    if string.find(want, 'h', 1, true) then out.hosts = redis.call('zrange', KEYS[5], 0, -1, 'WITHSCORES') end
-    if ARGV[1] == '1' then out.runs = redis.call('xrange', KEYS[6], ARGV[2], '+') end
-    return cjson.encode(out)
-"""
+# Each view comes as one JSON document, made by a script (one C-speed json.loads instead of a
+# Python parser walking 200,000 protocol elements at 1,000 hosts × 50 jobs); a script a view,
+# all in one pipeline: Redis encodes three documents of 50,000 fields in 0.14 s where one of
+# 150,000 took 0.24 s.
+_HASH_SCRIPT = "return cjson.encode(redis.call('hgetall', KEYS[1]))"
+_HOSTS_SCRIPT = "return cjson.encode(redis.call('zrange', KEYS[1], 0, -1, 'WITHSCORES'))"
+_RUNS_SCRIPT = "return cjson.encode(redis.call('xrange', KEYS[1], ARGV[1], '+'))"
 
 
 def _flat_pairs(items: Any) -> list[tuple[str, str]]:
@@ -432,38 +427,46 @@ _VIEWS = ("brief", "seen", "ok", "streak", "hosts")
 def _fetch(
     conn: Any, stream: str, history: bool, since: float | None, parts: frozenset[str] = ALL_PARTS
 ) -> dict[str, Any]:
-    """The namespace's views as dicts of strings (``hosts``: host → score) and, with
-    ``history``, its stream's records as JSON texts (``runs``): through ``_VIEW_SCRIPT`` where
-    scripts may run, else a pipeline of reads."""
+    """The namespace's views in ``parts`` as dicts of strings (``hosts``: host → score) and,
+    with ``history``, its stream's records as JSON texts (``runs``), in one round trip: through
+    the scripts above where scripts may run, else plain reads."""
     from jobrunner.locks.resp import RespError
 
-    keys = [stream + BRIEF, stream + SEEN, stream + OK_AT, stream + STREAK, stream + HOSTS, stream]
-    first = "-" if since is None else f"{max(0, int(since * 1000))}-0"
-    want = "".join(letter for letter, name in zip("bsokh", _VIEWS, strict=True) if name in parts)
-    reply = conn.pipeline([("EVAL", _VIEW_SCRIPT, "6", *keys, "1" if history else "0", first, want)])[0]
-    if not isinstance(reply, RespError):
-        try:
-            doc = json.loads(reply)
-        except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
-            doc = None
-        if isinstance(doc, dict):
-            out: dict[str, Any] = {name: _flat_dict(doc.get(name)) for name in _VIEWS}
-            runs = doc.get("runs")
-            out["runs"] = [
-                dict(_flat_pairs(entry[1])).get("r")
-                for entry in (runs if isinstance(runs, list) else [])
-                if isinstance(entry, list) and len(entry) == 2
-            ]
-            return out
+    keys = dict(
+        zip(_VIEWS, (stream + BRIEF, stream + SEEN, stream + OK_AT, stream + STREAK, stream + HOSTS), strict=True)
+    )
     names = [name for name in _VIEWS if name in parts]
+    first = "-" if since is None else f"{max(0, int(since * 1000))}-0"
+    scripted: list[tuple[str, ...]] = [
+        ("EVAL", _HOSTS_SCRIPT if name == "hosts" else _HASH_SCRIPT, "1", keys[name]) for name in names
+    ]
+    if history:
+        scripted.append(("EVAL", _RUNS_SCRIPT, "1", stream, first))
+    replies = conn.pipeline(scripted) if scripted else []
+    docs: list[Any] | None = None
+    if not any(isinstance(r, RespError) for r in replies):  # (no scripts allowed: NOPERM)
+        try:
+            docs = [json.loads(r) for r in replies]
+        except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
+            docs = None
+    out: dict[str, Any] = {name: {} for name in _VIEWS}
+    if docs is not None:
+        for name, doc in zip(names, docs, strict=False):
+            out[name] = _flat_dict(doc)
+        runs = docs[-1] if history else []
+        out["runs"] = [
+            dict(_flat_pairs(entry[1])).get("r")
+            for entry in (runs if isinstance(runs, list) else [])
+            if isinstance(entry, list) and len(entry) == 2
+        ]
+        return out
     commands: list[tuple[str, ...]] = [
-        ("ZRANGE", keys[4], "0", "-1", "WITHSCORES") if name == "hosts" else ("HGETALL", keys[_VIEWS.index(name)])
+        ("ZRANGE", keys[name], "0", "-1", "WITHSCORES") if name == "hosts" else ("HGETALL", keys[name])
         for name in names
     ]
     if history:
         commands.append(("XRANGE", stream, first, "+"))
-    replies = conn.pipeline(commands)
-    out = {name: {} for name in _VIEWS}
+    replies = conn.pipeline(commands) if commands else []
     for name, r in zip(names, replies, strict=False):
         if isinstance(r, RespError):
             raise r
@@ -557,8 +560,9 @@ def _read_namespace(
     oks = _floats(data["ok"], _EARLIEST, _LATEST + _LONGEST)
     streaks = _streaks(data["streak"])
     invalid = len(brief) - len(lasts)
-    names: dict[str, str] = {}  # one string object per host and job name
     make = tuple.__new__
+    no_ok: dict[str, float] = {}
+    ok_get = (oks or no_ok).get
     fields = list(seen)
     if len(brief) > len(seen) or not brief.keys() <= seen.keys():
         fields += [f for f in brief if f not in seen]  # a cell is what ran or reported
@@ -567,14 +571,12 @@ def _read_namespace(
         if not sep or not host or not job or len(host) > 200 or len(job) > 200:
             invalid += 1
             continue
-        host = names.get(host) or names.setdefault(host, host)
-        job = names.get(job) or names.setdefault(job, job)
         b = lasts.get(raw_field)
         last = None if b is None else make(LastRun, (job, host, *b))
         when = seens.get(raw_field)
         if last is None and when is None:
             continue  # nothing believable about it
-        cells[(host, job)] = Cell(last, when, oks.get(raw_field), streaks.get(raw_field, 0))
+        cells[(host, job)] = Cell(last, when, ok_get(raw_field), streaks.get(raw_field, 0))
     view.invalid = invalid
     for host, beat in _floats(data["hosts"], _EARLIEST, _LATEST + _LONGEST).items():
         if 0 < len(host) <= 200:
