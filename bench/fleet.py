@@ -12,12 +12,13 @@ and printed as a ratio to ``jobrunner version`` timed in the same run; the page'
 Redis's memory per host × job (``used_memory`` after the fill minus before, over hosts × jobs).
 Targets: each view ≤ 1 s on this machine, the page ≤ 1 MB.
 
-    python bench/fleet.py --firing 100 [--tree PATH]
+    python bench/fleet.py --firing 100 [--tree PATH] [--auth]
 
 One firing of a leased, publishing singleton on that many hosts (each ``jobrunner run`` in
 its own UTS namespace, as its timer would start it; needs root): the connections Redis
 received and the commands it processed (``INFO stats``, before and after), per firing and per
-host. ``--tree`` runs another checkout's jobrunner (e.g. main, for the figures before).
+host. ``--tree`` runs another checkout's jobrunner (e.g. main, for the figures before);
+``--auth`` gives Redis a password (every connection then starts with ``AUTH``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ SINGLETON = """
 """
 
 
-def firing(hosts: int, tree: str) -> int:
+def firing(hosts: int, tree: str, auth: bool = False) -> int:
     """One firing on ``hosts`` hosts: connections and commands, from Redis's own counters."""
     import redis
 
@@ -68,7 +69,12 @@ def firing(hosts: int, tree: str) -> int:
                         sys.exit("bench/fleet.py: redis-server did not start")
                     time.sleep(0.1)
             time.sleep(6)  # the restart guard: no lease from a Redis up for less than a ttl
-            env = job_env(tmp, {"report": SINGLETON}, JOBRUNNER_REDIS_URL=f"redis://127.0.0.1:{port}/0")
+            url = f"redis://127.0.0.1:{port}/0"
+            if auth:  # as docs/fleets.md advises: a password (each connection starts with AUTH)
+                client.config_set("requirepass", "bench-pw-27")
+                client = redis.Redis(host="127.0.0.1", port=port, password="bench-pw-27")
+                url = f"redis://:bench-pw-27@127.0.0.1:{port}/0"
+            env = job_env(tmp, {"report": SINGLETON}, JOBRUNNER_REDIS_URL=url)
             env["PYTHONPATH"] = tree
             boundary = time.time() // 300 * 300 - 600
             env.update(TRIGGER_UNIT="report.timer", TRIGGER_TIMER_REALTIME_USEC=str(int((boundary + 20) * 1e6)))
@@ -100,7 +106,7 @@ def firing(hosts: int, tree: str) -> int:
     cmds = after["total_commands_processed"] - before["total_commands_processed"] - 1
     ran = codes.count(0)
     print(
-        f"{hosts} hosts, one firing ({tree}): ran {ran}, skipped {codes.count(75)}, other {len(codes) - ran - codes.count(75)}"
+        f"{hosts} hosts, one firing{' with a password' if auth else ''} ({tree}): ran {ran}, skipped {codes.count(75)}, other {len(codes) - ran - codes.count(75)}"
     )
     print(f"hosts that published: {published}; lock events: {reasons}")
     print(f"connections {conns} ({conns / hosts:.2f} per host), commands {cmds} ({cmds / hosts:.2f} per host)")
@@ -166,9 +172,10 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--firing", type=int, metavar="HOSTS", help="count one firing's connections and commands")
     parser.add_argument("--tree", default=REPO, help="with --firing: the checkout whose jobrunner runs")
+    parser.add_argument("--auth", action="store_true", help="with --firing: a Redis with a password")
     args = parser.parse_args()
     if args.firing:
-        return firing(args.firing, os.path.abspath(args.tree))
+        return firing(args.firing, os.path.abspath(args.tree), args.auth)
     import redis
 
     from jobrunner.fleet.stream import VIEW_KEYS
