@@ -92,8 +92,12 @@ def _fleet(args: argparse.Namespace, names: list[str], since: float | None) -> t
             continue
         # the stream's runs for the numbers; the streak from the view (it outlives the stream)
         runs = groups.get((host, job))
-        stats = summary(runs) if runs else {"runs": 0, "p50_s": None, "p95_s": None}
-        summaries.append({"host": host, "job": job, **stats, "failure_streak": cell.streak})
+        if runs:
+            summaries.append({"host": host, "job": job, **summary(runs), "failure_streak": cell.streak})
+        else:
+            summaries.append(
+                {"host": host, "job": job, "runs": 0, "p50_s": None, "p95_s": None, "failure_streak": cell.streak}
+            )
     runs = [
         r
         for rs in groups.values()
@@ -105,17 +109,14 @@ def _fleet(args: argparse.Namespace, names: list[str], since: float | None) -> t
 
 def _fleet_summary_lines(summaries: list[dict[str, Any]]) -> list[str]:
     """``json.dumps({"summary": s})`` of each fleet summary (host, job, runs, p50_s, p95_s,
-    failure_streak), the host and job names encoded once each."""
-    quoted: dict[str, str] = {}
-
-    def q(text: str) -> str:
-        return quoted.get(text) or quoted.setdefault(text, json.dumps(text))
+    failure_streak), each host and job name encoded once."""
+    quoted = {name: json.dumps(name) for name in {s["host"] for s in summaries} | {s["job"] for s in summaries}}
 
     def n(value: Any) -> str:
         return "null" if value is None else repr(value)
 
     return [
-        f'{{"summary": {{"host": {q(s["host"])}, "job": {q(s["job"])}, "runs": {s["runs"]}, '
+        f'{{"summary": {{"host": {quoted[s["host"]]}, "job": {quoted[s["job"]]}, "runs": {s["runs"]}, '
         f'"p50_s": {n(s["p50_s"])}, "p95_s": {n(s["p95_s"])}, "failure_streak": {s["failure_streak"]}}}}}'
         for s in summaries
     ]
