@@ -11,6 +11,14 @@ then times whole ``jobrunner`` processes: ``history --fleet``, ``status --fleet`
 and printed as a ratio to ``jobrunner version`` timed in the same run; the page's size; and
 Redis's memory per host × job (``used_memory`` after the fill minus before, over hosts × jobs).
 Targets: each view ≤ 1 s on this machine, the page ≤ 1 MB.
+
+    python bench/fleet.py --firing 100 [--tree PATH] [--auth]
+
+One firing of a leased, publishing singleton on that many hosts (each ``jobrunner run`` in
+its own UTS namespace, as its timer would start it; needs root): the connections Redis
+received and the commands it processed (``INFO stats``, before and after), per firing and per
+host. ``--tree`` runs another checkout's jobrunner (e.g. main, for the figures before);
+``--auth`` gives Redis a password (every connection then starts with ``AUTH``).
 """
 
 from __future__ import annotations
@@ -28,7 +36,81 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, REPO)
-from _harness import start_redis  # noqa: E402
+from _harness import job_env, start_redis  # noqa: E402
+
+SINGLETON = """
+    import time
+    from jobrunner import job, Lock
+
+    @job(schedule="*:0/5", lock=Lock(redis=True, ttl="5s"), network=True)
+    def report(ctx):
+        time.sleep(0.2)
+"""
+
+
+def firing(hosts: int, tree: str, auth: bool = False) -> int:
+    """One firing on ``hosts`` hosts: connections and commands, from Redis's own counters."""
+    import redis
+
+    with tempfile.TemporaryDirectory() as tmp:
+        started = start_redis(tmp)
+        if started is None:
+            sys.exit("bench/fleet.py: needs redis-server (apt-get install -y redis-server)")
+        server, port = started
+        try:
+            client = redis.Redis(host="127.0.0.1", port=port)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.RedisError:
+                    if time.monotonic() > deadline:
+                        sys.exit("bench/fleet.py: redis-server did not start")
+                    time.sleep(0.1)
+            time.sleep(6)  # the restart guard: no lease from a Redis up for less than a ttl
+            url = f"redis://127.0.0.1:{port}/0"
+            if auth:  # as docs/fleets.md advises: a password (each connection starts with AUTH)
+                client.config_set("requirepass", "bench-pw-27")
+                client = redis.Redis(host="127.0.0.1", port=port, password="bench-pw-27")
+                url = f"redis://:bench-pw-27@127.0.0.1:{port}/0"
+            env = job_env(tmp, {"report": SINGLETON}, JOBRUNNER_REDIS_URL=url)
+            env["PYTHONPATH"] = tree
+            boundary = time.time() // 300 * 300 - 600
+            env.update(TRIGGER_UNIT="report.timer", TRIGGER_TIMER_REALTIME_USEC=str(int((boundary + 20) * 1e6)))
+            before = client.info("stats")
+            procs = []
+            for n in range(hosts):
+                host_env = {**env, "JOBRUNNER_STATE_DIR": os.path.join(tmp, f"h{n}", "state")}
+                host_env["JOBRUNNER_LOCK_DIR"] = os.path.join(tmp, f"h{n}", "locks")
+                argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', f"h{n:03d}"]
+                argv += [sys.executable, "-m", "jobrunner", "run", "report"]
+                procs.append(
+                    subprocess.Popen(argv, env=host_env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                )
+            codes = sorted(p.wait(300) for p in procs)
+            reasons: dict[str, int] = {}
+            for p in procs:
+                assert p.stdout is not None
+                for line in p.stdout.read().decode(errors="replace").splitlines():
+                    if '"event":"lock.' in line:
+                        event = line.split('"event":"', 1)[1].split('"', 1)[0]
+                        reasons[event] = reasons.get(event, 0) + 1
+            after = client.info("stats")
+            published = client.zcard("jobrunner:runs:hosts")
+        finally:
+            server.terminate()
+            server.wait(10)
+    # our own INFO call is one connection-less command between the two readings
+    conns = after["total_connections_received"] - before["total_connections_received"]
+    cmds = after["total_commands_processed"] - before["total_commands_processed"] - 1
+    ran = codes.count(0)
+    print(
+        f"{hosts} hosts, one firing{' with a password' if auth else ''} ({tree}): ran {ran}, skipped {codes.count(75)}, other {len(codes) - ran - codes.count(75)}"
+    )
+    print(f"hosts that published: {published}; lock events: {reasons}")
+    print(f"connections {conns} ({conns / hosts:.2f} per host), commands {cmds} ({cmds / hosts:.2f} per host)")
+    return 0
 
 
 def _fill(url: str, hosts: int, jobs: int, runs_each: int = 4) -> None:
@@ -88,8 +170,15 @@ def main() -> int:
     parser.add_argument("--hosts", default="100,1000")
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--firing", type=int, metavar="HOSTS", help="count one firing's connections and commands")
+    parser.add_argument("--tree", default=REPO, help="with --firing: the checkout whose jobrunner runs")
+    parser.add_argument("--auth", action="store_true", help="with --firing: a Redis with a password")
     args = parser.parse_args()
+    if args.firing:
+        return firing(args.firing, os.path.abspath(args.tree), args.auth)
     import redis
+
+    from jobrunner.fleet.stream import VIEW_KEYS
 
     py = sys.executable
     rows = []
@@ -124,10 +213,7 @@ def main() -> int:
                 _fill(url, hosts, args.jobs)
                 fill_s = time.perf_counter() - began
                 used = int(client.info("memory")["used_memory"]) - before
-                views_bytes = sum(
-                    int(client.memory_usage(f"jobrunner:runs{suffix}") or 0)
-                    for suffix in (":ran", ":seen", ":ok", ":streak", ":hosts")
-                )
+                views_bytes = sum(int(client.memory_usage(f"jobrunner:runs{suffix}") or 0) for suffix in VIEW_KEYS)
                 base, _ = _time([py, "-m", "jobrunner", "version"], env, args.repeat)
                 page = os.path.join(tmp, f"fleet-{hosts}.html")
                 timed = {}

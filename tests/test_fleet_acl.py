@@ -170,3 +170,155 @@ def test_a_reader_without_scripts_sees_the_same_views(acl_redis):
     b = fleet.read_view(monitor, history=True)
     assert fleet.matrix(a) == fleet.matrix(b) and len(fleet.matrix(a)) == 3
     assert [r.run_id for r in a.records] == [r.run_id for r in b.records]
+    # and each command's subset of the views (history: seen and streak; status: no successes)
+    for parts in (frozenset({"seen", "streak"}), fleet.ALL_PARTS - {"ok"}):
+        a, b = fleet.read_view(root, parts=parts), fleet.read_view(monitor, parts=parts)
+        assert fleet.matrix(a) == fleet.matrix(b) and len(a.cells) == 3
+        assert all(c.ok_at is None for c in a.cells.values())
+
+
+# Root's job and www-data's, in one package both read: root's fails, www-data's (run by
+# www-data, as systemd's User=www-data would) tries everything it can with what it can read.
+E2E_JOBS = """
+    import json, os, time
+    from jobrunner import job, Lock
+
+    @job(lock=Lock(redis=True, ttl="3s"), network=True)
+    def backup(ctx):
+        raise RuntimeError("disk full")
+
+    @job(schedule="*:0/5", user="www-data", lock=Lock(redis=True, ttl="3s"), network=True)
+    def wp_cron(ctx):
+        from jobrunner.fleet.stream import publish, user_stream
+        from jobrunner.locks.resp import call
+        from jobrunner.store.history import RunRecord
+
+        urls, files = [os.environ["JOBRUNNER_REDIS_URL"]], {}
+        for path in (os.environ["ROOT_ENV"],):  # root's credentials, if this user could read them
+            try:
+                with open(path) as handle:
+                    urls += [line.split("=", 1)[1].strip() for line in handle if "=" in line]
+                files[path] = "read"
+            except OSError as exc:
+                files[path] = type(exc).__name__
+        host = os.uname().nodename
+        forged = RunRecord("backup", host, "f" * 32, time.time(), 1.0, "success", 0, 1)
+        payload = json.dumps(forged.to_dict())
+        attempts = [
+            ("SET", "jobrunner:lock:backup", host + ":1:x", "PX", "86400000"),
+            ("XADD", "jobrunner:runs", "*", "r", payload),
+            ("HSET", "jobrunner:runs:brief", host + "\\tbackup", f"{time.time()} 1.0 success 0 1"),
+            ("HSET", "jobrunner:runs:streak", host + "\\tbackup", "0"),
+            ("DEL", "jobrunner:runs:streak"),
+            ("EVAL", "return redis.call('set', KEYS[1], 'x')", "1", "jobrunner:lock:backup"),
+        ]
+        replies = {}
+        for url in urls:
+            for command in attempts:
+                replies[" ".join(command[:2])] = str(call(url, [command], timeout=2)[0])
+        # and in its own namespace, which it may write: a success of root's job
+        publish(urls[0], forged, stream=user_stream())
+        with open(os.environ["OUT"], "w") as handle:
+            json.dump({"files": files, "replies": replies}, handle)
+"""
+
+
+@pytest.mark.slow
+def test_a_www_data_run_publishes_its_own_record_and_cannot_change_roots_verdict_or_lease(acl_redis, www_data):
+    """Issue #25 finding 3, end to end: ``jobrunner run`` as www-data (its env file's URL, the
+    restricted Redis user) leases and publishes in its own namespace, and root's views show its
+    job; the same process, with every credential it can read (root's env file it cannot), gets
+    NOPERM for root's lease key, stream and views, and what it writes about root's job in its
+    own namespace is not believed: root's ``health --fleet`` stays CRITICAL (3 in a row), and
+    root's next run takes root's lease."""
+    import os
+    import shutil
+    import sys
+    import tempfile
+    import textwrap
+
+    from .attacker import as_user
+    from .conftest import REPO, clean_env, jobrunner_cli
+
+    server, root_url, www_url = acl_redis
+    server.settle(3)
+    # a place www-data can traverse (pytest's tmp dirs are root's 0700): /tmp/jr-e2e-…, 0755
+    base = tempfile.mkdtemp(prefix="jr-e2e-", dir="/tmp")
+    try:
+        os.chmod(base, 0o755)
+        jobs = os.path.join(base, "jobs")
+        os.mkdir(jobs, 0o755)
+        with open(os.path.join(jobs, "e2ejobs.py"), "w") as handle:
+            handle.write(textwrap.dedent(E2E_JOBS))
+        os.chmod(os.path.join(jobs, "e2ejobs.py"), 0o644)
+        www_home = os.path.join(base, "www")
+        os.mkdir(www_home, 0o700)
+        os.chown(www_home, www_data.uid, www_data.gid)
+        root_env = os.path.join(base, "jobrunner.env")  # root's: 0600, as docs/fleets.md says
+        fd = os.open(root_env, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, f"JOBRUNNER_REDIS_URL={root_url}\n".encode())
+        os.close(fd)
+        root_state = os.path.join(base, "root")
+        os.mkdir(root_state, 0o700)
+        root_env_vars = {
+            "JOBRUNNER_REDIS_URL": root_url,
+            "JOBRUNNER_PATH": jobs,
+            "JOBRUNNER_STATE_DIR": os.path.join(root_state, "state"),
+            "JOBRUNNER_LOCK_DIR": os.path.join(root_state, "locks"),
+            "JOBRUNNER_LOG_FORMAT": "json",
+        }
+
+        def root_cli(*args: str):
+            return jobrunner_cli(*args, **root_env_vars)
+
+        for _ in range(3):
+            failed = root_cli("run", "e2ejobs:backup")
+            assert failed.returncode == 1 and "fleet.publish_failed" not in failed.stdout + failed.stderr
+
+        out = os.path.join(www_home, "out.json")
+        www_env = {
+            "PYTHONPATH": str(REPO),
+            "JOBRUNNER_JOBS_DIR": "",
+            "JOBRUNNER_REDIS_URL": www_url,
+            "JOBRUNNER_PATH": jobs,
+            "JOBRUNNER_STATE_DIR": os.path.join(www_home, "state"),
+            "JOBRUNNER_LOCK_DIR": os.path.join(www_home, "locks"),
+            "JOBRUNNER_LOG_FORMAT": "json",
+            "ROOT_ENV": root_env,
+            "OUT": out,
+        }
+        run = as_user(
+            www_data, [sys.executable, "-m", "jobrunner", "run", "e2ejobs:wp_cron"], env=www_env, cwd=www_home
+        )
+        events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+        names = [e["event"] for e in events]
+        assert "fleet.publish_failed" not in names, run.stdout
+        acquired = next(e for e in events if e["event"] == "lock.acquired")
+        assert acquired["key"] == "jobrunner:u:www-data:lock:wp_cron"
+        assert "www-pw-2c1" not in run.stdout + run.stderr
+        with open(out) as handle:
+            tried = json.load(handle)
+        assert tried["files"] == {root_env: "PermissionError"}
+        assert len(tried["replies"]) == 6 and all("NOPERM" in r for r in tried["replies"].values()), tried
+
+        admin = redis.Redis(host="127.0.0.1", port=server.port, username="jobrunner", password="root-pw-9f3")
+        assert not admin.exists("jobrunner:lock:backup")
+        assert admin.xlen("jobrunner:runs") == 3  # root's three runs, nothing of www-data's
+        assert admin.xlen("jobrunner:u:www-data:runs") == 2  # its run and its forgery, in its own namespace
+        # root's views, through the CLI: www-data's job is shown, root's verdict is root's
+        cells = [json.loads(x) for x in root_cli("status", "--fleet", "--json").stdout.splitlines()]
+        shown = {(c["job"], c["last_outcome"]) for c in cells}
+        assert ("wp_cron", "success") in shown and ("backup", "failure") in shown and ("backup", "success") not in shown
+        health = root_cli("health", "--fleet", "--json", "--package", "e2ejobs")
+        verdicts = {j["job"]: j for j in json.loads(health.stdout)["jobs"]}
+        assert verdicts["backup"]["status"] == "CRITICAL" and health.returncode == 2, health.stdout
+        assert "(3 in a row)" in verdicts["backup"]["reasons"][0]
+        assert verdicts["wp_cron"]["status"] == "OK", verdicts["wp_cron"]
+        history = [json.loads(x) for x in root_cli("history", "--fleet", "--json").stdout.splitlines()]
+        assert sorted(r["job"] for r in history if "summary" not in r) == ["backup"] * 3 + ["wp_cron"]
+        # root's lease is root's: its next run takes it
+        again = root_cli("run", "e2ejobs:backup")
+        took = [json.loads(line) for line in again.stdout.splitlines() if '"lock.acquired"' in line]
+        assert took and took[0]["key"] == "jobrunner:lock:backup", again.stdout
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from jobrunner.fleet import stream as fleet
 from jobrunner.store.history import RunRecord
@@ -397,3 +399,120 @@ def test_absurd_or_forged_entries_are_skipped_never_a_crash(redis_server: RedisS
         assert proc.returncode in (0, 1, 2) and "Traceback" not in proc.stderr, (argv, proc.stderr)
     cells = [json.loads(x) for x in jobrunner_cli("status", "--fleet", "--json", **env).stdout.splitlines()]
     assert [(c["host"], c["last_outcome"]) for c in cells] == [("web1", "success")]
+
+
+def test_a_parked_connection_goes_only_to_the_same_redis_url(redis_server: RedisServer):
+    """The lease parks its connection for the run's record (``resp.park``/``take``): handed
+    over only for the same server, database and user, in the same process; another URL's
+    is closed, never used for it."""
+    from jobrunner.locks import resp
+
+    conn = resp.Connection(redis_server.url, 2.0)
+    assert conn.call("PING") == "PONG"
+    resp.park(conn)
+    assert resp.take(redis_server.url.replace("/0", "/3")) is None and not conn.connected  # another database
+    assert resp.take(redis_server.url) is None  # taken once: nothing parked now
+    conn = resp.Connection(redis_server.url, 2.0)
+    conn.call("PING")
+    resp.park(conn)
+    same = resp.take(redis_server.url)
+    assert same is conn and same.connected and resp.take(redis_server.url) is None
+    fleet.publish(redis_server.url, RunRecord("pk", "h", "1", 1.7e9, 1.0, "success", 0))  # no parked one: its own
+    same.close()
+
+
+_names = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            _names,
+            _names,
+            st.sampled_from(["success", "failure", "skipped", "timeout", 'we"ird\\']),
+            st.floats(1.7e9, 1.8e9),
+        ),
+        max_size=30,
+    )
+)
+def test_status_fleet_json_lines_are_what_json_dumps_of_the_matrix_writes(rows):
+    """``cell_lines`` (the 1,000-host fast path of ``status --fleet --json``) writes, byte for
+    byte, what ``json.dumps`` of each cell of ``matrix`` wrote: any host or job name (quotes,
+    control characters, non-ASCII), skips only, a cell's streak."""
+    records = [
+        RunRecord(job, host, f"{i:032x}", start, 1.5, outcome, 1 if outcome != "success" else 0, 1)
+        for i, (host, job, outcome, start) in enumerate(rows)
+    ]
+    view = fleet.FleetView.from_records(records)
+    view.records = []  # the view status reads: no history
+    expected = [json.dumps({"host": h, "job": j, **c}) + "\n" for (h, j), c in fleet.matrix(view).items()]
+    assert list(fleet.cell_lines(view)) == expected
+
+
+def test_the_page_past_forty_hosts_counts_the_other_hosts_per_job():
+    """The fleet's page at more than ``FLEET_COLUMNS`` hosts: the failing host is a column,
+    and each job's "other hosts" cell counts the rest by last outcome, hosts that never ran
+    the job as "not run" (the counts add up to the other hosts, the column not among them)."""
+    from jobrunner.observe.statuspage import render_fleet
+
+    now = time.time()
+    records = [RunRecord("a", "h00", "0" * 32, now - 60, 1.0, "failure", 1, 1)]
+    for n in range(1, 45):
+        outcome = "skipped" if n in (5, 6, 7) else "success"
+        records.append(RunRecord("a", f"h{n:02d}", f"{n:032x}", now - 50, 1.0, outcome, 0, 1))
+    records += [RunRecord("b", f"h{n:02d}", f"b{n:031x}", now - 40, 1.0, "success", 0, 1) for n in range(1, 11)]
+    view = fleet.FleetView.from_records(records)
+    page = render_fleet(view, fleet.check_fleet(view, now=now), now=now)
+    assert "<th>h00</th><th>44 other hosts</th>" in page
+    cells = page.split('data-label="other hosts">')[1:]
+    assert [c.split("<", 1)[0] for c in cells] == ["41 success, 3 skipped", "34 not run, 10 success"]
+    assert page.count("\u2013 not run") == 1  # b on h00, the column
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["web1\tj", "web2\tj", "web3\tk", "bad", "\tj", "web4\t"]),
+        st.one_of(
+            st.sampled_from(["1790000000.5 2.0 success 0 1", "1790000100 1 failure 1 2", "nan 1 success 0 1"]),
+            st.builds(
+                lambda a, b, o, c, n: f"{a} {b} {o} {c} {n}",
+                st.sampled_from(["1790000000", "nan", "inf", "-1", "1e308", "x"]),
+                st.sampled_from(["0.5", "nan", "-3", "1e9"]),
+                st.sampled_from(["success", "fail ure", "", "\x1b[2J"]),
+                st.sampled_from(["0", "1", "x"]),
+                st.sampled_from(["1", "2"]),
+            ),
+            st.text(max_size=30),
+        ),
+    ),
+    st.dictionaries(
+        st.sampled_from(["web1\tj", "web2\tj", "web3\tk", "bad"]),
+        st.sampled_from(["1790000000.25", "nan", "inf", "1e308", "-5", "x", "1790000001"]),
+    ),
+    st.dictionaries(st.sampled_from(["web1\tj", "web2\tj"]), st.sampled_from(["0", "3", "x", "-1", "12345678901"])),
+)
+@example({"web1\tj": "1790000000.5 2.0 success 0 1", "web2\tj": "nan 1 success 0 1"}, {}, {})  # min() and
+@example({"web1\tj": "1790000000.5 2.0 success 0 1", "web2\tj": "1790000000 nan success 0 1"}, {}, {})  # max()
+@example({}, {"web1\tj": "1790000000.25", "web2\tj": "nan"}, {})  # pass over a NaN after a good value
+def test_the_views_column_parsers_agree_with_the_one_by_one_rules(brief, seen, streak):
+    """The views' values are converted a column at a time where all are well formed; any mix
+    of good and bad values (NaN, infinities, absurd times, extra spaces, control characters)
+    gives exactly what the one-by-one rules give: only finite times of this century, well
+    formed briefs, whole streaks; never an exception."""
+    lasts = fleet._briefs(brief)
+    for key, raw in brief.items():
+        bits = raw.split(" ")
+        good = len(bits) == 5
+        if good:
+            try:
+                start, duration, _c, _n = float(bits[0]), float(bits[1]), int(bits[3]), int(bits[4])
+            except ValueError:
+                good = False
+        good = good and 946684800.0 <= start <= 4102444800.0 and 0 <= duration <= 366 * 86400.0
+        good = good and bool(bits[2]) and len(bits[2]) <= 40 and bits[2].isprintable()
+        assert (key in lasts) == good, (key, raw)
+    seens = fleet._floats(seen, 946684800.0, 4102444800.0 + 366 * 86400.0)
+    assert set(seens) == {k for k, v in seen.items() if fleet._time_of(v) is not None}
+    assert fleet._streaks(streak) == {k: int(v) for k, v in streak.items() if v.isdigit() and len(v) < 10}

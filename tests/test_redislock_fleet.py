@@ -453,8 +453,8 @@ def test_a_foreign_lease_on_a_root_jobs_key_is_a_warning_naming_the_holder(launc
 def test_fifty_hosts_one_firing_once_no_overlap_and_every_host_in_the_views(launcher, redis_server, tmp_path):
     """Issue #27's CI fleet: 50 hosts (UTS namespaces) fire one elapse of ``*:0/5`` over 3 s
     with publishing on: the singleton ran once, no two runs overlapped (the ledger's in/out
-    times), and ``status --fleet`` shows all 50 hosts (49 of them skipped), ``health --fleet``
-    names no silent host."""
+    times), Redis received one connection per host, and ``status --fleet`` shows all 50 hosts
+    (49 of them skipped), ``health --fleet`` names no silent host."""
     import json
     import random
 
@@ -466,6 +466,7 @@ def test_fifty_hosts_one_firing_once_no_overlap_and_every_host_in_the_views(laun
     client = redis_server.client()
     client.flushdb()
     firing = time.time() // 300 * 300 - 600
+    connections = int(client.info("stats")["total_connections_received"])
     began = time.monotonic()
     procs = []
     for n, delay in enumerate(sorted(random.uniform(0, 3.0) for _ in range(50))):
@@ -475,6 +476,8 @@ def test_fifty_hosts_one_firing_once_no_overlap_and_every_host_in_the_views(laun
         procs.append(_fire(launcher, f"h{n:02d}", host_env, firing + 20 + delay))
     runs = [launcher.finish(p, timeout=180) for p in procs]
     assert sorted(r.returncode for r in runs) == [0] + [75] * 49
+    # one connection per host: its lease's, which then carried its record (or its skip's)
+    assert int(client.info("stats")["total_connections_received"]) - connections == 50
     assert len(ledger.read_text().splitlines()) == 1
     assert overlaps(ledger_entries(Path(str(ledger) + ".io"))) == 0
     cells = [
@@ -488,3 +491,28 @@ def test_fifty_hosts_one_firing_once_no_overlap_and_every_host_in_the_views(laun
     )
     assert not [j for j in health["jobs"] if j["job"].startswith("host ")]
     assert client.xlen("jobrunner:runs") == 1  # one run; 49 skips only in the views
+
+
+def test_a_leased_run_and_its_fleet_record_share_one_connection(fleet, redis_server):
+    """Issue #27: a run's lease leaves its connection to the run's fleet record, so a firing
+    costs Redis one connection per host, not two: for the run that holds the lease and for a
+    run that finds it held and publishes its skip (Redis's own counters, before and after)."""
+    launcher, _ledger, env = fleet
+    client = redis_server.client()
+    client.flushdb()
+
+    def connections() -> int:
+        return int(client.info("stats")["total_connections_received"])
+
+    before = connections()
+    run = launcher.run("critical", env=env("s1", redis_server.url, HOLD="0.05"))
+    assert run.returncode == 0 and run.event("lock.released") and "fleet.publish_failed" not in run.names()
+    assert connections() - before == 1
+    assert client.hget("jobrunner:runs:brief", f"{run.event('job.started')['host']}\tcritical")
+    client.set("jobrunner:lock:critical", "web9:4242:abc", px=3000)  # another server holds it
+    before = connections()
+    busy = launcher.run("critical", env=env("s2", redis_server.url))
+    assert busy.returncode == 75 and busy.event("lock.busy") and "fleet.publish_failed" not in busy.names()
+    assert connections() - before == 1
+    assert client.xlen("jobrunner:runs") == 1 and client.hlen("jobrunner:runs:seen") == 1  # the skip: seen, no run
+    client.delete("jobrunner:lock:critical")

@@ -155,7 +155,7 @@ def _span(option: str, value: str | None) -> float | None:
 def _fleet(args: argparse.Namespace, now: float) -> list[JobHealth]:
     """The fleet's verdicts: the stream's records, judged with the intervals of the jobs this
     host declares (``--package``; a fleet's hosts share their jobs), where it declares any."""
-    from jobrunner.fleet.stream import check_fleet, fleet_view
+    from jobrunner.fleet.stream import ALL_PARTS, check_fleet, fleet_view
     from jobrunner.rules.schedule import expected_interval
 
     intervals: dict[str, float] = {}
@@ -165,8 +165,6 @@ def _fleet(args: argparse.Namespace, now: float) -> list[JobHealth]:
         declared = discover(args.package)
     except Exception:  # no package here: the stream alone is judged
         declared = []
-    # whose word counts about each declared job: its user's (root's for a job without user=)
-    view = fleet_view(owners={job.name: job.user or "root" for job in declared})
     for job in declared:
         if job.schedule:
             try:
@@ -175,6 +173,10 @@ def _fleet(args: argparse.Namespace, now: float) -> list[JobHealth]:
                 continue
             if interval is not None:
                 intervals[job.name] = interval
+    # whose word counts about each declared job: its user's (root's for a job without user=);
+    # the last successes only where an interval can make them stale
+    parts = ALL_PARTS if intervals else ALL_PARTS - {"ok"}
+    view = fleet_view(owners={job.name: job.user or "root" for job in declared}, parts=parts)
     return check_fleet(
         view,
         declared=[job.name for job in declared],

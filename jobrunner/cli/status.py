@@ -186,7 +186,9 @@ def _write(path: str, page: str) -> None:
 def _fleet(args: argparse.Namespace) -> int:
     from jobrunner.fleet.stream import fleet_view, matrix
 
-    view = fleet_view()
+    view = fleet_view(
+        parts=frozenset(("brief", "seen", "streak", "hosts"))
+    )  # no last successes: no verdict here needs them
     if args.job:
         view.cells = {key: c for key, c in view.cells.items() if key[1] == args.job}
         view.hosts = {h: t for h, t in view.hosts.items() if any(ho == h for ho, _ in view.cells)}
@@ -197,10 +199,12 @@ def _fleet(args: argparse.Namespace) -> int:
         now = time.time()
         _write(args.html, render_fleet(view, check_fleet(view, now=now), now=now))
         return 0
-    cells = matrix(view)
     if args.json or (not args.table and not sys.stdout.isatty()):
-        sys.stdout.write("".join(json.dumps({"host": h, "job": j, **c}) + "\n" for (h, j), c in cells.items()))
+        from jobrunner.fleet.stream import cell_lines
+
+        sys.stdout.write("".join(cell_lines(view)))
         return 0
+    cells = matrix(view)
     hosts = sorted({h for h, _ in cells})
     jobs = sorted({j for _, j in cells})
     now = time.time()

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobrunner.errors import ConfigError, LockBusy
 from jobrunner.locks.abc import LeaseUnavailable
-from jobrunner.locks.resp import Connection, RespError, parse_redis_url
+from jobrunner.locks.resp import Connection, RespError, park, parse_redis_url
 from jobrunner.redact import default_redactor
 
 # What the lease's calls raise: Redis unreachable or silent (OSError: refused, reset, timed
@@ -388,10 +388,7 @@ class RedisLease:
         else:
             self._log.info("lock.released", key=self.key, held_s=held_s, renewals=self.renewals)
         finally:
-            try:
-                self._lock.redis.close()
-            except Exception:  # pragma: no cover - closing never matters for the outcome
-                pass
+            park(self._lock.redis)  # for the run's fleet record: one connection per run
 
     def __enter__(self) -> RedisLease:
         return self
@@ -503,7 +500,7 @@ def _firing_ran(firing: tuple[str, int] | None, client: Any) -> LockBusy:
     except RedisError:
         who = "another run"
     finally:
-        client.close()
+        park(client)  # for the skip's fleet record
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(key.rsplit(":", 1)[1])))
     return LockBusy(_redact(f"this firing ({stamp}) of the timer ran already: {key} was claimed by {who}"), key)
 
@@ -547,4 +544,4 @@ def _busy(lock: _FencedLock, key: str, wait: float, client: Any, ttl: float | No
     except RedisError:
         return LockBusy(f"Redis lease {key} is held by another run{waited}", key)
     finally:
-        client.close()
+        park(client)  # for the skip's fleet record

@@ -10,17 +10,33 @@ import on a timer tick) and redis-py's clients for the views (``redis_client``).
 
 ``call`` sends its commands after ``AUTH`` and ``SELECT`` as one write and reads every reply:
 one connection and one round trip per use.
+
+One connection per run: a run's lease, done with its connection (released, or found busy),
+``park``s it; the run's fleet record then ``take``s it (same URL, same process) instead of
+opening another, so a firing costs Redis one connection and one handshake per host.
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-__all__ = ["Connection", "RedisURL", "RespError", "call", "key_prefix", "parse_redis_url", "redis_client"]
+__all__ = [
+    "Connection",
+    "RedisURL",
+    "RespError",
+    "call",
+    "key_prefix",
+    "park",
+    "parse_redis_url",
+    "redis_client",
+    "take",
+]
 
 SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -266,6 +282,17 @@ class Connection:
                 self._close()
                 raise
 
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def set_timeout(self, timeout: float) -> None:
+        """Every later call's socket timeout."""
+        with self._turn:
+            self.timeout = timeout
+            if self._sock is not None:
+                self._sock.settimeout(timeout)
+
     def _open(self) -> None:
         sock = _connect(self.url, self.timeout)
         sock.settimeout(self.timeout)
@@ -288,3 +315,36 @@ class Connection:
     def close(self) -> None:
         with self._turn:
             self._close()
+
+
+# The connection a run's lease left open for the run's fleet record (``park``/``take``).
+_parked: tuple[int, Connection] | None = None
+_parking = threading.Lock()
+
+
+def park(conn: Connection) -> None:
+    """Keep ``conn`` (done with: no thread uses it any more) open for this process's next
+    ``take`` of its URL, instead of closing it; a connection parked before is closed. A broken
+    connection (dropped after an error) is not kept."""
+    global _parked
+    with _parking:
+        old, _parked = _parked, ((os.getpid(), conn) if conn.connected else None)
+    if old is not None and old[1] is not conn:
+        old[1].close()
+
+
+def take(url: str | RedisURL) -> Connection | None:
+    """The connection parked for ``url`` (same server, database and user) by this process,
+    handed over (the caller closes it), or None."""
+    global _parked
+    parsed = parse_redis_url(url) if isinstance(url, str) else url
+    with _parking:
+        found, _parked = _parked, None
+    if found is None:
+        return None
+    pid, conn = found
+    if pid == os.getpid() and conn.url == parsed and conn.connected:
+        return conn
+    if pid == os.getpid():
+        conn.close()  # another URL's: nobody will take it now
+    return None
