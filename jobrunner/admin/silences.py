@@ -21,6 +21,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobrunner.errors import ConfigError
+from jobrunner.rules.alerting import silence_active
+from jobrunner.run.loader import discover
+from jobrunner.store.state import StateStore
 
 __all__ = ["clear_silence", "invoking_user", "known_jobs", "list_silences", "set_silence"]
 
@@ -57,8 +60,6 @@ def known_jobs(root: str, package: str | None) -> dict[str, str]:
     jobs with a state under ``root`` and the jobs of ``package``."""
     names = {name: name for name in _recorded(root)}
     if package:
-        from jobrunner.run.loader import discover
-
         for job in discover(package):
             for alias in (job.name, job.unit, job.ref):
                 names.setdefault(alias, job.name)
@@ -90,8 +91,6 @@ def set_silence(
     root: str, jobs: Sequence[str], *, seconds: float, reason: str | None = None, now: float | None = None
 ) -> dict[str, Any]:
     """Silence ``jobs`` for ``seconds`` from now; the record written (the same for each)."""
-    from jobrunner.store.state import StateStore
-
     now = time.time() if now is None else now
     by, uid = invoking_user()
     record: dict[str, Any] = {"until": now + seconds, "since": now, "by": by, "uid": uid}
@@ -108,9 +107,6 @@ def set_silence(
 def clear_silence(root: str, jobs: Sequence[str]) -> list[str]:
     """End the silences of ``jobs``; the jobs that had one in force. The next run (or alert)
     of a job still failing says so, once."""
-    from jobrunner.rules.alerting import silence_active
-    from jobrunner.store.state import StateStore
-
     ended: list[str] = []
     stores = [StateStore(job, root) for job in jobs]
     for store in stores:
@@ -133,9 +129,6 @@ def list_silences(
 ) -> list[dict[str, Any]]:
     """The silences in force under ``root``: one dict per job (``job`` and the record); a job
     whose state cannot be read (another user's bad record) is skipped, told to ``warn``."""
-    from jobrunner.rules.alerting import silence_active
-    from jobrunner.store.state import StateStore
-
     now = time.time() if now is None else now
     out = []
     for name in _recorded(root):

@@ -17,7 +17,19 @@ import json
 import sys
 import time
 
+from jobrunner.admin.instances import (
+    add_instance,
+    find_group,
+    groups_of,
+    instance_rows,
+    parse_settings,
+    remove_instance,
+)
 from jobrunner.cli import add_package_option
+from jobrunner.errors import ConfigError
+from jobrunner.instances import check_instance_name
+from jobrunner.run.loader import discover
+from jobrunner.store.state import default_state_dir
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -53,10 +65,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from jobrunner.admin.instances import find_group, groups_of, instance_rows
-    from jobrunner.cli.status import _when
-    from jobrunner.run.loader import discover
-    from jobrunner.store.state import default_state_dir
+    from jobrunner.cli.status import _when  # a command imports no other command at module level
 
     jobs = discover(args.package)
     groups = [find_group(jobs, args.group, args.package)] if args.group else list(groups_of(jobs).values())
@@ -88,14 +97,10 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobrunner.admin.instances import add_instance, find_group, parse_settings, remove_instance
-    from jobrunner.run.loader import discover
-
     if args.action == "list":
         return _list(args)
-    from jobrunner.instances import check_instance_name
 
-    check_instance_name(args.name)  # before anything is imported or read: exit 64
+    check_instance_name(args.name)  # before anything is read: exit 64
     settings = parse_settings(args.settings) if args.action == "add" else {}
     group = find_group(discover(args.package), args.group, args.package)
     try:
@@ -104,8 +109,6 @@ def main(args: argparse.Namespace) -> int:
         else:
             remove_instance(group, args.name, force=args.force, enable=not args.no_enable)
     except OSError as exc:  # the instances or tmpfiles directory missing its parent, unwritable, /proc/...
-        from jobrunner.errors import ConfigError
-
         where = exc.filename or "its files"
         raise ConfigError(f"instances {args.action}: cannot write {where}: {exc.strerror or exc}") from None
     return 0

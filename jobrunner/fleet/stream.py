@@ -27,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from jobrunner.store.history import RunRecord, record_of
+from jobrunner.errors import ConfigError
+from jobrunner.store.history import RunRecord, outcome_matches, record_of, summary
 
 if TYPE_CHECKING:
     from jobrunner.run.model import Run
@@ -283,8 +284,6 @@ def fleet_view(
     """The ``--fleet`` views' data from ``$JOBRUNNER_REDIS_URL``; ``ConfigError`` (one line,
     redacted) when the URL is missing or Redis cannot be read. ``history``: the stream's
     records too (from ``since``, a Unix time, when given)."""
-    from jobrunner.errors import ConfigError
-
     env = os.environ if env is None else env
     url = env.get("JOBRUNNER_REDIS_URL", "").strip()
     if not url:
@@ -541,8 +540,6 @@ def matrix(data: FleetView | Sequence[RunRecord]) -> dict[tuple[str, str], dict[
     """``(host, job)`` -> its last run's outcome and start, when it last reported (a skip
     counts), its failure streak, and, where the history stream's runs of it were read, their
     number and p50/p95."""
-    from jobrunner.store.history import summary
-
     view = _as_view(data)
     runs: dict[tuple[str, str], list[RunRecord]] = {}
     for r in view.records:
@@ -624,7 +621,6 @@ def check_fleet(
     each job (a fleet singleton's current runner) and each host's last outcome."""
     from jobrunner.rules.schedule import format_age, stale_after
     from jobrunner.rules.verdict import CRITICAL, OK, WARNING, JobHealth
-    from jobrunner.store.history import outcome_matches
 
     view = _as_view(data)
     intervals = intervals or {}

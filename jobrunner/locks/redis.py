@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobrunner.errors import ConfigError, LockBusy
 from jobrunner.locks.abc import LeaseUnavailable
-from jobrunner.locks.resp import Connection, RespError, parse_redis_url
+from jobrunner.locks.resp import Connection, RespError, key_prefix, parse_redis_url
 from jobrunner.redact import default_redactor
 
 # What the lease's calls raise: Redis unreachable or silent (OSError: refused, reset, timed
@@ -430,8 +430,6 @@ def acquire_redis_lock(
     shown = _redact(url)
     ttl = float(spec.ttl_seconds)
     timing = lease_timing(ttl)
-    from jobrunner.locks.resp import key_prefix
-
     name = getattr(job, "lock_name", None) or spec.name or job.name
     prefix = key_prefix()  # root's keys, or the job's user's own namespace (an ACL's pattern)
     key = f"{prefix}lock:{name}"

@@ -28,6 +28,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from jobrunner import validate
+from jobrunner.files import atomic_write, read_regular_file
+from jobrunner.notify import deliver
+from jobrunner.notify.throttle import repeat_window
+from jobrunner.rules.schedule import format_age
+
 __all__ = ["MEMORY_NAME", "notify_late"]
 
 MEMORY_NAME = ".late-notified.json"
@@ -35,8 +41,6 @@ MAX_MEMORY_BYTES = 1 << 20
 
 
 def _load(path: str) -> dict[str, dict[str, float]]:
-    from jobrunner.files import read_regular_file
-
     try:
         data = read_regular_file(path, limit=MAX_MEMORY_BYTES, owner=os.geteuid())
     except FileNotFoundError:
@@ -45,7 +49,6 @@ def _load(path: str) -> dict[str, dict[str, float]]:
         if exc.errno == errno.EFBIG:
             raise OSError(f"{path}: larger than {MAX_MEMORY_BYTES} bytes") from None
         raise OSError(f"{path}: not a regular file of this user's") from None
-    from jobrunner import validate
 
     try:
         doc = validate.loads(data)
@@ -67,8 +70,6 @@ def _load(path: str) -> dict[str, dict[str, float]]:
 
 
 def _save(path: str, memory: Mapping[str, Any]) -> None:
-    from jobrunner.files import atomic_write
-
     atomic_write(path, json.dumps(memory, sort_keys=True).encode(), 0o600)
 
 
@@ -83,10 +84,6 @@ def notify_late(
 ) -> list[str]:
     """Tell of the late jobs among ``results`` (``jobrunner.observe.health.JobHealth``) and of those
     told before that started again; returns one line per notification sent or failed."""
-    from jobrunner.notify import deliver
-    from jobrunner.notify.throttle import repeat_window
-    from jobrunner.rules.schedule import format_age
-
     now = time.time() if now is None else now
     host = host or os.uname().nodename
     repeat = repeat_window(env)

@@ -39,6 +39,7 @@ from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from jobrunner._record import record
+from jobrunner.files import atomic_write
 from jobrunner.store.state import FILE_MODE, _flock_bounded
 from jobrunner.validate import MAX_DURATION_S as _MAX_DURATION
 from jobrunner.validate import MAX_TEXT as _MAX_TEXT
@@ -258,8 +259,6 @@ def append(
 
 
 def _compact(dfd: int, max_runs: int, max_age_s: float) -> bool:
-    from jobrunner.files import atomic_write
-
     # Compactions of the same job serialise on the directory (a flock on its descriptor: no
     # extra file); an append racing a compaction may land in the old file and be lost, which
     # the lock on the job's own runs makes rare, and which never breaks the file.
