@@ -31,7 +31,7 @@ __all__ = [
     "sha256_file",
 ]
 
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # a directory, for *_at calls (store/, locks/ too)
 
 
 def private_dir(path: str | os.PathLike[str], mode: int = 0o700) -> int:

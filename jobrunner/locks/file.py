@@ -23,11 +23,11 @@ import time
 from typing import Any
 
 from jobrunner.errors import ConfigError, LockBusy
+from jobrunner.files import _OPEN_DIR
 
 __all__ = ["FileLock", "SlotLock", "default_lock_dir", "lock_holders", "lock_path"]
 
 SYSTEM_LOCK_DIR = "/run/lock/jobrunner"
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def default_lock_dir() -> str:

@@ -39,7 +39,7 @@ from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from jobrunner._record import record
-from jobrunner.files import atomic_write
+from jobrunner.files import _OPEN_DIR, atomic_write
 from jobrunner.store.state import FILE_MODE, _flock_bounded
 from jobrunner.validate import MAX_DURATION_S as _MAX_DURATION
 from jobrunner.validate import MAX_TEXT as _MAX_TEXT
@@ -74,7 +74,6 @@ MAX_TAIL_LINES = 20  # output lines kept for a failure
 MAX_TAIL_LINE = 300
 LOCK_WAIT_S = 2.0  # compaction waits this long for the directory lock, then gives up (next run)
 _SLACK = 1.25
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _STR_FIELDS = ("job", "host", "run_id", "outcome")
 _OUTCOMES_OK = ("success", "skipped")
 _OK_SUCCESS, _OK_SKIPPED = b'"outcome":"success"', b'"outcome":"skipped"'

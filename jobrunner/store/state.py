@@ -36,7 +36,7 @@ from typing import Any
 from jobrunner import validate as v
 from jobrunner._record import record
 from jobrunner.errors import ConfigError
-from jobrunner.files import atomic_write, read_regular_file
+from jobrunner.files import _OPEN_DIR, atomic_write, read_regular_file
 from jobrunner.validate import loads
 
 __all__ = [
@@ -54,7 +54,6 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 MAX_STATE_BYTES = 1 << 20
 LOCK_WAIT_S = 10.0
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def default_state_dir() -> str:
