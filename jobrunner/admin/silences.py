@@ -23,6 +23,7 @@ from typing import Any
 from jobrunner.errors import ConfigError
 from jobrunner.rules.alerting import silence_active
 from jobrunner.run.loader import discover
+from jobrunner.store.history import recorded_jobs
 from jobrunner.store.state import StateStore
 
 __all__ = ["clear_silence", "invoking_user", "known_jobs", "list_silences", "set_silence"]
@@ -45,20 +46,10 @@ def invoking_user() -> tuple[str, int]:
         return str(uid), uid
 
 
-def _recorded(root: str) -> list[str]:
-    """The jobs with a state directory under ``root`` (one this user cannot read included:
-    silencing it is then refused as such, not as an unknown job)."""
-    try:
-        entries = sorted(os.listdir(root))
-    except OSError:
-        return []
-    return [e for e in entries if not e.startswith(".") and os.path.isdir(os.path.join(root, e))]
-
-
 def known_jobs(root: str, package: str | None) -> dict[str, str]:
     """Every name a job may be given by (its name, its unit, ``module:name``) -> its name: the
     jobs with a state under ``root`` and the jobs of ``package``."""
-    names = {name: name for name in _recorded(root)}
+    names = {name: name for name in recorded_jobs(root, private=True)}
     if package:
         for job in discover(package):
             for alias in (job.name, job.unit, job.ref):
@@ -131,7 +122,7 @@ def list_silences(
     whose state cannot be read (another user's bad record) is skipped, told to ``warn``."""
     now = time.time() if now is None else now
     out = []
-    for name in _recorded(root):
+    for name in recorded_jobs(root, private=True):
         try:
             state = StateStore(name, root).load()
         except (ConfigError, OSError) as exc:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Any
@@ -70,14 +69,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--table", action="store_true", help="a table (default on a TTY)")
     parser.add_argument("--fleet", action="store_true", help="hosts x jobs, from the fleet's Redis stream")
     out.add_argument("--html", metavar="PATH", help="write the status page (one HTML file, replaced atomically)")
-
-
-def _recorded(root: str) -> list[str]:
-    try:
-        entries = sorted(os.listdir(root))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return [e for e in entries if not e.startswith(".") and os.path.exists(os.path.join(root, e, "state.json"))]
 
 
 def status_rows(root: str, names: list[str]) -> list[dict[str, Any]]:
@@ -218,7 +209,7 @@ def main(args: argparse.Namespace) -> int:
         return _fleet(args)
 
     root = args.state_dir or default_state_dir()
-    names = _recorded(root)
+    names = recorded_jobs(root)
     if args.package:
         names = sorted(set(names) | {j.name for j in expand_instances(discover(args.package), root)})
     if args.job:

@@ -94,14 +94,6 @@ class JobView:
         return failure_streak(self.records)
 
 
-def _state_jobs(root: str) -> list[str]:
-    try:
-        entries = sorted(os.listdir(root))
-    except OSError:
-        return []
-    return [e for e in entries if not e.startswith(".") and os.path.lexists(os.path.join(root, e, "state.json"))]
-
-
 def collect(
     root: str,
     names: Sequence[str] | None = None,
@@ -113,7 +105,7 @@ def collect(
     ``units`` maps a job to its unit name (default: the name with ``_`` as ``-``); the next
     runs come from systemd when it runs (``systemd`` forces the answer)."""
     if names is None:
-        names = sorted(set(recorded_jobs(root)) | set(_state_jobs(root)))
+        names = recorded_jobs(root)
     views = []
     for name in names:
         read = read_history(root, name, last=STATS_WINDOW)

@@ -458,13 +458,36 @@ def _newest_first(data: bytes, wanted: int | None) -> Iterable[bytes]:
     yield from reversed(parts[0].split(b"\n"))
 
 
-def recorded_jobs(root: str) -> list[str]:
-    """The jobs under ``root`` with a history file."""
+def recorded_jobs(root: str, *, private: bool = False) -> list[str]:
+    """The jobs under the state directory ``root``, sorted: the one rule every view lists them
+    by (``status``, ``history``, the status page, silences). A job is an entry not named with
+    a leading dot that is a directory (a symlink is not one) holding a ``state.json`` or a
+    ``history.jsonl`` (a job with a history alone, its state unwritable, say, counts too);
+    none when ``root`` cannot be listed. ``private=True`` also counts a directory this user
+    cannot look into (another user's job: silencing it is then refused as such, not as an
+    unknown job); the views leave those out."""
     try:
         entries = sorted(os.listdir(root))
     except OSError:
         return []
-    return [e for e in entries if not e.startswith(".") and os.path.lexists(os.path.join(root, e, FILE_NAME))]
+    return [e for e in entries if not e.startswith(".") and _is_job_dir(os.path.join(root, e), private)]
+
+
+def _is_job_dir(path: str, private: bool) -> bool:
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    for name in ("state.json", FILE_NAME):
+        try:
+            os.lstat(os.path.join(path, name))
+            return True
+        except PermissionError:  # a directory this user cannot look into
+            return private
+        except OSError:
+            continue
+    return False
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
