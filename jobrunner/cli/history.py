@@ -148,7 +148,9 @@ def main(args: argparse.Namespace) -> int:
                 shown = [r for r in read.records if outcome_matches(r.outcome, args.outcome)]
         else:
             shown = read.records
-        if args.jobs and not read.records and read.error is None and not read.skipped:
+        if not read.records and read.error is None and not read.skipped:
+            if not args.jobs:  # a job with a state and no run recorded: nothing to list
+                continue
             raise ConfigError(f"no history for job {name!r}{closest(name, recorded_jobs(root))} under {root}")
         if read.error:
             print(printable(f"jobrunner: history of {name} is unreadable: {read.error}"), file=sys.stderr)
