@@ -25,7 +25,7 @@ from jobrunner.admin.instances import (
     parse_settings,
     remove_instance,
 )
-from jobrunner.cli import add_package_option
+from jobrunner.cli import add_package_option, format_table
 from jobrunner.errors import ConfigError
 from jobrunner.instances import check_instance_name
 from jobrunner.run.loader import discover
@@ -89,10 +89,7 @@ def _list(args: argparse.Namespace) -> int:
                 str(r.get("consecutive_failures") or 0) if r.get("last_outcome") else "-",
             )
         )
-    widths = [max(len(str(x)) for x in col) for col in zip(*table, strict=True)]
-    sys.stdout.write(
-        "".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n" for line in table)
-    )
+    sys.stdout.write(format_table(table))
     return 0
 
 

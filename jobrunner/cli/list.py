@@ -13,7 +13,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, TypedDict
 
-from jobrunner.cli import add_package_option
+from jobrunner.cli import add_package_option, format_table
 from jobrunner.errors import UsageError
 from jobrunner.instances import group_of, known_instances
 from jobrunner.run.loader import default_package, discover_report
@@ -124,8 +124,5 @@ def main(args: argparse.Namespace) -> int:
         )
         for r in rows
     ]
-    shown = [tuple(printable(c) for c in line) for line in table]  # descriptions, schedules: no escapes
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *shown, strict=True)]
-    for line in (headers, *shown):
-        sys.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n")
+    sys.stdout.write(format_table([headers, *table]))  # descriptions, schedules: no escapes
     return code

@@ -28,7 +28,7 @@ import sys
 import time
 from typing import Any
 
-from jobrunner.cli import add_package_option
+from jobrunner.cli import add_package_option, format_table
 from jobrunner.errors import ConfigError
 from jobrunner.fleet.stream import check_fleet, fleet_view, matrix
 from jobrunner.instances import expand_instances
@@ -38,7 +38,6 @@ from jobrunner.rules.schedule import format_age
 from jobrunner.run.loader import closest, default_package, discover, discover_report
 from jobrunner.store.history import recorded_jobs
 from jobrunner.store.state import StateStore, default_state_dir
-from jobrunner.validate import printable
 
 __all__ = ["HELP", "configure", "main", "status_rows"]
 
@@ -129,12 +128,7 @@ def _table(rows: list[dict[str, Any]], now: float) -> str:
                 str(r["consecutive_failures"]),
             )
         )
-    shown = [tuple(printable(c) for c in line) for line in table]  # recorded text: no escape reaches the terminal
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *shown, strict=True)]
-    return "".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n"
-        for line in (headers, *shown)
-    )
+    return format_table([headers, *table])  # recorded text: no escape reaches the terminal
 
 
 def _html(path: str, root: str, names: list[str], package: str | None, *, one: bool) -> int:
@@ -196,11 +190,7 @@ def _fleet(args: argparse.Namespace) -> int:
         sys.stdout.write("no run published to the fleet's stream yet\n")
         return 0
 
-    table = [tuple(printable(c) for c in line) for line in table]  # hosts and jobs are the stream's: no escapes
-    widths = [max(len(str(x)) for x in col) for col in zip(*table, strict=True)]
-    sys.stdout.write(
-        "".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n" for line in table)
-    )
+    sys.stdout.write(format_table(table))  # hosts and jobs are the stream's: no escapes
     return 0
 
 
