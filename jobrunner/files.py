@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import errno
 import os
+import time
+from collections.abc import Callable
 from typing import IO
 
 __all__ = [
@@ -242,3 +244,30 @@ def _is_regular(mode: int) -> bool:
     import stat
 
     return stat.S_ISREG(mode)
+
+
+def poll_bounded(
+    attempt: Callable[[], bool],
+    wait: float | None,
+    *,
+    delay: float,
+    max_delay: float,
+    on_wait: Callable[[], object] | None = None,
+) -> bool:
+    """Call ``attempt`` (a non-blocking try, such as ``flock(LOCK_NB)``) until it returns True,
+    then True; False once ``wait`` seconds have passed (``None``: no bound). It is tried at
+    once, then after sleeps doubling from ``delay`` up to ``max_delay``, the last one cut to the
+    deadline. ``on_wait`` is called once, when the first try fails. The one polling loop of the
+    state lock, file locks and slots (a blocking flock could not be bounded or interrupted)."""
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        if attempt():
+            return True
+        if on_wait is not None:
+            on_wait()
+            on_wait = None
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return False
+        time.sleep(delay if left is None else min(delay, left))
+        delay = min(delay * 2, max_delay)
