@@ -24,7 +24,7 @@ import importlib
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 from urllib.parse import urlsplit
 
 from jobrunner.errors import ConfigError, JobrunnerError
@@ -173,6 +173,9 @@ class RenewedLease:
     """
 
     kind = "lease"
+    # What a failed renewal may raise and still be retried; anything else ends the renewer
+    # (the lease is then declared lost). A backend narrows it to its store's errors.
+    transient: type[Exception] | tuple[type[Exception], ...] = Exception
 
     def __init__(
         self,
@@ -216,7 +219,7 @@ class RenewedLease:
     def held(self) -> bool:
         return not self._stop.is_set() and self._lost is None
 
-    def start(self) -> RenewedLease:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -269,7 +272,7 @@ class RenewedLease:
                 self._declare_lost(f"lease {self.key} {gone}")
                 self._stop.set()
                 return
-            except Exception as exc:
+            except self.transient as exc:
                 failing_since = failing_since or sent
                 left = self.last_renewed + self.ttl - time.monotonic()
                 self._log.warning(
@@ -316,7 +319,7 @@ class RenewedLease:
             except Exception:  # pragma: no cover - closing never matters for the outcome
                 pass
 
-    def __enter__(self) -> RenewedLease:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
