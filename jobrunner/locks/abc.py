@@ -144,6 +144,20 @@ def lease_timing(ttl: float) -> dict[str, float]:
     }
 
 
+def warn_short_ttl(job: Any, key: str, ttl: float, log: FilteringBoundLogger) -> None:
+    """``lock.ttl_short`` when the job's ``kill_grace`` does not fit in what a lost lease
+    leaves to stop it (``stop_budget``, ttl/3)."""
+    kill_grace = float(getattr(job, "kill_grace", 0) or 0)
+    if kill_grace >= lease_timing(ttl)["stop_budget"]:
+        log.warning(
+            "lock.ttl_short",
+            key=key,
+            ttl_s=ttl,
+            kill_grace_s=kill_grace,
+            hint="a lost lease leaves ttl/3 to stop the job: make ttl at least 3 × (kill_grace + cleanup time)",
+        )
+
+
 def redact_line(text: str) -> str:
     return " ".join(default_redactor().redact(text).split())
 

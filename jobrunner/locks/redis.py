@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from jobrunner.errors import ConfigError, LockBusy
-from jobrunner.locks.abc import LeaseGone, LeaseUnavailable, RenewedLease, lease_timing
+from jobrunner.locks.abc import LeaseGone, LeaseUnavailable, RenewedLease, lease_timing, warn_short_ttl
 from jobrunner.locks.resp import Connection, RespError, key_prefix, parse_redis_url
 from jobrunner.redact import default_redactor
 
@@ -362,7 +362,6 @@ def acquire_redis_lock(
     if not got:
         raise _busy(lock, key, wait, client, ttl)
     lease = RedisLease(lock, key=key, ttl=ttl, url=shown, log=log, on_lost=on_lost)
-    kill_grace = float(getattr(job, "kill_grace", 0) or 0)
     log.info(
         "lock.acquired",
         key=key,
@@ -371,14 +370,7 @@ def acquire_redis_lock(
         holder=lease.holder,
         redis=shown,
     )
-    if kill_grace >= timing["stop_budget"]:
-        log.warning(
-            "lock.ttl_short",
-            key=key,
-            ttl_s=ttl,
-            kill_grace_s=kill_grace,
-            hint="a lost lease leaves ttl/3 to stop the job: make ttl at least 3 × (kill_grace + cleanup time)",
-        )
+    warn_short_ttl(job, key, ttl, log)
     return lease.start()
 
 
