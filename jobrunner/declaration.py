@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import field
 from typing import Any, Literal, Never, TypeAlias, overload
 
-from jobrunner._record import record
-from jobrunner.errors import ConfigError
+from jobrunner._record import field_names, record
+from jobrunner.errors import ConfigError, UsageError
 from jobrunner.timespan import parse_timespan
 from jobrunner.types import JobContext, JobFunction, Span
 
@@ -434,9 +434,6 @@ class Job:
         unit become ``name@instance`` / ``unit@instance``, so state, history, metrics, health
         and notifications are per instance, and ``%i`` in its paths becomes the instance.
         ``"%i"`` itself gives the template the units are rendered from."""
-        from jobrunner._record import field_names
-        from jobrunner.errors import UsageError
-
         if self.instance is not None:
             raise UsageError(f"job {self.name} is already bound to an instance")
         if not self.instances:

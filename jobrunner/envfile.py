@@ -22,6 +22,7 @@ import os
 import stat
 
 from jobrunner.errors import ConfigError
+from jobrunner.files import FileTooLarge, NotRegularFile, read_regular_file_stat
 
 __all__ = ["MAX_ENV_FILE", "load_env_file", "parse_env", "read_regular_file"]
 
@@ -132,28 +133,18 @@ def parse_env(text: str, source: str = "<env>") -> dict[str, str]:
 def read_regular_file(path: str, *, limit: int, what: str) -> tuple[bytes, os.stat_result]:
     """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes, and its status.
 
-    Opened without blocking (a FIFO with no writer does not hang) and checked on the open
+    ``jobrunner.files.read_regular_file_stat``, following a symlink (the path is the caller's):
+    opened without blocking (a FIFO with no writer does not hang) and checked on the open
     descriptor (no race with a rename): anything else than a regular file, or a bigger one,
     is a ``ConfigError`` naming ``what`` and the path. ``OSError`` of the open propagates.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO, device or socket"
-            raise ConfigError(f"{path}: cannot read {what}: not a regular file ({kind})")
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, min(1 << 16, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            raise ConfigError(f"{path}: {what} is larger than {limit // 1024} KiB: not read")
-        return b"".join(chunks), st
-    finally:
-        os.close(fd)
+        return read_regular_file_stat(path, limit=limit, follow=True)
+    except NotRegularFile as exc:
+        kind = "a directory" if stat.S_ISDIR(exc.mode) else "a FIFO, device or socket"
+        raise ConfigError(f"{path}: cannot read {what}: not a regular file ({kind})") from None
+    except FileTooLarge:
+        raise ConfigError(f"{path}: {what} is larger than {limit // 1024} KiB: not read") from None
 
 
 def _check_access(path: str, st: os.stat_result, env: dict[str, str]) -> None:

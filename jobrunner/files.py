@@ -16,19 +16,24 @@ from __future__ import annotations
 
 import errno
 import os
+import time
+from collections.abc import Callable
 from typing import IO
 
 __all__ = [
+    "FileTooLarge",
+    "NotRegularFile",
     "atomic_write",
     "create_private",
     "fsync_dir",
     "open_dir_nofollow",
     "private_dir",
     "read_regular_file",
+    "read_regular_file_stat",
     "sha256_file",
 ]
 
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # a directory, for *_at calls (store/, locks/ too)
 
 
 def private_dir(path: str | os.PathLike[str], mode: int = 0o700) -> int:
@@ -180,29 +185,57 @@ def atomic_write(
             os.close(dfd)
 
 
+class NotRegularFile(OSError):
+    """``read_regular_file`` refused something else than a regular file (``EINVAL``); ``mode``
+    is what it is (``stat.S_ISDIR(exc.mode)``…)."""
+
+    def __init__(self, mode: int) -> None:
+        super().__init__(errno.EINVAL, "not a regular file")
+        self.mode = mode
+
+
+class FileTooLarge(OSError):
+    """``read_regular_file`` refused a file larger than its limit (``EFBIG``)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(errno.EFBIG, f"larger than {limit} bytes")
+        self.limit = limit
+
+
 def read_regular_file(name: str, *, dir_fd: int | None = None, limit: int, owner: int | None = None) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes (and, with ``owner``, belonging
     to that uid), opened without following a symlink and without blocking on a FIFO;
     ``OSError`` otherwise (``ELOOP``, ``EINVAL``, ``EPERM``, ``EFBIG``…)."""
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    return read_regular_file_stat(name, dir_fd=dir_fd, limit=limit, owner=owner)[0]
+
+
+def read_regular_file_stat(
+    name: str, *, dir_fd: int | None = None, limit: int, owner: int | None = None, follow: bool = False
+) -> tuple[bytes, os.stat_result]:
+    """``read_regular_file``, and the file's status as checked on the open descriptor (no race
+    with a rename). ``follow=True`` follows a symlink (a path the caller trusts, such as an
+    env file named on the command line). The refusals are ``OSError``: ``NotRegularFile``,
+    ``FileTooLarge``, ``EPERM`` for another owner; the open's own errors propagate."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(name, flags, dir_fd=dir_fd)
     try:
         info = os.fstat(fd)
         if not _is_regular(info.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
+            raise NotRegularFile(info.st_mode)
         if owner is not None and info.st_uid != owner:
             raise OSError(errno.EPERM, f"owned by uid {info.st_uid}, not {owner}")
         if info.st_size > limit:
-            raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+            raise FileTooLarge(limit)
         chunks, size = [], 0
         while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
+            chunk = os.read(fd, min(1 << 16, limit + 1 - size))
             if not chunk:
                 break
             chunks.append(chunk)
             size += len(chunk)
         if size > limit:
-            raise OSError(errno.EFBIG, f"larger than {limit} bytes")
-        return b"".join(chunks)
+            raise FileTooLarge(limit)
+        return b"".join(chunks), info
     finally:
         os.close(fd)
 
@@ -211,3 +244,30 @@ def _is_regular(mode: int) -> bool:
     import stat
 
     return stat.S_ISREG(mode)
+
+
+def poll_bounded(
+    attempt: Callable[[], bool],
+    wait: float | None,
+    *,
+    delay: float,
+    max_delay: float,
+    on_wait: Callable[[], object] | None = None,
+) -> bool:
+    """Call ``attempt`` (a non-blocking try, such as ``flock(LOCK_NB)``) until it returns True,
+    then True; False once ``wait`` seconds have passed (``None``: no bound). It is tried at
+    once, then after sleeps doubling from ``delay`` up to ``max_delay``, the last one cut to the
+    deadline. ``on_wait`` is called once, when the first try fails. The one polling loop of the
+    state lock, file locks and slots (a blocking flock could not be bounded or interrupted)."""
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        if attempt():
+            return True
+        if on_wait is not None:
+            on_wait()
+            on_wait = None
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return False
+        time.sleep(delay if left is None else min(delay, left))
+        delay = min(delay * 2, max_delay)

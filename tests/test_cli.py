@@ -124,3 +124,13 @@ def test_exec_help_is_help_not_a_usage_error(launcher):
     """`jobrunner exec --help` prints the help (exit 0), although exec otherwise needs '--'."""
     run = launcher.run("exec", "--help")
     assert run.returncode == 0 and "-- COMMAND" in run.stdout
+
+
+def test_tables_align_their_columns_and_print_no_escape():
+    """The commands' tables (status, list, instances, the fleet): columns two spaces apart, no
+    trailing spaces, and a control character in recorded text shown escaped, never sent raw."""
+    from jobrunner.cli import format_table
+
+    text = format_table([("JOB", "LAST"), ("backup", "failure \x1b[2J"), ("x", "-")])
+    assert text.splitlines() == ["JOB     LAST", "backup  failure \\x1b[2J", "x       -"]
+    assert "\x1b" not in text

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobrunner.envfile import load_env_file, parse_env
+from jobrunner.envfile import MAX_ENV_FILE, load_env_file, parse_env
 from jobrunner.errors import ConfigError
 
 
@@ -231,3 +232,19 @@ def test_cli_env_file_values_reach_ctx_env(launcher, tmp_path):
     seen = run.event("env.seen")
     assert seen["x"] == 'hello "world" $HOME'
     assert seen["y"] == "lit\\n"
+
+
+def test_env_file_is_read_through_a_symlink_and_bounded(tmp_path):
+    """An env file named by a symlink is read (the path is the admin's: ``EnvironmentFile=``
+    follows it too); a FIFO is refused at once, naming what it is; a file over 1 MiB is refused."""
+    real = tmp_path / "real.env"
+    real.write_text("A=1\n")
+    (tmp_path / "link.env").symlink_to(real)
+    assert load_env_file(str(tmp_path / "link.env")) == {"A": "1"}
+    os.mkfifo(tmp_path / "fifo.env")
+    with pytest.raises(ConfigError, match=r"fifo.env: cannot read env file: not a regular file \(a FIFO"):
+        load_env_file(str(tmp_path / "fifo.env"))
+    big = tmp_path / "big.env"
+    big.write_bytes(b"A=" + b"x" * MAX_ENV_FILE + b"\n")
+    with pytest.raises(ConfigError, match=r"big.env: env file is larger than 1024 KiB: not read"):
+        load_env_file(str(big))

@@ -217,3 +217,18 @@ def test_cli_history_filters_and_json(tmp_path: Path):
     assert len(jobrunner_cli("history", "--limit", "1", "--json", "--state-dir", root).stdout.splitlines()) == 3
     assert jobrunner_cli("history", "nosuch", "--state-dir", root).returncode == 78
     assert jobrunner_cli("history", "--since", "whenever", "--state-dir", root).returncode == 64
+
+
+def test_the_jobs_under_the_state_directory_by_one_rule(tmp_path: Path):
+    """status, history, the page and silences list the same jobs: the directories holding a
+    state or a history; not a dotted entry, a symlink, an empty directory or a file."""
+    from jobrunner.store.history import recorded_jobs
+
+    for name, file in (("a", "state.json"), ("b", "history.jsonl"), (".tmp", "state.json"), ("empty", None)):
+        (tmp_path / name).mkdir()
+        if file:
+            (tmp_path / name / file).write_text("{}")
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    (tmp_path / "file").write_text("")
+    assert recorded_jobs(str(tmp_path)) == ["a", "b"]
+    assert recorded_jobs(str(tmp_path / "missing")) == []

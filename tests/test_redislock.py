@@ -28,7 +28,8 @@ from .conftest import wait_for
 
 redis = pytest.importorskip("redis")
 from jobrunner.locks import redis as redislock  # noqa: E402
-from jobrunner.locks.redis import RedisUnavailable, acquire_redis_lock, lease_timing  # noqa: E402
+from jobrunner.locks.abc import lease_timing  # noqa: E402
+from jobrunner.locks.redis import RedisUnavailable, acquire_redis_lock  # noqa: E402
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 pytestmark = pytest.mark.skipif(

@@ -38,7 +38,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobrunner.envfile import load_env_file
 from jobrunner.errors import ConfigError, JobrunnerError
+from jobrunner.notify.ping import slug_of
+from jobrunner.redact import default_redactor
 
 __all__ = ["DEFAULT_ENV_FILE", "Action", "Client", "Config", "Wanted", "apply", "grace_seconds", "load_config", "plan"]
 
@@ -63,9 +66,6 @@ class Config:
 def load_config(path: str = DEFAULT_ENV_FILE) -> Config:
     """The sync's settings from ``path``; ``ConfigError`` (78) naming the file and the variable."""
     import os
-
-    from jobrunner.envfile import load_env_file
-    from jobrunner.redact import default_redactor
 
     if not os.path.exists(path):
         raise ConfigError(
@@ -153,8 +153,6 @@ class Wanted:
 
 
 def wanted(job: Any, config: Config, host: str, tz: str) -> Wanted:
-    from jobrunner.notify.ping import slug_of
-
     slug = config.slug.replace("{job}", slug_of(job.unit)).replace("{host}", host)
     tags = sorted({"jobrunner", host, *job.notify, *config.tags})
     desc = "\n".join(part for part in (job.description, f"{MARKER} {host} ({job.ref})") if part)
@@ -193,8 +191,6 @@ class Client:
     def call(self, method: str, path: str, data: Mapping[str, Any] | None = None) -> Any:
         import urllib.error
         import urllib.request
-
-        from jobrunner.redact import default_redactor
 
         body = json.dumps(data).encode() if data is not None else None
         request = urllib.request.Request(self.config.api_url + path, data=body, method=method)

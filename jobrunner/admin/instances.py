@@ -28,8 +28,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
+from jobrunner.envfile import _valid_name, parse_env
 from jobrunner.errors import ConfigError, JobrunnerError, UsageError
+from jobrunner.files import atomic_write
 from jobrunner.instances import check_instance_name, group_of, instance_env_file, instances_dir, known_instances
+from jobrunner.run.loader import closest
+from jobrunner.store.state import StateStore
+from jobrunner.systemd.systemctl import show_units
+from jobrunner.unitgen.render import render_instance_tmpfiles
 
 if TYPE_CHECKING:
     from jobrunner.declaration import Job
@@ -76,7 +82,6 @@ def find_group(jobs: Sequence[Job], name: str, package: str) -> Group:
     for job in jobs:
         if job.instantiable and name in (job.name, job.unit, job.ref):
             return groups[group_of(job)]
-    from jobrunner.run.loader import closest
 
     have = ", ".join(sorted(groups)) or "none"
     hint = closest(name, [*groups, *(j.name for j in jobs if j.instantiable)])
@@ -85,8 +90,6 @@ def find_group(jobs: Sequence[Job], name: str, package: str) -> Group:
 
 def parse_settings(items: Sequence[str]) -> dict[str, str]:
     """``--set KEY=VALUE`` flags as a dict; a usage error (64) for a bad one."""
-    from jobrunner.envfile import _valid_name
-
     settings: dict[str, str] = {}
     for item in items:
         key, eq, value = item.partition("=")
@@ -109,8 +112,6 @@ def _quote(value: str) -> str:
 
 def format_env(group: str, instance: str, settings: dict[str, str]) -> str:
     """The env file text (checked: parsing it gives ``settings`` back)."""
-    from jobrunner.envfile import parse_env
-
     lines = [
         f"# jobrunner instance {instance} of {group}: written by 'jobrunner instances add'.",
         "# Edited by hand, it is kept: 'instances add/remove' then need --force.",
@@ -172,8 +173,6 @@ def _plain_timers_hint(group: Group, out: TextIO) -> None:
     """Say so when the single-site timers of the group's ``instances="optional"`` jobs are
     enabled too (``units install`` enables them): on a server of many sites they run the shared
     configuration, which usually names no site."""
-    from jobrunner.systemd.systemctl import show_units
-
     plain = [f"{j.unit}.timer" for j in group.jobs if j.instances == "optional" and j.schedule]
     try:
         shown = show_units(plain, ["Id", "UnitFileState"])
@@ -190,8 +189,6 @@ def _plain_timers_hint(group: Group, out: TextIO) -> None:
 
 def _not_installed(units: list[str]) -> list[str]:
     """The units whose template systemd does not know (``LoadState=not-found``)."""
-    from jobrunner.systemd.systemctl import show_units
-
     try:
         shown = show_units(units, ["Id", "LoadState"])
     except Exception:  # systemctl itself failed: let enable say what is wrong
@@ -266,8 +263,6 @@ def keys_read(group: Group) -> set[str]:
 
 
 def _warn_unread(group: Group, settings: dict[str, str], err: TextIO) -> None:
-    from jobrunner.run.loader import closest
-
     known = keys_read(group)
     if not known:
         return  # nothing to compare with: no warning rather than a wrong one
@@ -294,9 +289,6 @@ def add_instance(
     An existing env file is changed only when it is exactly what jobrunner wrote (or with
     ``force``); its settings are kept where ``settings`` does not give them (``force``:
     replaced by ``settings`` alone)."""
-    from jobrunner.files import atomic_write
-    from jobrunner.unitgen.render import render_instance_tmpfiles
-
     check_instance_name(instance)
     edited = _edited(group.name, instance)
     if edited and not force:
@@ -306,8 +298,6 @@ def add_instance(
         )
     _warn_unread(group, settings, err)
     if edited is False and not force:
-        from jobrunner.envfile import parse_env
-
         path = instance_env_file(group.name, instance)
         with open(path, encoding="utf-8") as handle:
             current = parse_env(handle.read(), path)
@@ -378,8 +368,6 @@ def remove_instance(
 
 def instance_rows(groups: Sequence[Group], state_root: str) -> list[dict[str, Any]]:
     """One row per instance and job: the last outcome from its state."""
-    from jobrunner.store.state import StateStore
-
     rows: list[dict[str, Any]] = []
     for group in groups:
         for instance in known_instances(group.name):

@@ -21,6 +21,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobrunner.errors import ConfigError
+from jobrunner.rules.alerting import silence_active
+from jobrunner.run.loader import discover
+from jobrunner.store.history import recorded_jobs
+from jobrunner.store.state import StateStore
 
 __all__ = ["clear_silence", "invoking_user", "known_jobs", "list_silences", "set_silence"]
 
@@ -42,23 +46,11 @@ def invoking_user() -> tuple[str, int]:
         return str(uid), uid
 
 
-def _recorded(root: str) -> list[str]:
-    """The jobs with a state directory under ``root`` (one this user cannot read included:
-    silencing it is then refused as such, not as an unknown job)."""
-    try:
-        entries = sorted(os.listdir(root))
-    except OSError:
-        return []
-    return [e for e in entries if not e.startswith(".") and os.path.isdir(os.path.join(root, e))]
-
-
 def known_jobs(root: str, package: str | None) -> dict[str, str]:
     """Every name a job may be given by (its name, its unit, ``module:name``) -> its name: the
     jobs with a state under ``root`` and the jobs of ``package``."""
-    names = {name: name for name in _recorded(root)}
+    names = {name: name for name in recorded_jobs(root, private=True)}
     if package:
-        from jobrunner.run.loader import discover
-
         for job in discover(package):
             for alias in (job.name, job.unit, job.ref):
                 names.setdefault(alias, job.name)
@@ -90,8 +82,6 @@ def set_silence(
     root: str, jobs: Sequence[str], *, seconds: float, reason: str | None = None, now: float | None = None
 ) -> dict[str, Any]:
     """Silence ``jobs`` for ``seconds`` from now; the record written (the same for each)."""
-    from jobrunner.store.state import StateStore
-
     now = time.time() if now is None else now
     by, uid = invoking_user()
     record: dict[str, Any] = {"until": now + seconds, "since": now, "by": by, "uid": uid}
@@ -108,9 +98,6 @@ def set_silence(
 def clear_silence(root: str, jobs: Sequence[str]) -> list[str]:
     """End the silences of ``jobs``; the jobs that had one in force. The next run (or alert)
     of a job still failing says so, once."""
-    from jobrunner.rules.alerting import silence_active
-    from jobrunner.store.state import StateStore
-
     ended: list[str] = []
     stores = [StateStore(job, root) for job in jobs]
     for store in stores:
@@ -133,12 +120,9 @@ def list_silences(
 ) -> list[dict[str, Any]]:
     """The silences in force under ``root``: one dict per job (``job`` and the record); a job
     whose state cannot be read (another user's bad record) is skipped, told to ``warn``."""
-    from jobrunner.rules.alerting import silence_active
-    from jobrunner.store.state import StateStore
-
     now = time.time() if now is None else now
     out = []
-    for name in _recorded(root):
+    for name in recorded_jobs(root, private=True):
         try:
             state = StateStore(name, root).load()
         except (ConfigError, OSError) as exc:

@@ -27,7 +27,7 @@ from typing import NamedTuple, NoReturn
 
 from jobrunner.errors import ConfigError, JobrunnerError, UsageError
 
-__all__ = ["COMMANDS", "CommandInfo", "Parser", "add_package_option", "main"]
+__all__ = ["COMMANDS", "CommandInfo", "Parser", "add_package_option", "format_table", "main"]
 
 
 class CommandInfo(NamedTuple):
@@ -85,6 +85,19 @@ def add_package_option(parser: argparse.ArgumentParser, *, implicit: bool = True
         said = f"${PACKAGE_ENV}, else none"
     text = help or "the package of job modules"
     parser.add_argument("--package", metavar="NAME", default=default, help=f"{text} (default: {said})")
+
+
+def format_table(rows: Sequence[Sequence[object]]) -> str:
+    """``rows`` (the header first) as a table for a terminal: each cell made printable (recorded
+    text, descriptions, the fleet's names: no escape reaches the terminal), the columns
+    left-aligned two spaces apart, no trailing spaces."""
+    from jobrunner.validate import printable  # commands that print tables only, not a timer tick
+
+    shown = [[printable(str(cell)) for cell in row] for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(*shown, strict=True)]
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n" for row in shown
+    )
 
 
 def _env_package() -> bool:

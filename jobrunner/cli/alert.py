@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from jobrunner.errors import EXIT_FAILURE, EXIT_OK
+from jobrunner.observe.failed_unit import ALREADY_REPORTED, HELD, NOT_DELIVERED, SILENCED, handle_failed_unit
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -22,8 +23,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobrunner.observe.failed_unit import ALREADY_REPORTED, HELD, NOT_DELIVERED, SILENCED, handle_failed_unit
-
     unit = args.unit
     handled = handle_failed_unit(unit, args.lines)
     for warning in handled.warnings:

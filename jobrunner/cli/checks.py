@@ -15,7 +15,11 @@ import argparse
 import sys
 from typing import Any
 
+from jobrunner.admin.checks_sync import DEFAULT_ENV_FILE, Client, apply, load_config, plan
 from jobrunner.cli import add_package_option
+from jobrunner.instances import expand_instances
+from jobrunner.run.loader import discover
+from jobrunner.timespan import format_timespan
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -23,8 +27,6 @@ HELP = "healthchecks checks for the jobs: checks sync [--dry-run] [--prune]"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from jobrunner.admin.checks_sync import DEFAULT_ENV_FILE
-
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sync = sub.add_parser("sync", help="create or update one check per scheduled job")
     add_package_option(sync)
@@ -43,17 +45,11 @@ def _value(field: str, value: Any) -> str:
     if value is None:
         return "-"
     if field == "grace" and isinstance(value, int):
-        from jobrunner.timespan import format_timespan
-
         return format_timespan(value)
     return repr(value)
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobrunner.admin.checks_sync import Client, apply, load_config, plan
-    from jobrunner.instances import expand_instances
-    from jobrunner.run.loader import discover
-
     config = load_config(args.env_file)
     jobs = expand_instances(discover(args.package))  # one check per site of a job with instances
     client = Client(config)

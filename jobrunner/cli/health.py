@@ -11,7 +11,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from jobrunner.cli import add_package_option
+from jobrunner.errors import JobrunnerError, UsageError
+from jobrunner.fleet.stream import ALL_PARTS, check_fleet, fleet_view
+from jobrunner.instances import expand_instances
 from jobrunner.observe.health import NAMES, OK, SEVERITY, UNKNOWN, JobHealth, check_jobs, overall
+from jobrunner.observe.late import MEMORY_NAME, notify_late
+from jobrunner.rules.schedule import expected_interval
+from jobrunner.run.loader import closest, discover, discover_report
+from jobrunner.store.state import default_state_dir
+from jobrunner.timespan import parse_timespan
+from jobrunner.validate import printable
 
 if TYPE_CHECKING:
     from jobrunner.declaration import Job
@@ -22,8 +31,6 @@ HELP = "check timers, results and staleness (Nagios exit codes)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from jobrunner.errors import UsageError
-
     class HealthUsageError(UsageError):
         exit_code = UNKNOWN  # a Nagios plugin reports its own misuse as UNKNOWN
 
@@ -91,8 +98,6 @@ def select(all_jobs: Sequence[Job], wanted: Sequence[str], package: str) -> list
     for name in wanted:
         found = [j for j in all_jobs if name in (j.name, j.unit, j.ref, j.base_name, j.base_unit)]
         if not found:
-            from jobrunner.run.loader import closest
-
             have = ", ".join(j.name for j in all_jobs) or "none"
             hint = closest(name, [j.name for j in all_jobs])
             raise LookupError(f"no job {name!r}{hint} in package {package!r} (jobs: {have})")
@@ -116,7 +121,6 @@ def render_text(results: Sequence[JobHealth], hidden: int = 0) -> str:
         summary = f"{len(results)} job{'s' if len(results) != 1 else ''} ok"
     else:
         summary = "; ".join(f"{r.job}: {r.reasons[0]}" for r in bad)
-    from jobrunner.validate import printable
 
     if hidden:
         summary += f"; {hidden} declared job{'s' if hidden != 1 else ''} not installed (--all lists them)"
@@ -141,9 +145,6 @@ def render_json(results: Sequence[JobHealth], now: float) -> str:
 
 
 def _span(option: str, value: str | None) -> float | None:
-    from jobrunner.errors import JobrunnerError
-    from jobrunner.timespan import parse_timespan
-
     if value is None:
         return None
     try:
@@ -155,13 +156,8 @@ def _span(option: str, value: str | None) -> float | None:
 def _fleet(args: argparse.Namespace, now: float) -> list[JobHealth]:
     """The fleet's verdicts: the stream's records, judged with the intervals of the jobs this
     host declares (``--package``; a fleet's hosts share their jobs), where it declares any."""
-    from jobrunner.fleet.stream import ALL_PARTS, check_fleet, fleet_view
-    from jobrunner.rules.schedule import expected_interval
-
     intervals: dict[str, float] = {}
     try:
-        from jobrunner.run.loader import discover
-
         declared = discover(args.package)
     except Exception:  # no package here: the stream alone is judged
         declared = []
@@ -189,8 +185,6 @@ def _fleet(args: argparse.Namespace, now: float) -> list[JobHealth]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobrunner.errors import JobrunnerError
-
     try:
         grace = _span("--grace", args.grace)
         if args.fail_threshold < 1:
@@ -201,8 +195,6 @@ def main(args: argparse.Namespace) -> int:
         else:
             if args.silent_after is not None:
                 raise LookupError("--silent-after goes with --fleet")
-            from jobrunner.instances import expand_instances
-            from jobrunner.run.loader import discover_report
 
             declared, broken = discover_report(args.package)
             jobs = select(expand_instances(declared, args.state_dir), args.jobs, args.package)
@@ -231,9 +223,6 @@ def _notify_late(args: argparse.Namespace, jobs: Sequence[Job], results: Sequenc
     """``--notify``: tell of late jobs, once per episode (``jobrunner.observe.late``); one stderr line
     for each notification sent or not delivered (the check's own exit code is unchanged)."""
     import os
-
-    from jobrunner.observe.late import MEMORY_NAME, notify_late
-    from jobrunner.store.state import default_state_dir
 
     memory = args.notify_memory or os.path.join(args.state_dir or default_state_dir(), MEMORY_NAME)
     declared = {j.name: j for j in jobs}

@@ -23,6 +23,14 @@ import sys
 import time
 from typing import Any
 
+from jobrunner.errors import ConfigError, UsageError
+from jobrunner.fleet.stream import fleet_view
+from jobrunner.run.loader import closest
+from jobrunner.store.history import STATS_WINDOW, outcome_matches, read_history, recorded_jobs, summary
+from jobrunner.store.state import default_state_dir
+from jobrunner.timespan import parse_timespan
+from jobrunner.validate import printable
+
 __all__ = ["HELP", "configure", "main", "parse_since"]
 
 HELP = "past runs, newest first: log commands, p50/p95, failure streaks"
@@ -45,9 +53,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def parse_since(value: str, now: float) -> float:
     """Epoch seconds of ``--since``: a systemd span ago (``2h``, ``7d``) or an ISO date/time."""
     import datetime as dt
-
-    from jobrunner.errors import UsageError
-    from jobrunner.timespan import parse_timespan
 
     text = value.strip()
     try:
@@ -76,9 +81,6 @@ def _label(summary: dict[str, Any]) -> str:
 
 def _fleet(args: argparse.Namespace, names: list[str], since: float | None) -> tuple[list[Any], list[dict[str, Any]]]:
     """The runs and per host and job summaries from the fleet's stream."""
-
-    from jobrunner.fleet.stream import fleet_view
-    from jobrunner.store.history import outcome_matches, summary
 
     view = fleet_view(history=True, since=since, parts=frozenset(("seen", "streak")))  # the cells' streaks, the runs
     wanted = set(names)
@@ -143,11 +145,6 @@ def _log_command(record: Any) -> str | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobrunner.errors import ConfigError, UsageError
-    from jobrunner.store.history import STATS_WINDOW, outcome_matches, read_history, recorded_jobs, summary
-    from jobrunner.store.state import default_state_dir
-    from jobrunner.validate import printable
-
     if args.limit < 0:
         raise UsageError("--limit must be 0 or more")
     root = args.state_dir or default_state_dir()
@@ -171,9 +168,9 @@ def main(args: argparse.Namespace) -> int:
                 shown = [r for r in read.records if outcome_matches(r.outcome, args.outcome)]
         else:
             shown = read.records
-        if args.jobs and not read.records and read.error is None and not read.skipped:
-            from jobrunner.run.loader import closest
-
+        if not read.records and read.error is None and not read.skipped:
+            if not args.jobs:  # a job with a state and no run recorded: nothing to list
+                continue
             raise ConfigError(f"no history for job {name!r}{closest(name, recorded_jobs(root))} under {root}")
         if read.error:
             print(printable(f"jobrunner: history of {name} is unreadable: {read.error}"), file=sys.stderr)

@@ -30,6 +30,10 @@ import sys
 from typing import TYPE_CHECKING
 
 from jobrunner.errors import ConfigError
+from jobrunner.importer import batch
+from jobrunner.importer.batch import check_window, zone_named
+from jobrunner.importer.check import compare
+from jobrunner.importer.emit import render_module, write_modules
 
 if TYPE_CHECKING:  # pragma: no cover
     from jobrunner.importer.batch import ImportResult
@@ -97,8 +101,6 @@ def _report(result: ImportResult, strict: bool) -> int:
 
 
 def _output(result: ImportResult, args: argparse.Namespace, *, print_modules: bool) -> None:
-    from jobrunner.importer.emit import render_module, write_modules
-
     if args.out:
         try:
             done = write_modules(result.specs, args.out, force=args.force)
@@ -113,9 +115,6 @@ def _output(result: ImportResult, args: argparse.Namespace, *, print_modules: bo
 
 
 def _check(result: ImportResult, args: argparse.Namespace) -> int:
-    from jobrunner.importer.batch import check_window, zone_named
-    from jobrunner.importer.check import compare
-
     zone = zone_named(args.tz)
     start, end = check_window(args.start, max(1, args.days))
     entries = result.entries
@@ -136,8 +135,6 @@ def _check(result: ImportResult, args: argparse.Namespace) -> int:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``jobrunner import SOURCE``; the exit code."""
-    from jobrunner.importer import batch
-
     if args.source == "crontab":
         result = batch.import_crontabs(
             args.files or ["-"], user=args.user, system=args.system, name=args.name or batch.DEFAULT_NAME

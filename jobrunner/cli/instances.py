@@ -17,7 +17,19 @@ import json
 import sys
 import time
 
-from jobrunner.cli import add_package_option
+from jobrunner.admin.instances import (
+    add_instance,
+    find_group,
+    groups_of,
+    instance_rows,
+    parse_settings,
+    remove_instance,
+)
+from jobrunner.cli import add_package_option, format_table
+from jobrunner.errors import ConfigError
+from jobrunner.instances import check_instance_name
+from jobrunner.run.loader import discover
+from jobrunner.store.state import default_state_dir
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -53,10 +65,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from jobrunner.admin.instances import find_group, groups_of, instance_rows
-    from jobrunner.cli.status import _when
-    from jobrunner.run.loader import discover
-    from jobrunner.store.state import default_state_dir
+    from jobrunner.cli.status import _when  # a command imports no other command at module level
 
     jobs = discover(args.package)
     groups = [find_group(jobs, args.group, args.package)] if args.group else list(groups_of(jobs).values())
@@ -80,22 +89,15 @@ def _list(args: argparse.Namespace) -> int:
                 str(r.get("consecutive_failures") or 0) if r.get("last_outcome") else "-",
             )
         )
-    widths = [max(len(str(x)) for x in col) for col in zip(*table, strict=True)]
-    sys.stdout.write(
-        "".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n" for line in table)
-    )
+    sys.stdout.write(format_table(table))
     return 0
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobrunner.admin.instances import add_instance, find_group, parse_settings, remove_instance
-    from jobrunner.run.loader import discover
-
     if args.action == "list":
         return _list(args)
-    from jobrunner.instances import check_instance_name
 
-    check_instance_name(args.name)  # before anything is imported or read: exit 64
+    check_instance_name(args.name)  # before anything is read: exit 64
     settings = parse_settings(args.settings) if args.action == "add" else {}
     group = find_group(discover(args.package), args.group, args.package)
     try:
@@ -104,8 +106,6 @@ def main(args: argparse.Namespace) -> int:
         else:
             remove_instance(group, args.name, force=args.force, enable=not args.no_enable)
     except OSError as exc:  # the instances or tmpfiles directory missing its parent, unwritable, /proc/...
-        from jobrunner.errors import ConfigError
-
         where = exc.filename or "its files"
         raise ConfigError(f"instances {args.action}: cannot write {where}: {exc.strerror or exc}") from None
     return 0

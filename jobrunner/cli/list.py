@@ -13,9 +13,13 @@ import json
 import sys
 from typing import TYPE_CHECKING, TypedDict
 
-from jobrunner.cli import add_package_option
+from jobrunner.cli import add_package_option, format_table
 from jobrunner.errors import UsageError
+from jobrunner.instances import group_of, known_instances
+from jobrunner.run.loader import default_package, discover_report
+from jobrunner.systemd.calendar import next_elapse
 from jobrunner.timespan import format_timespan
+from jobrunner.validate import printable
 
 if TYPE_CHECKING:
     from jobrunner.declaration import Job
@@ -66,18 +70,12 @@ def _lock_text(job: Job) -> str:
 def _next_elapse(schedule: tuple[str, ...]) -> str | None:
     if not schedule:
         return None
-    try:
-        from jobrunner.systemd.calendar import next_elapse
-    except ImportError:
-        return None
     times = [t for t in (next_elapse(s) for s in schedule) if t]
     return min(times) if times else None
 
 
 def _package(args: argparse.Namespace) -> str:
     """``--package``, or the older positional PACKAGE; both, when they differ, is a usage error."""
-    from jobrunner.run.loader import default_package
-
     package: str = args.package
     old_package: str | None = args.old_package
     if old_package is None:
@@ -88,10 +86,6 @@ def _package(args: argparse.Namespace) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobrunner.instances import group_of, known_instances
-    from jobrunner.run.loader import discover_report
-    from jobrunner.validate import printable
-
     rows: list[_Row] = []
     jobs, broken = discover_report(_package(args))
     for job in jobs:
@@ -130,8 +124,5 @@ def main(args: argparse.Namespace) -> int:
         )
         for r in rows
     ]
-    shown = [tuple(printable(c) for c in line) for line in table]  # descriptions, schedules: no escapes
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *shown, strict=True)]
-    for line in (headers, *shown):
-        sys.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n")
+    sys.stdout.write(format_table([headers, *table]))  # descriptions, schedules: no escapes
     return code

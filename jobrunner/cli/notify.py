@@ -13,6 +13,9 @@ import os
 import sys
 
 from jobrunner.errors import EXIT_FAILURE, EXIT_OK, ConfigError
+from jobrunner.notify import deliver
+from jobrunner.notify.config import config_path, env_urls, load
+from jobrunner.notify.message import test_message
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -25,8 +28,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobrunner.notify.config import config_path, env_urls, load
-
     if not env_urls() and config_path() is None:
         raise ConfigError(
             "no notification URL configured: set JOBRUNNER_NOTIFY_URLS or JOBRUNNER_NOTIFY_CONFIG, "
@@ -42,8 +43,6 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not services:
         raise ConfigError(f"no notification URL has the tag(s) {', '.join(args.tag)}")
-    from jobrunner.notify import deliver
-    from jobrunner.notify.message import test_message
 
     title, body = test_message(os.uname().nodename)
     delivery = deliver(title, body, tags=tuple(args.tag), kind="test")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from jobrunner.errors import UsageError
+
 __all__ = ["HELP", "add_run_options", "bind_instance", "configure", "main", "run_declared"]
 
 HELP = "run a job: NAME or MODULE[:NAME]"
@@ -32,8 +34,6 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 def bind_instance(declared: Any, instance: str | None) -> Any:
     """The job bound to ``instance``; a usage error (exit 64) when an instantiable job gets
     none or a plain job gets one."""
-    from jobrunner.errors import UsageError
-
     if instance is None:
         if declared.instances is True:
             raise UsageError(

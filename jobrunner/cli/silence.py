@@ -15,7 +15,14 @@ import sys
 import time
 from typing import Any
 
+from jobrunner.admin.silences import known_jobs, list_silences, set_silence
 from jobrunner.cli import add_package_option
+from jobrunner.errors import ConfigError, UsageError
+from jobrunner.rules.schedule import format_age
+from jobrunner.run.loader import closest
+from jobrunner.store.state import default_state_dir
+from jobrunner.timespan import parse_timespan
+from jobrunner.validate import printable
 
 __all__ = ["HELP", "configure", "main", "resolve"]
 
@@ -37,9 +44,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def resolve(args: argparse.Namespace, root: str, command: str) -> list[str]:
     """The jobs named (or ``--all``); ``UsageError`` for neither or both, ``ConfigError`` for
     an unknown one."""
-    from jobrunner.admin.silences import known_jobs
-    from jobrunner.errors import ConfigError, UsageError
-
     if bool(args.jobs) == bool(args.all):
         raise UsageError(f"{command}: name the jobs or give --all, not both (see 'jobrunner {command} --help')")
     known = known_jobs(root, args.package)
@@ -52,7 +56,6 @@ def resolve(args: argparse.Namespace, root: str, command: str) -> list[str]:
     for name in args.jobs:
         if name not in known:
             where = f" or in package {args.package!r}" if args.package else ""
-            from jobrunner.run.loader import closest
 
             raise ConfigError(f"no job {name!r}{closest(name, known)}: no state under {root}{where}")
         if known[name] not in chosen:
@@ -65,10 +68,6 @@ def _until(ts: float) -> str:
 
 
 def _list(root: str, as_json: bool) -> int:
-    from jobrunner.admin.silences import list_silences
-    from jobrunner.rules.schedule import format_age
-    from jobrunner.validate import printable
-
     now = time.time()
     rows: list[dict[str, Any]] = list_silences(root, now, warn=lambda why: print(printable(why), file=sys.stderr))
     if as_json:
@@ -85,11 +84,6 @@ def _list(root: str, as_json: bool) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobrunner.admin.silences import set_silence
-    from jobrunner.errors import UsageError
-    from jobrunner.store.state import default_state_dir
-    from jobrunner.timespan import parse_timespan
-
     root = args.state_dir or default_state_dir()
     if args.list:
         if args.jobs or args.all or args.span:

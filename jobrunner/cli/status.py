@@ -24,12 +24,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Any
 
-from jobrunner.cli import add_package_option
+from jobrunner.cli import add_package_option, format_table
+from jobrunner.errors import ConfigError
+from jobrunner.fleet.stream import check_fleet, fleet_view, matrix
+from jobrunner.instances import expand_instances
+from jobrunner.observe.statuspage import collect, judge_schedules, render, render_fleet, write_page
+from jobrunner.rules.alerting import silence_active
+from jobrunner.rules.schedule import format_age
+from jobrunner.run.loader import closest, default_package, discover, discover_report
+from jobrunner.store.history import recorded_jobs
+from jobrunner.store.state import StateStore, default_state_dir
 
 __all__ = ["HELP", "configure", "main", "status_rows"]
 
@@ -62,18 +70,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--html", metavar="PATH", help="write the status page (one HTML file, replaced atomically)")
 
 
-def _recorded(root: str) -> list[str]:
-    try:
-        entries = sorted(os.listdir(root))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return [e for e in entries if not e.startswith(".") and os.path.exists(os.path.join(root, e, "state.json"))]
-
-
 def status_rows(root: str, names: list[str]) -> list[dict[str, Any]]:
     """One dict per job: the state's facts, ``never_ran`` or ``error`` (unreadable file)."""
-    from jobrunner.store.state import StateStore
-
     rows = []
     for name in names:
         store = StateStore(name, root)
@@ -88,7 +86,6 @@ def status_rows(root: str, names: list[str]) -> list[dict[str, Any]]:
         row.update({k: getattr(state, k) for k in _FIELDS})
         row["consecutive_failures"] = row["consecutive_failures"] or 0
         row["runs"] = row["runs"] or {}
-        from jobrunner.rules.alerting import silence_active
 
         row["silenced"] = silence_active(state)
         row["anomaly"] = state.anomaly
@@ -97,8 +94,6 @@ def status_rows(root: str, names: list[str]) -> list[dict[str, Any]]:
 
 
 def _when(value: Any, now: float) -> str:
-    from jobrunner.rules.schedule import format_age
-
     try:
         seconds = now - float(value)
     except (TypeError, ValueError):
@@ -107,9 +102,6 @@ def _when(value: Any, now: float) -> str:
 
 
 def _table(rows: list[dict[str, Any]], now: float) -> str:
-    from jobrunner.rules.schedule import format_age
-    from jobrunner.validate import printable
-
     headers = ("JOB", "LAST OUTCOME", "LAST RUN", "LAST SUCCESS", "DURATION", "FAILS")
     table = []
     for r in rows:
@@ -136,31 +128,18 @@ def _table(rows: list[dict[str, Any]], now: float) -> str:
                 str(r["consecutive_failures"]),
             )
         )
-    shown = [tuple(printable(c) for c in line) for line in table]  # recorded text: no escape reaches the terminal
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *shown, strict=True)]
-    return "".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n"
-        for line in (headers, *shown)
-    )
+    return format_table([headers, *table])  # recorded text: no escape reaches the terminal
 
 
 def _html(path: str, root: str, names: list[str], package: str | None, *, one: bool) -> int:
-    from jobrunner.observe.statuspage import collect, judge_schedules, render
-
     units: dict[str, str] = {}
     if package:
-        from jobrunner.instances import expand_instances
-        from jobrunner.run.loader import discover
-
         units = {j.name: j.unit for j in expand_instances(discover(package), root)}
     declared: dict[str, Any] = {}
     try:  # the declarations give next runs and lateness; the page is written without them too
-        from jobrunner.run.loader import default_package, discover_report
-
         declared = {j.name: j for j in discover_report(package or default_package())[0]}
     except Exception:
         declared = {}
-    from jobrunner.store.history import recorded_jobs
 
     if not one:  # jobs with a history alone (their state unwritable, say) count too
         names = sorted(set(names) | set(recorded_jobs(root)))
@@ -173,9 +152,6 @@ def _html(path: str, root: str, names: list[str], package: str | None, *, one: b
 def _write(path: str, page: str) -> None:
     """Write the page; a place it cannot be written (a missing directory, an unwritable one,
     ``/proc/...``) is one line and exit 78, never a traceback."""
-    from jobrunner.errors import ConfigError
-    from jobrunner.observe.statuspage import write_page
-
     try:
         write_page(path, page)
     except OSError as exc:
@@ -184,8 +160,6 @@ def _write(path: str, page: str) -> None:
 
 
 def _fleet(args: argparse.Namespace) -> int:
-    from jobrunner.fleet.stream import fleet_view, matrix
-
     view = fleet_view(
         parts=frozenset(("brief", "seen", "streak", "hosts"))
     )  # no last successes: no verdict here needs them
@@ -193,9 +167,6 @@ def _fleet(args: argparse.Namespace) -> int:
         view.cells = {key: c for key, c in view.cells.items() if key[1] == args.job}
         view.hosts = {h: t for h, t in view.hosts.items() if any(ho == h for ho, _ in view.cells)}
     if args.html:
-        from jobrunner.fleet.stream import check_fleet
-        from jobrunner.observe.statuspage import render_fleet
-
         now = time.time()
         _write(args.html, render_fleet(view, check_fleet(view, now=now), now=now))
         return 0
@@ -222,34 +193,22 @@ def _fleet(args: argparse.Namespace) -> int:
     if not jobs:
         sys.stdout.write("no run published to the fleet's stream yet\n")
         return 0
-    from jobrunner.validate import printable
 
-    table = [tuple(printable(c) for c in line) for line in table]  # hosts and jobs are the stream's: no escapes
-    widths = [max(len(str(x)) for x in col) for col in zip(*table, strict=True)]
-    sys.stdout.write(
-        "".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n" for line in table)
-    )
+    sys.stdout.write(format_table(table))  # hosts and jobs are the stream's: no escapes
     return 0
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobrunner.errors import ConfigError
-    from jobrunner.store.state import default_state_dir
-
     if args.fleet:
         return _fleet(args)
 
     root = args.state_dir or default_state_dir()
-    names = _recorded(root)
+    names = recorded_jobs(root)
     if args.package:
-        from jobrunner.instances import expand_instances
-        from jobrunner.run.loader import discover
-
         names = sorted(set(names) | {j.name for j in expand_instances(discover(args.package), root)})
     if args.job:
         if args.job not in names:
             where = f" or in package {args.package!r}" if args.package else ""
-            from jobrunner.run.loader import closest
 
             raise ConfigError(f"no job {args.job!r}{closest(args.job, names)}: no state under {root}{where}")
         names = [args.job]

@@ -19,6 +19,10 @@ from pathlib import Path
 
 from jobrunner.cli import add_package_option
 from jobrunner.errors import ConfigError
+from jobrunner.unitgen.install import install, uninstall
+from jobrunner.unitgen.render import DEFAULT_PYTHON, merge_shared, render_all
+from jobrunner.unitgen.verify import verify_dir
+from jobrunner.unitgen.write import write_rendered
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -59,9 +63,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from jobrunner.unitgen.render import DEFAULT_PYTHON, merge_shared, render_all
-    from jobrunner.unitgen.write import write_rendered
-
     files = render_all(args.package, args.jobs, python=args.python or DEFAULT_PYTHON, metrics_dir=args.metrics_dir)
     if args.out == "-":
         for rel, text in files.items():
@@ -86,8 +87,6 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from jobrunner.unitgen.verify import verify_dir
-
     scores, problems = verify_dir(args.dir, args.threshold)
     for score in scores:
         verdict = "ok" if score.ok else "OVER"
@@ -104,8 +103,6 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "verify":
         return _verify(args)
     if args.action in ("install", "uninstall"):
-        from jobrunner.unitgen.install import install, uninstall
-
         if args.action == "uninstall" and args.dir is not None:
             print(
                 f"jobrunner: uninstall removes what install recorded in its manifest under --root {args.root}, "

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+from jobrunner.admin.silences import clear_silence
 from jobrunner.cli import add_package_option
+from jobrunner.store.state import default_state_dir
 
 __all__ = ["HELP", "configure", "main"]
 
@@ -23,9 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobrunner.admin.silences import clear_silence
-    from jobrunner.cli.silence import resolve
-    from jobrunner.store.state import default_state_dir
+    from jobrunner.cli.silence import resolve  # a command imports no other command at module level
 
     root = args.state_dir or default_state_dir()
     jobs = resolve(args, root, "unsilence")

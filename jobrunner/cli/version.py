@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from jobrunner._version import __version__
+
 __all__ = ["HELP", "configure", "main"]
 
 HELP = "print the version"
@@ -14,7 +16,5 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobrunner._version import __version__
-
     print(f"jobrunner {__version__}")
     return 0

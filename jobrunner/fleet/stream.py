@@ -29,7 +29,8 @@ from itertools import repeat
 from math import isnan
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from jobrunner.store.history import RunRecord, record_of
+from jobrunner.errors import ConfigError
+from jobrunner.store.history import RunRecord, outcome_matches, record_of, summary
 
 if TYPE_CHECKING:
     from jobrunner.run.model import Run
@@ -301,8 +302,6 @@ def fleet_view(
     redacted) when the URL is missing or Redis cannot be read. ``history``: the stream's
     records too (from ``since``, a Unix time, when given). ``parts``: the views to read (a
     view that needs no last runs or last successes does not read or parse them)."""
-    from jobrunner.errors import ConfigError
-
     env = os.environ if env is None else env
     url = env.get("JOBRUNNER_REDIS_URL", "").strip()
     if not url:
@@ -665,8 +664,6 @@ def matrix(data: FleetView | Sequence[RunRecord]) -> dict[tuple[str, str], dict[
     counts), its failure streak, and, where the history stream's runs of it were read, their
     number and p50/p95. (A dict per cell: for the views that show every cell; the verdicts and
     the page read ``FleetView.cells`` directly.)"""
-    from jobrunner.store.history import summary
-
     view = _as_view(data)
     runs: dict[tuple[str, str], list[RunRecord]] = {}
     for r in view.records:
@@ -782,7 +779,6 @@ def check_fleet(
     each job (a fleet singleton's current runner) and each host's last outcome."""
     from jobrunner.rules.schedule import format_age, stale_after
     from jobrunner.rules.verdict import CRITICAL, OK, WARNING, JobHealth
-    from jobrunner.store.history import outcome_matches
 
     view = _as_view(data)
     intervals = intervals or {}

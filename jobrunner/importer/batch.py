@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from jobrunner.errors import ConfigError, UsageError
+from jobrunner.importer.check import local_zone
 from jobrunner.importer.cron import Crontab, Entry, Problem, parse_crontab
 from jobrunner.importer.emit import JobSpec, spec_from_entry, unique_names
+from jobrunner.importer.guards import background, native_timers, package_root, systemd_guard, unit_exists
 from jobrunner.importer.inputs import read_input
+from jobrunner.importer.units import find_pairs, pair_name, spec_from_pair, unit_setting
 
 __all__ = ["ImportResult", "import_crontabs", "import_units", "read_input"]
 
@@ -108,8 +111,6 @@ def import_crontabs(
     (``cron-{file}``: never the name of a package's own unit); a name that is a unit in the
     unit search path under ``unit_roots`` (or in the input's package tree) is refused.
     """
-    from jobrunner.importer.guards import background, native_timers, package_root, systemd_guard, unit_exists
-
     result = ImportResult()
     found: list[tuple[Entry, int, str]] = []
     roots = list(unit_roots)
@@ -195,8 +196,6 @@ def import_crontabs(
 
 def import_units(paths: Sequence[str]) -> ImportResult:
     """Pair the timers and services among ``paths`` and convert each pair."""
-    from jobrunner.importer.units import find_pairs, pair_name, spec_from_pair, unit_setting
-
     result = ImportResult()
     pairs, problems = find_pairs(paths)
     result.problems.extend(problems)
@@ -229,8 +228,6 @@ def check_window(start: str | None, days: int) -> tuple[dt.datetime, dt.datetime
 
 
 def zone_named(name: str | None) -> ZoneInfo:
-    from jobrunner.importer.check import local_zone
-
     if not name:
         return local_zone()
     try:

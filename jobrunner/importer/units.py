@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from jobrunner.importer.cron import Problem
-from jobrunner.importer.emit import _HARDENING_NOTE, JobSpec, _dict_source, _Source, literal
+from jobrunner.importer.emit import _HARDENING_NOTE, JobSpec, Setting, _dict_source, _Source, literal
+from jobrunner.importer.inputs import read_input  # bounded, regular files only, no control characters
 from jobrunner.timespan import format_timespan, parse_timespan
 
 __all__ = ["UnitFile", "UnitPair", "find_pairs", "read_unit", "spec_from_pair"]
@@ -162,8 +163,6 @@ class UnitFile:
 
 def read_unit(path: str | os.PathLike[str]) -> UnitFile:
     """Read a unit file: comments dropped, continuation lines joined, line numbers kept."""
-    from jobrunner.importer.inputs import read_input  # bounded, regular files only, no control characters
-
     p = Path(path)
     text = read_input(str(p))
     sections: dict[str, list[tuple[str, str, int]]] = {}
@@ -501,8 +500,6 @@ def spec_from_pair(pair: UnitPair, name: str) -> tuple[JobSpec | None, list[Prob
 
 
 def _setting(key: str, value: Any) -> Any:
-    from jobrunner.importer.emit import Setting
-
     return Setting(key, literal(value))
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobrunner.timespan import format_timespan
+from jobrunner.unitgen.ownership import may_write
 
 __all__ = ["Unwrapped", "Word", "lex", "unwrap"]
 
@@ -352,8 +353,6 @@ def unwrap(command: str, *, home: str | None = None, user: str = "root") -> Unwr
         if home:
             target = re.sub(r"^(\$HOME|\$\{HOME\})(?=/)", lambda _: home, target)
         if target.startswith("/") and not any(c in target for c in "$*?[~"):
-            from jobrunner.unitgen.ownership import may_write
-
             if may_write(target, user):
                 head, log_file = match.group("head"), target
             else:

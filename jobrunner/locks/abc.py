@@ -24,7 +24,7 @@ import importlib
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 from urllib.parse import urlsplit
 
 from jobrunner.errors import ConfigError, JobrunnerError
@@ -144,6 +144,20 @@ def lease_timing(ttl: float) -> dict[str, float]:
     }
 
 
+def warn_short_ttl(job: Any, key: str, ttl: float, log: FilteringBoundLogger) -> None:
+    """``lock.ttl_short`` when the job's ``kill_grace`` does not fit in what a lost lease
+    leaves to stop it (``stop_budget``, ttl/3)."""
+    kill_grace = float(getattr(job, "kill_grace", 0) or 0)
+    if kill_grace >= lease_timing(ttl)["stop_budget"]:
+        log.warning(
+            "lock.ttl_short",
+            key=key,
+            ttl_s=ttl,
+            kill_grace_s=kill_grace,
+            hint="a lost lease leaves ttl/3 to stop the job: make ttl at least 3 × (kill_grace + cleanup time)",
+        )
+
+
 def redact_line(text: str) -> str:
     return " ".join(default_redactor().redact(text).split())
 
@@ -173,6 +187,9 @@ class RenewedLease:
     """
 
     kind = "lease"
+    # What a failed renewal may raise and still be retried; anything else ends the renewer
+    # (the lease is then declared lost). A backend narrows it to its store's errors.
+    transient: type[Exception] | tuple[type[Exception], ...] = Exception
 
     def __init__(
         self,
@@ -216,7 +233,7 @@ class RenewedLease:
     def held(self) -> bool:
         return not self._stop.is_set() and self._lost is None
 
-    def start(self) -> RenewedLease:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -269,7 +286,7 @@ class RenewedLease:
                 self._declare_lost(f"lease {self.key} {gone}")
                 self._stop.set()
                 return
-            except Exception as exc:
+            except self.transient as exc:
                 failing_since = failing_since or sent
                 left = self.last_renewed + self.ttl - time.monotonic()
                 self._log.warning(
@@ -316,7 +333,7 @@ class RenewedLease:
             except Exception:  # pragma: no cover - closing never matters for the outcome
                 pass
 
-    def __enter__(self) -> RenewedLease:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

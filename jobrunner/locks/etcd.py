@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from jobrunner.errors import ConfigError, LockBusy
-from jobrunner.locks.abc import LeaseGone, LeaseUnavailable, RenewedLease, lease_timing, redact_line
+from jobrunner.locks.abc import LeaseGone, LeaseUnavailable, RenewedLease, lease_timing, redact_line, warn_short_ttl
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -249,14 +249,6 @@ def acquire_etcd_lease(
         on_lost=on_lost,
     )
     log.info("lock.acquired", key=key, ttl_s=ttl, fencing_token=revision, holder=holder, etcd=url)
-    kill_grace = float(getattr(job, "kill_grace", 0) or 0)
-    if kill_grace >= timing["stop_budget"]:
-        log.warning(
-            "lock.ttl_short",
-            key=key,
-            ttl_s=ttl,
-            kill_grace_s=kill_grace,
-            hint="a lost lease leaves ttl/3 to stop the job: make ttl at least 3 × (kill_grace + cleanup time)",
-        )
+    warn_short_ttl(job, key, ttl, log)
     lease.start()
     return lease

@@ -19,15 +19,14 @@ import errno
 import fcntl
 import os
 import stat
-import time
 from typing import Any
 
 from jobrunner.errors import ConfigError, LockBusy
+from jobrunner.files import _OPEN_DIR, poll_bounded
 
 __all__ = ["FileLock", "SlotLock", "default_lock_dir", "lock_holders", "lock_path"]
 
 SYSTEM_LOCK_DIR = "/run/lock/jobrunner"
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def default_lock_dir() -> str:
@@ -270,17 +269,11 @@ class FileLock:
         """Take the lock; wait up to ``wait`` seconds (``None``/0: not at all); else ``LockBusy``."""
         if self._fd is not None:
             return self
-        deadline = time.monotonic() + (self.wait or 0.0)
-        delay = 0.01
-        while True:
-            if self._try_once():
-                return self
-            if time.monotonic() >= deadline:
-                kind = "shared" if self.shared else "exclusive"
-                waited = f" after waiting {self.wait:g}s" if self.wait else ""
-                raise LockBusy(f"{kind} lock {self.path} is held by another run{waited}", self.path)
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 0.2)
+        if poll_bounded(self._try_once, self.wait or 0.0, delay=0.01, max_delay=0.2):
+            return self
+        kind = "shared" if self.shared else "exclusive"
+        waited = f" after waiting {self.wait:g}s" if self.wait else ""
+        raise LockBusy(f"{kind} lock {self.path} is held by another run{waited}", self.path)
 
     def release(self) -> None:
         """Drop the lock (closing the descriptor releases the flock). The file stays."""
@@ -331,21 +324,10 @@ class SlotLock:
     def acquire(self, on_wait: Any = None) -> SlotLock:
         if self.held is not None:
             return self
-        if self._try_all():
+        if poll_bounded(self._try_all, self.wait, delay=0.01, max_delay=0.2, on_wait=on_wait):
             return self
-        if on_wait is not None:
-            on_wait()
-        deadline = None if self.wait is None else time.monotonic() + self.wait
-        delay = 0.01
-        while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                waited = f" after waiting {self.wait:g}s" if self.wait else ""
-                raise LockBusy(f"all {self.slots} slots of {self.name} are taken{waited}", self.pattern)
-            time.sleep(delay if left is None else min(delay, left))
-            delay = min(delay * 2, 0.2)
-            if self._try_all():
-                return self
+        waited = f" after waiting {self.wait:g}s" if self.wait else ""
+        raise LockBusy(f"all {self.slots} slots of {self.name} are taken{waited}", self.pattern)
 
     def release(self) -> None:
         held, self.held = self.held, None

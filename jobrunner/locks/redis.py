@@ -30,14 +30,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from jobrunner.errors import ConfigError, LockBusy
-from jobrunner.locks.abc import LeaseUnavailable
-from jobrunner.locks.resp import Connection, RespError, park, parse_redis_url
+from jobrunner.locks.abc import LeaseGone, LeaseUnavailable, RenewedLease, lease_timing, warn_short_ttl
+from jobrunner.locks.resp import Connection, RespError, key_prefix, park, parse_redis_url
 from jobrunner.redact import default_redactor
 
 # What the lease's calls raise: Redis unreachable or silent (OSError: refused, reset, timed
@@ -47,7 +46,7 @@ RedisError = (RespError, OSError)
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
-__all__ = ["ForeignLease", "RedisLease", "RedisUnavailable", "acquire_redis_lock", "lease_timing", "redis_url"]
+__all__ = ["ForeignLease", "RedisLease", "RedisUnavailable", "acquire_redis_lock", "redis_url"]
 
 URL_ENV = "JOBRUNNER_REDIS_URL"
 KEY_PREFIX = "jobrunner:lock:"
@@ -74,27 +73,6 @@ def redis_url(spec: Any) -> str:
             raise ConfigError(f"{URL_ENV}: use a redis://, rediss:// or unix:// URL")
         return url
     return str(spec.redis)
-
-
-def lease_timing(ttl: float) -> dict[str, float]:
-    """The lease's clock, all derived from the TTL (seconds).
-
-    - ``renew_every``: ttl/3 between successful renewals;
-    - ``op_timeout``: connect and socket timeout of each Redis call (ttl/10, 0.1–2 s), so a
-      dead Redis costs at most ``2 × op_timeout`` per attempt;
-    - ``lost_after``: 2/3 ttl after the start of the last successful renewal (or of the
-      acquisition), minus one attempt's worst case: past that the lease is declared lost;
-    - ``stop_budget``: what remains (≥ ttl/3) for the runner to stop the job before the key
-      can expire in Redis.
-    """
-    op = min(2.0, max(0.1, ttl / 10))
-    return {
-        "renew_every": ttl / 3,
-        "op_timeout": op,
-        "retry_every": max(op, min(1.0, ttl / 10)),
-        "lost_after": ttl * 2 / 3,
-        "stop_budget": ttl / 3,
-    }
 
 
 class _FiringRan(Exception):
@@ -236,8 +214,8 @@ class _FencedLock:
         return True
 
 
-class RedisLease:
-    """A held lease: renewed in the background until ``release()``.
+class RedisLease(RenewedLease):
+    """A held lease: renewed in the background until ``release()`` (``RenewedLease``'s clock).
 
     Timing (``T`` = ttl, monotonic clock; ``lease_timing``): the key's expiry is reset to ``T``
     every ``T/3``. Each renewal is timed from the moment its command was *sent*, so the key
@@ -245,12 +223,16 @@ class RedisLease:
     are retried often; once ``sent + 2T/3`` would be passed before the next attempt could end,
     ``on_lost`` is called: the runner then has ``T/3`` to stop the job before any other server
     can acquire the key. A renewal answered "not your token" (key expired, deleted, taken over,
-    Redis restarted empty) calls ``on_lost`` at once.
+    Redis restarted empty) calls ``on_lost`` at once; any other error than Redis's stops the
+    renewer and calls it too.
 
     After the loss is declared the renewer keeps extending if Redis answers again, so a slow
     stop is covered whenever it can be; ``release()`` deletes the key only if the token still
     matches (redis-py's compare-and-delete).
     """
+
+    kind = "redis"
+    transient = RedisError  # a renewal failing so is retried; anything else ends the renewer
 
     def __init__(
         self,
@@ -262,101 +244,34 @@ class RedisLease:
         log: FilteringBoundLogger,
         on_lost: Callable[[str], None],
     ) -> None:
+        assert lock.fencing_token is not None  # granted
+        super().__init__(
+            key=key,
+            ttl=ttl,
+            holder=lock.token,
+            fencing_token=lock.fencing_token,
+            granted_at=lock.granted_at,
+            log=log,
+            on_lost=on_lost,
+        )
         self._lock = lock
-        self.key = key
-        self.ttl = ttl
-        self.holder = lock.token
-        self.fencing_token = lock.fencing_token
         self.url = url
-        self._log = log
-        self._on_lost = on_lost
-        self._timing = lease_timing(ttl)
-        self.acquired_at = lock.granted_at
-        self.last_renewed = lock.granted_at  # when the last successful SET/extend was *sent*
-        self.lost: str | None = None
-        self.renewals = 0
-        self._stop = threading.Event()
-        self._released = False
-        self._thread = threading.Thread(target=self._renew_loop, name="jobrunner-lease", daemon=True)
 
     @property
     def held(self) -> bool:
         """False as soon as the lease may have been lost: declared lost, released, or not
         renewed for ``2/3 ttl`` by this process's clock (a holder paused past that, by SIGSTOP
         or a C call holding the GIL, sees False at once, before its renewer could say so)."""
-        if self._stop.is_set() or self.lost is not None:
-            return False
-        return time.monotonic() < self.last_renewed + self._timing["lost_after"]
+        return super().held and time.monotonic() < self.last_renewed + self._timing["lost_after"]
 
-    @property
-    def name(self) -> str:
-        """The lease's Redis key (``jobrunner.types.HeldLock``)."""
-        return self.key
-
-    def start(self) -> RedisLease:
-        self._thread.start()
-        return self
-
-    def _declare_lost(self, reason: str) -> None:
-        if self.lost is None:
-            self.lost = reason
-            try:
-                self._on_lost(reason)
-            except Exception as exc:  # pragma: no cover - the runner's callback only sets a flag and signals
-                self._log.error(
-                    "lock.lost_callback_failed", key=self.key, error=_redact(f"{type(exc).__name__}: {exc}")
-                )
-
-    def _renew_loop(self) -> None:
+    def _renew(self) -> None:
         try:
-            self._renew_until_stopped()
-        except Exception as exc:  # a renewer that died would let the lease expire under a running job
-            self._declare_lost(_redact(f"lease {self.key} renewer failed: {type(exc).__name__}: {exc}"))
-
-    def _renew_until_stopped(self) -> None:
-        t = self._timing
-        attempt_worst = 2 * t["op_timeout"]
-        failing_since: float | None = None
-        while True:
-            now = time.monotonic()
-            due = self.last_renewed + t["renew_every"] if failing_since is None else now + t["retry_every"]
-            lost_at = self.last_renewed + t["lost_after"]
-            if self.lost is None and failing_since is not None:
-                due = min(due, lost_at - attempt_worst)
-            if self._stop.wait(max(0.0, due - now)):
-                return
-            if self.lost is None and time.monotonic() + attempt_worst >= lost_at:
-                self._declare_lost(
-                    f"lease {self.key} not renewed for {time.monotonic() - self.last_renewed:.1f}s "
-                    f"(ttl {self.ttl:g}s): stopping before it can expire"
-                )
-            sent = time.monotonic()
-            try:
-                self._lock.extend(self.ttl, replace_ttl=True)
-            except _NotOwned:
-                holder = self._current_holder()
-                why = f"taken over by {holder}" if holder else "gone (expired, deleted, or Redis restarted empty)"
-                self._declare_lost(f"lease {self.key} {why}")
-                self._stop.set()
-                return
-            except RedisError as exc:
-                failing_since = failing_since or sent
-                left = self.last_renewed + self.ttl - time.monotonic()
-                self._log.warning(
-                    "lock.renew_failed",
-                    key=self.key,
-                    error=_redact(f"{type(exc).__name__}: {exc}"),
-                    expires_in_s=round(max(left, 0.0), 2),
-                    lost=self.lost is not None or None,
-                )
-                continue
-            self.last_renewed = sent
-            self.renewals += 1
-            if failing_since is not None:
-                self._log.info("lock.renewed", key=self.key, after_failing_s=round(sent - failing_since, 2))
-                failing_since = None
-            else:
-                self._log.debug("lock.renewed", key=self.key, ttl_s=self.ttl)
+            self._lock.extend(self.ttl, replace_ttl=True)
+        except _NotOwned:
+            holder = self._current_holder()
+            raise LeaseGone(
+                f"taken over by {holder}" if holder else "gone (expired, deleted, or Redis restarted empty)"
+            ) from None
 
     def _current_holder(self) -> str | None:
         try:
@@ -365,36 +280,14 @@ class RedisLease:
             return None
         return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
-    def release(self) -> None:
-        """Stop renewing and delete the key if it is still ours. Never raises; idempotent."""
-        if self._released:
-            return
-        self._released = True
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(2 * self._timing["op_timeout"] + 1.0)
-        held_s = round(time.monotonic() - self.acquired_at, 3)
+    def _give_back(self) -> None:
         try:
             self._lock.release()
         except _NotOwned:
-            self._log.warning("lock.release_failed", key=self.key, error="the lease was no longer ours", held_s=held_s)
-        except Exception as exc:  # Redis gone: the key expires on its own after the ttl
-            self._log.warning(
-                "lock.release_failed",
-                key=self.key,
-                error=_redact(f"{type(exc).__name__}: {exc}"),
-                expires_in_s=round(max(self.last_renewed + self.ttl - time.monotonic(), 0.0), 2),
-            )
-        else:
-            self._log.info("lock.released", key=self.key, held_s=held_s, renewals=self.renewals)
-        finally:
-            park(self._lock.redis)  # for the run's fleet record: one connection per run
+            raise LeaseGone("the lease was no longer ours") from None
 
-    def __enter__(self) -> RedisLease:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def _close(self) -> None:
+        park(self._lock.redis)  # kept open for the run's fleet record: one connection per run
 
 
 def _client(url: str, op_timeout: float) -> Connection:
@@ -427,8 +320,6 @@ def acquire_redis_lock(
     shown = _redact(url)
     ttl = float(spec.ttl_seconds)
     timing = lease_timing(ttl)
-    from jobrunner.locks.resp import key_prefix
-
     name = getattr(job, "lock_name", None) or spec.name or job.name
     prefix = key_prefix()  # root's keys, or the job's user's own namespace (an ACL's pattern)
     key = f"{prefix}lock:{name}"
@@ -471,7 +362,6 @@ def acquire_redis_lock(
     if not got:
         raise _busy(lock, key, wait, client, ttl)
     lease = RedisLease(lock, key=key, ttl=ttl, url=shown, log=log, on_lost=on_lost)
-    kill_grace = float(getattr(job, "kill_grace", 0) or 0)
     log.info(
         "lock.acquired",
         key=key,
@@ -480,14 +370,7 @@ def acquire_redis_lock(
         holder=lease.holder,
         redis=shown,
     )
-    if kill_grace >= timing["stop_budget"]:
-        log.warning(
-            "lock.ttl_short",
-            key=key,
-            ttl_s=ttl,
-            kill_grace_s=kill_grace,
-            hint="a lost lease leaves ttl/3 to stop the job: make ttl at least 3 × (kill_grace + cleanup time)",
-        )
+    warn_short_ttl(job, key, ttl, log)
     return lease.start()
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from jobrunner.redact import default_redactor
 from jobrunner.store.history import format_tail_line
+from jobrunner.validate import printable
 
 __all__ = [
     "anomaly_message",
@@ -27,8 +28,6 @@ _VERB = {"failure": "failed", "timeout": "timed out", "terminated": "was termina
 def _redact(title: str, body: str) -> tuple[str, str]:
     """Secrets out, and control characters a job's text may carry shown, not sent (a title is
     one line; a body keeps its newlines)."""
-    from jobrunner.validate import printable
-
     redactor = default_redactor()
     return printable(redactor.redact(title)), printable(redactor.redact(body), keep_newlines=True)
 

@@ -34,7 +34,15 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from jobrunner.errors import ConfigError
+from jobrunner.errors import ConfigError, UsageError
+from jobrunner.instances import check_instance_name
+from jobrunner.notify import notify_throttled
+from jobrunner.redact import default_redactor
+from jobrunner.rules.alerting import alert_of_record, failure_due, silence_active
+from jobrunner.run.hooks import notify_configured
+from jobrunner.store.history import format_tail_line, read_history
+from jobrunner.store.state import StateStore, default_state_dir
+from jobrunner.systemd.systemctl import SystemctlError, show_units
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -103,8 +111,6 @@ def _run(argv: list[str], timeout: float = 15) -> tuple[str | None, str]:
 def unit_state(unit: str) -> tuple[dict[str, str], str]:
     """``systemctl show`` of the unit as a dict (``systemd.systemctl``, the one reader), and why
     it is empty when it is."""
-    from jobrunner.systemd.systemctl import SystemctlError, show_units
-
     try:
         return show_units([unit], PROPS)[unit], ""
     except SystemctlError as exc:
@@ -113,8 +119,6 @@ def unit_state(unit: str) -> tuple[dict[str, str], str]:
 
 def journal_tail(unit: str, invocation: str, lines: int = 50) -> tuple[list[str], str]:
     """The unit's last journal lines (of that invocation when known), formatted."""
-    from jobrunner.store.history import format_tail_line
-
     match = [f"_SYSTEMD_INVOCATION_ID={invocation}"] if invocation else ["-u", unit]
     out, why = _run(["journalctl", "--no-pager", "-o", "json", "-n", str(lines), *match])
     if out is None:
@@ -152,9 +156,6 @@ def job_of_unit(props: dict[str, str]) -> str | None:
     instance is the unit's own (``Id=``), a valid instance name. A unit with more than one
     entry (``wp-backup`` also has the shared ``jobrunner/keys``; systemd lists them sorted)
     runs the one named like the unit (``wp_backup`` for ``wp-backup``), else the first."""
-    from jobrunner.errors import UsageError
-    from jobrunner.instances import check_instance_name
-
     unit_id = props.get("Id", "")
     unit_instance = _unit_instance(unit_id)
     candidates = []
@@ -207,8 +208,6 @@ def find_job_state(root: str, props: dict[str, str]) -> tuple[str | None, JobSta
     """The job's name and state for this failed unit, when it is a jobrunner job whose state
     can be trusted (its directory belongs to the unit's user) and knows this invocation
     (``None`` otherwise); and why it was not used, when that is worth saying."""
-    from jobrunner.store.state import StateStore
-
     job = job_of_unit(props)
     invocation = props.get("InvocationID", "")
     if job is None or not invocation:
@@ -260,8 +259,6 @@ def _message(
     condition: str = "",
     why_due: str = "",
 ) -> tuple[str, str]:
-    from jobrunner.redact import default_redactor
-
     reason = _reason(props) if props else "state unknown"
     title = f"💀 {unit} failed on {host} ({reason})"
     if condition == "silence-ended":
@@ -296,10 +293,6 @@ def handle_failed_unit(unit: str, lines: int = 50) -> Handled:
 
     Raises ``ConfigError`` when no notification URL is configured.
     """
-    from jobrunner.notify import notify_throttled
-    from jobrunner.run.hooks import notify_configured
-    from jobrunner.store.state import default_state_dir
-
     if not notify_configured():
         raise ConfigError(
             f"alert {unit}: no notification URL configured (JOBRUNNER_NOTIFY_URLS, JOBRUNNER_NOTIFY_CONFIG)"
@@ -344,8 +337,6 @@ def _rules(
     silence is in force, and the change that folds a run the runner did not finish into the
     state (``None`` when the runner recorded it). The state was trusted by ``find_job_state``
     (its directory belongs to the unit's user), so its silence is too."""
-    from jobrunner.rules.alerting import alert_of_record, failure_due, silence_active
-
     unfinished = state.last_run_id != invocation
     fold: Callable[[JobState], None] | None = None
     if unfinished:
@@ -374,8 +365,6 @@ def _rules(
     failures = (state.consecutive_failures or 0) + (1 if unfinished else 0)
 
     def recent(n: int) -> list[Any]:
-        from jobrunner.store.history import read_history
-
         return read_history(root, job, last=n).records
 
     due, why = failure_due(alert, failures=failures, recent=recent, extra_failure=unfinished)
@@ -385,8 +374,6 @@ def _rules(
 def _update(job: str, root: str, *changes: Any) -> str:
     """Record in the job's state (the store keeps the file the job user's, by descriptor);
     why it could not, or ``""``."""
-    from jobrunner.store.state import StateStore
-
     store = StateStore(job, root)
     said: list[str] = []
     store.try_apply(*changes, report=lambda why: said.append(f"could not record in {store.path}: {why}"))

@@ -53,7 +53,15 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobrunner.rules.alerting import (
+    FLAP_HISTORY,
+    alert_of_record,
+    is_flapping,
+    silence_active,
+    silence_text,
+)
 from jobrunner.rules.schedule import GRACE_FRACTION, ITERATIONS, MIN_GRACE, expected_interval, format_age, stale_after
+from jobrunner.rules.skips import SKIPS_WITHOUT_SCHEDULE, describe_skipping
 from jobrunner.rules.verdict import (
     CONDITIONS,
     CRITICAL,
@@ -66,6 +74,12 @@ from jobrunner.rules.verdict import (
     overall,
     worst,
 )
+from jobrunner.store.history import read_history
+from jobrunner.store.state import StateStore, default_state_dir
+from jobrunner.systemd import systemctl  # show_units by its module: tests/test_health.py replaces it
+from jobrunner.systemd.calendar import normalize
+from jobrunner.systemd.systemctl import SystemctlError, systemd_running, timestamp
+from jobrunner.timespan import parse_timespan
 
 if TYPE_CHECKING:
     from jobrunner.store.state import JobState
@@ -166,8 +180,6 @@ def check_jobs(
 ) -> list[JobHealth]:
     """Judge each job (a declared ``Job``); see the module docstring for the rules."""
     _INTERVALS.clear()  # one check's memo (its ``now``), never a long-lived process's
-    from jobrunner.store.state import StateStore
-    from jobrunner.systemd.systemctl import SystemctlError, show_units, systemd_running
 
     now = time.time() if now is None else now
     systemd = systemd_running() if systemd is None else systemd
@@ -176,7 +188,7 @@ def check_jobs(
     if systemd:
         names = [f"{j.unit}.{kind}" for j in jobs for kind in ("timer", "service")]
         try:
-            units = show_units(names, sorted(set(TIMER_PROPS + SERVICE_PROPS)))
+            units = systemctl.show_units(names, sorted(set(TIMER_PROPS + SERVICE_PROPS)))
         except SystemctlError as exc:
             systemctl_error = str(exc)
     results = []
@@ -214,8 +226,6 @@ def _judge(
     fail_threshold: int,
     state_root: str | None = None,
 ) -> None:
-    from jobrunner.systemd.systemctl import timestamp
-
     timer = units.get(f"{job.unit}.timer") if units is not None and job.schedule else None
     service = units.get(f"{job.unit}.service") if units is not None else None
     if not h.facts["systemd"]:
@@ -283,7 +293,6 @@ def _judge_skips(h: JobHealth, job: Any, state: JobState, now: float) -> None:
     jobs carry it in their staleness reason; unscheduled ones warn after a few skips in a row."""
     if not state.skipped_since:
         return
-    from jobrunner.rules.skips import SKIPS_WITHOUT_SCHEDULE, describe_skipping
 
     text = describe_skipping(state, now)
     holder = state.skip_holder or {}
@@ -338,10 +347,6 @@ def _judge_state(h: JobHealth, state: JobState, now: float, fail_threshold: int)
 def _judge_alerting(h: JobHealth, job: Any, state: JobState, now: float, root: str | None) -> None:
     """Running long, flapping, a duration out of the ordinary, and last a silence (which caps
     what was found at WARNING, and is never OK with a problem)."""
-    from jobrunner.rules.alerting import FLAP_HISTORY, alert_of_record, is_flapping, silence_active
-    from jobrunner.store.history import read_history
-    from jobrunner.store.state import default_state_dir
-
     alert = alert_of_record(state.alert) if state.alert else getattr(job, "alert", None)
     h.facts["alert"] = alert.record() if alert is not None else None
     running = state.running
@@ -368,7 +373,6 @@ def _judge_alerting(h: JobHealth, job: Any, state: JobState, now: float, root: s
     if not trusted:
         h.notes.append(f"a silence is recorded but ignored: {why}")
         return
-    from jobrunner.rules.alerting import silence_text
 
     h.facts["silence"] = silence
     text = silence_text(silence, now)
@@ -384,8 +388,6 @@ def _silence_trusted(job: Any, root: str | None) -> tuple[bool, str]:
     """A silence counts only from a state directory that belongs to the job's user or root:
     another user's planted silence must not quiet a check."""
     import pwd
-
-    from jobrunner.store.state import StateStore
 
     try:
         owner = StateStore(job.name, root).owner()
@@ -408,8 +410,6 @@ def timer_calendars(value: str | None) -> list[str]:
 
 
 def _seconds(span: str | None) -> float | None:
-    from jobrunner.timespan import parse_timespan
-
     try:
         return parse_timespan(span) if span else None
     except ValueError:
@@ -425,7 +425,6 @@ def _schedule(h: JobHealth, job: Any) -> tuple[Sequence[str], float | None]:
         return job.schedule, job.jitter
     h.facts["schedule_source"] = "timer"
     calendars, jitter = timer["calendar"], timer.get("randomized_delay_s")
-    from jobrunner.systemd.calendar import normalize
 
     try:
         declared = sorted(normalize(spec) for spec in job.schedule)

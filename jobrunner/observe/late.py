@@ -32,7 +32,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from jobrunner import validate
+from jobrunner.files import atomic_write, read_regular_file
+from jobrunner.notify import deliver
 from jobrunner.notify.memory import Sent, due, end, held, load, sent
+from jobrunner.notify.throttle import repeat_window
+from jobrunner.rules.schedule import format_age
 
 __all__ = ["MEMORY_NAME", "notify_late"]
 
@@ -41,8 +46,6 @@ MAX_MEMORY_BYTES = 1 << 20
 
 
 def _load(path: str) -> dict[str, Sent]:
-    from jobrunner.files import read_regular_file
-
     try:
         data = read_regular_file(path, limit=MAX_MEMORY_BYTES, owner=os.geteuid())
     except FileNotFoundError:
@@ -51,7 +54,6 @@ def _load(path: str) -> dict[str, Sent]:
         if exc.errno == errno.EFBIG:
             raise OSError(f"{path}: larger than {MAX_MEMORY_BYTES} bytes") from None
         raise OSError(f"{path}: not a regular file of this user's") from None
-    from jobrunner import validate
 
     try:
         doc = validate.loads(data)
@@ -67,7 +69,6 @@ def _load(path: str) -> dict[str, Sent]:
 
 
 def _save(path: str, memory: Mapping[str, Sent]) -> None:
-    from jobrunner.files import atomic_write
     from jobrunner.notify.memory import to_json
 
     atomic_write(path, json.dumps(to_json(memory), sort_keys=True).encode(), 0o600)
@@ -84,10 +85,6 @@ def notify_late(
 ) -> list[str]:
     """Tell of the late jobs among ``results`` (``jobrunner.observe.health.JobHealth``) and of those
     told before that started again; returns one line per notification sent or failed."""
-    from jobrunner.notify import deliver
-    from jobrunner.notify.throttle import repeat_window
-    from jobrunner.rules.schedule import format_age
-
     now = time.time() if now is None else now
     host = host or os.uname().nodename
     repeat = repeat_window(env)

@@ -30,7 +30,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobrunner.store.history import STATS_WINDOW, RunRecord, failure_streak, percentile, read_history, recorded_jobs
+from jobrunner.files import atomic_write
+from jobrunner.fleet.stream import _as_view
+from jobrunner.redact import default_redactor
+from jobrunner.rules.alerting import silence_active
+from jobrunner.rules.schedule import expected_interval, format_age, stale_after
+from jobrunner.rules.verdict import NAMES, OK
+from jobrunner.store.history import (
+    STATS_WINDOW,
+    RunRecord,
+    failure_streak,
+    outcome_matches,
+    percentile,
+    read_history,
+    recorded_jobs,
+)
+from jobrunner.store.state import StateStore
+from jobrunner.systemd.calendar import next_elapse_datetime
+from jobrunner.systemd.systemctl import SystemctlError, show_units, systemd_running, timestamp
 from jobrunner.validate import printable
 
 __all__ = ["JobView", "collect", "judge_schedules", "render", "render_fleet", "write_page"]
@@ -77,14 +94,6 @@ class JobView:
         return failure_streak(self.records)
 
 
-def _state_jobs(root: str) -> list[str]:
-    try:
-        entries = sorted(os.listdir(root))
-    except OSError:
-        return []
-    return [e for e in entries if not e.startswith(".") and os.path.lexists(os.path.join(root, e, "state.json"))]
-
-
 def collect(
     root: str,
     names: Sequence[str] | None = None,
@@ -95,10 +104,8 @@ def collect(
     """The views of ``names`` (default: every job with a history or a state under ``root``).
     ``units`` maps a job to its unit name (default: the name with ``_`` as ``-``); the next
     runs come from systemd when it runs (``systemd`` forces the answer)."""
-    from jobrunner.store.state import StateStore
-
     if names is None:
-        names = sorted(set(recorded_jobs(root)) | set(_state_jobs(root)))
+        names = recorded_jobs(root)
     views = []
     for name in names:
         read = read_history(root, name, last=STATS_WINDOW)
@@ -114,7 +121,6 @@ def collect(
                 view.running_since = float(since)
             view.state_outcome = state.last_outcome
             view.state_when = state.last_start
-            from jobrunner.rules.alerting import silence_active
 
             silence = silence_active(state)
             view.silenced_until = float(silence["until"]) if silence is not None else None
@@ -126,8 +132,6 @@ def collect(
 
 
 def _next_runs(views: list[JobView], units: Mapping[str, str], systemd: bool | None) -> None:
-    from jobrunner.systemd.systemctl import SystemctlError, show_units, systemd_running, timestamp
-
     if not views or not (systemd_running() if systemd is None else systemd):
         return
     unit = {v.name: units.get(v.name) or v.name.replace("_", "-") for v in views}
@@ -151,8 +155,6 @@ def judge_schedules(views: Sequence[JobView], jobs: Mapping[str, Any], now: floa
     schedule where systemd gave none (as ``jobrunner list``), and ``late`` when its last start
     (or skip) is older than ``stale_after`` (the rule ``health`` uses). ``systemd-analyze``
     missing or refusing: nothing is added, never an error."""
-    from jobrunner.rules.schedule import expected_interval, format_age, stale_after
-
     now = time.time() if now is None else now
     memo: dict[Any, Any] = {}
     for view in views:
@@ -162,8 +164,6 @@ def judge_schedules(views: Sequence[JobView], jobs: Mapping[str, Any], now: floa
         key = (tuple(job.schedule), job.jitter)
         if key not in memo:
             try:
-                from jobrunner.systemd.calendar import next_elapse_datetime
-
                 upcoming = next_elapse_datetime(job.schedule, base=now)
                 memo[key] = (upcoming.timestamp() if upcoming else None, expected_interval(job.schedule, job.jitter))
             except Exception:  # CalendarError: no systemd-analyze here
@@ -339,8 +339,6 @@ def _when(when: float | None, now: float, mark: str = "") -> str:
 
 def _judge(view: JobView) -> tuple[str, str, str, str]:
     """(rank key, state cell HTML, its one-line note, the note's class) of a view."""
-    from jobrunner.redact import default_redactor
-
     redact = default_redactor().redact
     last = view.last
     newest = view.records[-1] if view.records else None
@@ -450,8 +448,6 @@ def _from_unit(run_id: str) -> bool:
 
 
 def _details(view: JobView, now: float) -> str:
-    from jobrunner.redact import default_redactor
-
     redact = default_redactor().redact
     items = []
     for r in reversed(view.records[-RECENT_RUNS:]):
@@ -512,8 +508,6 @@ def write_page(path: str, page: str) -> None:
     """Replace ``path`` atomically with ``page`` (0644: the web server's user reads it), through
     parents opened without following another user's symlink (``files.atomic_write``); an
     ``OSError`` says why it could not (the command turns it into one line, exit 78)."""
-    from jobrunner.files import atomic_write
-
     atomic_write(path, page.encode(), PAGE_MODE)
 
 
@@ -528,10 +522,6 @@ def render_fleet(records: Any, verdicts: Sequence[Any] = (), *, now: float | Non
     failure streak; then the hosts, those that stopped reporting marked (``verdicts``:
     ``jobrunner.fleet.stream.check_fleet``'s). Past ``FLEET_COLUMNS`` hosts, failing and silent
     hosts come first and the others are summarised per job, so the page stays small at 1,000."""
-    from jobrunner.fleet.stream import _as_view
-    from jobrunner.rules.verdict import NAMES, OK
-    from jobrunner.store.history import outcome_matches
-
     now = time.time() if now is None else now
     view = _as_view(records)
     # (host, job) -> the cell: its last run's outcome and start (a skip's time when it only

@@ -44,6 +44,7 @@ from jobrunner.run.hooks import call_hooks, load_hooks
 from jobrunner.run.interrupts import CleanupTimeout, Signals, Watchdog
 from jobrunner.run.logs import capture_output, configure_logging
 from jobrunner.run.model import Run, RunOptions, RunResult
+from jobrunner.store.history import read_history
 from jobrunner.store.state import LOCK_WAIT_S as STATE_LOCK_WAIT_S
 from jobrunner.store.state import JobState, StateStore, default_state_dir
 
@@ -470,8 +471,6 @@ def _judge_duration(run: Run) -> None:
         return
 
     def baseline() -> list[float]:  # read only for slower_than_p95
-        from jobrunner.store.history import read_history
-
         records = read_history(run.store.root, run.job.name, last=200).records
         return [r.duration_s for r in records if r.outcome == "success" and r.run_id != run.run_id]
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
+from jobrunner.errors import ConfigError
 from jobrunner.redact import Redactor
 from jobrunner.store.history import format_tail_line
 
@@ -551,12 +552,8 @@ def configure_logging(
         fmt = "console" if fd is not None and _isatty(fd) else "json"
     level = (level or os.environ.get("JOBRUNNER_LOG_LEVEL") or "info").lower()
     if level not in _LEVELS:
-        from jobrunner.errors import ConfigError
-
         raise ConfigError(f"log level {level!r}: use debug, info, warning or error (JOBRUNNER_LOG_LEVEL)")
     if fmt not in ("json", "console"):
-        from jobrunner.errors import ConfigError
-
         raise ConfigError(f"log format {fmt!r}: use json or console (--log-format, JOBRUNNER_LOG_FORMAT)")
     sink = LineSink(fd=fd, file_path=file_path)
     console = None

@@ -39,6 +39,7 @@ from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from jobrunner._record import record
+from jobrunner.files import _OPEN_DIR, atomic_write
 from jobrunner.store.state import FILE_MODE, _flock_bounded
 from jobrunner.validate import MAX_DURATION_S as _MAX_DURATION
 from jobrunner.validate import MAX_TEXT as _MAX_TEXT
@@ -73,7 +74,6 @@ MAX_TAIL_LINES = 20  # output lines kept for a failure
 MAX_TAIL_LINE = 300
 LOCK_WAIT_S = 2.0  # compaction waits this long for the directory lock, then gives up (next run)
 _SLACK = 1.25
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _STR_FIELDS = ("job", "host", "run_id", "outcome")
 _OUTCOMES_OK = ("success", "skipped")
 _OK_SUCCESS, _OK_SKIPPED = b'"outcome":"success"', b'"outcome":"skipped"'
@@ -258,8 +258,6 @@ def append(
 
 
 def _compact(dfd: int, max_runs: int, max_age_s: float) -> bool:
-    from jobrunner.files import atomic_write
-
     # Compactions of the same job serialise on the directory (a flock on its descriptor: no
     # extra file); an append racing a compaction may land in the old file and be lost, which
     # the lock on the job's own runs makes rare, and which never breaks the file.
@@ -460,13 +458,36 @@ def _newest_first(data: bytes, wanted: int | None) -> Iterable[bytes]:
     yield from reversed(parts[0].split(b"\n"))
 
 
-def recorded_jobs(root: str) -> list[str]:
-    """The jobs under ``root`` with a history file."""
+def recorded_jobs(root: str, *, private: bool = False) -> list[str]:
+    """The jobs under the state directory ``root``, sorted: the one rule every view lists them
+    by (``status``, ``history``, the status page, silences). A job is an entry not named with
+    a leading dot that is a directory (a symlink is not one) holding a ``state.json`` or a
+    ``history.jsonl`` (a job with a history alone, its state unwritable, say, counts too);
+    none when ``root`` cannot be listed. ``private=True`` also counts a directory this user
+    cannot look into (another user's job: silencing it is then refused as such, not as an
+    unknown job); the views leave those out."""
     try:
         entries = sorted(os.listdir(root))
     except OSError:
         return []
-    return [e for e in entries if not e.startswith(".") and os.path.lexists(os.path.join(root, e, FILE_NAME))]
+    return [e for e in entries if not e.startswith(".") and _is_job_dir(os.path.join(root, e), private)]
+
+
+def _is_job_dir(path: str, private: bool) -> bool:
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    for name in ("state.json", FILE_NAME):
+        try:
+            os.lstat(os.path.join(path, name))
+            return True
+        except PermissionError:  # a directory this user cannot look into
+            return private
+        except OSError:
+            continue
+    return False
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

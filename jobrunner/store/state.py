@@ -36,7 +36,7 @@ from typing import Any
 from jobrunner import validate as v
 from jobrunner._record import record
 from jobrunner.errors import ConfigError
-from jobrunner.files import atomic_write, read_regular_file
+from jobrunner.files import _OPEN_DIR, atomic_write, poll_bounded, read_regular_file
 from jobrunner.validate import loads
 
 __all__ = [
@@ -54,7 +54,6 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 MAX_STATE_BYTES = 1 << 20
 LOCK_WAIT_S = 10.0
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def default_state_dir() -> str:
@@ -544,16 +543,12 @@ class StateStore:
 
 
 def _flock_bounded(fd: int, wait: float, where: str) -> None:
-    deadline = time.monotonic() + wait
-    delay = 0.005
-    while True:
+    def attempt() -> bool:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
+            return True
         except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    errno.ETIMEDOUT, f"the state lock in {where} is held by another process after {wait:g}s"
-                ) from None
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 0.1)
+            return False
+
+    if not poll_bounded(attempt, wait, delay=0.005, max_delay=0.1):
+        raise TimeoutError(errno.ETIMEDOUT, f"the state lock in {where} is held by another process after {wait:g}s")

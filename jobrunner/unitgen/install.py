@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TextIO
 
 from jobrunner.errors import ConfigError, JobrunnerError
+from jobrunner.store.state import atomic_write
 from jobrunner.unitgen.ini import GENERATED_MARK, parse_unit
 from jobrunner.unitgen.render import LOGROTATE_FILE, TMPFILES_FILE
 
@@ -173,8 +174,6 @@ def _diff(path: str, old: str | None, new: str | None) -> str:
 
 
 def _write(target: Path, text: str) -> None:
-    from jobrunner.store.state import atomic_write
-
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     atomic_write(str(target), text.encode(), 0o644)
 

@@ -49,12 +49,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jobrunner.declaration import Job
+from jobrunner.declaration import CONDITIONS, Job
 from jobrunner.errors import ConfigError
+from jobrunner.run.loader import closest, default_package, discover, load_job
 from jobrunner.systemd.calendar import invalid_schedules
 from jobrunner.timespan import format_timespan
 from jobrunner.unitgen.hardening import alert_directives, hardening_directives, under_home
 from jobrunner.unitgen.ini import GENERATED_MARK, Unit
+from jobrunner.unitgen.ownership import foreign_path
 
 __all__ = [
     "ALERT_UNIT",
@@ -191,8 +193,6 @@ def render_service(job: Job, options: RenderOptions = RenderOptions()) -> str:
         unit.add("Unit", "Wants", "network-online.target")
         unit.add("Unit", "After", "network-online.target")
     if job.condition is not None:  # the same test the runner makes by hand (a skipped run, exit 0)
-        from jobrunner.declaration import CONDITIONS
-
         unit.add("Unit", CONDITIONS[job.condition[0]], job.condition[1])
     s = "Service"
     unit.add(s, "Type", "oneshot")
@@ -356,8 +356,6 @@ def render_tmpfiles(jobs: Sequence[Job]) -> str:
 
 def check_given_paths(jobs: Iterable[Job]) -> None:
     """Refuse a non-root job's log file or write path that root would give away (one line, exit 78)."""
-    from jobrunner.unitgen.ownership import foreign_path
-
     for job in jobs:
         if _is_root(job):
             continue
@@ -490,8 +488,6 @@ def render_jobs(
 
 def select_jobs(package: str, names: Sequence[str] = ()) -> tuple[list[Job], list[Job]]:
     """(selected jobs, all jobs of ``package``). ``names``: job names, unit names or ``MODULE:NAME``."""
-    from jobrunner.run.loader import discover, load_job
-
     every = discover(package)
     if not names:
         return every, every
@@ -503,8 +499,6 @@ def select_jobs(package: str, names: Sequence[str] = ()) -> tuple[list[Job], lis
         if not match and (":" in name or "." in name):
             match = [load_job(name)]
         if not match:
-            from jobrunner.run.loader import closest
-
             have = ", ".join(j.name for j in every) or "none"
             hint = closest(name, [j.name for j in every])
             raise ConfigError(f"no job {name!r}{hint} in package {package!r} (jobs: {have})")
@@ -527,8 +521,6 @@ def render_all(
     What ``units render`` writes; a drift test compares it with the committed ``units/``.
     """
     if package is None:
-        from jobrunner.run.loader import default_package
-
         package = default_package()
     selected, every = select_jobs(package, names)
     # Named jobs: their files alone, checked alone (another job's paths are not theirs to

@@ -7,7 +7,7 @@ import os
 import textwrap
 from pathlib import Path
 
-from jobrunner.unitgen.ini import parse_unit
+from jobrunner.unitgen.ini import GENERATED_MARK, parse_unit
 
 __all__ = ["committed_units", "directives", "job_package"]
 
@@ -39,8 +39,6 @@ def directives(text: str, section: str) -> dict[str, list[str]]:
 
 def committed_units(directory: str | os.PathLike[str]) -> dict[str, str]:
     """The generated files in a committed ``units/`` directory, as ``render_all`` names them."""
-    from jobrunner.unitgen.ini import GENERATED_MARK
-
     base = Path(directory)
     found = {}
     for path in sorted(base.rglob("*")):
