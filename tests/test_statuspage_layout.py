@@ -27,7 +27,6 @@ from jobrunner.store.state import StateStore
 from .conftest import REPO, clean_env
 from .test_statuspage import browse, console_errors, png_size
 
-NOW = time.time()
 H = 3600.0
 ERROR = "CommandFailed: wp db export exited 1: mysqldump: Got error: 1045: Access denied for user 'wp'@'localhost'"
 # job -> [(seconds ago, outcome, duration)], oldest first; names of shipped jobs (their schedules)
@@ -51,7 +50,7 @@ ORDER = ("bad", "late", "silenced", "warn", "skipped", "running", "ok", "never")
 LATE_BY_DESIGN = {"wp_cron"}  # its last run is 3h ago on a 15-minute schedule
 
 
-def _aligned(runs: dict[str, list[tuple[float, str, float]]]) -> dict[str, list[tuple[float, str, float]]]:
+def _aligned(runs: dict[str, list[tuple[float, str, float]]], now: float) -> dict[str, list[tuple[float, str, float]]]:
     """The runs shifted so that each job's newest run is just after its schedule's latest elapse
     (from the shipped declaration, by ``systemd-analyze calendar``): whatever the time of day the
     test runs at, only the jobs late by design are late (a job on "04:00" whose newest run was
@@ -66,18 +65,20 @@ def _aligned(runs: dict[str, list[tuple[float, str, float]]]) -> dict[str, list[
             out[job] = seeded
             continue
         for window in (2 * H, 36 * H, 8 * 24 * H):  # a window whose elapses reach past now
-            elapses = [t.timestamp() for t in calendar_iterations(schedules[job], 600, base=NOW - window)]
-            if any(t <= NOW for t in elapses) and elapses[-1] > NOW:
+            elapses = [t.timestamp() for t in calendar_iterations(schedules[job], 600, base=now - window)]
+            if any(t <= now for t in elapses) and elapses[-1] > now:
                 break
-        latest = max(t for t in elapses if t <= NOW)
-        newest_ago = NOW - (latest + min(60.0, (NOW - latest) / 2))
+        latest = max(t for t in elapses if t <= now)
+        newest_ago = now - (latest + min(60.0, (now - latest) / 2))
         shift = seeded[-1][0] - newest_ago
         out[job] = [(ago - shift, outcome, duration) for ago, outcome, duration in seeded]
     return out
 
 
-def seed(root: Path) -> None:
-    for job, runs in _aligned(RUNS).items():
+def seed(root: Path, now: float) -> None:
+    """The runs as history and state, relative to ``now`` (taken when the page is made: the suite
+    may reach this module minutes after importing it, and a 5-minute job would look late)."""
+    for job, runs in _aligned(RUNS, now).items():
         (root / job).mkdir(parents=True)
         streak = 0
         for i, (ago, outcome, duration) in enumerate(runs):
@@ -87,7 +88,7 @@ def seed(root: Path) -> None:
                 job=job,
                 host="web1",
                 run_id=uuid.UUID(int=i + 1, version=4).hex,
-                start=NOW - ago,
+                start=now - ago,
                 duration_s=duration,
                 outcome=outcome,
                 exit_code=1 if failed else 0,
@@ -98,7 +99,7 @@ def seed(root: Path) -> None:
         last = runs[-1]
 
         def write(state: dict, last: tuple[float, str, float] = last, streak: int = streak) -> None:
-            state.update(last_start=NOW - last[0], last_outcome=last[1], consecutive_failures=streak)
+            state.update(last_start=now - last[0], last_outcome=last[1], consecutive_failures=streak)
 
         StateStore(job, str(root)).update(write)
 
@@ -123,7 +124,7 @@ document.body.setAttribute('data-probe',JSON.stringify(out));});</script>"""
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("layout")
-    seed(root / "state")
+    seed(root / "state", time.time())
     proc = subprocess.run(
         [sys.executable, "-m", "jobrunner", "silence", "php_fpm_restart", "--for", "2h", "--reason", "maintenance"],
         capture_output=True,
