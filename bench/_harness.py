@@ -116,3 +116,26 @@ def start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], int] | None:
                 proc.kill()
                 raise SystemExit("redis-server did not start") from None
             time.sleep(0.05)
+
+
+def lease_round_trip(url: str, runs: int, ttl: float) -> float:
+    """Median ms of acquiring and releasing the lease at ``url`` (its backend by the URL's
+    scheme, ``jobrunner.locks.abc``) in an already-started interpreter: the lease's own cost,
+    without the process start the paired figures include."""
+    import types
+
+    from jobrunner.declaration import Lock
+    from jobrunner.locks.abc import acquire_lease
+
+    class _Quiet:
+        def __getattr__(self, _name):
+            return lambda *a, **k: None
+
+    job = types.SimpleNamespace(name="bench_inproc", kill_grace=0.0)
+    spec, log = Lock(url=url, ttl=f"{ttl}s"), _Quiet()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        acquire_lease(job, spec, log, on_lost=lambda reason: None).release()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000

@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import types
 from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
-from _harness import compare, job_env  # noqa: E402
+from _harness import compare, job_env, lease_round_trip  # noqa: E402
 
 JOBS = {
     "etcd_locked": 'import os\nfrom jobrunner import job, Lock\n\n@job(lock=Lock(url=os.environ["BENCH_ETCD_URL"], ttl="5s"))\ndef etcd_locked(ctx):\n    pass\n',
@@ -52,28 +49,6 @@ def _start_etcd(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
     return server.proc, server.url
 
 
-def _in_process_round_trip(url: str, runs: int) -> float:
-    """Median ms of acquire_etcd_lease + release in an already-started interpreter."""
-    from jobrunner.declaration import Lock
-    from jobrunner.locks.etcd import acquire_etcd_lease
-
-    class _Quiet:
-        def __getattr__(self, _name):
-            return lambda *a, **k: None
-
-    job, spec, log = (
-        types.SimpleNamespace(name="bench_inproc", kill_grace=0.0),
-        Lock(url=url, ttl=f"{TTL}s"),
-        _Quiet(),
-    )
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        acquire_etcd_lease(job, spec, log, on_lost=lambda reason: None).release()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
@@ -94,7 +69,7 @@ def main() -> int:
                 env=env,
                 cwd=tmp,
             )
-            inproc = _in_process_round_trip(url, 200)
+            inproc = lease_round_trip(url, 200, TTL)
         finally:
             server.terminate()
             server.wait(10)

@@ -16,16 +16,14 @@ import argparse
 import math
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _harness import compare, job_env, start_redis  # noqa: E402
+from _harness import compare, job_env, lease_round_trip, start_redis  # noqa: E402
 
 JOBS = {
     "redis_locked": 'import os\nfrom jobrunner import job, Lock\n\n@job(lock=Lock(redis=os.environ["BENCH_REDIS_URL"], ttl="5s"))\ndef redis_locked(ctx):\n    pass\n',
@@ -57,28 +55,6 @@ def _start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def _in_process_round_trip(url: str, runs: int) -> float:
-    """Median ms of acquire_redis_lock + release in an already-started interpreter."""
-    from jobrunner.declaration import Lock
-    from jobrunner.locks.redis import acquire_redis_lock
-
-    class _Quiet:
-        def __getattr__(self, _name):
-            return lambda *a, **k: None
-
-    job, spec, log = (
-        types.SimpleNamespace(name="bench_inproc", kill_grace=0.0),
-        Lock(redis=url, ttl=f"{TTL}s"),
-        _Quiet(),
-    )
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        acquire_redis_lock(job, spec, log, on_lost=lambda reason: None).release()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
@@ -99,7 +75,7 @@ def main() -> int:
                 env=env,
                 cwd=tmp,
             )
-            inproc = _in_process_round_trip(url, 200)
+            inproc = lease_round_trip(url, 200, TTL)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(10)
