@@ -139,3 +139,27 @@ def lease_round_trip(url: str, runs: int, ttl: float) -> float:
         acquire_lease(job, spec, log, on_lost=lambda reason: None).release()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
+
+
+def lease_vs_file(
+    backend: str, url: str, declared: str, tmp: str, jobs: Mapping[str, str], leased: str, runs: int, ttl: float
+) -> None:
+    """Print a leased run (job ``leased``, its URL in ``$BENCH_<BACKEND>_URL``) against the
+    file-locked one (``file_locked``), paired, and the lease's in-process round trip."""
+    import sys
+
+    py = sys.executable
+    env = job_env(tmp, jobs, **{f"BENCH_{backend.upper()}_URL": url})
+    for name in jobs:  # both must succeed, or the timings mean nothing
+        code = subprocess.run([py, "-m", "jobrunner", name], env=env, cwd=tmp, capture_output=True).returncode
+        if code != 0:
+            sys.exit(f"bench/{backend}_lock.py: {name} exited {code}")
+    r = compare([py, "-m", "jobrunner", leased], [py, "-m", "jobrunner", "file_locked"], runs=runs, env=env, cwd=tmp)
+    inproc = lease_round_trip(url, 200, ttl)
+    print(f"{'run (empty job)':<40} {'wall ms':>9} {'peak RSS MiB':>13}")
+    print(f"{declared:<40} {r['wall_a_ms']:>9.1f} {r['rss_a_mib']:>13.1f}")
+    print(f"{'lock=True (flock)':<40} {r['wall_b_ms']:>9.1f} {r['rss_b_mib']:>13.1f}")
+    print()
+    print(f"{backend} / file lock  wall {r['wall_ratio']:.3f}×  (+{r['wall_a_ms'] - r['wall_b_ms']:.1f} ms per run)")
+    print(f"{backend} / file lock  RSS  {r['rss_ratio']:.3f}×  (+{r['rss_a_mib'] - r['rss_b_mib']:.1f} MiB)")
+    print(f"acquire + release in process (localhost {backend}): {inproc:.2f} ms median of 200")

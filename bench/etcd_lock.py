@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
-from _harness import compare, job_env, lease_round_trip  # noqa: E402
+from _harness import lease_vs_file  # noqa: E402
 
 JOBS = {
     "etcd_locked": 'import os\nfrom jobrunner import job, Lock\n\n@job(lock=Lock(url=os.environ["BENCH_ETCD_URL"], ttl="5s"))\ndef etcd_locked(ctx):\n    pass\n',
@@ -53,33 +53,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
-    py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         server, url = _start_etcd(tmp)
         try:
-            env = job_env(tmp, JOBS, BENCH_ETCD_URL=url)
-            for name in JOBS:  # both must succeed, or the timings mean nothing
-                code = subprocess.run([py, "-m", "jobrunner", name], env=env, cwd=tmp, capture_output=True).returncode
-                if code != 0:
-                    sys.exit(f"bench/etcd_lock.py: {name} exited {code}")
-            r = compare(
-                [py, "-m", "jobrunner", "etcd_locked"],
-                [py, "-m", "jobrunner", "file_locked"],
-                runs=args.runs,
-                env=env,
-                cwd=tmp,
-            )
-            inproc = lease_round_trip(url, 200, TTL)
+            lease_vs_file("etcd", url, "Lock(url=etcd://…, ttl=5s)", tmp, JOBS, "etcd_locked", args.runs, TTL)
         finally:
             server.terminate()
             server.wait(10)
-    print(f"{'run (empty job)':<40} {'wall ms':>9} {'peak RSS MiB':>13}")
-    print(f"{'Lock(url=etcd://…, ttl=5s)':<40} {r['wall_a_ms']:>9.1f} {r['rss_a_mib']:>13.1f}")
-    print(f"{'lock=True (flock)':<40} {r['wall_b_ms']:>9.1f} {r['rss_b_mib']:>13.1f}")
-    print()
-    print(f"etcd / file lock  wall {r['wall_ratio']:.3f}×  (+{r['wall_a_ms'] - r['wall_b_ms']:.1f} ms per run)")
-    print(f"etcd / file lock  RSS  {r['rss_ratio']:.3f}×  (+{r['rss_a_mib'] - r['rss_b_mib']:.1f} MiB)")
-    print(f"acquire + release in process (localhost etcd): {inproc:.2f} ms median of 200")
     return 0
 
 
