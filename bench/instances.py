@@ -54,7 +54,7 @@ def _record_success(state_dir: str, names: list[str]) -> None:
         for name in names:
             bound = job.for_instance(name)
             StateStore(bound.name, state_dir).apply(
-                lambda s: s.record_finish(
+                lambda s: s.note_finish(
                     run_id="bench",
                     outcome="success",
                     exit_code=0,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import field
 from typing import Any, Literal, Never, TypeAlias, overload
 
-from jobrunner._record import field_names, record
+from jobrunner._datatype import datatype, field_names
 from jobrunner.errors import ConfigError, UsageError
 from jobrunner.timespan import parse_timespan
 from jobrunner.types import JobContext, JobFunction, Span
@@ -75,7 +75,7 @@ def _check_etcd(url: str) -> None:
         raise ValueError("lock url: use etcd://host:port (no path or query)")
 
 
-@record(frozen=True)
+@datatype(frozen=True)
 class Lock:
     """How a job's runs exclude each other (flock(1) semantics).
 
@@ -141,7 +141,7 @@ class Lock:
             raise ValueError(f"lock unavailable={self.unavailable!r}: must be 'skip', 'fail' or 'local'")
 
 
-@record(frozen=True)
+@datatype(frozen=True)
 class Slots:
     """A host-wide limit on how many runs of a class run at once: a counting lock.
 
@@ -172,7 +172,7 @@ class Slots:
         return "JOBRUNNER_SLOTS_" + re.sub(r"[^A-Za-z0-9]", "_", self.name).upper()
 
 
-@record(frozen=True)
+@datatype(frozen=True)
 class Retry:
     """Retry the job when it raises one of ``on``, never past its deadline.
 
@@ -202,7 +202,7 @@ class Retry:
         object.__setattr__(self, "max_delay_seconds", _span(self.max_delay, "retry max_delay", allow_none=False))
 
 
-@record(frozen=True)
+@datatype(frozen=True)
 class Alert:
     """When a failure is worth a notification, and which durations are out of the ordinary
     (docs/alerting.md has the rules in one table).
@@ -274,8 +274,8 @@ class Alert:
         """Whether a successful run's duration is judged at all."""
         return bool(self.min_seconds or self.max_seconds or self.slower_than_p95)
 
-    def record(self) -> dict[str, Any]:
-        """The rules as plain numbers, recorded in the job's state for ``jobrunner alert`` and
+    def to_dict(self) -> dict[str, Any]:
+        """The rules as plain numbers, kept in the job's state for ``jobrunner alert`` and
         ``health`` (which cannot know a host's ``$JOBRUNNER_ALERT_<JOB>``)."""
         out: dict[str, Any] = {"after": self.after, "over": self.over}
         for key, value in (
@@ -287,6 +287,11 @@ class Alert:
             if value is not None:
                 out[key] = value
         return out
+
+    def record(self) -> dict[str, Any]:
+        """The old name of :meth:`to_dict`, kept for code written against it ("record" now means
+        a run's stored entry: docs/design.md, "Words")."""
+        return self.to_dict()
 
 
 def _fraction(value: Any) -> float | None:
@@ -332,7 +337,7 @@ def _paths(value: Any, what: str) -> tuple[str, ...]:
     return items
 
 
-@record(frozen=True)
+@datatype(frozen=True)
 class Job:
     """A declared job: the function plus everything operational about it.
 

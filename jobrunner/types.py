@@ -17,7 +17,7 @@
   ``follow_io``, ``follow_commands``, ``follow_file``).
 - ``JobFunction``: what ``@job`` decorates; ``Completed``: what ``ctx.run`` returns.
 
-Only ``typing`` and ``jobrunner._record`` (for ``Completed``) are imported here, so a job module pays
+Only ``typing`` and ``jobrunner._datatype`` (for ``Completed``) are imported here, so a job module pays
 nothing for its annotations.
 """
 
@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, ParamSpec, Protocol, TypeAlias, TypeVar, runtime_checkable
 
-from jobrunner._record import record
+from jobrunner._datatype import datatype
 
 if TYPE_CHECKING:  # pragma: no cover
     from types import TracebackType
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Completed", "HeldLock", "JobContext", "JobFunction", "ProgressStep", "Span"]
 
 
-@record(frozen=True)
+@datatype(frozen=True)
 class Completed:
     """What ``ctx.run`` returns: the exit status and, with ``capture=True``, stdout as text."""
 

@@ -30,8 +30,8 @@ __all__ = [
     "loads",
     "number",
     "printable",
-    "sent_record",
-    "sent_records",
+    "sent_entry",
+    "sent_entries",
     "text",
     "timestamp",
     "whole",
@@ -118,8 +118,8 @@ def text(value: Any, name: str, limit: int = MAX_TEXT) -> str:
 MAX_KEY = 200  # characters of a notification memory's key (a kind, a job's name)
 
 
-def sent_record(value: Any, name: str) -> dict[str, Any]:
-    """One record of the notification memory (``jobrunner.notify.memory.Sent``): ``first``
+def sent_entry(value: Any, name: str) -> dict[str, Any]:
+    """One entry of the notification memory (``jobrunner.notify.memory.Sent``): ``first``
     and ``last`` times between the epoch and 2200, ``last`` not before ``first``, ``held`` a
     count, ``since`` a time when present; the checked fields (unknown ones dropped)."""
     if not isinstance(value, dict):
@@ -134,8 +134,8 @@ def sent_record(value: Any, name: str) -> dict[str, Any]:
     return out
 
 
-def sent_records(data: Any, name: str = "sent", *, strict: bool = False) -> dict[str, dict[str, Any]]:
-    """The notification memory's records by kind (``sent_record`` each, keys of at most
+def sent_entries(data: Any, name: str = "sent", *, strict: bool = False) -> dict[str, dict[str, Any]]:
+    """The notification memory's records by kind (``sent_entry`` each, keys of at most
     ``MAX_KEY`` characters). ``strict``: the first bad entry raises ``Invalid`` (a job's state
     is then unreadable); else a bad entry is forgotten alone (the late watcher's memory)."""
     if not isinstance(data, dict):
@@ -143,7 +143,7 @@ def sent_records(data: Any, name: str = "sent", *, strict: bool = False) -> dict
     out: dict[str, dict[str, Any]] = {}
     for key, value in data.items():
         try:
-            out[text(key, f"{name} key", MAX_KEY)] = sent_record(value, f"{name}.{key[:40]}")
+            out[text(key, f"{name} key", MAX_KEY)] = sent_entry(value, f"{name}.{key[:40]}")
         except Invalid:
             if strict:
                 raise

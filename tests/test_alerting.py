@@ -375,7 +375,7 @@ def test_failure_due_after_n_or_at_a_rate():
 def test_overrides_and_records_are_checked():
     from jobrunner import Alert
     from jobrunner.errors import ConfigError
-    from jobrunner.rules.alerting import alert_of_record, parse_override
+    from jobrunner.rules.alerting import alert_from_dict, parse_override
 
     base = Alert(after=3, min_duration="30s")
     assert parse_override(base, "", where="x") is base
@@ -385,8 +385,9 @@ def test_overrides_and_records_are_checked():
     for bad, word in (("after=0", "after"), ("rate=2", "rate"), ("slower_than_p95=0.5", "slower_than_p95")):
         with pytest.raises(ConfigError, match=f"^x: .*{word}"):
             parse_override(base, bad, where="x")
-    assert alert_of_record(base.record()) == Alert(after=3, min_duration=30.0)
-    assert alert_of_record({"after": "many"}) is None and alert_of_record("junk") is None
+    assert alert_from_dict(base.to_dict()) == Alert(after=3, min_duration=30.0)
+    assert base.record() == base.to_dict()  # the old name, kept for code written against it
+    assert alert_from_dict({"after": "many"}) is None and alert_from_dict("junk") is None
 
 
 def test_durations_out_of_the_ordinary():
@@ -414,18 +415,18 @@ def test_flapping_counts_changes_among_runs_that_ran():
 
 
 def test_throttle_with_threshold_and_silence():
-    from jobrunner.notify.throttle import decide, record_delivered, record_held
+    from jobrunner.notify.throttle import decide, note_delivered, note_held
     from jobrunner.store.state import JobState
 
     state = JobState()
     assert decide(state, outcome="failure", now=0, window=60, due=False).reason == "below-threshold"
     held = decide(state, outcome="failure", now=0, window=60, silenced=True)
     assert held.kind is None and held.reason == "silenced"
-    record_held(state, run_id="a", reason="silenced")
+    note_held(state, run_id="a", reason="silenced")
     assert state.notify["silenced"] == 1 and state.notified_run_id == "a"
     ended = decide(state, outcome="failure", now=1, window=60)
     assert ended.kind == "failure" and ended.reason == "silence-ended" and ended.suppressed == 1
-    record_delivered(state, ended, run_id="b", now=1)
+    note_delivered(state, ended, run_id="b", now=1)
     assert "silenced" not in state.notify
     assert decide(state, outcome="failure", now=2, window=60).reason == "repeat"  # once, then the throttle
 

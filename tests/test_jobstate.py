@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from jobrunner._record import field_names
+from jobrunner._datatype import field_names
 from jobrunner.errors import ConfigError
-from jobrunner.store.state import SCHEMA_VERSION, JobState, StateStore, record_finish
+from jobrunner.store.state import SCHEMA_VERSION, JobState, StateStore, note_finish
 
 # What a runner before JobState wrote (no "schema"), with a key no version knows.
 OLD_FILE = {
@@ -59,7 +59,7 @@ def test_store_loads_an_old_file_and_writes_the_schema_version(tmp_path):
     with open(store.path, "w") as handle:
         json.dump(OLD_FILE, handle)
     assert store.load().last_error == "OSError: x"
-    written = store.apply(lambda s: s.record_start(run_id="r2", pid=7, now=200.0))
+    written = store.apply(lambda s: s.note_start(run_id="r2", pid=7, now=200.0))
     on_disk = json.loads(open(store.path).read())
     assert on_disk["schema"] == SCHEMA_VERSION == written.schema
     assert on_disk["running"] == {"run_id": "r2", "pid": 7, "since": 200.0}
@@ -101,7 +101,7 @@ def test_nulls_read_as_not_recorded():
 
 
 def test_the_record_and_the_plain_dict_agree():
-    """record_finish on a JobState and on the plain dict of the same record give the same file."""
+    """note_finish on a JobState and on the plain dict of the same record give the same file."""
     typed, plain = JobState(), {}
     for i, outcome in enumerate(("success", "failure", "skipped", "timeout", "success")):
         kw = dict(
@@ -114,8 +114,8 @@ def test_the_record_and_the_plain_dict_agree():
             error="E" if outcome != "success" else None,
             now=10.0 + i,
         )
-        typed.record_finish(**kw)
-        record_finish(plain, **kw)
+        typed.note_finish(**kw)
+        note_finish(plain, **kw)
     assert typed.to_dict() == plain
     assert typed.consecutive_failures == 0 and typed.runs == {"success": 2, "failure": 1, "skipped": 1, "timeout": 1}
 

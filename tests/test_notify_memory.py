@@ -13,7 +13,7 @@ import pytest
 
 from jobrunner.errors import ConfigError
 from jobrunner.notify import memory
-from jobrunner.notify.throttle import decide, record_delivered, record_held, record_quiet_success, sent_of
+from jobrunner.notify.throttle import decide, note_delivered, note_held, note_quiet_success, sent_of
 from jobrunner.store.state import JobState, StateStore
 
 from .test_notify_receivers import receiver
@@ -123,21 +123,21 @@ def test_the_throttle_keeps_its_record_through_a_streak():
     """Sent, held by the window (counted on the record), recovered: the record ends with it."""
     state = JobState()
     first = decide(state, outcome="failure", now=100.0, window=HOUR)
-    record_delivered(state, first, run_id="a", now=100.0)
+    note_delivered(state, first, run_id="a", now=100.0)
     assert sent_of(state)["failure"] == memory.Sent(100.0, 100.0)
     held = decide(state, outcome="failure", now=200.0, window=HOUR)
-    record_held(state, run_id="b", reason=held.reason)
+    note_held(state, run_id="b", reason=held.reason)
     assert sent_of(state)["failure"].held == 1 and state.notify["suppressed"] == 1
-    record_delivered(state, decide(state, outcome="success", now=300.0, window=HOUR), run_id="c", now=300.0)
+    note_delivered(state, decide(state, outcome="success", now=300.0, window=HOUR), run_id="c", now=300.0)
     assert "sent" not in state.notify and state.notify["failure_notified"] is False
-    record_quiet_success(state)
+    note_quiet_success(state)
     assert decide(state, outcome="failure", now=400.0, window=HOUR).kind == "failure"
 
 
 def test_a_run_that_runs_ends_the_skip_episode():
     state = JobState.from_dict({"skipped_since": 10.0, "skip_notified": 20.0})
     assert not memory.due(sent_of(state), "skip", 30.0, HOUR)
-    state.record_finish(run_id="r", outcome="success", exit_code=0, started=40.0, duration_s=1.0, attempts=1, now=41.0)
+    state.note_finish(run_id="r", outcome="success", exit_code=0, started=40.0, duration_s=1.0, attempts=1, now=41.0)
     assert memory.due(sent_of(state), "skip", 42.0, HOUR) and "sent" not in state.notify
 
 

@@ -19,8 +19,8 @@ from jobrunner.store.state import (
     StateStore,
     atomic_write,
     default_state_dir,
-    record_finish,
-    record_start,
+    note_finish,
+    note_start,
 )
 
 from .conftest import Run
@@ -38,7 +38,7 @@ def _finish(
     error: str | None = None,
     now: float = 1000.0,
 ) -> None:
-    record_finish(
+    note_finish(
         state,
         run_id=run_id,
         outcome=outcome,
@@ -225,16 +225,16 @@ def test_concurrent_updates_from_threads_lose_nothing(tmp_path):
 
 
 def test_record_start_marks_running() -> None:
-    """record_start records the running run's id, pid and start time."""
+    """note_start records the running run's id, pid and start time."""
     state: dict[str, Any] = {}
-    record_start(state, run_id="abc", pid=42, now=500.0)
+    note_start(state, run_id="abc", pid=42, now=500.0)
     assert state == {"running": {"run_id": "abc", "pid": 42, "since": 500.0}, "last_start": 500.0}
 
 
 def test_record_finish_success_fields() -> None:
     """A success records outcome, exit code, duration, attempts, last_success and clears running."""
     state: dict[str, Any] = {}
-    record_start(state, run_id="r", pid=1, now=990.0)
+    note_start(state, run_id="r", pid=1, now=990.0)
     _finish(state, "success", duration=10.0, now=1000.0)
     assert "running" not in state
     assert state["last_outcome"] == "success" and state["last_exit_code"] == 0
@@ -248,7 +248,7 @@ def test_record_finish_success_fields() -> None:
 def test_record_finish_keeps_another_runs_running_marker() -> None:
     """Finishing run A does not erase the running marker of a different run B."""
     state: dict[str, Any] = {}
-    record_start(state, run_id="B", pid=2, now=1.0)
+    note_start(state, run_id="B", pid=2, now=1.0)
     _finish(state, "failure", run_id="A")
     assert state["running"]["run_id"] == "B"
 

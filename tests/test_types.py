@@ -20,7 +20,7 @@ import structlog
 
 import jobrunner
 from jobrunner import HeldLock, JobContext
-from jobrunner._record import field_names
+from jobrunner._datatype import field_names
 from jobrunner.declaration import Job, job
 from jobrunner.locks.file import FileLock
 from jobrunner.redact import Redactor
@@ -150,7 +150,7 @@ def _imports(path: Path) -> set[str]:
 def test_declaration_and_context_do_not_import_each_other_at_run_time():
     """declaration types against the JobContext protocol and never imports context; context
     imports declaration only for the type checker; types imports no other jobrunner module
-    at run time but ``_record`` (for ``Completed``, which it owns since the layering: a public
+    at run time but ``_datatype`` (for ``Completed``, which it owns since the layering: a public
     type must not live above the public utilities)."""
     assert ".context" not in _imports(ROOT / "jobrunner" / "declaration.py")
     code = """
@@ -162,7 +162,7 @@ print(sorted(m for m in sys.modules if m.startswith("jobrunner.")))
     assert "jobrunner.declaration" not in loaded.stdout
     code = "import sys, jobrunner.types; print(sorted(m for m in sys.modules if m.startswith('jobrunner.')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert loaded.stdout.strip() == "['jobrunner._record', 'jobrunner.types']"
+    assert loaded.stdout.strip() == "['jobrunner._datatype', 'jobrunner.types']"
 
 
 # --- the shipped jobs ---------------------------------------------------------------------------

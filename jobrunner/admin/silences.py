@@ -32,7 +32,7 @@ MAX_REASON = 200
 
 
 def invoking_user() -> tuple[str, int]:
-    """Who is silencing: ``$SUDO_USER`` behind sudo (root's own record says who asked), else
+    """Who is silencing: ``$SUDO_USER`` behind sudo (root's own entry says who asked), else
     the effective user's name; and the effective uid."""
     uid = os.geteuid()
     sudo = os.environ.get("SUDO_USER", "").strip()
@@ -81,7 +81,7 @@ def _check_writable(store: Any) -> None:
 def set_silence(
     root: str, jobs: Sequence[str], *, seconds: float, reason: str | None = None, now: float | None = None
 ) -> dict[str, Any]:
-    """Silence ``jobs`` for ``seconds`` from now; the record written (the same for each)."""
+    """Silence ``jobs`` for ``seconds`` from now; the silence written (the same for each)."""
     now = time.time() if now is None else now
     by, uid = invoking_user()
     record: dict[str, Any] = {"until": now + seconds, "since": now, "by": by, "uid": uid}

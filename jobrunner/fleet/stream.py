@@ -214,7 +214,7 @@ def _sane(record: RunRecord) -> bool:
     return _EARLIEST <= record.start <= _LATEST and 0 <= record.duration_s <= _LONGEST
 
 
-def _record(raw: Any) -> RunRecord | None:
+def _parse_record(raw: Any) -> RunRecord | None:
     try:
         text = raw.decode() if isinstance(raw, bytes) else raw  # (json.loads of bytes sniffs the encoding)
         record = RunRecord.from_dict(json.loads(text or ""))
@@ -623,7 +623,7 @@ def _entries(texts: Sequence[Any], view: FleetView) -> list[RunRecord]:
     for i, raw in enumerate(texts):
         record: RunRecord | None
         if docs is None:
-            record = _record(raw)
+            record = _parse_record(raw)
         else:
             try:
                 record = RunRecord.from_dict(docs[i])

@@ -68,11 +68,11 @@ def deliver(
 @dataclass
 class Notice:
     """What ``notify_throttled`` did: ``decision`` (the throttle's), ``delivery`` (``None``: held
-    back or nothing to send) and ``record``, the change the state should take (``None``: none)."""
+    back or nothing to send) and ``change``, the change the state should take (``None``: none)."""
 
     decision: Decision
     delivery: Delivery | None = None
-    record: Callable[[JobState], None] | None = None
+    change: Callable[[JobState], None] | None = None
 
 
 def notify_throttled(
@@ -87,9 +87,9 @@ def notify_throttled(
     due: bool = True,
     silenced: bool = False,
 ) -> Notice:
-    """Throttle, deliver, and say what to record: the one path of the runner and ``jobrunner alert``.
+    """Throttle, deliver, and say what to note in the state: the one path of the runner and ``jobrunner alert``.
 
-    ``state`` is the job's record (``None``: no memory to honour, e.g. a unit that is not a
+    ``state`` is the job's state (``None``: no memory to honour, e.g. a unit that is not a
     jobrunner job: a failure is always sent). ``due``: the failure streak reached the job's
     threshold (``alerting.failure_due``); ``silenced``: a silence is in force (nothing is
     sent). ``message(decision)`` makes the title and body, only when something is sent.
@@ -98,10 +98,10 @@ def notify_throttled(
         FAILED,
         Decision,
         decide,
-        record_delivered,
-        record_held,
-        record_quiet_success,
-        record_undelivered,
+        note_delivered,
+        note_held,
+        note_quiet_success,
+        note_undelivered,
         repeat_window,
     )
 
@@ -115,16 +115,16 @@ def notify_throttled(
         if outcome == "success" and (
             decision.suppressed or memory.get("silenced") or (decision.reason and memory.get("failure_notified"))
         ):
-            return Notice(decision, record=record_quiet_success)
+            return Notice(decision, change=note_quiet_success)
         if outcome not in FAILED:
             return Notice(decision)
         reason = decision.reason
-        return Notice(decision, record=lambda s: record_held(s, run_id=run_id, reason=reason))
+        return Notice(decision, change=lambda s: note_held(s, run_id=run_id, reason=reason))
     title, body = message(decision)
     delivery = deliver(title, body, tags=tags, kind=decision.kind, budget=budget)
     if delivery.delivered:
-        return Notice(decision, delivery, lambda s: record_delivered(s, decision, run_id=run_id, now=now))
-    return Notice(decision, delivery, lambda s: record_undelivered(s, decision))
+        return Notice(decision, delivery, lambda s: note_delivered(s, decision, run_id=run_id, now=now))
+    return Notice(decision, delivery, lambda s: note_undelivered(s, decision))
 
 
 _HELD_REASON = {"repeat": "JOBRUNNER_NOTIFY_REPEAT", "": "JOBRUNNER_NOTIFY_REPEAT"}
@@ -180,7 +180,7 @@ def failure_condition(run: Run, reason: str) -> str:
     return "flapping" if is_flapping(recent_runs(run, FLAP_HISTORY)) else "failing"
 
 
-ANOMALY = "anomaly:"  # the key of an anomaly kind's record of what was sent
+ANOMALY = "anomaly:"  # the key of an anomaly kind's memory of what was sent
 
 
 def _ordinary_again(state: JobState) -> None:
@@ -346,12 +346,12 @@ class NotifyHook:
             due=due,
             silenced=silence is not None,
         )
-        record = notice.record
-        if record is not None:
+        noted = notice.change
+        if noted is not None:
 
             def change(s: JobState) -> None:
                 count_streak(s, failed)
-                record(s)
+                noted(s)
 
             run.contribute(change)
             _log_notice(log, notice, failed)
@@ -361,7 +361,7 @@ class NotifyHook:
             run.contribute(_ordinary_again)  # ordinary again: the next one is news
 
     def _anomaly(self, run: Run, silenced: bool) -> None:
-        """A duration out of the ordinary: its own message and record of what was sent
+        """A duration out of the ordinary: its own message and memory of what was sent
         (``anomaly:<kind>``, at most once per ``$JOBRUNNER_NOTIFY_REPEAT`` while it goes on)."""
         from jobrunner.notify import memory
         from jobrunner.notify.message import anomaly_message
@@ -389,7 +389,7 @@ class NotifyHook:
 
     def _skipping(self, run: Run, text: str) -> None:
         """A job kept from running: at most once per ``$JOBRUNNER_NOTIFY_REPEAT`` (the ``skip``
-        record of what was sent, ended by the next run that runs)."""
+        memory of what was sent, ended by the next run that runs)."""
         from jobrunner.notify import memory
         from jobrunner.notify.throttle import DEFAULT_REPEAT, keep_sent, repeat_window, sent_of
 

@@ -1,6 +1,6 @@
 """What was notified, per kind, and the one rule of when to notify again (``due``).
 
-Every notifier keeps the same record of what it sent, keyed by kind (``failure``, ``skip``,
+Every notifier keeps the same memory of what it sent, keyed by kind (``failure``, ``skip``,
 ``anomaly:too_slow``, ``running_long``, a late job's name …): ``Sent(first, last, held,
 since)``, when the episode's first message went out, when the last one did, how many were
 held back since, and (where an episode has one) what identifies it (the late watcher: the
@@ -9,11 +9,11 @@ the first message of an episode always goes; after that at most once per ``windo
 measured from the **last** send (never from the episode's start: a job late for days is
 told once per window, not at every check). ``sent``, ``held`` and ``end`` keep the record.
 
-Where the record lives is the notifier's: a job's state carries it under ``notify.sent``
+Where the memory lives is the notifier's: a job's state carries it under ``notify.sent``
 (the failure throttle, the skip notification, the duration anomalies); the running-long
 warning keeps it for its run only (once a run: an infinite window); the late watcher in its
 own root-owned file (``observe/late.py``, docs/security.md). Records read from a file another
-user can write are checked by ``jobrunner.validate.sent_records`` (finite times between the
+user can write are checked by ``jobrunner.validate.sent_entries`` (finite times between the
 epoch and 2200, bounded counts).
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from jobrunner import validate
-from jobrunner._record import record
+from jobrunner._datatype import datatype
 
 __all__ = ["KINDS", "Sent", "due", "end", "held", "load", "sent", "to_json"]
 
@@ -32,7 +32,7 @@ __all__ = ["KINDS", "Sent", "due", "end", "held", "load", "sent", "to_json"]
 KINDS = ("failure", "recovery", "skip", "anomaly", "running_long", "late")
 
 
-@record(frozen=True)
+@datatype(frozen=True)
 class Sent:
     """What was sent of one kind in its current episode. ``first``/``last``: when the first and
     the latest message went out; ``held``: how many ``due`` held back since the latest;
@@ -86,8 +86,8 @@ def end(memory: Memory, kind: str) -> None:
 
 def load(data: Any) -> dict[str, Sent]:
     """The records in ``data`` (the JSON object under ``notify.sent``, or a late memory file's
-    entries), checked by ``validate.sent_records``: an entry out of range is forgotten, alone."""
-    return {k: Sent(**v) for k, v in validate.sent_records(data).items()}
+    entries), checked by ``validate.sent_entries``: an entry out of range is forgotten, alone."""
+    return {k: Sent(**v) for k, v in validate.sent_entries(data).items()}
 
 
 def to_json(memory: Mapping[str, Sent]) -> dict[str, dict[str, Any]]:

@@ -36,7 +36,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from jobrunner._record import record
+from jobrunner._datatype import datatype
 from jobrunner.redact import default_redactor
 
 __all__ = ["Sent", "build_url", "error_line", "finish_path", "ping_url", "replay", "send_ping"]
@@ -122,7 +122,7 @@ def body_text(*, error: str | None, tail: list[str], summary: str, limit: int) -
     return head + _cut(text, room) + foot
 
 
-@record
+@datatype
 class Sent:
     """How one ping went. ``rejected``: a client error (4xx but 408/429) or an unusable URL,
     final: never retried or queued. ``limit``: the server's ``Ping-Body-Limit``, if it sent one."""

@@ -5,7 +5,7 @@ every failure is counted and handled; the first due failure after the silence en
 whatever the window ("still failing"), once. A recovery during a silence is not sent either
 (and ends the streak: nothing is owed after the silence). Pure functions over the job's
 ``JobState`` (the memory is its ``notify``: the flags and counts here, and the ``failure``
-record of what was sent, ``notify/memory.py``, whose ``due`` is the repeat rule), so the
+memory of what was sent, ``notify/memory.py``, whose ``due`` is the repeat rule), so the
 runner and ``jobrunner alert`` share one memory; both go through
 ``jobrunner.notify.notify_throttled``, which asks ``decide``, delivers and says which
 ``record_*`` to fold into the state.
@@ -36,10 +36,10 @@ __all__ = [
     "count_streak",
     "decide",
     "keep_sent",
-    "record_delivered",
-    "record_held",
-    "record_quiet_success",
-    "record_undelivered",
+    "note_delivered",
+    "note_held",
+    "note_quiet_success",
+    "note_undelivered",
     "repeat_window",
     "sent_of",
 ]
@@ -99,7 +99,7 @@ def sent_of(state: JobState) -> dict[str, sent_memory.Sent]:
 
 
 def keep_sent(state: JobState, change: Callable[[dict[str, sent_memory.Sent]], None]) -> None:
-    """``change`` the job's record of what was sent, and keep it in its state."""
+    """``change`` the job's memory of what was sent, and keep it in its state."""
     memory = sent_of(state)
     change(memory)
     if memory:
@@ -108,7 +108,7 @@ def keep_sent(state: JobState, change: Callable[[dict[str, sent_memory.Sent]], N
         state.notify.pop("sent", None)
 
 
-def record_delivered(state: JobState, decision: Decision, *, run_id: str, now: float) -> None:
+def note_delivered(state: JobState, decision: Decision, *, run_id: str, now: float) -> None:
     memory = state.notify
     memory["suppressed"] = 0
     memory.pop("silenced", None)
@@ -121,7 +121,7 @@ def record_delivered(state: JobState, decision: Decision, *, run_id: str, now: f
         state.notified_run_id = run_id
 
 
-def record_held(state: JobState, *, run_id: str, reason: str = "") -> None:
+def note_held(state: JobState, *, run_id: str, reason: str = "") -> None:
     """A failure held back by the throttle, its threshold or a silence: counted for the next
     message (a silence's in ``silenced``, owed one message when it ends), and handled."""
     memory = state.notify
@@ -133,7 +133,7 @@ def record_held(state: JobState, *, run_id: str, reason: str = "") -> None:
     state.notified_run_id = run_id
 
 
-def record_quiet_success(state: JobState) -> None:
+def note_quiet_success(state: JobState) -> None:
     """A success with nothing to say (no failure was notified, or a silence is in force): the
     streak is over, nothing held back is owed any more."""
     memory = state.notify
@@ -143,7 +143,7 @@ def record_quiet_success(state: JobState) -> None:
     keep_sent(state, lambda m: sent_memory.end(m, "failure"))
 
 
-def record_undelivered(state: JobState, decision: Decision) -> None:
+def note_undelivered(state: JobState, decision: Decision) -> None:
     """Sending failed: a failure counts as held back (told next time); nothing is marked handled."""
     memory = state.notify
     if decision.kind == "failure":

@@ -38,7 +38,7 @@ from jobrunner.errors import ConfigError, UsageError
 from jobrunner.instances import check_instance_name
 from jobrunner.notify import notify_throttled
 from jobrunner.redact import default_redactor
-from jobrunner.rules.alerting import alert_of_record, failure_due, silence_active
+from jobrunner.rules.alerting import alert_from_dict, failure_due, silence_active
 from jobrunner.run.hooks import notify_configured
 from jobrunner.store.history import format_tail_line, read_history
 from jobrunner.store.state import StateStore, default_state_dir
@@ -321,7 +321,7 @@ def handle_failed_unit(unit: str, lines: int = 50) -> Handled:
     if delivery is not None and not delivery.delivered:
         why = _update(job, root, fold) if job and fold is not None else ""  # the failure counts; not handled
         return Handled(NOT_DELIVERED, invocation, detail=delivery.detail, warnings=[why] if why else [])
-    changes = [c for c in (fold, notice.record) if c is not None]
+    changes = [c for c in (fold, notice.change) if c is not None]
     why = _update(job, root, *changes) if job and state is not None and changes else ""
     warnings = [why] if why else []
     if delivery is None:
@@ -350,7 +350,7 @@ def _rules(
         def fold(s: JobState) -> None:
             if s.last_run_id == invocation:  # the runner got there after all
                 return
-            s.record_finish(
+            s.note_finish(
                 run_id=invocation,
                 outcome="failure",
                 exit_code=exit_code,
@@ -361,7 +361,7 @@ def _rules(
                 now=now,
             )
 
-    alert = alert_of_record(state.alert)
+    alert = alert_from_dict(state.alert)
     failures = (state.consecutive_failures or 0) + (1 if unfinished else 0)
 
     def recent(n: int) -> list[Any]:

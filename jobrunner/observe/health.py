@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobrunner.rules.alerting import (
     FLAP_HISTORY,
-    alert_of_record,
+    alert_from_dict,
     is_flapping,
     silence_active,
     silence_text,
@@ -347,8 +347,8 @@ def _judge_state(h: JobHealth, state: JobState, now: float, fail_threshold: int)
 def _judge_alerting(h: JobHealth, job: Any, state: JobState, now: float, root: str | None) -> None:
     """Running long, flapping, a duration out of the ordinary, and last a silence (which caps
     what was found at WARNING, and is never OK with a problem)."""
-    alert = alert_of_record(state.alert) if state.alert else getattr(job, "alert", None)
-    h.facts["alert"] = alert.record() if alert is not None else None
+    alert = alert_from_dict(state.alert) if state.alert else getattr(job, "alert", None)
+    h.facts["alert"] = alert.to_dict() if alert is not None else None
     running = state.running
     if alert is not None and alert.max_seconds and isinstance(running, dict):
         since = running.get("since")

@@ -14,7 +14,7 @@ per late episode:
 The memory of what was told is one small JSON file (``--notify-memory``, default
 ``<state root>/.late-notified.json``): root's, written atomically, read only when it is a
 regular file of this user's, so another user cannot make the watcher forget or repeat. Its
-content is the notifications' one record (``jobrunner.notify.memory.Sent``, per job: first
+content is the notifications' one memory (``jobrunner.notify.memory.Sent``, per job: first
 and last send, held back, and ``since``, the last start the episode is late after; files of
 the earlier ``{"since", "sent"}`` form are read as that), and its decisions are the one
 ``due`` rule. A notification that could not be delivered is not remembered, so the next

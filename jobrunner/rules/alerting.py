@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobrunner._record import record
+from jobrunner._datatype import datatype
 from jobrunner.declaration import Alert, alert_variable
 from jobrunner.errors import ConfigError
 
@@ -35,7 +35,7 @@ __all__ = [
     "FLAP_WINDOW",
     "MIN_BASELINE",
     "Anomaly",
-    "alert_of_record",
+    "alert_from_dict",
     "duration_anomaly",
     "effective_alert",
     "failure_due",
@@ -94,7 +94,7 @@ def parse_override(base: Alert | None, text: str, *, where: str) -> Alert | None
 
 def with_alert(job: Any, alert: Alert | None) -> Any:
     """``job`` (a declared ``Job``, a frozen record) with ``alert`` in place of its own."""
-    return type(job)(**{**{name: getattr(job, name) for name in job.__record_fields__}, "alert": alert})
+    return type(job)(**{**{name: getattr(job, name) for name in job.__datatype_fields__}, "alert": alert})
 
 
 def effective_alert(job: Any, env: Mapping[str, str] | None = None) -> Alert | None:
@@ -108,8 +108,8 @@ def effective_alert(job: Any, env: Mapping[str, str] | None = None) -> Alert | N
     return parse_override(job.alert, raw, where=f"job {job.name!r}: {variable}")
 
 
-def alert_of_record(record: Any) -> Alert | None:
-    """The rules a run recorded in the state (``Alert.record()``), or ``None`` when there are
+def alert_from_dict(record: Any) -> Alert | None:
+    """The rules a run recorded in the state (``Alert.to_dict()``), or ``None`` when there are
     none or they do not read as rules (a state file is never trusted to be well formed)."""
     if not isinstance(record, dict):
         return None
@@ -175,7 +175,7 @@ def silence_text(silence: Mapping[str, Any], now: float | None = None) -> str:
     return f"silenced for {format_age(left)} more by {by}" + (f": {reason}" if reason else "")
 
 
-@record(frozen=True)
+@datatype(frozen=True)
 class Anomaly:
     """A successful run whose duration is out of the ordinary."""
 
@@ -184,7 +184,8 @@ class Anomaly:
     limit_s: float
     text: str
 
-    def record(self, run_id: str, now: float) -> dict[str, Any]:
+    def to_dict(self, run_id: str, now: float) -> dict[str, Any]:
+        """What the state keeps as ``anomaly`` (the last run's, until a run is ordinary again)."""
         return {
             "kind": self.kind,
             "duration_s": round(self.duration_s, 3),

@@ -5,7 +5,7 @@ two stages, each given the ``Run``:
 
 - ``on_start(run)``: after the lock is taken, before the start is recorded;
 - ``on_finish(run)``: after cleanup, before the finish is recorded; ``run.state`` is then the
-  record as it will be written (this run folded in).
+  state as it will be written (this run folded in).
 
 A hook changes the state only through ``run.contribute(change)``: the runner folds the changes
 into its one state write of that stage. A hook's exception is logged (``failure_event``) and

@@ -232,7 +232,7 @@ def _load_hooks(run: Run, env: dict[str, str]) -> list[Any]:
 
 
 def _start(run: Run) -> None:
-    """The start hooks (on the record as read), then the start recorded with what they contribute."""
+    """The start hooks (on the state as read), then the start recorded with what they contribute."""
     try:
         run.state = run.store.load()
     except ConfigError:  # unreadable: the write below starts afresh (StateStore.apply)
@@ -241,12 +241,12 @@ def _start(run: Run) -> None:
     call_hooks(run, "on_start")
     run.paused_s += time.monotonic() - began  # pings are not the job's time
     pid = os.getpid()
-    rules = run.job.alert.record() if run.job.alert is not None else None
+    rules = run.job.alert.to_dict() if run.job.alert is not None else None
     if rules != run.state.alert:  # for jobrunner alert and health, which cannot import the job
         run.contribute(lambda s: setattr(s, "alert", rules))
     # Bounded: the deadline is not armed yet, and a held state lock must not hang the run.
     wait = min(STATE_LOCK_WAIT_S, run.job.timeout or STATE_LOCK_WAIT_S)
-    _record(run, lambda s: s.record_start(run_id=run.run_id, pid=pid), wait=wait)
+    _save_state(run, lambda s: s.note_start(run_id=run.run_id, pid=pid), wait=wait)
     run.paused_s += run.store.lock_waited
 
 
@@ -414,16 +414,16 @@ def _finish(run: Run) -> None:
     if sigs.deferred:
         log.warning("signal.deferred", signals=[signal.Signals(s).name for s in sigs.deferred])
     error = f"{type(result.error).__name__}: {result.error}" if result.error and result.outcome != "skipped" else None
-    error = result.extra.get("condition") or error  # a skip by condition= names it in the record
+    error = result.extra.get("condition") or error  # a skip by condition= names it in the state and history
     run.error = default_redactor().redact(error) if error else None
     if not run.options.dry_run:
         finished = time.time()
         if job.alert is not None and job.alert.checks_duration and result.outcome == "success":
             _judge_duration(run)
-        anomaly = run.anomaly.record(run.run_id, finished) if run.anomaly is not None else None
+        anomaly = run.anomaly.to_dict(run.run_id, finished) if run.anomaly is not None else None
 
-        def record(state: JobState) -> None:
-            state.record_finish(
+        def finish(state: JobState) -> None:
+            state.note_finish(
                 run_id=run.run_id,
                 outcome=result.outcome,
                 exit_code=result.exit_code,
@@ -439,17 +439,17 @@ def _finish(run: Run) -> None:
             if anomaly is not None:
                 state.anomalies = {**state.anomalies, anomaly["kind"]: int(state.anomalies.get(anomaly["kind"], 0)) + 1}
 
-        try:  # the record as it will be written, for the skip check and the end hooks
+        try:  # the state as it will be written, for the skip check and the end hooks
             run.state = run.store.load()
         except ConfigError:
             run.state = JobState(recovered_from_unreadable_state=True)
-        record(run.state)
+        finish(run.state)
         if result.outcome == "skipped" and "condition" not in result.extra:  # no lock held it
             from jobrunner.rules.skips import check_skipping
 
             check_skipping(run)
         call_hooks(run, "on_finish")
-        _record(run, record)
+        _save_state(run, finish)
     level = "info" if result.outcome in ("success", "skipped") else "error"
     getattr(log, level)(
         "job.finished",
@@ -490,7 +490,7 @@ def _judge_duration(run: Run) -> None:
         )
 
 
-def _record(run: Run, change: Callable[[JobState], None], *, wait: float = STATE_LOCK_WAIT_S) -> None:
+def _save_state(run: Run, change: Callable[[JobState], None], *, wait: float = STATE_LOCK_WAIT_S) -> None:
     """One state write: ``change`` and what the hooks contributed since the last write."""
     store = run.store
     written = store.try_apply(

@@ -1,8 +1,8 @@
-"""One run as one record: what the lifecycle stages (``jobrunner/run/lifecycle.py``) and the hooks
+"""One run as one object: what the lifecycle stages (``jobrunner/run/lifecycle.py``) and the hooks
 (``jobrunner/run/hooks.py``) take, instead of a dozen loose arguments.
 
 ``RunOptions`` is how to run (the command line), ``RunResult`` how it ended, ``Run`` everything
-in between: the job, its context and logger, the state store and the record read from it, the
+in between: the job, its context and logger, the state store and the state read from it, the
 lock, the signals, the clock, the result, and what the hooks contribute to the next state
 write (``contribute``), which the runner folds into its one write at the start and its one
 write at the end of the run.
@@ -15,7 +15,7 @@ from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from jobrunner import errors
-from jobrunner._record import record
+from jobrunner._datatype import datatype
 from jobrunner.store.state import JobState
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["Run", "RunOptions", "RunResult"]
 
 
-@record
+@datatype
 class RunOptions:
     """How to run: what the command line and environment say."""
 
@@ -40,7 +40,7 @@ class RunOptions:
     passthrough_exit: bool = False  # ``jobrunner exec``: a failed command's status is ours
 
 
-@record
+@datatype
 class RunResult:
     outcome: str
     exit_code: int
@@ -50,10 +50,10 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@record
+@datatype
 class Run:
-    """A run in progress. ``state`` is the job's record as the run sees it: read at the start,
-    and at the end the record as it will be written (this run folded in), which the ``on_finish``
+    """A run in progress. ``state`` is the job's state as the run sees it: read at the start,
+    and at the end the state as it will be written (this run folded in), which the ``on_finish``
     hooks read; ``error`` is the redacted error text the state, notifications and
     ``job.finished`` share."""
 
@@ -87,7 +87,7 @@ class Run:
         return list(self.sink.tail)
 
     def contribute(self, change: Callable[[JobState], None]) -> None:
-        """A change for the next state write (applied to the record re-read under the state lock)."""
+        """A change for the next state write (applied to the state re-read under its lock)."""
         self.changes.append(change)
 
     def take_changes(self) -> list[Callable[[JobState], None]]:

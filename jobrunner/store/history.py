@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from jobrunner._record import record
+from jobrunner._datatype import datatype
 from jobrunner.files import _OPEN_DIR, atomic_write
 from jobrunner.store.state import FILE_MODE, _flock_bounded
 from jobrunner.validate import MAX_DURATION_S as _MAX_DURATION
@@ -79,7 +79,7 @@ _OUTCOMES_OK = ("success", "skipped")
 _OK_SUCCESS, _OK_SKIPPED = b'"outcome":"success"', b'"outcome":"skipped"'
 
 
-@record(frozen=True)
+@datatype(frozen=True)
 class RunRecord:
     """One finished run. ``run_id`` is systemd's ``INVOCATION_ID`` when the run was a unit's."""
 
@@ -363,7 +363,7 @@ def record_of(run: Run) -> RunRecord:
 # -- reading ---------------------------------------------------------------------------------
 
 
-@record
+@datatype
 class HistoryRead:
     """What was read of one job's history: its records, oldest first, and how many lines were
     skipped (not JSON, or not a record); ``error`` when the file itself is unreadable."""

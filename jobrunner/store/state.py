@@ -34,7 +34,7 @@ from dataclasses import field
 from typing import Any
 
 from jobrunner import validate as v
-from jobrunner._record import record
+from jobrunner._datatype import datatype
 from jobrunner.errors import ConfigError
 from jobrunner.files import _OPEN_DIR, atomic_write, poll_bounded, read_regular_file
 from jobrunner.validate import loads
@@ -45,8 +45,8 @@ __all__ = [
     "StateStore",
     "atomic_write",
     "default_state_dir",
-    "record_finish",
-    "record_start",
+    "note_finish",
+    "note_start",
 ]
 
 KEEP_DURATIONS = 10
@@ -66,7 +66,7 @@ def default_state_dir() -> str:
     return os.path.join(base, "jobrunner")
 
 
-# -- the typed record ------------------------------------------------------------------------
+# -- the typed state -------------------------------------------------------------------------
 
 SCHEMA_VERSION = 1  # written as "schema"; files without it (older runners) are version 0 and load the same
 
@@ -107,7 +107,7 @@ _SCHEMA: dict[str, tuple[type, ...]] = {
 _COLLECTIONS = ("runs", "durations_s", "notify", "ping", "anomalies")
 
 
-@record
+@datatype
 class JobState:
     """One job's ``state.json`` as attributes. ``None`` (or an empty collection) is "not
     recorded"; keys this version does not know ride along in ``extra`` and are written back.
@@ -117,7 +117,7 @@ class JobState:
     ``skip``, ``anomaly:<kind>``: ``notify/memory.py``); ``ping`` the ping queue's
     (``notify/ping.py``), ``running`` the run in progress (``run_id``, ``pid``, ``since``),
     ``skip_holder`` who held the lock (``pid``, ``user``). ``alert`` is the alerting rules the
-    last run applied (``Alert.record()``), ``silence`` the job's silence (``until``, ``since``,
+    last run applied (``Alert.to_dict()``), ``silence`` the job's silence (``until``, ``since``,
     ``by``, ``uid``, ``reason``; ``jobrunner silence``), ``anomaly`` the last run's duration
     out of the ordinary (``None`` once a run is ordinary again) and ``anomalies`` their counts
     by kind (``jobrunner/rules/alerting.py``)."""
@@ -155,7 +155,7 @@ class JobState:
 
     @classmethod
     def from_dict(cls, data: Any) -> JobState:
-        """The record in ``data`` (parsed JSON); ``ValueError`` naming the first field of a wrong
+        """The state in ``data`` (parsed JSON); ``ValueError`` naming the first field of a wrong
         type. Booleans are not numbers here (``json`` would accept ``true`` as 1)."""
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
@@ -200,11 +200,11 @@ class JobState:
         """Nothing recorded (no state file, or an empty one)."""
         return not self.to_dict()
 
-    def record_start(self, *, run_id: str, pid: int, now: float | None = None) -> None:
+    def note_start(self, *, run_id: str, pid: int, now: float | None = None) -> None:
         self.running = {"run_id": run_id, "pid": pid, "since": now or time.time()}
         self.last_start = self.running["since"]
 
-    def record_finish(
+    def note_finish(
         self,
         *,
         run_id: str,
@@ -299,7 +299,7 @@ def _check_ranges(known: dict[str, Any]) -> None:
         v.timestamp(known["running"]["since"], "running.since")
     sent = (known.get("notify") or {}).get("sent")
     if sent is not None:
-        v.sent_records(sent, "notify.sent", strict=True)
+        v.sent_entries(sent, "notify.sent", strict=True)
     for tag in known.get("notify_tags") or ():
         v.text(tag, "notify_tags", SHORT_TEXT)
     silence = known.get("silence")
@@ -320,7 +320,7 @@ def _migrate_notify(data: dict[str, Any]) -> dict[str, Any]:
     ``notify.sent`` (``jobrunner.notify.memory``). The old places: ``skip_notified`` (the last
     skip notification), ``notify.last_failure_sent`` (the last failure sent in the open
     episode) and ``notify.anomaly`` (the last send per anomaly kind); ``notify.last_sent`` was
-    never read. Each becomes a record whose first and last send are that time, so ``due``
+    never read. Each becomes an entry whose first and last send are that time, so ``due``
     decides as the old fields did. ``data`` itself is not changed."""
     notify = data.get("notify")
     old_notify = isinstance(notify, dict) and any(k in notify for k in ("last_failure_sent", "last_sent", "anomaly"))
@@ -352,14 +352,14 @@ def _migrate_notify(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def record_start(state: JobState | dict[str, Any], **kwargs: Any) -> None:
-    """``JobState.record_start`` (a plain dict is changed in place, for callers of the raw record)."""
-    _on(state, lambda s: s.record_start(**kwargs))
+def note_start(state: JobState | dict[str, Any], **kwargs: Any) -> None:
+    """``JobState.note_start`` (a plain dict is changed in place, for callers of the raw record)."""
+    _on(state, lambda s: s.note_start(**kwargs))
 
 
-def record_finish(state: JobState | dict[str, Any], **kwargs: Any) -> None:
-    """``JobState.record_finish`` (a plain dict is changed in place, for callers of the raw record)."""
-    _on(state, lambda s: s.record_finish(**kwargs))
+def note_finish(state: JobState | dict[str, Any], **kwargs: Any) -> None:
+    """``JobState.note_finish`` (a plain dict is changed in place, for callers of the raw record)."""
+    _on(state, lambda s: s.note_finish(**kwargs))
 
 
 def _on(state: JobState | dict[str, Any], change: Callable[[JobState], None]) -> None:
@@ -449,7 +449,7 @@ class StateStore:
 
     def apply(self, *changes: Callable[[JobState], None], wait: float = LOCK_WAIT_S) -> JobState:
         """Read, apply ``changes`` in order, write back atomically, all under the state lock
-        (see ``_transact``); the record written, stamped with this ``SCHEMA_VERSION``."""
+        (see ``_transact``); the state written, stamped with this ``SCHEMA_VERSION``."""
         written: list[JobState] = []
 
         def step(state: JobState) -> dict[str, Any]:
@@ -489,7 +489,7 @@ class StateStore:
 
         The lock is waited on for at most ``wait`` seconds (``TimeoutError`` after that: a
         held ``.state.lock`` must not hang a run past its deadline). An unreadable file is
-        replaced by a fresh record marked ``recovered_from_unreadable_state``."""
+        replaced by a fresh state marked ``recovered_from_unreadable_state``."""
         dfd = self._open_dir(create=True)
         try:
             lock_fd = os.open(

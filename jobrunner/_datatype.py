@@ -1,14 +1,14 @@
-"""``@record``: the part of ``@dataclass`` the runtime's records use, without its start-up cost.
+"""``@datatype``: the part of ``@dataclass`` the runtime's data types use, without its start-up cost.
 
 ``dataclasses`` writes each class's ``__init__``, ``__repr__``, ``__eq__`` … as source and
 compiles it (``exec``) when the class is created: 0.3–1.7 ms a class, 7 ms for the nine
-records on the path of ``jobrunner run``, paid on every timer tick (``bench/startup.py``).
-``@record`` makes the same methods as closures over the field list, which costs microseconds,
+classes on the path of ``jobrunner run``, paid on every timer tick (``bench/startup.py``).
+``@datatype`` makes the same methods as closures over the field list, which costs microseconds,
 and accepts the same class bodies: annotated fields, defaults, ``dataclasses.field(default=,
 default_factory=, init=, repr=, compare=)``, ``frozen=True`` (assignment raises
 ``dataclasses.FrozenInstanceError``) and ``__post_init__``. Type checkers read it as a
 dataclass (``typing.dataclass_transform``). What it does not do (``order=``, ``slots=``,
-``kw_only=``, ``InitVar``, inheritance of fields) no record needs; ``field_names(cls)`` stands
+``kw_only=``, ``InitVar``, inheritance of fields) no data type here needs; ``field_names(cls)`` stands
 for ``dataclasses.fields()``. Use ``dataclasses`` where a class needs more.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, Field, FrozenInstanceError, field
 from typing import Any, TypeVar, dataclass_transform, overload
 
-__all__ = ["field_names", "record"]
+__all__ = ["datatype", "field_names"]
 
 T = TypeVar("T")
 
@@ -69,7 +69,7 @@ def _build(cls: type[T], frozen: bool) -> type[T]:
     optional = [(s.name, s.default, s.factory, s.init) for s in specs if s.name not in required]
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        # Straight into the instance's __dict__ (no __setattr__, frozen or not): a record read
+        # Straight into the instance's __dict__ (no __setattr__, frozen or not): an object read
         # in bulk (a history of thousands of runs) pays microseconds, not a loop of checks.
         if args:
             if len(args) > len(init_names):
@@ -121,7 +121,7 @@ def _build(cls: type[T], frozen: bool) -> type[T]:
         methods.update(__setattr__=__setattr__, __delattr__=__delattr__, __hash__=__hash__)
     else:
         methods["__hash__"] = None  # mutable and compared by value: unhashable, as dataclasses does
-    cls.__record_fields__ = tuple(s.name for s in specs)  # type: ignore[attr-defined]
+    cls.__datatype_fields__ = tuple(s.name for s in specs)  # type: ignore[attr-defined]
     for name, method in methods.items():
         if method is not None:
             method.__qualname__ = f"{qualname}.{name}"
@@ -130,20 +130,20 @@ def _build(cls: type[T], frozen: bool) -> type[T]:
 
 
 @overload
-def record(cls: type[T], /) -> type[T]: ...
+def datatype(cls: type[T], /) -> type[T]: ...
 @overload
-def record(*, frozen: bool = False) -> Callable[[type[T]], type[T]]: ...
+def datatype(*, frozen: bool = False) -> Callable[[type[T]], type[T]]: ...
 
 
 @dataclass_transform(field_specifiers=(field,))
-def record(cls: type[T] | None = None, /, *, frozen: bool = False) -> type[T] | Callable[[type[T]], type[T]]:
-    """Make ``cls`` a record: like ``@dataclass`` / ``@dataclass(frozen=True)`` (see the module)."""
+def datatype(cls: type[T] | None = None, /, *, frozen: bool = False) -> type[T] | Callable[[type[T]], type[T]]:
+    """Make ``cls`` a data type: like ``@dataclass`` / ``@dataclass(frozen=True)`` (see the module)."""
     if cls is not None:
         return _build(cls, frozen)
     return lambda c: _build(c, frozen)
 
 
 def field_names(cls: type) -> tuple[str, ...]:
-    """The names of a record's fields, in declaration order."""
-    names: tuple[str, ...] = cls.__dict__["__record_fields__"]
+    """The names of a data type's fields, in declaration order."""
+    names: tuple[str, ...] = cls.__dict__["__datatype_fields__"]
     return names
