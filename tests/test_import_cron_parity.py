@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from jobrunner.importer.check import DIRECT_LIMIT, systemd_firings
 from jobrunner.importer.cron import Entry, parse_crontab
+from jobrunner.importer.emit import spec_from_entry
 from jobrunner.importer.guards import background, leading_test, systemd_guard
 from jobrunner.importer.oncalendar import to_oncalendar
 from jobrunner.importer.wrappers import unwrap
@@ -165,6 +166,57 @@ def test_every_packages_cron_d_imports_renders_and_verifies_without_taking_their
     ours = {p.name for p in units.glob("cron-*")}
     assert len(ours) >= 40 and not ours & shipped
     assert "munin-node.service" in shipped and "cron-munin-node.service" in ours
+
+
+SWITCHES = """\
+@daily root /usr/local/bin/a
+15 3 * * * root /usr/local/bin/b
+PERSISTENT=yes
+15 4 * * * root /usr/local/bin/c
+@hourly root /usr/local/bin/d
+PERSISTENT=no
+@weekly root /usr/local/bin/e
+30 5 * * * root /usr/local/bin/f
+PERSISTENT=auto
+@monthly root /usr/local/bin/g
+@reboot root /usr/local/bin/h
+"""
+
+
+def test_a_run_missed_while_the_machine_was_off_is_caught_up_where_systemd_cron_catches_it_up(debian, tmp_path):
+    """A migrated ``@daily`` must not silently lose the run a reboot or an outage swallowed: on
+    every line of the real inputs, and on a crontab that flips systemd-cron's ``PERSISTENT=``
+    switch, the imported job's ``persistent=`` equals the ``Persistent=`` of the timer Debian's
+    ``systemd-cron`` writes for the same line (``@…`` lines catch up unless ``PERSISTENT=no``,
+    five-field lines only with ``PERSISTENT=yes``)."""
+    switches = tmp_path / "switches"
+    switches.write_text(SWITCHES)
+    compared = caught_up = 0
+    for path in [*_inputs(debian, tmp_path), switches]:
+        timers = systemd_cron_generator(debian, path, tmp_path / "persist" / path.name)
+        peer = {
+            keys["Description"][0].removeprefix('[Timer] "').removesuffix('"').replace("%%", "%"): keys
+            for keys in timers.values()
+            if "OnCalendar" in keys
+        }
+        for entry in parse_crontab(path.read_text(), path=str(path)).entries:
+            theirs = peer.get(" ".join(entry.line.split()))
+            if theirs is None or entry.schedule.reboot:
+                continue
+            spec = spec_from_entry(entry, "x")
+            ours = [s.source for s in spec.settings if s.key == "persistent"]
+            assert ours in ([], ["True"]), ours
+            assert (ours == ["True"]) == (theirs.get("Persistent") == ["true"]), (path.name, entry.line, ours)
+            compared += 1
+            caught_up += ours == ["True"]
+    assert compared >= 40 and caught_up >= 5, (compared, caught_up)
+    lines = {e.line: e for e in parse_crontab(SWITCHES, path="switches").entries}
+    expected = {"a": True, "b": False, "c": True, "d": True, "e": False, "f": False, "g": True}
+    for line, entry in lines.items():
+        letter = line.rsplit("/", 1)[1]
+        if letter in expected:
+            settings = {s.key: s.source for s in spec_from_entry(entry, "x").settings}
+            assert (settings.get("persistent") == "True") == expected[letter], line
 
 
 # --- the eight defects and the two new-user findings -----------------------------------------

@@ -319,6 +319,14 @@ def spec_from_entry(entry: Entry, name: str, *, command_name: str = "jobrunner i
             lines[0],
             f"cron: {' '.join(f.text for f in (sched.minute, sched.hour, sched.dom, sched.month, sched.dow)) if not sched.special else sched.special}",
         )
+    if not sched.reboot and _persistent(sched.special, env.get("PERSISTENT")):
+        why = (
+            f"was: {sched.special}: a run missed while the machine was off runs when it is back, "
+            "as anacron and Debian's systemd-cron do"
+            if sched.special
+            else "PERSISTENT=yes in the crontab (systemd-cron's switch): a missed run is caught up"
+        )
+        spec.set("persistent", True, why)
     if sched.tz:
         spec.notes.append(f"CRON_TZ={sched.tz}: the schedule is in that time zone, and so are its OnCalendar= lines")
     elif "TZ" in env:
@@ -459,3 +467,14 @@ def write_modules(
         path.write_text(text)
         done.append((path, "wrote"))
     return done
+
+
+def _persistent(special: str | None, switch: str | None) -> bool:
+    """Whether a line's timer catches up a run missed while the machine was off, by the rule
+    of Debian's ``systemd-cron`` (the import's peer, which reads the same files): ``@hourly``,
+    ``@daily``… do unless the crontab says ``PERSISTENT=no``; a line of five fields does only
+    with ``PERSISTENT=yes`` (``true``, ``1``)."""
+    value = (switch or "").strip().lower()
+    if special:
+        return value in ("yes", "true", "1", "auto", "")
+    return value in ("yes", "true", "1")
