@@ -6,6 +6,7 @@ not turn a failed run into a recorded success (issue: "a failure is a failure on
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -88,14 +89,23 @@ def test_exec_of_a_failing_script_on_a_pipe_is_a_failure(launcher: Launcher, fmt
 
 
 def test_an_event_that_cannot_be_rendered_does_not_change_the_outcome(launcher: Launcher) -> None:
-    """A log event whose value cannot be shown is reported as one line (stderr and
-    ``log.render_failed``); the job's own failure is still exit 1 and recorded as failure."""
+    """A log event whose value cannot be shown is reported once, in the log's own form: as JSON,
+    a ``log.render_failed`` line plus a plain line on stderr; on a console, one console line
+    (not a JSON line among console lines, not said twice). The job's own failure is still
+    exit 1 and recorded as failure."""
     launcher.write_job("oddjob", UNRENDERABLE)
     for fmt in ("console", "json"):
         done = launcher.run("run", "oddjob:odd", env=launcher.env(JOBRUNNER_LOG_FORMAT=fmt))
         assert done.returncode == 1, done.stdout + done.stderr
         assert "Traceback" not in done.stdout + done.stderr
-        assert done.stderr.count("could not write log event 'job.note'") == 1, done.stderr
         assert launcher.state("odd")["last_outcome"] == "failure"
+        said = [line for line in done.stdout.splitlines() if "job.note" in line]
+        assert len(said) == 1, done.stdout
         if fmt == "json":
-            assert '"event":"log.render_failed"' in done.stdout
+            assert done.stderr.count("could not write log event 'job.note'") == 1, done.stderr
+            assert json.loads(said[0])["event"] == "log.render_failed"
+        else:
+            assert "job.note" not in done.stderr, done.stderr
+            assert said[0].split()[1:4] == ["[error]", "log.render_failed", "failed_event='job.note'"], said
+            assert "RuntimeError: no repr" in said[0] and not said[0].startswith("{")
+            assert all(not line.startswith("{") for line in done.stdout.splitlines()), done.stdout

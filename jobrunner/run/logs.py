@@ -477,14 +477,16 @@ class _Guarded:
 
     A logging call sits on every path of a run, the failure path included: an error while
     rendering (a renderer's bug, a value that cannot be shown) must not change what the run
-    records or returns. Such an event is written as a plain line on stderr and, where the log
-    is JSON, as a ``log.render_failed`` event carrying the event's name and the error.
-    ``sink`` is the run's sink (``progress`` finds it here).
+    records or returns. Such an event becomes a ``log.render_failed`` event carrying the
+    event's name and the error: where the log is JSON, that line plus a plain line on stderr
+    (for a reader of the terminal or the unit's stderr); on a console, once, as a console line
+    (and as JSON in a ``log_file``). ``sink`` is the run's sink (``progress`` finds it here).
     """
 
-    def __init__(self, processors: list[Callable[..., Any]], sink: LineSink) -> None:
+    def __init__(self, processors: list[Callable[..., Any]], sink: LineSink, *, console: bool = False) -> None:
         self.processors = processors
         self.sink = sink
+        self.console = console
 
     def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> Any:
         name = str(event_dict.get("event", ""))
@@ -494,11 +496,27 @@ class _Guarded:
                 result = processor(logger, method, result)
             return result
         except Exception as exc:  # the one place where an error while describing an event stops
-            return _render_failed(self.sink, name, exc)
+            return _render_failed(self.sink, name, exc, console=self.console)
 
 
-def _render_failed(sink: LineSink, name: str, exc: BaseException) -> tuple[tuple[str], dict[str, Any]]:
-    error = f"{type(exc).__name__}: {exc}"[:500]
+def _render_failed(
+    sink: LineSink, name: str, exc: BaseException, *, console: bool = False
+) -> tuple[tuple[str], dict[str, Any]]:
+    try:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    except Exception:  # an exception whose own text cannot be made
+        error = type(exc).__name__
+    event = {
+        "ts": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "level": "error",
+        "event": "log.render_failed",
+        "failed_event": name[:100],
+        "error": error,
+    }
+    line = _dumps(event)
+    if console:  # one line where the others are, in their form; no renderer is trusted here
+        shown = f"{event['ts'][11:19]} [error] log.render_failed failed_event={name[:100]!r} error={error!r}"
+        return (shown.replace("\n", " "),), {"priority": PRIORITY["error"], "json_line": line}
     text = f"jobrunner: could not write log event {name[:100]!r}: {error}"
     try:
         fd = 2
@@ -508,14 +526,6 @@ def _render_failed(sink: LineSink, name: str, exc: BaseException) -> tuple[tuple
         os.write(fd, (text.replace("\n", " ") + "\n").encode("utf-8", "replace"))
     except OSError:
         pass
-    event = {
-        "ts": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
-        "level": "error",
-        "event": "log.render_failed",
-        "failed_event": name[:100],
-        "error": error,
-    }
-    line = _dumps(event)
     return (line,), {"priority": PRIORITY["error"], "json_line": line}
 
 
@@ -565,7 +575,11 @@ def configure_logging(
         narrow |= {"pad_event_to": 0} if "pad_event_to" in params else {"pad_event": 0} if "pad_event" in params else {}
         console = structlog.dev.ConsoleRenderer(colors=_isatty(fd) if fd is not None else False, **narrow)
     structlog.configure(
-        processors=[_Guarded([_add_exception, _Head(static), redactor, _Render(sink, console)], sink)],
+        processors=[
+            _Guarded(
+                [_add_exception, _Head(static), redactor, _Render(sink, console)], sink, console=console is not None
+            )
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=lambda *args: _SinkLogger(sink),
         cache_logger_on_first_use=False,
