@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import field
-from typing import Any, Literal, Never, TypeAlias, overload
+from types import FunctionType
+from typing import Any, Literal, Never, TypeAlias, get_overloads, overload
 
 from jobrunner._datatype import datatype, field_names
 from jobrunner.errors import ConfigError, UsageError
@@ -474,6 +475,266 @@ CONDITIONS = {"-x": "ConditionFileIsExecutable", "-e": "ConditionPathExists", "-
 Directives: TypeAlias = Mapping[str, Mapping[str, Any]]
 
 
+# The per-setting checks. Each takes the value given (or the table's default) and the setting's
+# name, and returns the value as the ``Job`` record holds it (its return annotation is that
+# field's type: tests/test_declaration_settings.py compares them), or raises ValueError/TypeError
+# saying what is wrong; ``_build`` puts the job and the setting in front.
+
+
+def _kept(value: Any, key: str) -> Any:
+    """``name`` and ``unit``: checked by ``_build``, which knows the job's name."""
+    return value
+
+
+def _seconds_or_none(value: Any, key: str) -> float | None:
+    return _span(value)
+
+
+def _timeout(value: Any, key: str) -> float | None:
+    seconds = _span(value)
+    if seconds == 0:
+        raise ValueError("must be more than 0 (or None for no timeout)")
+    return seconds
+
+
+def _seconds(value: Any, key: str) -> float:
+    return parse_timespan(value)
+
+
+def _flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r} must be True or False")
+    return value
+
+
+def _network(value: Any, key: str) -> bool | None:
+    """None: not said; ``_build`` makes it False, or True with a lease."""
+    return None if value is None else _flag(value, key)
+
+
+def _paths_or_none(value: Any, key: str) -> tuple[str, ...] | None:
+    return None if value is None else _paths(value, key)
+
+
+def _path_or_none(value: Any, key: str) -> str | None:
+    if value is not None:
+        _paths(value, key)
+    return value  # type: ignore[no-any-return]
+
+
+def _instances(value: Any, key: str) -> bool | str:
+    if value is not True and value is not False and value != "optional":  # not 1 or 0
+        raise ValueError(f"{value!r}: use True, False or 'optional'")
+    return value  # type: ignore[no-any-return]
+
+
+def _group_name(value: Any, key: str) -> str | None:
+    if value is not None and not (isinstance(value, str) and _NAME.match(value)):
+        raise ValueError(f"{value!r} is not a group name (letters, digits, '_.-')")
+    return value
+
+
+def _account(value: Any, key: str) -> str | None:
+    if value is not None and not (isinstance(value, str) and _USER.match(value)):
+        raise ValueError(f"{value!r} is not a user/group name")
+    return value
+
+
+def _condition(value: Any, key: str) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    if not (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and value[0] in CONDITIONS
+        and isinstance(value[1], str)
+        and value[1].startswith("/")
+    ):
+        raise ValueError(f"{value!r}: use ('-x' | '-e' | '-d', '/absolute/path'), as test(1) reads it")
+    return (value[0], value[1])
+
+
+def _slots(value: Any, key: str) -> Slots | None:
+    if value is not None and not isinstance(value, Slots):
+        raise ValueError(f"{value!r}: use Slots(name, slots)")
+    return value
+
+
+def _lock(value: Any, key: str) -> Lock | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return Lock()
+    if isinstance(value, str):
+        if "://" in value:
+            return Lock(url=value)
+        return Lock(name=value)
+    if isinstance(value, Lock):
+        return value
+    raise ValueError(f"{value!r}: use True, a lock name, or Lock(...)")
+
+
+def _retry(value: Any, key: str) -> Retry | None:
+    if value is None or isinstance(value, Retry):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Retry(attempts=value)
+    raise ValueError(f"{value!r}: use Retry(...) or a number of attempts")
+
+
+def _alert(value: Any, key: str) -> Alert | None:
+    if value is None:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = Alert(after=value)
+    if isinstance(value, Alert):
+        return value.check()
+    raise ValueError(f"{value!r}: use Alert(...) or a number of failures in a row")
+
+
+def _hardening(value: Any, key: str) -> str:
+    if value not in HARDENING_LEVELS:
+        raise ValueError(f"{value!r}: use one of {', '.join(HARDENING_LEVELS)}")
+    return value  # type: ignore[no-any-return]
+
+
+def _options(value: Any, key: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{value!r} must be a dict")
+    return dict(value)
+
+
+def _directives(value: Any, key: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError("must be a dict like {'Service': {'User': 'root'}}")
+    return {section: dict(directives) for section, directives in value.items()}
+
+
+def _threshold(value: Any, key: str) -> float | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10):
+        raise ValueError(f"{value!r} must be a number from 0 to 10")
+    return value
+
+
+@datatype(frozen=True)
+class Setting:
+    """One ``@job`` setting: its default, its check (the value as given -> the ``Job`` field, or
+    ValueError), the section of ``job()``'s docstring it is documented in, and that text."""
+
+    name: str
+    default: Any
+    check: Callable[[Any, str], Any]
+    section: str
+    doc: str
+
+
+_WHEN = "When it runs (the ``.timer``):"
+_RUN = "How a run behaves:"
+_INSTANCES = "Instances (one job, many sites; docs/sites.md):"
+_UNIT = "Its unit (the ``.service``):"
+SECTIONS = (_WHEN, _RUN, _INSTANCES, _UNIT)
+"""The sections of ``job()``'s docstring, in order."""
+
+# fmt: off
+SETTINGS = (
+    Setting("schedule", (), _strings, _WHEN,
+            'an ``OnCalendar=`` expression, or a list of them (``"02:15"``,\n'
+            '``"Mon..Fri 08..20:0/10"``, ``"hourly"``). None: the job runs only by hand.'),
+    Setting("persistent", False, _flag, _WHEN,
+            "catch up a run missed while the machine was off (``Persistent=``)."),
+    Setting("jitter", None, _seconds_or_none, _WHEN,
+            "a random delay up to this span (``RandomizedDelaySec=``)."),
+    Setting("fixed_jitter", False, _flag, _WHEN,
+            "the same ``jitter`` delay on every run of a host (``FixedRandomDelay=``)."),
+    Setting("accuracy", None, _seconds_or_none, _WHEN,
+            "how late systemd may start it to batch wake-ups (``AccuracySec=``)."),
+    Setting("on_boot", None, _seconds_or_none, _WHEN,
+            'also run once this span after boot (``OnBootSec=``; ``"0"`` is at once),\n'
+            "cron's ``@reboot``; with or without a ``schedule``. The timer also fires when it is\n"
+            "first started after that moment (``units install``), as systemd does."),
+    Setting("lock", None, _lock, _RUN,
+            "``True`` (exclusive, non-blocking: a second run is skipped, exit 75), a lock\n"
+            "name, an absolute path (that very file: excludes ``flock(1)`` scripts), a\n"
+            "lease URL (``redis://…``, ``etcd://host:2379``), or ``Lock(...)`` for wait, shared, busy\n"
+            "and lease options."),
+    Setting("timeout", None, _timeout, _RUN,
+            "the deadline: the process tree is killed, cleanups run, exit 124."),
+    Setting("retry", None, _retry, _RUN,
+            "``Retry(...)``, or a number of attempts; never past the deadline."),
+    Setting("alert", None, _alert, _RUN,
+            "``Alert(...)`` (when a failure notifies: after N in a row, or a failure\n"
+            "rate; durations out of the ordinary), or a number: notify after that many failures\n"
+            "in a row. Overridable per host by ``$JOBRUNNER_ALERT_<JOB>``."),
+    Setting("user", None, _account, _UNIT,
+            "run as this user (default root)."),
+    Setting("group", None, _account, _UNIT,
+            "and this group (default: the user's)."),
+    Setting("hardening", "strict", _hardening, _UNIT,
+            'the sandbox level, ``"basic"``, ``"standard"`` or ``"strict"`` (default).'),
+    Setting("network", None, _network, _UNIT,
+            "the job needs the network (default False; a lease implies True)."),
+    Setting("write_paths", (), _paths, _UNIT,
+            "absolute paths made writable in the sandbox; a leading ``-`` marks\n"
+            "one that may be missing."),
+    Setting("read_paths", (), _paths, _UNIT,
+            "the same, made readable."),
+    Setting("env_files", (), _paths, _UNIT,
+            "``EnvironmentFile=`` paths (``-`` prefix: optional), also read by a run\n"
+            "by hand."),
+    Setting("working_dir", None, _path_or_none, _UNIT,
+            "the working directory."),
+    Setting("log_file", None, _path_or_none, _RUN,
+            "also append the JSON lines to this file."),
+    Setting("notify", (), _strings, _RUN,
+            "Apprise tags the failure (and recovery) notifications go to."),
+    Setting("cleanup_timeout", "60s", _seconds, _RUN,
+            "each cleanup's budget (default 60s)."),
+    Setting("kill_grace", "10s", _seconds, _RUN,
+            "from SIGTERM to SIGKILL for a command's process group (default 10s)."),
+    Setting("name", None, _kept, _UNIT,
+            "the job's name (default: the function's)."),
+    Setting("unit", None, _kept, _UNIT,
+            "the unit's name (default: the name with ``_`` as ``-``)."),
+    Setting("systemd", None, _directives, _UNIT,
+            "unit directives to replace, add or drop, for jobs that need a privilege:\n"
+            '``{"Service": {"Key": value, "+Key": added, "Key": None}}``.'),
+    Setting("security_threshold", None, _threshold, _UNIT,
+            "the ``systemd-analyze security`` score (0-10) accepted when\n"
+            "``systemd`` overrides raise it."),
+    Setting("options", None, _options, _RUN,
+            "free-form settings the job reads as ``ctx.options``."),
+    Setting("instances", False, _instances, _INSTANCES,
+            "``True``: the job runs per instance only (``run --instance NAME``, the\n"
+            "template unit ``<unit>@.service``, ``ctx.instance``); ``\"optional\"``: also as a plain job\n"
+            "(one site configured by the shared env file, the simple case)."),
+    Setting("instance_group", None, _group_name, _INSTANCES,
+            "the instances' env-file directory,\n"
+            "``/etc/jobrunner/instances/<group>/<instance>.env`` (default: the job's name); jobs of\n"
+            "one group share one file per instance."),
+    Setting("instance_write_paths", None, _paths_or_none, _INSTANCES,
+            "the writable paths of an instance's unit\n"
+            "(default: ``write_paths``); ``%i`` is the instance name."),
+    Setting("instance_read_paths", None, _paths_or_none, _INSTANCES,
+            "the readable ones (default: ``read_paths``)."),
+    Setting("concurrency", None, _slots, _RUN,
+            '``Slots("backup", 2)``: at most 2 runs of the jobs naming ``backup``\n'
+            "at once on this host, the others wait (within the deadline) for a slot."),
+    Setting("condition", None, _condition, _RUN,
+            '``("-x", "/usr/sbin/cron-apt")``: run only while this test(1) holds\n'
+            "(``-x`` executable, ``-e`` exists, ``-d`` a directory); otherwise the run is skipped,\n"
+            "exit 0, and the record names the condition. The unit gets the same check as\n"
+            "``ConditionFileIsExecutable=``/``ConditionPathExists=``/``ConditionPathIsDirectory=``."),
+)
+# fmt: on
+"""Every ``@job`` setting, once, in the order of ``job()``'s typed overload (a test holds the
+overload, the ``Job`` fields and the docstring to this table)."""
+_DEFAULTS = {s.name: s.default for s in SETTINGS}
+
+
 @overload
 def job(func: JobFunction, /) -> Job: ...
 @overload
@@ -518,136 +779,64 @@ def job(
 ) -> Callable[[JobFunction], Job]: ...
 
 
-def job(
-    func: JobFunction | None = None,
-    /,
-    *,
-    schedule: str | Sequence[str] = (),
-    persistent: bool = False,
-    jitter: Span | None = None,
-    fixed_jitter: bool = False,
-    accuracy: Span | None = None,
-    on_boot: Span | None = None,
-    lock: bool | str | Lock | None = None,
-    timeout: Span | None = None,
-    retry: Retry | int | None = None,
-    alert: Alert | int | None = None,
-    user: str | None = None,
-    group: str | None = None,
-    hardening: Hardening = "strict",
-    network: bool | None = None,
-    write_paths: Paths = (),
-    read_paths: Paths = (),
-    env_files: Paths = (),
-    working_dir: str | None = None,
-    log_file: str | None = None,
-    notify: str | Sequence[str] = (),
-    cleanup_timeout: Span = "60s",
-    kill_grace: Span = "10s",
-    name: str | None = None,
-    unit: str | None = None,
-    systemd: Directives | None = None,
-    security_threshold: float | None = None,
-    options: Mapping[str, Any] | None = None,
-    instances: bool | Literal["optional"] = False,
-    instance_group: str | None = None,
-    instance_write_paths: Paths | None = None,
-    instance_read_paths: Paths | None = None,
-    concurrency: Slots | None = None,
-    condition: tuple[ConditionTest, str] | None = None,
-    **unknown: Never,
-) -> Job | Callable[[JobFunction], Job]:
+def job(func: JobFunction | None = None, /, **settings: Any) -> Job | Callable[[JobFunction], Job]:
     """Declare a job: bare (``@job``) or with settings (``@job(schedule="02:15", ...)``).
 
-    This docstring is where each setting is documented (docs/writing-jobs.md points here).
+    This docstring is where each setting is documented (docs/writing-jobs.md points here),
+    made from the table ``SETTINGS`` (jobrunner/declaration.py).
     All are optional and keyword-only. A bad value raises ``ConfigError`` naming the job and
     the setting when the module is imported (the CLI exits 78). Time spans are seconds or
     systemd's syntax: ``"90s"``, ``"5m"``, ``"2h 30min"``, ``"1d"``.
-
-    When it runs (the ``.timer``):
-
-    - ``schedule``: an ``OnCalendar=`` expression, or a list of them (``"02:15"``,
-      ``"Mon..Fri 08..20:0/10"``, ``"hourly"``). None: the job runs only by hand.
-    - ``persistent``: catch up a run missed while the machine was off (``Persistent=``).
-    - ``jitter``: a random delay up to this span (``RandomizedDelaySec=``);
-      ``fixed_jitter``: the same delay on every run of a host (``FixedRandomDelay=``).
-    - ``accuracy``: how late systemd may start it to batch wake-ups (``AccuracySec=``).
-    - ``on_boot``: also run once this span after boot (``OnBootSec=``; ``"0"`` is at once),
-      cron's ``@reboot``; with or without a ``schedule``. The timer also fires when it is
-      first started after that moment (``units install``), as systemd does.
-
-    How a run behaves:
-
-    - ``lock``: ``True`` (exclusive, non-blocking: a second run is skipped, exit 75), a lock
-      name, an absolute path (that very file: excludes ``flock(1)`` scripts), a
-      lease URL (``redis://…``, ``etcd://host:2379``), or ``Lock(...)`` for wait, shared, busy
-      and lease options.
-    - ``timeout``: the deadline: the process tree is killed, cleanups run, exit 124.
-    - ``retry``: ``Retry(...)``, or a number of attempts; never past the deadline.
-    - ``alert``: ``Alert(...)`` (when a failure notifies: after N in a row, or a failure
-      rate; durations out of the ordinary), or a number: notify after that many failures
-      in a row. Overridable per host by ``$JOBRUNNER_ALERT_<JOB>``.
-    - ``cleanup_timeout`` (60s): each cleanup's budget; ``kill_grace`` (10s): from SIGTERM
-      to SIGKILL for a command's process group.
-    - ``notify``: Apprise tags the failure (and recovery) notifications go to.
-    - ``log_file``: also append the JSON lines to this file.
-    - ``options``: free-form settings the job reads as ``ctx.options``.
-    - ``concurrency``: ``Slots("backup", 2)``: at most 2 runs of the jobs naming ``backup``
-      at once on this host, the others wait (within the deadline) for a slot.
-    - ``condition``: ``("-x", "/usr/sbin/cron-apt")``: run only while this test(1) holds
-      (``-x`` executable, ``-e`` exists, ``-d`` a directory); otherwise the run is skipped,
-      exit 0, and the record names the condition. The unit gets the same check as
-      ``ConditionFileIsExecutable=``/``ConditionPathExists=``/``ConditionPathIsDirectory=``.
-
-    Instances (one job, many sites; docs/sites.md):
-
-    - ``instances``: ``True``: the job runs per instance only (``run --instance NAME``, the
-      template unit ``<unit>@.service``, ``ctx.instance``); ``"optional"``: also as a plain job
-      (one site configured by the shared env file, the simple case).
-    - ``instance_group``: the instances' env-file directory,
-      ``/etc/jobrunner/instances/<group>/<instance>.env`` (default: the job's name); jobs of
-      one group share one file per instance.
-    - ``instance_write_paths``, ``instance_read_paths``: the paths of an instance's unit
-      (default: ``write_paths``/``read_paths``); ``%i`` is the instance name.
-
-    Its unit (the ``.service``):
-
-    - ``user``, ``group``: run as this user and group (default root).
-    - ``hardening``: the sandbox level, ``"basic"``, ``"standard"`` or ``"strict"`` (default).
-    - ``network``: the job needs the network (default False; a lease implies True).
-    - ``write_paths``, ``read_paths``: absolute paths made writable or readable in the
-      sandbox; a leading ``-`` marks one that may be missing.
-    - ``env_files``: ``EnvironmentFile=`` paths (``-`` prefix: optional), also read by a run
-      by hand.
-    - ``working_dir``: the working directory.
-    - ``name``: the job's name (default: the function's); ``unit``: the unit's name
-      (default: the name with ``_`` as ``-``).
-    - ``systemd``: unit directives to replace, add or drop, for jobs that need a privilege:
-      ``{"Service": {"Key": value, "+Key": added, "Key": None}}``;
-      ``security_threshold``: the ``systemd-analyze security`` score (0-10) accepted when
-      such overrides raise it.
     """
-    settings = {key: value for key, value in locals().items() if key not in ("func", "unknown")}
     if func is not None:
-        if unknown or _given(settings) or not callable(func):
+        if not callable(func) or any(key not in _DEFAULTS for key in settings) or _given(settings):
             raise TypeError("use @job or @job(setting=...), not @job(positional)")
-        return _build(func, settings, unknown)
+        return _build(func, settings)
 
     def decorate(fn: JobFunction) -> Job:
-        return _build(fn, settings, unknown)
+        return _build(fn, settings)
 
     return decorate
 
 
+def _document(intro: str) -> str:
+    """``job()``'s docstring: its intro, then each section's settings as bullets, in table order."""
+    indent = "\n    "
+    parts = [intro.rstrip()]
+    for section in SECTIONS:
+        parts.append(f"{indent}{indent}{section}{indent}")
+        for s in SETTINGS:
+            if s.section == section:
+                parts.append(f"{indent}- ``{s.name}``: " + s.doc.replace("\n", indent + "  "))
+    return "".join(parts) + indent
+
+
+def _show_signature() -> None:
+    """``help(job)`` shows the settings with their defaults, as when ``job`` spelt them out:
+    ``inspect.signature`` follows ``__wrapped__`` to a copy of the typed overload's code with
+    the table's defaults (no ``inspect`` here: the timer tick imports this module)."""
+    typed = get_overloads(job)[-1]
+    shown = FunctionType(typed.__code__, typed.__globals__, "job", (None,), typed.__closure__)
+    shown.__kwdefaults__ = dict(_DEFAULTS)
+    shown.__annotations__ = {**typed.__annotations__, "func": "JobFunction | None"}
+    shown.__annotations__["return"] = "Job | Callable[[JobFunction], Job]"
+    shown.__doc__ = job.__doc__
+    job.__wrapped__ = shown  # type: ignore[attr-defined]
+
+
+job.__doc__ = _document(job.__doc__ or "")
+_show_signature()
+
+
 def _given(settings: dict[str, Any]) -> list[str]:
-    """The settings that differ from ``job()``'s defaults."""
-    defaults = job.__kwdefaults__ or {}
-    return [key for key, value in settings.items() if value != defaults[key]]
+    """The settings that differ from their defaults."""
+    return [key for key, value in settings.items() if value != _DEFAULTS[key]]
 
 
-def _build(fn: Callable[..., Any], settings: dict[str, Any], unknown: dict[str, Any]) -> Job:
+def _build(fn: Callable[..., Any], settings: dict[str, Any]) -> Job:
     name = settings.get("name") or getattr(fn, "__name__", "")
     where = f"job {name!r} in {getattr(fn, '__module__', '?')}"
+    unknown = [key for key in settings if key not in _DEFAULTS]
     if unknown:
         raise ConfigError(f"{where}: unknown setting {sorted(unknown)[0]!r}")
     current = "name"
@@ -655,8 +844,9 @@ def _build(fn: Callable[..., Any], settings: dict[str, Any], unknown: dict[str, 
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"{name!r} is not a job name (letters, digits, '_.-')")
         values: dict[str, Any] = {}
-        for current, value in settings.items():
-            values[current] = _check(current, value, name)
+        for setting in SETTINGS:
+            current = setting.name
+            values[current] = setting.check(settings.get(current, setting.default), current)
         lock = values["lock"]
         current = "network"
         if lock is not None and lock.backend:
@@ -698,108 +888,3 @@ def _check_instances(values: dict[str, Any]) -> None:
         if any("%i" in item for item in items):
             where = "instance_write_paths/instance_read_paths" if values["instances"] else "an instantiable job"
             raise ValueError(f"{key}: '%i' (the instance name) belongs in {where}")
-
-
-def _check(key: str, value: Any, name: str) -> Any:
-    if key in ("jitter", "accuracy", "timeout", "on_boot"):
-        seconds = _span(value)
-        if key == "timeout" and seconds == 0:
-            raise ValueError("must be more than 0 (or None for no timeout)")
-        return seconds
-    if key in ("cleanup_timeout", "kill_grace"):
-        return _span(value, allow_none=False)
-    if key in ("persistent", "fixed_jitter", "network"):
-        if value is None and key == "network":
-            return None  # not said: False, or True with a lease
-        if not isinstance(value, bool):
-            raise ValueError(f"{value!r} must be True or False")
-        return value
-    if key == "schedule":
-        return _strings(value, key)
-    if key in ("write_paths", "read_paths", "env_files"):
-        return _paths(value, key)
-    if key in ("instance_write_paths", "instance_read_paths"):
-        return None if value is None else _paths(value, key)
-    if key == "instances":
-        if value is not True and value is not False and value != "optional":  # not 1 or 0
-            raise ValueError(f"{value!r}: use True, False or 'optional'")
-        return value
-    if key == "instance_group":
-        if value is not None and not (isinstance(value, str) and _NAME.match(value)):
-            raise ValueError(f"{value!r} is not a group name (letters, digits, '_.-')")
-        return value
-    if key == "condition":
-        if value is None:
-            return None
-        if not (
-            isinstance(value, (tuple, list))
-            and len(value) == 2
-            and value[0] in CONDITIONS
-            and isinstance(value[1], str)
-            and value[1].startswith("/")
-        ):
-            raise ValueError(f"{value!r}: use ('-x' | '-e' | '-d', '/absolute/path'), as test(1) reads it")
-        return (value[0], value[1])
-    if key == "concurrency":
-        if value is not None and not isinstance(value, Slots):
-            raise ValueError(f"{value!r}: use Slots(name, slots)")
-        return value
-    if key == "notify":
-        return _strings(value, key)
-    if key == "lock":
-        if value is None or value is False:
-            return None
-        if value is True:
-            return Lock()
-        if isinstance(value, str):
-            if "://" in value:
-                return Lock(url=value)
-            return Lock(name=value)
-        if isinstance(value, Lock):
-            return value
-        raise ValueError(f"{value!r}: use True, a lock name, or Lock(...)")
-    if key == "retry":
-        if value is None or isinstance(value, Retry):
-            return value
-        if isinstance(value, int) and not isinstance(value, bool):
-            return Retry(attempts=value)
-        raise ValueError(f"{value!r}: use Retry(...) or a number of attempts")
-    if key == "alert":
-        if value is None:
-            return value
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = Alert(after=value)
-        if isinstance(value, Alert):
-            return value.check()
-        raise ValueError(f"{value!r}: use Alert(...) or a number of failures in a row")
-    if key == "hardening":
-        if value not in HARDENING_LEVELS:
-            raise ValueError(f"{value!r}: use one of {', '.join(HARDENING_LEVELS)}")
-        return value
-    if key in ("user", "group"):
-        if value is not None and not (isinstance(value, str) and _USER.match(value)):
-            raise ValueError(f"{value!r} is not a user/group name")
-        return value
-    if key in ("working_dir", "log_file"):
-        if value is not None:
-            _paths(value, key)
-        return value
-    if key == "options":
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{value!r} must be a dict")
-        return dict(value)
-    if key == "systemd":
-        if value is None:
-            return {}
-        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-            raise ValueError("must be a dict like {'Service': {'User': 'root'}}")
-        return {section: dict(directives) for section, directives in value.items()}
-    if key == "security_threshold":
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10
-        ):
-            raise ValueError(f"{value!r} must be a number from 0 to 10")
-        return value
-    return value
