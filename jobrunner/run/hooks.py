@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from jobrunner.declaration import Job
     from jobrunner.run.model import Run, RunOptions
 
 __all__ = ["DEFAULT_APPRISE_CONFIG", "Hook", "call_hooks", "load_hooks", "notify_configured"]
@@ -71,24 +72,24 @@ def _history_on(env: Mapping[str, str]) -> bool:
     return env.get("JOBRUNNER_HISTORY", "").strip().lower() not in ("off", "0", "no", "false")
 
 
-def _history(job: Any, options: RunOptions, env: Mapping[str, str]) -> _Args:
+def _history(job: Job, options: RunOptions, env: Mapping[str, str]) -> _Args:
     return ((env,), {}) if _history_on(env) else None
 
 
-def _fleet(job: Any, options: RunOptions, env: Mapping[str, str]) -> _Args:
+def _fleet(job: Job, options: RunOptions, env: Mapping[str, str]) -> _Args:
     # The fleet's shared history, where $JOBRUNNER_REDIS_URL is set (and history is on).
     url = env.get("JOBRUNNER_REDIS_URL", "").strip()
     return ((url, env), {}) if url and _history_on(env) else None
 
 
-def _metrics(job: Any, options: RunOptions, env: Mapping[str, str]) -> _Args:
+def _metrics(job: Job, options: RunOptions, env: Mapping[str, str]) -> _Args:
     # Units point at node_exporter's textfile directory; on a host without node_exporter it
     # does not exist, and that is not worth an error on every run.
     directory = env.get("JOBRUNNER_METRICS_DIR")
     return ((directory,), {}) if directory and os.path.isdir(directory) else None
 
 
-def _notify(job: Any, options: RunOptions, env: Mapping[str, str]) -> _Args:
+def _notify(job: Job, options: RunOptions, env: Mapping[str, str]) -> _Args:
     if not options.notify:
         return None
     ping = None
@@ -98,7 +99,7 @@ def _notify(job: Any, options: RunOptions, env: Mapping[str, str]) -> _Args:
     return ((), {"notifications": notifications, "ping": ping}) if notifications or ping else None
 
 
-HOOKS: tuple[tuple[str, str, Callable[[Any, RunOptions, Mapping[str, str]], _Args]], ...] = (
+HOOKS: tuple[tuple[str, str, Callable[[Job, RunOptions, Mapping[str, str]], _Args]], ...] = (
     ("history", "jobrunner.store.history:HistoryHook", _history),
     ("fleet", "jobrunner.fleet.stream:FleetHook", _fleet),
     ("metrics", "jobrunner.observe.metrics:MetricsHook", _metrics),
@@ -116,7 +117,7 @@ def _load(ref: str) -> Any:
     return value
 
 
-def load_hooks(job: Any, options: RunOptions, env: Mapping[str, str] | None = None) -> list[Hook]:
+def load_hooks(job: Job, options: RunOptions, env: Mapping[str, str] | None = None) -> list[Hook]:
     """The hooks configured for this run of ``job``, in the order they run (``HOOKS``)."""
     env = os.environ if env is None else env
     if options.dry_run:
