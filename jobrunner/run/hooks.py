@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from jobrunner.declaration import Job
@@ -132,13 +132,22 @@ def load_hooks(job: Job, options: RunOptions, env: Mapping[str, str] | None = No
     return hooks
 
 
-def call_hooks(run: Run, stage: str) -> None:
+def call_hooks(run: Run, stage: Literal["on_start", "on_finish"]) -> None:
     """``stage`` (``on_start``, ``on_finish``) of every hook of the run, in order; an exception
     is logged as the hook's ``failure_event`` and the next hook runs."""
     for hook in run.hooks:
         try:
-            getattr(hook, stage)(run)
+            (hook.on_start if stage == "on_start" else hook.on_finish)(run)
         except Exception as exc:  # a hook never changes the outcome
             event = getattr(hook, "failure_event", "hook.failed")
             extra = {"hook": hook.name, "stage": stage} if event == "hook.failed" else {}
             run.log.error(event, error=f"{type(exc).__name__}: {exc}", **extra)
+
+
+if TYPE_CHECKING:  # mypy holds every hook of HOOKS to the protocol (typing only: imported by no run)
+    from jobrunner.fleet.stream import FleetHook
+    from jobrunner.notify import NotifyHook, PingHook
+    from jobrunner.observe.metrics import MetricsHook
+    from jobrunner.store.history import HistoryHook
+
+    _HOOK_CLASSES: tuple[type[Hook], ...] = (HistoryHook, FleetHook, MetricsHook, NotifyHook, PingHook)
