@@ -165,3 +165,24 @@ def test_a_library_call_counts_from_the_call(tmp_path, monkeypatch):
 
     monkeypatch.setenv("JOBRUNNER_STATE_DIR", str(tmp_path / "state"))
     assert run_job(quick, RunOptions(log_format="json")).outcome == "success"
+
+
+def test_the_run_gives_back_the_lock_the_job_saw(tmp_path, monkeypatch):
+    """The held lock is kept once, in ``ctx.lock`` (``Run.lock`` reads it through), and the
+    runner releases that very lock at the end: the job saw it held, it is not held after the
+    run, and a second run of the job in the same process takes it again (not a busy skip)."""
+    from jobrunner import job
+    from jobrunner.run.lifecycle import run_job
+
+    seen = []
+
+    @job(name="held_once", lock=True)
+    def held_once(ctx):
+        assert ctx.lock is not None and ctx.lock.held
+        seen.append(ctx.lock)
+
+    monkeypatch.setenv("JOBRUNNER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("JOBRUNNER_LOCK_DIR", str(tmp_path / "locks"))
+    assert run_job(held_once, RunOptions(log_format="json")).outcome == "success"
+    assert run_job(held_once, RunOptions(log_format="json")).outcome == "success"
+    assert len(seen) == 2 and not any(lock.held for lock in seen)

@@ -36,12 +36,15 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrunner.envfile import load_env_file
 from jobrunner.errors import ConfigError, JobrunnerError
 from jobrunner.notify.ping import slug_of
 from jobrunner.redact import default_redactor
+
+if TYPE_CHECKING:
+    from jobrunner.declaration import Job
 
 __all__ = ["DEFAULT_ENV_FILE", "Action", "Client", "Config", "Wanted", "apply", "grace_seconds", "load_config", "plan"]
 
@@ -128,7 +131,7 @@ def host_timezone() -> str:
     return "UTC" if name in ("", "Etc/UTC", "Etc/Universal", "UCT", "Zulu", "Etc/Zulu") else name
 
 
-def grace_seconds(job: Any) -> int:
+def grace_seconds(job: Job) -> int:
     """How late a run's finish ping may be: jitter + accuracy + lock wait + timeout + 2 min."""
     wait = (job.lock.wait_seconds or 0.0) if job.lock is not None else 0.0
     total = (job.jitter or 0.0) + (job.accuracy or 60.0) + wait + (job.timeout or 3600.0) + 120.0
@@ -152,7 +155,7 @@ class Wanted:
         return {key: getattr(self, key) for key in FIELDS}
 
 
-def wanted(job: Any, config: Config, host: str, tz: str) -> Wanted:
+def wanted(job: Job, config: Config, host: str, tz: str) -> Wanted:
     slug = config.slug.replace("{job}", slug_of(job.unit)).replace("{host}", host)
     tags = sorted({"jobrunner", host, *job.notify, *config.tags})
     desc = "\n".join(part for part in (job.description, f"{MARKER} {host} ({job.ref})") if part)
@@ -257,7 +260,7 @@ def owner(check: Mapping[str, Any]) -> str | None:
 
 
 def plan(
-    jobs: Iterable[Any],
+    jobs: Iterable[Job],
     existing: list[dict[str, Any]],
     config: Config,
     *,

@@ -24,7 +24,7 @@ import importlib
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 from urllib.parse import urlsplit
 
 from jobrunner.errors import ConfigError, JobrunnerError
@@ -33,11 +33,14 @@ from jobrunner.redact import default_redactor
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
+    from jobrunner.declaration import Lock
+
 __all__ = [
     "BACKENDS",
     "AcquireLease",
     "Lease",
     "LeaseGone",
+    "LeaseJob",
     "LeaseUnavailable",
     "RenewedLease",
     "acquire_lease",
@@ -89,11 +92,22 @@ class Lease(Protocol):
         ...
 
 
+class LeaseJob(Protocol):
+    """What a lease reads of its job: the ``name`` (the key's default). A declared ``Job`` is
+    one; so are the job-likes the lease tests and ``bench/_harness.py`` hand it, which is why this
+    is a protocol and not ``Job`` (locks are also below the declaration). What a job may lack is
+    read with ``getattr`` and a default: ``lock_name``, ``schedule`` (a fleet singleton's firing),
+    ``kill_grace`` (``warn_short_ttl``)."""
+
+    @property
+    def name(self) -> str: ...
+
+
 class AcquireLease(Protocol):
     def __call__(
         self,
-        job: Any,
-        spec: Any,
+        job: LeaseJob,
+        spec: Lock,
         log: FilteringBoundLogger,
         on_lost: Callable[[str], None],
         *,
@@ -118,10 +132,10 @@ def backend(scheme: str) -> AcquireLease:
 
 
 def acquire_lease(
-    job: Any, spec: Any, log: FilteringBoundLogger, on_lost: Callable[[str], None], *, run_id: str | None = None
+    job: LeaseJob, spec: Lock, log: FilteringBoundLogger, on_lost: Callable[[str], None], *, run_id: str | None = None
 ) -> Lease:
     """Take the lease ``spec`` (a ``Lock`` with ``backend`` set) declares, from its backend."""
-    return backend(spec.backend)(job, spec, log, on_lost, run_id=run_id)
+    return backend(spec.backend or "")(job, spec, log, on_lost, run_id=run_id)  # no backend: "(none)", as before
 
 
 def lease_timing(ttl: float) -> dict[str, float]:
@@ -144,7 +158,7 @@ def lease_timing(ttl: float) -> dict[str, float]:
     }
 
 
-def warn_short_ttl(job: Any, key: str, ttl: float, log: FilteringBoundLogger) -> None:
+def warn_short_ttl(job: LeaseJob, key: str, ttl: float, log: FilteringBoundLogger) -> None:
     """``lock.ttl_short`` when the job's ``kill_grace`` does not fit in what a lost lease
     leaves to stop it (``stop_budget``, ttl/3)."""
     kill_grace = float(getattr(job, "kill_grace", 0) or 0)

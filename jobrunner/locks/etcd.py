@@ -39,6 +39,9 @@ from jobrunner.locks.abc import LeaseGone, LeaseUnavailable, RenewedLease, lease
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
+    from jobrunner.declaration import Lock
+    from jobrunner.locks.abc import LeaseJob
+
 __all__ = ["EtcdLease", "acquire_etcd_lease", "etcd_endpoint"]
 
 KEY_PREFIX = "jobrunner/lock/"
@@ -203,7 +206,7 @@ def _revoke_quietly(gateway: _Gateway, lease_id: str) -> None:
 
 
 def acquire_etcd_lease(
-    job: Any, spec: Any, log: FilteringBoundLogger, on_lost: Callable[[str], None], *, run_id: str | None = None
+    job: LeaseJob, spec: Lock, log: FilteringBoundLogger, on_lost: Callable[[str], None], *, run_id: str | None = None
 ) -> EtcdLease:
     """Take the job's etcd lease or raise ``LockBusy`` / ``LeaseUnavailable`` / ``ConfigError``
     (``jobrunner.locks.abc.AcquireLease``)."""

@@ -46,6 +46,9 @@ RedisError = (RespError, OSError)
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
+    from jobrunner.declaration import Lock
+    from jobrunner.locks.abc import LeaseJob
+
 __all__ = ["ForeignLease", "RedisLease", "RedisUnavailable", "acquire_redis_lock", "redis_url"]
 
 URL_ENV = "JOBRUNNER_REDIS_URL"
@@ -302,7 +305,7 @@ def _holder_identity(run_id: str | None) -> str:
 
 
 def acquire_redis_lock(
-    job: Any, spec: Any, log: FilteringBoundLogger, on_lost: Callable[[str], None], *, run_id: str | None = None
+    job: LeaseJob, spec: Lock, log: FilteringBoundLogger, on_lost: Callable[[str], None], *, run_id: str | None = None
 ) -> RedisLease:
     """Take the job's Redis lease or raise ``LockBusy`` / ``RedisUnavailable`` / ``ConfigError``.
 
@@ -326,10 +329,11 @@ def acquire_redis_lock(
     client = _client(url, timing["op_timeout"])
     wait = spec.wait_seconds or 0.0
     firing = None
-    if getattr(job, "schedule", None):
+    schedule = getattr(job, "schedule", None)
+    if schedule:
         from jobrunner.locks.firing import FIRING_PREFIX, current_firing
 
-        now_firing = current_firing(job.schedule)
+        now_firing = current_firing(schedule)
         if now_firing is not None:
             firing = (f"{prefix}{FIRING_PREFIX.removeprefix('jobrunner:')}{name}:{now_firing.name}", now_firing.ttl_ms)
     lock = _FencedLock(

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from jobrunner.notify.send import Delivery
     from jobrunner.notify.throttle import Decision
+    from jobrunner.rules.alerting import Anomaly
     from jobrunner.run.model import Run
     from jobrunner.store.state import JobState
 
@@ -356,18 +357,18 @@ class NotifyHook:
             run.contribute(change)
             _log_notice(log, notice, failed)
         if run.anomaly is not None:
-            self._anomaly(run, silence is not None)
+            self._anomaly(run, run.anomaly, silence is not None)
         elif result.outcome == "success" and any(k.startswith(ANOMALY) for k in state.notify.get("sent") or ()):
             run.contribute(_ordinary_again)  # ordinary again: the next one is news
 
-    def _anomaly(self, run: Run, silenced: bool) -> None:
+    def _anomaly(self, run: Run, anomaly: Anomaly, silenced: bool) -> None:
         """A duration out of the ordinary: its own message and memory of what was sent
         (``anomaly:<kind>``, at most once per ``$JOBRUNNER_NOTIFY_REPEAT`` while it goes on)."""
         from jobrunner.notify import memory
         from jobrunner.notify.message import anomaly_message
         from jobrunner.notify.throttle import keep_sent, repeat_window, sent_of
 
-        anomaly, now = run.anomaly, time.time()
+        now = time.time()
         key = ANOMALY + anomaly.kind
         if silenced:
             run.log.info("notify.held", kind="duration", reason="silenced")

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jobrunner.redact import default_redactor
 from jobrunner.store.history import format_tail_line
 from jobrunner.validate import printable
+
+if TYPE_CHECKING:
+    from jobrunner.declaration import Job
+    from jobrunner.rules.alerting import Anomaly
 
 __all__ = [
     "anomaly_message",
@@ -21,6 +25,23 @@ __all__ = [
 ]
 
 MAX_TAIL = 20
+
+
+class MessageJob(Protocol):
+    """What a failure, recovery or anomaly message names of its job. The runner passes the
+    declared ``Job``; the message tests pass a job-like with these three alone, so the messages
+    ask for no more (``running_long_message`` also reads ``timeout``: it takes the ``Job``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def ref(self) -> str: ...
+
+    @property
+    def unit(self) -> str: ...
+
+
 _ICON = {"failure": "❌", "timeout": "⏱", "terminated": "🛑", "recovery": "✅", "alert": "💀", "test": "🔔"}
 _VERB = {"failure": "failed", "timeout": "timed out", "terminated": "was terminated"}
 
@@ -55,7 +76,7 @@ def _when(ts: Any) -> str:
 
 def failure_message(
     *,
-    job: Any,
+    job: MessageJob,
     host: str,
     run_id: str,
     result: Any,
@@ -108,7 +129,7 @@ _CONDITION = {
 }
 
 
-def anomaly_message(*, job: Any, host: str, run_id: str, anomaly: Any) -> tuple[str, str]:
+def anomaly_message(*, job: MessageJob, host: str, run_id: str, anomaly: Anomaly) -> tuple[str, str]:
     """Title and body for a successful run whose duration is out of the ordinary."""
     what = {"too_short": "finished too fast", "too_slow": "ran too long", "slower_than_usual": "was slower than usual"}
     title = f"⚠️ {job.name} {what.get(anomaly.kind, anomaly.kind)} on {host} ({_duration(anomaly.duration_s)})"
@@ -123,7 +144,7 @@ def anomaly_message(*, job: Any, host: str, run_id: str, anomaly: Any) -> tuple[
     return _redact(title, "\n".join(lines))
 
 
-def running_long_message(*, job: Any, host: str, run_id: str, elapsed: str, limit: float) -> tuple[str, str]:
+def running_long_message(*, job: Job, host: str, run_id: str, elapsed: str, limit: float) -> tuple[str, str]:
     """Title and body for a run still going past its ``Alert(max_duration=)``."""
     title = f"⏳ {job.name} still running on {host} after {elapsed} (maximum {_duration(limit)})"
     lines = [
@@ -138,7 +159,7 @@ def running_long_message(*, job: Any, host: str, run_id: str, elapsed: str, limi
 
 
 def recovery_message(
-    *, job: Any, host: str, run_id: str, result: Any, state: dict[str, Any], suppressed: int
+    *, job: MessageJob, host: str, run_id: str, result: Any, state: dict[str, Any], suppressed: int
 ) -> tuple[str, str]:
     """Title and body for the first success after notified failures."""
     title = f"{_ICON['recovery']} {job.name} recovered on {host}"

@@ -34,10 +34,13 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrunner._datatype import datatype
 from jobrunner.redact import default_redactor
+
+if TYPE_CHECKING:
+    from jobrunner.declaration import Job
 
 __all__ = ["Sent", "build_url", "error_line", "finish_path", "ping_url", "replay", "send_ping"]
 
@@ -48,7 +51,7 @@ _ATTEMPTS = 2
 _RETRIABLE_4XX = (408, 429)
 
 
-def ping_url(job: Any, env: Mapping[str, str] | None = None) -> str | None:
+def ping_url(job: Job, env: Mapping[str, str] | None = None) -> str | None:
     """The job's ping base URL, or ``None``; registered with the redactor (it is a secret)."""
     env = os.environ if env is None else env
     own = "JOBRUNNER_PING_URL_" + re.sub(r"[^A-Za-z0-9]", "_", job.name).upper()

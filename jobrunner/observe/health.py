@@ -51,7 +51,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jobrunner.rules.alerting import (
     FLAP_HISTORY,
@@ -83,6 +83,25 @@ from jobrunner.timespan import parse_timespan
 
 if TYPE_CHECKING:
     from jobrunner.store.state import JobState
+
+
+class JudgedJob(Protocol):
+    """What health reads of a job: its name, unit and schedule (and jitter, for the staleness
+    limit). ``jobrunner health`` passes declared ``Job``s; the health tests job-likes with these
+    alone, so the checks ask for no more."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def unit(self) -> str: ...
+
+    @property
+    def schedule(self) -> Sequence[str]: ...
+
+    @property
+    def jitter(self) -> float | None: ...
+
 
 __all__ = [
     "CRITICAL",
@@ -146,7 +165,7 @@ def _unit_file_exists(names: Sequence[str]) -> bool:
 
 
 def _install_gap(
-    job: Any, units: dict[str, dict[str, str]] | None, systemd: bool, state: JobState | None
+    job: JudgedJob, units: dict[str, dict[str, str]] | None, systemd: bool, state: JobState | None
 ) -> str | None:
     """Why ``job`` counts as not installed (its unit absent or disabled), or None."""
     kind = "timer" if job.schedule else "service"
@@ -170,7 +189,7 @@ def _install_gap(
 
 
 def check_jobs(
-    jobs: Sequence[Any],
+    jobs: Sequence[JudgedJob],
     *,
     now: float | None = None,
     grace: float | None = None,
@@ -218,7 +237,7 @@ def check_jobs(
 
 def _judge(
     h: JobHealth,
-    job: Any,
+    job: JudgedJob,
     state: JobState | None,
     units: dict[str, dict[str, str]] | None,
     now: float,
@@ -288,7 +307,7 @@ def _judge(
     _judge_alerting(h, job, state, now, state_root)
 
 
-def _judge_skips(h: JobHealth, job: Any, state: JobState, now: float) -> None:
+def _judge_skips(h: JobHealth, job: JudgedJob, state: JobState, now: float) -> None:
     """A job whose runs keep finding the lock held says so, with who holds it: stale scheduled
     jobs carry it in their staleness reason; unscheduled ones warn after a few skips in a row."""
     if not state.skipped_since:
@@ -344,7 +363,7 @@ def _judge_state(h: JobHealth, state: JobState, now: float, fail_threshold: int)
         h.notes.append(f"running for {format_age(now - float(running['since']))}")
 
 
-def _judge_alerting(h: JobHealth, job: Any, state: JobState, now: float, root: str | None) -> None:
+def _judge_alerting(h: JobHealth, job: JudgedJob, state: JobState, now: float, root: str | None) -> None:
     """Running long, flapping, a duration out of the ordinary, and last a silence (which caps
     what was found at WARNING, and is never OK with a problem)."""
     alert = alert_from_dict(state.alert) if state.alert else getattr(job, "alert", None)
@@ -384,7 +403,7 @@ def _judge_alerting(h: JobHealth, job: Any, state: JobState, now: float, root: s
     h.conditions.append("silenced")
 
 
-def _silence_trusted(job: Any, root: str | None) -> tuple[bool, str]:
+def _silence_trusted(job: JudgedJob, root: str | None) -> tuple[bool, str]:
     """A silence counts only from a state directory that belongs to the job's user or root:
     another user's planted silence must not quiet a check."""
     import pwd
@@ -416,7 +435,7 @@ def _seconds(span: str | None) -> float | None:
         return None
 
 
-def _schedule(h: JobHealth, job: Any) -> tuple[Sequence[str], float | None]:
+def _schedule(h: JobHealth, job: JudgedJob) -> tuple[Sequence[str], float | None]:
     """What staleness is measured against: the timer's own ``OnCalendar=`` when systemd has
     it loaded (an admin's drop-in may have moved the schedule), else the declaration."""
     timer = h.facts.get("timer") or {}
@@ -442,7 +461,7 @@ _INTERVALS: dict[tuple[Any, ...], float | None | Exception] = {}
 
 
 def _judge_staleness(
-    h: JobHealth, job: Any, state: JobState, now: float, grace: float | None, timer_since: float | None
+    h: JobHealth, job: JudgedJob, state: JobState, now: float, grace: float | None, timer_since: float | None
 ) -> None:
     schedule, jitter = _schedule(h, job)
     # The instances of a job share its schedule: one systemd-analyze per schedule, not per row.

@@ -47,8 +47,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from jobrunner.store.state import JobState, atomic_write
 
@@ -209,7 +209,21 @@ def _outcomes(known: Iterable[str], seen: Iterable[str]) -> list[str]:
     return ordered
 
 
-def _expected_interval(job: Any) -> float | None:
+class MetricsJob(Protocol):
+    """What the metrics read of a job: its name, and its schedule and jitter for the expected
+    interval. The hook passes the declared ``Job``; the metrics tests a job-like with these."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def schedule(self) -> Sequence[str]: ...
+
+    @property
+    def jitter(self) -> float | None: ...
+
+
+def _expected_interval(job: MetricsJob) -> float | None:
     schedule = getattr(job, "schedule", ())
     if not schedule:
         return None
@@ -225,7 +239,7 @@ _UNSET: Any = object()
 
 
 def write_job_metrics(
-    job: Any,
+    job: MetricsJob,
     state: JobState | Mapping[str, Any],
     result: Any,
     directory: str,
@@ -263,7 +277,7 @@ class MetricsHook:
         self.directory = directory
         self._interval: Any = _UNSET  # systemd-analyze once per run, not once per write
 
-    def _expected(self, job: Any) -> float | None:
+    def _expected(self, job: MetricsJob) -> float | None:
         if self._interval is _UNSET:
             self._interval = _expected_interval(job)
         result: float | None = self._interval

@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobrunner._datatype import datatype
+from jobrunner._datatype import datatype, field_names
 from jobrunner.declaration import Alert, alert_variable
 from jobrunner.errors import ConfigError
 
 if TYPE_CHECKING:
+    from jobrunner.declaration import Job
     from jobrunner.store.history import RunRecord
     from jobrunner.store.state import JobState
 
@@ -92,19 +93,19 @@ def parse_override(base: Alert | None, text: str, *, where: str) -> Alert | None
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def with_alert(job: Any, alert: Alert | None) -> Any:
+def with_alert(job: Job, alert: Alert | None) -> Job:
     """``job`` (a declared ``Job``, a frozen record) with ``alert`` in place of its own."""
-    return type(job)(**{**{name: getattr(job, name) for name in job.__datatype_fields__}, "alert": alert})
+    return type(job)(**{**{name: getattr(job, name) for name in field_names(type(job))}, "alert": alert})
 
 
-def effective_alert(job: Any, env: Mapping[str, str] | None = None) -> Alert | None:
+def effective_alert(job: Job, env: Mapping[str, str] | None = None) -> Alert | None:
     """The job's ``alert=`` with ``$JOBRUNNER_ALERT_<JOB>`` applied (``ConfigError``, exit 78,
     naming the job and the field when the variable is wrong)."""
     env = os.environ if env is None else env
     variable = alert_variable(job.name)
     raw = env.get(variable)
     if raw is None:
-        return job.alert  # type: ignore[no-any-return]
+        return job.alert
     return parse_override(job.alert, raw, where=f"job {job.name!r}: {variable}")
 
 

@@ -21,9 +21,10 @@ Only the skip path imports this module; ``systemd-analyze`` runs only once a job
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from jobrunner.declaration import Job
     from jobrunner.run.model import Run
     from jobrunner.store.state import JobState
 
@@ -32,7 +33,7 @@ __all__ = ["SKIPS_WITHOUT_SCHEDULE", "check_skipping", "describe_skipping", "ski
 SKIPS_WITHOUT_SCHEDULE = 3
 
 
-def skip_limit(job: Any, state: JobState, now: float | None = None) -> float | None:
+def skip_limit(job: Job, state: JobState, now: float | None = None) -> float | None:
     """Seconds of skipping the schedule allows (``None``: unscheduled, or not computable)."""
     if not job.schedule:
         return None
@@ -60,7 +61,7 @@ def describe_skipping(state: JobState, now: float) -> str:
     return text
 
 
-def overdue(job: Any, state: JobState, now: float) -> tuple[bool, float | None]:
+def overdue(job: Job, state: JobState, now: float) -> tuple[bool, float | None]:
     """Whether the job has been skipping for longer than allowed, and the limit used."""
     since = state.skipped_since
     if not since:
@@ -92,7 +93,7 @@ def check_skipping(run: Run, now: float | None = None) -> None:
     )
 
 
-def skipping_message(job: Any, host: str, text: str, run_id: str) -> tuple[str, str]:
+def skipping_message(job: Job, host: str, text: str, run_id: str) -> tuple[str, str]:
     """Title and body of the notification that a job has been kept from running."""
     title = f"⚠ {job.name} on {host} is not running: {text}"
     body = "\n".join(

@@ -70,7 +70,7 @@ class Context:
         self._redactor = redactor
         self._cleanups: list[tuple[Callable[..., object], tuple[Any, ...], dict[str, Any]]] = []
         self.groups = ProcessGroups()
-        self.lock: HeldLock | None = None  # set by the runner; a lease has ``.fencing_token``
+        self.lock: HeldLock | None = None  # set by the runner, the one place the held lock is kept (Run.lock reads it)
         self._progress: Reporter | None = None
 
     @property

@@ -30,9 +30,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
+    from jobrunner.declaration import Job
     from jobrunner.run.model import Run, RunOptions
 
 __all__ = ["DEFAULT_APPRISE_CONFIG", "Hook", "call_hooks", "load_hooks", "notify_configured"]
@@ -71,24 +72,24 @@ def _history_on(env: Mapping[str, str]) -> bool:
     return env.get("JOBRUNNER_HISTORY", "").strip().lower() not in ("off", "0", "no", "false")
 
 
-def _history(job: Any, options: RunOptions, env: Mapping[str, str]) -> _Args:
+def _history(job: Job, options: RunOptions, env: Mapping[str, str]) -> _Args:
     return ((env,), {}) if _history_on(env) else None
 
 
-def _fleet(job: Any, options: RunOptions, env: Mapping[str, str]) -> _Args:
+def _fleet(job: Job, options: RunOptions, env: Mapping[str, str]) -> _Args:
     # The fleet's shared history, where $JOBRUNNER_REDIS_URL is set (and history is on).
     url = env.get("JOBRUNNER_REDIS_URL", "").strip()
     return ((url, env), {}) if url and _history_on(env) else None
 
 
-def _metrics(job: Any, options: RunOptions, env: Mapping[str, str]) -> _Args:
+def _metrics(job: Job, options: RunOptions, env: Mapping[str, str]) -> _Args:
     # Units point at node_exporter's textfile directory; on a host without node_exporter it
     # does not exist, and that is not worth an error on every run.
     directory = env.get("JOBRUNNER_METRICS_DIR")
     return ((directory,), {}) if directory and os.path.isdir(directory) else None
 
 
-def _notify(job: Any, options: RunOptions, env: Mapping[str, str]) -> _Args:
+def _notify(job: Job, options: RunOptions, env: Mapping[str, str]) -> _Args:
     if not options.notify:
         return None
     ping = None
@@ -98,7 +99,7 @@ def _notify(job: Any, options: RunOptions, env: Mapping[str, str]) -> _Args:
     return ((), {"notifications": notifications, "ping": ping}) if notifications or ping else None
 
 
-HOOKS: tuple[tuple[str, str, Callable[[Any, RunOptions, Mapping[str, str]], _Args]], ...] = (
+HOOKS: tuple[tuple[str, str, Callable[[Job, RunOptions, Mapping[str, str]], _Args]], ...] = (
     ("history", "jobrunner.store.history:HistoryHook", _history),
     ("fleet", "jobrunner.fleet.stream:FleetHook", _fleet),
     ("metrics", "jobrunner.observe.metrics:MetricsHook", _metrics),
@@ -116,7 +117,7 @@ def _load(ref: str) -> Any:
     return value
 
 
-def load_hooks(job: Any, options: RunOptions, env: Mapping[str, str] | None = None) -> list[Hook]:
+def load_hooks(job: Job, options: RunOptions, env: Mapping[str, str] | None = None) -> list[Hook]:
     """The hooks configured for this run of ``job``, in the order they run (``HOOKS``)."""
     env = os.environ if env is None else env
     if options.dry_run:
@@ -131,13 +132,22 @@ def load_hooks(job: Any, options: RunOptions, env: Mapping[str, str] | None = No
     return hooks
 
 
-def call_hooks(run: Run, stage: str) -> None:
+def call_hooks(run: Run, stage: Literal["on_start", "on_finish"]) -> None:
     """``stage`` (``on_start``, ``on_finish``) of every hook of the run, in order; an exception
     is logged as the hook's ``failure_event`` and the next hook runs."""
     for hook in run.hooks:
         try:
-            getattr(hook, stage)(run)
+            (hook.on_start if stage == "on_start" else hook.on_finish)(run)
         except Exception as exc:  # a hook never changes the outcome
             event = getattr(hook, "failure_event", "hook.failed")
             extra = {"hook": hook.name, "stage": stage} if event == "hook.failed" else {}
             run.log.error(event, error=f"{type(exc).__name__}: {exc}", **extra)
+
+
+if TYPE_CHECKING:  # mypy holds every hook of HOOKS to the protocol (typing only: imported by no run)
+    from jobrunner.fleet.stream import FleetHook
+    from jobrunner.notify import NotifyHook, PingHook
+    from jobrunner.observe.metrics import MetricsHook
+    from jobrunner.store.history import HistoryHook
+
+    _HOOK_CLASSES: tuple[type[Hook], ...] = (HistoryHook, FleetHook, MetricsHook, NotifyHook, PingHook)

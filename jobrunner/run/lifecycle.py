@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
     from structlog.typing import FilteringBoundLogger
 
+    from jobrunner.locks.file import SlotLock
+    from jobrunner.run.hooks import Hook
     from jobrunner.types import HeldLock
 
 __all__ = ["FENCING_ENV", "RunOptions", "RunResult", "run_job"]
@@ -152,7 +154,7 @@ def run_job(job: Job, options: RunOptions | None = None) -> RunResult:
             raise _ConditionUnmet(unmet)
         run.hooks = _load_hooks(run, env)
         waiting = time.monotonic()
-        run.lock = ctx.lock = _acquire_lock(run)
+        ctx.lock = _acquire_lock(run)  # kept once: run.lock reads it through
         run.paused_s += time.monotonic() - waiting
         if job.concurrency is not None and not options.dry_run:
             run.slot = _acquire_slot(run, env)  # its wait is the job's time: within the deadline
@@ -223,7 +225,7 @@ def _condition_unmet(condition: tuple[str, str]) -> str | None:
     return None if ok else f"condition {op} {path}: {path} is not {what}"
 
 
-def _load_hooks(run: Run, env: dict[str, str]) -> list[Any]:
+def _load_hooks(run: Run, env: dict[str, str]) -> list[Hook]:
     try:
         return load_hooks(run.job, run.options, env)
     except Exception as exc:  # a hook that cannot even be loaded never stops the run
@@ -326,7 +328,7 @@ def _acquire_lock(run: Run) -> HeldLock | None:
     return lock
 
 
-def _acquire_slot(run: Run, env: dict[str, str]) -> Any:
+def _acquire_slot(run: Run, env: dict[str, str]) -> SlotLock:
     """One slot of the job's ``concurrency=`` (a host-wide counting lock), waited for at most
     the slot's ``wait``, and never past the job's deadline (the wait counts in the timeout)."""
     from jobrunner.locks.file import SlotLock

@@ -3,7 +3,7 @@
 
 ``RunOptions`` is how to run (the command line), ``RunResult`` how it ended, ``Run`` everything
 in between: the job, its context and logger, the state store and the state read from it, the
-lock, the signals, the clock, the result, and what the hooks contribute to the next state
+lock (the context's, read through: it is kept once, in ``ctx.lock``), the signals, the clock, the result, and what the hooks contribute to the next state
 write (``contribute``), which the runner folds into its one write at the start and its one
 write at the end of the run.
 """
@@ -22,9 +22,14 @@ if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
     from jobrunner.declaration import Job
+    from jobrunner.locks.file import SlotLock
+    from jobrunner.rules.alerting import Anomaly
     from jobrunner.run.context import Context
+    from jobrunner.run.hooks import Hook
     from jobrunner.run.interrupts import Signals
+    from jobrunner.run.logs import LineSink
     from jobrunner.store.state import StateStore
+    from jobrunner.types import HeldLock
 
 __all__ = ["Run", "RunOptions", "RunResult"]
 
@@ -63,23 +68,28 @@ class Run:
     log: FilteringBoundLogger
     store: StateStore
     sigs: Signals
-    sink: Any  # the log sink: its ``tail`` is the last log lines, for notifications and pings
+    sink: LineSink  # its ``tail`` is the last log lines, for notifications and pings
     started_wall: float
     started_mono: float
     paused_s: float = 0.0  # not counted in the timeout: the lock wait, the state lock wait, the start hooks
     state: JobState = field(default_factory=JobState)
-    lock: Any = None
-    slot: Any = None  # the held slot of ``concurrency=`` (a ``locks.SlotLock``)
+    slot: SlotLock | None = None  # the held slot of ``concurrency=``
     result: RunResult = field(default_factory=lambda: RunResult("success", errors.EXIT_OK))
     error: str | None = None
-    hooks: list[Any] = field(default_factory=list)
+    hooks: list[Hook] = field(default_factory=list)
     skipping: str | None = None  # set by the skip check when skipping has gone on too long
-    anomaly: Any = None  # an ``alerting.Anomaly``: this successful run's duration is out of the ordinary
+    anomaly: Anomaly | None = None  # this successful run's duration is out of the ordinary
     changes: list[Callable[[JobState], None]] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
         return self.ctx.run_id
+
+    @property
+    def lock(self) -> HeldLock | None:
+        """The job's lock, held: the context's (``ctx.lock``, what the job sees and where the
+        runner puts it), read through, so the lock is kept in one place."""
+        return self.ctx.lock
 
     @property
     def tail(self) -> list[dict[str, Any]]:
