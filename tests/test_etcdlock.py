@@ -347,14 +347,19 @@ def test_a_claimed_firing_grants_nothing_however_free_the_lease(etcd_server, mon
     claim = etcd_server.get(fkey)
     assert claim is not None and claim["value"] == first.holder
     assert claim["lease"] not in (None, "0", first.lease_id)  # its own lease, not the run's
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(boundary))
+    fired(monkeypatch, boundary + 60)  # another host's timer of this firing, while it runs
+    with pytest.raises(LockBusy, match=rf"^this firing \({stamp}\) of the timer ran already: "):
+        acquire_etcd_lease(timed, spec, Recorder(), Lost(), run_id="meanwhile")
     first.release()
     assert etcd_server.get(first.name) is None and etcd_server.get(fkey) is not None  # the claim outlives the run
     # twice */5's interval, never kept alive: it expires on its own
     assert etcd_server.granted_ttl(claim["lease"]) == 600 and 0 < etcd_server.ttl(claim["lease"]) <= 600
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(boundary))
-    fired(monkeypatch, boundary + 140)  # a later timer of the same firing
+    fired(monkeypatch, boundary + 140)  # a later timer of the same firing, waiting for a held lease
+    started = time.monotonic()
     with pytest.raises(LockBusy) as caught:
-        acquire_etcd_lease(timed, spec, Recorder(), Lost(), run_id="second")
+        acquire_etcd_lease(timed, Lock(url=etcd_server.url, ttl="3s", wait="5s"), Recorder(), Lost(), run_id="second")
+    assert time.monotonic() - started < 2  # a spent firing is not waited for
     assert str(caught.value) == (
         f"this firing ({stamp}) of the timer ran already: {fkey} was claimed by {first.holder}"
     )
