@@ -7,6 +7,7 @@ CLOCK_MONOTONIC nanoseconds), so overlaps and hand-over times are measured, not 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ import types
 import uuid
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from jobrunner.declaration import LEASE_SCHEMES, Lock, job
@@ -416,6 +417,35 @@ def test_the_claim_transaction_refuses_a_claimed_firing_and_leaks_no_lease(own_e
         assert own_etcd.get(next_fkey) is None and own_etcd.leases() - before == {claim_lease, hand[0]}
     finally:
         gateway.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=300))
+@example(b" \t ")
+@example(b"\x00")
+@example(b"web3:4121:r1\nforged line")
+def test_any_claim_another_etcd_client_wrote_is_a_one_line_skip_naming_it(etcd_server, value):
+    """Whatever bytes sit in a firing's key (etcd has no users here: any client can write
+    one), a timer's run of that firing skips with one line naming them, no traceback."""
+    name = unique()
+    boundary = time.time() // 300 * 300 - 600
+    fkey = f"{FIRING_KEY_PREFIX}{name}:{int(boundary)}"
+    encoded = base64.b64encode(fkey.encode()).decode()
+    etcd_server.call("/v3/kv/put", {"key": encoded, "value": base64.b64encode(value).decode()})
+    saved = {k: os.environ.get(k) for k in ("TRIGGER_UNIT", "TRIGGER_TIMER_REALTIME_USEC")}
+    os.environ.update(TRIGGER_UNIT="x.timer", TRIGGER_TIMER_REALTIME_USEC=str(int((boundary + 30) * 1e6)))
+    try:
+        with pytest.raises(LockBusy) as caught:
+            acquire_etcd_lease(a_timed_job(name), Lock(url=etcd_server.url, ttl="3s"), Recorder(), Lost())
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        etcd_server.delete(fkey)
+    reason = str(caught.value)
+    assert reason.startswith("this firing (") and f"{fkey} was claimed by " in reason and reason.isprintable()
+    who = reason.split(" was claimed by ", 1)[1]
+    shown = " ".join(value.decode("utf-8", "replace").split())
+    assert who == (shown[:330] or "another run") or not shown.isprintable()
 
 
 SINGLETON = """

@@ -144,6 +144,8 @@ def firing_key(prefix: str, lock_name: str, firing: Firing) -> str:
 
 def ran_already(key: str, who: str) -> str:
     """The ``lock.busy`` reason of a run whose firing (``key``, from ``firing_key``) was
-    claimed already, by ``who`` (the claimant's ``host:pid:run``)."""
+    claimed already, by ``who`` (the claimant's ``host:pid:run``, or whatever another client of
+    the store wrote there: shown on one line, unprintable characters escaped, at most 330)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(key.rsplit(":", 1)[1])))
-    return f"this firing ({stamp}) of the timer ran already: {key} was claimed by {who}"
+    shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in " ".join(who.split())[:330])
+    return f"this firing ({stamp}) of the timer ran already: {key} was claimed by {shown or 'another run'}"
