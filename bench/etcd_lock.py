@@ -9,6 +9,11 @@ then times whole ``python -m jobrunner`` runs of the same empty job declared wit
 ``Lock(url="etcd://…", ttl="5s")`` and with ``lock=True`` (flock), alternated pair by pair
 (bench/_harness.py). Also prints the in-process cost of one acquire + release (range, lease
 grant, the create-if-absent txn, revoke: four HTTP round trips to the JSON gateway).
+
+``--firing N``: instead, the in-process cost of once per firing (jobrunner/locks/firing.py),
+median of N each: acquire + release by hand (no firing), as a timer's run (the firing's
+elapse by ``systemd-analyze calendar``, a second lease, the claim in the same txn), and the
+skip of a firing claimed already (one read).
 """
 
 from __future__ import annotations
@@ -49,13 +54,53 @@ def _start_etcd(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
     return server.proc, server.url
 
 
+def _firing_costs(url: str, n: int) -> None:
+    import statistics
+    import time
+    import types
+    from typing import Any
+
+    from jobrunner.declaration import Lock
+    from jobrunner.errors import LockBusy
+    from jobrunner.locks.etcd import acquire_etcd_lease
+
+    class Quiet:
+        def __getattr__(self, name: str) -> Any:
+            return lambda *a, **k: None
+
+    spec = Lock(url=url, ttl="5s")
+    ms: dict[str, list[float]] = {"by hand: acquire + release": [], "timer's run: claim + release": [], "skip": []}
+    base = time.time() // 300 * 300 - 300 * (n + 2)
+    for i in range(n):
+        job = types.SimpleNamespace(name=f"bench{i}", lock_name=None, kill_grace=0, schedule="*:0/5")
+        os.environ.pop("TRIGGER_UNIT", None)
+        began = time.perf_counter()
+        acquire_etcd_lease(job, spec, Quiet(), lambda r: None).release()
+        ms["by hand: acquire + release"].append((time.perf_counter() - began) * 1000)
+        os.environ.update(TRIGGER_UNIT="bench.timer", TRIGGER_TIMER_REALTIME_USEC=str(int((base + 300 * i) * 1e6)))
+        began = time.perf_counter()
+        acquire_etcd_lease(job, spec, Quiet(), lambda r: None).release()
+        ms["timer's run: claim + release"].append((time.perf_counter() - began) * 1000)
+        began = time.perf_counter()
+        try:
+            acquire_etcd_lease(job, spec, Quiet(), lambda r: None).release()
+        except LockBusy:
+            ms["skip"].append((time.perf_counter() - began) * 1000)
+    for label, values in ms.items():
+        print(f"{label:32s} {statistics.median(values):7.2f} ms median of {len(values)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--firing", type=int, default=0, metavar="N")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server, url = _start_etcd(tmp)
         try:
+            if args.firing:
+                _firing_costs(url, args.firing)
+                return 0
             lease_vs_file("etcd", url, "Lock(url=etcd://…, ttl=5s)", tmp, JOBS, "etcd_locked", args.runs, TTL)
         finally:
             server.terminate()

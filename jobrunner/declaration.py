@@ -88,8 +88,9 @@ class Lock:
       excludes legacy scripts that run under ``flock /var/lock/backup.lock``.
     - ``busy="fail"``: a held lock is a failure (exit 1, alerts) rather than a skip.
     - ``Lock(url="redis://host:6379/0", ttl="60s")`` or ``Lock(url="etcd://host:2379")``: a
-      lease in Redis or etcd, so one server of a fleet runs the job (``jobrunner.locks.abc``
-      picks the backend by the URL's scheme). ``Lock(redis=URL)`` is the same as
+      lease in Redis or etcd, so one server of a fleet runs the job, once per firing of its
+      timer (``jobrunner.locks.firing``; ``jobrunner.locks.abc`` picks the backend by the URL's
+      scheme). ``Lock(redis=URL)`` is the same as
       ``Lock(url=URL)`` for Redis; ``redis=True`` reads the URL from ``$JOBRUNNER_REDIS_URL``.
       When the lease's store cannot be reached at start, the default ``unavailable="skip"``
       skips the run (exit 75, a ``lock.unavailable`` warning, no alert: the fleet is told once,

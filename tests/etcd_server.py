@@ -100,6 +100,22 @@ class EtcdServer:
     def delete(self, key: str) -> None:
         self.call("/v3/kv/deleterange", {"key": base64.b64encode(key.encode()).decode()})
 
+    def keys(self, prefix: str) -> dict[str, str]:
+        """Every key under ``prefix`` and its value."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        body = {"key": base64.b64encode(prefix.encode()).decode(), "range_end": base64.b64encode(end.encode()).decode()}
+        kvs = self.call("/v3/kv/range", body).get("kvs") or []
+        return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode() for kv in kvs}
+
+    def leases(self) -> set[str]:
+        """The IDs of every lease etcd holds (``/v3/lease/leases``)."""
+        return {lease["ID"] for lease in self.call("/v3/lease/leases", {}).get("leases") or []}
+
+    def granted_ttl(self, lease_id: str) -> int:
+        """The TTL a lease was granted with, in seconds (-1 when etcd no longer knows it)."""
+        answer = self.call("/v3/lease/timetolive", {"ID": lease_id})
+        return int(answer.get("grantedTTL", -1)) if int(answer.get("TTL", -1)) > 0 else -1
+
     def ttl(self, lease_id: str) -> int:
         """Seconds left of a lease (-1 when etcd no longer knows it)."""
         return int(self.call("/v3/lease/timetolive", {"ID": lease_id}).get("TTL", -1))

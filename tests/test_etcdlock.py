@@ -7,6 +7,7 @@ CLOCK_MONOTONIC nanoseconds), so overlaps and hand-over times are measured, not 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -18,14 +19,14 @@ import types
 import uuid
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from jobrunner.declaration import LEASE_SCHEMES, Lock, job
 from jobrunner.errors import LockBusy
 from jobrunner.locks import abc as lease_abc
 from jobrunner.locks.abc import LeaseUnavailable, lease_timing
-from jobrunner.locks.etcd import KEY_PREFIX, acquire_etcd_lease
+from jobrunner.locks.etcd import FIRING_KEY_PREFIX, KEY_PREFIX, _claim, _Gateway, _Refused, acquire_etcd_lease
 
 from .conftest import ledger_entries, overlaps, wait_for
 from .etcd_server import EtcdServer, debian, etcd_bin, etcd_server, free_port, own_etcd
@@ -315,6 +316,205 @@ def test_dead_etcd_is_declared_lost_before_the_lease_could_expire(own_etcd):
 def test_unreachable_etcd_at_start_is_lease_unavailable():
     with pytest.raises(LeaseUnavailable, match=r"etcd at etcd://127\.0\.0\.1:\d+ is unreachable"):
         acquire_etcd_lease(a_job("x"), Lock(url=f"etcd://127.0.0.1:{free_port()}"), Recorder(), Lost())
+
+
+# -- once per firing ------------------------------------------------------------------------
+
+
+def a_timed_job(name: str, schedule: str = "*:0/5") -> types.SimpleNamespace:
+    return types.SimpleNamespace(name=name, lock_name=None, kill_grace=0, schedule=schedule)
+
+
+def fired(monkeypatch, at: float | None) -> None:
+    """This process is a run its timer started at ``at`` (systemd's variables), or by hand."""
+    if at is None:
+        monkeypatch.delenv("TRIGGER_UNIT", raising=False)
+        monkeypatch.delenv("TRIGGER_TIMER_REALTIME_USEC", raising=False)
+    else:
+        monkeypatch.setenv("TRIGGER_UNIT", "x.timer")
+        monkeypatch.setenv("TRIGGER_TIMER_REALTIME_USEC", str(int(at * 1e6)))
+
+
+def test_a_claimed_firing_grants_nothing_however_free_the_lease(etcd_server, monkeypatch):
+    """A timer's run of firing F takes the lease and claims F on a lease of its own, kept after
+    the run; a run of the same firing then skips, naming F and the claimant; a run of the next
+    firing and a run by hand take the lease. Mirrors the Redis test of the same name."""
+    name = unique()
+    timed, spec = a_timed_job(name), Lock(url=etcd_server.url, ttl="3s")
+    boundary = time.time() // 300 * 300 - 600  # an elapse of */5 ten minutes ago
+    fkey = f"{FIRING_KEY_PREFIX}{name}:{int(boundary)}"
+    fired(monkeypatch, boundary + 20)
+    first = acquire_etcd_lease(timed, spec, Recorder(), Lost(), run_id="first")
+    claim = etcd_server.get(fkey)
+    assert claim is not None and claim["value"] == first.holder
+    assert claim["lease"] not in (None, "0", first.lease_id)  # its own lease, not the run's
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(boundary))
+    fired(monkeypatch, boundary + 60)  # another host's timer of this firing, while it runs
+    with pytest.raises(LockBusy, match=rf"^this firing \({stamp}\) of the timer ran already: "):
+        acquire_etcd_lease(timed, spec, Recorder(), Lost(), run_id="meanwhile")
+    first.release()
+    assert etcd_server.get(first.name) is None and etcd_server.get(fkey) is not None  # the claim outlives the run
+    # twice */5's interval, never kept alive: it expires on its own
+    assert etcd_server.granted_ttl(claim["lease"]) == 600 and 0 < etcd_server.ttl(claim["lease"]) <= 600
+    fired(monkeypatch, boundary + 140)  # a later timer of the same firing, waiting for a held lease
+    started = time.monotonic()
+    with pytest.raises(LockBusy) as caught:
+        acquire_etcd_lease(timed, Lock(url=etcd_server.url, ttl="3s", wait="5s"), Recorder(), Lost(), run_id="second")
+    assert time.monotonic() - started < 2  # a spent firing is not waited for
+    assert str(caught.value) == (
+        f"this firing ({stamp}) of the timer ran already: {fkey} was claimed by {first.holder}"
+    )
+    assert caught.value.path == fkey and etcd_server.get(first.name) is None
+    fired(monkeypatch, boundary + 300 + 5)  # the next firing
+    acquire_etcd_lease(timed, spec, Recorder(), Lost(), run_id="third").release()
+    fired(monkeypatch, None)
+    acquire_etcd_lease(timed, spec, Recorder(), Lost(), run_id="by-hand").release()
+    claims = etcd_server.keys(f"{FIRING_KEY_PREFIX}{name}:")
+    assert sorted(claims) == [fkey, f"{FIRING_KEY_PREFIX}{name}:{int(boundary) + 300}"], claims
+    assert claims[fkey].endswith(":first") and "by-hand" not in " ".join(claims.values())
+
+
+def test_a_daily_firing_is_kept_two_days_and_a_held_lease_claims_nothing(etcd_server, monkeypatch):
+    """The firing's lease is twice the schedule's interval (02:15 daily: 2 days). A timer's run
+    that finds the lease held (a run by hand still going) skips as busy, naming the holder, and
+    claims nothing: the firing still runs once the lease is free."""
+    name = unique()
+    timed, spec = a_timed_job(name, "02:15"), Lock(url=etcd_server.url, ttl="3s")
+    fired(monkeypatch, None)
+    by_hand = acquire_etcd_lease(timed, spec, Recorder(), Lost(), run_id="by-hand")
+    fired(monkeypatch, time.time())
+    with pytest.raises(LockBusy, match=rf"etcd lease {KEY_PREFIX}{name} is held by .*:by-hand$"):
+        acquire_etcd_lease(timed, spec, Recorder(), Lost(), run_id="timer")
+    assert etcd_server.keys(f"{FIRING_KEY_PREFIX}{name}:") == {}
+    by_hand.release()
+    timer = acquire_etcd_lease(timed, spec, Recorder(), Lost(), run_id="timer")
+    [(fkey, who)] = etcd_server.keys(f"{FIRING_KEY_PREFIX}{name}:").items()
+    assert who == timer.holder and etcd_server.granted_ttl(etcd_server.get(fkey)["lease"]) == 2 * 86400
+    timer.release()
+
+
+def test_the_claim_transaction_refuses_a_claimed_firing_and_leaks_no_lease(own_etcd):
+    """The transaction is what keeps a firing once, for runs that read it unclaimed a moment
+    before another host claimed it: it puts nothing when the firing is claimed (naming the
+    claimant) or the lease held (naming the holder, claiming nothing), and revokes every lease
+    it granted for the attempt: etcd's lease list holds only the claims and holders."""
+    host, port = own_etcd.url.removeprefix("etcd://").split(":")
+    gateway = _Gateway(host, int(port), 2.0)
+    key, fkey, next_fkey = KEY_PREFIX + "tx", FIRING_KEY_PREFIX + "tx:1796609700", FIRING_KEY_PREFIX + "tx:1796609900"
+    try:
+        before = own_etcd.leases()
+        granted = _claim(gateway, key, 3, "a:1:first", (fkey, 600_000))
+        assert isinstance(granted, tuple)
+        run_lease, claim_lease = granted[0], own_etcd.get(fkey)["lease"]
+        assert own_etcd.leases() - before == {run_lease, claim_lease} and run_lease != claim_lease
+        own_etcd.call("/v3/lease/revoke", {"ID": run_lease})  # the run ended
+        assert own_etcd.get(key) is None and own_etcd.leases() - before == {claim_lease}
+        assert _claim(gateway, key, 3, "b:2:second", (fkey, 600_000)) == _Refused("a:1:first", ran=True)
+        assert own_etcd.get(key) is None and own_etcd.leases() - before == {claim_lease}
+        hand = _claim(gateway, key, 3, "c:3:hand", None)
+        assert isinstance(hand, tuple)
+        assert _claim(gateway, key, 3, "d:4:next", (next_fkey, 600_000)) == _Refused("c:3:hand")
+        assert own_etcd.get(next_fkey) is None and own_etcd.leases() - before == {claim_lease, hand[0]}
+    finally:
+        gateway.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=300))
+@example(b" \t ")
+@example(b"\x00")
+@example(b"web3:4121:r1\nforged line")
+def test_any_claim_another_etcd_client_wrote_is_a_one_line_skip_naming_it(etcd_server, value):
+    """Whatever bytes sit in a firing's key (etcd has no users here: any client can write
+    one), a timer's run of that firing skips with one line naming them, no traceback."""
+    name = unique()
+    boundary = time.time() // 300 * 300 - 600
+    fkey = f"{FIRING_KEY_PREFIX}{name}:{int(boundary)}"
+    encoded = base64.b64encode(fkey.encode()).decode()
+    etcd_server.call("/v3/kv/put", {"key": encoded, "value": base64.b64encode(value).decode()})
+    saved = {k: os.environ.get(k) for k in ("TRIGGER_UNIT", "TRIGGER_TIMER_REALTIME_USEC")}
+    os.environ.update(TRIGGER_UNIT="x.timer", TRIGGER_TIMER_REALTIME_USEC=str(int((boundary + 30) * 1e6)))
+    try:
+        with pytest.raises(LockBusy) as caught:
+            acquire_etcd_lease(a_timed_job(name), Lock(url=etcd_server.url, ttl="3s"), Recorder(), Lost())
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        etcd_server.delete(fkey)
+    reason = str(caught.value)
+    assert reason.startswith("this firing (") and f"{fkey} was claimed by " in reason and reason.isprintable()
+    who = reason.split(" was claimed by ", 1)[1]
+    shown = " ".join(value.decode("utf-8", "replace").split())
+    assert who == (shown[:330] or "another run") or not shown.isprintable()
+
+
+SINGLETON = """
+    import os, time
+    from jobrunner import job, Lock
+
+    @job(schedule="*:0/5", lock=Lock(url=os.environ["LEASE_URL"], ttl="3s"), network=True)
+    def report(ctx):
+        fd = os.open(ctx.env["LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"ran {os.uname().nodename} {ctx.env.get('TRIGGER_TIMER_REALTIME_USEC', 'by-hand')}\\n".encode())
+        os.close(fd)
+        time.sleep(0.2)
+"""
+
+
+def fire(launcher, host: str, env: dict[str, str], at: float | None) -> subprocess.Popen[str]:
+    """``jobrunner run report`` as host HOST's timer started it at ``at`` (or by hand: None)."""
+    env = dict(env)
+    if at is not None:
+        env.update(TRIGGER_UNIT="report.timer", TRIGGER_TIMER_REALTIME_USEC=str(int(at * 1e6)))
+    argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host]
+    proc = subprocess.Popen(
+        [*argv, sys.executable, "-m", "jobrunner", "run", "report"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=launcher.tmp,
+        start_new_session=True,
+    )
+    launcher.procs.append(proc)
+    return proc
+
+
+@pytest.mark.slow
+def test_hosts_firing_seconds_apart_run_a_short_singleton_once_per_firing(launcher, own_etcd, tmp_path):
+    """6 hosts (UTS namespaces) whose timers fire for one elapse of ``*:0/5`` over 2 s run a
+    0.2 s etcd-leased singleton once: one exit 0, five exit 75 naming the firing and the host
+    that ran it; twice in a row. A run by hand afterwards runs. etcd keeps the two claims on
+    their leases and nothing else: no lease of a refused attempt is left behind."""
+    import random
+
+    launcher.write_job("report", SINGLETON)
+    ledger = tmp_path / "ledger"
+    env = launcher.env(LEASE_URL=own_etcd.url, LEDGER=str(ledger))
+    boundary = time.time() // 300 * 300 - 600
+    for firing in (boundary, boundary + 300):
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(firing))
+        began, procs = time.monotonic(), []
+        for n, delay in enumerate(sorted(random.uniform(0, 2.0) for _ in range(6))):
+            time.sleep(max(0.0, began + delay - time.monotonic()))
+            procs.append(fire(launcher, f"e{n}", env, firing + 20 + delay))
+        runs = [launcher.finish(p) for p in procs]
+        codes = sorted(r.returncode for r in runs)
+        assert codes == [0] + [75] * 5, [r.stdout[-600:] + r.stderr[-600:] for r in runs]
+        winner = next(r for r in runs if r.returncode == 0).event("lock.acquired")["holder"]
+        for run in runs:
+            if run.returncode == 75:
+                busy = run.event("lock.busy")
+                assert busy["reason"].startswith(f"this firing ({stamp}) of the timer ran already: "), busy
+                assert busy["reason"].endswith(f"was claimed by {winner}") and busy["path"].endswith(f":{int(firing)}")
+    assert len(ledger.read_text().splitlines()) == 2
+    by_hand = launcher.finish(fire(launcher, "e0", env, None))
+    assert by_hand.returncode == 0 and ledger.read_text().splitlines()[-1].endswith(" by-hand")
+    claims = own_etcd.keys(FIRING_KEY_PREFIX)
+    assert sorted(claims) == [f"{FIRING_KEY_PREFIX}report:{int(f)}" for f in (boundary, boundary + 300)]
+    assert own_etcd.keys(KEY_PREFIX) == {}  # every run released its lease
+    assert own_etcd.leases() == {own_etcd.get(k)["lease"] for k in claims}  # nothing else left
 
 
 # -- runs of the CLI ------------------------------------------------------------------------

@@ -6,6 +6,11 @@ unmaintained since 2020 and pulls in grpc); keys and values are base64:
 - acquire: ``/v3/kv/range`` (held? by whom), ``/v3/lease/grant`` (a lease of ``ceil(ttl)``
   seconds), ``/v3/kv/txn`` putting ``jobrunner/lock/<name>`` = ``host:pid:run_id`` on that lease
   only if the key's ``create_revision`` is 0 (absent); a lost race revokes the lease;
+- once per firing (``jobrunner.locks.firing``): a run started by its timer reads
+  ``jobrunner/firing/<name>:<elapse>`` with the key (claimed already: skip, naming who ran
+  it), grants a second lease of ``Firing.ttl_ms`` (never kept alive) and puts that key on it in
+  the same transaction, compared absent too; a failed transaction revokes both leases. A run by
+  hand claims nothing;
 - the fencing token is the key's create revision: etcd's revision grows with every write of the
   cluster and is persisted and replicated, so it survives restarts and failovers (a Redis
   counter needs its clock trick for that);
@@ -30,11 +35,13 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from jobrunner.errors import ConfigError, LockBusy
 from jobrunner.locks.abc import LeaseGone, LeaseUnavailable, RenewedLease, lease_timing, redact_line, warn_short_ttl
+from jobrunner.locks.firing import current_firing, firing_key, ran_already
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -45,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["EtcdLease", "acquire_etcd_lease", "etcd_endpoint"]
 
 KEY_PREFIX = "jobrunner/lock/"
+FIRING_KEY_PREFIX = "jobrunner/firing/"  # + <lock name>:<elapse> (jobrunner.locks.firing)
 DEFAULT_PORT = 2379
 ACQUIRE_TIMEOUT = 2.0  # each call while acquiring (no lease is at stake yet)
 POLL = 0.1  # between attempts while waiting for a held lease
@@ -171,31 +179,80 @@ def _holder_identity(run_id: str | None) -> str:
     return f"{os.uname().nodename}:{os.getpid()}:{run_id or os.urandom(8).hex()}"
 
 
-def _try_once(gateway: _Gateway, key: str, ttl: int, holder: str) -> tuple[str, int, float] | str:
-    """One attempt: ``(lease id, create revision, sent)`` when granted, else the holder's value."""
-    kvs = gateway.call("/v3/kv/range", {"key": _b64(key)}, ACQUIRE_TIMEOUT).get("kvs") or []
-    if kvs:
-        return _unb64(kvs[0].get("value", ""))
+@dataclass(frozen=True)
+class _Refused:
+    """An attempt that granted nothing: ``who`` holds the lease, or (``ran``) claimed the firing."""
+
+    who: str
+    ran: bool = False
+
+
+def _look(gateway: _Gateway, key: str, firing: tuple[str, int] | None) -> _Refused | None:
+    """One read before any lease is granted: the lease key's holder and, for a timer's run, the
+    firing's claimant (a transaction with no compare reads both at one revision)."""
+    if firing is None:
+        kvs = gateway.call("/v3/kv/range", {"key": _b64(key)}, ACQUIRE_TIMEOUT).get("kvs") or []
+        return _Refused(_unb64(kvs[0].get("value", ""))) if kvs else None
+    both = gateway.call(
+        "/v3/kv/txn",
+        {"success": [{"request_range": {"key": _b64(key)}}, {"request_range": {"key": _b64(firing[0])}}]},
+        ACQUIRE_TIMEOUT,
+    )
+    return _refusal(both)
+
+
+def _refusal(txn: dict[str, Any]) -> _Refused | None:
+    """Who refused us, from a transaction's two ranges (lease key, firing key): the firing's
+    claimant first (as Redis: a claimed firing grants nothing, held or not), then the holder."""
+    values = []
+    for response in txn.get("responses") or []:
+        kvs = response.get("response_range", {}).get("kvs") or [{}]
+        values.append(_unb64(kvs[0].get("value", "")) if "key" in kvs[0] else None)
+    holder, claimant = (values + [None, None])[:2]
+    if claimant is not None:
+        return _Refused(claimant or "another run", ran=True)
+    if holder is not None:
+        return _Refused(holder or "another run")
+    return None
+
+
+def _claim(
+    gateway: _Gateway, key: str, ttl: int, holder: str, firing: tuple[str, int] | None
+) -> tuple[str, int, float] | _Refused:
+    """Grant a lease of ``ttl`` s and put ``key`` on it if absent; for a timer's run, in the same
+    transaction, the firing's key (``firing`` = key, ttl ms) on a lease of its own, if both are
+    absent. ``(lease id, create revision, sent)`` when granted; else every lease granted here is
+    revoked and the refusal says who holds the key or claimed the firing."""
     sent = time.monotonic()
-    lease_id = str(gateway.call("/v3/lease/grant", {"TTL": ttl}, ACQUIRE_TIMEOUT)["ID"])
+    leases = [str(gateway.call("/v3/lease/grant", {"TTL": ttl}, ACQUIRE_TIMEOUT)["ID"])]
+    compare = [{"key": _b64(key), "target": "CREATE", "create_revision": "0"}]
+    put = [{"request_put": {"key": _b64(key), "value": _b64(holder), "lease": leases[0]}}]
+    read = [{"request_range": {"key": _b64(key)}}]
+    granted = False
     try:
-        txn = gateway.call(
-            "/v3/kv/txn",
-            {
-                "compare": [{"key": _b64(key), "target": "CREATE", "create_revision": "0"}],
-                "success": [{"request_put": {"key": _b64(key), "value": _b64(holder), "lease": lease_id}}],
-                "failure": [{"request_range": {"key": _b64(key)}}],
-            },
-            ACQUIRE_TIMEOUT,
-        )
-    except BaseException:
-        _revoke_quietly(gateway, lease_id)
-        raise
-    if txn.get("succeeded"):
-        return lease_id, int(txn["header"]["revision"]), sent
-    _revoke_quietly(gateway, lease_id)
-    lost = (txn.get("responses") or [{}])[0].get("response_range", {}).get("kvs") or [{}]
-    return _unb64(lost[0].get("value", "")) or "another run"
+        if firing is not None:
+            # no keep-alive: the claim outlives the run and expires on its own (Firing.ttl_ms)
+            ttl_s = math.ceil(firing[1] / 1000)
+            leases.append(str(gateway.call("/v3/lease/grant", {"TTL": ttl_s}, ACQUIRE_TIMEOUT)["ID"]))
+            compare.append({"key": _b64(firing[0]), "target": "CREATE", "create_revision": "0"})
+            put.append({"request_put": {"key": _b64(firing[0]), "value": _b64(holder), "lease": leases[1]}})
+            read.append({"request_range": {"key": _b64(firing[0])}})
+        txn = gateway.call("/v3/kv/txn", {"compare": compare, "success": put, "failure": read}, ACQUIRE_TIMEOUT)
+        granted = bool(txn.get("succeeded"))
+    finally:
+        if not granted:
+            for lease_id in leases:
+                _revoke_quietly(gateway, lease_id)
+    if granted:
+        return leases[0], int(txn["header"]["revision"]), sent
+    return _refusal(txn) or _Refused("another run")
+
+
+def _try_once(
+    gateway: _Gateway, key: str, ttl: int, holder: str, firing: tuple[str, int] | None = None
+) -> tuple[str, int, float] | _Refused:
+    """One attempt: ``(lease id, create revision, sent)`` when granted, else who refused it."""
+    return _look(gateway, key, firing) or _claim(gateway, key, ttl, holder, firing)
 
 
 def _revoke_quietly(gateway: _Gateway, lease_id: str) -> None:
@@ -216,6 +273,9 @@ def acquire_etcd_lease(
     timing = lease_timing(ttl)
     name = getattr(job, "lock_name", None) or spec.name or job.name
     key = KEY_PREFIX + name
+    schedule = getattr(job, "schedule", None)
+    now_firing = current_firing(schedule) if schedule else None
+    firing = None if now_firing is None else (firing_key(FIRING_KEY_PREFIX, name, now_firing), now_firing.ttl_ms)
     holder = _holder_identity(run_id)
     gateway = _Gateway(host, port, timing["op_timeout"])
     wait = spec.wait_seconds or 0.0
@@ -224,8 +284,8 @@ def acquire_etcd_lease(
     give_up = time.monotonic() + wait
     try:
         while True:
-            got = _try_once(gateway, key, math.ceil(ttl), holder)
-            if not isinstance(got, str) or time.monotonic() >= give_up:
+            got = _try_once(gateway, key, math.ceil(ttl), holder, firing)
+            if not isinstance(got, _Refused) or got.ran or time.monotonic() >= give_up:
                 break
             time.sleep(min(POLL, max(0.0, give_up - time.monotonic())))
     except (OSError, EtcdError, KeyError, ValueError) as exc:
@@ -234,10 +294,13 @@ def acquire_etcd_lease(
     except BaseException:
         gateway.close()
         raise
-    if isinstance(got, str):
+    if isinstance(got, _Refused):
         gateway.close()
+        if got.ran:
+            assert firing is not None
+            raise LockBusy(redact_line(ran_already(firing[0], got.who)), firing[0])
         waited = f" after waiting {wait:g}s" if wait else ""
-        raise LockBusy(redact_line(f"etcd lease {key} is held by {got}{waited}"), key)
+        raise LockBusy(redact_line(f"etcd lease {key} is held by {got.who}{waited}"), key)
     lease_id, revision, sent = got
     lease = EtcdLease(
         gateway,

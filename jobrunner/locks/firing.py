@@ -7,15 +7,17 @@ firing: the **last elapse of the job's ``OnCalendar=`` schedule at or before the
 timer elapsed on this host** (systemd gives every service a timer started
 ``$TRIGGER_UNIT=<name>.timer`` and ``$TRIGGER_TIMER_REALTIME_USEC``, systemd ≥ 251; without
 that moment, now). Every host whose timer fires for the 02:15 elapse, however late within the
-schedule's interval, names the same firing: ``jobrunner:firing:<lock name>:<elapse, Unix s>``.
-The lease's acquisition claims that key (``SET … NX`` in the same script); a host that finds it
-claimed skips (exit 75, ``lock.busy`` naming the host that ran it).
+schedule's interval, names the same firing: ``<prefix>firing:<lock name>:<elapse, Unix s>``
+(``firing_key``: ``jobrunner:firing:…`` in Redis, ``jobrunner/firing/…`` in etcd). The lease's
+acquisition claims that key in the same atomic step (Redis: ``SET … PX`` in the acquiring script;
+etcd: a put in the lease key's transaction, on a lease of its own); a host that finds it
+claimed skips (exit 75, ``lock.busy`` naming the host that ran it: ``ran_already``).
 
 A run that was not started by a timer (by hand, ``systemctl start``, ``exec``) names no firing:
 it takes the lease as always and claims nothing.
 
 The elapses are computed by ``systemd-analyze calendar`` (the host's time zone, as the timer
-does): one or a few calls of about 10 ms, only for Redis-leased jobs with a schedule.
+does): one or a few calls of about 10 ms, only for leased jobs with a schedule.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["FIRING_PREFIX", "Firing", "current_firing", "elapses", "last_elapse"]
+__all__ = ["FIRING_PREFIX", "Firing", "current_firing", "elapses", "firing_key", "last_elapse", "ran_already"]
 
 FIRING_PREFIX = "jobrunner:firing:"
 _WINDOWS = (65.0, 3700.0, 86400.0 + 3700.0, 8 * 86400.0, 32 * 86400.0, 367 * 86400.0, 4 * 366 * 86400.0)
@@ -132,3 +134,18 @@ def current_firing(schedule: str | Sequence[str], env: Mapping[str, str] | None 
     if not 946684800 <= at <= time.time() + 86400:
         at = time.time()
     return last_elapse(specs, at)
+
+
+def firing_key(prefix: str, lock_name: str, firing: Firing) -> str:
+    """The key a run of ``firing`` claims: ``prefix`` (the store's, ending in ``firing:`` or
+    ``firing/``) + the lock's name + ``:`` + the elapse in Unix seconds."""
+    return f"{prefix}{lock_name}:{firing.name}"
+
+
+def ran_already(key: str, who: str) -> str:
+    """The ``lock.busy`` reason of a run whose firing (``key``, from ``firing_key``) was
+    claimed already, by ``who`` (the claimant's ``host:pid:run``, or whatever another client of
+    the store wrote there: shown on one line, unprintable characters escaped, at most 330)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(key.rsplit(":", 1)[1])))
+    shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in " ".join(who.split())[:330])
+    return f"this firing ({stamp}) of the timer ran already: {key} was claimed by {shown or 'another run'}"

@@ -331,11 +331,11 @@ def acquire_redis_lock(
     firing = None
     schedule = getattr(job, "schedule", None)
     if schedule:
-        from jobrunner.locks.firing import FIRING_PREFIX, current_firing
+        from jobrunner.locks.firing import current_firing, firing_key
 
         now_firing = current_firing(schedule)
         if now_firing is not None:
-            firing = (f"{prefix}{FIRING_PREFIX.removeprefix('jobrunner:')}{name}:{now_firing.name}", now_firing.ttl_ms)
+            firing = (firing_key(f"{prefix}firing:", name, now_firing), now_firing.ttl_ms)
     lock = _FencedLock(
         client,
         key,
@@ -388,8 +388,9 @@ def _firing_ran(firing: tuple[str, int] | None, client: Any) -> LockBusy:
         who = "another run"
     finally:
         park(client)  # for the skip's fleet record
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(key.rsplit(":", 1)[1])))
-    return LockBusy(_redact(f"this firing ({stamp}) of the timer ran already: {key} was claimed by {who}"), key)
+    from jobrunner.locks.firing import ran_already
+
+    return LockBusy(_redact(ran_already(key, who)), key)
 
 
 class ForeignLease(LockBusy):
