@@ -14,6 +14,7 @@ from jobrunner.validate import printable
 if TYPE_CHECKING:
     from jobrunner.declaration import Job
     from jobrunner.rules.alerting import Anomaly
+    from jobrunner.run.model import RunResult
 
 __all__ = [
     "anomaly_message",
@@ -79,7 +80,7 @@ def failure_message(
     job: MessageJob,
     host: str,
     run_id: str,
-    result: Any,
+    result: RunResult,
     error: str | None,
     tail: list[str],
     state: dict[str, Any],
@@ -159,7 +160,7 @@ def running_long_message(*, job: Job, host: str, run_id: str, elapsed: str, limi
 
 
 def recovery_message(
-    *, job: MessageJob, host: str, run_id: str, result: Any, state: dict[str, Any], suppressed: int
+    *, job: MessageJob, host: str, run_id: str, result: RunResult, state: dict[str, Any], suppressed: int
 ) -> tuple[str, str]:
     """Title and body for the first success after notified failures."""
     title = f"{_ICON['recovery']} {job.name} recovered on {host}"

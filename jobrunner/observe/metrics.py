@@ -48,9 +48,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jobrunner.store.state import JobState, atomic_write
+
+if TYPE_CHECKING:
+    from jobrunner.run.model import RunResult
 
 __all__ = ["INSTANCE_LABEL", "JOB_LABEL", "OUTCOMES", "MetricsHook", "render_job_metrics", "write_job_metrics"]
 
@@ -129,7 +132,7 @@ def render_job_metrics(
     state: JobState | Mapping[str, Any],
     *,
     host: str,
-    result: Any = None,
+    result: RunResult | None = None,
     expected_interval_s: float | None = None,
     timeout_s: float | None = None,
     running_since: float | None = None,
@@ -144,10 +147,10 @@ def render_job_metrics(
     base = {JOB_LABEL: job_name.split("@", 1)[0] if instance else job_name, "host": host}
     if instance:
         base[INSTANCE_LABEL] = instance
-    has_result = result is not None and getattr(result, "outcome", "skipped") != "skipped"
-    last_outcome = state.last_outcome or (result.outcome if has_result else None)
-    duration = state.last_duration_s if state.last_duration_s is not None else result.duration_s if has_result else None
-    exit_code = state.last_exit_code if state.last_exit_code is not None else result.exit_code if has_result else None
+    ran = result if result is not None and result.outcome != "skipped" else None
+    last_outcome = state.last_outcome or (ran.outcome if ran else None)
+    duration = state.last_duration_s if state.last_duration_s is not None else ran.duration_s if ran else None
+    exit_code = state.last_exit_code if state.last_exit_code is not None else ran.exit_code if ran else None
     runs = state.runs or ({result.outcome: 1} if result is not None else {})
 
     samples: dict[str, list[tuple[str, float]]] = {name: [] for name in _HELP}
@@ -241,7 +244,7 @@ _UNSET: Any = object()
 def write_job_metrics(
     job: MetricsJob,
     state: JobState | Mapping[str, Any],
-    result: Any,
+    result: RunResult | None,
     directory: str,
     *,
     running_since: float | None = None,

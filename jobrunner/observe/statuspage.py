@@ -28,7 +28,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrunner.files import atomic_write
 from jobrunner.fleet.stream import _as_view
@@ -49,6 +49,9 @@ from jobrunner.store.state import StateStore
 from jobrunner.systemd.calendar import next_elapse_datetime
 from jobrunner.systemd.systemctl import SystemctlError, show_units, systemd_running, timestamp
 from jobrunner.validate import printable
+
+if TYPE_CHECKING:
+    from jobrunner.observe.health import JudgedJob
 
 __all__ = ["JobView", "collect", "judge_schedules", "render", "render_fleet", "write_page"]
 
@@ -150,7 +153,7 @@ def _next_runs(views: list[JobView], units: Mapping[str, str], systemd: bool | N
             view.step = service["StatusText"]
 
 
-def judge_schedules(views: Sequence[JobView], jobs: Mapping[str, Any], now: float | None = None) -> None:
+def judge_schedules(views: Sequence[JobView], jobs: Mapping[str, JudgedJob], now: float | None = None) -> None:
     """With the declared jobs (name -> ``Job``): each scheduled view's next run from its
     schedule where systemd gave none (as ``jobrunner list``), and ``late`` when its last start
     (or skip) is older than ``stale_after`` (the rule ``health`` uses). ``systemd-analyze``
@@ -159,7 +162,7 @@ def judge_schedules(views: Sequence[JobView], jobs: Mapping[str, Any], now: floa
     memo: dict[Any, Any] = {}
     for view in views:
         job = jobs.get(view.name) or jobs.get(view.name.split("@", 1)[0])
-        if job is None or not getattr(job, "schedule", None):
+        if job is None or not job.schedule:
             continue
         key = (tuple(job.schedule), job.jitter)
         if key not in memo:
