@@ -155,7 +155,7 @@ def failure_due(
 
 def silence_active(state: JobState, now: float | None = None) -> dict[str, Any] | None:
     """The job's silence when it is in force, else ``None``."""
-    silence = state.silence
+    silence = state.silencing.silence
     now = time.time() if now is None else now
     if not isinstance(silence, dict):
         return None
