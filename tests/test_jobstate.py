@@ -427,3 +427,27 @@ def test_the_walk_sees_each_kind_of_write():
         ("alerting", "anomaly"),
     ]
     assert not _owns("jobrunner.observe.health", "skips") and _owns("jobrunner.notify.throttle", "notifications")
+
+
+def test_the_design_names_each_section_and_its_keys():
+    """docs/design.md's table of the sections: each section, its class and its keys."""
+    design = (PACKAGE.parent / "docs" / "design.md").read_text()
+    for name, cls in state_module._SECTIONS.items():
+        (row,) = [line for line in design.splitlines() if line.startswith(f"| `{name}` (`{cls.__name__}`) |")]
+        for key in FILE_KEYS[name]:
+            assert f"`{key}`" in row, (name, key)
+
+
+def test_skips_count_until_a_run_runs(tmp_path):
+    """``note_finish`` writes the skips section: each skip counts and remembers since when and who
+    held the lock; the next run that runs ends the skipping (the last skip's time stays)."""
+    store = StateStore("j", str(tmp_path))
+    run = {"exit_code": 75, "started": 100.0, "duration_s": 0.0, "attempts": 0, "outcome": "skipped"}
+    store.apply(lambda s: s.note_finish(run_id="a", holder={"pid": 9, "user": "www-data"}, now=110.0, **run))
+    skipped = store.apply(lambda s: s.note_finish(run_id="b", now=120.0, **run))
+    assert skipped.skips == state_module.SkipState(
+        last_skipped=120.0, skipped_since=110.0, consecutive_skips=2, skip_holder={"pid": 9, "user": "www-data"}
+    )
+    ran = store.apply(lambda s: s.note_finish(**{**run, "run_id": "c", "outcome": "success", "exit_code": 0}))
+    assert ran.skips == state_module.SkipState(last_skipped=120.0) and ran.runs == {"skipped": 2, "success": 1}
+    assert json.loads(Path(store.path).read_text())["last_skipped"] == 120.0

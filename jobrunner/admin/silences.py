@@ -1,6 +1,6 @@
 """Silences: "I am migrating this server for two hours, don't page me" (``jobrunner silence``).
 
-A silence is recorded in the job's own state (``JobState.silence``: ``until``, ``since``,
+A silence is recorded in the job's own state (``JobState.silencing.silence``: ``until``, ``since``,
 ``by``, ``uid``, ``reason``), so it needs no new file, no new permission and no daemon: the
 runner and ``jobrunner alert`` read it where they already read the job's memory. While it is
 in force, failures are logged, recorded and counted but not sent (``jobrunner/rules/alerting.py``);
