@@ -370,13 +370,14 @@ def _schema() -> tuple[dict[str, _Key], dict[str, type[Any]]]:
                 types, nullable = json_types(inner, f"JobState.{name}.{key}")
                 keys[key] = _Key(name, types, not nullable)
         else:
+            if name in keys:
+                raise TypeError(f"JobState.{name}: the key {name!r} is already a section's")
             types, nullable = json_types(annotation, f"JobState.{name}")
             keys[name] = _Key(None, types, not nullable)
     return keys, sections
 
 
 _KEYS, _SECTIONS = _schema()
-_COLLECTIONS = tuple(key for key, spec in _KEYS.items() if spec.collection)
 
 
 _TIMESTAMPS = (
