@@ -209,20 +209,35 @@ def test_an_annotation_the_file_cannot_hold_is_refused(annotation):
         state_module.json_types(annotation, "JobState.x")
 
 
-def test_a_field_the_file_cannot_hold_fails_at_import():
-    """A field whose type JSON cannot carry stops the module from loading, naming the field: it is
-    found by the first test that imports the state, not by a user whose file cannot be read."""
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        (
+            "    consecutive_skips: set[int] | None = None\n",
+            r"JobState\.skips\.consecutive_skips: 'set\[int\] \| None'",
+        ),
+        (
+            "    consecutive_skips: int | None = None\n    notify_tags: list[str] | None = None\n",
+            "'notify_tags' is already",
+        ),
+        (
+            "    consecutive_skips: int | None = None\n    last_outcome: str | None = None\n",
+            "'last_outcome' is already",
+        ),
+    ],
+)
+def test_a_field_the_file_cannot_hold_fails_at_import(change, why):
+    """A field whose type JSON cannot carry, or a key in two places, stops the module from
+    loading, naming the field: it is found by the first test that imports the state, not by a
+    user whose file cannot be read."""
     import types as types_module
 
     source = Path(state_module.__file__).read_text()
     line = "    consecutive_skips: int | None = None\n"
     assert source.count(line) == 1
     module = types_module.ModuleType("jobrunner.store._state_copy")
-    with pytest.raises(TypeError, match=r"JobState\.skips\.consecutive_skips: 'set\[int\] \| None'"):
-        exec(
-            compile(source.replace(line, line.replace("int | None", "set[int] | None")), "copy", "exec"),
-            module.__dict__,
-        )
+    with pytest.raises(TypeError, match=why):
+        exec(compile(source.replace(line, change), "copy", "exec"), module.__dict__)
 
 
 FIXTURES = Path(__file__).parent / "fixtures" / "state"
