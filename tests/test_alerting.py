@@ -423,11 +423,11 @@ def test_throttle_with_threshold_and_silence():
     held = decide(state, outcome="failure", now=0, window=60, silenced=True)
     assert held.kind is None and held.reason == "silenced"
     note_held(state, run_id="a", reason="silenced")
-    assert state.notify["silenced"] == 1 and state.notified_run_id == "a"
+    assert state.notifications.notify["silenced"] == 1 and state.notifications.notified_run_id == "a"
     ended = decide(state, outcome="failure", now=1, window=60)
     assert ended.kind == "failure" and ended.reason == "silence-ended" and ended.suppressed == 1
     note_delivered(state, ended, run_id="b", now=1)
-    assert "silenced" not in state.notify
+    assert "silenced" not in state.notifications.notify
     assert decide(state, outcome="failure", now=2, window=60).reason == "repeat"  # once, then the throttle
 
 

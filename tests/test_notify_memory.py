@@ -127,9 +127,9 @@ def test_the_throttle_keeps_its_record_through_a_streak():
     assert sent_of(state)["failure"] == memory.Sent(100.0, 100.0)
     held = decide(state, outcome="failure", now=200.0, window=HOUR)
     note_held(state, run_id="b", reason=held.reason)
-    assert sent_of(state)["failure"].held == 1 and state.notify["suppressed"] == 1
+    assert sent_of(state)["failure"].held == 1 and state.notifications.notify["suppressed"] == 1
     note_delivered(state, decide(state, outcome="success", now=300.0, window=HOUR), run_id="c", now=300.0)
-    assert "sent" not in state.notify and state.notify["failure_notified"] is False
+    assert "sent" not in state.notifications.notify and state.notifications.notify["failure_notified"] is False
     note_quiet_success(state)
     assert decide(state, outcome="failure", now=400.0, window=HOUR).kind == "failure"
 
@@ -138,7 +138,7 @@ def test_a_run_that_runs_ends_the_skip_episode():
     state = JobState.from_dict({"skipped_since": 10.0, "skip_notified": 20.0})
     assert not memory.due(sent_of(state), "skip", 30.0, HOUR)
     state.note_finish(run_id="r", outcome="success", exit_code=0, started=40.0, duration_s=1.0, attempts=1, now=41.0)
-    assert memory.due(sent_of(state), "skip", 42.0, HOUR) and "sent" not in state.notify
+    assert memory.due(sent_of(state), "skip", 42.0, HOUR) and "sent" not in state.notifications.notify
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,8 @@ _VALUES = st.recursive(
 STATE_KEYS = [
     "job", "last_outcome", "last_error", "last_start", "last_finish", "last_success", "last_failure", "last_skipped",
     "last_duration_s", "last_exit_code", "consecutive_failures", "durations_s", "runs", "running", "silence",
-    "skipped_since", "skip_holder", "notify_tags", "anomaly", "schema",
+    "skipped_since", "skip_holder", "notify_tags", "anomaly", "schema", "consecutive_skips", "anomalies",
+    "notified_run_id", "last_attempts",
 ]  # fmt: skip
 _SILENCE = st.fixed_dictionaries({"until": _NUMBERS, "since": _NUMBERS, "by": _TEXT, "uid": _NUMBERS, "reason": _TEXT})
 
@@ -120,7 +121,7 @@ def test_any_state_file_loads_checked_or_is_one_line_unreadable(tmp_path_factory
     if state is not None:
         assert isinstance(state, JobState)
         for key in ("last_start", "last_finish", "last_success", "last_failure", "last_skipped", "skipped_since"):
-            assert _is_time(getattr(state, key)), key
+            assert _is_time(state.value_of(key)), key
         h = JobHealth("prop", "prop")
         _judge_state(h, state, time.time(), 3)
         out = render_text([h])

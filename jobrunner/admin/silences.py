@@ -1,6 +1,6 @@
 """Silences: "I am migrating this server for two hours, don't page me" (``jobrunner silence``).
 
-A silence is recorded in the job's own state (``JobState.silence``: ``until``, ``since``,
+A silence is recorded in the job's own state (``JobState.silencing.silence``: ``until``, ``since``,
 ``by``, ``uid``, ``reason``), so it needs no new file, no new permission and no daemon: the
 runner and ``jobrunner alert`` read it where they already read the job's memory. While it is
 in force, failures are logged, recorded and counted but not sent (``jobrunner/rules/alerting.py``);
@@ -91,7 +91,7 @@ def set_silence(
     for store in stores:
         _check_writable(store)
     for store in stores:
-        store.apply(lambda s: setattr(s, "silence", dict(record)))
+        store.apply(lambda s: setattr(s.silencing, "silence", dict(record)))
     return record
 
 
@@ -103,13 +103,13 @@ def clear_silence(root: str, jobs: Sequence[str]) -> list[str]:
     for store in stores:
         _check_writable(store)
     for store in stores:
-        if store.load().silence is None:
+        if store.load().silencing.silence is None:
             continue
 
         def clear(s: Any, name: str = store.job) -> None:
             if silence_active(s) is not None:
                 ended.append(name)
-            s.silence = None
+            s.silencing.silence = None
 
         store.apply(clear)
     return ended

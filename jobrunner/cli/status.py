@@ -83,12 +83,12 @@ def status_rows(root: str, names: list[str]) -> list[dict[str, Any]]:
             rows.append(row)
             continue
         row["never_ran"] = state.empty
-        row.update({k: getattr(state, k) for k in _FIELDS})
+        row.update({k: state.value_of(k) for k in _FIELDS})
         row["consecutive_failures"] = row["consecutive_failures"] or 0
         row["runs"] = row["runs"] or {}
 
         row["silenced"] = silence_active(state)
-        row["anomaly"] = state.anomaly
+        row["anomaly"] = state.alerting.anomaly
         rows.append(row)
     return rows
 

@@ -112,7 +112,7 @@ def notify_throttled(
     else:
         decision = decide(state, outcome=outcome, now=now, window=repeat_window(), due=due, silenced=silenced)
     if decision.kind is None:
-        memory = state.notify if state is not None else {}
+        memory = state.notifications.notify if state is not None else {}
         if outcome == "success" and (
             decision.suppressed or memory.get("silenced") or (decision.reason and memory.get("failure_notified"))
         ):
@@ -235,8 +235,8 @@ class _Budget:
 
 def _remember_tags(run: Run) -> None:
     tags = list(run.job.notify)
-    if tags != list(run.state.notify_tags or []):
-        run.contribute(lambda s: setattr(s, "notify_tags", tags))
+    if tags != list(run.state.notifications.notify_tags or []):
+        run.contribute(lambda s: setattr(s.notifications, "notify_tags", tags))
 
 
 class NotifyHook:
@@ -358,7 +358,9 @@ class NotifyHook:
             _log_notice(log, notice, failed)
         if run.anomaly is not None:
             self._anomaly(run, run.anomaly, silence is not None)
-        elif result.outcome == "success" and any(k.startswith(ANOMALY) for k in state.notify.get("sent") or ()):
+        elif result.outcome == "success" and any(
+            k.startswith(ANOMALY) for k in state.notifications.notify.get("sent") or ()
+        ):
             run.contribute(_ordinary_again)  # ordinary again: the next one is news
 
     def _anomaly(self, run: Run, anomaly: Anomaly, silenced: bool) -> None:
@@ -444,8 +446,8 @@ class PingHook:
             self.budget.spend(time.monotonic() - began)
         if sent.ok:
             run.log.debug("ping.sent", path="/start")
-            if sent.limit and sent.limit != ping.body_limit(run.state.ping):
-                run.state.ping["body_limit"] = sent.limit  # the finish ping's body fits it
+            if sent.limit and sent.limit != ping.body_limit(run.state.notifications.ping):
+                run.state.notifications.ping["body_limit"] = sent.limit  # the finish ping's body fits it
                 self._keep(run)
         elif sent.rejected:
             self._rejected(run, "/start", sent)
@@ -469,10 +471,10 @@ class PingHook:
         tail = tail_lines(run.tail)
         if not self._replay(run, deadline):
             return
-        view = {"ping": run.state.ping}
+        view = {"ping": run.state.notifications.ping}
         body = ping.body_text(error=error, tail=tail, summary=summary, limit=ping.body_limit(view))
         sent = ping.send_ping(ping.build_url(self.base, path, rid), body=body, deadline=deadline)
-        memory = run.state.ping
+        memory = run.state.notifications.ping
         if sent.ok:
             if sent.limit:
                 memory["body_limit"] = sent.limit
@@ -493,8 +495,8 @@ class PingHook:
         """Queued finish pings sent, marked late; False when the server rejected the URL."""
         from jobrunner.notify import ping
 
-        view = {"ping": run.state.ping}  # ping.py works on the memory in place
-        if not run.state.ping.get("queue"):
+        view = {"ping": run.state.notifications.ping}  # ping.py works on the memory in place
+        if not run.state.notifications.ping.get("queue"):
             return True
         usable = ping.replay(view, self.base, deadline=deadline, log=run.log)
         self._keep(run)
@@ -504,8 +506,8 @@ class PingHook:
 
     @staticmethod
     def _keep(run: Run) -> None:
-        memory = dict(run.state.ping)
-        run.contribute(lambda s: s.ping.update(memory))
+        memory = dict(run.state.notifications.ping)
+        run.contribute(lambda s: s.notifications.ping.update(memory))
 
 
 def notify_hooks(*, notifications: bool, ping: str | None) -> list[Any]:

@@ -10,7 +10,7 @@ runner and ``jobrunner alert`` share one memory; both go through
 ``jobrunner.notify.notify_throttled``, which asks ``decide``, delivers and says which
 ``record_*`` to fold into the state.
 
-``state.notified_run_id`` names the last run whose failure was *handled* (delivered, or
+``state.notifications.notified_run_id`` names the last run whose failure was *handled* (delivered, or
 deliberately held back by the throttle): ``jobrunner alert`` stays silent for that run.
 A failure whose notification could not be delivered is not handled, so the alert handler
 (which has the network) still reports it.
@@ -76,7 +76,7 @@ def decide(
 ) -> Decision:
     """What this outcome calls for, given what was notified before: ``due`` is whether the
     failure streak reached the job's threshold, ``silenced`` whether a silence is in force."""
-    memory = state.notify
+    memory = state.notifications.notify
     suppressed = int(memory.get("suppressed", 0))
     if silenced:
         return Decision(None, suppressed, "silenced") if outcome in FAILED or outcome == "success" else Decision(None)
@@ -95,7 +95,7 @@ def decide(
 
 def sent_of(state: JobState) -> dict[str, sent_memory.Sent]:
     """What was sent of each kind (``notify.sent``, ``notify/memory.py``)."""
-    return sent_memory.load(state.notify.get("sent") or {})
+    return sent_memory.load(state.notifications.notify.get("sent") or {})
 
 
 def keep_sent(state: JobState, change: Callable[[dict[str, sent_memory.Sent]], None]) -> None:
@@ -103,13 +103,13 @@ def keep_sent(state: JobState, change: Callable[[dict[str, sent_memory.Sent]], N
     memory = sent_of(state)
     change(memory)
     if memory:
-        state.notify["sent"] = sent_memory.to_json(memory)
+        state.notifications.notify["sent"] = sent_memory.to_json(memory)
     else:
-        state.notify.pop("sent", None)
+        state.notifications.notify.pop("sent", None)
 
 
 def note_delivered(state: JobState, decision: Decision, *, run_id: str, now: float) -> None:
-    memory = state.notify
+    memory = state.notifications.notify
     memory["suppressed"] = 0
     memory.pop("silenced", None)
     if decision.kind == "recovery":
@@ -118,25 +118,25 @@ def note_delivered(state: JobState, decision: Decision, *, run_id: str, now: flo
     else:
         memory["failure_notified"] = True
         keep_sent(state, lambda m: sent_memory.sent(m, "failure", now))
-        state.notified_run_id = run_id
+        state.notifications.notified_run_id = run_id
 
 
 def note_held(state: JobState, *, run_id: str, reason: str = "") -> None:
     """A failure held back by the throttle, its threshold or a silence: counted for the next
     message (a silence's in ``silenced``, owed one message when it ends), and handled."""
-    memory = state.notify
+    memory = state.notifications.notify
     memory["suppressed"] = int(memory.get("suppressed", 0)) + 1
     if reason == "silenced":
         memory["silenced"] = int(memory.get("silenced", 0)) + 1
     elif reason == "repeat":
         keep_sent(state, lambda m: sent_memory.held(m, "failure"))
-    state.notified_run_id = run_id
+    state.notifications.notified_run_id = run_id
 
 
 def note_quiet_success(state: JobState) -> None:
     """A success with nothing to say (no failure was notified, or a silence is in force): the
     streak is over, nothing held back is owed any more."""
-    memory = state.notify
+    memory = state.notifications.notify
     for key in ("suppressed", "silenced"):
         memory.pop(key, None)
     memory["failure_notified"] = False
@@ -145,7 +145,7 @@ def note_quiet_success(state: JobState) -> None:
 
 def note_undelivered(state: JobState, decision: Decision) -> None:
     """Sending failed: a failure counts as held back (told next time); nothing is marked handled."""
-    memory = state.notify
+    memory = state.notifications.notify
     if decision.kind == "failure":
         memory["suppressed"] = int(memory.get("suppressed", 0)) + 1
     memory["undelivered"] = int(memory.get("undelivered", 0)) + 1
@@ -153,5 +153,5 @@ def note_undelivered(state: JobState, decision: Decision) -> None:
 
 def count_streak(state: JobState, failed: bool) -> None:
     """The failures since the last success, as the runner saw them (a recovery message says it)."""
-    memory = state.notify
+    memory = state.notifications.notify
     memory["streak_failures"] = int(memory.get("streak_failures", 0)) + 1 if failed else 0

@@ -225,7 +225,7 @@ def find_job_state(root: str, props: dict[str, str]) -> tuple[str | None, JobSta
     except Exception as exc:
         return None, None, str(exc)
     running = state.running or {}
-    if invocation in (state.notified_run_id, state.last_run_id, running.get("run_id")):
+    if invocation in (state.notifications.notified_run_id, state.last_run_id, running.get("run_id")):
         return job, state, ""
     return job, None, ""
 
@@ -301,9 +301,10 @@ def handle_failed_unit(unit: str, lines: int = 50) -> Handled:
     invocation = props.get("InvocationID", "")
     root = default_state_dir()
     job, state, why_untrusted = find_job_state(root, props)
-    if state is not None and state.notified_run_id == invocation:
+    if state is not None and state.notifications.notified_run_id == invocation:
         return Handled(ALREADY_REPORTED, invocation)
-    tags = tuple(str(t) for t in (state.notify_tags if state is not None else None) or ())  # recorded by the runner
+    recorded = state.notifications.notify_tags if state is not None else None  # by the runner
+    tags = tuple(str(t) for t in recorded or ())
     due, why_due, silenced, fold = True, "", False, None
     if job and state is not None:
         due, why_due, silenced, fold = _rules(job, root, state, props, invocation)
@@ -361,7 +362,7 @@ def _rules(
                 now=now,
             )
 
-    alert = alert_from_dict(state.alert)
+    alert = alert_from_dict(state.alerting.alert)
     failures = (state.consecutive_failures or 0) + (1 if unfinished else 0)
 
     def recent(n: int) -> list[Any]:

@@ -179,7 +179,7 @@ def _install_gap(
         if kind == "timer" and found.get("UnitFileState") == "disabled" and found.get("ActiveState") != "active":
             return f"{NOT_INSTALLED} ({unit} is not enabled: systemctl enable --now {unit})"
         return None
-    if state is not None and (state.last_start or state.last_skipped or state.last_outcome):
+    if state is not None and (state.last_start or state.skips.last_skipped or state.last_outcome):
         return None  # it runs, so something runs it: judged as before
     base, at, _ = job.unit.partition("@")
     names = [unit] + ([f"{base}@.{kind}"] if at else [])
@@ -310,23 +310,23 @@ def _judge(
 def _judge_skips(h: JobHealth, job: JudgedJob, state: JobState, now: float) -> None:
     """A job whose runs keep finding the lock held says so, with who holds it: stale scheduled
     jobs carry it in their staleness reason; unscheduled ones warn after a few skips in a row."""
-    if not state.skipped_since:
+    if not state.skips.skipped_since:
         return
 
     text = describe_skipping(state, now)
-    holder = state.skip_holder or {}
+    holder = state.skips.skip_holder or {}
     if holder.get("foreign"):
         h.find(WARNING, f"{text}: its Redis lease is held by a foreign or stale holder {holder.get('lease_holder')!r}")
     h.facts["skipping"] = {
-        "since": state.skipped_since,
-        "skips": state.consecutive_skips,
-        "holder": state.skip_holder,
+        "since": state.skips.skipped_since,
+        "skips": state.skips.consecutive_skips,
+        "holder": state.skips.skip_holder,
         "text": text,
     }
     stale = [i for i, r in enumerate(h.reasons) if r.startswith(("last success", "never succeeded", "late:"))]
     if stale:
         h.reasons[stale[0]] += f"; {text}"
-    elif not job.schedule and (state.consecutive_skips or 0) >= SKIPS_WITHOUT_SCHEDULE:
+    elif not job.schedule and (state.skips.consecutive_skips or 0) >= SKIPS_WITHOUT_SCHEDULE:
         h.find(WARNING, text)
     else:
         h.notes.append(text)
@@ -348,7 +348,7 @@ def _judge_state(h: JobHealth, state: JobState, now: float, fail_threshold: int)
         "consecutive_skips",
         "skip_holder",
     )
-    h.facts["state"] = {k: getattr(state, k) for k in keys}
+    h.facts["state"] = {k: state.value_of(k) for k in keys}
     h.facts["state"]["consecutive_failures"] = failures = state.consecutive_failures or 0
     h.facts["state"]["runs"] = state.runs
     outcome = state.last_outcome
@@ -366,7 +366,7 @@ def _judge_state(h: JobHealth, state: JobState, now: float, fail_threshold: int)
 def _judge_alerting(h: JobHealth, job: JudgedJob, state: JobState, now: float, root: str | None) -> None:
     """Running long, flapping, a duration out of the ordinary, and last a silence (which caps
     what was found at WARNING, and is never OK with a problem)."""
-    alert = alert_from_dict(state.alert) if state.alert else getattr(job, "alert", None)
+    alert = alert_from_dict(state.alerting.alert) if state.alerting.alert else getattr(job, "alert", None)
     h.facts["alert"] = alert.to_dict() if alert is not None else None
     running = state.running
     if alert is not None and alert.max_seconds and isinstance(running, dict):
@@ -378,7 +378,7 @@ def _judge_alerting(h: JobHealth, job: JudgedJob, state: JobState, now: float, r
                 f"over its maximum of {format_age(alert.max_seconds)}",
                 "running_long",
             )
-    anomaly = state.anomaly
+    anomaly = state.alerting.anomaly
     if isinstance(anomaly, dict) and isinstance(anomaly.get("text"), str):
         h.find(WARNING, f"last run {anomaly['text']}", "duration")
     flap = is_flapping(read_history(root or default_state_dir(), job.name, last=FLAP_HISTORY).records)
@@ -481,7 +481,7 @@ def _judge_staleness(
     limit = stale_after(interval, grace, state.durations_s)
     h.facts.update(expected_interval_s=interval, stale_after_s=limit, critical_after_s=2 * limit)
     last_success = state.last_success
-    started = max(float(state.last_start or 0), float(state.last_skipped or 0))
+    started = max(float(state.last_start or 0), float(state.skips.last_skipped or 0))
     condition = "failing"
     if started and now - started > limit:
         # Not even started within the limit: the timer did not fire (or the machine was off).

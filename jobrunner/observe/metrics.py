@@ -173,8 +173,8 @@ def render_job_metrics(
     for outcome in _outcomes(OUTCOMES, runs):
         samples["jobrunner_runs_total"].append((_labels(base, outcome=outcome), _num(runs.get(outcome))))
     samples["jobrunner_consecutive_failures"].append((plain, _num(state.consecutive_failures)))
-    samples["jobrunner_skipping_since_timestamp_seconds"].append((plain, _num(state.skipped_since)))
-    samples["jobrunner_consecutive_skips"].append((plain, _num(state.consecutive_skips)))
+    samples["jobrunner_skipping_since_timestamp_seconds"].append((plain, _num(state.skips.skipped_since)))
+    samples["jobrunner_consecutive_skips"].append((plain, _num(state.skips.consecutive_skips)))
     if expected_interval_s:
         from jobrunner.rules.schedule import stale_after
 
@@ -186,11 +186,11 @@ def render_job_metrics(
     if running_since is None:
         running_since = _num((state.running or {}).get("since"))
     samples["jobrunner_running_since_timestamp_seconds"].append((plain, running_since))
-    for kind in _outcomes(ANOMALIES, state.anomalies):
+    for kind in _outcomes(ANOMALIES, state.alerting.anomalies):
         samples["jobrunner_duration_anomalies_total"].append(
-            (_labels(base, kind=kind), _num(state.anomalies.get(kind)))
+            (_labels(base, kind=kind), _num(state.alerting.anomalies.get(kind)))
         )
-    silence = state.silence or {}
+    silence = state.silencing.silence or {}
     until = _num(silence.get("until"))
     samples["jobrunner_silenced_until_timestamp_seconds"].append((plain, until if until > time.time() else 0.0))
 

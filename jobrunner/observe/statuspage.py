@@ -127,7 +127,7 @@ def collect(
 
             silence = silence_active(state)
             view.silenced_until = float(silence["until"]) if silence is not None else None
-            anomaly = state.anomaly or {}
+            anomaly = state.alerting.anomaly or {}
             view.warning = anomaly.get("text") if isinstance(anomaly.get("text"), str) else None
         views.append(view)
     _next_runs(views, units or {}, systemd)

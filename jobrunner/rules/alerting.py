@@ -5,7 +5,7 @@ Pure functions over the job's ``JobState`` and its run history, shared by the ru
 notification hook, ``jobrunner alert`` (``alert-failure@``) and ``jobrunner health``, so the
 three judge a job by the same rules. The declaration is ``jobrunner.Alert``; a host overrides
 it with ``$JOBRUNNER_ALERT_<JOB>`` (``after=3, min_duration=30s``), read when the job runs
-(``effective_alert``) and recorded in the state (``JobState.alert``) for the readers that
+(``effective_alert``) and recorded in the state (``JobState.alerting.alert``) for the readers that
 cannot import the job.
 
 History is read only when a rule needs it (a failure rate, ``slower_than_p95``, flapping),
@@ -155,7 +155,7 @@ def failure_due(
 
 def silence_active(state: JobState, now: float | None = None) -> dict[str, Any] | None:
     """The job's silence when it is in force, else ``None``."""
-    silence = state.silence
+    silence = state.silencing.silence
     now = time.time() if now is None else now
     if not isinstance(silence, dict):
         return None

@@ -52,9 +52,9 @@ def describe_skipping(state: JobState, now: float) -> str:
     """``skipped since 2026-12-01 02:15 (3h 5min), held by PID 812 (user www-data)``."""
     from jobrunner.rules.schedule import format_age
 
-    since = float(state.skipped_since or now)
+    since = float(state.skips.skipped_since or now)
     text = f"skipped since {time.strftime('%Y-%m-%d %H:%M', time.localtime(since))} ({format_age(now - since)})"
-    holder = state.skip_holder or {}
+    holder = state.skips.skip_holder or {}
     if holder.get("pid"):
         who = f" (user {holder['user']})" if holder.get("user") else ""
         text += f", held by PID {holder['pid']}{who}"
@@ -63,12 +63,12 @@ def describe_skipping(state: JobState, now: float) -> str:
 
 def overdue(job: Job, state: JobState, now: float) -> tuple[bool, float | None]:
     """Whether the job has been skipping for longer than allowed, and the limit used."""
-    since = state.skipped_since
+    since = state.skips.skipped_since
     if not since:
         return False, None
     limit = skip_limit(job, state, now)
     if limit is None:
-        return (state.consecutive_skips or 0) >= SKIPS_WITHOUT_SCHEDULE, None
+        return (state.skips.consecutive_skips or 0) >= SKIPS_WITHOUT_SCHEDULE, None
     return now - float(since) > limit, limit
 
 
@@ -80,12 +80,12 @@ def check_skipping(run: Run, now: float | None = None) -> None:
     late, limit = overdue(run.job, state, now)
     if not late:
         return
-    holder = state.skip_holder or {}
+    holder = state.skips.skip_holder or {}
     run.skipping = text = describe_skipping(state, now)
     run.log.warning(
         "lock.skipping",
-        since=state.skipped_since,
-        skips=state.consecutive_skips,
+        since=state.skips.skipped_since,
+        skips=state.skips.consecutive_skips,
         limit_s=round(limit, 3) if limit is not None else None,
         holder_pid=holder.get("pid"),
         holder_user=holder.get("user"),

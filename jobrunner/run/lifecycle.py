@@ -244,8 +244,8 @@ def _start(run: Run) -> None:
     run.paused_s += time.monotonic() - began  # pings are not the job's time
     pid = os.getpid()
     rules = run.job.alert.to_dict() if run.job.alert is not None else None
-    if rules != run.state.alert:  # for jobrunner alert and health, which cannot import the job
-        run.contribute(lambda s: setattr(s, "alert", rules))
+    if rules != run.state.alerting.alert:  # for jobrunner alert and health, which cannot import the job
+        run.contribute(lambda s: setattr(s.alerting, "alert", rules))
     # Bounded: the deadline is not armed yet, and a held state lock must not hang the run.
     wait = min(STATE_LOCK_WAIT_S, run.job.timeout or STATE_LOCK_WAIT_S)
     _save_state(run, lambda s: s.note_start(run_id=run.run_id, pid=pid), wait=wait)
@@ -437,9 +437,10 @@ def _finish(run: Run) -> None:
                 now=finished,
             )
             if result.outcome != "skipped":
-                state.anomaly = anomaly
+                state.alerting.anomaly = anomaly
             if anomaly is not None:
-                state.anomalies = {**state.anomalies, anomaly["kind"]: int(state.anomalies.get(anomaly["kind"], 0)) + 1}
+                counts = state.alerting.anomalies
+                state.alerting.anomalies = {**counts, anomaly["kind"]: int(counts.get(anomaly["kind"], 0)) + 1}
 
         try:  # the state as it will be written, for the skip check and the end hooks
             run.state = run.store.load()

@@ -31,7 +31,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import field
-from typing import Any
+from typing import Any, ClassVar
 
 from jobrunner import validate as v
 from jobrunner._datatype import datatype
@@ -41,7 +41,11 @@ from jobrunner.validate import loads
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AlertingState",
     "JobState",
+    "NotificationState",
+    "SilencingState",
+    "SkipState",
     "StateStore",
     "atomic_write",
     "default_state_dir",
@@ -70,41 +74,94 @@ def default_state_dir() -> str:
 
 SCHEMA_VERSION = 1  # written as "schema"; files without it (older runners) are version 0 and load the same
 
-# The schema of state.json: key -> accepted JSON types. Unknown keys are kept as they are.
 _NUM = (int, float)
-_SCHEMA: dict[str, tuple[type, ...]] = {
-    "schema": (int,),
-    "job": (str,),
-    "last_run_id": (str,),
-    "last_outcome": (str,),
-    "last_error": (str,),
-    "notified_run_id": (str,),
-    "last_start": _NUM,
-    "last_finish": _NUM,
-    "last_success": _NUM,
-    "last_failure": _NUM,
-    "last_skipped": _NUM,
-    "last_duration_s": _NUM,
-    "last_exit_code": (int,),
-    "last_attempts": (int,),
-    "consecutive_failures": (int,),
-    "skipped_since": _NUM,
-    "consecutive_skips": (int,),
-    "skip_holder": (dict,),
-    "runs": (dict,),
-    "durations_s": (list,),
-    "running": (dict,),
-    "notify": (dict,),
-    "ping": (dict,),
-    "notify_tags": (list,),
-    "alert": (dict,),
-    "silence": (dict,),
-    "anomaly": (dict,),
-    "anomalies": (dict,),
-    "recovered_from_unreadable_state": (bool,),
-}
-# Written only when not empty (an old file's "runs": {} reads the same as none).
-_COLLECTIONS = ("runs", "durations_s", "notify", "ping", "anomalies")
+
+
+# The sections: a feature's own keys of the file, grouped. The file stays flat (a section's
+# attribute names are its keys); ``owners`` are the modules that may write the section (the
+# rest of the package reads it): tests/test_jobstate.py walks the package to hold them to it.
+# Each section is named here, not imported: this layer is below its owners.
+
+
+@datatype
+class SkipState:
+    """Runs skipped because the job's lock was held: the last skip, since when the job has been
+    skipping (the first skip after the last run that ran), how many, and who held the lock
+    (``pid``, ``user``, ``uid``). Written by ``JobState.note_finish`` (this module, for the
+    run's end in ``jobrunner/run/lifecycle.py``): a skip counts, a run that runs clears them.
+    Read by ``jobrunner/rules/skips.py`` (the skip notification), health and the metrics."""
+
+    owners: ClassVar[tuple[str, ...]] = ("jobrunner.store.state",)
+
+    last_skipped: float | None = None
+    skipped_since: float | None = None
+    consecutive_skips: int | None = None
+    skip_holder: dict[str, Any] | None = None
+
+    def note_skip(self, now: float, holder: dict[str, Any] | None) -> None:
+        self.last_skipped = now
+        if not self.skipped_since:
+            self.skipped_since = now
+        self.consecutive_skips = (self.consecutive_skips or 0) + 1
+        if holder:
+            self.skip_holder = holder
+
+    def end(self) -> None:
+        """A run ran: the job is not skipping any more (``last_skipped`` stays)."""
+        self.skipped_since = self.consecutive_skips = self.skip_holder = None
+
+
+@datatype
+class NotificationState:
+    """The notifications' memory, written by ``jobrunner/notify/`` (and by ``note_finish`` here,
+    which ends a skip episode). ``notify``: the failure throttle's flags and counts
+    (``notify/throttle.py``) and, under ``sent``, what was sent per kind (``failure``,
+    ``skip``, ``anomaly:<kind>``: ``notify/memory.py``); ``ping``: the ping queue and the
+    server's body limit (``notify/ping.py``); ``notify_tags``: the job's tags, for ``jobrunner
+    alert``, which cannot import the job; ``notified_run_id``: the last run whose failure was
+    handled (``notify/throttle.py``)."""
+
+    owners: ClassVar[tuple[str, ...]] = ("jobrunner.notify", "jobrunner.store.state")
+
+    notify: dict[str, Any] = field(default_factory=dict)
+    ping: dict[str, Any] = field(default_factory=dict)
+    notify_tags: list[str] | None = None
+    notified_run_id: str | None = None
+
+    def end_skip_episode(self) -> None:
+        """A run ran: the next skip is a new episode, notified again (``notify/memory.py``)."""
+        sent = self.notify.get("sent")
+        if isinstance(sent, dict) and "skip" in sent:
+            self.notify = {**self.notify, "sent": {k: v for k, v in sent.items() if k != "skip"}}
+            if not self.notify["sent"]:
+                del self.notify["sent"]
+
+
+@datatype
+class AlertingState:
+    """What the alerting rules (``jobrunner/rules/alerting.py``) made of the runs, written by the
+    run (``jobrunner/run/lifecycle.py``, which applies them; the rules module is not imported on
+    a run that needs none of it): ``alert``, the rules the last run applied (``Alert.to_dict()``,
+    when a run starts, for ``jobrunner alert`` and health, which cannot import the job);
+    ``anomaly``, the last run's duration out of the ordinary (``None`` once a run is ordinary
+    again) and ``anomalies``, their counts by kind (when a run ends)."""
+
+    owners: ClassVar[tuple[str, ...]] = ("jobrunner.run.lifecycle",)
+
+    alert: dict[str, Any] | None = None
+    anomaly: dict[str, Any] | None = None
+    anomalies: dict[str, int] = field(default_factory=dict)
+
+
+@datatype
+class SilencingState:
+    """The job's silence (``until``, ``since``, ``by``, ``uid``, ``reason``), written by
+    ``jobrunner/admin/silences.py`` (``jobrunner silence``, ``jobrunner unsilence``); judged
+    by ``jobrunner/rules/alerting.py`` (``silence_active``)."""
+
+    owners: ClassVar[tuple[str, ...]] = ("jobrunner.admin.silences",)
+
+    silence: dict[str, Any] | None = None
 
 
 @datatype
@@ -112,15 +169,11 @@ class JobState:
     """One job's ``state.json`` as attributes. ``None`` (or an empty collection) is "not
     recorded"; keys this version does not know ride along in ``extra`` and are written back.
 
-    ``notify`` is the notifications' section: the failure throttle's flags and counts
-    (``notify/throttle.py``) and, under ``sent``, what was sent per kind (``failure``,
-    ``skip``, ``anomaly:<kind>``: ``notify/memory.py``); ``ping`` the ping queue's
-    (``notify/ping.py``), ``running`` the run in progress (``run_id``, ``pid``, ``since``),
-    ``skip_holder`` who held the lock (``pid``, ``user``). ``alert`` is the alerting rules the
-    last run applied (``Alert.to_dict()``), ``silence`` the job's silence (``until``, ``since``,
-    ``by``, ``uid``, ``reason``; ``jobrunner silence``), ``anomaly`` the last run's duration
-    out of the ordinary (``None`` once a run is ordinary again) and ``anomalies`` their counts
-    by kind (``jobrunner/rules/alerting.py``)."""
+    The run's own fields are here, written by ``note_start`` and ``note_finish`` (for
+    ``jobrunner/run/lifecycle.py``): ``running`` is the run in progress (``run_id``, ``pid``,
+    ``since``). A feature's fields are in its section (``skips``, ``notifications``,
+    ``alerting``, ``silencing``), written only by the modules its ``owners`` name. The file is
+    flat either way: ``from_dict`` distributes its keys, ``to_dict`` flattens them."""
 
     schema: int | None = None
     job: str | None = None
@@ -132,25 +185,17 @@ class JobState:
     last_finish: float | None = None
     last_success: float | None = None
     last_failure: float | None = None
-    last_skipped: float | None = None
     last_duration_s: float | None = None
     last_attempts: int | None = None
     consecutive_failures: int | None = None
     runs: dict[str, int] = field(default_factory=dict)
     durations_s: list[float] = field(default_factory=list)
     running: dict[str, Any] | None = None
-    skipped_since: float | None = None
-    consecutive_skips: int | None = None
-    skip_holder: dict[str, Any] | None = None
-    notified_run_id: str | None = None
-    notify_tags: list[str] | None = None
-    alert: dict[str, Any] | None = None
-    silence: dict[str, Any] | None = None
-    anomaly: dict[str, Any] | None = None
-    anomalies: dict[str, int] = field(default_factory=dict)
-    notify: dict[str, Any] = field(default_factory=dict)
-    ping: dict[str, Any] = field(default_factory=dict)
     recovered_from_unreadable_state: bool | None = None
+    skips: SkipState = field(default_factory=SkipState)
+    notifications: NotificationState = field(default_factory=NotificationState)
+    alerting: AlertingState = field(default_factory=AlertingState)
+    silencing: SilencingState = field(default_factory=SilencingState)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -163,12 +208,13 @@ class JobState:
         known: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for key, value in data.items():
-            types = _SCHEMA.get(key)
-            if types is None:
+            spec = _KEYS.get(key)
+            if spec is None:
                 extra[key] = value
                 continue
             if value is None:
                 continue
+            types = spec.types
             if isinstance(value, bool) and bool not in types or not isinstance(value, types):
                 raise ValueError(f"field {key!r} is {type(value).__name__}, not {'/'.join(t.__name__ for t in types)}")
             known[key] = value
@@ -183,17 +229,27 @@ class JobState:
         if "since" in running and (not isinstance(running["since"], _NUM) or isinstance(running["since"], bool)):
             raise ValueError("field 'running.since' must be a number")
         _check_ranges(known)
-        return cls(**known, extra=extra)
+        own: dict[str, Any] = {}
+        parts: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+        for key, value in known.items():
+            section = _KEYS[key].section
+            (own if section is None else parts[section])[key] = value
+        return cls(**own, **{name: _SECTIONS[name](**part) for name, part in parts.items()}, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object to write: recorded fields only, unknown keys as they came."""
         out = dict(self.extra)
-        for key in _SCHEMA:
-            value = getattr(self, key)
-            if value is None or key in _COLLECTIONS and not value:
+        for key, spec in _KEYS.items():
+            value = getattr(self if spec.section is None else getattr(self, spec.section), key)
+            if value is None or spec.collection and not value:
                 continue
             out[key] = value
         return out
+
+    def value_of(self, key: str) -> Any:
+        """The value recorded under the file's ``key``, whichever section holds it."""
+        section = _KEYS[key].section
+        return getattr(self if section is None else getattr(self, section), key)
 
     @property
     def empty(self) -> bool:
@@ -219,26 +275,16 @@ class JobState:
     ) -> None:
         """Fold one finished run in (skipped runs only count, they are not results).
 
-        A skip also remembers since when the job has been skipping (``skipped_since``, the
-        first skip after the last run that ran) and who held the lock (``skip_holder``: pid,
-        user), so a job kept from running is never silent (docs/security.md); a run that runs
-        clears them."""
+        A skip also remembers since when the job has been skipping and who held the lock
+        (``skips``), so a job kept from running is never silent (docs/security.md); a run that
+        runs clears them and ends the skip episode of the notifications."""
         now = now or time.time()
         self.runs = {**self.runs, outcome: int(self.runs.get(outcome, 0)) + 1}
         if outcome == "skipped":
-            self.last_skipped = now
-            if not self.skipped_since:
-                self.skipped_since = now
-            self.consecutive_skips = (self.consecutive_skips or 0) + 1
-            if holder:
-                self.skip_holder = holder
+            self.skips.note_skip(now, holder)
             return
-        self.skipped_since = self.consecutive_skips = self.skip_holder = None
-        sent = self.notify.get("sent")
-        if isinstance(sent, dict) and "skip" in sent:  # the skip episode is over (notify/memory.py)
-            self.notify = {**self.notify, "sent": {k: v for k, v in sent.items() if k != "skip"}}
-            if not self.notify["sent"]:
-                del self.notify["sent"]
+        self.skips.end()
+        self.notifications.end_skip_episode()
         if (self.running or {}).get("run_id") == run_id:
             self.running = None
         self.last_run_id = run_id
@@ -258,6 +304,80 @@ class JobState:
             self.consecutive_failures = (self.consecutive_failures or 0) + 1
             if error:
                 self.last_error = error
+
+
+# -- the schema, read off the annotations once -------------------------------------------------
+
+_SCALARS: dict[str, tuple[type, ...]] = {"int": (int,), "float": _NUM, "str": (str,), "bool": (bool,)}
+_CONTAINERS: dict[str, type] = {"dict": dict, "list": list}
+
+
+class _Key:
+    """One key of the file: the section holding it (``None``: ``JobState`` itself), the JSON
+    types it accepts, and whether it is a collection written only when not empty."""
+
+    __slots__ = ("section", "types", "collection")
+
+    def __init__(self, section: str | None, types: tuple[type, ...], collection: bool) -> None:
+        self.section, self.types, self.collection = section, types, collection
+
+
+def json_types(annotation: str, where: str = "field") -> tuple[tuple[type, ...], bool]:
+    """The JSON types a field's annotation accepts, and whether it may be ``None``: ``int``,
+    ``float`` (an ``int`` too), ``str``, ``bool``, ``dict[...]``, ``list[...]``, joined by ``|``.
+    ``TypeError`` for anything else: a field the file could not hold is a bug, found at import."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(annotation):
+        depth += (char == "[") - (char == "]")
+        if char == "|" and depth == 0:
+            parts.append(annotation[start:i].strip())
+            start = i + 1
+    parts.append(annotation[start:].strip())
+    types: list[type] = []
+    nullable = False
+    for part in parts:
+        base, bracket, _ = part.partition("[")
+        if part == "None":
+            nullable = True
+        elif not bracket and part in _SCALARS:
+            types.extend(_SCALARS[part])
+        elif base in _CONTAINERS and (not bracket or part.endswith("]")):
+            types.append(_CONTAINERS[base])
+        else:
+            raise TypeError(f"{where}: {annotation!r} is not a type state.json can hold ({part!r})")
+    if not types:
+        raise TypeError(f"{where}: {annotation!r} is not a type state.json can hold")
+    return tuple(dict.fromkeys(types)), nullable
+
+
+def _annotations(cls: type) -> dict[str, str]:
+    found: dict[str, str] = cls.__dict__.get("__annotations__", {})
+    return {k: a for k, a in found.items() if not a.startswith("ClassVar")}
+
+
+def _schema() -> tuple[dict[str, _Key], dict[str, type[Any]]]:
+    known = {c.__name__: c for c in (SkipState, NotificationState, AlertingState, SilencingState)}
+    keys: dict[str, _Key] = {}
+    sections: dict[str, type[Any]] = {}
+    for name, annotation in _annotations(JobState).items():
+        if name == "extra":
+            continue
+        if annotation in known:
+            sections[name] = known[annotation]
+            for key, inner in _annotations(known[annotation]).items():
+                if key in keys:
+                    raise TypeError(f"JobState.{name}.{key}: the key {key!r} is already a field")
+                types, nullable = json_types(inner, f"JobState.{name}.{key}")
+                keys[key] = _Key(name, types, not nullable)
+        else:
+            if name in keys:
+                raise TypeError(f"JobState.{name}: the key {name!r} is already a section's")
+            types, nullable = json_types(annotation, f"JobState.{name}")
+            keys[name] = _Key(None, types, not nullable)
+    return keys, sections
+
+
+_KEYS, _SECTIONS = _schema()
 
 
 _TIMESTAMPS = (
