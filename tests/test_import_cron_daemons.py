@@ -197,25 +197,44 @@ def test_www_data_crontab_gives_a_www_data_service(tmp_path):
         assert "looks like the user field" in " ".join(str(p) for p in result.problems)
 
 
+ENV_ATOMS = ["HOME=/root\n", "SHELL=/bin/bash\n", "A=%i\n", 'B="x\\"\n', "C=$D\n", "SHELL=sh\n", "x\n"]
 ATOMS = ["@reboot ", "* * * * * ", "nohup ", "setsid ", "-f ", "&", " & ", "&&", ";", "|", "2>&1", "(", ")", "'",
          '"', "\\", "%", "$", "${X}", "\\%", " ", "x", "/bin/sleep", "--daemon", "User=root", "[Service]", "=",
          "HOME=/root\n", "SHELL=/bin/bash\n", "A=%i\n", "\n", "test -x /bin/x && "]  # fmt: skip
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.sampled_from(ATOMS), max_size=24).map("".join))
-def test_any_www_data_crontab_gives_only_www_data_services(text):
+@given(
+    env=st.lists(st.sampled_from(ENV_ATOMS), max_size=3).map("".join),
+    command=st.lists(st.sampled_from(ATOMS), max_size=16).map("".join),
+    lead=st.sampled_from(["@reboot nohup ", "@reboot ", "@reboot setsid ", "@reboot root ", ""]),
+    tail=st.sampled_from([" &", "&", "", " & x"]),
+)
+def test_any_www_data_crontab_gives_only_www_data_services(env, command, lead, tail):
     """Whatever www-data's crontab holds: no traceback; each service has the known keys only,
     one line each, runs as www-data, and its command is in a single quoted word of ExecStart=
-    with no & left to detach."""
-    result = import_crontabs(["-"], texts={"-": text + "\n"}, user="www-data")
+    with every % and $ doubled for systemd."""
+    result = import_crontabs(["-"], texts={"-": env + lead + command + tail + "\n"}, user="www-data")
     for problem in result.problems:
         assert "\n" not in str(problem)
     for service in result.services:
         assert values(service.text, "User") == ["www-data"]
         (start,) = values(service.text, "ExecStart")
         assert re.fullmatch(r'/[^ ]+ -c "([^"\\]|\\.)*"', start), start
-        assert not re.search(r"(?<!%)%(?!%)", start.replace("%%", "")), start  # every % doubled
+        word = start.split(" -c ", 1)[1]
+        assert not re.search(r"%", word.replace("%%", "")), start  # every % doubled
+        assert not re.search(r"\$", word.replace("$$", "")), start  # every $ doubled
+        SERVICES_SEEN.append(service.unit)
+
+
+SERVICES_SEEN: list[str] = []
+
+
+def test_the_property_test_makes_services():
+    """The property test above is not vacuous: its examples give services."""
+    SERVICES_SEEN.clear()
+    test_any_www_data_crontab_gives_only_www_data_services()
+    assert len(SERVICES_SEEN) > 20, SERVICES_SEEN
 
 
 @settings(max_examples=500, deadline=None)
