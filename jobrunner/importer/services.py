@@ -9,8 +9,8 @@ converted only when the service provably does what cron did:
   so the service runs it in the foreground; ``a & b``, ``(x &)``, ``echo "&"`` stay refused),
   or there is none; ``nohup`` and ``setsid`` (without options) at the start of a top-level
   part are dropped (systemd gives the service a session of its own and no SIGHUP);
-- nothing else in it detaches (``daemonize``, ``start-stop-daemon``, ``--daemon``, ``-d``-style
-  options: those fork, and ``Type=forking`` would need a ``PIDFile=`` the line does not give;
+- nothing else in it detaches (``daemonize``, ``start-stop-daemon``, ``--daemon``, a ``-d`` or
+  ``--detach`` word: those fork, or may, and ``Type=forking`` would need a ``PIDFile=`` the line does not give;
   ``setsid -f``; an ``&`` inside ``( … )``);
 - no ``%`` standard input.
 
@@ -37,6 +37,8 @@ __all__ = ["ServiceSpec", "daemon_command", "render_service", "service_from_entr
 SERVICES_DIR = "services"
 _STRIPPED_WORDS = ("nohup", "setsid")
 _REDIRECTIONS = re.compile(r"&&|[0-9]*>&[0-9-]*|&>>?|<&[0-9-]*")
+_MAY_FORK = re.compile(r"(?:^|\s)(-d|--detach)(?=\s|$)")  # memcached -d, docker run -d: maybe a fork
+_USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]*\$?$", re.I)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SHELL = re.compile(r"^/[A-Za-z0-9_.+/-]+$")
 _CONDITIONS = {"-x": "ConditionFileIsExecutable", "-e": "ConditionPathExists", "-d": "ConditionPathIsDirectory"}
@@ -96,6 +98,9 @@ def daemon_command(command: str) -> tuple[str | None, str]:
     still = background(result)
     if still is not None:
         return None, f"it still detaches after the '&' and nohup/setsid are dropped: {still}"
+    fork = _MAY_FORK.search(result)
+    if fork:
+        return None, f"{fork.group(1)!r}, with which many programs fork into the background (Type=forking)"
     return result, ""
 
 
@@ -142,6 +147,8 @@ def service_from_entry(entry: Entry, unit: str) -> tuple[ServiceSpec | None, str
     if stdin is not None:
         return None, "its '%' standard input (a daemon's input from cron's pipe)"
     user = entry.user or "root"
+    if not _USER_NAME.match(user):
+        return None, f"{user!r} is no user name for User="
     env, env_notes = cron_environment(entry, user)
     bad = [name for name in env if not _ENV_NAME.match(name)]
     if bad:
@@ -150,7 +157,9 @@ def service_from_entry(entry: Entry, unit: str) -> tuple[ServiceSpec | None, str
     if not _SHELL.match(shell):
         return None, f"SHELL={shell!r} is not an absolute path of a program"
     home = env.get("HOME")
-    if home is not None and (not home.startswith("/") or os.path.normpath(home) != home.rstrip("/") or "\\" in home):
+    if home is not None and (
+        not home.startswith("/") or os.path.normpath(home) != (home.rstrip("/") or "/") or "\\" in home
+    ):
         return None, f"HOME={home!r} is not a plain absolute path (cron starts the command there)"
     command, why = daemon_command(shell_command)
     if command is None:
