@@ -32,7 +32,7 @@ from jobrunner.importer.cron import Entry, split_percent
 from jobrunner.importer.emit import cron_environment
 from jobrunner.importer.guards import background, leading_test, top_level_ops
 
-__all__ = ["ServiceSpec", "daemon_command", "render_service", "service_from_entry", "write_services"]
+__all__ = ["ServiceSpec", "daemon_command", "service_from_entry", "write_services"]
 
 SERVICES_DIR = "services"
 _STRIPPED_WORDS = ("nohup", "setsid")
@@ -204,10 +204,6 @@ def service_from_entry(entry: Entry, unit: str) -> tuple[ServiceSpec | None, str
         "WantedBy=multi-user.target",
     ]
     return ServiceSpec(f"{unit}.service", "\n".join(lines) + "\n", where, user, notes), ""
-
-
-def render_service(spec: ServiceSpec) -> str:
-    return spec.text
 
 
 def write_services(
