@@ -315,7 +315,8 @@ def test_6_background_children_are_refused_with_the_reason():
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "-:1: not imported: it leaves a process running ('&' (a background process))" in proc.stderr
     assert "-:2: not imported: it leaves a process running ('--daemon'" in proc.stderr
-    assert "run that as a service" in proc.stderr and "0 job(s) imported" in proc.stderr
+    assert "write that service by hand" in proc.stderr and "run the daemon as a service" in proc.stderr
+    assert "0 job(s) imported" in proc.stderr
 
 
 def test_7_the_command_sees_crons_environment_not_the_runners(launcher):

@@ -16,7 +16,10 @@ units never take a package's own unit's name; ``--name RULE`` (``{file}``, ``{us
 ``{n}``, ``{line}``) names them otherwise, and a name that is already a unit is refused.
 Lines skipped on purpose (a package's native timer does the work, the systemd guard) are
 said on stderr as ``FILE:LINE: skipped: why``. Each line or timer becomes
-one module in ``--out`` (a package directory), or is printed. Lines or units that cannot be
+one module in ``--out`` (a package directory), or is printed. An ``@reboot`` line that starts
+a daemon (``@reboot www-data nohup node app.js &``) becomes a plain service instead,
+``--out/services/cron-<file>.service`` (or printed), with the ``install`` and ``systemctl
+enable --now`` commands that put it in place said on stderr. Lines or units that cannot be
 converted are reported as ``FILE:LINE: why`` on stderr; the rest are still written; exit 1
 with ``--strict`` when there were any. ``--check`` prints, for each line, the firings under
 cron's rules beside those of the emitted ``OnCalendar=`` lines (``systemd-analyze
@@ -26,6 +29,7 @@ calendar``), flags every mismatch (exit 1) and warns of times in a DST change.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import TYPE_CHECKING
 
@@ -34,6 +38,7 @@ from jobrunner.importer import batch
 from jobrunner.importer.batch import check_window, zone_named
 from jobrunner.importer.check import compare
 from jobrunner.importer.emit import render_module, write_modules
+from jobrunner.importer.services import SERVICES_DIR, write_services
 
 if TYPE_CHECKING:  # pragma: no cover
     from jobrunner.importer.batch import ImportResult
@@ -75,7 +80,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     units = sources.add_parser("units", help="existing .service + .timer pairs")
     units.add_argument("paths", nargs="+", metavar="PATH", help=".timer or .service files, or directories of them")
     for sub in (cron, units):
-        sub.add_argument("--out", default=None, metavar="DIR", help="write the modules here (a package directory)")
+        sub.add_argument(
+            "--out",
+            default=None,
+            metavar="DIR",
+            help="write the modules here (a package directory); @reboot daemons as DIR/services/*.service",
+        )
         sub.add_argument("--strict", action="store_true", help="exit 1 when a line or unit could not be converted")
         sub.add_argument("--force", action="store_true", help="replace modules in --out that differ")
 
@@ -93,6 +103,7 @@ def _report(result: ImportResult, strict: bool) -> int:
     count = len(result.problems)
     print(
         f"jobrunner: {len(result.specs)} job(s) imported, "
+        + (f"{len(result.services)} @reboot daemon(s) as service(s), " if result.services else "")
         + (f"{len(result.skipped)} skipped on purpose, " if result.skipped else "")
         + f"{count} line(s) or unit(s) could not be converted",
         file=sys.stderr,
@@ -108,10 +119,26 @@ def _output(result: ImportResult, args: argparse.Namespace, *, print_modules: bo
             raise ConfigError(f"import: {exc.filename or args.out}: {exc.strerror or exc}") from None
         for path, what in done:
             print(f"{what} {path}", file=sys.stderr)
+        try:
+            written = write_services(result.services, args.out, force=args.force)
+        except OSError as exc:
+            raise ConfigError(f"import: {exc.filename or args.out}: {exc.strerror or exc}") from None
+        for path, what in written:
+            print(f"{what} {path}", file=sys.stderr)
+        for path, _what in written:
+            print(
+                f"jobrunner: {path.name}: a service, not a job (units install leaves it alone); put it in place "
+                f"with: install -m 0644 {shlex.quote(str(path))} /etc/systemd/system/ && systemctl daemon-reload "
+                f"&& systemctl enable --now {path.name}",
+                file=sys.stderr,
+            )
     elif print_modules:
         for spec in result.specs:
             print(f"# ---- {spec.name}.py ----")
             sys.stdout.write(render_module(spec))
+        for service in result.services:
+            print(f"# ---- {SERVICES_DIR}/{service.unit} ----")
+            sys.stdout.write(service.text)
 
 
 def _check(result: ImportResult, args: argparse.Namespace) -> int:

@@ -13,6 +13,8 @@
 - ``units``: existing ``.service`` + ``.timer`` pairs read into the same job specs.
 - ``emit``: a job spec as a module a person could have written (``from jobrunner import
   job``), the original line or unit lines kept as comments.
+- ``services``: an ``@reboot`` line that starts a daemon (``nohup X &``) as a plain
+  ``Type=simple`` service instead of a job, when that provably runs it as cron did.
 - ``check``: cron's firings against the emitted ``OnCalendar=`` lines (computed by
   ``systemd-analyze calendar``), side by side.
 

@@ -20,6 +20,7 @@ from jobrunner.importer.cron import Crontab, Entry, Problem, parse_crontab
 from jobrunner.importer.emit import JobSpec, spec_from_entry, unique_names
 from jobrunner.importer.guards import background, native_timers, package_root, systemd_guard, unit_exists
 from jobrunner.importer.inputs import read_input
+from jobrunner.importer.services import ServiceSpec, service_from_entry
 from jobrunner.importer.units import find_pairs, pair_name, spec_from_pair, unit_setting
 
 __all__ = ["ImportResult", "import_crontabs", "import_units", "read_input"]
@@ -39,6 +40,7 @@ class ImportResult:
     pairs: list[tuple[JobSpec, object]] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)  # the crontab line of each spec (import_crontabs)
     skipped: list[str] = field(default_factory=list)  # lines left out on purpose, and why
+    services: list[ServiceSpec] = field(default_factory=list)  # @reboot daemons, as plain services
 
 
 # Control characters but tab: a \r in a line makes a terminal (and a reviewer) see less than
@@ -107,12 +109,16 @@ def import_crontabs(
     ``user``: the crontabs are that user's (no user field). ``system``: they are in the
     system format. Neither: the system format, unless the file is in cron's spool
     (``/var/spool/cron/crontabs/USER``: USER's) or a line's user field is a command (then
-    ``UsageError``, one line: a user's crontab needs ``--user``). Each job is named by ``name``
+    ``UsageError``, one line: a user's crontab needs ``--user``). An ``@reboot`` line that starts
+    a daemon (``nohup X &``) becomes a service (``services``) when ``service_from_entry`` can
+    prove it equivalent; other lines that leave a process running are problems. Each job (and
+    service) is named by ``name``
     (``cron-{file}``: never the name of a package's own unit); a name that is a unit in the
     unit search path under ``unit_roots`` (or in the input's package tree) is refused.
     """
     result = ImportResult()
     found: list[tuple[Entry, int, str]] = []
+    daemons: set[int] = set()  # indexes in found of the lines that become services
     roots = list(unit_roots)
     for path in paths:
         text = texts[path] if texts and path in texts else read_input(path)
@@ -158,14 +164,34 @@ def import_crontabs(
                 )
                 continue
             leftover = background(command)
+            if leftover is not None and entry.schedule.reboot:
+                why = _daemon_refusal(entry)
+                if why is None:
+                    n += 1
+                    daemons.add(len(found))
+                    found.append((entry, n, _file_field(path, owner)))
+                    continue
+                result.problems.append(
+                    Problem(
+                        entry.path,
+                        entry.lineno,
+                        f"not imported: it leaves a process running ({leftover}), which cron kept but a job's run "
+                        f"kills when it ends, and it is no daemon a plain service can run as cron did: {why}; write "
+                        "that service by hand (ExecStart=, Restart=, Type=forking with PIDFile= for a program that "
+                        "forks), or import the line without it",
+                        entry.line,
+                    )
+                )
+                continue
             if leftover is not None:
                 result.problems.append(
                     Problem(
                         entry.path,
                         entry.lineno,
                         f"not imported: it leaves a process running ({leftover}), which cron kept but a job's run "
-                        "kills when it ends; run that as a service (a .service with ExecStart= and Restart=, "
-                        "or systemd-run --unit NAME), or import the line without it",
+                        "kills when it ends, and a child left at every firing is no service; run the daemon as a "
+                        "service (a .service with ExecStart= and Restart=; an @reboot line is imported as one), "
+                        "or import the line without it",
                         entry.line,
                     )
                 )
@@ -173,7 +199,7 @@ def import_crontabs(
             n += 1
             found.append((entry, n, _file_field(path, owner)))
     names = _names(name, found)
-    for (entry, _n, _file), job in zip(found, names, strict=True):
+    for index, ((entry, _n, _file), job) in enumerate(zip(found, names, strict=True)):
         unit = job.replace("_", "-")
         taken = unit_exists(unit, tuple(roots))
         if taken:
@@ -187,11 +213,23 @@ def import_crontabs(
                 )
             )
             continue
+        if index in daemons:
+            service, _why = service_from_entry(entry, unit)
+            assert service is not None, _why  # _daemon_refusal said it converts
+            result.services.append(service)
+            result.warnings.extend(f"{service.where}: {w}" for w in service.notes)
+            continue
         spec = spec_from_entry(entry, job)
         result.specs.append(spec)
         result.entries.append(entry)
         result.warnings.extend(f"{spec.where}: {w}" for w in spec.warnings)
     return result
+
+
+def _daemon_refusal(entry: Entry) -> str | None:
+    """Why the ``@reboot`` line ``entry`` cannot be a service (None: it can)."""
+    service, why = service_from_entry(entry, "cron-check")
+    return None if service is not None else why
 
 
 def import_units(paths: Sequence[str]) -> ImportResult:

@@ -20,7 +20,7 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["UNIT_DIRS", "background", "native_timers", "systemd_guard", "leading_test", "unit_exists"]
+__all__ = ["UNIT_DIRS", "background", "leading_test", "native_timers", "systemd_guard", "top_level_ops", "unit_exists"]
 
 _SYSTEMD_DIR = r"/run/systemd/system/?"
 _NOT_SYSTEMD = re.compile(
@@ -48,7 +48,13 @@ UNIT_DIRS = (
 def _top_level(text: str) -> list[str]:
     """The operators of ``text`` outside quotes, ``$(…)``, ``{…}`` and ``(…)``: ``;``, ``&&``,
     ``||``, ``&``, ``|`` and newlines (what decides what a leading test guards)."""
-    ops: list[str] = []
+    return [op for op, _ in top_level_ops(text)]
+
+
+def top_level_ops(text: str, *, nested: bool = False) -> list[tuple[str, int]]:
+    """``_top_level``'s operators with the index where each starts; ``nested``: also those
+    inside ``( … )``, ``{ … }`` and ``$( … )`` (still not in quotes)."""
+    ops: list[tuple[str, int]] = []
     depth, quote, i = 0, "", 0
     while i < len(text):
         c = text[i]
@@ -67,16 +73,16 @@ def _top_level(text: str) -> list[str]:
             depth += 1
         elif c in ")}":
             depth -= 1
-        elif depth == 0 and c in ";&|\n":
+        elif (depth == 0 or nested) and c in ";&|\n":
             pair = text[i : i + 2]
             if pair in ("&&", "||"):
-                ops.append(pair)
+                ops.append((pair, i))
                 i += 2
                 continue
             if c == "&" and (text[i - 1 : i] in (">", "<") or text[i + 1 : i + 2] == ">"):
                 pass  # 2>&1, &>FILE: redirections
             else:
-                ops.append(c)
+                ops.append((c, i))
         i += 1
     return ops
 
@@ -111,7 +117,10 @@ def background(command: str) -> str | None:
     """What in ``command`` leaves a process running after it ends, or None."""
     if "&" in _top_level(command):
         return "'&' (a background process)"
-    first = command.strip().split(None, 1)[0].rsplit("/", 1)[-1] if command.strip() else ""
+    if any(op == "&" for op, _ in top_level_ops(command, nested=True)):
+        return "'&' in ( … ) or { … } (a background process)"
+    words = command.strip().lstrip("({ \t\n").split(None, 1)  # (nohup x), { setsid x; }
+    first = words[0].rsplit("/", 1)[-1] if words else ""
     if first in _DAEMON_WORDS:
         return f"{first!r} (a process meant to outlive the command)"
     for op_word in re.split(r"&&|\|\||;|\|", command):
