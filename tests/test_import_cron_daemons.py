@@ -17,6 +17,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jobrunner.envfile import parse_env
 from jobrunner.importer.batch import import_crontabs
 from jobrunner.importer.guards import background
 from jobrunner.importer.services import daemon_command
@@ -28,7 +29,8 @@ WWW_HOME = pwd.getpwnam("www-data").pw_dir
 KEYS = {
     "Unit": {"Description", "StartLimitIntervalSec", "StartLimitBurst", "ConditionFileIsExecutable",
              "ConditionPathExists", "ConditionPathIsDirectory"},
-    "Service": {"Type", "ExecStart", "User", "Group", "WorkingDirectory", "Environment", "Restart", "RestartSec"},
+    "Service": {"Type", "ExecStart", "User", "Group", "WorkingDirectory", "Environment", "EnvironmentFile", "Restart",
+                "RestartSec"},
     "Install": {"WantedBy"},
 }  # fmt: skip
 
@@ -67,9 +69,11 @@ def test_reboot_nohup_daemon_is_written_as_a_service(tmp_path):
     assert stat.S_IMODE(unit.stat().st_mode) == 0o600
     assert sorted(p.name for p in out.iterdir()) == ["__init__.py", "cron_www_data_2.py", "services"]
     assert "1 job(s) imported, 1 @reboot daemon(s) as service(s), 0 line(s)" in proc.stderr
+    env = out / "services" / "cron-www-data-1.env"  # the crontab's own assignment: not in the unit
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600 and env.read_text() == 'MAILTO="ops"\n'
     assert (
-        f"install -m 0644 {unit} /etc/systemd/system/ && systemctl daemon-reload && systemctl enable --now "
-        "cron-www-data-1.service" in proc.stderr
+        f"install -m 0600 {env} /etc/default/cron-www-data-1 && install -m 0644 {unit} /etc/systemd/system/ "
+        "&& systemctl daemon-reload && systemctl enable --now cron-www-data-1.service" in proc.stderr
     )
     text = unit.read_text()
     assert values(text, "Type") == ["simple"]
@@ -81,8 +85,8 @@ def test_reboot_nohup_daemon_is_written_as_a_service(tmp_path):
         f'"HOME={WWW_HOME}"',
         '"PATH=/usr/bin:/bin"',
         '"LOGNAME=www-data"',
-        '"MAILTO=ops"',
     ]
+    assert values(text, "EnvironmentFile") == ["/etc/default/cron-www-data-1"]
     assert values(text, "Restart") == ["on-failure"] and values(text, "RestartSec") == ["5s"]
     assert values(text, "WantedBy") == ["multi-user.target"]
     assert values(text, "Description") == ["@reboot cd /srv/app && nohup node app.js --port 8080 > /dev/null 2>&1 &"]
@@ -90,6 +94,7 @@ def test_reboot_nohup_daemon_is_written_as_a_service(tmp_path):
     printed = jobrunner("import", "crontab", "--user", "www-data", "-", stdin="@reboot nohup x &\n")
     assert "# ---- services/cron-www-data.service ----" in printed.stdout
     assert 'ExecStart=/bin/sh -c "x"' in printed.stdout
+    assert "EnvironmentFile" not in printed.stdout and ".env" not in printed.stdout  # nothing of its own
 
 
 def test_quoting_of_percent_dollar_backslash_and_quotes():
@@ -103,7 +108,8 @@ def test_quoting_of_percent_dollar_backslash_and_quotes():
     ]
     assert values(service.text, "User") == ["root"]
     tail = import_crontabs(["-"], texts={"-": "X=50% off \\o/\n" + line + "\n"}, system=True).services[0]
-    assert r'"X=50%% off \\o/"' in values(tail.text, "Environment")  # no $ expansion in Environment=
+    assert tail.env_text == 'X="50% off \\\\o/"\n'  # the crontab's own: in the environment file, as it is
+    assert not any(v.startswith('"X=') for v in values(tail.text, "Environment"))
 
 
 def test_what_is_not_provably_a_daemon_stays_refused():
@@ -169,9 +175,14 @@ def test_written_services_pass_systemd_analyze_verify(tmp_path):
     )
     proc = jobrunner("import", "crontab", "--out", str(out), "--strict", "-", stdin=text)
     assert proc.returncode == 0, proc.stderr
-    files = sorted((out / "services").iterdir())
-    assert len(files) == 3
-    assert verify_problems(files) == []
+    units = sorted((out / "services").glob("*.service"))
+    assert len(units) == 3
+    assert verify_problems(units) == []
+    # The crontab's own variable is in each unit's environment file, and reads back as it was
+    # (systemd's EnvironmentFile= syntax, as jobrunner.envfile reads it: no $ expansion).
+    envs = sorted((out / "services").glob("*.env"))
+    assert [e.stem for e in envs] == [u.stem for u in units]
+    assert all(parse_env(e.read_text(), str(e)) == {"GREETING": "50% off $HOME \\o/"} for e in envs)
 
 
 def test_www_data_crontab_gives_a_www_data_service(tmp_path):
@@ -199,7 +210,8 @@ def test_www_data_crontab_gives_a_www_data_service(tmp_path):
         assert values(service.text, "ExecStart") == [
             '/bin/sh -c "/usr/bin/php /var/www/worker.php %%n\\\\nUser=root\\\\n[Service]"'
         ]
-        assert '"EVIL=x\\\\nUser=root"' in values(service.text, "Environment")
+        assert service.env_text is not None and 'EVIL="x\\\\nUser=root"' in service.env_text
+        assert "EVIL" not in service.text  # a crontab's own variable never enters the unit
         assert "looks like the user field" in " ".join(str(p) for p in result.problems)
 
 

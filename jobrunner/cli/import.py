@@ -29,8 +29,8 @@ calendar``), flags every mismatch (exit 1) and warns of times in a DST change.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jobrunner.errors import ConfigError
@@ -38,7 +38,7 @@ from jobrunner.importer import batch
 from jobrunner.importer.batch import check_window, zone_named
 from jobrunner.importer.check import compare
 from jobrunner.importer.emit import render_module, write_modules
-from jobrunner.importer.services import SERVICES_DIR, write_services
+from jobrunner.importer.services import SERVICES_DIR, install_command, write_services
 
 if TYPE_CHECKING:  # pragma: no cover
     from jobrunner.importer.batch import ImportResult
@@ -125,11 +125,10 @@ def _output(result: ImportResult, args: argparse.Namespace, *, print_modules: bo
             raise ConfigError(f"import: {exc.filename or args.out}: {exc.strerror or exc}") from None
         for path, what in written:
             print(f"{what} {path}", file=sys.stderr)
-        for path, _what in written:
+        for service in result.services:
             print(
-                f"jobrunner: {path.name}: a service, not a job (units install leaves it alone); put it in place "
-                f"with: install -m 0644 {shlex.quote(str(path))} /etc/systemd/system/ && systemctl daemon-reload "
-                f"&& systemctl enable --now {path.name}",
+                f"jobrunner: {service.unit}: a service, not a job (units install leaves it alone); put it in place "
+                f"with: {install_command(service, Path(args.out, SERVICES_DIR))}",
                 file=sys.stderr,
             )
     elif print_modules:
@@ -139,6 +138,9 @@ def _output(result: ImportResult, args: argparse.Namespace, *, print_modules: bo
         for service in result.services:
             print(f"# ---- {SERVICES_DIR}/{service.unit} ----")
             sys.stdout.write(service.text)
+            if service.env_text is not None:
+                print(f"# ---- {SERVICES_DIR}/{service.env_name} (install -m 0600 as {service.env_path}) ----")
+                sys.stdout.write(service.env_text)
 
 
 def _check(result: ImportResult, args: argparse.Namespace) -> int:

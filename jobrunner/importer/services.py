@@ -17,8 +17,12 @@ converted only when the service provably does what cron did:
 The unit runs the command as cron does: ``ExecStart=SHELL -c 'COMMAND'`` (cron's ``\\%``
 escapes undone, then ``%``, ``$`` and ``\\`` escaped for systemd), as the line's user
 (``User=``, ``Group=``: the user field of a system crontab, the owner of a user's crontab:
-never root for www-data's line), in cron's environment (``Environment=``) and its HOME
-(``WorkingDirectory=``, which systemd enters as that user), ``Restart=on-failure``.
+never root for www-data's line), in cron's environment and its HOME (``WorkingDirectory=``,
+which systemd enters as that user), ``Restart=on-failure``. cron's own variables (``SHELL``,
+``HOME``, ``PATH``, ``LOGNAME``) are the unit's ``Environment=``; what the crontab assigns
+besides (a password, a token) goes to an environment file of its own, ``/etc/default/<unit>``
+(written 0600 beside the unit, installed 0600): a unit file and its ``Environment=`` are
+readable by every local user (``systemctl show``), www-data included.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from jobrunner.importer.cron import Entry, split_percent
 from jobrunner.importer.emit import cron_environment
 from jobrunner.importer.guards import background, leading_test, top_level_ops
 
-__all__ = ["ServiceSpec", "daemon_command", "service_from_entry", "write_services"]
+__all__ = ["ServiceSpec", "daemon_command", "install_command", "service_from_entry", "write_services"]
 
 SERVICES_DIR = "services"
 _STRIPPED_WORDS = ("nohup", "setsid")
@@ -43,6 +47,8 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SHELL = re.compile(r"^/[A-Za-z0-9_.+/-]+$")
 _CONDITIONS = {"-x": "ConditionFileIsExecutable", "-e": "ConditionPathExists", "-d": "ConditionPathIsDirectory"}
 RESTART_SEC = "5s"
+ENV_FILE_DIR = "/etc/default"  # the Debian place of a service's EnvironmentFile=
+_CRON_OWN = ("SHELL", "HOME", "PATH", "LOGNAME")  # set by cron itself: no secret, kept in the unit
 START_LIMIT = ("60s", "5")  # StartLimitIntervalSec=, StartLimitBurst=: a daemon that keeps dying is given up
 
 
@@ -55,6 +61,13 @@ class ServiceSpec:
     where: str
     user: str
     notes: list[str] = field(default_factory=list)
+    env_text: str | None = None  # the crontab's own assignments, for ``env_path`` (0600), or None
+    env_path: str | None = None  # /etc/default/cron-<file>: the unit's EnvironmentFile=
+
+    @property
+    def env_name(self) -> str:
+        """The environment file's name beside the unit in ``--out/services``."""
+        return self.unit.removesuffix(".service") + ".env"
 
 
 def _strip_daemon_words(part: str) -> str | None:
@@ -195,7 +208,13 @@ def service_from_entry(entry: Entry, unit: str) -> tuple[ServiceSpec | None, str
         notes.append(f"user {user} is not on this machine: the service runs as User={user} with that user's group")
     if home:
         lines.append(f"WorkingDirectory={'' if os.path.isdir(home) else '-'}{_plain(home)}")
-    lines += [f"Environment={_quote_assignment(k, v)}" for k, v in env.items()]
+    lines += [f"Environment={_quote_assignment(k, v)}" for k, v in env.items() if k in _CRON_OWN]
+    own = {k: v for k, v in env.items() if k not in _CRON_OWN}
+    env_path = env_text = None
+    if own:
+        env_path = f"{ENV_FILE_DIR}/{unit}"
+        env_text = "".join(f"{k}={_env_file_value(v)}\n" for k, v in own.items())
+        lines.append(f"EnvironmentFile={env_path}")
     lines += [
         "Restart=on-failure",
         f"RestartSec={RESTART_SEC}",
@@ -203,33 +222,60 @@ def service_from_entry(entry: Entry, unit: str) -> tuple[ServiceSpec | None, str
         "[Install]",
         "WantedBy=multi-user.target",
     ]
-    return ServiceSpec(f"{unit}.service", "\n".join(lines) + "\n", where, user, notes), ""
+    text = "\n".join(lines) + "\n"
+    return ServiceSpec(f"{unit}.service", text, where, user, notes, env_text, env_path), ""
+
+
+def _env_file_value(value: str) -> str:
+    """``value`` for an ``EnvironmentFile=`` line (systemd.exec(5)): double quotes, with
+    ``\\``, ``"``, ``$`` and ````` escaped, so it is read back as it is (no expansion)."""
+    escaped = "".join("\\" + c if c in '\\"$`' else c for c in value)
+    return f'"{escaped}"'
 
 
 def write_services(
     specs: list[ServiceSpec], out: str | os.PathLike[str], *, force: bool = False
 ) -> list[tuple[Path, str]]:
-    """Write each service as ``<out>/services/<unit>`` (0600: a crontab's environment can hold
-    secrets; ``install -m 0644`` puts it in place). ``(path, "wrote" | "unchanged")`` pairs; a
-    file with other content is a ``FileExistsError`` unless ``force``."""
+    """Write each service as ``<out>/services/<unit>``, and its environment file (the crontab's
+    own assignments) as ``<out>/services/<unit stem>.env``, both 0600 (``install -m 0644`` puts
+    the unit in place, ``install -m 0600`` the environment). ``(path, "wrote" | "unchanged")``
+    pairs; a file with other content is a ``FileExistsError`` unless ``force``."""
     if not specs:
         return []
     base = Path(out, SERVICES_DIR)
     base.mkdir(parents=True, exist_ok=True)
     done: list[tuple[Path, str]] = []
-    for spec in specs:
-        path = base / spec.unit
+    files = [(base / spec.unit, spec.text) for spec in specs]
+    files += [(base / spec.env_name, spec.env_text) for spec in specs if spec.env_text is not None]
+    for path, _text in files:  # every refusal before anything is written
         if path.is_symlink():
             raise FileExistsError(f"{path} is a symbolic link: remove it")
-        if path.exists():
-            if path.read_text() == spec.text:
-                done.append((path, "unchanged"))
-                continue
-            if not force:
-                raise FileExistsError(f"{path} exists with other content (use --force to replace it)")
+        if path.exists() and path.read_text() != _text and not force:
+            raise FileExistsError(f"{path} exists with other content (use --force to replace it)")
+    for path, text in files:
+        if path.exists() and path.read_text() == text:
+            done.append((path, "unchanged"))
+            continue
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as handle:
             os.fchmod(handle.fileno(), 0o600)
-            handle.write(spec.text)
+            handle.write(text)
         done.append((path, "wrote"))
     return done
+
+
+def install_command(spec: ServiceSpec, directory: str | os.PathLike[str]) -> str:
+    """The shell command that puts ``spec`` (written in ``directory``) in place and starts it."""
+    import shlex
+
+    unit = shlex.quote(str(Path(directory, spec.unit)))
+    steps = []
+    if spec.env_path is not None:
+        env = shlex.quote(str(Path(directory, spec.env_name)))
+        steps.append(f"install -m 0600 {env} {spec.env_path}")
+    steps += [
+        f"install -m 0644 {unit} /etc/systemd/system/",
+        "systemctl daemon-reload",
+        f"systemctl enable --now {spec.unit}",
+    ]
+    return " && ".join(steps)

@@ -34,7 +34,10 @@ def _import(tmp_path, sb, crontab: str) -> tuple[str, str]:
     text = (out / "services" / unit).read_text()
     (hint,) = [line for line in proc.stderr.splitlines() if "install -m 0644" in line]
     command = hint.split("put it in place with: ", 1)[1]
-    sb.write_file(str(out / "services" / unit), text, mode=0o600)  # the same path inside
+    sb.write_file(str(out / "services" / unit), text, mode=0o600)  # the same paths inside
+    env = out / "services" / f"{stem}.env"
+    if env.exists():
+        sb.write_file(str(env), env.read_text(), mode=0o600)
     sb.run(command, timeout=60)
     return unit, text
 
@@ -67,6 +70,11 @@ def test_reboot_daemon_runs_as_the_lines_user_and_is_restarted(tmp_path, sandbox
         assert re.search(rf"^Uid:\s+{WWW.pw_uid}\s+{WWW.pw_uid}\s+{WWW.pw_uid}\s+{WWW.pw_uid}$", status, re.M)
         environ = sb.run(["cat", f"/proc/{first}/environ"]).stdout.split("\0")
         assert "GREETING=50% off $HOME \\o/" in environ and "LOGNAME=www-data" in environ
+        # The crontab's own variable came from /etc/default/<unit> (0600, root's), not the unit
+        # file every user can read.
+        assert "GREETING=" not in text and "GREETING" not in sb.show(unit, "Environment")["Environment"]
+        env_file = f"/etc/default/{unit.removesuffix('.service')}"
+        assert sb.run(["stat", "-c", "%a %U", env_file]).stdout.split() == ["600", "root"]
         assert "SHELL=/bin/sh" in environ and "PATH=/usr/bin:/bin" in environ
         # A crash: started again after RestartSec=, as www-data again.
         sb.systemctl("kill", "--kill-who=main", "--signal=KILL", unit)
