@@ -35,6 +35,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import grp
+import hashlib
 import os
 import pwd
 import queue
@@ -50,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from jobrunner import JobContext
+from jobs._backupsets import writeback_starter
 
 # Types that are compressed already: compressing them again costs CPU and saves nothing.
 STORED = frozenset(
@@ -73,6 +75,7 @@ _NO_KERNEL_COPY = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, er
 _SMALL = 1 << 20  # files up to this size are read by the walk, in a batch with their header
 _BATCH = 256 << 10  # a batch of headers and small files for the compressor (its queue: 128 of them)
 _PIPE = 1 << 20  # the compressor's pipe buffer (the kernel's default is 64 KiB)
+_CHUNK = 4 << 20  # a stored file is read (into its frame's blocks), hashed and written in chunks of this
 
 
 @cache
@@ -163,52 +166,100 @@ def classify(name: str, fd: int, size: int) -> tuple[bool, bool]:
 # --- stored frames --------------------------------------------------------------------------
 
 
-class _Copier:
-    """Copies bytes between descriptors in the kernel (``copy_file_range``), falling back to
-    reads and writes where the filesystem cannot. Returns what was copied (short at EOF)."""
-
-    def __init__(self) -> None:
-        self.kernel = True
-
-    def copy(self, src: int, dst: int, count: int) -> int:
-        done = 0
-        while done < count:
-            if self.kernel:
-                try:
-                    n = os.copy_file_range(src, dst, count - done)
-                except OSError as exc:
-                    if exc.errno not in _NO_KERNEL_COPY:
-                        raise
-                    self.kernel = False
-                    continue
-            else:
-                data = os.read(src, min(count - done, 1 << 20))
-                n = len(data)
-                _write_all(dst, data)
-            if n == 0:
-                break
-            done += n
-        return done
-
-
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
 
 
+def _fill(src: int, slots: list[memoryview]) -> int:
+    """Read ``src`` into ``slots`` in order (``readv``) until they are full or it ends; the
+    bytes read."""
+    done = 0
+    while slots:
+        n = os.readv(src, slots)
+        if n == 0:
+            break
+        done += n
+        while slots and n >= len(slots[0]):
+            n -= len(slots[0])
+            slots.pop(0)
+        if n:
+            slots[0] = slots[0][n:]
+    return done
+
+
+class Sink:
+    """The archive's bytes, written in order through one descriptor: the SHA-256 and the count
+    of exactly what was written are fed here as the bytes pass (no read-back), and the kernel
+    is told to start writing back every 32 MiB (``sync_file_range``; where refused, an
+    fdatasync), so the final fsync has little left to wait for."""
+
+    FLUSH_EVERY = 32 << 20
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.digest = hashlib.sha256()
+        self.bytes = 0
+        self._since = 0
+        self._start = writeback_starter()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.digest.update(data)
+        _write_all(self.fd, data)
+        n = len(data)
+        self.bytes += n
+        self._since += n
+        if self._since >= self.FLUSH_EVERY:
+            self.start_writeback()
+
+    def copy(self, src: int, count: int) -> int:
+        """``count`` bytes of ``src`` (fewer if it ends sooner), hashed and written; the bytes copied."""
+        buf = bytearray(min(count, _CHUNK))
+        view = memoryview(buf)
+        done = 0
+        while done < count:
+            n = _fill(src, [view[: min(len(buf), count - done)]])
+            if n == 0:
+                break
+            self.write(view[:n])
+            done += n
+        return done
+
+    def start_writeback(self) -> None:
+        """Start writing back what was written since the last call."""
+        if not self._since:
+            return
+        if self._start is not None:
+            try:
+                self._start(self.fd, self.bytes - self._since, self._since)
+                self._since = 0
+                return
+            except OSError:
+                self._start = None  # a filesystem that refuses it: fdatasync from now on
+        os.fdatasync(self.fd)
+        self._since = 0
+
+    def finish(self) -> dict[str, Any]:
+        """fsync; ``{"bytes", "sha256"}`` of what was written."""
+        os.fsync(self.fd)
+        return {"bytes": self.bytes, "sha256": self.digest.hexdigest()}
+
+
 class StoredFrames:
     """Writes members as frames the decompressor copies through, the file's bytes never passing
     a compressor: zstd frames of raw blocks (the header's and the padding's runs of zeros as
     RLE blocks; frame content size given, no checksum: the manifest's SHA-256 covers the file),
-    or gzip members whose header and padding are deflated and whose data are stored blocks."""
+    or gzip members whose header and padding are deflated and whose data are stored blocks.
+    The file's bytes are read straight into their place between the block headers (``readv``),
+    and each chunk of the frame is hashed and written at once (``Sink``)."""
 
-    def __init__(self, codec: str, out: int) -> None:
+    def __init__(self, codec: str, out: int | Sink) -> None:
         if codec not in ("zstd", "gzip"):
             raise ValueError(f"{codec}: no stored frames")
         self.codec = codec
-        self.out = out
-        self.copier = _Copier()
+        self.out = out if isinstance(out, Sink) else Sink(out)
+        self._buf = bytearray()
 
     def member(self, head: bytes, src: int | None, size: int) -> int:
         """One frame: ``head`` (tar header bytes), ``size`` bytes of ``src`` (zeros past its
@@ -218,22 +269,41 @@ class StoredFrames:
             return self._zstd(head, src, size, pad)
         return self._gzip(head, src, size, pad)
 
-    def _data(self, pending: bytearray, src: int | None, size: int, most: int, block: Callable[[int], bytes]) -> int:
-        """``size`` bytes of ``src`` in blocks of at most ``most``, each after ``block(n)``;
-        ``pending`` is written first. Zeros past the end of ``src``. Returns the bytes read."""
+    def _zstd_data(self, pending: bytearray, src: int | None, size: int) -> int:
+        """``size`` bytes of ``src`` as raw blocks, after ``pending``; zeros past the end of
+        ``src``. Each chunk (32 blocks) is one buffer: the blocks' headers, the file's bytes
+        read into the gaps between them; hashed and written whole. Returns the bytes read."""
+        self.out.write(pending)
+        pending.clear()
+        most = self._ZBLOCK
+        per = _CHUNK // most
+        if len(self._buf) < per * (3 + most):
+            self._buf = bytearray(per * (3 + most))
+        view = memoryview(self._buf)
         read, short = 0, src is None
-        for at in range(0, size, most):
-            n = min(most, size - at)
-            pending += block(n)
+        for at in range(0, size, per * most):
+            slots, pos = [], 0
+            for start in range(at, min(size, at + per * most), most):
+                n = min(most, size - start)
+                view[pos : pos + 3] = (n << 3).to_bytes(3, "little")
+                slots.append(view[pos + 3 : pos + 3 + n])
+                pos += 3 + n
+            want = sum(len(slot) for slot in slots)
             got = 0
             if not short:
                 assert src is not None
-                _write_all(self.out, pending)
-                pending.clear()
-                got = self.copier.copy(src, self.out, n)
+                got = _fill(src, list(slots))
                 read += got
-                short = got < n
-            pending += bytes(n - got)
+                short = got < want
+            if got < want:  # zeros past the end (the buffer holds the previous chunk's bytes)
+                skip = got
+                for slot in slots:
+                    if skip >= len(slot):
+                        skip -= len(slot)
+                        continue
+                    slot[skip:] = bytes(len(slot) - skip)
+                    skip = 0
+            self.out.write(view[:pos])
         return read
 
     # zstd (RFC 8878): magic, descriptor 0xC0 (8-byte content size, not single-segment, no
@@ -259,10 +329,10 @@ class StoredFrames:
         pending = bytearray(b"\x28\xb5\x2f\xfd\xc0\x38")
         pending += (len(head) + size + len(pad)).to_bytes(8, "little")
         pending += self._zstd_bytes(head)
-        read = self._data(pending, src, size, self._ZBLOCK, lambda n: (n << 3).to_bytes(3, "little"))
+        read = self._zstd_data(pending, src, size)
         pending += self._zstd_bytes(pad)
         pending += (1).to_bytes(3, "little")  # the last block: raw, empty
-        _write_all(self.out, pending)
+        self.out.write(pending)
         return read
 
     # gzip (RFC 1952) around one deflate stream (RFC 1951): the header deflated and flushed to
@@ -288,13 +358,13 @@ class StoredFrames:
             crc = zlib.crc32(data, crc)
             pending += b"\0" + n.to_bytes(2, "little") + (n ^ 0xFFFF).to_bytes(2, "little") + data
             if len(pending) >= 1 << 20:
-                _write_all(self.out, pending)
+                self.out.write(pending)
                 pending.clear()
         last = zlib.compressobj(6, zlib.DEFLATED, -15)
         pending += last.compress(pad) + last.flush(zlib.Z_FINISH)
         crc = zlib.crc32(pad, crc)
         pending += crc.to_bytes(4, "little") + ((len(head) + size + len(pad)) & 0xFFFFFFFF).to_bytes(4, "little")
-        _write_all(self.out, pending)
+        self.out.write(pending)
         return read
 
 
@@ -338,7 +408,8 @@ _END = None
 
 
 class ArchiveWriter:
-    """Writes the tar of ``root`` into ``out`` (``files.tar.<ext>``, made empty beforehand)."""
+    """Writes the tar of ``root`` into ``out`` (``files.tar.<ext>``, made empty beforehand),
+    fsync'd; ``written`` is then its ``{"bytes", "sha256"}``, fed as the bytes were written."""
 
     def __init__(self, ctx: JobContext, root: Path, out: Path, codec: str, compress: tuple[str, ...]) -> None:
         self.ctx = ctx
@@ -357,6 +428,7 @@ class ArchiveWriter:
         self._batch = bytearray()
         self._links: list[bytes] = []
         self._inodes: dict[tuple[int, int], str] = {}
+        self.written: dict[str, Any] = {}
 
     @property
     def read(self) -> int:
@@ -366,9 +438,10 @@ class ArchiveWriter:
     # the threads: walk (the job's thread), stored (→ out), compressed (→ compressor → temp)
 
     def write(self, check: Callable[[], None] = lambda: None) -> Summary:
-        """Walk, write, append; ``check`` is called between members (raises to stop)."""
+        """Walk, write, append, fsync; ``check`` is called between members (raises to stop)."""
         tmp = self.out.with_name(f".{self.out.name}.compressed")
         out_fd = os.open(self.out, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        sink = Sink(out_fd)  # the stored writer's until it ends, then this thread's
         tmp_fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         read_end, write_end = os.pipe()
         try:
@@ -377,7 +450,7 @@ class ArchiveWriter:
             pass  # above /proc/sys/fs/pipe-max-size: the default buffer then
         # each thread gets descriptors of its own (sharing the offsets), closed when it ends
         threads = [
-            self._thread("stored", self._write_stored, os.dup(out_fd)),
+            self._thread("stored", self._write_stored, sink),
             self._thread("compressor", self._run_compressor, read_end, os.dup(tmp_fd)),
             self._thread("compressed", self._write_compressed, write_end),
         ]
@@ -392,10 +465,11 @@ class ArchiveWriter:
             self._raise_failure()
             os.lseek(tmp_fd, 0, os.SEEK_SET)
             size = os.fstat(tmp_fd).st_size
-            if StoredFrames(self.codec, out_fd).copier.copy(tmp_fd, out_fd, size) != size:
+            if sink.copy(tmp_fd, size) != size:
                 raise OSError(errno.EIO, f"{tmp.name}: short copy")
             tail = b"".join(self._links) + bytes(2 * _BLOCK)  # the hard links, the end of the archive
-            StoredFrames(self.codec, out_fd).member(tail, None, 0)
+            StoredFrames(self.codec, sink).member(tail, None, 0)
+            self.written = sink.finish()
         except BaseException:
             self._failed.set()
             self._drain()
@@ -586,14 +660,8 @@ class ArchiveWriter:
         if got != item.st.st_size or after.st_size != item.st.st_size or after.st_mtime_ns != item.st.st_mtime_ns:
             self.summary.changed.append(item.name)
 
-    def _write_stored(self, out_fd: int) -> None:
-        try:
-            self._write_stored_into(out_fd)
-        finally:
-            os.close(out_fd)
-
-    def _write_stored_into(self, out_fd: int) -> None:
-        frames = StoredFrames(self.codec, out_fd)
+    def _write_stored(self, sink: Sink) -> None:
+        frames = StoredFrames(self.codec, sink)
         for item in self._items(self._stored):
             assert item.fd is not None
             try:

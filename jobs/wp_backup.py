@@ -197,7 +197,8 @@ def backup_set(ctx: JobContext, s: Settings, clients: Clients, *, kind: str, key
 def write_files(
     ctx: JobContext, s: Settings, clients: Clients, out: Path, *, with_files: bool
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Archive and dump side by side; fsync and checksum each file. Returns the files'
+    """Archive and dump side by side; fsync and checksum each file (the archive's SHA-256 fed
+    by its writer as it writes, the dump's read back as it grows). Returns the files'
     ``{"bytes", "sha256"}`` and what went into the archive (``jobs._archive``; None without)."""
     codec = CODECS[s.compress]
     dump = out / (DUMP + codec.ext)
@@ -214,8 +215,11 @@ def write_files(
         outputs.insert(0, out / (FILES + codec.ext))
     for path in outputs:
         path.touch(mode=0o600, exist_ok=False)
-    followers = [FileFollower(path) for path in outputs]
+    # the dump is hashed as it grows (read back from the page cache); the archive by its
+    # writer, as the bytes pass
+    followers = [FileFollower(dump)]
     summary = None
+    files: dict[str, Any] = {}
     archive_s = dump_s = 0.0
     cpu = _cpu_s()
     try:
@@ -230,6 +234,7 @@ def write_files(
                 started = time.monotonic()
                 dumper.start()
                 summary = writer.write(check=dumper.check)
+                files[outputs[0].name] = writer.written
                 archive_s = time.monotonic() - started
                 dumper.wait()
                 dump_s = dumper.ended - started
@@ -243,7 +248,7 @@ def write_files(
             follower.abandon()
         raise
     synced = time.monotonic()
-    files = {f.path.name: r for f, r in zip(followers, FileFollower.finish_all(followers), strict=True)}
+    files.update({f.path.name: r for f, r in zip(followers, FileFollower.finish_all(followers), strict=True)})
     sync_s = time.monotonic() - synced
     for path in outputs:
         if files[path.name]["bytes"] != path.stat().st_size:
