@@ -190,12 +190,15 @@ def _fill(src: int, slots: list[memoryview]) -> int:
 
 
 class Sink:
-    """The archive's bytes, written in order through one descriptor: the SHA-256 and the count
-    of exactly what was written are fed here as the bytes pass (no read-back), and the kernel
-    is told to start writing back every 32 MiB (``sync_file_range``; where refused, an
-    fdatasync), so the final fsync has little left to wait for."""
+    """The archive's bytes, written in order through one descriptor. The SHA-256 and the count
+    are of exactly what was written, fed as the bytes pass (no read-back): a chunk is written,
+    then hashed by a thread of the sink's own while the writer reads the next (``buffer()``
+    hands out the chunks, 3 of them, each back once hashed). The kernel is told to start
+    writing back every 32 MiB (``sync_file_range``; where refused, an fdatasync), so the final
+    fsync has little left to wait for."""
 
     FLUSH_EVERY = 32 << 20
+    BUFFERS = 3
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -203,26 +206,55 @@ class Sink:
         self.bytes = 0
         self._since = 0
         self._start = writeback_starter()
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        self._made = 0
+        self._hash: queue.Queue[tuple[bytes | memoryview, bytearray | None] | None] = queue.Queue()
+        self._hasher = threading.Thread(target=self._hashing, name="archive hash", daemon=True)
+        self._hasher.start()
+
+    def _hashing(self) -> None:
+        while (item := self._hash.get()) is not None:
+            data, buf = item
+            self.digest.update(data)
+            if buf is not None:
+                self._free.put(buf)
+
+    def buffer(self) -> bytearray:
+        """A chunk-sized buffer for ``write_buffer`` (waits while all are being hashed)."""
+        if self._made < self.BUFFERS:
+            self._made += 1
+            return bytearray(_CHUNK + (_CHUNK >> 10))  # room for the blocks' headers too
+        return self._free.get()
+
+    def write_buffer(self, buf: bytearray, n: int) -> None:
+        """Write ``buf[:n]``; ``buf`` (from ``buffer()``) is the sink's until hashed."""
+        view = memoryview(buf)[:n]
+        _write_all(self.fd, view)
+        self._hash.put((view, buf))
+        self._wrote(n)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.digest.update(data)
+        data = bytes(data)  # the caller may reuse its buffer
         _write_all(self.fd, data)
-        n = len(data)
+        self._hash.put((data, None))
+        self._wrote(len(data))
+
+    def _wrote(self, n: int) -> None:
         self.bytes += n
         self._since += n
         if self._since >= self.FLUSH_EVERY:
             self.start_writeback()
 
     def copy(self, src: int, count: int) -> int:
-        """``count`` bytes of ``src`` (fewer if it ends sooner), hashed and written; the bytes copied."""
-        buf = bytearray(min(count, _CHUNK))
-        view = memoryview(buf)
+        """``count`` bytes of ``src`` (fewer if it ends sooner), written; the bytes copied."""
         done = 0
         while done < count:
-            n = _fill(src, [view[: min(len(buf), count - done)]])
+            buf = self.buffer()
+            n = _fill(src, [memoryview(buf)[: min(_CHUNK, count - done)]])
             if n == 0:
+                self._free.put(buf)
                 break
-            self.write(view[:n])
+            self.write_buffer(buf, n)
             done += n
         return done
 
@@ -240,9 +272,17 @@ class Sink:
         os.fdatasync(self.fd)
         self._since = 0
 
+    def close(self) -> None:
+        """The hash thread ends once it hashed what was queued (also after a failure)."""
+        if self._hasher.is_alive():
+            self._hash.put(None)
+            self._hasher.join()
+
     def finish(self) -> dict[str, Any]:
-        """fsync; ``{"bytes", "sha256"}`` of what was written."""
+        """fsync (while the last chunks are hashed); ``{"bytes", "sha256"}`` of what was written."""
+        self._hash.put(None)
         os.fsync(self.fd)
+        self._hasher.join()
         return {"bytes": self.bytes, "sha256": self.digest.hexdigest()}
 
 
@@ -254,12 +294,11 @@ class StoredFrames:
     The file's bytes are read straight into their place between the block headers (``readv``),
     and each chunk of the frame is hashed and written at once (``Sink``)."""
 
-    def __init__(self, codec: str, out: int | Sink) -> None:
+    def __init__(self, codec: str, out: Sink) -> None:
         if codec not in ("zstd", "gzip"):
             raise ValueError(f"{codec}: no stored frames")
         self.codec = codec
-        self.out = out if isinstance(out, Sink) else Sink(out)
-        self._buf = bytearray()
+        self.out = out
 
     def member(self, head: bytes, src: int | None, size: int) -> int:
         """One frame: ``head`` (tar header bytes), ``size`` bytes of ``src`` (zeros past its
@@ -277,11 +316,10 @@ class StoredFrames:
         pending.clear()
         most = self._ZBLOCK
         per = _CHUNK // most
-        if len(self._buf) < per * (3 + most):
-            self._buf = bytearray(per * (3 + most))
-        view = memoryview(self._buf)
         read, short = 0, src is None
         for at in range(0, size, per * most):
+            buf = self.out.buffer()
+            view = memoryview(buf)
             slots, pos = [], 0
             for start in range(at, min(size, at + per * most), most):
                 n = min(most, size - start)
@@ -303,7 +341,7 @@ class StoredFrames:
                         continue
                     slot[skip:] = bytes(len(slot) - skip)
                     skip = 0
-            self.out.write(view[:pos])
+            self.out.write_buffer(buf, pos)
         return read
 
     # zstd (RFC 8878): magic, descriptor 0xC0 (8-byte content size, not single-segment, no
@@ -475,6 +513,7 @@ class ArchiveWriter:
             self._drain()
             raise
         finally:
+            sink.close()
             os.close(out_fd)
             os.close(tmp_fd)
             tmp.unlink(missing_ok=True)
