@@ -172,23 +172,6 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _fill(src: int, slots: list[memoryview]) -> int:
-    """Read ``src`` into ``slots`` in order (``readv``) until they are full or it ends; the
-    bytes read."""
-    done = 0
-    while slots:
-        n = os.readv(src, slots)
-        if n == 0:
-            break
-        done += n
-        while slots and n >= len(slots[0]):
-            n -= len(slots[0])
-            slots.pop(0)
-        if n:
-            slots[0] = slots[0][n:]
-    return done
-
-
 class Sink:
     """The archive's bytes, written in order through one descriptor. The SHA-256 and the count
     are of exactly what was written, fed as the bytes pass (no read-back): a chunk is written,
@@ -203,6 +186,7 @@ class Sink:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.digest = hashlib.sha256()
+        self.sha256 = ""  # the hex digest, once the hash thread ended
         self.bytes = 0
         self._since = 0
         self._start = writeback_starter()
@@ -218,6 +202,7 @@ class Sink:
             self.digest.update(data)
             if buf is not None:
                 self._free.put(buf)
+        self.sha256 = self.digest.hexdigest()  # of everything queued before the end
 
     def buffer(self) -> bytearray:
         """A chunk-sized buffer for ``write_buffer`` (waits while all are being hashed)."""
@@ -250,7 +235,7 @@ class Sink:
         done = 0
         while done < count:
             buf = self.buffer()
-            n = _fill(src, [memoryview(buf)[: min(_CHUNK, count - done)]])
+            n = os.readv(src, [memoryview(buf)[: min(_CHUNK, count - done)]])
             if n == 0:
                 self._free.put(buf)
                 break
@@ -283,7 +268,7 @@ class Sink:
         self._hash.put(None)
         os.fsync(self.fd)
         self._hasher.join()
-        return {"bytes": self.bytes, "sha256": self.digest.hexdigest()}
+        return {"bytes": self.bytes, "sha256": self.sha256}
 
 
 class StoredFrames:
@@ -330,7 +315,7 @@ class StoredFrames:
             got = 0
             if not short:
                 assert src is not None
-                got = _fill(src, list(slots))
+                got = os.readv(src, slots)  # a regular file: short only where it ends
                 read += got
                 short = got < want
             if got < want:  # zeros past the end (the buffer holds the previous chunk's bytes)
