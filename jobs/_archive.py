@@ -75,7 +75,7 @@ _NO_KERNEL_COPY = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, er
 _SMALL = 1 << 20  # files up to this size are read by the walk, in a batch with their header
 _BATCH = 256 << 10  # a batch of headers and small files for the compressor (its queue: 128 of them)
 _PIPE = 1 << 20  # the compressor's pipe buffer (the kernel's default is 64 KiB)
-_CHUNK = 4 << 20  # a stored file is read (into its frame's blocks), hashed and written in chunks of this
+_CHUNK = 1 << 20  # a stored file is read (into its frame's blocks), hashed and written in chunks of this (in L2)
 
 
 @cache
@@ -176,12 +176,12 @@ class Sink:
     """The archive's bytes, written in order through one descriptor. The SHA-256 and the count
     are of exactly what was written, fed as the bytes pass (no read-back): a chunk is written,
     then hashed by a thread of the sink's own while the writer reads the next (``buffer()``
-    hands out the chunks, 3 of them, each back once hashed). The kernel is told to start
+    hands out the chunks, 4 of 1 MiB, each back once hashed). The kernel is told to start
     writing back every 32 MiB (``sync_file_range``; where refused, an fdatasync), so the final
     fsync has little left to wait for."""
 
     FLUSH_EVERY = 32 << 20
-    BUFFERS = 3
+    BUFFERS = 4
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -295,7 +295,7 @@ class StoredFrames:
 
     def _zstd_data(self, pending: bytearray, src: int | None, size: int) -> int:
         """``size`` bytes of ``src`` as raw blocks, after ``pending``; zeros past the end of
-        ``src``. Each chunk (32 blocks) is one buffer: the blocks' headers, the file's bytes
+        ``src``. Each chunk (8 blocks) is one buffer: the blocks' headers, the file's bytes
         read into the gaps between them; hashed and written whole. Returns the bytes read."""
         self.out.write(pending)
         pending.clear()

@@ -249,7 +249,7 @@ def test_the_hash_fed_while_writing_is_the_files_on_disk(tmp_path, codec):
     _site(root)
     rng = random.Random(8)
     media = root / "wp-content" / "uploads"
-    (media / "film.mp4").write_bytes(rng.randbytes((13 << 20) + 12345))  # 4 chunks, the last partial
+    (media / "film.mp4").write_bytes(rng.randbytes((13 << 20) + 12345))  # 14 chunks, the last partial
     for i in range(5):
         (media / f"photo-{i}.jpg").write_bytes(rng.randbytes((1 << 20) + i * 777))
     (root / "wp-content" / "style.css").write_text("a { color: blue; }\n" * 100_000)  # 1.9 MB: spliced
