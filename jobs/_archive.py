@@ -7,9 +7,9 @@ members), which every decompressor reads as one stream. What changed is who make
 - files of 16 KiB or more of already-compressed types (JPEG, PNG, MP4, zip, fonts, …;
   ``STORED``, by extension), and of 64 KiB or more of a type not known as text (``TEXT``)
   whose first 64 KiB zlib level 1 leaves above 95 %, are written by this module as frames of
-  *raw* blocks (zstd's ``Raw_Block``, deflate's stored blocks): the file's bytes are copied
-  by the kernel (``copy_file_range``; for gzip read through this process for the CRC), no
-  compressor reads them;
+  *raw* blocks (zstd's ``Raw_Block``, deflate's stored blocks): the file's bytes are read
+  straight into their place between the blocks' headers (``readv``; for gzip through the
+  CRC), no compressor reads them;
 - everything else (directories, links, PHP, text, types that compress) is one tar stream
   through one ``zstd -T0 -3`` (``gzip -6``), as before, into a temporary file that is appended
   once the stored members are written (the two run side by side). The walk reads files of up
@@ -17,6 +17,11 @@ members), which every decompressor reads as one stream. What changed is who make
   of 256 KiB, so neither writer waits on the other's queue: the walk holds no descriptor for
   them and gets past a directory of PHP to the media while the compressor is still busy;
 - hard links and the end-of-archive blocks come last.
+
+Every byte of the archive passes one ``Sink``, in order: written, then hashed by the sink's
+own thread while the writer reads the next chunk, so the set's SHA-256 is of exactly what was
+written and costs no read-back (reading it back to hash it cost a copy of every byte, and,
+lagging behind the writers on 2 busy cores, 0.1–0.4 s alone at the end).
 
 So a JPEG costs what copying it costs, and the compressor's CPU goes to what shrinks. The
 order of members differs from GNU tar's (stored files before their directories' entries):
@@ -360,8 +365,7 @@ class StoredFrames:
 
     # gzip (RFC 1952) around one deflate stream (RFC 1951): the header deflated and flushed to
     # a byte boundary (Z_SYNC_FLUSH), the data as stored blocks (a byte 0, LEN, NLEN, bytes),
-    # the padding deflated as the final block, then CRC-32 and size. The data are read through
-    # this process (the CRC needs them), not copied by the kernel.
+    # the padding deflated as the final block, then CRC-32 and size.
     _GBLOCK = 0xFFFF
 
     def _gzip(self, head: bytes, src: int | None, size: int, pad: bytes) -> int:

@@ -10,9 +10,12 @@ above it must be root's and not writable by others, or the run stops with exit 7
 else can plant a name in it, swap a set or add one. Sets are 0700, their files 0600,
 whatever the umask. The write phase runs the archive and
 the dump side by side: the archive is written by ``jobs._archive`` (media stored as raw
-frames, copied by the kernel; directories, links and text through one ``zstd -T0 -3``), the
-dump by ``mysqldump --single-transaction | zstd``;
-the verify phase reads the archive back (``tar -t``), re-checks every checksum and loads the
+frames, never compressed; directories, links and text through one ``zstd -T0 -3``), the
+dump by ``mysqldump --single-transaction | zstd``. The archive's SHA-256 is fed by its writer
+as the bytes are written (``jobs._archive.Sink``: of exactly what was written, never read
+back), the dump's read back from the page cache as it grows (``FileFollower``);
+the verify phase reads the archive back (``tar -t``), re-checks every checksum (recomputed
+from the files: for the archive a check independent of the writer's) and loads the
 dump into a scratch database ``<db>_verify_<random>``, dropped at the end, whose table count
 must equal the source's. A set that fails verification is kept, marked ``"verified": false``,
 and the run fails: ``backup_prune`` then deletes nothing until a good backup exists.
