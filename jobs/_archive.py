@@ -74,6 +74,7 @@ STORE_RATIO = 0.95  # an unknown type is stored when zlib -1 leaves more than th
 EXCLUDED_TOP = (".restore-", ".pre-restore-")  # wp_restore's own directories in the site
 
 _BLOCK = 512
+_ZEROS = memoryview(bytes(_BLOCK))
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NO_KERNEL_COPY = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM)
@@ -451,7 +452,7 @@ class ArchiveWriter:
         # the walk gets past a directory of media without waiting (descriptors: ≤ 256 + 128)
         self._stored: queue.Queue[_Item | None] = queue.Queue(maxsize=256)
         # batches of tar bytes (headers, small files read by the walk) or large files' items
-        self._compressed: queue.Queue[_Item | bytes | None] = queue.Queue(maxsize=128)
+        self._compressed: queue.Queue[_Item | bytearray | None] = queue.Queue(maxsize=128)
         self._batch = bytearray()
         self._links: list[bytes] = []
         self._inodes: dict[tuple[int, int], str] = {}
@@ -525,7 +526,7 @@ class ArchiveWriter:
         if self._failed.is_set():
             raise OSError(errno.EIO, "the archive writer stopped")
 
-    def _put(self, q: queue.Queue[Any], item: _Item | bytes | None) -> None:
+    def _put(self, q: queue.Queue[Any], item: _Item | bytearray | None) -> None:
         while True:
             self._raise_failure()
             try:
@@ -589,8 +590,8 @@ class ArchiveWriter:
 
     def _flush(self) -> None:
         if self._batch:
-            self._put(self._compressed, bytes(self._batch))
-            self._batch.clear()
+            self._put(self._compressed, self._batch)  # the feeder's now: a new batch begins
+            self._batch = bytearray()
 
     def _entry(self, dir_fd: int, entry: str, name: str) -> int | None:
         """Queue one entry; a directory's descriptor is returned (to walk it)."""
@@ -658,15 +659,19 @@ class ArchiveWriter:
         """A file for the compressor read now, into the batch with its header and padding."""
         assert item.fd is not None
         size = item.st.st_size
-        data = b""
-        while len(data) < size:
-            more = os.read(item.fd, size - len(data))
+        batch = self._batch
+        batch += header(item.name, item.st, tarfile.REGTYPE, size=size)
+        got = 0
+        while got < size:
+            more = os.read(item.fd, size - got)
             if not more:
                 break
-            data += more
-        got = len(data)
+            batch += more
+            got += len(more)
         self._changed(item, got)
-        self._add(header(item.name, item.st, tarfile.REGTYPE, size=size) + data + bytes(size - got + (-size % _BLOCK)))
+        batch += _ZEROS[: -size % _BLOCK] if got == size else bytes(size - got + (-size % _BLOCK))
+        if len(batch) >= _BATCH:
+            self._flush()
         self._read[1] += size
         self.summary.compressed_files += 1
         self.summary.compressed_bytes += size
@@ -712,7 +717,7 @@ class ArchiveWriter:
     def _write_compressed(self, pipe: int) -> None:
         try:
             for item in self._items(self._compressed):
-                if isinstance(item, bytes):
+                if isinstance(item, bytearray):
                     _write_all(pipe, item)
                     continue
                 try:
