@@ -193,6 +193,7 @@ class Sink:
         self.fd = fd
         self.digest = hashlib.sha256()
         self.sha256 = ""  # the hex digest, once the hash thread ended
+        self._error: BaseException | None = None
         self.bytes = 0
         self._since = 0
         self._start = writeback_starter()
@@ -205,7 +206,11 @@ class Sink:
     def _hashing(self) -> None:
         while (item := self._hash.get()) is not None:
             data, buf = item
-            self.digest.update(data)
+            if self._error is None:
+                try:
+                    self.digest.update(data)
+                except BaseException as exc:  # raised by finish(); the buffers still come back
+                    self._error = exc
             if buf is not None:
                 self._free.put(buf)
         self.sha256 = self.digest.hexdigest()  # of everything queued before the end
@@ -274,6 +279,8 @@ class Sink:
         self._hash.put(None)
         os.fsync(self.fd)
         self._hasher.join()
+        if self._error is not None:
+            raise self._error
         return {"bytes": self.bytes, "sha256": self.sha256}
 
 
