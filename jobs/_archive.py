@@ -179,7 +179,8 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 
 
 class Sink:
-    """The archive's bytes, written in order through one descriptor. The SHA-256 and the count
+    """The archive's bytes, written in order through one descriptor (the sink's: ``close()``
+    closes it). The SHA-256 and the count
     are of exactly what was written, fed as the bytes pass (no read-back): a chunk is written,
     then hashed by a thread of the sink's own while the writer reads the next (``buffer()``
     hands out the chunks, 4 of 1 MiB, each back once hashed). The kernel is told to start
@@ -268,11 +269,14 @@ class Sink:
         os.fdatasync(self.fd)
         self._since = 0
 
-    def close(self) -> None:
-        """The hash thread ends once it hashed what was queued (also after a failure)."""
+    def close(self, *, keep_fd: bool = False) -> None:
+        """The hash thread ends once it hashed what was queued (also after a failure); the
+        descriptor is closed unless ``keep_fd``."""
         if self._hasher.is_alive():
             self._hash.put(None)
             self._hasher.join()
+        if not keep_fd:
+            os.close(self.fd)
 
     def finish(self) -> dict[str, Any]:
         """fsync (while the last chunks are hashed); ``{"bytes", "sha256"}`` of what was written."""
@@ -476,14 +480,15 @@ class ArchiveWriter:
         """Walk, write, append, fsync; ``check`` is called between members (raises to stop)."""
         tmp = self.out.with_name(f".{self.out.name}.compressed")
         out_fd = os.open(self.out, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        sink = Sink(out_fd)  # the stored writer's until it ends, then this thread's
         tmp_fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         read_end, write_end = os.pipe()
         try:
             fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE)
         except OSError:
             pass  # above /proc/sys/fs/pipe-max-size: the default buffer then
-        # each thread gets descriptors of its own (sharing the offsets), closed when it ends
+        # each thread gets descriptors of its own (sharing the offsets), closed when it ends; the
+        # sink's is the stored writer's until it ends, then this thread's
+        sink = Sink(os.dup(out_fd))
         threads = [
             self._thread("stored", self._write_stored, sink),
             self._thread("compressor", self._run_compressor, read_end, os.dup(tmp_fd)),
@@ -510,7 +515,9 @@ class ArchiveWriter:
             self._drain()
             raise
         finally:
-            sink.close()
+            # a stored writer still running after a failure keeps the sink's descriptor open:
+            # no number is reused under its writes
+            sink.close(keep_fd=threads[0].is_alive())
             os.close(out_fd)
             os.close(tmp_fd)
             tmp.unlink(missing_ok=True)
