@@ -15,9 +15,11 @@ would also wait for whatever else on the machine has dirty pages.)
 
 - ``wp_backup write``: the real job run through the CLI; the figure is its own ``write_s``
   log field (the archive, ``jobs._archive``, beside ``mysqldump --single-transaction | zstd``;
-  fsync; SHA-256 of both, computed as they are written); its ``cpu_s`` is the CPU of the job's
-  process and of the commands it ran in that phase (not mariadbd's); verification (tar -t,
-  checksums, scratch-database load) is its ``verify_s``, reported apart;
+  fsync; SHA-256 of both: the archive's fed by its writer as the bytes pass, its fsync inside
+  ``archive_s``; the dump's read back as it grows, its last hash and fsync after both ended,
+  ``sync_s``); its ``cpu_s`` is the CPU of the job's process and of the commands it ran in
+  that phase (not mariadbd's); verification (tar -t, every checksum recomputed from the files,
+  scratch-database load) is its ``verify_s``, reported apart;
 - ``seed-style``: ``tar czf`` of the site, then ``mysqldump | gzip`` (the seed's scripts): a
   size and wall reference, run in the first ``--seed-rounds`` rounds only (14 s at 512 MiB);
 - ``floor (parallel)`` / ``(sequential)``: ``tar cf`` and ``mysqldump > db.sql``, no
@@ -302,9 +304,9 @@ def main() -> int:
             for key, value in (
                 ("wp_backup write", done[-1]["write_s"]),
                 ("wp_backup write CPU", found.get("cpu_s", float("nan"))),  # logged since issue 30
-                ("  of which archive", found["archive_s"]),
+                ("  of which archive+fsync", found["archive_s"]),
                 ("  and dump (beside it)", found["dump_s"]),
-                ("  then fsync + last hash", found.get("sync_s", float("nan"))),
+                ("  then dump fsync+last hash", found.get("sync_s", float("nan"))),
                 ("wp_backup verify", done[-1]["verify_s"]),
                 ("wp_backup whole run", wall),
             ):
@@ -407,11 +409,11 @@ def main() -> int:
             f"{sizes['wp_backup write'] / 2**20:11.1f} {rounds.spread('wp_backup write CPU'):>20}"
         )
         print(
-            f"{'  of which archive':<26} {rounds.spread('  of which archive'):>20}  "
+            f"{'  of which archive+fsync':<26} {rounds.spread('  of which archive+fsync'):>20}  "
             f"({archive['stored']['bytes'] / 2**20:.0f} MiB stored in {archive['stored']['files']} files, "
             f"{archive['compressed']['bytes'] / 2**20:.0f} MiB compressed in {archive['compressed']['files']})"
         )
-        for name in ("  and dump (beside it)", "  then fsync + last hash"):
+        for name in ("  and dump (beside it)", "  then dump fsync+last hash"):
             print(f"{name:<26} {rounds.spread(name):>20}")
         print(f"{'wp_backup verify':<26} {rounds.spread('wp_backup verify'):>20}  (tar -t, SHA-256, scratch DB load)")
         print(f"{'wp_backup whole run':<26} {rounds.spread('wp_backup whole run'):>20}  (CLI start to exit)")

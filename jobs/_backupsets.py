@@ -422,7 +422,7 @@ def hold_backup_lock(ctx: JobContext, *, shared: bool, wait: float) -> None:
     ctx.hold_lock(name, shared=shared, wait=wait)
 
 
-def _writeback_starter() -> Callable[[int, int, int], None] | None:
+def writeback_starter() -> Callable[[int, int, int], None] | None:
     """``start(fd, offset, count)``: the kernel starts writing that range back and returns
     at once (``sync_file_range(SYNC_FILE_RANGE_WRITE)``); None where libc has no such call."""
     import ctypes
@@ -472,7 +472,7 @@ class FileFollower:
         buf = bytearray(1 << 20)
         view = memoryview(buf)
         since = 0
-        start = _writeback_starter()
+        start = writeback_starter()
         try:
             while True:
                 finished = self._done.is_set()  # read before reading: no append is missed

@@ -10,9 +10,12 @@ above it must be root's and not writable by others, or the run stops with exit 7
 else can plant a name in it, swap a set or add one. Sets are 0700, their files 0600,
 whatever the umask. The write phase runs the archive and
 the dump side by side: the archive is written by ``jobs._archive`` (media stored as raw
-frames, copied by the kernel; directories, links and text through one ``zstd -T0 -3``), the
-dump by ``mysqldump --single-transaction | zstd``;
-the verify phase reads the archive back (``tar -t``), re-checks every checksum and loads the
+frames, never compressed; directories, links and text through one ``zstd -T0 -3``), the
+dump by ``mysqldump --single-transaction | zstd``. The archive's SHA-256 is fed by its writer
+as the bytes are written (``jobs._archive.Sink``: of exactly what was written, never read
+back), the dump's read back from the page cache as it grows (``FileFollower``);
+the verify phase reads the archive back (``tar -t``), re-checks every checksum (recomputed
+from the files: for the archive a check independent of the writer's) and loads the
 dump into a scratch database ``<db>_verify_<random>``, dropped at the end, whose table count
 must equal the source's. A set that fails verification is kept, marked ``"verified": false``,
 and the run fails: ``backup_prune`` then deletes nothing until a good backup exists.
@@ -197,7 +200,8 @@ def backup_set(ctx: JobContext, s: Settings, clients: Clients, *, kind: str, key
 def write_files(
     ctx: JobContext, s: Settings, clients: Clients, out: Path, *, with_files: bool
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Archive and dump side by side; fsync and checksum each file. Returns the files'
+    """Archive and dump side by side; fsync and checksum each file (the archive's SHA-256 fed
+    by its writer as it writes, the dump's read back as it grows). Returns the files'
     ``{"bytes", "sha256"}`` and what went into the archive (``jobs._archive``; None without)."""
     codec = CODECS[s.compress]
     dump = out / (DUMP + codec.ext)
@@ -214,8 +218,11 @@ def write_files(
         outputs.insert(0, out / (FILES + codec.ext))
     for path in outputs:
         path.touch(mode=0o600, exist_ok=False)
-    followers = [FileFollower(path) for path in outputs]
+    # the dump is hashed as it grows (read back from the page cache); the archive by its
+    # writer, as the bytes pass
+    followers = [FileFollower(dump)]
     summary = None
+    files: dict[str, Any] = {}
     archive_s = dump_s = 0.0
     cpu = _cpu_s()
     try:
@@ -230,6 +237,7 @@ def write_files(
                 started = time.monotonic()
                 dumper.start()
                 summary = writer.write(check=dumper.check)
+                files[outputs[0].name] = writer.written
                 archive_s = time.monotonic() - started
                 dumper.wait()
                 dump_s = dumper.ended - started
@@ -243,7 +251,7 @@ def write_files(
             follower.abandon()
         raise
     synced = time.monotonic()
-    files = {f.path.name: r for f, r in zip(followers, FileFollower.finish_all(followers), strict=True)}
+    files.update({f.path.name: r for f, r in zip(followers, FileFollower.finish_all(followers), strict=True)})
     sync_s = time.monotonic() - synced
     for path in outputs:
         if files[path.name]["bytes"] != path.stat().st_size:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from jobrunner import job
 from jobrunner.redact import Redactor
 from jobrunner.run.context import Context
-from jobs._archive import STORE_MIN, ArchiveWriter, StoredFrames, _tarfile_header, classify, header
+from jobs._archive import STORE_MIN, ArchiveWriter, Sink, StoredFrames, _tarfile_header, classify, header
 from jobs._backupsets import CODECS
 
 LONG = "d" * 90 + "/" + "n" * 150 + ".jpg"
@@ -181,9 +181,11 @@ def test_a_stored_frame_pads_a_file_that_shrank(tmp_path, codec):
     src.write_bytes(b"x" * 1000)
     st = os.stat(src)
     out = tmp_path / "out"
-    with open(out, "wb") as sink, open(src, "rb") as source:
+    with open(out, "wb") as handle, open(src, "rb") as source:
         head = header("./f.jpg", st, b"0", size=5000)
-        got = StoredFrames(codec, sink.fileno()).member(head, source.fileno(), 5000)
+        sink = Sink(handle.fileno())
+        got = StoredFrames(codec, sink).member(head, source.fileno(), 5000)
+        sink.finish()
     assert got == 1000
     data = _tar(out, codec)
     assert data == head + b"x" * 1000 + bytes(4000) + bytes(-5000 % 512)
@@ -230,3 +232,55 @@ def test_the_fast_header_names_the_owner_as_tar_does(tmp_path):
         f"{pwd.getpwuid(info.st_uid).pw_name}/{grp.getgrgid(info.st_gid).gr_name}",
     ]
     assert "2023-11-14 22:13:20 ./f.php" in listing
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip"])
+def test_the_hash_fed_while_writing_is_the_files_on_disk(tmp_path, codec):
+    """The SHA-256 and size the writer reports (fed as the bytes pass, never read back) are
+    those of the archive on disk, for stored members of many chunks (the buffers reused),
+    compressed members, links and the appended compressed part."""
+    root = tmp_path / "site"
+    _site(root)
+    rng = random.Random(8)
+    media = root / "wp-content" / "uploads"
+    (media / "film.mp4").write_bytes(rng.randbytes((13 << 20) + 12345))  # 14 chunks, the last partial
+    for i in range(5):
+        (media / f"photo-{i}.jpg").write_bytes(rng.randbytes((1 << 20) + i * 777))
+    (root / "wp-content" / "style.css").write_text("a { color: blue; }\n" * 100_000)  # 1.9 MB: spliced
+    out = tmp_path / f"files.tar{CODECS[codec].ext}"
+    out.touch(mode=0o600)
+    writer = ArchiveWriter(_ctx(tmp_path), root, out, codec, CODECS[codec].compress)
+    summary = writer.write()
+    assert summary.stored_files == 11 and summary.compressed_bytes > 1 << 20
+    assert writer.written == {"bytes": out.stat().st_size, "sha256": _sha256(out)}
+    names = subprocess.run(["tar", "-t"], input=_tar(out, codec), capture_output=True, check=True).stdout.split()
+    assert b"./wp-content/uploads/film.mp4" in names and b"./wp-content/style.css" in names
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip"])
+def test_a_file_that_shrank_is_padded_with_zeros_in_a_reused_buffer(tmp_path, codec):
+    """The chunk buffers are reused: a stored file that ends early is padded with zeros, not
+    with the bytes of the file written before it; the hash is still the file's on disk."""
+    rng = random.Random(4)
+    big, short = tmp_path / "big", tmp_path / "short"
+    big.write_bytes(rng.randbytes(13 << 20))  # leaves every buffer full of random bytes
+    short.write_bytes(b"y" * 1000)
+    out = tmp_path / "out"
+    with open(out, "wb") as handle, open(big, "rb") as one, open(short, "rb") as two:
+        sink = Sink(handle.fileno())
+        frames = StoredFrames(codec, sink)
+        head1 = header("./big.jpg", os.stat(big), b"0", size=13 << 20)
+        head2 = header("./short.jpg", os.stat(short), b"0", size=300_000)
+        assert frames.member(head1, one.fileno(), 13 << 20) == 13 << 20
+        assert frames.member(head2, two.fileno(), 300_000) == 1000
+        written = sink.finish()
+    assert written == {"bytes": out.stat().st_size, "sha256": _sha256(out)}
+    data = _tar(out, codec)
+    second = data[len(head1) + (13 << 20) :]
+    assert second == head2 + b"y" * 1000 + bytes(299_000) + bytes(-300_000 % 512)

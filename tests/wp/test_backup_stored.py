@@ -8,6 +8,7 @@ previous format (``tar | zstd``) still restores; a changed byte in a stored memb
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -82,6 +83,11 @@ def test_media_is_stored_and_the_set_restores_byte_for_byte(site_env, site, tmp_
     manifest = json.loads((set_dir / "manifest.json").read_text())
     assert manifest["verified"] is True
     archive = (set_dir / f"files.tar{ext}").read_bytes()
+    # the checksum the writer fed as it wrote (stored and compressed members) is the file's
+    assert manifest["files"][f"files.tar{ext}"] == {
+        "bytes": len(archive),
+        "sha256": hashlib.sha256(archive).hexdigest(),
+    }
     summary = manifest["archive"]
     assert run.event("backup.archive")["stored"] == summary["stored"]
     # the site's own photo-N.jpg (256 KiB) too; WordPress's small icons (< 16 KiB) are not
