@@ -36,6 +36,12 @@ Per job, the findings (the job's status is the worst of them):
   that belongs to the job's user): a silenced job is at most WARNING, and a silenced job with
   a problem is WARNING, never OK.
 
+Every finding names its condition (``JobHealth.find(status, reason, condition)``), those above
+and ``unit_failed``, ``timer_inactive``, ``skipping``, ``never_ran``, ``not_installed``,
+``unknown`` (docs/design.md "State, metrics, health" has the table). The checks of an installed
+job are ``JUDGES``, a table of judges each taking one ``Judging`` context; ``judge_job`` runs
+it. A new condition: its word in ``CONDITIONS``, a judge, a row of ``JUDGES``.
+
 Without systemd (``/run/systemd/system`` absent: containers, CI) the timer and service
 checks are skipped with the note "systemd not running: timer state unknown" and the verdict
 comes from the state files alone. The overall status is the worst job's, ordered
