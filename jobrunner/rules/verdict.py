@@ -107,9 +107,6 @@ class JobHealth:
             self.notes.insert(0, text)
         self._add("silenced")
 
-    def by_condition(self, condition: str) -> list[Finding]:
-        return [f for f in self.findings if f.condition == condition]
-
     def _add(self, condition: str) -> None:
         if condition not in self.conditions:
             self.conditions.append(condition)
