@@ -19,6 +19,7 @@ import tracemalloc
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
@@ -107,7 +108,7 @@ def test_any_state_file_loads_checked_or_is_one_line_unreadable(tmp_path_factory
     health and the status table of it never raise and print no control character."""
     from jobrunner.cli.health import render_text
     from jobrunner.cli.status import _table, status_rows
-    from jobrunner.observe.health import JobHealth, _judge_state
+    from jobrunner.observe.health import JobHealth, Judging, judge_state
     from jobrunner.store.state import JobState, StateStore
 
     root = tmp_path_factory.mktemp("state")
@@ -123,7 +124,7 @@ def test_any_state_file_loads_checked_or_is_one_line_unreadable(tmp_path_factory
         for key in ("last_start", "last_finish", "last_success", "last_failure", "last_skipped", "skipped_since"):
             assert _is_time(state.value_of(key)), key
         h = JobHealth("prop", "prop")
-        _judge_state(h, state, time.time(), 3)
+        judge_state(Judging(h, SimpleNamespace(name="prop", unit="prop", schedule=(), jitter=None), state, time.time()))
         out = render_text([h])
         assert len(out.splitlines()) == 2 and not CONTROL.search(out)
     table = _table(status_rows(str(root), ["prop"]), time.time())

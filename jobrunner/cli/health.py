@@ -202,7 +202,9 @@ def main(args: argparse.Namespace) -> int:
                 jobs, now=now, grace=grace, fail_threshold=args.fail_threshold, state_root=args.state_dir
             )
             # A broken module is one UNKNOWN line naming it; the other jobs are judged still.
-            results += [JobHealth(b.module, "", UNKNOWN, reasons=[b.error]) for b in broken]
+            for b in broken:
+                results.append(JobHealth(b.module, ""))
+                results[-1].find(UNKNOWN, b.error, "unknown")
     except (LookupError, JobrunnerError) as exc:
         message = " ".join(str(exc).split())
         if args.json:

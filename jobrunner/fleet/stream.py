@@ -802,7 +802,7 @@ def check_fleet(
         hosts = by_job.get(name, {})
         h = JobHealth(name, name.replace("_", "-"), facts={"hosts": {}})
         if not hosts:
-            h.find(WARNING, "declared, but no host has reported it")
+            h.find(WARNING, "declared, but no host has reported it", "unreported")
             results.append(h)
             continue
         ran = [c.last for c in hosts.values() if c.last is not None]
@@ -828,18 +828,22 @@ def check_fleet(
             worst_streak = max(s for _, s in failing)
             names = ", ".join(f"{host} ({s} in a row)" if s > 1 else host for host, s in failing)
             status = CRITICAL if worst_streak >= fail_threshold else WARNING
-            h.find(status, f"failing on {len(failing)} of {len(hosts)} hosts: {names}")
+            h.find(status, f"failing on {len(failing)} of {len(hosts)} hosts: {names}", "failing")
         interval = intervals.get(name)
         if interval is not None:
             limit = stale_after(interval, None, durations.get(name, [])[-10:])
             newest = max((c.ok_at for c in hosts.values() if c.ok_at is not None), default=None)
             age = None if newest is None else now - newest
+            # As on one host: no record at all (a skip too) within the limit is late (no timer
+            # fired it anywhere), records without a success are failing.
+            seen = max((c.seen for c in hosts.values() if c.seen is not None), default=None)
+            stale = "late" if seen is None or now - seen > limit else "failing"
             if age is None:
-                h.find(WARNING, "no host has succeeded in the fleet's records")
+                h.find(WARNING, "no host has succeeded in the fleet's records", stale)
             elif age > 2 * limit:
-                h.find(CRITICAL, f"no success on any host for {format_age(age)}")
+                h.find(CRITICAL, f"no success on any host for {format_age(age)}", stale)
             elif age > limit:
-                h.find(WARNING, f"no success on any host for {format_age(age)}")
+                h.find(WARNING, f"no success on any host for {format_age(age)}", stale)
         if h.status == OK:
             if ran:
                 h.notes.append(f"last ran on {last.host} {format_age(now - last.start)} ago: {last.outcome}")
@@ -861,6 +865,6 @@ def check_fleet(
                 silence = host_silence_limit(runs_of_host.get(host, []), intervals) or UNKNOWN_CADENCE_SILENCE_S
         if now - newest > silence:
             h = JobHealth(f"host {host}", "", facts={"host": host, "last_record": newest, "silent_after_s": silence})
-            h.find(CRITICAL, f"stopped reporting: last record {format_age(now - newest)} ago")
+            h.find(CRITICAL, f"stopped reporting: last record {format_age(now - newest)} ago", "silent")
             results.append(h)
     return results

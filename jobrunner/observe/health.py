@@ -36,6 +36,12 @@ Per job, the findings (the job's status is the worst of them):
   that belongs to the job's user): a silenced job is at most WARNING, and a silenced job with
   a problem is WARNING, never OK.
 
+Every finding names its condition (``JobHealth.find(status, reason, condition)``), those above
+and ``unit_failed``, ``timer_inactive``, ``skipping``, ``never_ran``, ``not_installed``,
+``unknown`` (docs/design.md "State, metrics, health" has the table). The checks of an installed
+job are ``JUDGES``, a table of judges each taking one ``Judging`` context; ``judge_job`` runs
+it. A new condition: its word in ``CONDITIONS``, a judge, a row of ``JUDGES``.
+
 Without systemd (``/run/systemd/system`` absent: containers, CI) the timer and service
 checks are skipped with the note "systemd not running: timer state unknown" and the verdict
 comes from the state files alone. The overall status is the worst job's, ordered
@@ -50,8 +56,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from jobrunner.rules.alerting import (
     FLAP_HISTORY,
@@ -70,6 +77,7 @@ from jobrunner.rules.verdict import (
     SEVERITY,
     UNKNOWN,
     WARNING,
+    Finding,
     JobHealth,
     overall,
     worst,
@@ -82,6 +90,7 @@ from jobrunner.systemd.systemctl import SystemctlError, systemd_running, timesta
 from jobrunner.timespan import parse_timespan
 
 if TYPE_CHECKING:
+    from jobrunner.declaration import Alert
     from jobrunner.store.state import JobState
 
 
@@ -114,8 +123,14 @@ __all__ = [
     "CONDITIONS",
     "UNKNOWN",
     "WARNING",
+    "JUDGES",
+    "Finding",
+    "Judge",
     "JobHealth",
+    "Judging",
+    "Options",
     "check_jobs",
+    "judge_job",
     "expected_interval",
     "format_age",
     "overall",
@@ -188,6 +203,52 @@ def _install_gap(
     return f"{NOT_INSTALLED} (no {unit} in {', '.join(_unit_dirs()[:1])} …: jobrunner units install)"
 
 
+@dataclass
+class Options:
+    """How ``check_jobs`` was asked to judge: ``--grace``, ``--fail-threshold``, the state root."""
+
+    grace: float | None = None
+    fail_threshold: int = 3
+    state_root: str | None = None
+
+
+@dataclass
+class Judging:
+    """What a judge reads, one job's: the verdict so far (``health``, whose ``facts`` it adds
+    to), the job, its state (None: unreadable), the time, the options, systemd's view of its
+    units; and what one judge hands a later one (the timer's activation, the staleness finding)."""
+
+    health: JobHealth
+    job: JudgedJob
+    state: JobState | None
+    now: float
+    options: Options = field(default_factory=Options)
+    timer: dict[str, str] | None = None
+    service: dict[str, str] | None = None
+    timer_since: float | None = None
+    staleness: Finding | None = None
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        return self.health.facts
+
+    @property
+    def known(self) -> JobState:
+        """The state, for a judge of the table that needs it (never run on an unreadable one)."""
+        assert self.state is not None, "a judge that needs the state ran without it"
+        return self.state
+
+
+class Judge(NamedTuple):
+    """A row of ``JUDGES``: the judge's name, the function (it calls ``health.find``), and
+    whether it needs a readable state (an unreadable state is UNKNOWN: judging "never ran" from
+    nothing would mislead)."""
+
+    name: str
+    judge: Callable[[Judging], None]
+    needs_state: bool = True
+
+
 def check_jobs(
     jobs: Sequence[JudgedJob],
     *,
@@ -201,6 +262,7 @@ def check_jobs(
     _INTERVALS.clear()  # one check's memo (its ``now``), never a long-lived process's
 
     now = time.time() if now is None else now
+    options = Options(grace, fail_threshold, state_root)
     systemd = systemd_running() if systemd is None else systemd
     units: dict[str, dict[str, str]] | None = None
     systemctl_error = None
@@ -217,122 +279,113 @@ def check_jobs(
             state: JobState | None = StateStore(job.name, state_root).load()
         except Exception as exc:
             state = None
-            health.find(UNKNOWN, str(exc))
+            health.find(UNKNOWN, str(exc), "unknown")
         if systemctl_error:
-            health.find(UNKNOWN, systemctl_error)
+            health.find(UNKNOWN, systemctl_error, "unknown")
         gap = None if systemctl_error else _install_gap(job, units, systemd, state)
         health.facts["installed"] = gap is None
         if gap is not None:
-            health.notes.append(gap)
+            health.find(OK, gap, "not_installed")
             if not systemd:
                 health.notes.append(NO_SYSTEMD)
             if state is not None and state.last_outcome not in (None, "success"):
-                _judge_state(health, state, now, fail_threshold)  # a run by hand that failed
+                judge_state(Judging(health, job, state, now, options))  # a run by hand that failed
             results.append(health)
             continue
-        _judge(health, job, state, units, now, grace, fail_threshold, state_root)
+        judge_job(
+            Judging(
+                health,
+                job,
+                state,
+                now,
+                options,
+                timer=units.get(f"{job.unit}.timer") if units is not None and job.schedule else None,
+                service=units.get(f"{job.unit}.service") if units is not None else None,
+            )
+        )
         results.append(health)
     return results
 
 
-def _judge(
-    h: JobHealth,
-    job: JudgedJob,
-    state: JobState | None,
-    units: dict[str, dict[str, str]] | None,
-    now: float,
-    grace: float | None,
-    fail_threshold: int,
-    state_root: str | None = None,
-) -> None:
-    timer = units.get(f"{job.unit}.timer") if units is not None and job.schedule else None
-    service = units.get(f"{job.unit}.service") if units is not None else None
-    if not h.facts["systemd"]:
-        h.notes.append(NO_SYSTEMD)
-    timer_since: float | None = None
-    if timer is not None:
-        last_trigger = timestamp(timer.get("LastTriggerUSec"))
-        next_elapse = timestamp(timer.get("NextElapseUSecRealtime"))
-        active_since = timestamp(timer.get("ActiveEnterTimestamp"))
-        h.facts["timer"] = timer_facts = {
-            "unit": f"{job.unit}.timer",
-            "load_state": timer.get("LoadState"),
-            "active_state": timer.get("ActiveState"),
-            "sub_state": timer.get("SubState"),
-            "result": timer.get("Result"),
-            "last_trigger": last_trigger,
-            "next_elapse": next_elapse,
-            "active_since": active_since,
-            "calendar": timer_calendars(timer.get("TimersCalendar")),
-            "randomized_delay_s": _seconds(timer.get("RandomizedDelayUSec")),
-        }
-        if timer_facts["load_state"] == "not-found":  # pragma: no cover - _install_gap took it
-            h.find(UNKNOWN, f"{job.unit}.timer does not exist (units not installed?)")
-        elif timer_facts["load_state"] != "loaded":
-            h.find(CRITICAL, f"{job.unit}.timer is {timer_facts['load_state']}")
-        elif timer_facts["active_state"] != "active":
-            h.find(CRITICAL, f"{job.unit}.timer is {timer_facts['active_state']} ({timer_facts['sub_state']})")
-        else:
-            timer_since = active_since
-            if next_elapse:
-                h.notes.append(f"next in {format_age(next_elapse - now)}")
-            if last_trigger:
-                h.notes.append(f"triggered {format_age(now - last_trigger)} ago")
-    if service is not None:
-        h.facts["service"] = service_facts = {
-            "unit": f"{job.unit}.service",
-            "load_state": service.get("LoadState"),
-            "active_state": service.get("ActiveState"),
-            "sub_state": service.get("SubState"),
-            "result": service.get("Result"),
-            "exec_main_status": _int(service.get("ExecMainStatus")),
-            "exec_main_exit": timestamp(service.get("ExecMainExitTimestamp")),
-        }
-        if service_facts["load_state"] == "not-found":
-            h.find(UNKNOWN, f"{job.unit}.service does not exist (units not installed?)")
-        elif service_facts["result"] not in ("success", "", None) and (
-            state is None or state.last_outcome in (None, "success")
-        ):
-            h.find(
-                WARNING,
-                f"{job.unit}.service failed: Result={service_facts['result']}, "
-                f"status {service_facts['exec_main_status']} (not recorded by the runner)",
-            )
-    if state is None:
-        return  # unreadable: already UNKNOWN; judging "never ran" from nothing would mislead
-    _judge_state(h, state, now, fail_threshold)
-    if job.schedule:
-        _judge_staleness(h, job, state, now, grace, timer_since)
-    _judge_skips(h, job, state, now)
-    _judge_alerting(h, job, state, now, state_root)
+def judge_job(c: Judging) -> None:
+    """Run the table of judges over one installed job, in order."""
+    if not c.facts["systemd"]:
+        c.health.notes.append(NO_SYSTEMD)
+    for row in JUDGES:
+        if c.state is not None or not row.needs_state:
+            row.judge(c)
 
 
-def _judge_skips(h: JobHealth, job: JudgedJob, state: JobState, now: float) -> None:
-    """A job whose runs keep finding the lock held says so, with who holds it: stale scheduled
-    jobs carry it in their staleness reason; unscheduled ones warn after a few skips in a row."""
-    if not state.skips.skipped_since:
+def judge_timer(c: Judging) -> None:
+    """The timer: not loaded (masked, bad setting) or not active → CRITICAL ``timer_inactive``."""
+    h, job, timer, now = c.health, c.job, c.timer, c.now
+    if timer is None:
         return
-
-    text = describe_skipping(state, now)
-    holder = state.skips.skip_holder or {}
-    if holder.get("foreign"):
-        h.find(WARNING, f"{text}: its Redis lease is held by a foreign or stale holder {holder.get('lease_holder')!r}")
-    h.facts["skipping"] = {
-        "since": state.skips.skipped_since,
-        "skips": state.skips.consecutive_skips,
-        "holder": state.skips.skip_holder,
-        "text": text,
+    last_trigger = timestamp(timer.get("LastTriggerUSec"))
+    next_elapse = timestamp(timer.get("NextElapseUSecRealtime"))
+    active_since = timestamp(timer.get("ActiveEnterTimestamp"))
+    h.facts["timer"] = timer_facts = {
+        "unit": f"{job.unit}.timer",
+        "load_state": timer.get("LoadState"),
+        "active_state": timer.get("ActiveState"),
+        "sub_state": timer.get("SubState"),
+        "result": timer.get("Result"),
+        "last_trigger": last_trigger,
+        "next_elapse": next_elapse,
+        "active_since": active_since,
+        "calendar": timer_calendars(timer.get("TimersCalendar")),
+        "randomized_delay_s": _seconds(timer.get("RandomizedDelayUSec")),
     }
-    stale = [i for i, r in enumerate(h.reasons) if r.startswith(("last success", "never succeeded", "late:"))]
-    if stale:
-        h.reasons[stale[0]] += f"; {text}"
-    elif not job.schedule and (state.skips.consecutive_skips or 0) >= SKIPS_WITHOUT_SCHEDULE:
-        h.find(WARNING, text)
+    if timer_facts["load_state"] == "not-found":  # pragma: no cover - _install_gap took it
+        h.find(UNKNOWN, f"{job.unit}.timer does not exist (units not installed?)", "not_installed")
+    elif timer_facts["load_state"] != "loaded":
+        h.find(CRITICAL, f"{job.unit}.timer is {timer_facts['load_state']}", "timer_inactive")
+    elif timer_facts["active_state"] != "active":
+        h.find(
+            CRITICAL,
+            f"{job.unit}.timer is {timer_facts['active_state']} ({timer_facts['sub_state']})",
+            "timer_inactive",
+        )
     else:
-        h.notes.append(text)
+        c.timer_since = active_since
+        if next_elapse:
+            h.notes.append(f"next in {format_age(next_elapse - now)}")
+        if last_trigger:
+            h.notes.append(f"triggered {format_age(now - last_trigger)} ago")
 
 
-def _judge_state(h: JobHealth, state: JobState, now: float, fail_threshold: int) -> None:
+def judge_service(c: Judging) -> None:
+    """The service: not found → UNKNOWN ``not_installed``; failed while the runner's state says
+    success (SIGKILL, OOM: the runner could not record it) → WARNING ``unit_failed``."""
+    h, job, service, state = c.health, c.job, c.service, c.state
+    if service is None:
+        return
+    h.facts["service"] = service_facts = {
+        "unit": f"{job.unit}.service",
+        "load_state": service.get("LoadState"),
+        "active_state": service.get("ActiveState"),
+        "sub_state": service.get("SubState"),
+        "result": service.get("Result"),
+        "exec_main_status": _int(service.get("ExecMainStatus")),
+        "exec_main_exit": timestamp(service.get("ExecMainExitTimestamp")),
+    }
+    if service_facts["load_state"] == "not-found":
+        h.find(UNKNOWN, f"{job.unit}.service does not exist (units not installed?)", "not_installed")
+    elif service_facts["result"] not in ("success", "", None) and (
+        state is None or state.last_outcome in (None, "success")
+    ):
+        h.find(
+            WARNING,
+            f"{job.unit}.service failed: Result={service_facts['result']}, "
+            f"status {service_facts['exec_main_status']} (not recorded by the runner)",
+            "unit_failed",
+        )
+
+
+def judge_state(c: Judging) -> None:
+    """The runner's state: the last outcome not success → WARNING ``failing``, and CRITICAL
+    from ``--fail-threshold`` failures in a row."""
+    h, state, now, fail_threshold = c.health, c.known, c.now, c.options.fail_threshold
     keys = (
         "last_start",
         "last_finish",
@@ -363,44 +416,88 @@ def _judge_state(h: JobHealth, state: JobState, now: float, fail_threshold: int)
         h.notes.append(f"running for {format_age(now - float(running['since']))}")
 
 
-def _judge_alerting(h: JobHealth, job: JudgedJob, state: JobState, now: float, root: str | None) -> None:
-    """Running long, flapping, a duration out of the ordinary, and last a silence (which caps
-    what was found at WARNING, and is never OK with a problem)."""
-    alert = alert_from_dict(state.alerting.alert) if state.alerting.alert else getattr(job, "alert", None)
-    h.facts["alert"] = alert.to_dict() if alert is not None else None
-    running = state.running
+def judge_skips(c: Judging) -> None:
+    """A job whose runs keep finding the lock held says so, with who holds it (``skipping``):
+    a stale scheduled job carries it in its staleness finding; an unscheduled one warns after a
+    few skips in a row; a foreign holder of its Redis lease warns at once."""
+    h, job, state, now = c.health, c.job, c.known, c.now
+    if not state.skips.skipped_since:
+        return
+
+    text = describe_skipping(state, now)
+    holder = state.skips.skip_holder or {}
+    if holder.get("foreign"):
+        h.find(
+            WARNING,
+            f"{text}: its Redis lease is held by a foreign or stale holder {holder.get('lease_holder')!r}",
+            "skipping",
+        )
+    h.facts["skipping"] = {
+        "since": state.skips.skipped_since,
+        "skips": state.skips.consecutive_skips,
+        "holder": state.skips.skip_holder,
+        "text": text,
+    }
+    if c.staleness is not None:
+        h.amend(c.staleness, text, "skipping")
+    elif not job.schedule and (state.skips.consecutive_skips or 0) >= SKIPS_WITHOUT_SCHEDULE:
+        h.find(WARNING, text, "skipping")
+    else:
+        h.notes.append(text)
+
+
+def _alert(c: Judging) -> Alert | None:
+    """The rules the last run applied (kept in its state), else the declaration's."""
+    state = c.known
+    alert = alert_from_dict(state.alerting.alert) if state.alerting.alert else getattr(c.job, "alert", None)
+    c.facts["alert"] = alert.to_dict() if alert is not None else None
+    return alert
+
+
+def judge_running_long(c: Judging) -> None:
+    """Running past its ``Alert(max_duration=)`` → WARNING ``running_long``."""
+    alert, running, now = _alert(c), c.known.running, c.now
     if alert is not None and alert.max_seconds and isinstance(running, dict):
         since = running.get("since")
         if isinstance(since, (int, float)) and now - float(since) > alert.max_seconds:
-            h.find(
+            c.health.find(
                 WARNING,
                 f"running long: started {format_age(now - float(since))} ago, "
                 f"over its maximum of {format_age(alert.max_seconds)}",
                 "running_long",
             )
-    anomaly = state.alerting.anomaly
+
+
+def judge_duration(c: Judging) -> None:
+    """The last run's duration was out of the ordinary → WARNING ``duration``."""
+    anomaly = c.known.alerting.anomaly
     if isinstance(anomaly, dict) and isinstance(anomaly.get("text"), str):
-        h.find(WARNING, f"last run {anomaly['text']}", "duration")
-    flap = is_flapping(read_history(root or default_state_dir(), job.name, last=FLAP_HISTORY).records)
+        c.health.find(WARNING, f"last run {anomaly['text']}", "duration")
+
+
+def judge_flapping(c: Judging) -> None:
+    """Changes between success and failure in the last runs of its history → WARNING ``flapping``."""
+    root = c.options.state_root or default_state_dir()
+    flap = is_flapping(read_history(root, c.job.name, last=FLAP_HISTORY).records)
     if flap is not None:
         changes, runs = flap
-        h.find(WARNING, f"flapping: {changes} changes between success and failure in the last {runs} runs", "flapping")
-    silence = silence_active(state, now)
+        c.health.find(
+            WARNING, f"flapping: {changes} changes between success and failure in the last {runs} runs", "flapping"
+        )
+
+
+def judge_silence(c: Judging) -> None:
+    """Last: a silence in force (from a state directory of the job's user) caps what was found
+    at WARNING, and is never OK with a problem (``silenced``)."""
+    silence = silence_active(c.known, c.now)
     if silence is None:
         return
-    trusted, why = _silence_trusted(job, root)
+    trusted, why = _silence_trusted(c.job, c.options.state_root)
     if not trusted:
-        h.notes.append(f"a silence is recorded but ignored: {why}")
+        c.health.notes.append(f"a silence is recorded but ignored: {why}")
         return
-
-    h.facts["silence"] = silence
-    text = silence_text(silence, now)
-    if h.status in (WARNING, CRITICAL):
-        h.status = WARNING
-        h.reasons.insert(0, text)
-    else:
-        h.notes.insert(0, text)
-    h.conditions.append("silenced")
+    c.facts["silence"] = silence
+    c.health.silence(silence_text(silence, c.now))
 
 
 def _silence_trusted(job: JudgedJob, root: str | None) -> tuple[bool, str]:
@@ -460,9 +557,12 @@ def _schedule(h: JobHealth, job: JudgedJob) -> tuple[Sequence[str], float | None
 _INTERVALS: dict[tuple[Any, ...], float | None | Exception] = {}
 
 
-def _judge_staleness(
-    h: JobHealth, job: JudgedJob, state: JobState, now: float, grace: float | None, timer_since: float | None
-) -> None:
+def judge_staleness(c: Judging) -> None:
+    """A scheduled job with no success for its staleness limit (``failing``), or not even a
+    start (``late``: the timer did not fire); WARNING after the limit, CRITICAL after twice it."""
+    h, job, state, now, timer_since = c.health, c.job, c.known, c.now, c.timer_since
+    if not job.schedule:
+        return
     schedule, jitter = _schedule(h, job)
     # The instances of a job share its schedule: one systemd-analyze per schedule, not per row.
     key = (tuple([schedule] if isinstance(schedule, str) else schedule), jitter, now)
@@ -473,12 +573,12 @@ def _judge_staleness(
             _INTERVALS[key] = exc
     interval = _INTERVALS[key]
     if isinstance(interval, Exception):
-        h.find(UNKNOWN, f"cannot compute the expected interval: {interval}")
+        h.find(UNKNOWN, f"cannot compute the expected interval: {interval}", "unknown")
         return
     if interval is None:
         h.notes.append("schedule does not repeat: staleness not checked")
         return
-    limit = stale_after(interval, grace, state.durations_s)
+    limit = stale_after(interval, c.options.grace, state.durations_s)
     h.facts.update(expected_interval_s=interval, stale_after_s=limit, critical_after_s=2 * limit)
     last_success = state.last_success
     started = max(float(state.last_start or 0), float(state.skips.last_skipped or 0))
@@ -499,16 +599,36 @@ def _judge_staleness(
         condition = "late" if not started else "failing"
     elif h.facts["systemd"]:
         return  # the timer's own finding (missing, inactive) already says what is wrong
+    elif not state.last_start:
+        # Without systemd there is no timer to measure from: installed (its unit file), no run.
+        h.find(WARNING, "never ran", "never_ran")
+        return
     else:
-        h.find(WARNING, "never ran" if not state.last_start else "never succeeded")
+        c.staleness = h.find(WARNING, "never succeeded", "failing")
         return
     expected = f"expected every {format_age(interval)}"
     if age > 2 * limit:
-        h.find(CRITICAL, f"{text} ({expected}, critical after {format_age(2 * limit)})", condition)
+        c.staleness = h.find(CRITICAL, f"{text} ({expected}, critical after {format_age(2 * limit)})", condition)
     elif age > limit:
-        h.find(WARNING, f"{text} ({expected}, warning after {format_age(limit)})", condition)
+        c.staleness = h.find(WARNING, f"{text} ({expected}, warning after {format_age(limit)})", condition)
     else:
         h.notes.insert(0, text)
+
+
+# The checks of an installed job, in order: a new condition is one judge here (and its word in
+# ``jobrunner.rules.verdict.CONDITIONS``). The skips read the staleness finding; the silence,
+# last, caps what the others found.
+JUDGES: tuple[Judge, ...] = (
+    Judge("timer", judge_timer, needs_state=False),
+    Judge("service", judge_service, needs_state=False),
+    Judge("state", judge_state),
+    Judge("staleness", judge_staleness),
+    Judge("skips", judge_skips),
+    Judge("running_long", judge_running_long),
+    Judge("duration", judge_duration),
+    Judge("flapping", judge_flapping),
+    Judge("silence", judge_silence),
+)
 
 
 def _int(value: str | None) -> int | None:
