@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,9 +123,11 @@ class Launcher:
         (self.jobs / f"{module}.py").write_text(textwrap.dedent(source))
         return module
 
-    def start(self, *args: str, env: dict[str, str] | None = None, **popen) -> subprocess.Popen[str]:
+    def start(
+        self, *args: str, env: dict[str, str] | None = None, prefix: Sequence[str] = (), **popen
+    ) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jobrunner", *args],
+            [*prefix, sys.executable, "-m", "jobrunner", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
@@ -137,6 +139,27 @@ class Launcher:
         )
         self.procs.append(proc)
         return proc
+
+    def start_on_host(
+        self,
+        host: str,
+        *args: str,
+        env: dict[str, str],
+        own_dirs: bool = False,
+        timer: tuple[str, float] | None = None,
+    ) -> subprocess.Popen[str]:
+        """``python -m jobrunner ARGS`` as host HOST runs it: in its own UTS namespace (hostname
+        HOST, which the runner records as the run's host); ``own_dirs``: with its own state and
+        lock directories under ``tmp/HOST``; ``timer=(unit, at)``: as that timer's service
+        started at ``at`` (the variables systemd gives it), else as a person would."""
+        env = dict(env)
+        if own_dirs:
+            env["JOBRUNNER_STATE_DIR"] = str(self.tmp / host / "state")
+            env["JOBRUNNER_LOCK_DIR"] = str(self.tmp / host / "locks")
+        if timer is not None:
+            env.update(TRIGGER_UNIT=timer[0], TRIGGER_TIMER_REALTIME_USEC=str(int(timer[1] * 1e6)))
+        prefix = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host]
+        return self.start(*args, env=env, prefix=prefix)
 
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Run:
         proc = self.start(*args, env=env)

@@ -121,21 +121,7 @@ def infos(ledger) -> list[dict]:
 
 def on_host(launcher, host: str, env: dict[str, str]) -> subprocess.Popen[str]:
     """``jobrunner run critical`` as host ``host``: its own UTS namespace (hostname), state and locks."""
-    env = {**env, "JOBRUNNER_STATE_DIR": str(launcher.tmp / host / "state")}
-    env["JOBRUNNER_LOCK_DIR"] = str(launcher.tmp / host / "locks")
-    argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host]
-    proc = subprocess.Popen(
-        [*argv, sys.executable, "-m", "jobrunner", "run", "critical"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        cwd=launcher.tmp,
-        start_new_session=True,
-    )
-    launcher.procs.append(proc)
-    return proc
+    return launcher.start_on_host(host, "run", "critical", env=env, own_dirs=True)
 
 
 # -- the interface --------------------------------------------------------------------------
@@ -463,22 +449,7 @@ SINGLETON = """
 
 def fire(launcher, host: str, env: dict[str, str], at: float | None) -> subprocess.Popen[str]:
     """``jobrunner run report`` as host HOST's timer started it at ``at`` (or by hand: None)."""
-    env = dict(env)
-    if at is not None:
-        env.update(TRIGGER_UNIT="report.timer", TRIGGER_TIMER_REALTIME_USEC=str(int(at * 1e6)))
-    argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host]
-    proc = subprocess.Popen(
-        [*argv, sys.executable, "-m", "jobrunner", "run", "report"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        cwd=launcher.tmp,
-        start_new_session=True,
-    )
-    launcher.procs.append(proc)
-    return proc
+    return launcher.start_on_host(host, "run", "report", env=env, timer=None if at is None else ("report.timer", at))
 
 
 @pytest.mark.slow

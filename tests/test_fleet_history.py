@@ -141,21 +141,7 @@ def site_sync(ctx):
 def _on_host(launcher: Launcher, host: str, env: dict[str, str], **extra: str) -> subprocess.Popen[str]:
     """``jobrunner run site_sync`` as host HOST would: its own UTS namespace (hostname HOST,
     which the runner records as the run's host), its own state and lock directories."""
-    env = {**env, "JOBRUNNER_STATE_DIR": str(launcher.tmp / host / "state"), **extra}
-    env["JOBRUNNER_LOCK_DIR"] = str(launcher.tmp / host / "locks")
-    argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host]
-    proc = subprocess.Popen(
-        [*argv, sys.executable, "-m", "jobrunner", "run", "site_sync"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        cwd=launcher.tmp,
-        start_new_session=True,
-    )
-    launcher.procs.append(proc)
-    return proc
+    return launcher.start_on_host(host, "run", "site_sync", env={**env, **extra}, own_dirs=True)
 
 
 def _run_on(launcher: Launcher, host: str, env: dict[str, str], **extra: str) -> subprocess.CompletedProcess[str]:

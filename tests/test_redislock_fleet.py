@@ -298,24 +298,7 @@ SINGLETON_IO = """
 def _fire(launcher, host: str, env: dict[str, str], at: float | None):
     """``jobrunner run report`` as host HOST's timer (or a person, ``at=None``) starts it: its
     own UTS namespace (hostname HOST), the variables systemd gives a timer's service."""
-    import subprocess
-    import sys
-
-    env = dict(env)
-    if at is not None:
-        env.update(TRIGGER_UNIT="report.timer", TRIGGER_TIMER_REALTIME_USEC=str(int(at * 1e6)))
-    argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host]
-    proc = subprocess.Popen(
-        [*argv, sys.executable, "-m", "jobrunner", "run", "report"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    launcher.procs.append(proc)
-    return proc
+    return launcher.start_on_host(host, "run", "report", env=env, timer=None if at is None else ("report.timer", at))
 
 
 @pytest.mark.slow

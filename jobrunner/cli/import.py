@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -113,18 +114,17 @@ def _report(result: ImportResult, strict: bool) -> int:
 
 def _output(result: ImportResult, args: argparse.Namespace, *, print_modules: bool) -> None:
     if args.out:
-        try:
-            done = write_modules(result.specs, args.out, force=args.force)
-        except OSError as exc:
-            raise ConfigError(f"import: {exc.filename or args.out}: {exc.strerror or exc}") from None
-        for path, what in done:
-            print(f"{what} {path}", file=sys.stderr)
-        try:
-            written = write_services(result.services, args.out, force=args.force)
-        except OSError as exc:
-            raise ConfigError(f"import: {exc.filename or args.out}: {exc.strerror or exc}") from None
-        for path, what in written:
-            print(f"{what} {path}", file=sys.stderr)
+        writes: list[Callable[[], list[tuple[Path, str]]]] = [
+            lambda: write_modules(result.specs, args.out, force=args.force),
+            lambda: write_services(result.services, args.out, force=args.force),
+        ]
+        for write in writes:
+            try:
+                done = write()
+            except OSError as exc:
+                raise ConfigError(f"import: {exc.filename or args.out}: {exc.strerror or exc}") from None
+            for path, what in done:
+                print(f"{what} {path}", file=sys.stderr)
         for service in result.services:
             print(
                 f"jobrunner: {service.unit}: a service, not a job (units install leaves it alone); put it in place "
