@@ -9,7 +9,7 @@ default_factory=, init=, repr=, compare=)``, ``frozen=True`` (assignment raises
 ``dataclasses.FrozenInstanceError``) and ``__post_init__``. Type checkers read it as a
 dataclass (``typing.dataclass_transform``). What it does not do (``order=``, ``slots=``,
 ``kw_only=``, ``InitVar``, inheritance of fields) no data type here needs; ``field_names(cls)`` stands
-for ``dataclasses.fields()``. Use ``dataclasses`` where a class needs more.
+for ``dataclasses.fields()`` and ``replace(obj, **changes)`` for ``dataclasses.replace()``. Use ``dataclasses`` where a class needs more.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, Field, FrozenInstanceError, field
 from typing import Any, TypeVar, dataclass_transform, overload
 
-__all__ = ["datatype", "field_names"]
+__all__ = ["datatype", "field_names", "replace"]
 
 T = TypeVar("T")
 
@@ -122,6 +122,7 @@ def _build(cls: type[T], frozen: bool) -> type[T]:
     else:
         methods["__hash__"] = None  # mutable and compared by value: unhashable, as dataclasses does
     cls.__datatype_fields__ = tuple(s.name for s in specs)  # type: ignore[attr-defined]
+    cls.__datatype_init__ = tuple(init_names)  # type: ignore[attr-defined]
     for name, method in methods.items():
         if method is not None:
             method.__qualname__ = f"{qualname}.{name}"
@@ -147,3 +148,14 @@ def field_names(cls: type) -> tuple[str, ...]:
     """The names of a data type's fields, in declaration order."""
     names: tuple[str, ...] = cls.__dict__["__datatype_fields__"]
     return names
+
+
+def replace(obj: T, /, **changes: Any) -> T:
+    """A new object of ``obj``'s data type with ``changes`` (``dataclasses.replace``): the
+    fields taken by ``__init__`` are copied, the others (``init=False``) are made again by
+    ``__post_init__``, and every check it makes runs on the result."""
+    names: tuple[str, ...] = type(obj).__dict__["__datatype_init__"]
+    unknown = set(changes).difference(names)
+    if unknown:
+        raise TypeError(f"{type(obj).__qualname__} has no field {sorted(unknown)[0]!r} to replace")
+    return type(obj)(**{**{name: getattr(obj, name) for name in names}, **changes})

@@ -18,7 +18,7 @@ from dataclasses import field
 from types import FunctionType
 from typing import Any, Literal, Never, TypeAlias, get_overloads, overload
 
-from jobrunner._datatype import datatype, field_names
+from jobrunner._datatype import datatype, replace
 from jobrunner.errors import ConfigError, UsageError
 from jobrunner.timespan import parse_timespan
 from jobrunner.types import JobContext, JobFunction, Span
@@ -457,15 +457,14 @@ class Job:
 
         write = self.write_paths if self.instance_write_paths is None else self.instance_write_paths
         read = self.read_paths if self.instance_read_paths is None else self.instance_read_paths
-        values = {name: getattr(self, name) for name in field_names(Job)}
-        values.update(
+        return replace(
+            self,
             name=f"{self.name}@{instance}",
             unit=f"{self.unit}@{instance}",
             instance=instance,
             write_paths=sub(write),
             read_paths=sub(read),
         )
-        return Job(**values)
 
 
 Paths: TypeAlias = str | Sequence[str]

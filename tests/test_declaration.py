@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from jobrunner.declaration import HARDENING_LEVELS, Job, Lock, Retry, job
+from jobrunner.declaration import HARDENING_LEVELS, Alert, Job, Lock, Retry, job
 from jobrunner.errors import ConfigError
 
 
@@ -249,3 +249,28 @@ def test_cli_bad_declaration_exits_78_with_one_line(launcher, module, field):
     assert "Traceback" not in run.stderr
     assert module in run.stderr and field in run.stderr
     assert run.stdout == ""
+
+
+def test_replace_copies_every_field_and_checks_the_result_again() -> None:
+    """``jobrunner._datatype.replace`` (``dataclasses.replace`` for our data types): an instance,
+    an alert override and ``with_alert`` change what they name and keep every other field;
+    computed fields are made again, a bad value is refused, an unknown field named."""
+    from jobrunner._datatype import field_names, replace
+    from jobrunner.rules.alerting import parse_override, with_alert
+
+    declared = job(timeout="1h", instances=True, write_paths=["/srv/%i"], alert=Alert(after=2, max_duration="1h"))(
+        nightly_backup
+    )
+    bound = declared.for_instance("shop")
+    kept = set(field_names(Job)) - {"name", "unit", "instance", "write_paths", "read_paths"}
+    assert all(getattr(bound, f) == getattr(declared, f) for f in kept)
+    assert (bound.name, bound.write_paths) == ("nightly_backup@shop", ("/srv/shop",))
+    quieter = with_alert(declared, Alert(after=5))
+    assert quieter.alert == Alert(after=5)
+    assert all(getattr(quieter, f) == getattr(declared, f) for f in set(field_names(Job)) - {"alert"})
+    changed = parse_override(declared.alert, "max_duration=2h", where="x")
+    assert changed is not None and changed.after == 2 and changed.max_seconds == 7200.0  # made again
+    with pytest.raises(ValueError):
+        replace(Lock(), busy="later")  # the checks run on the result
+    with pytest.raises(TypeError, match="'wait_seconds'"):
+        replace(Lock(), wait_seconds=3.0)  # computed, not given

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobrunner._datatype import datatype, field_names
+from jobrunner._datatype import datatype, replace
 from jobrunner.declaration import Alert, alert_variable
 from jobrunner.errors import ConfigError
 
@@ -88,14 +88,14 @@ def parse_override(base: Alert | None, text: str, *, where: str) -> Alert | None
             changes[key] = value
     try:
         base = base or Alert()
-        return Alert(**{**{name: getattr(base, name) for name in _FIELDS}, **changes}).check()
+        return replace(base, **changes).check()
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
 
 def with_alert(job: Job, alert: Alert | None) -> Job:
     """``job`` (a declared ``Job``, a frozen record) with ``alert`` in place of its own."""
-    return type(job)(**{**{name: getattr(job, name) for name in field_names(type(job))}, "alert": alert})
+    return replace(job, alert=alert)
 
 
 def effective_alert(job: Job, env: Mapping[str, str] | None = None) -> Alert | None:
