@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import field
 from types import FunctionType
 from typing import Any, Literal, Never, TypeAlias, get_overloads, overload
+from urllib.parse import urlsplit
 
 from jobrunner._datatype import datatype, replace
 from jobrunner.errors import ConfigError, UsageError
@@ -63,7 +64,6 @@ def _lease_scheme(url: object) -> str:
 
 def _check_etcd(url: str) -> None:
     """``etcd://host[:port][/]``: what the etcd backend can speak (plain HTTP, no credentials)."""
-    from urllib.parse import urlsplit
 
     try:
         parts = urlsplit(url)

@@ -23,6 +23,7 @@ import stat
 
 from jobrunner.errors import ConfigError
 from jobrunner.files import FileTooLarge, NotRegularFile, read_regular_file_stat
+from jobrunner.redact import Redactor
 
 __all__ = ["MAX_ENV_FILE", "load_env_file", "parse_env", "read_regular_file"]
 
@@ -162,8 +163,6 @@ def _check_access(path: str, st: os.stat_result, env: dict[str, str]) -> None:
             f"{path}: env file is writable by {who}, who would set this run's environment (chmod go-w {path})"
         )
     if st.st_mode & 0o004:
-        from jobrunner.redact import Redactor
-
         for key, value in env.items():
             probe = Redactor()
             probe.add_env({key: value})

@@ -23,6 +23,7 @@ one line, fit to print after ``jobrunner: ``.
 
 from __future__ import annotations
 
+import signal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -164,7 +165,6 @@ class Terminated(Interrupt):
     outcome = "terminated"
 
     def __init__(self, signum: int = 15) -> None:
-        import signal
 
         super().__init__(f"terminated by {signal.Signals(signum).name}")
         self.signum = signum

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
 from collections.abc import Callable
 from typing import IO
@@ -86,7 +87,6 @@ _MAX_LINKS = 40  # symlinks followed in one path, as the kernel's limit
 def _trusted_link(dfd: int, name: str, info: os.stat_result) -> bool:
     """A symlink no other user can have planted or swapped: root's or ours, in a directory
     of root's or ours that no one else can add to (group/other write only with the sticky bit)."""
-    import stat
 
     trusted = (0, os.geteuid())
     parent = os.fstat(dfd)
@@ -102,8 +102,6 @@ def open_dir_nofollow(path: str) -> int:
     way is followed only when no other user can have planted it (``_trusted_link``: the
     system's own, ``/var/run``, say); another's is ``OSError(ELOOP)`` naming it. The caller
     closes the descriptor."""
-    import errno
-    import stat
 
     pending = [c for c in path.split("/") if c not in ("", ".")]
     dfd = os.open("/" if path.startswith("/") else ".", _OPEN_DIR)
@@ -241,7 +239,6 @@ def read_regular_file_stat(
 
 
 def _is_regular(mode: int) -> bool:
-    import stat
 
     return stat.S_ISREG(mode)
 

@@ -97,3 +97,32 @@ def test_an_instance_run_imports_only_the_instances_module_more(tmp_path, launch
     assert "jobrunner.run.lifecycle" in plain and "jobrunner.run.lifecycle" in instance
     assert instance - plain == {"jobrunner.instances"}
     assert "jobrunner.instances" not in plain
+
+
+def test_an_import_inside_a_function_keeps_something_off_the_timer_tick(tmp_path):
+    """An import sits inside a function only to keep a module off the timer tick (apprise,
+    tenacity, a configured-only feature): where the importing module and the imported one are
+    both loaded by ``jobrunner jobs.noop`` anyway, it saves nothing and belongs at the top."""
+    import ast
+    from pathlib import Path
+
+    loaded = modules_after(tmp_path, "jobs.noop")
+    package = Path(__file__).resolve().parent.parent / "jobrunner"
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if module not in loaded:
+            continue
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import):
+                    targets = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    targets = [node.module]
+                else:
+                    continue
+                offenders += [f"{module}:{node.lineno} {function.name}: {t}" for t in targets if t in loaded]
+    assert offenders == [], "\n".join(offenders)

@@ -21,11 +21,16 @@ this module never uses the builtins of those names.
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import NamedTuple, NoReturn
 
 from jobrunner.errors import ConfigError, JobrunnerError, UsageError
+from jobrunner.redact import default_redactor
+from jobrunner.run.loader import DEFAULT_PACKAGE, PACKAGE_ENV, default_package, load_job
+from jobrunner.validate import printable
 
 __all__ = ["COMMANDS", "CommandInfo", "Parser", "add_package_option", "format_table", "main"]
 
@@ -75,7 +80,6 @@ def add_package_option(parser: argparse.ArgumentParser, *, implicit: bool = True
     ``jobs``). With ``implicit=False`` (``status``, where the package only adds jobs that never
     ran) only ``$JOBRUNNER_PACKAGE`` is a default: without it, no package.
     """
-    from jobrunner.run.loader import DEFAULT_PACKAGE, PACKAGE_ENV, default_package
 
     if implicit:
         default: str | None = default_package()
@@ -91,7 +95,6 @@ def format_table(rows: Sequence[Sequence[object]]) -> str:
     """``rows`` (the header first) as a table for a terminal: each cell made printable (recorded
     text, descriptions, the fleet's names: no escape reaches the terminal), the columns
     left-aligned two spaces apart, no trailing spaces."""
-    from jobrunner.validate import printable  # commands that print tables only, not a timer tick
 
     shown = [[printable(str(cell)) for cell in row] for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(*shown, strict=True)]
@@ -101,9 +104,6 @@ def format_table(rows: Sequence[Sequence[object]]) -> str:
 
 
 def _env_package() -> bool:
-    import os
-
-    from jobrunner.run.loader import PACKAGE_ENV
 
     return bool(os.environ.get(PACKAGE_ENV, "").strip())
 
@@ -133,7 +133,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_error(exc: JobrunnerError) -> None:
-    from jobrunner.redact import default_redactor
 
     message = " ".join(default_redactor().redact(str(exc)).split())
     try:
@@ -171,7 +170,6 @@ def _dispatch(args: list[str]) -> int:
         if near or not (":" in command or "." in command or command.isidentifier()):
             # 'stauts' (a command mistyped) or 'wp-backup' (a unit name): a job of that name, or
             # a usage error naming the nearest command.
-            from jobrunner.run.loader import load_job
 
             try:
                 load_job(command)
@@ -184,7 +182,6 @@ def _dispatch(args: list[str]) -> int:
         command, rest = "run", args
     else:
         raise UsageError(f"unknown command {command!r} (see 'jobrunner --help')")
-    import importlib
 
     try:
         module = importlib.import_module(COMMANDS[command].module)

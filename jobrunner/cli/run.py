@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import pwd
+import sys
 from typing import Any
 
 from jobrunner.errors import UsageError
+from jobrunner.run.lifecycle import RunOptions, run_job
+from jobrunner.run.loader import load_job
 
 __all__ = ["HELP", "add_run_options", "bind_instance", "configure", "main", "run_declared"]
 
@@ -56,7 +61,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run_declared(declared: Any, args: argparse.Namespace, *, passthrough_exit: bool = False) -> int:
     """Run a declared job with the options of ``add_run_options``; its exit code."""
-    from jobrunner.run.lifecycle import RunOptions, run_job
 
     declared = bind_instance(declared, args.instance)
     options = RunOptions(
@@ -70,7 +74,6 @@ def run_declared(declared: Any, args: argparse.Namespace, *, passthrough_exit: b
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobrunner.run.loader import load_job
 
     if args.instance is not None:  # a bad name is a usage error before anything is imported
         from jobrunner.instances import check_instance_name
@@ -83,12 +86,9 @@ def main(args: argparse.Namespace) -> int:
 
 def _say_user(declared: Any) -> None:
     """Run by hand, a job declaring ``user=`` runs as whoever runs it: say so in one line."""
-    import os
-    import sys
 
     if not declared.user or os.environ.get("INVOCATION_ID"):
         return  # no user=, or under systemd: the unit's User= applies
-    import pwd
 
     try:
         me = pwd.getpwuid(os.geteuid()).pw_name

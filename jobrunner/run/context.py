@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from jobrunner.run.process import Completed, ProcessGroups, run_command
+from jobrunner.timespan import parse_timespan
 
 if TYPE_CHECKING:  # pragma: no cover - types only: no import of the declaration at run time
     from structlog.typing import FilteringBoundLogger
@@ -170,7 +171,6 @@ class Context:
         For a lock beside the job's own, e.g. a backup area that writers hold shared and a
         pruner exclusive. In a dry run no lock is taken either: the returned lock is not held."""
         from jobrunner.locks.file import FileLock, lock_path
-        from jobrunner.timespan import parse_timespan
 
         seconds = None if wait is None else parse_timespan(wait)
         path = lock_path(name)

@@ -27,6 +27,7 @@ None for a ``--dry-run``; no notification or ping for ``--no-notify``. Standard 
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -108,7 +109,6 @@ HOOKS: tuple[tuple[str, str, Callable[[Job, RunOptions, Mapping[str, str]], _Arg
 
 
 def _load(ref: str) -> Any:
-    import importlib
 
     module, _, attr = ref.partition(":")
     value: Any = importlib.import_module(module)

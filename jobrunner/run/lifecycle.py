@@ -27,6 +27,7 @@ own time budget, and a watchdog thread ends the process if even that hangs: no r
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import sys
 import time
@@ -532,8 +533,6 @@ _RAN = False
 
 def _user() -> str:
     try:
-        import pwd
-
         return pwd.getpwuid(os.geteuid()).pw_name
-    except (KeyError, ImportError):
+    except KeyError:
         return str(os.geteuid())

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import stat
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
@@ -86,7 +87,6 @@ def site_dir_problem() -> str | None:
 
 
 def _untrusted(path: str, info: os.stat_result, *, sticky_ok: bool) -> str | None:
-    import stat
 
     if info.st_uid not in (0, os.geteuid()):
         return f"{path} belongs to uid {info.st_uid}"
@@ -97,7 +97,6 @@ def _untrusted(path: str, info: os.stat_result, *, sticky_ok: bool) -> str | Non
 
 def _site_dir_check(directory: str) -> str | None:
     """Why root must not import from ``directory`` (another user could change its code), or None."""
-    import stat
 
     real = os.path.realpath(directory)
     parts = real.split("/")

@@ -23,12 +23,16 @@ event is written before that event (the pipes are drained first).
 
 from __future__ import annotations
 
+import fcntl
+import inspect
 import json
 import logging
 import os
+import select
 import stat
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -39,6 +43,7 @@ import structlog
 
 from jobrunner.errors import ConfigError
 from jobrunner.redact import Redactor
+from jobrunner.run.process import MAX_LINE, _LineReader
 from jobrunner.store.history import format_tail_line
 
 if TYPE_CHECKING:
@@ -213,7 +218,6 @@ class OutputCapture:
         self._buffering: list[tuple[_LineBuffered, int]] = []
 
     def start(self) -> OutputCapture:
-        from jobrunner.run.process import MAX_LINE, _LineReader
 
         _flush_std()
         for fd, name in ((1, "stdout"), (2, "stderr")):
@@ -262,7 +266,6 @@ class OutputCapture:
         return self
 
     def _pump(self) -> None:
-        import select
 
         while not self.stop.is_set():
             fds = [s["read"] for s in self.streams if s["read"] >= 0]
@@ -319,7 +322,6 @@ class OutputCapture:
         if self.closed:
             return
         self.closed = True
-        import time
 
         _flush_std()
         for handle, buffering in self._buffering:
@@ -375,7 +377,6 @@ def capture_output(sink: LineSink, redactor: Redactor) -> OutputCapture | _NoCap
 
 def _high_fd(fd: int, close: bool = False) -> int:
     """A close-on-exec duplicate of ``fd`` numbered 3 or more (never 0-2, even when those are closed)."""
-    import fcntl
 
     if close and fd > 2:
         os.set_inheritable(fd, False)
@@ -568,8 +569,6 @@ def configure_logging(
     sink = LineSink(fd=fd, file_path=file_path)
     console = None
     if fmt == "console":
-        import inspect
-
         params = inspect.signature(structlog.dev.ConsoleRenderer).parameters
         narrow: dict[str, Any] = {"pad_level": False} if "pad_level" in params else {}
         narrow |= {"pad_event_to": 0} if "pad_event_to" in params else {"pad_event": 0} if "pad_event" in params else {}

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from jobrunner.errors import CommandFailed
+from jobrunner.redact import default_redactor
 from jobrunner.types import Completed
 
 if TYPE_CHECKING:
@@ -410,7 +411,6 @@ def _pump(
     captured: list[str] | None,
     max_line: int,
 ) -> None:
-    from jobrunner.redact import default_redactor
 
     selector = selectors.DefaultSelector()
     readers: dict[int, tuple[str, _LineReader]] = {}

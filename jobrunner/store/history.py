@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from jobrunner._datatype import datatype
 from jobrunner.files import _OPEN_DIR, atomic_write
 from jobrunner.store.state import FILE_MODE, _flock_bounded
+from jobrunner.timespan import parse_timespan
 from jobrunner.validate import MAX_DURATION_S as _MAX_DURATION
 from jobrunner.validate import MAX_TEXT as _MAX_TEXT
 from jobrunner.validate import MAX_WHOLE as _MAX_WHOLE
@@ -205,8 +206,6 @@ def bounds(env: Mapping[str, str] | None = None) -> tuple[int, float]:
         pass
     raw = env.get("JOBRUNNER_HISTORY_MAX_AGE", "").strip()
     if raw:
-        from jobrunner.timespan import parse_timespan
-
         try:
             max_age = parse_timespan(raw) or DEFAULT_MAX_AGE_S
         except ValueError:
