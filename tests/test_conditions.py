@@ -263,3 +263,22 @@ def test_the_design_table_of_conditions_is_the_vocabulary():
     table = section.split("| condition | status |", 1)[1].split("\n\n", 1)[0]
     words = re.findall(r"^\| `([a-z_]+)` \|", table, re.M)
     assert words == list(CONDITIONS), words
+
+
+def test_the_messages_name_conditions_of_the_vocabulary():
+    """A failure notification's ``condition:`` line names a word of the vocabulary; a failure
+    still going on when the job's silence ended says so in its title and that line, whatever
+    the condition."""
+    from jobrunner.notify.message import _CONDITION, failure_message
+    from jobrunner.rules.verdict import CONDITIONS
+
+    assert set(_CONDITION) <= set(CONDITIONS)
+    job = SimpleNamespace(name="wp_backup", ref="jobs.wp_backup:wp_backup", unit="wp-backup")
+    result = SimpleNamespace(outcome="failure", exit_code=1, duration_s=2.0, attempts=1)
+    common: dict[str, Any] = dict(job=job, host="web1", run_id="r1", result=result, error="boom", tail=[], state={})
+    for condition in _CONDITION:
+        title, body = failure_message(**common, suppressed=0, condition=condition)
+        assert "silence" not in title and f"condition: {_CONDITION[condition]}" in body
+        title, body = failure_message(**common, suppressed=3, condition=condition, after_silence=True)
+        assert title == "🔔 wp_backup still failing on web1 after its silence ended (exit 1)"
+        assert "condition: still failing: the failures during its silence were not sent" in body

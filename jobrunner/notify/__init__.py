@@ -169,11 +169,10 @@ def recent_runs(run: Run, n: int) -> list[Any]:
     return read_history(run.store.root, run.job.name, last=n).records
 
 
-def failure_condition(run: Run, reason: str) -> str:
-    """What a failure message leads with: ``silence-ended``, ``flapping``, ``running_long`` (a
-    timeout) or ``failing``. The history is read only here, when a failure is being sent."""
-    if reason == "silence-ended":
-        return reason
+def failure_condition(run: Run) -> str:
+    """The condition a failure message names (``rules/verdict.py`` ``CONDITIONS``):
+    ``running_long`` (a timeout), ``flapping`` or ``failing``. The history is read only here,
+    when a failure is being sent."""
     if run.result.outcome == "timeout":
         return "running_long"
     from jobrunner.rules.alerting import FLAP_HISTORY, is_flapping
@@ -333,8 +332,9 @@ class NotifyHook:
                 tail=lines,
                 state=memory,
                 suppressed=decision.suppressed,
-                condition=failure_condition(run, decision.reason),
+                condition=failure_condition(run),
                 why=why,
+                after_silence=decision.reason == "silence-ended",
             )
 
         notice = notify_throttled(

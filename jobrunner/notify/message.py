@@ -87,14 +87,16 @@ def failure_message(
     suppressed: int,
     condition: str = "failing",
     why: str = "",
+    after_silence: bool = False,
 ) -> tuple[str, str]:
-    """Title and body for a failed, timed-out or terminated run. ``condition`` is what the
-    failure is part of (``failing``, ``flapping``, ``running_long``, ``silence-ended``) and
-    ``why`` the alerting rule that made it due (``3 failures in a row``)."""
+    """Title and body for a failed, timed-out or terminated run. ``condition`` is the condition
+    the failure is part of (``failing``, ``flapping``, ``running_long``: words of
+    ``rules/verdict.py`` ``CONDITIONS``), ``why`` the alerting rule that made it due (``3
+    failures in a row``), ``after_silence`` that it is still failing when its silence ended."""
     outcome = result.outcome
     verb = _VERB.get(outcome, outcome)
     title = f"{_ICON.get(outcome, '❌')} {job.name} {verb} on {host} (exit {result.exit_code})"
-    if condition == "silence-ended":
+    if after_silence:
         title = f"🔔 {job.name} still failing on {host} after its silence ended (exit {result.exit_code})"
     elif condition == "flapping":
         title = f"🔁 {job.name} {verb} on {host}, flapping (exit {result.exit_code})"
@@ -103,7 +105,7 @@ def failure_message(
         "",
         f"outcome:   {outcome}, exit code {result.exit_code}",
         f"duration:  {_duration(result.duration_s)}, attempts {result.attempts}",
-        f"condition: {_CONDITION.get(condition, condition)}",
+        f"condition: {_AFTER_SILENCE if after_silence else _CONDITION.get(condition, condition)}",
     ]
     if why:
         lines.append(f"alert:     {why}")
@@ -126,8 +128,8 @@ _CONDITION = {
     "failing": "failing",
     "flapping": "flapping (alternating between success and failure)",
     "running_long": "running long (stopped at its timeout)",
-    "silence-ended": "still failing: the failures during its silence were not sent",
 }
+_AFTER_SILENCE = "still failing: the failures during its silence were not sent"
 
 
 def anomaly_message(*, job: MessageJob, host: str, run_id: str, anomaly: Anomaly) -> tuple[str, str]:

@@ -256,12 +256,12 @@ def _message(
     tail: list[str],
     state: JobState | None,
     job: str | None = None,
-    condition: str = "",
+    after_silence: bool = False,
     why_due: str = "",
 ) -> tuple[str, str]:
     reason = _reason(props) if props else "state unknown"
     title = f"💀 {unit} failed on {host} ({reason})"
-    if condition == "silence-ended":
+    if after_silence:
         title = f"🔔 {unit} still failing on {host} after its silence ended ({reason})"
     lines = [f"Unit {unit} failed on {host}.", ""]
     if props:
@@ -276,7 +276,7 @@ def _message(
         lines.append(f"job:       {job} (last success: {success})")
         if (state.running or {}).get("run_id") == props.get("InvocationID"):
             lines.append("note:      the runner did not get to finish this run (killed or crashed)")
-    if condition == "silence-ended":
+    if after_silence:
         lines.append("condition: still failing: the failures during its silence were not sent")
     if why_due:
         lines.append(f"alert:     {why_due}")
@@ -312,7 +312,9 @@ def handle_failed_unit(unit: str, lines: int = 50) -> Handled:
     def message(decision: Decision) -> tuple[str, str]:
         tail, why_journal = journal_tail(unit, invocation, lines)
         problems = [w for w in (why_state, why_untrusted, why_journal) if w]
-        return _message(unit, os.uname().nodename, props, problems, tail, state, job, decision.reason, why_due)
+        return _message(
+            unit, os.uname().nodename, props, problems, tail, state, job, decision.reason == "silence-ended", why_due
+        )
 
     # A jobrunner job's state honours the runner's rules and learns what was sent; else it is always sent.
     notice = notify_throttled(
