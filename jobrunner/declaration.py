@@ -63,15 +63,16 @@ def _lease_scheme(url: object) -> str:
 
 
 def _check_etcd(url: str) -> None:
-    """``etcd://host[:port][/]``: what the etcd backend can speak (plain HTTP, no credentials)."""
+    """``etcd://[user[:password]@]host[:port][/]``: what the etcd backend can speak (plain HTTP;
+    the same rules as ``jobrunner.locks.etcd.etcd_endpoint``, a layer down)."""
 
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not one
     except ValueError as exc:
         raise ValueError(f"lock url: {exc}") from None
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("lock url: etcd credentials are not supported; use etcd://host:port")
+    if parts.password is not None and not parts.username:
+        raise ValueError("lock url: an etcd password needs its user (etcd://user:password@host:port)")
     if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError("lock url: use etcd://host:port (no path or query)")
 

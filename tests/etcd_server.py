@@ -29,6 +29,10 @@ from .debian_packages import DebianPackages, debian
 __all__ = ["EtcdServer", "debian", "etcd_bin", "etcd_server", "free_port", "own_etcd"]
 
 
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -38,11 +42,13 @@ def free_port() -> int:
 class EtcdServer:
     """``etcd`` on 127.0.0.1: ``url`` is the lease URL (``etcd://127.0.0.1:PORT``)."""
 
-    def __init__(self, binary: Path, workdir: Path) -> None:
+    def __init__(self, binary: Path, workdir: Path, *, auth_token_ttl: int | None = None) -> None:
         self.binary = binary
         self.workdir = workdir
         self.port, self.peer = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.auth_token_ttl = auth_token_ttl  # seconds a simple token lives unused (etcd's default: 300)
+        self.token: str | None = None  # root's, once auth is enabled: every helper call sends it
 
     @property
     def url(self) -> str:
@@ -62,6 +68,8 @@ class EtcdServer:
             f"--initial-cluster=t={peer}",
             "--initial-cluster-state=new",
         ]
+        if self.auth_token_ttl is not None:
+            argv.append(f"--auth-token-ttl={self.auth_token_ttl}")
         log = open(self.workdir / "etcd.log", "ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
@@ -77,16 +85,52 @@ class EtcdServer:
         )
         return self
 
-    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def call(self, path: str, body: dict[str, Any], token: str | None = None) -> dict[str, Any]:
+        """One gateway call (root's token when auth is on, unless ``token`` is given; "" for none)."""
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}{path}", data=json.dumps(body).encode(), method="POST"
         )
+        token = self.token if token is None else token
+        if token:
+            request.add_header("Authorization", token)
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
                 answer: dict[str, Any] = json.loads(response.read().splitlines()[0])
         except urllib.error.HTTPError as exc:
             answer = json.loads(exc.read().splitlines()[0])
+        if self.token and token == self.token and "invalid auth token" in str(answer.get("error", "")):
+            self.token = self.authenticate("root", self.root_password)  # expired between calls (--auth-token-ttl)
+            return self.call(path, body)
         return answer.get("result", answer)
+
+    root_password = "root-etcd-pw-5d2"
+
+    def authenticate(self, name: str, password: str) -> str:
+        answer = self.call("/v3/auth/authenticate", {"name": name, "password": password}, token="")
+        assert "token" in answer, answer
+        return str(answer["token"])
+
+    def enable_auth(self, users: dict[str, tuple[str, str | None]]) -> None:
+        """Users and roles as docs/fleets.md sets them up, then ``auth enable``: ``root`` (role
+        ``root``, every key) and, for each ``name: (password, prefix)``, a user of that name with
+        a role of its own allowed readwrite on keys under ``prefix`` only (none when ``None``)."""
+
+        def ok(path: str, body: dict[str, Any]) -> None:
+            answer = self.call(path, body)
+            assert "error" not in answer, (path, answer)
+
+        ok("/v3/auth/user/add", {"name": "root", "password": self.root_password})
+        ok("/v3/auth/user/grant", {"user": "root", "role": "root"})
+        for name, (password, prefix) in users.items():
+            ok("/v3/auth/user/add", {"name": name, "password": password})
+            ok("/v3/auth/role/add", {"name": name})
+            if prefix is not None:
+                end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+                perm = {"permType": "READWRITE", "key": _b64(prefix), "range_end": _b64(end)}
+                ok("/v3/auth/role/grant", {"name": name, "perm": perm})
+            ok("/v3/auth/user/grant", {"user": name, "role": name})
+        ok("/v3/auth/enable", {})
+        self.token = self.authenticate("root", self.root_password)
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The key's record (``value`` decoded, revisions and lease as etcd gives them)."""

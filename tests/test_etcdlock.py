@@ -149,7 +149,7 @@ def test_lock_url_picks_the_backend_and_redis_is_an_alias():
         (dict(url="zk://h:2181"), "unknown scheme 'zk://'"),
         (dict(url="etcd://h:2379", shared=True), "a lease is exclusive"),
         (dict(url="etcd://h:99999"), "lock url"),
-        (dict(url="etcd://u:secret@h:2379"), "credentials are not supported"),
+        (dict(url="etcd://:secret@h:2379"), "password needs its user"),
         (dict(url="etcd://h:2379/prefix"), "no path"),
         (dict(url="redis://a", redis="redis://b"), "give the lease's URL once"),
     ]:
@@ -572,7 +572,7 @@ def test_exec_lease_gives_the_command_its_fencing_token(launcher, etcd_server, t
 
 
 def test_bad_lease_urls_are_one_line_and_their_exit_code(launcher):
-    for url in ["etcd://127.0.0.1:99999", "zk://127.0.0.1:2181", "etcd://me:hunter2@h:2379"]:
+    for url in ["etcd://127.0.0.1:99999", "zk://127.0.0.1:2181", "etcd://:hunter2@h:2379"]:
         launcher.write_job(
             "badurl", f"from jobrunner import job, Lock\n@job(lock=Lock(url={url!r}))\ndef badurl(ctx): pass\n"
         )
@@ -586,6 +586,8 @@ def test_bad_lease_urls_are_one_line_and_their_exit_code(launcher):
         usage = launcher.run("exec", "x", *flags, "--", "true")
         assert usage.returncode == 64 and len(usage.stderr.strip().splitlines()) == 1, usage.stderr
         assert "--lease" in usage.stderr and "hunter2" not in usage.stderr
+    usage = launcher.run("exec", "x", "--lease", "etcd://u:hunter2@h:2379", "--", "true")
+    assert usage.returncode == 64 and "JOBRUNNER_ETCD_PASSWORD" in usage.stderr and "hunter2" not in usage.stderr
 
 
 def test_unreachable_etcd_fails_the_run_or_falls_back_to_the_file_lock(fleet):

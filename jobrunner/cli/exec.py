@@ -88,9 +88,13 @@ def _exec_job(args: argparse.Namespace) -> Any:
         raise UsageError("--lease and --redis: give one (--redis URL is --lease URL for Redis)")
     for flag, url in (("--redis", args.redis), ("--lease", args.lease)):
         if isinstance(url, str) and _has_password(url):
+            where = (
+                "put it in JOBRUNNER_ETCD_PASSWORD (and the user in JOBRUNNER_ETCD_USER) in an env file"
+                if url.lower().startswith("etcd:")
+                else "put it in JOBRUNNER_REDIS_URL in an env file and pass --redis alone"
+            )
             raise UsageError(
-                f"{flag}: a URL with a password on the command line is visible to every user (ps, "
-                "systemctl status); put it in JOBRUNNER_REDIS_URL in an env file and pass --redis alone"
+                f"{flag}: a URL with a password on the command line is visible to every user (ps, systemctl status); {where}"
             )
     if args.lock or args.lock_wait or args.shared or args.redis or args.lease:
         name = args.lock if isinstance(args.lock, str) else None

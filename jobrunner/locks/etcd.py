@@ -20,10 +20,19 @@ unmaintained since 2020 and pulls in grpc); keys and values are base64:
   declared lost, leaving ttl/3 to stop the job (``jobrunner.locks.abc.RenewedLease``);
 - release: ``/v3/lease/revoke``, which deletes the key with it (only ours: it is on our lease).
 
+Users (etcd's auth, the counterpart of the Redis ACLs, docs/fleets.md): credentials come from
+the URL (``etcd://user:password@host:port``, percent-decoded) or, better for the password, from
+``$JOBRUNNER_ETCD_USER`` / ``$JOBRUNNER_ETCD_PASSWORD`` (the job's env files); a URL naming only
+a user takes the password from the environment. ``/v3/auth/authenticate`` gives a token, sent as
+``Authorization`` on every call; a token etcd no longer knows (``--auth-token-ttl`` passed,
+etcd restarted) is replaced once and the call retried once. A non-root job's keys live under
+``jobrunner/u/<user>/`` (its lease and firing keys), root's under ``jobrunner/``, so a role
+allowed ``jobrunner/u/www-data/`` alone cannot touch root's. Wrong credentials, or a role that
+may not write the job's keys, are a ``ConfigError`` (exit 78), the password never shown.
+
 Unlike Redis, etcd keeps leases across its restarts (and extends them when a leader is
 elected), so no restart guard is needed. Not supported (a ``ConfigError``, exit 78): TLS,
-credentials in the URL, several endpoints. Imported only for jobs that declare an ``etcd://``
-lease.
+several endpoints. Imported only for jobs that declare an ``etcd://`` lease.
 """
 
 from __future__ import annotations
@@ -33,15 +42,25 @@ import http.client
 import json
 import math
 import os
+import pwd
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from jobrunner.errors import ConfigError, LockBusy
-from jobrunner.locks.abc import LeaseGone, LeaseUnavailable, RenewedLease, lease_timing, redact_line, warn_short_ttl
+from jobrunner.locks.abc import (
+    LeaseGone,
+    LeaseUnavailable,
+    RenewedLease,
+    lease_timing,
+    redact_line,
+    shown_url,
+    warn_short_ttl,
+)
 from jobrunner.locks.firing import current_firing, firing_key, ran_already
+from jobrunner.redact import default_redactor
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -49,25 +68,46 @@ if TYPE_CHECKING:
     from jobrunner.declaration import Lock
     from jobrunner.locks.abc import LeaseJob
 
-__all__ = ["EtcdLease", "acquire_etcd_lease", "etcd_endpoint"]
+__all__ = ["EtcdLease", "acquire_etcd_lease", "etcd_credentials", "etcd_endpoint", "key_prefix"]
 
-KEY_PREFIX = "jobrunner/lock/"
+KEY_PREFIX = "jobrunner/lock/"  # root's; another user's: jobrunner/u/<user>/lock/ (key_prefix)
 FIRING_KEY_PREFIX = "jobrunner/firing/"  # + <lock name>:<elapse> (jobrunner.locks.firing)
+USER_ENV, PASSWORD_ENV = "JOBRUNNER_ETCD_USER", "JOBRUNNER_ETCD_PASSWORD"
 DEFAULT_PORT = 2379
 ACQUIRE_TIMEOUT = 2.0  # each call while acquiring (no lease is at stake yet)
 POLL = 0.1  # between attempts while waiting for a held lease
 
 
 class EtcdError(Exception):
-    """etcd answered with an error (``code`` is the gRPC status: 5 = not found)."""
+    """etcd answered with an error (``code`` is the gRPC status: 5 = not found, 7 = permission
+    denied, 16 = unauthenticated)."""
 
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
 
 
+class EtcdAuthError(EtcdError):
+    """etcd refused our credentials (a wrong user or password, or auth off and a user given)."""
+
+
+def key_prefix(uid: int | None = None) -> str:
+    """Where a run's etcd keys live: ``jobrunner/`` for root's runs, ``jobrunner/u/<user>/`` for
+    another user's (its lease and firing keys), so an etcd role can give a non-root job's user
+    its own prefix and nothing of root's (docs/fleets.md)."""
+    uid = os.geteuid() if uid is None else uid
+    if uid == 0:
+        return "jobrunner/"
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    return f"jobrunner/u/{name}/"
+
+
 def etcd_endpoint(url: str) -> tuple[str, int]:
-    """``etcd://host[:port][/]`` → ``(host, port)``; anything else is a ``ConfigError``."""
+    """``etcd://[user[:password]@]host[:port][/]`` → ``(host, port)``; anything else is a
+    ``ConfigError`` (the same rules as ``jobrunner.declaration._check_etcd``, a layer up)."""
     try:
         parts = urlsplit(url)
         port = parts.port or DEFAULT_PORT
@@ -75,13 +115,33 @@ def etcd_endpoint(url: str) -> tuple[str, int]:
         raise ConfigError(redact_line(f"lock URL {url}: {exc}")) from None
     if parts.scheme.lower() != "etcd":
         raise ConfigError(f"lock URL {redact_line(url)}: not an etcd:// URL")
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError("lock URL: etcd credentials are not supported; use etcd://host:port")
+    if parts.password is not None and not parts.username:
+        raise ConfigError("lock URL: an etcd password needs its user (etcd://user:password@host:port)")
     if not parts.hostname:
-        raise ConfigError(f"lock URL {url}: no host (use etcd://host:port)")
+        raise ConfigError(redact_line(f"lock URL {url}: no host (use etcd://host:port)"))
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(f"lock URL {url}: use etcd://host:port, without a path or query")
+        raise ConfigError(redact_line(f"lock URL {url}: use etcd://host:port, without a path or query"))
     return parts.hostname, port
+
+
+def etcd_credentials(url: str, env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """``(user, password)`` to authenticate with, or ``None`` (etcd without auth): the URL's
+    (percent-decoded), else ``$JOBRUNNER_ETCD_USER`` / ``$JOBRUNNER_ETCD_PASSWORD``; a URL
+    naming only its user takes the password from the environment. The password is registered
+    with the redactor. A user without a password, or the reverse, is a ``ConfigError``."""
+    env = os.environ if env is None else env
+    parts = urlsplit(url)
+    user = unquote(parts.username) if parts.username else env.get(USER_ENV, "").strip()
+    password = unquote(parts.password) if parts.password else env.get(PASSWORD_ENV, "")
+    if password:
+        default_redactor().add(password)
+    if not user and not password:
+        return None
+    if not user:
+        raise ConfigError(f"etcd: {PASSWORD_ENV} is set but no user: set {USER_ENV} too")
+    if not password:
+        raise ConfigError(f"etcd user {user!r} has no password: set {PASSWORD_ENV} in the job's env file")
+    return user, password
 
 
 def _b64(text: str) -> str:
@@ -93,13 +153,49 @@ def _unb64(text: str) -> str:
 
 
 class _Gateway:
-    """One HTTP/1.1 connection to etcd's JSON gateway, re-opened after any failure."""
+    """One HTTP/1.1 connection to etcd's JSON gateway, re-opened after any failure; with
+    ``auth`` (user, password), every call carries a token, renewed once when etcd forgot it."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(self, host: str, port: int, timeout: float, auth: tuple[str, str] | None = None) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.auth = auth
+        self.token: str | None = None
         self._conn: http.client.HTTPConnection | None = None
 
+    def twin(self) -> _Gateway:
+        """Another connection to the same etcd, as the same user (its token shared)."""
+        other = _Gateway(self.host, self.port, self.timeout, self.auth)
+        other.token = self.token
+        return other
+
+    def authenticate(self, timeout: float | None = None) -> None:
+        assert self.auth is not None
+        user, password = self.auth
+        try:
+            answer = self._post("/v3/auth/authenticate", {"name": user, "password": password}, timeout, None)
+        except EtcdError as exc:
+            raise EtcdAuthError(f"etcd refused user {user!r}: {exc}", exc.code) from None
+        if not answer.get("token"):
+            raise EtcdAuthError(f"etcd gave user {user!r} no token (is auth enabled?)", 0)
+        self.token = str(answer["token"])
+
     def call(self, path: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        if self.auth is None:
+            return self._post(path, body, timeout, None)
+        if self.token is None:
+            self.authenticate(timeout)
+        try:
+            return self._post(path, body, timeout, self.token)
+        except EtcdError as exc:
+            if "invalid auth token" not in str(exc):
+                raise
+        self.authenticate(timeout)  # expired (--auth-token-ttl) or etcd restarted: once more
+        return self._post(path, body, timeout, self.token)
+
+    def _post(self, path: str, body: dict[str, Any], timeout: float | None, token: str | None) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = token
         if self._conn is None:
             self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout or self.timeout)
         conn = self._conn
@@ -108,7 +204,7 @@ class _Gateway:
         else:
             conn.timeout = timeout or self.timeout
         try:
-            conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            conn.request("POST", path, json.dumps(body), headers)
             response = conn.getresponse()
             raw = response.read()
         except BaseException:
@@ -160,7 +256,7 @@ class EtcdLease(RenewedLease):
     def _give_back(self) -> None:
         gateway = self._gateway
         if self._thread.is_alive():  # the renewer is still in a call: never share its connection
-            gateway = _Gateway(gateway.host, gateway.port, gateway.timeout)
+            gateway = gateway.twin()
         try:
             gateway.call("/v3/lease/revoke", {"ID": self.lease_id})
         except EtcdError as exc:
@@ -262,6 +358,22 @@ def _revoke_quietly(gateway: _Gateway, lease_id: str) -> None:
         pass
 
 
+def _refused_credentials(exc: EtcdError, url: str, auth: tuple[str, str] | None, prefix: str) -> ConfigError | None:
+    """The one line for an etcd that refused who we are or what we may write, else ``None``."""
+    if isinstance(exc, EtcdAuthError):
+        return ConfigError(redact_line(f"etcd at {url} refused our credentials: {exc}"))
+    if "user name is empty" in str(exc):
+        return ConfigError(
+            f"etcd at {url} has auth enabled: set {USER_ENV} and {PASSWORD_ENV} in the job's env file (docs/fleets.md)"
+        )
+    if exc.code == 7 or "permission denied" in str(exc):
+        who = f"etcd user {auth[0]!r}" if auth else "this etcd user"
+        return ConfigError(
+            redact_line(f"{who} may not write {prefix}: grant its role readwrite on that prefix (docs/fleets.md)")
+        )
+    return None
+
+
 def acquire_etcd_lease(
     job: LeaseJob, spec: Lock, log: FilteringBoundLogger, on_lost: Callable[[str], None], *, run_id: str | None = None
 ) -> EtcdLease:
@@ -269,15 +381,18 @@ def acquire_etcd_lease(
     (``jobrunner.locks.abc.AcquireLease``)."""
     url = str(spec.url)
     host, port = etcd_endpoint(url)
+    auth = etcd_credentials(url)
+    url = shown_url(url)  # its password, if any, masked from here on
     ttl = float(spec.ttl_seconds)
     timing = lease_timing(ttl)
     name = getattr(job, "lock_name", None) or spec.name or job.name
-    key = KEY_PREFIX + name
+    prefix = key_prefix()  # root's keys, or the job's user's own (what an etcd role allows)
+    key = f"{prefix}lock/{name}"
     schedule = getattr(job, "schedule", None)
     now_firing = current_firing(schedule) if schedule else None
-    firing = None if now_firing is None else (firing_key(FIRING_KEY_PREFIX, name, now_firing), now_firing.ttl_ms)
+    firing = None if now_firing is None else (firing_key(f"{prefix}firing/", name, now_firing), now_firing.ttl_ms)
     holder = _holder_identity(run_id)
-    gateway = _Gateway(host, port, timing["op_timeout"])
+    gateway = _Gateway(host, port, timing["op_timeout"], auth)
     wait = spec.wait_seconds or 0.0
     if wait:
         log.info("lock.waiting", key=key, wait_s=wait)
@@ -288,7 +403,13 @@ def acquire_etcd_lease(
             if not isinstance(got, _Refused) or got.ran or time.monotonic() >= give_up:
                 break
             time.sleep(min(POLL, max(0.0, give_up - time.monotonic())))
-    except (OSError, EtcdError, KeyError, ValueError) as exc:
+    except EtcdError as exc:
+        gateway.close()
+        refused = _refused_credentials(exc, url, auth, prefix)
+        if refused is not None:
+            raise refused from None
+        raise LeaseUnavailable(redact_line(f"etcd at {url} is unusable: {exc}")) from None
+    except (OSError, KeyError, ValueError) as exc:
         gateway.close()
         raise LeaseUnavailable(redact_line(f"etcd at {url} is unreachable: {type(exc).__name__}: {exc}")) from None
     except BaseException:
