@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
+import tempfile
+import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -113,3 +116,40 @@ def www_data() -> User:
     """Debian's site user: what a vulnerable plugin runs as."""
     _require_root()
     return User.named("www-data")
+
+
+@dataclass(frozen=True)
+class SharedTree:
+    """A place a test user can traverse (pytest's tmp dirs are root's 0700): ``base`` (0755)
+    holding ``jobs/<module>.py`` (0644), the user's own ``home`` (0700, the user's) and root's
+    env file ``root_env`` (0600, as docs/fleets.md says)."""
+
+    base: str
+    jobs: str
+    home: str
+    root_env: str
+
+
+def shared_tree(user: User, module: str, source: str, root_env: str, *, prefix: str) -> SharedTree:
+    """Make a ``SharedTree`` under ``/tmp/<prefix>…`` with ``source`` as the job module and
+    ``root_env`` as root's env file; the caller removes ``base``. Nothing is left behind when
+    making it fails."""
+    base = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    try:
+        os.chmod(base, 0o755)
+        jobs = os.path.join(base, "jobs")
+        os.mkdir(jobs, 0o755)
+        with open(os.path.join(jobs, f"{module}.py"), "w") as handle:
+            handle.write(textwrap.dedent(source))
+        os.chmod(os.path.join(jobs, f"{module}.py"), 0o644)
+        home = os.path.join(base, "www")
+        os.mkdir(home, 0o700)
+        os.chown(home, user.uid, user.gid)
+        env_path = os.path.join(base, "jobrunner.env")
+        fd = os.open(env_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, root_env.encode())
+        os.close(fd)
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
+    return SharedTree(base, jobs, home, env_path)

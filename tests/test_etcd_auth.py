@@ -33,7 +33,7 @@ from jobrunner.errors import ConfigError
 from jobrunner.locks.etcd import acquire_etcd_lease, etcd_credentials, etcd_endpoint, key_prefix
 from jobrunner.redact import default_redactor
 
-from .attacker import as_user, www_data
+from .attacker import as_user, shared_tree, www_data
 from .etcd_server import EtcdServer, debian, etcd_bin
 
 __all__ = ["debian", "etcd_bin", "www_data"]  # fixtures, re-exported for pytest
@@ -275,22 +275,12 @@ def test_www_data_takes_its_own_lease_and_cannot_touch_roots(auth_etcd, tmp_path
 
     www = www_data
     url = f"etcd://127.0.0.1:{auth_etcd.port}"
-    base = tempfile.mkdtemp(prefix="jr-etcd-", dir="/tmp")  # www-data must traverse it
+    tree = shared_tree(
+        www, "etcdjobs", E2E_JOBS, f"JOBRUNNER_ETCD_PASSWORD={auth_etcd.root_password}\n", prefix="jr-etcd-"
+    )
+    base, jobs, www_home, root_env = tree.base, tree.jobs, tree.home, tree.root_env
     root_proc = None
     try:
-        os.chmod(base, 0o755)
-        jobs = os.path.join(base, "jobs")
-        os.mkdir(jobs, 0o755)
-        with open(os.path.join(jobs, "etcdjobs.py"), "w") as handle:
-            handle.write(textwrap.dedent(E2E_JOBS))
-        os.chmod(os.path.join(jobs, "etcdjobs.py"), 0o644)
-        www_home = os.path.join(base, "www")
-        os.mkdir(www_home, 0o700)
-        os.chown(www_home, www.uid, www.gid)
-        root_env = os.path.join(base, "jobrunner.env")
-        fd = os.open(root_env, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.write(fd, f"JOBRUNNER_ETCD_PASSWORD={auth_etcd.root_password}\n".encode())
-        os.close(fd)
         ledger = tmp_path / "ledger"
         root_vars = clean_env(
             PYTHONPATH=str(REPO),

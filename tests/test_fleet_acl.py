@@ -237,27 +237,14 @@ def test_a_www_data_run_publishes_its_own_record_and_cannot_change_roots_verdict
     import tempfile
     import textwrap
 
-    from .attacker import as_user
+    from .attacker import as_user, shared_tree
     from .conftest import REPO, clean_env, jobrunner_cli
 
     server, root_url, www_url = acl_redis
     server.settle(3)
-    # a place www-data can traverse (pytest's tmp dirs are root's 0700): /tmp/jr-e2e-…, 0755
-    base = tempfile.mkdtemp(prefix="jr-e2e-", dir="/tmp")
+    tree = shared_tree(www_data, "e2ejobs", E2E_JOBS, f"JOBRUNNER_REDIS_URL={root_url}\n", prefix="jr-e2e-")
+    base, jobs, www_home, root_env = tree.base, tree.jobs, tree.home, tree.root_env
     try:
-        os.chmod(base, 0o755)
-        jobs = os.path.join(base, "jobs")
-        os.mkdir(jobs, 0o755)
-        with open(os.path.join(jobs, "e2ejobs.py"), "w") as handle:
-            handle.write(textwrap.dedent(E2E_JOBS))
-        os.chmod(os.path.join(jobs, "e2ejobs.py"), 0o644)
-        www_home = os.path.join(base, "www")
-        os.mkdir(www_home, 0o700)
-        os.chown(www_home, www_data.uid, www_data.gid)
-        root_env = os.path.join(base, "jobrunner.env")  # root's: 0600, as docs/fleets.md says
-        fd = os.open(root_env, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.write(fd, f"JOBRUNNER_REDIS_URL={root_url}\n".encode())
-        os.close(fd)
         root_state = os.path.join(base, "root")
         os.mkdir(root_state, 0o700)
         root_env_vars = {
