@@ -32,6 +32,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobrunner.declaration import CONDITIONS
 from jobrunner.importer.cron import Entry, split_percent
 from jobrunner.importer.emit import cron_environment
 from jobrunner.importer.guards import background, leading_test, top_level_ops
@@ -45,7 +46,6 @@ _MAY_FORK = re.compile(r"(?:^|\s)(-d|--detach)(?=\s|$)")  # memcached -d, docker
 _USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]*\$?$", re.I)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SHELL = re.compile(r"^/[A-Za-z0-9_.+/-]+$")
-_CONDITIONS = {"-x": "ConditionFileIsExecutable", "-e": "ConditionPathExists", "-d": "ConditionPathIsDirectory"}
 RESTART_SEC = "5s"
 ENV_FILE_DIR = "/etc/default"  # the Debian place of a service's EnvironmentFile=
 _CRON_OWN = ("SHELL", "HOME", "PATH", "LOGNAME")  # set by cron itself: no secret, kept in the unit
@@ -117,18 +117,21 @@ def daemon_command(command: str) -> tuple[str | None, str]:
     return result, ""
 
 
+def _quoted(text: str) -> str:
+    """``text`` in double quotes for a unit file: C escapes for ``\\`` and ``"``, ``%%`` for a
+    ``%`` (specifiers)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
+
+
 def _quote_word(value: str) -> str:
-    """One word of a systemd command line (systemd.service(5) "Command lines"): double quotes,
-    C escapes for ``\\`` and ``"``, ``%%`` for a ``%`` (specifiers), ``$$`` for a ``$``
-    (environment variable substitution)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$") + '"'
+    """One word of a systemd command line (systemd.service(5) "Command lines"): quoted, and
+    ``$$`` for a ``$`` (environment variable substitution)."""
+    return _quoted(value.replace("$", "$$"))
 
 
 def _quote_assignment(name: str, value: str) -> str:
-    """``"NAME=VALUE"`` for ``Environment=`` (quotes and C escapes; ``%%`` for specifiers; no
-    ``$`` expansion there)."""
-    text = f"{name}={value}"
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
+    """``"NAME=VALUE"`` for ``Environment=`` (quoted; no ``$`` expansion there)."""
+    return _quoted(f"{name}={value}")
 
 
 def _plain(text: str) -> str:
@@ -181,7 +184,7 @@ def service_from_entry(entry: Entry, unit: str) -> tuple[ServiceSpec | None, str
     guard = leading_test(command)  # test -x X && nohup X &: the whole list was backgrounded
     if guard is not None:
         op, path, command = guard
-        conditions.append(f"{_CONDITIONS[op]}={_plain(path)}")
+        conditions.append(f"{CONDITIONS[op]}={_plain(path)}")
     where = f"{entry.path}:{entry.lineno}"
     notes = list(env_notes)
     lines = [
